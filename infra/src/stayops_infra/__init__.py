@@ -1,0 +1,1 @@
+"""StayOps infrastructure: the `stayops` CLI, the embedded stack, topics and simulators."""

@@ -1,0 +1,182 @@
+"""The `stayops` command line: run the system, the stack alone, tokens, seeds, topics, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from stayops_infra import runlock
+from stayops_infra.config import StackConfig, bootstrap_servers_from_env
+from stayops_infra.errors import StackError
+from stayops_infra.eventtail import tail_events
+from stayops_infra.kafka.jars import ensure_kafka_jars, find_java, java_major_version
+from stayops_infra.keys import ensure_keys
+from stayops_infra.launcher import org_registry, print_seed, run_system
+from stayops_infra.orgsim import seed_solo
+from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack
+from stayops_infra.tokens import mint_token
+from stayops_infra.topics import topic_partitions
+
+app = typer.Typer(help="Run and poke at StayOps on one machine.", no_args_is_help=True)
+stack_app = typer.Typer(help="PostgreSQL + Kafka + topics only (tests, benchmarks).")
+seed_app = typer.Typer(help="Create demo organisations through the org-service simulator.")
+events_app = typer.Typer(help="Look at the events on the broker.")
+schemas_app = typer.Typer(help="The event payload JSON Schemas.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(seed_app, name="seed")
+app.add_typer(events_app, name="events")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console(soft_wrap=True)
+errors = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    errors.print(f"[red]{escape(str(exc))}[/]")
+    return typer.Exit(1)
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Seed a solo-host org and print its tokens.")] = False,
+) -> None:
+    """Start PostgreSQL, Kafka, the topics and the four services; Ctrl-C stops everything."""
+    try:
+        code = asyncio.run(run_system(StackConfig.from_env(), demo, console))
+    except StackError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start PostgreSQL + Kafka in the background and provision the topics."""
+    config = StackConfig.from_env()
+    stack = EmbeddedStack(config, notify=lambda m: console.print(f"[bold]stack[/] {m}"))
+    try:
+        asyncio.run(stack.start())
+    except StackError as exc:
+        raise _fail(exc) from exc
+    keys = stack.keys
+    console.print(f"STAYOPS_KAFKA_BOOTSTRAP_SERVERS={stack.broker.bootstrap}")
+    for database in SERVICE_DATABASES:
+        console.print(f"{database}: {stack.postgres.url(database)}", highlight=False)
+    console.print(f"STAYOPS_JWT_PUBLIC_KEY_FILE={keys.public_key}", highlight=False)
+    console.print(f"data dir: {config.data_dir} (logs in {config.logs_dir})", highlight=False)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the background Kafka and PostgreSQL of this data dir (data is kept)."""
+    config = StackConfig.from_env()
+    pid = runlock.running_pid(config.data_dir)
+    if pid is not None:
+        raise _fail(StackError(f"`stayops up` (pid {pid}) owns this stack; stop it instead"))
+    EmbeddedStack(config).stop()
+    console.print("stack stopped")
+
+
+@stack_app.command("install")
+def stack_install() -> None:
+    """Check for Java 17+ and resolve the Apache Kafka jars into the cache (once)."""
+    config = StackConfig.from_env()
+    try:
+        java = find_java()
+        console.print(f"Java {java_major_version(java)} at {java}", highlight=False)
+        libs = ensure_kafka_jars(config.kafka_cache)
+    except StackError as exc:
+        raise _fail(exc) from exc
+    console.print(f"Kafka jars in {libs}", highlight=False)
+
+
+@app.command()
+def token(
+    org: Annotated[str, typer.Option(help="org_id claim")],
+    user: Annotated[str, typer.Option(help="sub claim: the user id")],
+    role: Annotated[str, typer.Option(help="role_id claim")],
+    department: Annotated[str | None, typer.Option(help="department_id claim")] = None,
+    type_: Annotated[str, typer.Option("--type", help="human or ai_agent")] = "human",
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
+) -> None:
+    """Print a JWT signed with the org-service simulator's key."""
+    if type_ not in ("human", "ai_agent"):
+        raise _fail(ValueError("--type must be human or ai_agent"))
+    keys = ensure_keys(StackConfig.from_env().keys_dir)
+    print(
+        mint_token(
+            keys.private_pem(), org_id=org, user_id=user, role_id=role,
+            department_id=department, user_type=type_, ttl_s=ttl,  # type: ignore[arg-type]
+        )
+    )
+
+
+@seed_app.command("solo")
+def seed_solo_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a solo-host org (owner + AI Revenue Manager, two listings) and announce it."""
+    config = StackConfig.from_env()
+    try:
+        seeded = asyncio.run(
+            seed_solo(
+                bootstrap_servers_from_env(config), ensure_keys(config.keys_dir),
+                org_registry(config),
+            )
+        )
+    except Exception as exc:
+        raise _fail(StackError(f"seeding failed (is the stack up?): {exc!r}")) from exc
+    print_seed(console, seeded.as_json(), as_json=as_json)
+
+
+@app.command()
+def topics() -> None:
+    """List the topics on the broker with their partition counts."""
+    try:
+        counts = asyncio.run(topic_partitions(bootstrap_servers_from_env()))
+    except Exception as exc:
+        raise _fail(StackError(f"cannot list topics (is the stack up?): {exc!r}")) from exc
+    table = Table("topic", "partitions")
+    for name in sorted(counts):
+        table.add_row(name, str(counts[name]))
+    console.print(table)
+
+
+@events_app.command("tail")
+def events_tail(
+    topic: str,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest event.")] = False,
+    max_events: Annotated[
+        int | None, typer.Option("--max", help="Stop after this many events.")
+    ] = None,
+) -> None:
+    """Print the decoded CloudEvents of a topic as they arrive."""
+
+    def show(record: dict[str, object]) -> None:
+        print(json.dumps(record, default=str), flush=True)
+
+    try:
+        asyncio.run(
+            tail_events(bootstrap_servers_from_env(), topic, from_beginning, max_events, show)
+        )
+    except KeyboardInterrupt:
+        return
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write every event type's JSON Schema into DIRECTORY."""
+    from stayops_schemas.export import export_schemas
+
+    written = export_schemas(directory)
+    console.print(f"{len(written)} files written to {directory}", highlight=False)
+
+
+def main() -> None:
+    app()

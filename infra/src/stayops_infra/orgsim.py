@@ -1,0 +1,197 @@
+"""A local stand-in for org-service: creates orgs, mints their tokens, announces members."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from stayops_schemas.binding import to_kafka
+from stayops_schemas.catalog import ORG_DIRECTORY, event_type
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
+
+from stayops_infra.keys import KeyPair
+from stayops_infra.tokens import UserType, mint_token
+
+SOURCE = "urn:stayops:org-service"
+SEED_TOKEN_TTL_S = 7 * 24 * 3600
+
+Clock = Callable[[], datetime]
+IdFactory = Callable[[], str]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Member:
+    user_id: str
+    user_type: UserType
+    display_name: str
+    role_id: str
+    role_name: str
+    department_id: str | None
+    department_name: str | None
+    joined_at: str
+
+
+@dataclass
+class Org:
+    org_id: str
+    name: str
+    kind: str
+    listing_ids: list[str]
+    members: list[Member] = field(default_factory=list)
+
+    def member(self, user_id: str) -> Member:
+        for member in self.members:
+            if member.user_id == user_id:
+                return member
+        raise KeyError(f"user {user_id} is not a member of org {self.org_id}")
+
+
+class OrgRegistry:
+    """The orgs this simulator created, kept as one JSON file so they survive restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def all(self) -> list[Org]:
+        if not self.path.exists():
+            return []
+        raw: list[dict[str, Any]] = json.loads(self.path.read_text())
+        return [
+            Org(**{**entry, "members": [Member(**m) for m in entry["members"]]}) for entry in raw
+        ]
+
+    def get(self, org_id: str) -> Org:
+        for org in self.all():
+            if org.org_id == org_id:
+                return org
+        raise KeyError(f"org {org_id} is unknown to the org-service simulator ({self.path})")
+
+    def save(self, org: Org) -> None:
+        orgs = [existing for existing in self.all() if existing.org_id != org.org_id] + [org]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps([asdict(o) for o in orgs], indent=2))
+        partial.replace(self.path)
+
+
+def solo_host_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
+    """A solo host: one "Owner" department, the owner, an AI Revenue Manager, two listings."""
+    joined = clock().isoformat()
+    department_id = ids()
+    org = Org(org_id=ids(), name="Solo host", kind="solo", listing_ids=[ids(), ids()])
+    org.members = [
+        Member(ids(), "human", "Owner", "owner", "Owner", department_id, "Owner", joined),
+        Member(
+            ids(), "ai_agent", "AI Revenue Manager", "revenue-manager", "Revenue Manager",
+            department_id, "Owner", joined,
+        ),
+    ]
+    return org
+
+
+def member_token(keys: KeyPair, org: Org, member: Member, ttl_s: int = SEED_TOKEN_TTL_S) -> str:
+    return mint_token(
+        keys.private_pem(), org_id=org.org_id, user_id=member.user_id, role_id=member.role_id,
+        department_id=member.department_id, user_type=member.user_type, ttl_s=ttl_s,
+    )
+
+
+def member_event(
+    kind: str, org: Org, member: Member, clock: Clock = utc_now, ids: IdFactory = new_id,
+    correlationid: str | None = None,
+) -> Envelope:
+    """`org.member.joined|updated|left` for one member; keyed by user so that one
+    member's events stay in order."""
+    now = clock()
+    common = {"org_id": org.org_id, "user_id": member.user_id}
+    profile = {
+        **common,
+        "user_type": member.user_type,
+        "display_name": member.display_name,
+        "role_id": member.role_id,
+        "role_name": member.role_name,
+        "department_id": member.department_id,
+        "department_name": member.department_name,
+    }
+    payload: MemberJoined | MemberUpdated | MemberLeft
+    if kind == "joined":
+        payload = MemberJoined(**profile, joined_at=datetime.fromisoformat(member.joined_at))
+    elif kind == "updated":
+        payload = MemberUpdated(**profile, updated_at=now)
+    elif kind == "left":
+        payload = MemberLeft(**common, left_at=now)
+    else:
+        raise ValueError(f"member event kind must be joined, updated or left, not {kind!r}")
+    return event_type(f"org.member.{kind}").envelope(
+        payload, id=ids(), source=SOURCE, partitionkey=member.user_id, time=now,
+        correlationid=correlationid, subject=member.user_id,
+    )
+
+
+async def publish_events(bootstrap: str, envelopes: list[Envelope]) -> None:
+    """Publish to `org.directory` with the idempotent producer, waiting for every ack."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        for envelope in envelopes:
+            record = to_kafka(envelope)
+            await producer.send_and_wait(
+                ORG_DIRECTORY, value=record.value, key=record.key, headers=record.headers
+            )
+    finally:
+        await producer.stop()
+
+
+@dataclass(frozen=True)
+class SeededOrg:
+    org: Org
+    tokens: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org.org_id,
+            "name": self.org.name,
+            "listing_ids": self.org.listing_ids,
+            "users": {
+                _member_key(m): asdict(m) for m in self.org.members
+            },
+            "tokens": self.tokens,
+        }
+
+
+def _member_key(member: Member) -> str:
+    return "revenue_manager_agent" if member.user_type == "ai_agent" else member.role_id
+
+
+async def seed_solo(
+    bootstrap: str, keys: KeyPair, registry: OrgRegistry,
+    clock: Clock = utc_now, ids: IdFactory = new_id,
+) -> SeededOrg:
+    """Create a solo-host org, remember it, announce both members and mint their tokens."""
+    org = solo_host_org(clock, ids)
+    correlationid = ids()
+    await publish_events(
+        bootstrap,
+        [member_event("joined", org, m, clock, ids, correlationid) for m in org.members],
+    )
+    # Saved only once announced, so a failed seed leaves no org the services never heard of.
+    registry.save(org)
+    tokens = {_member_key(m): member_token(keys, org, m) for m in org.members}
+    return SeededOrg(org, tokens)

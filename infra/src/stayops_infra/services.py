@@ -1,0 +1,195 @@
+"""The four services: how to configure one and how to run it as a child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from stayops_infra.errors import StackError
+
+DEFAULT_API_KEY = "dev-internal-key"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def database(self) -> str:
+        return self.module
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("task-service", 8001),
+    ServiceSpec("workflow-service", 8002),
+    ServiceSpec("automation-service", 8003),
+    ServiceSpec("agent-service", 8004),
+)
+
+
+def service_env(
+    service_name: str,
+    *,
+    database_url: str,
+    http_port: int,
+    kafka_bootstrap: str,
+    jwt_public_key_file: Path,
+    http_host: str = "127.0.0.1",
+    service_api_key: str = DEFAULT_API_KEY,
+) -> dict[str, str]:
+    """The `STAYOPS_*` variables `stayops_kit.settings.ServiceSettings` reads."""
+    return {
+        "STAYOPS_SERVICE_NAME": service_name,
+        "STAYOPS_DATABASE_URL": database_url,
+        "STAYOPS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STAYOPS_HTTP_HOST": http_host,
+        "STAYOPS_HTTP_PORT": str(http_port),
+        "STAYOPS_JWT_PUBLIC_KEY_FILE": str(jwt_public_key_file),
+        "STAYOPS_SERVICE_API_KEY": service_api_key,
+    }
+
+
+class ServiceProcess:
+    """One service run as `python -m <module>`; output goes to a log file and, when
+    `echo` is given, to the console line by line."""
+
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        *,
+        log_file: Path | None = None,
+        echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.module = name.replace("-", "_")
+        self.env = env
+        self.log_file = log_file
+        self.echo = echo
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+        # The last lines, for the error message when it dies without a log file.
+        self._tail: deque[str] = deque(maxlen=40)
+
+    @property
+    def base_url(self) -> str:
+        host = self.env.get("STAYOPS_HTTP_HOST", "127.0.0.1")
+        return f"http://{host}:{self.env['STAYOPS_HTTP_PORT']}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def start(self) -> None:
+        if self.is_alive():
+            raise StackError(f"{self.name} is already running (pid {self.pid})")
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._popen = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self._popen.stdout is not None
+        self._pump = threading.Thread(
+            target=self._copy_output, args=(self._popen.stdout,), daemon=True,
+            name=f"{self.name}-output",
+        )
+        self._pump.start()
+
+    def is_alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for tests that prove nothing is lost."""
+        if self.is_alive():
+            assert self._popen is not None
+            self._popen.send_signal(signal.SIGKILL)
+            self._popen.wait(timeout=10)
+        self._join_pump()
+
+    def terminate(self, timeout_s: float = 15) -> None:
+        """SIGTERM for a graceful stop; SIGKILL if it is still running after `timeout_s`."""
+        if self.is_alive():
+            assert self._popen is not None
+            self._popen.send_signal(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait(timeout=10)
+        self._join_pump()
+
+    def wait_healthy(self, deadline_s: float = 60) -> None:
+        """Poll `/healthz` until it answers 200; fail early if the process exits."""
+        deadline = time.monotonic() + deadline_s
+        last = "no answer yet"
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if not self.is_alive():
+                    raise StackError(
+                        f"{self.name} exited with code {self.returncode} before it was healthy"
+                        f"{self._log_hint()}"
+                    )
+                try:
+                    response = client.get(f"{self.base_url}/healthz")
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.TransportError as exc:
+                    last = repr(exc)
+                time.sleep(0.2)
+        raise StackError(
+            f"{self.name} was not healthy at {self.base_url}/healthz within {deadline_s:.0f}s "
+            f"({last}){self._log_hint()}"
+        )
+
+    def _copy_output(self, stream: IO[bytes]) -> None:
+        log = self.log_file.open("ab") if self.log_file else None
+        try:
+            for raw in iter(stream.readline, b""):
+                if log is not None:
+                    log.write(raw)
+                    log.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._tail.append(line)
+                if self.echo is not None:
+                    self.echo(self.name, line)
+        finally:
+            if log is not None:
+                log.close()
+            stream.close()
+
+    def _join_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+            self._pump = None
+
+    def output_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def _log_hint(self) -> str:
+        where = f"; see {self.log_file}" if self.log_file else ""
+        return f"{where}\n--- last output ---\n{self.output_tail()}"

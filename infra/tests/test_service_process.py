@@ -1,0 +1,58 @@
+"""Service processes: healthy detection, kill, graceful stop and restart by the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from stayops_infra.errors import StackError
+from stayops_infra.services import ServiceProcess
+from stayops_infra.supervisor import Supervisor
+
+
+def test_wait_healthy_then_kill(fake_service_env: dict[str, str], tmp_path: Path) -> None:
+    process = ServiceProcess("fake-service", fake_service_env, log_file=tmp_path / "fake.log")
+    process.start()
+    try:
+        process.wait_healthy(deadline_s=20)
+        process.kill()
+        assert not process.is_alive()
+        assert process.returncode == -9
+        assert "fake service starting" in (tmp_path / "fake.log").read_text()
+    finally:
+        process.terminate()
+
+
+def test_wait_healthy_reports_a_process_that_dies(tmp_path: Path) -> None:
+    process = ServiceProcess("no-such-service", {"STAYOPS_HTTP_PORT": "1"})
+    process.start()
+
+    with pytest.raises(StackError, match="exited with code 1"):
+        process.wait_healthy(deadline_s=20)
+
+
+async def test_supervisor_restarts_a_service_that_dies(fake_service_env: dict[str, str]) -> None:
+    process = ServiceProcess("fake-service", fake_service_env)
+    reports: list[str] = []
+    supervisor = Supervisor([process], report=reports.append, terminate_timeout_s=5)
+    supervisor.start_all()
+    stop = asyncio.Event()
+    watching = asyncio.create_task(supervisor.run(stop))
+    try:
+        await asyncio.to_thread(process.wait_healthy, 20)
+        first_pid = process.pid
+        process.kill()
+
+        deadline = time.monotonic() + 20
+        while not (process.is_alive() and process.pid != first_pid):
+            assert time.monotonic() < deadline, "the supervisor did not restart the service"
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(process.wait_healthy, 20)
+        assert any("fake-service exited" in report for report in reports)
+    finally:
+        stop.set()
+        await watching
+    assert not process.is_alive()

@@ -1,0 +1,1 @@
+"""stayops_kit."""

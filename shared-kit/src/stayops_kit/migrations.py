@@ -1,0 +1,61 @@
+"""Alembic helpers shared by the services: the async env runner, the messaging
+tables' migration step, and `upgrade_head` for start-up."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from stayops_kit.db import NOTIFY_FUNCTION_SQL, NOTIFY_TRIGGER_SQL, messaging_metadata
+
+# Two replicas starting together must not both run the same migration.
+_MIGRATION_LOCK_KEY = 7_311_010
+
+
+def create_messaging_tables(connection: Connection) -> None:
+    """The first migration of every service: outbox, inbox and the NOTIFY trigger."""
+    messaging_metadata.create_all(connection)
+    connection.execute(sa.text(NOTIFY_FUNCTION_SQL))
+    connection.execute(sa.text(NOTIFY_TRIGGER_SQL))
+
+
+def run_env(target_metadata: sa.MetaData | None) -> None:
+    """Body of a service's `migrations/env.py`: online migrations over asyncpg."""
+    config = context.config
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url is not set: call upgrade_head(migrations_dir, url)")
+
+    def run(connection: Connection) -> None:
+        connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})"))
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def main() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+        await engine.dispose()
+
+    asyncio.run(main())
+
+
+def alembic_config(migrations_dir: Path, database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+async def upgrade_head(migrations_dir: Path, database_url: str) -> None:
+    """Apply every migration; runs Alembic in a thread because its env owns a loop."""
+    if not (migrations_dir / "env.py").exists():
+        raise FileNotFoundError(f"no Alembic env.py in {migrations_dir}")
+    await asyncio.to_thread(command.upgrade, alembic_config(migrations_dir, database_url), "head")

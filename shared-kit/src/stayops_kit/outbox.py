@@ -1,0 +1,115 @@
+"""Writing events: the unit of work that holds a handler's state change and the
+outbox rows announcing it in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from stayops_schemas.catalog import event_type as catalog_entry
+from stayops_schemas.envelope import Envelope
+
+from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
+from stayops_kit.db import outbox
+
+
+@dataclass
+class UnitOfWork:
+    """One transaction: `conn` for the handler's reads and writes, `announce` for
+    its events. Nothing is visible to anyone until the transaction commits."""
+
+    conn: AsyncConnection
+    source: str
+    clock: Clock
+    ids: IdFactory
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    announced: list[Envelope] = field(default_factory=list)
+
+    async def announce(
+        self,
+        event_type: str,
+        payload: BaseModel,
+        *,
+        org_id: str,
+        key: str,
+        correlation_id: str | None = None,
+        subject: str | None = None,
+    ) -> Envelope:
+        """Add an event to the outbox. Its topic and schema come from the catalog,
+        so a type that is not in the catalog fails here, in the handler's tests."""
+        entry = catalog_entry(event_type)
+        if not isinstance(payload, entry.model):
+            raise TypeError(f"{event_type} carries {entry.model.__name__}, not {type(payload).__name__}")
+        envelope = Envelope(
+            id=self.ids(),
+            type=event_type,
+            source=self.source,
+            orgid=org_id,
+            partitionkey=key,
+            data=payload.model_dump(mode="json"),
+            time=self.clock.now(),
+            correlationid=correlation_id or self.correlation_id,
+            causationid=self.causation_id,
+            dataschema=entry.dataschema,
+            subject=subject,
+        )
+        await self.conn.execute(outbox.insert().values(_row(envelope, entry.topic)))
+        self.announced.append(envelope)
+        return envelope
+
+
+def _row(envelope: Envelope, topic: str) -> dict[str, Any]:
+    return {
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "topic": topic,
+        "partition_key": envelope.partitionkey,
+        "org_id": envelope.orgid,
+        "source": envelope.source,
+        "correlation_id": envelope.correlationid,
+        "causation_id": envelope.causationid,
+        "dataschema": envelope.dataschema,
+        "subject": envelope.subject,
+        "payload": envelope.data,
+        "occurred_at": envelope.time,
+    }
+
+
+@dataclass(frozen=True)
+class UnitOfWorkFactory:
+    """Opens units of work on one service's engine."""
+
+    engine: AsyncEngine
+    source: str
+    clock: Clock = field(default_factory=SystemClock)
+    ids: IdFactory = new_id
+
+    @asynccontextmanager
+    async def begin(
+        self, *, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> AsyncIterator[UnitOfWork]:
+        """Commit when the block ends normally, roll back when it raises."""
+        async with self.engine.begin() as conn:
+            yield self.bind(conn, correlation_id=correlation_id, causation_id=causation_id)
+
+    def bind(
+        self,
+        conn: AsyncConnection,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> UnitOfWork:
+        """A unit of work on a transaction someone else opened and will commit."""
+        return UnitOfWork(
+            conn=conn,
+            source=self.source,
+            clock=self.clock,
+            ids=self.ids,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )

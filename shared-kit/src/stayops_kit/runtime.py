@@ -1,0 +1,146 @@
+"""Everything one running service holds, wired once at start-up and stopped in
+reverse order: engine, producer, outbox relay, inbox consumer, background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stayops_kit.auth import JwtVerifier
+from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
+from stayops_kit.consumer import InboxConsumer, Subscriptions
+from stayops_kit.db import create_engine
+from stayops_kit.kafka import create_producer
+from stayops_kit.metrics import Metrics
+from stayops_kit.migrations import upgrade_head
+from stayops_kit.outbox import UnitOfWorkFactory
+from stayops_kit.relay import OutboxRelay, RelayConfig
+from stayops_kit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+BackgroundLoop = Callable[["ServiceRuntime"], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes one service: its name, its migrations, its event handlers and
+    its long-running loops (timers, schedulers). Routes are added by the app."""
+
+    name: str
+    migrations_dir: Path
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    background: tuple[BackgroundLoop, ...] = ()
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: ServiceSettings,
+        *,
+        clock: Clock | None = None,
+        ids: IdFactory = new_id,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.ids = ids
+        self.metrics = Metrics()
+        self.verifier = JwtVerifier(
+            settings.public_key_pem(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            algorithms=settings.jwt_algorithms,
+        )
+        self.engine: AsyncEngine = create_engine(settings.database_url)
+        self.uow = UnitOfWorkFactory(self.engine, f"/{spec.name}", self.clock, ids)
+        self.producer: AIOKafkaProducer = create_producer(
+            settings.kafka_bootstrap_servers, client_id=spec.name
+        )
+        self.relay = OutboxRelay(
+            self.engine,
+            self.producer,
+            RelayConfig(
+                database_url=settings.database_url,
+                poll_interval_s=settings.relay_poll_interval_s,
+                batch_size=settings.relay_batch_size,
+                retention=timedelta(days=settings.outbox_retention_days),
+            ),
+            self.metrics,
+            self.clock,
+        )
+        self.consumer = InboxConsumer(
+            group=spec.name,
+            subscriptions=spec.subscriptions,
+            uow_factory=self.uow,
+            producer=self.producer,
+            metrics=self.metrics,
+            max_attempts=settings.consumer_max_attempts,
+        )
+        self.broker: KafkaBroker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.settings.run_migrations:
+            await upgrade_head(self.spec.migrations_dir, self.settings.database_url)
+        await _start_with_retry(self.producer.start, "Kafka producer")
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        if self.spec.subscriptions:
+            self.broker = KafkaBroker(
+                self.settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-consumer"
+            )
+            self.consumer.attach(
+                self.broker,
+                max_records=self.settings.consumer_max_records,
+                fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+            )
+            await _start_with_retry(self.broker.start, "Kafka consumer")
+        for loop in self.spec.background:
+            self._tasks.append(asyncio.create_task(loop(self), name=loop.__name__))
+        log.info("%s started", self.spec.name)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, then stop consuming, relaying and the loops."""
+        if self.broker is not None:
+            await self.consumer.drain()
+            await self.broker.stop()
+        self.relay.stop()
+        for task in self._tasks:
+            if task.get_name() != "outbox-relay":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        await self.producer.stop()
+        await self.engine.dispose()
+        log.info("%s stopped", self.spec.name)
+
+
+async def _start_with_retry(
+    start: Callable[[], Coroutine[Any, Any, Any]], what: str, deadline_s: float = 60.0
+) -> None:
+    """The broker may still be starting: retry for a while, then fail loudly."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    delay = 0.5
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:
+            if loop.time() > give_up:
+                raise RuntimeError(f"{what} could not connect within {deadline_s:.0f}s: {exc}") from exc
+            log.warning("%s not ready (%s); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

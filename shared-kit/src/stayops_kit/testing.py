@@ -1,0 +1,277 @@
+"""A probe for testing and benchmarking the messaging kit on real PostgreSQL and
+Kafka: a table of effects, a handler that writes one effect per event, and relay
+and consumer processes (`python -m stayops_kit.testing relay|consumer ...`) that a
+test can kill with SIGKILL and start again."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
+
+from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
+from stayops_kit.db import create_engine
+from stayops_kit.kafka import create_producer
+from stayops_kit.metrics import Metrics
+from stayops_kit.migrations import create_messaging_tables
+from stayops_kit.outbox import UnitOfWorkFactory
+from stayops_kit.relay import OutboxRelay, RelayConfig
+
+PROBE_EVENT = "stayops.task.created"
+
+probe_metadata = sa.MetaData()
+probe_effects = sa.Table(
+    "probe_effects",
+    probe_metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("sent_at_ns", sa.BigInteger),
+    sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.clock_timestamp()),
+)
+probe_keys = sa.Table(
+    "probe_keys",
+    probe_metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+
+
+async def prepare_database(engine: AsyncEngine) -> None:
+    """Messaging tables and probe tables, as the real migrations would create them."""
+
+    def create(connection: sa.Connection) -> None:
+        if not sa.inspect(connection).has_table("outbox"):
+            create_messaging_tables(connection)
+        probe_metadata.create_all(connection)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(create)
+
+
+def probe_payload(org_id: str, key: str, seq: int, *, sent_at_ns: int | None = None,
+                  padding: str = "") -> TaskCreated:
+    return TaskCreated(
+        task_id=key,
+        org_id=org_id,
+        title=f"probe {seq}",
+        task_type=TaskType.MANUAL,
+        status=TaskStatus.PENDING,
+        priority=Priority.LOW,
+        data={"seq": seq, "sent_at_ns": sent_at_ns, "padding": padding},
+        created_by="probe",
+    )
+
+
+async def write_probe_events(uow: UnitOfWorkFactory, org_id: str, key: str, seqs: Sequence[int]) -> None:
+    """Write events for one key in one transaction, holding the key's row lock the
+    way a handler holds its aggregate's lock."""
+    async with uow.begin() as unit:
+        await unit.conn.execute(
+            sa.text("INSERT INTO probe_keys (key, seq) VALUES (:k, 0) ON CONFLICT DO NOTHING"),
+            {"k": key},
+        )
+        await unit.conn.execute(sa.text("SELECT 1 FROM probe_keys WHERE key = :k FOR UPDATE"), {"k": key})
+        for seq in seqs:
+            await unit.announce(PROBE_EVENT, probe_payload(org_id, key, seq), org_id=org_id, key=key)
+
+
+async def record_effect(ctx: EventContext, event: TaskCreated) -> None:
+    await ctx.uow.conn.execute(
+        probe_effects.insert().values(
+            org_id=event.org_id,
+            event_id=ctx.envelope.id,
+            key=ctx.envelope.partitionkey,
+            seq=int(event.data.get("seq", -1)),
+            sent_at_ns=event.data.get("sent_at_ns"),
+        )
+    )
+
+
+def probe_subscriptions() -> Subscriptions:
+    subs = Subscriptions()
+    subs.on(PROBE_EVENT)(record_effect)
+    return subs
+
+
+async def effects_of(engine: AsyncEngine, org_id: str) -> list[tuple[str, int, str]]:
+    """(key, seq, event id) of every effect applied for an org, in the order applied."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(probe_effects.c.key, probe_effects.c.seq, probe_effects.c.event_id)
+            .where(probe_effects.c.org_id == org_id)
+            .order_by(probe_effects.c.id)
+        )
+        return [(r.key, r.seq, r.event_id) for r in rows]
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0
+) -> AsyncIterator[OutboxRelay]:
+    producer = create_producer(bootstrap, client_id="probe-relay")
+    await producer.start()
+    config = RelayConfig(database_url, poll_interval_s=poll_interval_s)
+    relay = OutboxRelay(engine, producer, config, Metrics())
+    task = asyncio.create_task(relay.run())
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        await task
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    engine: AsyncEngine, bootstrap: str, group: str, *, subscriptions: Subscriptions | None = None,
+    max_records: int = 200,
+) -> AsyncIterator[InboxConsumer]:
+    producer = create_producer(bootstrap, client_id=f"{group}-dlq")
+    await producer.start()
+    consumer = InboxConsumer(
+        group=group,
+        subscriptions=subscriptions or probe_subscriptions(),
+        uow_factory=UnitOfWorkFactory(engine, "/probe"),
+        producer=producer,
+        metrics=Metrics(),
+        max_attempts=3,
+        retry_base_s=0.05,
+        unavailable_backoff_s=0.5,
+    )
+    broker = KafkaBroker(bootstrap, client_id=f"{group}-consumer")
+    consumer.attach(broker, max_records=max_records)
+    await broker.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.drain()
+        await broker.stop()
+        await producer.stop()
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class ProbeDb:
+    url: str
+    engine: AsyncEngine
+    uow: UnitOfWorkFactory
+    org_id: str
+    bootstrap: str
+    group: str
+
+
+async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0,
+                     interval: float = 0.05, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: T | None = None
+    while loop.time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last value: {last!r})")
+
+
+class ProbeProcess:
+    """A relay or consumer in its own process, so a test can SIGKILL it."""
+
+    def __init__(self, role: str, probe: ProbeDb, failpoints: str = "") -> None:
+        env = {**os.environ, "STAYOPS_FAILPOINTS": failpoints}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stayops_kit.testing", role, "--database-url", probe.url,
+             "--bootstrap", probe.bootstrap, "--group", probe.group],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Read the process's output until it says "ready" (logs may come first)."""
+        assert self.process.stdout is not None
+        stdout = self.process.stdout
+
+        def read_until_ready() -> bool:
+            for line in stdout:
+                if line.strip() == "ready":
+                    return True
+            return False
+
+        ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready), timeout)
+        assert ready, f"probe process did not start (exit {self.process.poll()})"
+        # Keep draining its output so a chatty process never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
+
+    async def wait_killed(self, timeout: float = 30.0) -> int:
+        code = await asyncio.wait_for(asyncio.to_thread(self.process.wait), timeout)
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def _serve(role: str, database_url: str, bootstrap: str, group: str) -> None:
+    engine = create_engine(database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if role == "relay":
+        async with running_relay(engine, database_url, bootstrap, poll_interval_s=0.5):
+            print("ready", flush=True)
+            await stop.wait()
+    else:
+        async with running_consumer(engine, bootstrap, group):
+            print("ready", flush=True)
+            await stop.wait()
+    await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=["relay", "consumer"])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", default="probe")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group))
+
+
+if __name__ == "__main__":
+    main()

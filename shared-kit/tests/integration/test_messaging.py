@@ -1,0 +1,346 @@
+"""The delivery guarantees of DESIGN.md §3, on real PostgreSQL and Apache Kafka:
+outbox and state commit together, nothing is lost or applied twice when the relay,
+the consumer or the broker dies, per-key order holds, late commits are not skipped,
+and bad events are dead-lettered with their reason."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from collections import Counter
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from stayops_kit.db import outbox
+from stayops_kit.relay import LISTENER_APPLICATION_NAME
+from stayops_kit.testing import (
+    PROBE_EVENT,
+    ProbeDb,
+    ProbeProcess,
+    effects_of,
+    eventually,
+    probe_payload,
+    running_consumer,
+    running_relay,
+    write_probe_events,
+)
+from stayops_schemas.binding import KafkaRecord, to_kafka
+from stayops_schemas.catalog import dead_letter_topic
+
+pytestmark = pytest.mark.stack
+
+
+async def unsent_count(probe: ProbeDb) -> int:
+    async with probe.engine.connect() as conn:
+        return int((await conn.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+        )).scalar_one())
+
+
+async def effect_count(probe: ProbeDb, expected: int) -> list[Any] | None:
+    effects = await effects_of(probe.engine, probe.org_id)
+    return effects if len(effects) >= expected else None
+
+
+def assert_once_each(effects: list[tuple[str, int, str]], expected: set[tuple[str, int]]) -> None:
+    counts = Counter((key, seq) for key, seq, _ in effects)
+    duplicates = {k: n for k, n in counts.items() if n > 1}
+    assert not duplicates, f"applied more than once: {duplicates}"
+    assert set(counts) == expected, f"missing: {sorted(expected - set(counts))[:10]}"
+
+
+async def test_state_change_and_its_event_commit_together_or_not_at_all(probe: ProbeDb) -> None:
+    with pytest.raises(RuntimeError):
+        async with probe.uow.begin() as uow:
+            await uow.conn.execute(sa.text("CREATE TABLE IF NOT EXISTS widgets (id text)"))
+            await uow.conn.execute(sa.text("INSERT INTO widgets VALUES ('w1')"))
+            await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "w1", 1),
+                               org_id=probe.org_id, key="w1")
+            raise RuntimeError("handler failed after announcing")
+    async with probe.engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one() == 0
+        widgets = await conn.execute(sa.text("SELECT to_regclass('widgets')"))
+        assert widgets.scalar_one() is None
+
+    async with probe.uow.begin() as uow:
+        await uow.conn.execute(sa.text("CREATE TABLE widgets (id text)"))
+        await uow.conn.execute(sa.text("INSERT INTO widgets VALUES ('w2')"))
+        await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "w2", 1), org_id=probe.org_id, key="w2")
+    async with probe.engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one() == 1
+        assert (await conn.execute(sa.text("SELECT count(*) FROM widgets"))).scalar_one() == 1
+
+
+async def test_relay_killed_before_publishing_publishes_after_restart(probe: ProbeDb) -> None:
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group):
+        relay = ProbeProcess("relay", probe, failpoints="relay.before_send")
+        await relay.wait_ready()
+        await write_probe_events(probe.uow, probe.org_id, "k1", [1])
+        assert await relay.wait_killed() == -signal.SIGKILL
+        assert await unsent_count(probe) == 1
+
+        relay = ProbeProcess("relay", probe)
+        try:
+            await relay.wait_ready()
+            effects = await eventually(lambda: effect_count(probe, 1), what="effect after restart")
+            await eventually(lambda: _is_zero(unsent_count(probe)), what="row marked sent")
+        finally:
+            relay.stop()
+    assert_once_each(effects, {("k1", 1)})
+
+
+async def test_relay_killed_after_publishing_publishes_again_and_the_effect_happens_once(
+    probe: ProbeDb,
+) -> None:
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group):
+        relay = ProbeProcess("relay", probe, failpoints="relay.after_send")
+        await relay.wait_ready()
+        await write_probe_events(probe.uow, probe.org_id, "k1", [1])
+        assert await relay.wait_killed() == -signal.SIGKILL
+        await eventually(lambda: effect_count(probe, 1), what="first delivery")
+        assert await unsent_count(probe) == 1, "killed before marking: the row is still unsent"
+
+        relay = ProbeProcess("relay", probe)
+        try:
+            await relay.wait_ready()
+            await eventually(lambda: _is_zero(unsent_count(probe)), what="row re-published")
+            # The re-published copy has been consumed once the group's lag is 0.
+            await eventually(lambda: _group_caught_up(probe), what="consumer caught up")
+        finally:
+            relay.stop()
+    assert_once_each(await effects_of(probe.engine, probe.org_id), {("k1", 1)})
+
+
+async def test_the_same_event_delivered_three_times_has_one_effect(probe: ProbeDb) -> None:
+    async with probe.uow.begin() as uow:
+        envelope = await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "k1", 7),
+                                      org_id=probe.org_id, key="k1")
+    record = to_kafka(envelope)
+    producer = AIOKafkaProducer(bootstrap_servers=probe.bootstrap)
+    await producer.start()
+    try:
+        for _ in range(3):
+            await _send(producer, record)
+        await _send(producer, _marker(probe, "k2"))
+    finally:
+        await producer.stop()
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group):
+        effects = await eventually(lambda: effect_count(probe, 2), what="marker applied")
+    assert_once_each(effects, {("k1", 7), ("k2", 0)})
+
+
+async def test_a_consumer_killed_mid_handler_reprocesses_the_event_once(probe: ProbeDb) -> None:
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2):
+        consumer = ProbeProcess("consumer", probe, failpoints="consumer.before_commit")
+        await consumer.wait_ready()
+        await write_probe_events(probe.uow, probe.org_id, "k1", [1, 2, 3])
+        assert await consumer.wait_killed(timeout=60) == -signal.SIGKILL
+        assert await effects_of(probe.engine, probe.org_id) == [], "the killed transaction rolled back"
+
+        consumer = ProbeProcess("consumer", probe)
+        try:
+            await consumer.wait_ready()
+            effects = await eventually(lambda: effect_count(probe, 3), timeout=60, what="reprocessed")
+        finally:
+            consumer.stop()
+    assert_once_each(effects, {("k1", 1), ("k1", 2), ("k1", 3)})
+
+
+async def test_events_of_one_key_arrive_in_the_order_they_were_written(probe: ProbeDb) -> None:
+    keys = [f"key-{i}" for i in range(6)]
+
+    async def writer(key: str) -> None:
+        for start in range(0, 60, 5):
+            await write_probe_events(probe.uow, probe.org_id, key, range(start, start + 5))
+
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group, max_records=37):
+        await asyncio.gather(*(writer(k) for k in keys))
+        effects = await eventually(lambda: effect_count(probe, 360), timeout=60, what="all applied")
+    for key in keys:
+        seqs = [seq for k, seq, _ in effects if k == key]
+        assert seqs == list(range(60)), f"{key} applied out of order: {seqs[:20]}..."
+
+
+async def test_a_late_commit_with_a_lower_outbox_id_is_still_published(probe: ProbeDb) -> None:
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group):
+        slow = probe.engine.connect()
+        conn = await slow.__aenter__()
+        transaction = await conn.begin()
+        slow_uow = probe.uow.bind(conn)
+        await slow_uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "slow", 1),
+                                org_id=probe.org_id, key="slow")
+        await write_probe_events(probe.uow, probe.org_id, "fast", [1, 2])
+        effects = await eventually(lambda: effect_count(probe, 2), what="later rows published")
+        assert {(k, s) for k, s, _ in effects} == {("fast", 1), ("fast", 2)}
+
+        await transaction.commit()
+        await slow.__aexit__(None, None, None)
+        effects = await eventually(lambda: effect_count(probe, 3), what="late row published")
+    assert_once_each(effects, {("fast", 1), ("fast", 2), ("slow", 1)})
+
+
+async def test_no_row_is_skipped_under_sixteen_concurrent_writers(probe: ProbeDb) -> None:
+    rng = random.Random(7)
+
+    async def writer(n: int) -> None:
+        for batch in range(10):
+            async with probe.uow.begin() as uow:
+                for seq in range(batch * 4, batch * 4 + 4):
+                    await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, f"w{n}", seq),
+                                       org_id=probe.org_id, key=f"w{n}")
+                    await asyncio.sleep(rng.random() / 200)  # commits interleave out of id order
+
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group):
+        await asyncio.gather(*(writer(n) for n in range(16)))
+        effects = await eventually(lambda: effect_count(probe, 640), timeout=60, what="all 640 applied")
+    assert_once_each(effects, {(f"w{n}", s) for n in range(16) for s in range(40)})
+    assert await unsent_count(probe) == 0
+
+
+async def test_a_killed_listen_connection_is_covered_by_polling_and_reconnects(probe: ProbeDb) -> None:
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=1.0), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group):
+        old = await eventually(lambda: _listener_pids(probe), what="relay listening")
+        async with probe.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": old[0]})
+        await write_probe_events(probe.uow, probe.org_id, "k1", [1])
+        started = asyncio.get_running_loop().time()
+        await eventually(lambda: effect_count(probe, 1), timeout=5, what="published by polling")
+        assert asyncio.get_running_loop().time() - started < 3.0
+        new = await eventually(lambda: _listener_pids(probe), what="listener reconnected")
+        assert new != old
+        # And the new listener wakes the relay again.
+        await write_probe_events(probe.uow, probe.org_id, "k2", [1])
+        await eventually(lambda: effect_count(probe, 2), timeout=5, what="published after reconnect")
+
+
+async def test_malformed_and_invalid_events_go_to_the_dead_letter_topic_and_the_consumer_goes_on(
+    probe: ProbeDb,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=probe.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait("stayops.tasks", b"not json at all", key=b"bad1",
+                                     headers=[("ce_type", PROBE_EVENT.encode())])
+        async with probe.uow.begin() as uow:
+            envelope = await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "bad2", 1),
+                                          org_id=probe.org_id, key="bad2")
+        record = to_kafka(envelope)
+        invalid = record.value.replace(b'"task_type": "manual"', b'"task_type": "cooking"')
+        assert invalid != record.value
+        await _send(producer, KafkaRecord(record.key, invalid, record.headers))
+        await _send(producer, _marker(probe, "good"))
+    finally:
+        await producer.stop()
+
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group):
+        effects = await eventually(lambda: effect_count(probe, 1), what="valid event applied")
+    assert [(k, s) for k, s, _ in effects] == [("good", 0)]
+
+    letters = await _read_all(probe.bootstrap, dead_letter_topic(probe.group), expected=2)
+    by_key = {r.key: dict(r.headers) for r in letters}
+    malformed, invalid_letter = by_key[b"bad1"], by_key[b"bad2"]
+    assert b"ce_specversion" in malformed["dlq_reason"]
+    assert malformed["dlq_error_type"] == b"MalformedEvent"
+    assert b"task_type" in invalid_letter["dlq_reason"]
+    assert invalid_letter["dlq_error_type"] == b"InvalidPayload"
+    assert invalid_letter["dlq_orgid"] == probe.org_id.encode()
+    for headers in (malformed, invalid_letter):
+        assert headers["dlq_original_topic"] == b"stayops.tasks"
+        assert headers["dlq_original_partition"].isdigit()
+        assert headers["dlq_original_offset"].isdigit()
+        assert headers["dlq_attempts"] == b"1"
+        assert headers["dlq_consumer_group"] == probe.group.encode()
+
+
+async def test_kafka_restarted_under_load_loses_nothing_and_applies_each_once(
+    probe: ProbeDb, stack: Any
+) -> None:
+    written: set[tuple[str, int]] = set()
+
+    async def write_steadily(count: int, key: str) -> None:
+        for seq in range(count):
+            await write_probe_events(probe.uow, probe.org_id, key, [seq])
+            written.add((key, seq))
+            await asyncio.sleep(0.01)
+
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group):
+        load = asyncio.gather(*(write_steadily(150, f"k{i}") for i in range(4)))
+        await eventually(lambda: effect_count(probe, 50), timeout=30, what="load flowing")
+        await stack.stop_kafka()
+        await asyncio.sleep(1.0)  # the writers keep committing while the broker is down
+        await stack.start_kafka()
+        await load
+        effects = await eventually(lambda: effect_count(probe, 600), timeout=120, what="all 600 applied")
+    assert_once_each(effects, written)
+
+
+async def _is_zero(value: Any) -> bool:
+    return await value == 0
+
+
+async def _listener_pids(probe: ProbeDb) -> list[int]:
+    async with probe.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name "
+                    "AND datname = current_database()"),
+            {"name": LISTENER_APPLICATION_NAME},
+        )
+        return [r.pid for r in rows]
+
+
+async def _group_caught_up(probe: ProbeDb) -> bool:
+    consumer = AIOKafkaConsumer(bootstrap_servers=probe.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        from aiokafka.admin import AIOKafkaAdminClient
+        admin = AIOKafkaAdminClient(bootstrap_servers=probe.bootstrap)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(probe.group)
+        finally:
+            await admin.close()
+        ends = await consumer.end_offsets(list(committed))
+        return bool(committed) and all(committed[tp].offset >= ends[tp] for tp in committed)
+    finally:
+        await consumer.stop()
+
+
+async def _send(producer: AIOKafkaProducer, record: KafkaRecord) -> None:
+    await producer.send_and_wait("stayops.tasks", record.value, key=record.key, headers=record.headers)
+
+
+def _marker(probe: ProbeDb, key: str) -> KafkaRecord:
+    from stayops_schemas.catalog import event_type
+    from stayops_schemas.envelope import Envelope
+
+    envelope = Envelope(
+        id=f"marker-{key}-{probe.org_id}", type=PROBE_EVENT, source="/test", orgid=probe.org_id,
+        partitionkey=key, data=probe_payload(probe.org_id, key, 0).model_dump(mode="json"),
+        dataschema=event_type(PROBE_EVENT).dataschema,
+    )
+    return to_kafka(envelope)
+
+
+async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    assert len(records) >= expected, f"expected {expected} dead letters, got {len(records)}"
+    return records

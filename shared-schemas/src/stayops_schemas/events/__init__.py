@@ -1,0 +1,1 @@
+"""Payload models of the event catalog, one module per producing context."""

@@ -1,0 +1,169 @@
+"""Task lifecycle events, produced by task-service on `stayops.tasks`
+(and `stayops.task.requested`, produced by whoever asks for a task).
+
+Every lifecycle event names its task and organisation and, when the task is a
+workflow step, the run and step, so a saga can route it without a lookup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import Field, model_validator
+
+from stayops_schemas.events.base import NonEmptyStr, Payload
+from stayops_schemas.events.org import UserType
+
+Title = Annotated[str, Field(min_length=1, max_length=300)]
+
+
+class TaskType(StrEnum):
+    MANUAL = "manual"
+    AUTOMATED = "automated"
+    ANALYSIS = "analysis"
+    DECISION = "decision"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class DecisionOutcome(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class TaskRequested(Payload):
+    """`stayops.task.requested`: ask task-service for a task. A request, not a fact:
+    task-service may refuse it. `request_id` is the idempotency key, so asking twice
+    creates one task."""
+
+    request_id: NonEmptyStr
+    org_id: NonEmptyStr
+    title: Title
+    task_type: TaskType
+    priority: Priority = Priority.MEDIUM
+    description: str | None = None
+    role_id: str | None = None
+    department_id: str | None = None
+    assigned_to: str | None = None
+    due_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    parent_task_id: str | None = None
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+    requested_by: NonEmptyStr
+
+
+class TaskCreated(Payload):
+    """`stayops.task.created`: a task exists; `request_id` names the request it
+    answers, if it was created from one."""
+
+    task_id: NonEmptyStr
+    org_id: NonEmptyStr
+    title: Title
+    task_type: TaskType
+    status: TaskStatus
+    priority: Priority
+    description: str | None = None
+    department_id: str | None = None
+    role_id: str | None = None
+    assigned_to: str | None = None
+    due_at: datetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    parent_task_id: str | None = None
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+    created_by: NonEmptyStr
+    request_id: str | None = None
+
+
+class _TaskEvent(Payload):
+    """What every lifecycle event after creation carries."""
+
+    task_id: NonEmptyStr
+    org_id: NonEmptyStr
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+
+
+class TaskAssigned(_TaskEvent):
+    """`stayops.task.assigned`: the task has a new assignee. It carries the task's
+    type, title and data so the assignee's service (agent-service for an AI agent,
+    automation-service for an `automated` task) can start without a lookup.
+    `assigned_to` is None when the task waits in a role's or department's queue."""
+
+    task_type: TaskType
+    title: Title
+    data: dict[str, Any] = Field(default_factory=dict)
+    assigned_to: str | None = None
+    assignee_type: UserType | None = None
+    role_id: str | None = None
+    department_id: str | None = None
+    rule: NonEmptyStr = Field(
+        description="Why this assignee: the rule that chose it, or who assigned it by hand.",
+        examples=["role:revenue-manager -> only member", "assigned by user u-42"],
+    )
+
+    @model_validator(mode="after")
+    def _assignee_type_names_an_assignee(self) -> Self:
+        if (self.assigned_to is None) != (self.assignee_type is None):
+            raise ValueError("assigned_to and assignee_type are set together or not at all")
+        return self
+
+
+class TaskStarted(_TaskEvent):
+    """`stayops.task.started`: work on the task began."""
+
+    started_by: NonEmptyStr = Field(
+        description="User id of the person or AI agent, or the automation that runs it."
+    )
+
+
+class TaskCompleted(_TaskEvent):
+    """`stayops.task.completed`: the task is done. A `decision` task always has an
+    `outcome`; other tasks never do. `changes` holds the edits a decider made to the
+    proposal before approving it."""
+
+    task_type: TaskType
+    completed_by: NonEmptyStr = Field(
+        description="User id of the person or AI agent, or the automation that did it."
+    )
+    result: dict[str, Any] = Field(default_factory=dict)
+    outcome: DecisionOutcome | None = None
+    comment: str | None = None
+    changes: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _outcome_only_for_decisions(self) -> Self:
+        if self.task_type is TaskType.DECISION and self.outcome is None:
+            raise ValueError("a decision task completes with an outcome: approved or rejected")
+        if self.task_type is not TaskType.DECISION and self.outcome is not None:
+            raise ValueError("only a decision task has an outcome")
+        return self
+
+
+class TaskFailed(_TaskEvent):
+    """`stayops.task.failed`: the task cannot be done; a saga compensates."""
+
+    reason: NonEmptyStr
+    failed_by: str | None = None
+
+
+class TaskBlocked(_TaskEvent):
+    """`stayops.task.blocked`: the task waits on something outside it."""
+
+    reason: NonEmptyStr
+    blocked_by: str | None = None

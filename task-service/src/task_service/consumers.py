@@ -1,0 +1,15 @@
+"""Events task-service reacts to, each routed to its handler."""
+
+from __future__ import annotations
+
+from stayops_kit.consumer import Subscriptions
+
+from task_service import handlers
+
+
+def subscriptions() -> Subscriptions:
+    subs = Subscriptions()
+    subs.on("org.member.joined")(handlers.member_joined)
+    subs.on("org.member.updated")(handlers.member_updated)
+    subs.on("org.member.left")(handlers.member_left)
+    return subs
