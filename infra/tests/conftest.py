@@ -1,4 +1,4 @@
-"""Fixtures of the infra tests: the stayops_infra.testing plugin's, plus a stand-in service."""
+"""Infra test fixtures; `stack` and `service_process` come from the stayops_infra.testing plugin."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from stayops_infra.testing import free_port, service_process, stack
-
-__all__ = ["fake_service_env", "service_process", "stack"]
+from stayops_infra.testing import free_port
 
 _FAKE_SERVICE = textwrap.dedent(
     '''

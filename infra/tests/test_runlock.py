@@ -8,26 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from stayops_infra import runlock
 from stayops_infra.cli import app
+from typer.testing import CliRunner
 
 
 @pytest.fixture
 def live_pid() -> Iterator[int]:
     """A process that stays alive until the test ends (it waits on its stdin)."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
-    )
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     yield child.pid
     child.kill()
     child.wait()
 
 
-def test_second_up_refuses_while_one_is_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_pid: int
-) -> None:
+def test_second_up_refuses_while_one_is_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_pid: int) -> None:
     monkeypatch.setenv("STAYOPS_DATA_DIR", str(tmp_path))
     (tmp_path / runlock.PID_FILE).write_text(f"{live_pid}\n")
 

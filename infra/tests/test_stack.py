@@ -10,20 +10,24 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.testing import TestStack
+from stayops_infra.topics import provision_topics, topic_partitions
 from stayops_schemas.binding import from_kafka, to_kafka
 from stayops_schemas.catalog import ORG_DIRECTORY, TASKS, all_topics
 from stayops_schemas.envelope import Envelope
 
-from stayops_infra.orgsim import OrgRegistry, seed_solo
-from stayops_infra.testing import TestStack
-from stayops_infra.topics import provision_topics, topic_partitions
-
 
 def _envelope(org_id: str, key: str) -> Envelope:
     return Envelope(
-        id=str(uuid.uuid4()), type="stayops.test.pinged", source="urn:stayops:infra-tests",
-        orgid=org_id, partitionkey=key, data={"note": "hello"},
-        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), correlationid="corr-1",
+        id=str(uuid.uuid4()),
+        type="stayops.test.pinged",
+        source="urn:stayops:infra-tests",
+        orgid=org_id,
+        partitionkey=key,
+        data={"note": "hello"},
+        time=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        correlationid="corr-1",
     )
 
 
@@ -37,11 +41,16 @@ async def _publish(bootstrap: str, topic: str, envelope: Envelope) -> None:
         await producer.stop()
 
 
-async def _read_all(bootstrap: str, topic: str, wanted: int, timeout_s: float = 30) -> list[Envelope]:
-    """Everything on `topic` from the start, until `wanted` events were read or the deadline."""
+async def _read_org_events(
+    bootstrap: str, topic: str, org_id: str, wanted: int, timeout_s: float = 30
+) -> list[Envelope]:
+    """The org's events on `topic` from the start, once `wanted` arrived or at the deadline."""
     # No group: every partition is assigned and read from the earliest offset.
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -51,7 +60,8 @@ async def _read_all(bootstrap: str, topic: str, wanted: int, timeout_s: float = 
         while len(found) < wanted and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
-                found.extend(from_kafka(r.key, r.value, list(r.headers)) for r in records)
+                events = (from_kafka(r.key, r.value, list(r.headers)) for r in records)
+                found.extend(e for e in events if e.orgid == org_id)
         return found
     finally:
         await consumer.stop()
@@ -87,20 +97,18 @@ async def test_an_event_round_trips_over_the_binding(stack: TestStack) -> None:
     sent = _envelope(org_id, key=str(uuid.uuid4()))
 
     await _publish(stack.kafka_bootstrap, TASKS, sent)
-    received = [e for e in await _read_all(stack.kafka_bootstrap, TASKS, 1) if e.orgid == org_id]
+    received = await _read_org_events(stack.kafka_bootstrap, TASKS, org_id, 1)
 
     assert received == [sent]
 
 
-async def test_seeded_members_are_announced_on_the_directory(
-    stack: TestStack, tmp_path: Path
-) -> None:
+async def test_seeded_members_are_announced_on_the_directory(stack: TestStack, tmp_path: Path) -> None:
     registry = OrgRegistry(tmp_path / "orgs.json")
 
     seeded = await seed_solo(stack.kafka_bootstrap, stack.keys, registry)
 
     org_id = seeded.org.org_id
-    events = await _wait_for_org_events(stack.kafka_bootstrap, org_id, 2)
+    events = await _read_org_events(stack.kafka_bootstrap, ORG_DIRECTORY, org_id, 2)
     assert sorted(e.data["role_id"] for e in events) == ["owner", "revenue-manager"]
     assert {e.type for e in events} == {"org.member.joined"}
     assert registry.get(org_id).listing_ids == seeded.org.listing_ids
@@ -117,19 +125,5 @@ async def test_events_survive_a_broker_restart(stack: TestStack) -> None:
     await stack.stop_kafka()
     await stack.start_kafka()
 
-    received = await _read_all_of_org(stack.kafka_bootstrap, TASKS, org_id, 1)
+    received = await _read_org_events(stack.kafka_bootstrap, TASKS, org_id, 1)
     assert received == [sent]
-
-
-async def _wait_for_org_events(bootstrap: str, org_id: str, wanted: int) -> list[Envelope]:
-    return await _read_all_of_org(bootstrap, ORG_DIRECTORY, org_id, wanted)
-
-
-async def _read_all_of_org(
-    bootstrap: str, topic: str, org_id: str, wanted: int, timeout_s: float = 30
-) -> list[Envelope]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = [e for e in await _read_all(bootstrap, topic, 10_000, 2) if e.orgid == org_id]
-        if len(found) >= wanted or time.monotonic() > deadline:
-            return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from stayops_infra.kafka.jars import ensure_kafka_jars, find_java, java_major_ve
 from stayops_infra.keys import ensure_keys
 from stayops_infra.launcher import org_registry, print_seed, run_system
 from stayops_infra.orgsim import seed_solo
-from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack
+from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack, tansu_is_running
 from stayops_infra.tokens import mint_token
 from stayops_infra.topics import topic_partitions
 
@@ -36,6 +37,11 @@ app.add_typer(schemas_app, name="schemas")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
+
+
+class UserTypeChoice(StrEnum):
+    human = "human"
+    ai_agent = "ai_agent"
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -102,17 +108,20 @@ def token(
     user: Annotated[str, typer.Option(help="sub claim: the user id")],
     role: Annotated[str, typer.Option(help="role_id claim")],
     department: Annotated[str | None, typer.Option(help="department_id claim")] = None,
-    type_: Annotated[str, typer.Option("--type", help="human or ai_agent")] = "human",
+    type_: Annotated[UserTypeChoice, typer.Option("--type", help="who the user is")] = UserTypeChoice.human,
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
 ) -> None:
     """Print a JWT signed with the org-service simulator's key."""
-    if type_ not in ("human", "ai_agent"):
-        raise _fail(ValueError("--type must be human or ai_agent"))
     keys = ensure_keys(StackConfig.from_env().keys_dir)
     print(
         mint_token(
-            keys.private_pem(), org_id=org, user_id=user, role_id=role,
-            department_id=department, user_type=type_, ttl_s=ttl,  # type: ignore[arg-type]
+            keys.private_pem(),
+            org_id=org,
+            user_id=user,
+            role_id=role,
+            department_id=department,
+            user_type="ai_agent" if type_ is UserTypeChoice.ai_agent else "human",
+            ttl_s=ttl,
         )
     )
 
@@ -126,8 +135,10 @@ def seed_solo_command(
     try:
         seeded = asyncio.run(
             seed_solo(
-                bootstrap_servers_from_env(config), ensure_keys(config.keys_dir),
+                bootstrap_servers_from_env(config),
+                ensure_keys(config.keys_dir),
                 org_registry(config),
+                idempotent=not tansu_is_running(config),
             )
         )
     except Exception as exc:
@@ -152,9 +163,7 @@ def topics() -> None:
 def events_tail(
     topic: str,
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest event.")] = False,
-    max_events: Annotated[
-        int | None, typer.Option("--max", help="Stop after this many events.")
-    ] = None,
+    max_events: Annotated[int | None, typer.Option("--max", help="Stop after this many events.")] = None,
 ) -> None:
     """Print the decoded CloudEvents of a topic as they arrive."""
 
@@ -162,9 +171,7 @@ def events_tail(
         print(json.dumps(record, default=str), flush=True)
 
     try:
-        asyncio.run(
-            tail_events(bootstrap_servers_from_env(), topic, from_beginning, max_events, show)
-        )
+        asyncio.run(tail_events(bootstrap_servers_from_env(), topic, from_beginning, max_events, show))
     except KeyboardInterrupt:
         return
 

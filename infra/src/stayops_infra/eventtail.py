@@ -17,8 +17,7 @@ def describe_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     try:
         envelope = from_kafka(record.key, record.value, list(record.headers))
     except MalformedEvent as exc:
-        return {"partition": record.partition, "offset": record.offset, "key": key,
-                "malformed": str(exc)}
+        return {"partition": record.partition, "offset": record.offset, "key": key, "malformed": str(exc)}
     return {
         "type": envelope.type,
         "id": envelope.id,

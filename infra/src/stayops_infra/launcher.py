@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import signal
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -15,6 +19,7 @@ from rich.table import Table
 from stayops_infra import runlock
 from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
+from stayops_infra.kafka.tansu import TansuBroker
 from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.services import SERVICES, ServiceProcess, ServiceSpec, service_env
 from stayops_infra.stack import EmbeddedStack
@@ -29,10 +34,10 @@ def org_registry(config: StackConfig) -> OrgRegistry:
 
 
 def _service_processes(
-    stack: EmbeddedStack, console: Console
+    stack: EmbeddedStack, console: Console, services: tuple[ServiceSpec, ...]
 ) -> list[ServiceProcess]:
-    colours = {spec.name: _COLOURS[i % len(_COLOURS)] for i, spec in enumerate(SERVICES)}
-    width = max(len(spec.name) for spec in SERVICES)
+    colours = {spec.name: _COLOURS[i % len(_COLOURS)] for i, spec in enumerate(services)}
+    width = max(len(spec.name) for spec in services)
 
     def echo(name: str, line: str) -> None:
         console.print(f"[{colours[name]}]{name:>{width}} |[/] {escape(line)}", highlight=False)
@@ -50,12 +55,12 @@ def _service_processes(
             log_file=stack.config.logs_dir / f"{spec.module}.log",
             echo=echo,
         )
-        for spec in SERVICES
+        for spec in services
     ]
 
 
-def _missing_services() -> list[ServiceSpec]:
-    return [spec for spec in SERVICES if importlib.util.find_spec(spec.module) is None]
+def _missing_services(services: tuple[ServiceSpec, ...]) -> list[ServiceSpec]:
+    return [spec for spec in services if importlib.util.find_spec(spec.module) is None]
 
 
 def ready_table(processes: list[ServiceProcess]) -> Table:
@@ -68,45 +73,111 @@ def ready_table(processes: list[ServiceProcess]) -> Table:
     return table
 
 
-def _install_stop_signals(stop: asyncio.Event) -> None:
+async def wait_all_healthy(processes: list[ServiceProcess], deadline_s: float) -> None:
+    """Poll every `/healthz` until it answers 200; a process that exits fails at once."""
+    deadline = time.monotonic() + deadline_s
+    pending = list(processes)
+    async with httpx.AsyncClient(timeout=2) as client:
+        while pending:
+            for process in list(pending):
+                if not process.is_alive():
+                    raise StackError(
+                        f"{process.name} exited with code {process.returncode} before it was "
+                        f"healthy; see {process.log_file}"
+                    )
+                try:
+                    response = await client.get(f"{process.base_url}/healthz")
+                except httpx.TransportError:
+                    continue
+                if response.status_code == 200:
+                    pending.remove(process)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(p.name for p in pending)
+                raise StackError(f"not healthy within {deadline_s:.0f}s: {names}")
+            if pending:
+                await asyncio.sleep(0.3)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop`; the default handlers come back afterwards."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
-async def run_system(config: StackConfig, demo: bool, console: Console) -> int:
-    """Start everything, report readiness, wait for Ctrl-C or SIGTERM, then stop in
-    reverse order: services, broker, PostgreSQL."""
+async def run_system(
+    config: StackConfig,
+    demo: bool,
+    console: Console,
+    services: tuple[ServiceSpec, ...] = SERVICES,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Start everything, report readiness, wait for Ctrl-C or SIGTERM (or `stop`), then
+    stop in reverse order: services, broker, PostgreSQL. Returns the exit code."""
     runlock.acquire(config.data_dir)
-    missing = _missing_services()
-    if missing:
+    try:
+        missing = _missing_services(services)
+        if missing:
+            names = ", ".join(spec.module for spec in missing)
+            console.print(f"[red]Cannot start: {names} not installed (run `uv sync`).[/]")
+            return 1
+        if stop is not None:
+            return await _run_until_stopped(config, demo, console, services, stop)
+        stop = asyncio.Event()
+        with stop_on_signals(stop):
+            return await _run_until_stopped(config, demo, console, services, stop)
+    finally:
         runlock.release(config.data_dir)
-        names = ", ".join(spec.module for spec in missing)
-        console.print(f"[red]Cannot start: {names} not installed (run `uv sync`).[/]")
-        return 1
-    stop = asyncio.Event()
-    _install_stop_signals(stop)
+
+
+async def _run_until_stopped(
+    config: StackConfig,
+    demo: bool,
+    console: Console,
+    services: tuple[ServiceSpec, ...],
+    stop: asyncio.Event,
+) -> int:
     stack = EmbeddedStack(config, notify=lambda message: console.print(f"[bold]stack[/] {message}"))
     supervisor: Supervisor | None = None
     watching: asyncio.Task[None] | None = None
-    try:
+
+    async def start_everything() -> None:
+        nonlocal supervisor, watching
         await stack.start()
-        processes = _service_processes(stack, console)
+        processes = _service_processes(stack, console, services)
         supervisor = Supervisor(processes, report=lambda m: console.print(f"[red]{m}[/]"))
         supervisor.start_all()
         watching = asyncio.create_task(supervisor.run(stop))
-        await asyncio.gather(
-            *(asyncio.to_thread(p.wait_healthy, HEALTH_DEADLINE_S) for p in processes)
-        )
+        await wait_all_healthy(processes, HEALTH_DEADLINE_S)
         console.print(ready_table(processes))
         if demo:
-            seeded = await seed_solo(stack.broker.bootstrap, stack.keys, org_registry(config))
+            seeded = await seed_solo(
+                stack.broker.bootstrap,
+                stack.keys,
+                org_registry(config),
+                idempotent=not isinstance(stack.broker, TansuBroker),
+            )
             print_seed(console, seeded.as_json())
         console.print(
             f"StayOps is ready: {len(processes)} services, Kafka at {stack.broker.bootstrap}, "
             f"PostgreSQL at 127.0.0.1:{config.pg_port}. Ctrl-C stops it."
         )
-        await stop.wait()
+
+    starting = asyncio.create_task(start_everything())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        # A Ctrl-C during start-up must not wait for the start-up to finish.
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
         return 0
     except StackError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
@@ -114,12 +185,15 @@ async def run_system(config: StackConfig, demo: bool, console: Console) -> int:
     finally:
         console.print("Stopping StayOps...")
         stop.set()
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StackError):
+            await starting
+        await stopping
         if watching is not None:
             await watching
         elif supervisor is not None:
             await supervisor.stop_all()
         await asyncio.to_thread(stack.stop)
-        runlock.release(config.data_dir)
 
 
 def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) -> None:
@@ -131,8 +205,7 @@ def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) 
     console.print(f"  listings: {', '.join(seeded['listing_ids'])}")
     for key, user in seeded["users"].items():
         console.print(
-            f"  {key}: {user['display_name']} ({user['user_type']}, role {user['role_id']}) "
-            f"user_id={user['user_id']}"
+            f"  {key}: {user['display_name']} ({user['user_type']}, role {user['role_id']}) user_id={user['user_id']}"
         )
     for key, token in seeded["tokens"].items():
         console.print(f"  token {key}:", highlight=False)

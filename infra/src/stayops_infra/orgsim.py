@@ -71,9 +71,7 @@ class OrgRegistry:
         if not self.path.exists():
             return []
         raw: list[dict[str, Any]] = json.loads(self.path.read_text())
-        return [
-            Org(**{**entry, "members": [Member(**m) for m in entry["members"]]}) for entry in raw
-        ]
+        return [Org(**{**entry, "members": [Member(**m) for m in entry["members"]]}) for entry in raw]
 
     def get(self, org_id: str) -> Org:
         for org in self.all():
@@ -97,8 +95,14 @@ def solo_host_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
     org.members = [
         Member(ids(), "human", "Owner", "owner", "Owner", department_id, "Owner", joined),
         Member(
-            ids(), "ai_agent", "AI Revenue Manager", "revenue-manager", "Revenue Manager",
-            department_id, "Owner", joined,
+            ids(),
+            "ai_agent",
+            "AI Revenue Manager",
+            "revenue-manager",
+            "Revenue Manager",
+            department_id,
+            "Owner",
+            joined,
         ),
     ]
     return org
@@ -106,13 +110,22 @@ def solo_host_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
 
 def member_token(keys: KeyPair, org: Org, member: Member, ttl_s: int = SEED_TOKEN_TTL_S) -> str:
     return mint_token(
-        keys.private_pem(), org_id=org.org_id, user_id=member.user_id, role_id=member.role_id,
-        department_id=member.department_id, user_type=member.user_type, ttl_s=ttl_s,
+        keys.private_pem(),
+        org_id=org.org_id,
+        user_id=member.user_id,
+        role_id=member.role_id,
+        department_id=member.department_id,
+        user_type=member.user_type,
+        ttl_s=ttl_s,
     )
 
 
 def member_event(
-    kind: str, org: Org, member: Member, clock: Clock = utc_now, ids: IdFactory = new_id,
+    kind: str,
+    org: Org,
+    member: Member,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
     correlationid: str | None = None,
 ) -> Envelope:
     """`org.member.joined|updated|left` for one member; keyed by user so that one
@@ -138,23 +151,26 @@ def member_event(
     else:
         raise ValueError(f"member event kind must be joined, updated or left, not {kind!r}")
     return event_type(f"org.member.{kind}").envelope(
-        payload, id=ids(), source=SOURCE, partitionkey=member.user_id, time=now,
-        correlationid=correlationid, subject=member.user_id,
+        payload,
+        id=ids(),
+        source=SOURCE,
+        partitionkey=member.user_id,
+        time=now,
+        correlationid=correlationid,
+        subject=member.user_id,
     )
 
 
-async def publish_events(bootstrap: str, envelopes: list[Envelope]) -> None:
-    """Publish to `org.directory` with the idempotent producer, waiting for every ack."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all"
-    )
-    await producer.start()
+async def publish_events(bootstrap: str, envelopes: list[Envelope], idempotent: bool = True) -> None:
+    """Publish to `org.directory` with the idempotent producer, waiting for every ack.
+
+    `idempotent=False` only for the Tansu fallback, which cannot hand out producer ids."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=idempotent, acks="all")
     try:
+        await producer.start()
         for envelope in envelopes:
             record = to_kafka(envelope)
-            await producer.send_and_wait(
-                ORG_DIRECTORY, value=record.value, key=record.key, headers=record.headers
-            )
+            await producer.send_and_wait(ORG_DIRECTORY, value=record.value, key=record.key, headers=record.headers)
     finally:
         await producer.stop()
 
@@ -169,9 +185,7 @@ class SeededOrg:
             "org_id": self.org.org_id,
             "name": self.org.name,
             "listing_ids": self.org.listing_ids,
-            "users": {
-                _member_key(m): asdict(m) for m in self.org.members
-            },
+            "users": {_member_key(m): asdict(m) for m in self.org.members},
             "tokens": self.tokens,
         }
 
@@ -181,8 +195,12 @@ def _member_key(member: Member) -> str:
 
 
 async def seed_solo(
-    bootstrap: str, keys: KeyPair, registry: OrgRegistry,
-    clock: Clock = utc_now, ids: IdFactory = new_id,
+    bootstrap: str,
+    keys: KeyPair,
+    registry: OrgRegistry,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
+    idempotent: bool = True,
 ) -> SeededOrg:
     """Create a solo-host org, remember it, announce both members and mint their tokens."""
     org = solo_host_org(clock, ids)
@@ -190,6 +208,7 @@ async def seed_solo(
     await publish_events(
         bootstrap,
         [member_event("joined", org, m, clock, ids, correlationid) for m in org.members],
+        idempotent,
     )
     # Saved only once announced, so a failed seed leaves no org the services never heard of.
     registry.save(org)

@@ -7,9 +7,8 @@ import re
 import stat
 import subprocess
 import tempfile
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import asyncpg
 
@@ -111,8 +110,13 @@ class EmbeddedPostgres:
         with tempfile.TemporaryFile("w+") as output:
             try:
                 subprocess.run(
-                    command, check=True, stdout=output, stderr=subprocess.STDOUT,
-                    timeout=timeout, user=self._system_user, stdin=subprocess.DEVNULL,
+                    command,
+                    check=True,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    user=self._system_user,
+                    stdin=subprocess.DEVNULL,
                 )
             except subprocess.CalledProcessError as exc:
                 output.seek(0)
@@ -142,15 +146,18 @@ class EmbeddedPostgres:
 
 
 async def create_database(
-    port: int, name: str, *, host: str = "127.0.0.1", exist_ok: bool = False,
-    user: str = SUPERUSER, password: str | None = None,
+    port: int,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    exist_ok: bool = False,
+    user: str = SUPERUSER,
+    password: str | None = None,
 ) -> str:
     """Create an empty database and return its URL."""
     if not _DATABASE_NAME.match(name):
         raise ValueError(f"database name {name!r} must be lowercase letters, digits and '_'")
-    connection = await asyncpg.connect(
-        host=host, port=port, user=user, password=password, database="postgres"
-    )
+    connection = await asyncpg.connect(host=host, port=port, user=user, password=password, database="postgres")
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if exists and not exist_ok:

@@ -110,7 +110,9 @@ class ServiceProcess:
         )
         assert self._popen.stdout is not None
         self._pump = threading.Thread(
-            target=self._copy_output, args=(self._popen.stdout,), daemon=True,
+            target=self._copy_output,
+            args=(self._popen.stdout,),
+            daemon=True,
             name=f"{self.name}-output",
         )
         self._pump.start()
@@ -150,8 +152,7 @@ class ServiceProcess:
             while time.monotonic() < deadline:
                 if not self.is_alive():
                     raise StackError(
-                        f"{self.name} exited with code {self.returncode} before it was healthy"
-                        f"{self._log_hint()}"
+                        f"{self.name} exited with code {self.returncode} before it was healthy{self._log_hint()}"
                     )
                 try:
                     response = client.get(f"{self.base_url}/healthz")

@@ -37,12 +37,15 @@ def choose_broker(config: StackConfig, allow_tansu: bool, notify: Notify = _igno
         return TansuBroker(config)
 
 
+def tansu_is_running(config: StackConfig) -> bool:
+    """Whether this data dir's broker is the Tansu fallback (clients then skip idempotence)."""
+    return TansuBroker(config).is_running()
+
+
 class EmbeddedStack:
     """Starts in dependency order (PostgreSQL, broker, topics) and stops in reverse."""
 
-    def __init__(
-        self, config: StackConfig, *, allow_tansu: bool = True, notify: Notify = _ignore
-    ) -> None:
+    def __init__(self, config: StackConfig, *, allow_tansu: bool = True, notify: Notify = _ignore) -> None:
         self.config = config
         self.postgres = EmbeddedPostgres(config.data_dir, config.pg_port)
         self._allow_tansu = allow_tansu

@@ -56,9 +56,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Terminate every service at once, so the slowest sets the shutdown time."""
-        await asyncio.gather(
-            *(asyncio.to_thread(p.terminate, self.terminate_timeout_s) for p in self.processes)
-        )
+        await asyncio.gather(*(asyncio.to_thread(p.terminate, self.terminate_timeout_s) for p in self.processes))
 
     def _check(self, watches: list[_Watch], now: float) -> None:
         for watch in watches:
@@ -70,8 +68,7 @@ class Supervisor:
             if watch.restart_at is None:
                 watch.restart_at = now + watch.backoff_s
                 self.report(
-                    f"{process.name} exited with code {process.returncode}; "
-                    f"restarting in {watch.backoff_s:.0f}s"
+                    f"{process.name} exited with code {process.returncode}; restarting in {watch.backoff_s:.0f}s"
                 )
                 watch.backoff_s = min(watch.backoff_s * 2, MAX_BACKOFF_S)
             elif now >= watch.restart_at:

@@ -28,7 +28,7 @@ from stayops_infra.stack import EmbeddedStack
 from stayops_infra.tokens import UserType, mint_token
 from stayops_infra.topics import provision_topics
 
-__all__ = ["ServiceProcess", "TestStack", "free_port", "service_process", "stack"]
+__all__ = ["ServiceProcess", "TestStack", "free_port", "free_port_pair", "service_process", "stack"]
 
 T = TypeVar("T")
 INFRA_ENV = "STAYOPS_TEST_INFRA"
@@ -61,7 +61,7 @@ def free_port() -> int:
         return port
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
     """A free port whose successor is free too: Kafka's controller listens on port + 1."""
     for _ in range(50):
         port = free_port()
@@ -111,9 +111,7 @@ class TestStack:
 
     async def create_database(self, name: str) -> str:
         """Create a fresh, empty database and return its URL."""
-        await create_database(
-            self.pg_port, name, host=self.pg_host, user=self.pg_user, password=self.pg_password
-        )
+        await create_database(self.pg_port, name, host=self.pg_host, user=self.pg_user, password=self.pg_password)
         return self.database_url(name)
 
     def mint_token(
@@ -126,14 +124,22 @@ class TestStack:
         ttl: int = 3600,
     ) -> str:
         return mint_token(
-            self.keys.private_pem(), org_id=org, user_id=user, role_id=role,
-            department_id=department, user_type=user_type, ttl_s=ttl,
+            self.keys.private_pem(),
+            org_id=org,
+            user_id=user,
+            role_id=role,
+            department_id=department,
+            user_type=user_type,
+            ttl_s=ttl,
         )
 
     def service_env(self, service_name: str, database_url: str, http_port: int) -> dict[str, str]:
         return service_env(
-            service_name, database_url=database_url, http_port=http_port,
-            kafka_bootstrap=self.kafka_bootstrap, jwt_public_key_file=self.keys.public_key,
+            service_name,
+            database_url=database_url,
+            http_port=http_port,
+            kafka_bootstrap=self.kafka_bootstrap,
+            jwt_public_key_file=self.keys.public_key,
         )
 
     async def stop_kafka(self) -> None:
@@ -169,7 +175,9 @@ class _EmbeddedBackend:
 def start_embedded_stack(data_dir: Path) -> TestStack:
     """Embedded PostgreSQL + Apache Kafka on free ports; refuses the Tansu fallback."""
     config = StackConfig(
-        data_dir=data_dir, pg_port=free_port(), kafka_port=_free_port_pair(),
+        data_dir=data_dir,
+        pg_port=free_port(),
+        kafka_port=free_port_pair(),
         kafka_cache=default_kafka_cache(),
     )
     embedded = EmbeddedStack(config, allow_tansu=False)
@@ -185,8 +193,11 @@ def start_embedded_stack(data_dir: Path) -> TestStack:
         embedded.stop()
         raise
     return TestStack(
-        kafka_bootstrap=config.kafka_bootstrap, pg_port=config.pg_port, data_dir=data_dir,
-        keys=embedded.keys, _backend=_EmbeddedBackend(embedded),
+        kafka_bootstrap=config.kafka_bootstrap,
+        pg_port=config.pg_port,
+        data_dir=data_dir,
+        keys=embedded.keys,
+        _backend=_EmbeddedBackend(embedded),
     )
 
 
@@ -215,15 +226,14 @@ def start_container_stack(data_dir: Path) -> TestStack:
         from testcontainers.postgres import PostgresContainer
     except ImportError as exc:
         raise StackError(
-            f"{INFRA_ENV}=testcontainers needs `uv sync --extra containers` "
-            "(testcontainers[kafka,postgres]) and Docker"
+            f"{INFRA_ENV}=testcontainers needs `uv sync --extra containers` (testcontainers[kafka,postgres]) and Docker"
         ) from exc
-    kafka = KafkaContainer(
-        os.environ.get("STAYOPS_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.9.0")
-    ).with_kraft()
+    kafka = KafkaContainer(os.environ.get("STAYOPS_TEST_KAFKA_IMAGE", "confluentinc/cp-kafka:7.9.0")).with_kraft()
     postgres = PostgresContainer(
         os.environ.get("STAYOPS_TEST_POSTGRES_IMAGE", "postgres:17"),
-        username=SUPERUSER, password="postgres", dbname="postgres",
+        username=SUPERUSER,
+        password="postgres",
+        dbname="postgres",
     )
     kafka.start()
     try:

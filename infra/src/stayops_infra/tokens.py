@@ -52,7 +52,11 @@ def verify_token(
 ) -> dict[str, object]:
     """Decode and check a token the way a service does (used by tests and `stayops` itself)."""
     claims: dict[str, object] = jwt.decode(
-        token, public_key_pem, algorithms=[ALGORITHM], issuer=issuer, audience=audience,
+        token,
+        public_key_pem,
+        algorithms=[ALGORITHM],
+        issuer=issuer,
+        audience=audience,
         options={"require": ["exp", "iat", "iss", "aud", "sub"]},
     )
     return claims

@@ -15,9 +15,7 @@ from stayops_infra.errors import StackError
 REPLICATION_FACTOR = 1
 
 
-async def provision_topics(
-    bootstrap: str, topics: Iterable[Topic] | None = None, timeout_s: float = 60
-) -> None:
+async def provision_topics(bootstrap: str, topics: Iterable[Topic] | None = None, timeout_s: float = 60) -> None:
     """Create the missing topics (existing ones are left alone) and wait until every
     partition has a leader, so a consumer that starts next sees all of them."""
     wanted = list(all_topics() if topics is None else topics)
@@ -27,9 +25,7 @@ async def provision_topics(
         existing = set(await admin.list_topics())
         missing = [topic for topic in wanted if topic.name not in existing]
         if missing:
-            response = await admin.create_topics(
-                [NewTopic(t.name, t.partitions, REPLICATION_FACTOR) for t in missing]
-            )
+            response = await admin.create_topics([NewTopic(t.name, t.partitions, REPLICATION_FACTOR) for t in missing])
             for name, code, *rest in response.topic_errors:
                 error = for_code(code)
                 # A concurrent provisioner may have created it between list and create.
@@ -56,9 +52,7 @@ async def topic_partitions(bootstrap: str) -> dict[str, int]:
     }
 
 
-async def _wait_for_leaders(
-    admin: AIOKafkaAdminClient, topics: list[Topic], timeout_s: float
-) -> None:
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[Topic], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     names = [topic.name for topic in topics]
     expected = {topic.name: topic.partitions for topic in topics}

@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import httpx
 import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
@@ -222,10 +224,7 @@ class ProbeProcess:
         stdout = self.process.stdout
 
         def read_until_ready() -> bool:
-            for line in stdout:
-                if line.strip() == "ready":
-                    return True
-            return False
+            return any(line.strip() == "ready" for line in stdout)
 
         ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready), timeout)
         assert ready, f"probe process did not start (exit {self.process.poll()})"
@@ -244,6 +243,17 @@ class ProbeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+
+@contextlib.asynccontextmanager
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Start a service app (its lifespan: migrations, relay, consumer) and talk to
+    it over ASGI, as a client would over HTTP."""
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://service"
+    ) as client:
+        yield client
 
 
 async def _serve(role: str, database_url: str, bootstrap: str, group: str) -> None:

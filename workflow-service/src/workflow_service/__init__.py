@@ -1,1 +1,1 @@
-"""workflow_service."""
+"""workflow-service: versioned workflow definitions and their runs (the saga log)."""

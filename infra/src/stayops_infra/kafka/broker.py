@@ -96,8 +96,18 @@ class ApacheKafka:
         if not (self.log_dirs / "meta.properties").exists():
             self._format(java, libs)
         self._process.spawn(
-            [java, HEAP, "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             *self._jvm_logging(), "-cp", f"{libs}/*", "kafka.Kafka", str(self.properties)],
+            [
+                java,
+                HEAP,
+                "-Xms256m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                *self._jvm_logging(),
+                "-cp",
+                f"{libs}/*",
+                "kafka.Kafka",
+                str(self.properties),
+            ],
             cwd=self.kafka_dir,
         )
 
@@ -112,16 +122,28 @@ class ApacheKafka:
         if not cluster_id_file.exists():
             cluster_id_file.write_text(new_cluster_id())
         result = subprocess.run(
-            [java, "-Xmx256m", *self._jvm_logging(), "-cp", f"{libs}/*",
-             "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-             "-t", cluster_id_file.read_text().strip(), "-c", str(self.properties)],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                java,
+                "-Xmx256m",
+                *self._jvm_logging(),
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--ignore-formatted",
+                "-t",
+                cluster_id_file.read_text().strip(),
+                "-c",
+                str(self.properties),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if result.returncode != 0:
-            raise StackError(
-                f"formatting the Kafka storage in {self.log_dirs} failed:\n"
-                f"{result.stdout}{result.stderr}"
-            )
+            raise StackError(f"formatting the Kafka storage in {self.log_dirs} failed:\n{result.stdout}{result.stderr}")
 
     def _jvm_logging(self) -> list[str]:
         config = resources.files(__package__).joinpath("log4j2.properties")

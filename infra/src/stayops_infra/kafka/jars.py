@@ -41,9 +41,7 @@ def find_java() -> str:
 
 
 def java_major_version(java: str) -> int:
-    result = subprocess.run(
-        [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
     match = _JAVA_VERSION.search(result.stderr + result.stdout)
     if match is None:
         raise JavaNotFound(f"cannot tell the version of {java}: {result.stderr.strip()}")
@@ -81,9 +79,11 @@ def ensure_kafka_jars(cache: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=cache))
     with resources.as_file(resources.files(__package__).joinpath("pom.xml")) as pom:
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}"],
-            capture_output=True, text=True, timeout=900, check=False,
+            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
         )
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)

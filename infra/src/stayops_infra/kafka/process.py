@@ -23,8 +23,10 @@ class Broker(Protocol):
     """What the stack needs from a broker, Apache Kafka or the Tansu fallback."""
 
     description: str
-    bootstrap: str
     log_file: Path
+
+    @property
+    def bootstrap(self) -> str: ...
 
     def start(self) -> None: ...
 
@@ -59,14 +61,16 @@ class DetachedProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             popen = subprocess.Popen(
-                argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         process = psutil.Process(popen.pid)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(
-            json.dumps({"pid": popen.pid, "started": process.create_time(), "argv": argv})
-        )
+        self.pid_file.write_text(json.dumps({"pid": popen.pid, "started": process.create_time(), "argv": argv}))
         return process
 
     def stop(self, timeout_s: float) -> None:

@@ -39,19 +39,23 @@ class TansuBroker:
         if self.is_running():
             return
         if port_in_use(self.config.kafka_port):
-            raise StackError(
-                f"port {self.config.kafka_port} is taken; choose another with STAYOPS_KAFKA_PORT"
-            )
+            raise StackError(f"port {self.config.kafka_port} is taken; choose another with STAYOPS_KAFKA_PORT")
         url = f"tcp://127.0.0.1:{self.config.kafka_port}"
         self._process.spawn(
-            [str(tansu_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
         )
 
     async def wait_ready(self, timeout_s: float = 60) -> None:
-        await wait_for_broker(
-            self.bootstrap, timeout_s, self.is_running, lambda: self._process.log_tail()
-        )
+        await wait_for_broker(self.bootstrap, timeout_s, self.is_running, lambda: self._process.log_tail())
 
     def stop(self, timeout_s: float = 30) -> None:
         self._process.stop(timeout_s)

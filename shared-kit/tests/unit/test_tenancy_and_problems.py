@@ -1,0 +1,68 @@
+"""Org scoping cannot be bypassed, and errors map to problem+json once."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from stayops_kit.consumer import Subscriptions
+from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, Unauthorized
+from stayops_kit.problems import status_for
+from stayops_kit.tenancy import OrgScope
+from stayops_schemas.errors import UnknownEventType
+
+things = sa.Table("things", sa.MetaData(), sa.Column("id", sa.Text), sa.Column("org_id", sa.Text))
+
+
+def sql(statement: sa.ClauseElement) -> str:
+    return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def test_every_scoped_statement_filters_by_the_org() -> None:
+    scope = OrgScope(things, "org-a")
+    for statement in (scope.select(), scope.update().values(id="x"), scope.delete()):
+        assert "things.org_id = 'org-a'" in sql(statement)
+
+
+def test_a_scoped_insert_cannot_write_into_another_org() -> None:
+    scope = OrgScope(things, "org-a")
+    assert "'org-a'" in sql(scope.insert(id="t1"))
+    with pytest.raises(ValueError, match="another org"):
+        scope.insert(id="t1", org_id="org-b")
+
+
+def test_a_table_without_org_id_cannot_be_scoped() -> None:
+    plain = sa.Table("plain", sa.MetaData(), sa.Column("id", sa.Text))
+    with pytest.raises(ValueError, match="no org_id"):
+        OrgScope(plain, "org-a")
+
+
+class TaskMissing(NotFound):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(TaskMissing("x"), 404), (Conflict("x"), 409), (PermissionDenied("x"), 403),
+     (InvalidRequest("x"), 422), (Unauthorized("x"), 401), (RuntimeError("x"), 500)],
+)
+def test_error_kinds_map_to_statuses(error: Exception, status: int) -> None:
+    assert status_for(error) == status
+
+
+def test_subscribing_to_a_type_outside_the_catalog_fails_at_start_up() -> None:
+    subs = Subscriptions()
+    with pytest.raises(UnknownEventType):
+        subs.on("stayops.nothing.happened")(lambda ctx, event: None)  # type: ignore[arg-type,return-value]
+
+
+def test_a_type_has_one_handler() -> None:
+    subs = Subscriptions()
+
+    async def handler(ctx: object, event: object) -> None:
+        return None
+
+    subs.on("stayops.task.created")(handler)
+    with pytest.raises(ValueError, match="already has a handler"):
+        subs.on("stayops.task.created")(handler)
+    assert subs.topics == ["stayops.tasks"]
