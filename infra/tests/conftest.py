@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from stayops_infra.testing import free_port
 
 _FAKE_SERVICE = textwrap.dedent(

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from stayops_infra import runlock
 from stayops_infra.cli import app
-from typer.testing import CliRunner
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from stayops_infra.errors import StackError
 from stayops_infra.services import ServiceProcess
 from stayops_infra.supervisor import Supervisor

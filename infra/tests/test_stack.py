@@ -10,6 +10,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
 from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.testing import TestStack
 from stayops_infra.topics import provision_topics, topic_partitions

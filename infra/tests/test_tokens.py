@@ -6,10 +6,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+from typer.testing import CliRunner
+
 from stayops_infra.cli import app
 from stayops_infra.keys import ensure_keys
 from stayops_infra.tokens import mint_token, verify_token
-from typer.testing import CliRunner
 
 
 def test_token_command_output_verifies_with_the_public_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+
 from stayops_infra import runlock
 from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.kafka.broker import ApacheKafka
@@ -22,7 +23,9 @@ from stayops_infra.testing import free_port, free_port_pair
 async def test_up_reports_ready_then_stops_services_broker_and_database(
     tmp_path: Path, fake_service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The child finds the module through PYTHONPATH, `up`'s installed-check through sys.path.
     monkeypatch.setenv("PYTHONPATH", fake_service_env["PYTHONPATH"])
+    monkeypatch.syspath_prepend(fake_service_env["PYTHONPATH"])
     config = StackConfig(
         data_dir=tmp_path / "data",
         pg_port=free_port(),

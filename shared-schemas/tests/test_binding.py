@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from stayops_schemas import CONTENT_TYPE, Envelope, MalformedEvent, from_kafka, to_kafka
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from stayops_schemas import (
     CATALOG,
     CONSUMER_GROUPS,

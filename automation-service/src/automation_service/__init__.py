@@ -1,1 +1,2 @@
-"""automation_service."""
+"""automation-service: scheduled, event and conditional automations, their executions,
+and the queue of `automated` tasks its action registry works through."""

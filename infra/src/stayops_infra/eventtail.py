@@ -7,6 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.errors import MalformedEvent
 

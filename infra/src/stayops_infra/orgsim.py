@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
+from stayops_infra.keys import KeyPair
+from stayops_infra.tokens import UserType, mint_token
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import ORG_DIRECTORY, event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
-
-from stayops_infra.keys import KeyPair
-from stayops_infra.tokens import UserType, mint_token
 
 SOURCE = "urn:stayops:org-service"
 SEED_TOKEN_TTL_S = 7 * 24 * 3600

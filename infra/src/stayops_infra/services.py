@@ -107,6 +107,9 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Own session: Ctrl-C in the terminal reaches only `stayops up`, which then
+            # stops services before the broker and the database, in that order.
+            start_new_session=True,
         )
         assert self._popen.stdout is not None
         self._pump = threading.Thread(

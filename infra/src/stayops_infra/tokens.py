@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import jwt
+
 from stayops_kit.settings import DEFAULT_JWT_AUDIENCE, DEFAULT_JWT_ISSUER
 
 UserType = Literal["human", "ai_agent"]

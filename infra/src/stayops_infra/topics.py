@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
-from stayops_schemas.catalog import Topic, all_topics
 
 from stayops_infra.errors import StackError
+from stayops_schemas.catalog import Topic, all_topics
 
 REPLICATION_FACTOR = 1
 

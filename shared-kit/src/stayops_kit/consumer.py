@@ -21,16 +21,9 @@ from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
-from aiokafka import AIOKafkaProducer
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from stayops_schemas.binding import from_kafka
-from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
-from stayops_schemas.envelope import Envelope
-from stayops_schemas.errors import SchemaError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -38,16 +31,30 @@ from tenacity import (
     wait_exponential,
 )
 
-from stayops_kit.db import inbox
 from stayops_kit.errors import PermanentError, TransientError
 from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
 from stayops_kit.metrics import Metrics
-from stayops_kit.outbox import UnitOfWork, UnitOfWorkFactory
+from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
+from stayops_schemas.binding import from_kafka
+from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
 REDRIVE_HEADER = "stayops_redrive_count"
+
+# One statement for a whole batch, whatever its size (arrays, not a VALUES list).
+_MARK_HANDLED = sa.text(
+    """
+    INSERT INTO inbox (consumer_group, event_id, event_type, org_id)
+    SELECT :group, e.id, e.type, e.org
+    FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:orgs AS text[])) AS e(id, type, org)
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class InboxConsumer:
-    """Applies events once per consumer group. Transport-independent: `consume_batch`
-    takes aiokafka ConsumerRecords; `attach` wires it to a FastStream broker."""
+    """Applies events once per consumer group: `consume_batch` applies a batch of
+    aiokafka ConsumerRecords, `run` is the consuming loop."""
 
     def __init__(
         self,
@@ -162,6 +169,8 @@ class InboxConsumer:
         self._retry_base_s = retry_base_s
         self._unavailable_backoff_s = unavailable_backoff_s
         self._in_flight = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._committing: asyncio.Task[None] | None = None
 
     async def consume_batch(self, records: Sequence[Any]) -> None:
         """Apply a batch; returns once every record is applied, skipped or dead-lettered.
@@ -201,9 +210,30 @@ class InboxConsumer:
 
     async def _apply_together(self, pending: list[_Pending]) -> None:
         async with self._uow.engine.begin() as conn:
+            fresh = await self._mark_handled(conn, pending)
+            writes = PendingWrites()
             for item in pending:
-                await self._apply(conn, item)
+                if item.envelope.id in fresh:
+                    fresh.discard(item.envelope.id)  # the same event twice in one batch
+                    await self._handle(conn, item, writes)
+            await writes.flush(conn)
             failpoint("consumer.before_commit")
+
+    async def _mark_handled(self, conn: Any, pending: list[_Pending]) -> set[str]:
+        """Record the batch in the inbox in one statement; returns the ids that were
+        not there yet (the others are redeliveries)."""
+        result = await conn.execute(
+            _MARK_HANDLED,
+            {
+                "group": self.group,
+                "ids": [item.envelope.id for item in pending],
+                "types": [item.envelope.type for item in pending],
+                "orgs": [item.envelope.orgid for item in pending],
+            },
+        )
+        fresh = {row.event_id for row in result}
+        self._metrics.events_duplicate.inc(len({item.envelope.id for item in pending}) - len(fresh))
+        return fresh
 
     async def _apply_alone(self, item: _Pending) -> None:
         attempts = 0
@@ -227,23 +257,15 @@ class InboxConsumer:
                                                            type(exc).__name__, attempts))
 
     async def _apply(self, conn: Any, item: _Pending) -> None:
+        if await self._mark_handled(conn, [item]):
+            writes = PendingWrites()
+            await self._handle(conn, item, writes)
+            await writes.flush(conn)
+
+    async def _handle(self, conn: Any, item: _Pending, writes: PendingWrites) -> None:
         envelope = item.envelope
-        marked = await conn.execute(
-            pg_insert(inbox)
-            .values(
-                consumer_group=self.group,
-                event_id=envelope.id,
-                event_type=envelope.type,
-                org_id=envelope.orgid,
-            )
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
-        )
-        if marked.first() is None:
-            self._metrics.events_duplicate.inc()
-            return
         uow = self._uow.bind(
-            conn, correlation_id=envelope.correlationid, causation_id=envelope.id
+            conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes
         )
         with correlation_scope(envelope.correlationid):
             await item.handler(EventContext(uow, envelope), item.payload)
@@ -269,46 +291,87 @@ class InboxConsumer:
         )
         self._metrics.events_dead_lettered.labels(letter.error_type).inc()
 
-    def attach(
+    def stop(self) -> None:
+        """Ask `run` to return after the batch in flight is applied and committed."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stopping
+
+    async def run(
         self,
-        broker: KafkaBroker,
+        bootstrap_servers: str,
         *,
         max_records: int = 200,
-        batch_timeout_ms: int = 25,
         fetch_max_wait_ms: int = 10,
+        auto_offset_reset: str = "earliest",
+        started: asyncio.Event | None = None,
     ) -> None:
-        """Subscribe to the handled types' topics. Offsets are committed by hand,
-        after the database commit: FastStream's ack policies would commit first
-        (ACK_FIRST) or commit a failed message (REJECT_ON_ERROR)."""
+        """Consume until `stop()`. Offsets are committed by hand, per partition, only
+        after the batch's database transaction committed.
 
-        async def no_decode(_message: Any) -> None:
-            return None  # records are decoded by `from_kafka`, with errors dead-lettered
-
-        @broker.subscriber(
+        This loop sits on aiokafka directly rather than a FastStream subscriber: the
+        batch subscriber sleeps its `batch_timeout_ms` again after every empty poll
+        (tens of ms added to each hop of a saga), and its ack policies either commit
+        first (ACK_FIRST) or commit a failed message (REJECT_ON_ERROR). `getmany`
+        here long-polls and returns as soon as records arrive."""
+        consumer = AIOKafkaConsumer(
             *self._subscriptions.topics,
+            bootstrap_servers=bootstrap_servers,
             group_id=self.group,
-            batch=True,
-            max_records=max_records,
-            batch_timeout_ms=batch_timeout_ms,
+            client_id=f"{self.group}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,
-            decoder=no_decode,
             max_poll_interval_ms=300_000,
         )
-        async def consume(message: KafkaMessage) -> None:
-            async with self._in_flight:
-                try:
-                    await self.consume_batch(message.raw_message)
-                except Exception as exc:  # the batch is fetched again; nothing committed
-                    log.warning("%s: batch not applied (%s); retrying in %.1fs",
-                                self.group, exc, self._unavailable_backoff_s)
-                    await asyncio.sleep(self._unavailable_backoff_s)
-                    await message.nack()
-                    return
-                await message.ack()
+        await consumer.start()
+        if started is not None:
+            started.set()
+        try:
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
+                if batch:
+                    await self._consume_and_commit(consumer, batch)
+        finally:
+            if self._committing is not None:
+                await self._committing
+            await consumer.stop()
 
-    async def drain(self) -> None:
-        """Wait for the batch in flight to finish (graceful shutdown)."""
+    async def _consume_and_commit(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]
+    ) -> None:
+        records = [record for part in batch.values() for record in part]
         async with self._in_flight:
-            return
+            try:
+                await self.consume_batch(records)
+            except Exception as exc:  # nothing committed: rewind and fetch the batch again
+                log.warning("%s: batch not applied (%s); retrying in %.1fs",
+                            self.group, exc, self._unavailable_backoff_s)
+                for partition, part in batch.items():
+                    consumer.seek(partition, part[0].offset)
+                await asyncio.sleep(self._unavailable_backoff_s)
+                return
+        # The effects are committed; the offset commit may finish while the next batch
+        # is fetched. Commits stay in order: each waits for the one before it.
+        offsets = {partition: part[-1].offset + 1 for partition, part in batch.items()}
+        previous = self._committing
+        self._committing = asyncio.create_task(self._commit(consumer, offsets, previous))
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        offsets: dict[TopicPartition, int],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            await previous
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions; their new owner gets the records
+            # again and the inbox absorbs them.
+            log.warning("%s: offset commit refused after a rebalance: %s", self.group, exc)
+        except Exception as exc:  # the broker is away: the records come again later
+            log.warning("%s: offset commit failed: %s", self.group, exc)

@@ -13,7 +13,7 @@ def create_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProduc
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        linger_ms=2,
+        linger_ms=0,  # sends queued while a request is in flight still batch up
         max_batch_size=1_048_576,
         request_timeout_ms=30_000,
     )

@@ -8,13 +8,31 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from stayops_schemas.catalog import event_type as catalog_entry
-from stayops_schemas.envelope import Envelope
 
 from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
 from stayops_kit.db import outbox
+from stayops_schemas.catalog import event_type as catalog_entry
+from stayops_schemas.envelope import Envelope
+
+
+@dataclass
+class PendingWrites:
+    """Rows waiting to be inserted at the end of a transaction, one statement per
+    table: the outbox rows, and inserts a handler deferred. Several units of work
+    (one per event of a consumer batch) may share one."""
+
+    rows: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: sa.Table, values: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(values)
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        pending, self.rows = self.rows, {}
+        for table, rows in pending.items():
+            await conn.execute(table.insert(), rows)
 
 
 @dataclass
@@ -29,6 +47,7 @@ class UnitOfWork:
     correlation_id: str | None = None
     causation_id: str | None = None
     announced: list[Envelope] = field(default_factory=list)
+    pending: PendingWrites = field(default_factory=PendingWrites)
 
     async def announce(
         self,
@@ -40,8 +59,8 @@ class UnitOfWork:
         correlation_id: str | None = None,
         subject: str | None = None,
     ) -> Envelope:
-        """Add an event to the outbox. Its topic and schema come from the catalog,
-        so a type that is not in the catalog fails here, in the handler's tests."""
+        """Add an event to the outbox (written by `flush`, in this transaction). Its topic
+        and schema come from the catalog, so a type missing there fails here, in tests."""
         entry = catalog_entry(event_type)
         if not isinstance(payload, entry.model):
             raise TypeError(f"{event_type} carries {entry.model.__name__}, not {type(payload).__name__}")
@@ -58,9 +77,19 @@ class UnitOfWork:
             dataschema=entry.dataschema,
             subject=subject,
         )
-        await self.conn.execute(outbox.insert().values(_row(envelope, entry.topic)))
+        self.pending.add(outbox, _row(envelope, entry.topic))
         self.announced.append(envelope)
         return envelope
+
+    def defer_insert(self, table: sa.Table, values: dict[str, Any]) -> None:
+        """Insert a row at the end of the transaction, batched with others of its
+        table. Only for rows nothing reads back before the commit (logs, effects)."""
+        self.pending.add(table, values)
+
+    async def flush(self) -> None:
+        """Write the announced events and deferred rows. Runs before the commit;
+        whoever commits a bound unit of work must call it."""
+        await self.pending.flush(self.conn)
 
 
 def _row(envelope: Envelope, topic: str) -> dict[str, Any]:
@@ -95,7 +124,9 @@ class UnitOfWorkFactory:
     ) -> AsyncIterator[UnitOfWork]:
         """Commit when the block ends normally, roll back when it raises."""
         async with self.engine.begin() as conn:
-            yield self.bind(conn, correlation_id=correlation_id, causation_id=causation_id)
+            uow = self.bind(conn, correlation_id=correlation_id, causation_id=causation_id)
+            yield uow
+            await uow.flush()
 
     def bind(
         self,
@@ -103,6 +134,7 @@ class UnitOfWorkFactory:
         *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        pending: PendingWrites | None = None,
     ) -> UnitOfWork:
         """A unit of work on a transaction someone else opened and will commit."""
         return UnitOfWork(
@@ -112,4 +144,5 @@ class UnitOfWorkFactory:
             ids=self.ids,
             correlation_id=correlation_id,
             causation_id=causation_id,
+            pending=pending or PendingWrites(),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,20 +20,26 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.envelope import Envelope
 
 from stayops_kit.clock import Clock, SystemClock
 from stayops_kit.db import OUTBOX_CHANNEL, asyncpg_dsn, outbox
 from stayops_kit.failpoints import failpoint
 from stayops_kit.metrics import Metrics
+from stayops_schemas.binding import to_kafka
+from stayops_schemas.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 7_311_001
+_SELECT_UNSENT = """
+SELECT id, event_id, event_type, topic, partition_key, org_id, source, correlation_id,
+       causation_id, dataschema, subject, payload, occurred_at
+FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1
+"""
+_MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
+_MARK_FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
 LISTENER_APPLICATION_NAME = "stayops-relay-listener"
 
 
@@ -81,6 +88,8 @@ class OutboxRelay:
             backoff = self._config.retry_backoff_s
             last_prune = 0.0
             while not self._stopping.is_set():
+                if self._lock_conn is None or self._lock_conn.is_closed():
+                    await self._acquire_leadership()
                 await self._ensure_listener()
                 try:
                     while await self.publish_pending() and not self._stopping.is_set():
@@ -109,16 +118,14 @@ class OutboxRelay:
         self._wakeup.clear()
 
     async def publish_pending(self) -> bool:
-        """Publish one batch of unsent rows in id order. True when the batch was full."""
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(outbox)
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self._config.batch_size)
-                )
-            ).all()
+        """Publish one batch of unsent rows in id order. True when the batch was full.
+
+        It reads and marks rows on the connection that holds the relay lock: if that
+        session dies, the lock goes with it and this relay stops writing."""
+        conn = self._lock_conn
+        if conn is None or conn.is_closed():
+            raise RuntimeError("the relay lost its database session; it takes the lock again")
+        rows = await conn.fetch(_SELECT_UNSENT, self._config.batch_size)
         if not rows:
             self._metrics.outbox_pending.set(0)
             return False
@@ -126,21 +133,14 @@ class OutboxRelay:
         sent_ids, failure = await self._send(rows)
         failpoint("relay.after_send")
         now = self._clock.now()
-        async with self._engine.begin() as conn:
+        async with conn.transaction():
             if sent_ids:
-                await conn.execute(
-                    outbox.update().where(outbox.c.id.in_(sent_ids)).values(sent_at=now)
-                )
+                await conn.execute(_MARK_SENT, now, sent_ids)
             if failure is not None:
-                failed_id, error = failure
-                await conn.execute(
-                    outbox.update()
-                    .where(outbox.c.id == failed_id)
-                    .values(attempts=outbox.c.attempts + 1, last_error=error[:2000])
-                )
+                await conn.execute(_MARK_FAILED, failure[0], failure[1][:2000])
         for row in rows:
-            if row.id in sent_ids:
-                self._metrics.outbox_lag.observe((now - row.occurred_at).total_seconds())
+            if row["id"] in sent_ids:
+                self._metrics.outbox_lag.observe((now - row["occurred_at"]).total_seconds())
         self.published += len(sent_ids)
         self._metrics.outbox_published.inc(len(sent_ids))
         if failure is not None:
@@ -156,7 +156,7 @@ class OutboxRelay:
             record = to_kafka(_envelope(row))
             futures.append(
                 await self._producer.send(
-                    row.topic, value=record.value, key=record.key, headers=record.headers
+                    row["topic"], value=record.value, key=record.key, headers=record.headers
                 )
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
@@ -164,12 +164,12 @@ class OutboxRelay:
         failed_keys: set[str] = set()
         failure: tuple[int, str] | None = None
         for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException) or row.partition_key in failed_keys:
-                failed_keys.add(row.partition_key)
+            if isinstance(result, BaseException) or row["partition_key"] in failed_keys:
+                failed_keys.add(row["partition_key"])
                 if failure is None and isinstance(result, BaseException):
-                    failure = (row.id, repr(result))
+                    failure = (row["id"], repr(result))
             else:
-                sent.append(row.id)
+                sent.append(row["id"])
         return sent, failure
 
     async def prune_sent(self) -> int:
@@ -188,6 +188,9 @@ class OutboxRelay:
             try:
                 if self._lock_conn is None or self._lock_conn.is_closed():
                     self._lock_conn = await asyncpg.connect(asyncpg_dsn(self._config.database_url))
+                    await self._lock_conn.set_type_codec(
+                        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+                    )
                 if await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK_KEY):
                     return
             except (OSError, asyncpg.PostgresError) as exc:
@@ -224,15 +227,15 @@ class OutboxRelay:
 
 def _envelope(row: Any) -> Envelope:
     return Envelope(
-        id=str(row.event_id),
-        type=row.event_type,
-        source=row.source,
-        orgid=row.org_id,
-        partitionkey=row.partition_key,
-        data=row.payload,
-        time=row.occurred_at,
-        correlationid=row.correlation_id,
-        causationid=row.causation_id,
-        dataschema=row.dataschema,
-        subject=row.subject,
+        id=str(row["event_id"]),
+        type=row["event_type"],
+        source=row["source"],
+        orgid=row["org_id"],
+        partitionkey=row["partition_key"],
+        data=row["payload"],
+        time=row["occurred_at"],
+        correlationid=row["correlation_id"],
+        causationid=row["causation_id"],
+        dataschema=row["dataschema"],
+        subject=row["subject"],
     )

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.auth import JwtVerifier
@@ -88,7 +87,6 @@ class ServiceRuntime:
             metrics=self.metrics,
             max_attempts=settings.consumer_max_attempts,
         )
-        self.broker: KafkaBroker | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -97,27 +95,27 @@ class ServiceRuntime:
         await _start_with_retry(self.producer.start, "Kafka producer")
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.spec.subscriptions:
-            self.broker = KafkaBroker(
-                self.settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-consumer"
-            )
-            self.consumer.attach(
-                self.broker,
-                max_records=self.settings.consumer_max_records,
-                fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
-            )
-            await _start_with_retry(self.broker.start, "Kafka consumer")
+            started = asyncio.Event()
+            self._tasks.append(asyncio.create_task(
+                _restarting(lambda: self.consumer.run(
+                    self.settings.kafka_bootstrap_servers,
+                    max_records=self.settings.consumer_max_records,
+                    fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+                    started=started,
+                ), "inbox consumer", self.consumer.stopping),
+                name="inbox-consumer",
+            ))
+            await asyncio.wait_for(started.wait(), timeout=60)
         for loop in self.spec.background:
             self._tasks.append(asyncio.create_task(loop(self), name=loop.__name__))
         log.info("%s started", self.spec.name)
 
     async def stop(self) -> None:
         """Finish the batch in flight, then stop consuming, relaying and the loops."""
-        if self.broker is not None:
-            await self.consumer.drain()
-            await self.broker.stop()
+        self.consumer.stop()
         self.relay.stop()
         for task in self._tasks:
-            if task.get_name() != "outbox-relay":
+            if task.get_name() not in ("outbox-relay", "inbox-consumer"):
                 task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,6 +123,24 @@ class ServiceRuntime:
         await self.producer.stop()
         await self.engine.dispose()
         log.info("%s stopped", self.spec.name)
+
+
+async def _restarting(
+    run: Callable[[], Coroutine[Any, Any, None]], what: str, stopping: asyncio.Event
+) -> None:
+    """Keep a loop running: a crash (the broker unreachable at start, say) is logged
+    and the loop started again after a pause, until the service stops."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s crashed; restarting in %.1fs", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 async def _start_with_retry(

@@ -22,9 +22,7 @@ import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
 
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
@@ -33,6 +31,7 @@ from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
+from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
 
 PROBE_EVENT = "stayops.task.created"
 
@@ -96,14 +95,15 @@ async def write_probe_events(uow: UnitOfWorkFactory, org_id: str, key: str, seqs
 
 
 async def record_effect(ctx: EventContext, event: TaskCreated) -> None:
-    await ctx.uow.conn.execute(
-        probe_effects.insert().values(
-            org_id=event.org_id,
-            event_id=ctx.envelope.id,
-            key=ctx.envelope.partitionkey,
-            seq=int(event.data.get("seq", -1)),
-            sent_at_ns=event.data.get("sent_at_ns"),
-        )
+    ctx.uow.defer_insert(
+        probe_effects,
+        {
+            "org_id": event.org_id,
+            "event_id": ctx.envelope.id,
+            "key": ctx.envelope.partitionkey,
+            "seq": int(event.data.get("seq", -1)),
+            "sent_at_ns": event.data.get("sent_at_ns"),
+        },
     )
 
 
@@ -144,7 +144,7 @@ async def running_relay(
 @contextlib.asynccontextmanager
 async def running_consumer(
     engine: AsyncEngine, bootstrap: str, group: str, *, subscriptions: Subscriptions | None = None,
-    max_records: int = 200,
+    max_records: int = 200, auto_offset_reset: str = "earliest",
 ) -> AsyncIterator[InboxConsumer]:
     producer = create_producer(bootstrap, client_id=f"{group}-dlq")
     await producer.start()
@@ -158,14 +158,15 @@ async def running_consumer(
         retry_base_s=0.05,
         unavailable_backoff_s=0.5,
     )
-    broker = KafkaBroker(bootstrap, client_id=f"{group}-consumer")
-    consumer.attach(broker, max_records=max_records)
-    await broker.start()
+    started = asyncio.Event()
+    task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records,
+                                            auto_offset_reset=auto_offset_reset, started=started))
+    await asyncio.wait_for(started.wait(), timeout=60)
     try:
         yield consumer
     finally:
-        await consumer.drain()
-        await broker.stop()
+        consumer.stop()
+        await task
         await producer.stop()
 
 
@@ -210,11 +211,11 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
 class ProbeProcess:
     """A relay or consumer in its own process, so a test can SIGKILL it."""
 
-    def __init__(self, role: str, probe: ProbeDb, failpoints: str = "") -> None:
+    def __init__(self, role: str, probe: ProbeDb, failpoints: str = "", offset_reset: str = "earliest") -> None:
         env = {**os.environ, "STAYOPS_FAILPOINTS": failpoints}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stayops_kit.testing", role, "--database-url", probe.url,
-             "--bootstrap", probe.bootstrap, "--group", probe.group],
+             "--bootstrap", probe.bootstrap, "--group", probe.group, "--offset-reset", offset_reset],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
@@ -256,7 +257,7 @@ async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _serve(role: str, database_url: str, bootstrap: str, group: str) -> None:
+async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str) -> None:
     engine = create_engine(database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -267,7 +268,7 @@ async def _serve(role: str, database_url: str, bootstrap: str, group: str) -> No
             print("ready", flush=True)
             await stop.wait()
     else:
-        async with running_consumer(engine, bootstrap, group):
+        async with running_consumer(engine, bootstrap, group, max_records=500, auto_offset_reset=offset_reset):
             print("ready", flush=True)
             await stop.wait()
     await engine.dispose()
@@ -279,8 +280,9 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", default="probe")
+    parser.add_argument("--offset-reset", default="earliest", choices=["earliest", "latest"])
     args = parser.parse_args()
-    asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group))
+    asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group, args.offset_reset))
 
 
 if __name__ == "__main__":

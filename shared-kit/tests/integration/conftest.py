@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from stayops_kit.db import create_engine
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.testing import ProbeDb, ensure_topic, prepare_database

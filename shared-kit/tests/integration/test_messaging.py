@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from stayops_kit.db import outbox
 from stayops_kit.relay import LISTENER_APPLICATION_NAME
 from stayops_kit.testing import (
@@ -174,6 +175,7 @@ async def test_a_late_commit_with_a_lower_outbox_id_is_still_published(probe: Pr
         slow_uow = probe.uow.bind(conn)
         await slow_uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "slow", 1),
                                 org_id=probe.org_id, key="slow")
+        await slow_uow.flush()  # the row takes its (lower) id now; the commit comes last
         await write_probe_events(probe.uow, probe.org_id, "fast", [1, 2])
         effects = await eventually(lambda: effect_count(probe, 2), what="later rows published")
         assert {(k, s) for k, s, _ in effects} == {("fast", 1), ("fast", 2)}

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from stayops_kit.auth import JwtVerifier, UserType
 from stayops_kit.errors import Unauthorized
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
 from stayops_kit.consumer import Subscriptions
 from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, Unauthorized
 from stayops_kit.problems import status_for

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
+
 from stayops_kit.api import CorrelationId, CurrentCaller, Runtime
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
-
 from task_service import handlers, store
 from task_service.domain import Task
 

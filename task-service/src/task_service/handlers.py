@@ -12,7 +12,6 @@ from stayops_kit.consumer import EventContext
 from stayops_kit.outbox import UnitOfWork
 from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
 from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
-
 from task_service import store
 from task_service.domain import ParentTaskInvalid, Task, TaskNotFound
 

@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
+
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
-
 from task_service.domain import Task
 
 metadata = sa.MetaData()

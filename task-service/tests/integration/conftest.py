@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from stayops_kit.settings import ServiceSettings
 from stayops_kit.testing import app_client
 from task_service.app import create_app

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
+
 from stayops_kit.db import outbox
 from stayops_kit.testing import eventually
 from stayops_schemas.binding import from_kafka

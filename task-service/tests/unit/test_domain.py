@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
 from task_service.domain import ALLOWED_TRANSITIONS, Task, TransitionNotAllowed
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
+
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_schemas.events.workflows import RunStatus
-
 from workflow_service import handlers, store
 from workflow_service.domain import RunLogEntry, WorkflowDefinition
 

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+
 from stayops_kit.app import create_app as create_service_app
 from stayops_kit.app import serve
 from stayops_kit.runtime import ServiceSpec
-
 from workflow_service import api, consumers
 
 NAME = "workflow-service"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from stayops_kit.consumer import Subscriptions
-
 from workflow_service import handlers
 
 

@@ -10,7 +10,6 @@ from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.outbox import UnitOfWork
 from stayops_schemas.events.tasks import TaskCompleted, TaskFailed
-
 from workflow_service import store
 from workflow_service.domain import (
     RunLogEntry,

@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
+
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.workflows import RunStatus
-
 from workflow_service.domain import RunLogEntry, WorkflowDefinition, WorkflowRun
 
 metadata = sa.MetaData()

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+
 from stayops_kit.runtime import ServiceRuntime
 from stayops_kit.settings import ServiceSettings
 from stayops_kit.testing import eventually

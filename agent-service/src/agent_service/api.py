@@ -1,0 +1,71 @@
+"""agent-service REST routes: parse, call a handler, shape the answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from agent_service import handlers, store
+from agent_service.domain import Activity, AgentProfile, Autonomy
+from stayops_kit.api import CurrentCaller, Runtime
+
+router = APIRouter(tags=["agents"])
+
+
+class AgentOut(BaseModel):
+    org_id: str
+    user_id: str
+    display_name: str
+    role_id: str
+    skills: list[str]
+    autonomy: Autonomy
+    confidence_threshold: Decimal
+    created_at: datetime
+
+    @classmethod
+    def of(cls, profile: AgentProfile) -> AgentOut:
+        return cls.model_validate(profile, from_attributes=True)
+
+
+class AgentList(BaseModel):
+    items: list[AgentOut]
+
+
+class ActivityOut(BaseModel):
+    id: str
+    at: datetime
+    kind: str
+    task_id: str | None
+    summary: str
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: Activity) -> ActivityOut:
+        return cls.model_validate(entry, from_attributes=True)
+
+
+class ActivityList(BaseModel):
+    items: list[ActivityOut]
+
+
+@router.get("/agents", response_model=AgentList)
+async def list_agents(caller: CurrentCaller, runtime: Runtime) -> AgentList:
+    async with runtime.engine.connect() as conn:
+        found = await store.list_profiles(conn, caller.org_id)
+    return AgentList(items=[AgentOut.of(p) for p in found])
+
+
+@router.get("/agents/{user_id}/activity", response_model=ActivityList)
+async def agent_activity(
+    user_id: str,
+    caller: CurrentCaller,
+    runtime: Runtime,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ActivityList:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.agent_activity(uow, caller, user_id, limit=limit)
+    return ActivityList(items=[ActivityOut.of(a) for a in found])

@@ -1,0 +1,18 @@
+"""Events agent-service reacts to, each routed to its handler."""
+
+from __future__ import annotations
+
+from agent_service import handlers
+from stayops_kit.consumer import Subscriptions
+
+
+def subscriptions() -> Subscriptions:
+    subs = Subscriptions()
+    subs.on("org.member.joined")(handlers.member_joined)
+    subs.on("airbnb.listing.synced")(handlers.listing_synced)
+    subs.on(
+        "airbnb.reservation.created",
+        "airbnb.reservation.changed",
+        "airbnb.reservation.cancelled",
+    )(handlers.reservation_reported)
+    return subs

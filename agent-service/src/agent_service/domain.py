@@ -1,0 +1,189 @@
+"""AI agents: their profiles and what they did; and the synced listings and
+reservations they reason about. Pure: no I/O, no framework."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from stayops_kit.errors import NotFound
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    Platform,
+    ReservationCancelled,
+    ReservationChanged,
+    ReservationCreated,
+    ReservationStatus,
+)
+
+
+class AgentNotFound(NotFound):
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"no AI agent {user_id} in your organisation")
+
+
+class Autonomy(StrEnum):
+    """How far an agent may go on its own. `suggest`: it proposes, and a rule or a
+    person decides. `act`: it applies results whose confidence reaches its threshold."""
+
+    SUGGEST = "suggest"
+    ACT = "act"
+
+
+DEFAULT_AUTONOMY = Autonomy.SUGGEST
+DEFAULT_CONFIDENCE_THRESHOLD = Decimal("0.70")
+
+# What an agent in each role can do when it joins; an unknown role starts with no skill.
+SKILLS_BY_ROLE: dict[str, tuple[str, ...]] = {
+    "revenue-manager": ("pricing", "performance-review"),
+}
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    org_id: str
+    user_id: str
+    display_name: str
+    role_id: str
+    skills: tuple[str, ...]
+    autonomy: Autonomy
+    confidence_threshold: Decimal
+    created_at: dt.datetime
+
+
+def default_profile(
+    *, org_id: str, user_id: str, display_name: str, role_id: str, created_at: dt.datetime
+) -> AgentProfile:
+    """The profile an AI agent gets when it joins: its role's skills, and the
+    cautious defaults — it suggests, and only from 0.7 confidence."""
+    return AgentProfile(
+        org_id=org_id,
+        user_id=user_id,
+        display_name=display_name,
+        role_id=role_id,
+        skills=SKILLS_BY_ROLE.get(role_id, ()),
+        autonomy=DEFAULT_AUTONOMY,
+        confidence_threshold=DEFAULT_CONFIDENCE_THRESHOLD,
+        created_at=created_at,
+    )
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One thing an agent did, with its user id, like a person's audit trail."""
+
+    id: str
+    org_id: str
+    agent_user_id: str
+    at: dt.datetime
+    kind: str
+    summary: str
+    task_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def joined_activity(profile: AgentProfile, role_name: str, *, id: str) -> Activity:
+    skills = ", ".join(profile.skills) or "none yet"
+    return Activity(
+        id=id,
+        org_id=profile.org_id,
+        agent_user_id=profile.user_id,
+        at=profile.created_at,
+        kind="profile.created",
+        summary=f"joined as {role_name}; skills: {skills}; autonomy: {profile.autonomy.value}",
+        details={"role_id": profile.role_id, "skills": list(profile.skills),
+                 "confidence_threshold": str(profile.confidence_threshold)},
+    )
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listing as its platform last reported it (read model)."""
+
+    org_id: str
+    listing_id: str
+    platform: str
+    title: str
+    city: str
+    capacity: int
+    base_price: Decimal
+    currency: str
+    active: bool
+    synced_at: dt.datetime
+    country: str | None = None
+    bedrooms: int | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A reservation as its platform last reported it (read model); `as_of` is the
+    time of the event that said so, so an older event never overwrites a newer one."""
+
+    org_id: str
+    reservation_id: str
+    listing_id: str
+    platform: str
+    status: str
+    check_in: dt.date
+    check_out: dt.date
+    guests: int
+    nightly_rate: Decimal
+    total: Decimal
+    currency: str
+    booked_at: dt.datetime
+    as_of: dt.datetime
+    cancelled_at: dt.datetime | None = None
+
+
+def platform_of(event_type: str) -> Platform:
+    """The platform a sync event came from, by its prefix (`airbnb.listing.synced`)."""
+    return Platform(event_type.split(".", 1)[0])
+
+
+def listing_from(event: ListingSynced, platform: Platform) -> Listing:
+    return Listing(
+        org_id=event.org_id,
+        listing_id=event.listing_id,
+        platform=platform.value,
+        title=event.title,
+        city=event.city,
+        country=event.country,
+        capacity=event.capacity,
+        bedrooms=event.bedrooms,
+        base_price=event.base_price,
+        min_price=event.min_price,
+        max_price=event.max_price,
+        currency=event.currency,
+        active=event.active,
+        synced_at=event.synced_at,
+    )
+
+
+def reservation_from(
+    event: ReservationCreated | ReservationChanged | ReservationCancelled,
+    platform: Platform,
+    as_of: dt.datetime,
+) -> Reservation:
+    cancelled_at = event.cancelled_at if isinstance(event, ReservationCancelled) else None
+    return Reservation(
+        org_id=event.org_id,
+        reservation_id=event.reservation_id,
+        listing_id=event.listing_id,
+        platform=platform.value,
+        # A cancellation is one whatever status its payload repeats.
+        status=ReservationStatus.CANCELLED.value if cancelled_at else event.status.value,
+        check_in=event.check_in,
+        check_out=event.check_out,
+        guests=event.guests,
+        nightly_rate=event.nightly_rate,
+        total=event.total,
+        currency=event.currency,
+        booked_at=event.booked_at,
+        as_of=as_of,
+        cancelled_at=cancelled_at,
+    )

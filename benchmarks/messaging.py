@@ -1,0 +1,217 @@
+"""Messaging benchmark: bare aiokafka produce->consume of 1 KB events (the ceiling)
+against the full StayOps path (handler transactions write the outbox, the relay
+publishes, the inbox consumer commits each effect before the offset), on one
+embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
+end-to-end latency at a fixed rate.
+
+    python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer
+
+from stayops_infra.testing import start_test_stack
+from stayops_kit.db import create_engine, outbox
+from stayops_kit.kafka import create_producer
+from stayops_kit.outbox import UnitOfWorkFactory
+from stayops_kit.testing import (
+    PROBE_EVENT,
+    ProbeDb,
+    ProbeProcess,
+    ensure_topic,
+    eventually,
+    prepare_database,
+    probe_effects,
+    probe_payload,
+)
+
+PAYLOAD_BYTES = 1024
+PADDING = "x" * 640  # with the probe's other fields the event's data is ~1 KB
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def bare_kafka(bootstrap: str, events: int) -> float:
+    topic = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    await ensure_topic(bootstrap, topic, partitions=6)
+    value = b"x" * PAYLOAD_BYTES
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=10, max_partition_fetch_bytes=4 * 1024 * 1024)
+    producer = create_producer(bootstrap, client_id="bench-bare")
+    await consumer.start()
+    await producer.start()
+    received = 0
+
+    async def consume() -> None:
+        nonlocal received
+        while received < events:
+            batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+            received += sum(len(records) for records in batch.values())
+            if batch:
+                await consumer.commit()
+
+    started = time.perf_counter()
+    reader = asyncio.create_task(consume())
+    futures = [await producer.send(topic, value, key=str(i % 500).encode()) for i in range(events)]
+    await asyncio.gather(*futures)
+    await reader
+    elapsed = time.perf_counter() - started
+    await producer.stop()
+    await consumer.stop()
+    return events / elapsed
+
+
+async def _probe_db(stack: object, prefix: str) -> ProbeDb:
+    url = await stack.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
+    bootstrap: str = stack.kafka_bootstrap  # type: ignore[attr-defined]
+    engine = create_engine(url, pool_size=20)
+    await prepare_database(engine)
+    group = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await ensure_topic(bootstrap, f"{group}.dlq")
+    return ProbeDb(url, engine, UnitOfWorkFactory(engine, "/bench"), str(uuid.uuid4()), bootstrap, group)
+
+
+@contextlib.asynccontextmanager
+async def relay_and_consumer(probe: ProbeDb, offset_reset: str = "earliest") -> AsyncIterator[None]:
+    """The relay and the consumer each in a process of its own, as in production
+    (the relay runs in the producing service, the consumer in the consuming one)."""
+    relay = ProbeProcess("relay", probe)
+    consumer = ProbeProcess("consumer", probe, offset_reset=offset_reset)
+    try:
+        await relay.wait_ready()
+        await consumer.wait_ready()
+        yield
+    finally:
+        relay.stop()
+        consumer.stop()
+
+
+async def full_path(stack: object, events: int, writers: int = 16, per_tx: int = 25) -> float:
+    probe = await _probe_db(stack, "bench")
+    per_writer = events // writers
+    org = probe.org_id
+
+    async def writer(n: int) -> None:
+        for start in range(0, per_writer, per_tx):
+            async with probe.uow.begin() as unit:
+                for seq in range(start, min(start + per_tx, per_writer)):
+                    await unit.announce(PROBE_EVENT, probe_payload(org, f"w{n}", seq, padding=PADDING),
+                                        org_id=org, key=f"w{n}-{seq % 8}")
+
+    async with relay_and_consumer(probe):
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(n) for n in range(writers)))
+        total = per_writer * writers
+        say(f"  written in {time.perf_counter() - started:.1f}s")
+        await eventually(lambda: _all_sent(probe), timeout=600, what="outbox drained")
+        say(f"  published in {time.perf_counter() - started:.1f}s")
+        await wait_for_effects(probe, total)
+        elapsed = time.perf_counter() - started
+        say(f"  applied in {elapsed:.1f}s")
+    await probe.engine.dispose()
+    return total / elapsed
+
+
+async def latency(stack: object, rate: int, seconds: int) -> list[float]:
+    probe = await _probe_db(stack, "lat")
+    org = probe.org_id
+    total = rate * seconds
+
+    async def write_one(seq: int) -> None:
+        async with probe.uow.begin() as unit:
+            sent = time.time_ns()
+            await unit.announce(PROBE_EVENT, probe_payload(org, f"k{seq % 50}", seq, sent_at_ns=sent,
+                                                           padding=PADDING), org_id=org, key=f"k{seq % 50}")
+
+    # "latest": the topic still holds the throughput phase's events, which are not this phase's.
+    async with relay_and_consumer(probe, offset_reset="latest"):
+        await asyncio.sleep(3)  # let the consumer join its group before the clock starts
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        pending: list[asyncio.Task[None]] = []
+        for seq in range(total):
+            delay = start + seq / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(write_one(seq)))
+        await asyncio.gather(*pending)
+        await wait_for_effects(probe, total)
+    async with probe.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(probe_effects.c.sent_at_ns, probe_effects.c.applied_at).where(probe_effects.c.org_id == org)
+        )
+        # Time to the effect's commit as the consumer's clock_timestamp() saw it (one machine, one clock).
+        samples = [(applied.timestamp() * 1e9 - sent) / 1e6 for sent, applied in rows]
+    await probe.engine.dispose()
+    return samples
+
+
+async def wait_for_effects(probe: ProbeDb, total: int) -> None:
+    await eventually(lambda: _effects_reached(probe, total), timeout=600, interval=0.05,
+                     what=f"{total} effects")
+
+
+async def _all_sent(probe: ProbeDb) -> bool:
+    async with probe.engine.connect() as conn:
+        result = await conn.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
+        return int(result.scalar_one()) == 0
+
+
+async def _effects_reached(probe: ProbeDb, total: int) -> bool:
+    async with probe.engine.connect() as conn:
+        result = await conn.execute(
+            sa.select(sa.func.count()).select_from(probe_effects).where(probe_effects.c.org_id == probe.org_id)
+        )
+        return int(result.scalar_one()) >= total
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="stayops-bench-") as data_dir:
+        say("starting embedded PostgreSQL and Apache Kafka")
+        stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
+        try:
+            say(f"bare aiokafka: {args.events} x 1 KB events")
+            bare = await bare_kafka(stack.kafka_bootstrap, args.events)
+            say(f"  {bare:,.0f} events/s")
+            say(f"full path: {args.events} events from 16 concurrent handler transactions")
+            full = await full_path(stack, args.events)
+            say(f"  {full:,.0f} events/s")
+            say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
+            samples = await latency(stack, args.rate, args.seconds)
+        finally:
+            stack.close()
+    print()
+    print(f"bare aiokafka produce->consume   {bare:10,.0f} events/s")
+    print(f"outbox->relay->inbox (full path) {full:10,.0f} events/s")
+    print(f"full / bare                      {full / bare:10.1%}")
+    print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
+          f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
+          f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))
