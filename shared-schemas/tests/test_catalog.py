@@ -130,6 +130,13 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
         "duration_ms": 42,
         "error": "workflow unknown",
     },
+    automations.ActionFinished: {
+        "org_id": "org-1",
+        "task_id": "tsk-1",
+        "action": "publish_prices",
+        "outcome": "failure",
+        "error": "listing lst-1 refused the price",
+    },
     automations.SyncRequested: {
         "org_id": "org-1",
         "request_id": "req-3",

@@ -60,6 +60,7 @@ PUBLIC_API = {
     "ExecutionOutcome",
     "PriceChange",
     "AutomationTriggered",
+    "ActionFinished",
     "AutomationExecuted",
     "SyncRequested",
     "PricingApproved",

@@ -64,12 +64,24 @@ class ServiceRuntime:
         )
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.uow = UnitOfWorkFactory(self.engine, f"/{spec.name}", self.clock, ids)
-        self.producer: AIOKafkaProducer = create_producer(
-            settings.kafka_bootstrap_servers, client_id=spec.name
-        )
-        self.relay = OutboxRelay(
+        self._producer: AIOKafkaProducer | None = None
+        self._relay: OutboxRelay | None = None
+        self._consumer: InboxConsumer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError(f"{self.spec.name} is not started: the Kafka producer is made in start()")
+        return self._producer
+
+    def _build_messaging(self) -> tuple[AIOKafkaProducer, OutboxRelay, InboxConsumer]:
+        """Kafka clients need the running loop, so they are made in start()."""
+        settings = self.settings
+        producer = create_producer(settings.kafka_bootstrap_servers, client_id=self.spec.name)
+        relay = OutboxRelay(
             self.engine,
-            self.producer,
+            producer,
             RelayConfig(
                 database_url=settings.database_url,
                 poll_interval_s=settings.relay_poll_interval_s,
@@ -79,30 +91,32 @@ class ServiceRuntime:
             self.metrics,
             self.clock,
         )
-        self.consumer = InboxConsumer(
-            group=spec.name,
-            subscriptions=spec.subscriptions,
+        consumer = InboxConsumer(
+            group=self.spec.name,
+            subscriptions=self.spec.subscriptions,
             uow_factory=self.uow,
-            producer=self.producer,
+            producer=producer,
             metrics=self.metrics,
             max_attempts=settings.consumer_max_attempts,
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        return producer, relay, consumer
 
     async def start(self) -> None:
         if self.settings.run_migrations:
             await upgrade_head(self.spec.migrations_dir, self.settings.database_url)
-        await _start_with_retry(self.producer.start, "Kafka producer")
-        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        self._producer, relay, consumer = self._build_messaging()
+        self._relay, self._consumer = relay, consumer
+        await _start_with_retry(self._producer.start, "Kafka producer")
+        self._tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         if self.spec.subscriptions:
             started = asyncio.Event()
             self._tasks.append(asyncio.create_task(
-                _restarting(lambda: self.consumer.run(
+                _restarting(lambda: consumer.run(
                     self.settings.kafka_bootstrap_servers,
                     max_records=self.settings.consumer_max_records,
                     fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
                     started=started,
-                ), "inbox consumer", self.consumer.stopping),
+                ), "inbox consumer", consumer.stopping),
                 name="inbox-consumer",
             ))
             await asyncio.wait_for(started.wait(), timeout=60)
@@ -112,15 +126,18 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Finish the batch in flight, then stop consuming, relaying and the loops."""
-        self.consumer.stop()
-        self.relay.stop()
+        if self._consumer is not None:
+            self._consumer.stop()
+        if self._relay is not None:
+            self._relay.stop()
         for task in self._tasks:
             if task.get_name() not in ("outbox-relay", "inbox-consumer"):
                 task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
-        await self.producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
         await self.engine.dispose()
         log.info("%s stopped", self.spec.name)
 

@@ -25,6 +25,7 @@ from stayops_schemas.envelope import CONTENT_TYPE, Envelope
 from stayops_schemas.errors import InvalidPayload, MalformedEvent, SchemaError, UnknownEventType
 from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.automations import (
+    ActionFinished,
     AutomationExecuted,
     AutomationTriggered,
     AutomationType,
@@ -91,6 +92,7 @@ __all__ = [
     "TOPICS",
     "WORKFLOWS",
     "AgentResultProduced",
+    "ActionFinished",
     "AutomationExecuted",
     "AutomationTriggered",
     "AutomationType",

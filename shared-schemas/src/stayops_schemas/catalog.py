@@ -158,6 +158,7 @@ _ENTRIES: tuple[EventType, ...] = (
     EventType("stayops.workflow.run.cancelled", WORKFLOWS, workflows.WorkflowRunCancelled),
     EventType("stayops.automation.triggered", AUTOMATIONS, automations.AutomationTriggered),
     EventType("stayops.automation.executed", AUTOMATIONS, automations.AutomationExecuted),
+    EventType("stayops.automation.action.finished", AUTOMATIONS, automations.ActionFinished),
     EventType("stayops.sync.requested", AUTOMATIONS, automations.SyncRequested),
     EventType("stayops.pricing.approved", AUTOMATIONS, automations.PricingApproved),
     EventType("stayops.agent.result.produced", AGENTS, agents.AgentResultProduced),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, model_validator
 
@@ -56,6 +56,26 @@ class AutomationExecuted(Payload):
             raise ValueError("a failed execution says why in error")
         if self.outcome is ExecutionOutcome.SUCCESS and self.error is not None:
             raise ValueError("a successful execution has no error")
+        return self
+
+
+class ActionFinished(Payload):
+    """`stayops.automation.action.finished`: automation-service finished the action of
+    an `automated` task; task-service completes or fails the task from it."""
+
+    org_id: NonEmptyStr
+    task_id: NonEmptyStr
+    action: NonEmptyStr
+    outcome: ExecutionOutcome
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+
+    @model_validator(mode="after")
+    def _failure_has_error(self) -> Self:
+        if self.outcome is ExecutionOutcome.FAILURE and not self.error:
+            raise ValueError("a failed action says why in error")
         return self
 
 
