@@ -24,6 +24,8 @@ from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.services import SERVICES, ServiceProcess, ServiceSpec, service_env
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.supervisor import Supervisor
+from stayops_infra.syncsim import SyncSimulator, fail_list_file
+from stayops_infra.syncsim import run as sync_simulator_run
 
 HEALTH_DEADLINE_S = 120
 _COLOURS = ("cyan", "magenta", "green", "yellow")
@@ -147,10 +149,12 @@ async def _run_until_stopped(
     stack = EmbeddedStack(config, notify=lambda message: console.print(f"[bold]stack[/] {message}"))
     supervisor: Supervisor | None = None
     watching: asyncio.Task[None] | None = None
+    simulating: asyncio.Task[None] | None = None
 
     async def start_everything() -> None:
-        nonlocal supervisor, watching
+        nonlocal supervisor, watching, simulating
         await stack.start()
+        simulating = asyncio.create_task(run_sync_simulator(config, stack.broker.bootstrap, stop, console))
         processes = _service_processes(stack, console, services)
         supervisor = Supervisor(processes, report=lambda m: console.print(f"[red]{m}[/]"))
         supervisor.start_all()
@@ -193,7 +197,23 @@ async def _run_until_stopped(
             await watching
         elif supervisor is not None:
             await supervisor.stop_all()
+        if simulating is not None:
+            await simulating
         await asyncio.to_thread(stack.stop)
+
+
+async def run_sync_simulator(config: StackConfig, bootstrap: str, stop: asyncio.Event, console: Console) -> None:
+    """The sync-airbnb simulator, restarted after a pause if it crashes, until `stop`.
+    Listing ids written one a line to `<data dir>/syncsim/fail-listings` get their
+    price updates refused (to see a pricing run compensate)."""
+    simulator = SyncSimulator(fail_listings=fail_list_file(config.data_dir / "syncsim" / "fail-listings"))
+    while not stop.is_set():
+        try:
+            await sync_simulator_run(bootstrap, simulator, stop)
+        except Exception as exc:
+            console.print(f"[red]sync simulator crashed ({escape(str(exc))}); restarting in 2s[/]")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2)
 
 
 def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) -> None:

@@ -169,6 +169,7 @@ class MarketRate(Payload):
     median_price: Amount
     occupancy: float = Field(ge=0, le=1)
     sample_size: int | None = Field(default=None, ge=0)
+    local_event: str | None = Field(default=None, description="A local event that night (a festival, a match).")
 
 
 class MarketRatesSynced(Payload):

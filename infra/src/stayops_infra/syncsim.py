@@ -1,0 +1,285 @@
+"""The sync-service simulator (sync-airbnb): seeded, realistic listings, reservations
+and market data; answers `stayops.sync.requested` with listing, reservation and
+market-rate events and `airbnb.sync.completed`; applies `stayops.pricing.approved`
+and answers `airbnb.price.updated` per listing, or `airbnb.price.update_failed` for
+listings it is told to fail.
+
+Everything it publishes carries the request's `correlationid`, and its `causationid`
+is the request's id. It consumes as the group `sync-simulator` and commits a record's
+offset after its answers are acknowledged (at least once: consumers dedupe)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError
+
+from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_schemas.catalog import AUTOMATIONS, event_type
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.errors import SchemaError
+from stayops_schemas.events import automations as auto
+from stayops_schemas.events import sync
+
+log = logging.getLogger(__name__)
+
+GROUP = "sync-simulator"
+SOURCE = "/sync-airbnb"
+CURRENCY = "EUR"
+HORIZON_DAYS = 90
+CITIES = ("Lisbon", "Porto", "Barcelona", "Nice", "Seville", "Valencia")
+KINDS = ("Seaside loft", "Old-town flat", "Garden studio", "Rooftop apartment", "Family house")
+# Month factors of a southern-European coastal market (July and August peak).
+SEASON = {1: 0.80, 2: 0.82, 3: 0.90, 4: 1.00, 5: 1.05, 6: 1.18, 7: 1.32, 8: 1.35, 9: 1.12, 10: 0.98,
+          11: 0.85, 12: 0.95}
+EVENTS = ("Jazz festival", "Football derby", "Marathon", "Wine fair")
+
+
+def _money(value: float | Decimal) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def _rng(*parts: str) -> random.Random:
+    """The same listing always gets the same world."""
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+@dataclass(frozen=True)
+class SimListing:
+    listing_id: str
+    org_id: str
+    title: str
+    city: str
+    capacity: int
+    base_price: Decimal
+    min_price: Decimal
+    max_price: Decimal
+
+
+def listing_of(org_id: str, listing_id: str) -> SimListing:
+    rng = _rng(org_id, listing_id, "listing")
+    base = _money(rng.randrange(80, 220))
+    return SimListing(
+        listing_id=listing_id,
+        org_id=org_id,
+        title=f"{rng.choice(KINDS)} {rng.randrange(1, 40)}",
+        city=rng.choice(CITIES),
+        capacity=rng.randrange(2, 7),
+        base_price=base,
+        min_price=_money(base * Decimal("0.6")),
+        max_price=_money(base * Decimal("1.8")),
+    )
+
+
+def market_rates(listing: SimListing, today: dt.date) -> list[sync.MarketRate]:
+    rng = _rng(listing.org_id, listing.listing_id, "market", today.isoformat())
+    event_nights = {today + dt.timedelta(days=rng.randrange(5, HORIZON_DAYS)) for _ in range(2)}
+    rates = []
+    for offset in range(HORIZON_DAYS):
+        night = today + dt.timedelta(days=offset)
+        weekend = 1.15 if night.weekday() in (4, 5) else 1.0
+        event = night in event_nights
+        median = float(listing.base_price) * SEASON[night.month] * weekend * (1.25 if event else 1.0)
+        occupancy = min(0.98, max(0.2, 0.55 * SEASON[night.month] * weekend + rng.uniform(-0.1, 0.1)))
+        rates.append(sync.MarketRate(
+            date=night, median_price=_money(median * rng.uniform(0.92, 1.08)),
+            occupancy=round(occupancy, 3), sample_size=rng.randrange(20, 120),
+            local_event=rng.choice(EVENTS) if event else None,
+        ))
+    return rates
+
+
+def reservations(listing: SimListing, today: dt.date, now: dt.datetime) -> list[sync.ReservationCreated]:
+    """Stays of 2-5 nights, denser in the next weeks and on weekends."""
+    rng = _rng(listing.org_id, listing.listing_id, "reservations", today.isoformat())
+    stays = []
+    night = today
+    end = today + dt.timedelta(days=HORIZON_DAYS)
+    while night < end:
+        lead = (night - today).days
+        booked_probability = 0.65 if lead < 14 else 0.45 if lead < 45 else 0.2
+        if night.weekday() in (4, 5):
+            booked_probability += 0.15
+        if rng.random() < booked_probability:
+            length = rng.randrange(2, 6)
+            check_out = min(end, night + dt.timedelta(days=length))
+            rate = _money(float(listing.base_price) * SEASON[night.month] * rng.uniform(0.9, 1.1))
+            nights = (check_out - night).days
+            stays.append(sync.ReservationCreated(
+                reservation_id=f"res-{listing.listing_id[:8]}-{night.isoformat()}",
+                listing_id=listing.listing_id, org_id=listing.org_id,
+                status=sync.ReservationStatus.CONFIRMED, check_in=night, check_out=check_out,
+                guests=rng.randrange(1, listing.capacity + 1), nightly_rate=rate,
+                total=_money(rate * nights), currency=CURRENCY,
+                booked_at=now - dt.timedelta(days=rng.randrange(1, 60)),
+            ))
+            night = check_out
+        else:
+            night += dt.timedelta(days=1)
+    return stays
+
+
+@dataclass
+class SyncSimulator:
+    """Answers requests; `handle` is pure of Kafka: it returns the envelopes to publish."""
+
+    fail_listings: Callable[[], set[str]] = set
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    prices: dict[tuple[str, str], dict[dt.date, Decimal]] = field(default_factory=dict)
+
+    def handle(self, request: Envelope) -> list[Envelope]:
+        if request.type == "stayops.sync.requested":
+            payload = auto.SyncRequested.model_validate(request.data)
+            return self._sync(request, payload) if payload.platform == sync.Platform.AIRBNB else []
+        if request.type == "stayops.pricing.approved":
+            approved = auto.PricingApproved.model_validate(request.data)
+            return self._apply_prices(request, approved) if approved.platform == sync.Platform.AIRBNB else []
+        return []
+
+    def _sync(self, request: Envelope, payload: auto.SyncRequested) -> list[Envelope]:
+        now = self.clock()
+        today = now.date()
+        out: list[Envelope] = []
+        counts = {"listings": 0, "reservations": 0, "market_rates": 0}
+        for listing_id in payload.listing_ids:
+            listing = listing_of(payload.org_id, listing_id)
+            out.append(self._event(request, "airbnb.listing.synced", listing_id, sync.ListingSynced(
+                listing_id=listing_id, org_id=payload.org_id, title=listing.title, city=listing.city,
+                capacity=listing.capacity, base_price=listing.base_price, min_price=listing.min_price,
+                max_price=listing.max_price, currency=CURRENCY, synced_at=now,
+            )))
+            for stay in reservations(listing, today, now):
+                out.append(self._event(request, "airbnb.reservation.created", listing_id, stay))
+                counts["reservations"] += 1
+            out.append(self._event(request, "airbnb.market.rates.synced", listing_id, sync.MarketRatesSynced(
+                org_id=payload.org_id, listing_id=listing_id, currency=CURRENCY,
+                rates=market_rates(listing, today), synced_at=now,
+            )))
+            counts["listings"] += 1
+            counts["market_rates"] += HORIZON_DAYS
+        out.append(self._event(request, "airbnb.sync.completed", payload.request_id, sync.SyncCompleted(
+            request_id=payload.request_id, org_id=payload.org_id, listing_ids=payload.listing_ids,
+            counts=sync.SyncCounts(**counts), completed_at=now,
+        )))
+        return out
+
+    def _apply_prices(self, request: Envelope, approved: auto.PricingApproved) -> list[Envelope]:
+        failing = self.fail_listings()
+        out: list[Envelope] = []
+        for listing_id in approved.listing_ids:
+            if listing_id in failing:
+                out.append(self._event(request, "airbnb.price.update_failed", listing_id, sync.PriceUpdateFailed(
+                    request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+                    reason="Airbnb refused the calendar update (simulated failure)",
+                )))
+                continue
+            nights = [p for p in approved.prices if p.listing_id == listing_id]
+            calendar = self.prices.setdefault((approved.org_id, listing_id), {})
+            for price in nights:
+                calendar[price.date] = price.price
+            out.append(self._event(request, "airbnb.price.updated", listing_id, sync.PriceUpdated(
+                request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+                prices=[sync.NightlyPrice(date=p.date, price=p.price, currency=p.currency) for p in nights]
+                or [sync.NightlyPrice(date=self.clock().date(), price=Decimal("0.01"), currency=CURRENCY)],
+                applied_at=self.clock(),
+            )))
+        return out
+
+    def _event(self, request: Envelope, type_: str, key: str, payload: sync.Payload) -> Envelope:
+        return event_type(type_).envelope(
+            payload, id=str(uuid.uuid4()), source=SOURCE, partitionkey=key, time=self.clock(),
+            correlationid=request.correlationid, causationid=request.id,
+        )
+
+
+def fail_list_file(path: Path) -> Callable[[], set[str]]:
+    """Listings whose price updates fail: one id a line in `path`, read at each request."""
+
+    def read() -> set[str]:
+        if not path.exists():
+            return set()
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+    return read
+
+
+async def run(bootstrap: str, simulator: SyncSimulator, stop: asyncio.Event,
+              started: asyncio.Event | None = None) -> None:
+    consumer = AIOKafkaConsumer(AUTOMATIONS, bootstrap_servers=bootstrap, group_id=GROUP,
+                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=10)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                client_id="sync-simulator")
+    await producer.start()
+    await consumer.start()
+    if started is not None:
+        started.set()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=100)
+            for records in batch.values():
+                await _publish(producer, _answers(simulator, records))
+            if batch:
+                try:
+                    await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+                except CommitFailedError as exc:
+                    log.warning("sync simulator: commit refused after a rebalance: %s", exc)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _answers(simulator: SyncSimulator, records: Iterable[object]) -> list[Envelope]:
+    out: list[Envelope] = []
+    for record in records:
+        try:
+            request = from_kafka(record.key, record.value, list(record.headers))  # type: ignore[attr-defined]
+            out.extend(simulator.handle(request))
+        except (SchemaError, ValueError) as exc:
+            log.warning("sync simulator: ignoring an unreadable request: %s", exc)
+    return out
+
+
+async def _publish(producer: AIOKafkaProducer, envelopes: list[Envelope]) -> None:
+    futures = []
+    for envelope in envelopes:
+        record = to_kafka(envelope)
+        futures.append(await producer.send(event_type(envelope.type).topic, record.value, key=record.key,
+                                           headers=record.headers))
+    await asyncio.gather(*futures)
+
+
+def main() -> None:
+    """`python -m stayops_infra.syncsim`: run until SIGTERM/SIGINT."""
+    import os
+    import signal
+
+    from stayops_infra.config import StackConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    config = StackConfig.from_env()
+    bootstrap = os.environ.get("STAYOPS_KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap)
+    simulator = SyncSimulator(fail_listings=fail_list_file(config.data_dir / "syncsim" / "fail-listings"))
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(bootstrap, simulator, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

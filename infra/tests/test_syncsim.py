@@ -1,0 +1,68 @@
+"""The sync simulator answers sync and price requests as sync-airbnb would."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from stayops_infra.syncsim import HORIZON_DAYS, SyncSimulator, listing_of
+from stayops_schemas.catalog import event_type, parse_payload
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events import automations as auto
+
+NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
+
+
+def request(type_: str, payload: auto.Payload) -> Envelope:
+    return event_type(type_).envelope(payload, id="req-event-1", source="/automation-service",
+                                      partitionkey="t1", time=NOW, correlationid="run-1")
+
+
+def simulator(fail: set[str] | None = None) -> SyncSimulator:
+    return SyncSimulator(fail_listings=lambda: fail or set(), clock=lambda: NOW)
+
+
+def test_a_sync_request_is_answered_with_data_then_completion() -> None:
+    sync_request = auto.SyncRequested(org_id="o1", request_id="task-1", platform="airbnb",
+                                      listing_ids=["l1", "l2"], requested_by="automation")
+    answers = simulator().handle(request("stayops.sync.requested", sync_request))
+
+    types = [a.type for a in answers]
+    assert types.count("airbnb.listing.synced") == 2
+    assert types.count("airbnb.market.rates.synced") == 2
+    assert types.count("airbnb.reservation.created") > 0
+    assert types[-1] == "airbnb.sync.completed", "completion comes after every record"
+    assert answers[-1].data["request_id"] == "task-1"
+    for answer in answers:
+        parse_payload(answer)  # every answer matches its schema
+        assert (answer.correlationid, answer.causationid, answer.orgid) == ("run-1", "req-event-1", "o1")
+    rates = next(a for a in answers if a.type == "airbnb.market.rates.synced")
+    assert len(rates.data["rates"]) == HORIZON_DAYS
+
+
+def test_the_same_listing_always_gets_the_same_world() -> None:
+    assert listing_of("o1", "l1") == listing_of("o1", "l1")
+    listing = listing_of("o1", "l1")
+    assert listing.min_price <= listing.base_price <= listing.max_price
+
+
+def test_approved_prices_are_applied_except_for_listings_told_to_fail() -> None:
+    prices = [auto.PriceChange(listing_id=lid, date=dt.date(2026, 12, 1), price=Decimal("120.00"), currency="EUR")
+              for lid in ("l1", "l2")]
+    approved = auto.PricingApproved(org_id="o1", request_id="task-2", platform="airbnb",
+                                    listing_ids=["l1", "l2"], prices=prices, approved_by="rule:max_change")
+    sim = simulator(fail={"l2"})
+    answers = sim.handle(request("stayops.pricing.approved", approved))
+
+    by_listing = {a.data["listing_id"]: a for a in answers}
+    assert by_listing["l1"].type == "airbnb.price.updated"
+    assert by_listing["l2"].type == "airbnb.price.update_failed"
+    assert all(a.data["request_id"] == "task-2" for a in answers)
+    assert sim.prices[("o1", "l1")] == {dt.date(2026, 12, 1): Decimal("120.00")}
+    assert ("o1", "l2") not in sim.prices
+
+
+def test_other_platforms_and_types_are_not_answered() -> None:
+    hostaway = auto.SyncRequested(org_id="o1", request_id="r", platform="hostaway", listing_ids=["l1"],
+                                  requested_by="automation")
+    assert simulator().handle(request("stayops.sync.requested", hostaway)) == []
