@@ -30,6 +30,7 @@ from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
 from stayops_schemas.events import automations as auto
 from stayops_schemas.events import sync
+from stayops_schemas.events.base import Payload
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class SyncSimulator:
             )))
         return out
 
-    def _event(self, request: Envelope, type_: str, key: str, payload: sync.Payload) -> Envelope:
+    def _event(self, request: Envelope, type_: str, key: str, payload: Payload) -> Envelope:
         return event_type(type_).envelope(
             payload, id=str(uuid.uuid4()), source=SOURCE, partitionkey=key, time=self.clock(),
             correlationid=request.correlationid, causationid=request.id,

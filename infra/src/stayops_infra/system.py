@@ -1,0 +1,86 @@
+"""The whole system on one machine for end-to-end tests, the demo and benchmarks:
+the four services as processes on free ports and the sync simulator, on a broker
+and a PostgreSQL someone else runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stayops_infra.services import SERVICES, ServiceProcess, service_env
+from stayops_infra.syncsim import SyncSimulator, fail_list_file
+from stayops_infra.syncsim import run as run_simulator
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalSystem:
+    """`database_url(name)` returns (creating it if needed) the URL of a service's
+    database. Listing ids written to `fail_listings_file` get their price updates
+    refused by the simulator."""
+
+    bootstrap: str
+    database_url: Callable[[str], Awaitable[str]]
+    public_key_file: Path
+    work_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _simulator: asyncio.Task[None] | None = None
+
+    @property
+    def fail_listings_file(self) -> Path:
+        return self.work_dir / "syncsim" / "fail-listings"
+
+    def url(self, service: str) -> str:
+        return self.processes[service].base_url
+
+    async def start(self) -> None:
+        for spec in SERVICES:
+            env = service_env(
+                spec.name,
+                database_url=await self.database_url(spec.database),
+                http_port=free_port(),
+                kafka_bootstrap=self.bootstrap,
+                jwt_public_key_file=self.public_key_file,
+            )
+            env.update(self.extra_env)
+            self.processes[spec.name] = ServiceProcess(
+                spec.name, env, log_file=self.work_dir / "logs" / f"{spec.module}.log"
+            )
+        for process in self.processes.values():
+            process.start()
+        await asyncio.gather(*(asyncio.to_thread(p.wait_healthy, 120) for p in self.processes.values()))
+        self.fail_listings_file.parent.mkdir(parents=True, exist_ok=True)
+        started = asyncio.Event()
+        simulator = SyncSimulator(fail_listings=fail_list_file(self.fail_listings_file))
+        self._simulator = asyncio.create_task(run_simulator(self.bootstrap, simulator, self._stop, started))
+        await asyncio.wait_for(started.wait(), 60)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service: a crash."""
+        self.processes[service].kill()
+
+    async def restart(self, service: str) -> None:
+        process = self.processes[service]
+        if process.is_alive():
+            process.terminate()
+        process.start()
+        await asyncio.to_thread(process.wait_healthy, 120)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*(asyncio.to_thread(p.terminate) for p in self.processes.values()))
+        if self._simulator is not None:
+            with contextlib.suppress(Exception):
+                await self._simulator
