@@ -103,6 +103,14 @@ def stack_install() -> None:
 
 
 @app.command()
+def demo() -> None:
+    """Run the weekly dynamic-pricing scenario twice on an ephemeral stack and print both timelines."""
+    from stayops_infra.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(console)))
+
+
+@app.command()
 def token(
     org: Annotated[str, typer.Option(help="org_id claim")],
     user: Annotated[str, typer.Option(help="sub claim: the user id")],

@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stayops_infra.ports import free_port
 from stayops_infra.services import SERVICES, ServiceProcess, service_env
 from stayops_infra.syncsim import SyncSimulator, fail_list_file
 from stayops_infra.syncsim import run as run_simulator
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

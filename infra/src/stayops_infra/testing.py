@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import pytest
 from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.errors import JavaNotFound, StackError
 from stayops_infra.keys import KeyPair, ensure_keys
+from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.postgres import SUPERUSER, create_database
 from stayops_infra.services import ServiceProcess, service_env
 from stayops_infra.stack import EmbeddedStack
@@ -52,28 +52,6 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
     if failure:
         raise failure[0]
     return result[0]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too: Kafka's controller listens on port + 1."""
-    for _ in range(50):
-        port = free_port()
-        if port >= 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise StackError("no two consecutive free TCP ports found for Kafka")
 
 
 class _Backend(Protocol):

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from stayops_kit.db import outbox
 from stayops_kit.testing import eventually
 from stayops_schemas.binding import from_kafka
+from stayops_schemas.errors import MalformedEvent
 
 pytestmark = pytest.mark.stack
 
@@ -49,7 +50,10 @@ async def test_a_created_task_is_readable_and_announced(service: Service, stack:
         async def announced() -> Any:
             batch = await consumer.getmany(timeout_ms=200)
             for record in (r for part in batch.values() for r in part):
-                event = from_kafka(record.key, record.value, record.headers)
+                try:
+                    event = from_kafka(record.key, record.value, record.headers)
+                except MalformedEvent:
+                    continue  # the session's topics also carry other tests' malformed records
                 if event.orgid == org:
                     return event
             return None

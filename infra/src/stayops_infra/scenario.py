@@ -1,0 +1,154 @@
+"""Driving the weekly dynamic-pricing scenario over the services' REST APIs, as a
+client would: start a run, follow it, take the owner's decision, read the timeline.
+Used by `stayops demo`, the end-to-end tests and the pricing benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class OrgHandle:
+    org_id: str
+    owner_user_id: str
+    owner_token: str
+    agent_user_id: str
+    listing_ids: list[str]
+
+    @classmethod
+    def from_seed(cls, seeded: dict[str, Any]) -> OrgHandle:
+        return cls(
+            org_id=seeded["org_id"],
+            owner_user_id=seeded["users"]["owner"]["user_id"],
+            owner_token=seeded["tokens"]["owner"],
+            agent_user_id=seeded["users"]["revenue_manager_agent"]["user_id"],
+            listing_ids=list(seeded["listing_ids"]),
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.owner_token}"}
+
+
+class ScenarioError(Exception):
+    """The scenario did not go as a client expects; the message says where."""
+
+
+class PricingClient:
+    def __init__(self, urls: dict[str, str], client: httpx.AsyncClient) -> None:
+        self.urls = urls
+        self.http = client
+
+    async def start_run(
+        self, org: OrgHandle, *, threshold_pct: float = 10, monitor_days: int = 0,
+        idempotency_key: str | None = None, listing_ids: list[str] | None = None,
+    ) -> str:
+        headers = dict(org.headers)
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        response = await self.http.post(
+            f"{self.urls['workflow-service']}/v1/workflows/dynamic-pricing/runs",
+            json={"parameters": {"listing_ids": listing_ids or org.listing_ids, "threshold_pct": threshold_pct,
+                                 "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}},
+            headers=headers,
+        )
+        if response.status_code not in (200, 201):
+            raise ScenarioError(f"starting dynamic-pricing failed: {response.status_code} {response.text}")
+        run_id: str = response.json()["id"]
+        return run_id
+
+    async def run(self, org: OrgHandle, run_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"{self.urls['workflow-service']}/v1/runs/{run_id}", headers=org.headers)
+        if response.status_code != 200:
+            raise ScenarioError(f"reading run {run_id} failed: {response.status_code} {response.text}")
+        run: dict[str, Any] = response.json()
+        return run
+
+    async def wait_until(
+        self, org: OrgHandle, run_id: str, *, statuses: frozenset[str] = TERMINAL,
+        step: str | None = None, timeout_s: float = 120,
+    ) -> dict[str, Any]:
+        """Poll the run (with a deadline) until its status is one of `statuses`, or it
+        waits at `step` when one is given."""
+        deadline = time.monotonic() + timeout_s
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = await self.run(org, run_id)
+            if run["status"] in statuses and (step is None or run.get("current_step") == step):
+                return run
+            if run["status"] in TERMINAL and run["status"] not in statuses:
+                raise ScenarioError(f"run {run_id} ended {run['status']}: {_last_log(run)}")
+            await asyncio.sleep(0.2)
+        raise ScenarioError(f"run {run_id} still {run.get('status')} at {run.get('current_step')} after "
+                            f"{timeout_s:.0f}s: {_last_log(run)}")
+
+    async def decision_task(self, org: OrgHandle, run_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        """The decision task of a run, as it appears in the owner's inbox."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            response = await self.http.get(f"{self.urls['task-service']}/v1/inbox",
+                                           params={"task_type": "decision", "status": "pending"},
+                                           headers=org.headers)
+            if response.status_code != 200:
+                raise ScenarioError(f"reading the inbox failed: {response.status_code} {response.text}")
+            for task in response.json()["items"]:
+                if task.get("workflow_run_id") == run_id:
+                    found: dict[str, Any] = task
+                    return found
+            await asyncio.sleep(0.2)
+        raise ScenarioError(f"no decision task for run {run_id} in the owner's inbox after {timeout_s:.0f}s")
+
+    async def decide(self, org: OrgHandle, task_id: str, outcome: str, comment: str,
+                     changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        response = await self.http.post(
+            f"{self.urls['task-service']}/v1/tasks/{task_id}/decision",
+            json={"outcome": outcome, "comment": comment, "changes": changes},
+            headers=org.headers,
+        )
+        if response.status_code != 200:
+            raise ScenarioError(f"deciding task {task_id} failed: {response.status_code} {response.text}")
+        task: dict[str, Any] = response.json()
+        return task
+
+    async def run_tasks(self, org: OrgHandle, run_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.urls['task-service']}/v1/tasks",
+                                       params={"workflow_run_id": run_id, "limit": 200}, headers=org.headers)
+        if response.status_code != 200:
+            return []
+        items: list[dict[str, Any]] = response.json()["items"]
+        return sorted(items, key=lambda t: t["created_at"])
+
+
+def _last_log(run: dict[str, Any]) -> str:
+    log = run.get("log") or []
+    return log[-1]["message"] if log else "(no log)"
+
+
+def timeline(run: dict[str, Any], tasks: list[dict[str, Any]], *, top: int = 5) -> list[str]:
+    """A readable account of a run: who did what, when and why, and which prices changed."""
+    lines = [f"run {run['id']}  {run['workflow_key']} v{run['workflow_version']}  -> {run['status']}"]
+    for entry in run.get("log", []):
+        at = str(entry["at"])[11:19]
+        lines.append(f"  {at}  {entry['actor']:<38} {entry['message']}")
+    for task in tasks:
+        result = task.get("result") or {}
+        recommendations = result.get("recommendations") or []
+        if not recommendations:
+            continue
+        changed = sorted(recommendations, key=lambda r: -abs(float(r.get("change_pct", 0))))[:top]
+        lines.append(f"  prices proposed by {task.get('assigned_to')} (largest changes of {len(recommendations)}):")
+        for rec in changed:
+            factors = ", ".join(f"{f['name']} {float(f['effect_pct']):+.0f}%" for f in rec.get("factors", [])
+                                if float(f.get("effect_pct", 0)) != 0)
+            lines.append(
+                f"    {rec['listing_id'][:8]} {rec['date']}  {rec['current_price']} -> {rec['recommended_price']} "
+                f"({float(rec['change_pct']):+.1f}%, confidence {float(rec['confidence']):.2f}): {factors}"
+            )
+    return lines
