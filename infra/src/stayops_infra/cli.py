@@ -102,6 +102,32 @@ def stack_install() -> None:
     console.print(f"Kafka jars in {libs}", highlight=False)
 
 
+dlq_app = typer.Typer(help="Dead-letter topics: what a consumer group parked, and redrive.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(group: str, limit: int = typer.Option(100, "--max", help="At most this many records.")) -> None:
+    """Show what GROUP parked: type, id, org, reason, original topic/partition/offset, attempts."""
+    from stayops_infra.dlq import list_dead_letters
+
+    rows = asyncio.run(list_dead_letters(bootstrap_servers_from_env(), group, limit))
+    if not rows:
+        console.print(f"Nothing parked for {group}.")
+    for row in rows:
+        console.print(json.dumps(row), highlight=False, markup=False)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(group: str, limit: int = typer.Option(1000, "--max", help="At most this many records.")) -> None:
+    """Send GROUP's parked records back to their original topics (through the inbox: once)."""
+    from stayops_infra.dlq import MAX_REDRIVES, redrive
+
+    sent, parked = asyncio.run(redrive(bootstrap_servers_from_env(), group, limit))
+    console.print(f"Redrove {sent} record(s); {parked} left parked (no original topic, or redriven "
+                  f"{MAX_REDRIVES} times already).")
+
+
 @app.command()
 def demo() -> None:
     """Run the weekly dynamic-pricing scenario twice on an ephemeral stack and print both timelines."""

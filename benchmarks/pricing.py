@@ -1,0 +1,91 @@
+"""Pricing benchmark: `dynamic-pricing` started for 50 listings in 10 orgs at once
+(5 listings an org, approval by rule, monitor_days 0) on one embedded PostgreSQL and
+Apache Kafka with the four services and the sync simulator. Prints runs completed per
+second and p50/p99 time from start to completion.
+
+    python benchmarks/pricing.py [--orgs 10] [--listings 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from stayops_infra.config import StackConfig, default_kafka_cache
+from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.ports import free_port, free_port_pair
+from stayops_infra.scenario import OrgHandle, PricingClient
+from stayops_infra.services import SERVICES
+from stayops_infra.stack import EmbeddedStack
+from stayops_infra.system import LocalSystem
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="stayops-bench-") as scratch:
+        work = Path(scratch)
+        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
+                             kafka_cache=default_kafka_cache())
+        stack = EmbeddedStack(config, allow_tansu=False)
+        say("starting embedded PostgreSQL and Apache Kafka")
+        await stack.start()
+
+        async def database_url(name: str) -> str:
+            return stack.postgres.url(name)
+
+        system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
+                             public_key_file=stack.keys.public_key, work_dir=work)
+        try:
+            say("starting the four services and the sync simulator")
+            await system.start()
+            registry = OrgRegistry(work / "orgs.json")
+            orgs = []
+            for _ in range(args.orgs):
+                seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
+                seeded["listing_ids"] = [str(uuid.uuid4()) for _ in range(args.listings)]
+                orgs.append(OrgHandle.from_seed(seeded))
+            await asyncio.sleep(2)  # the directory events reach task-service and agent-service
+            urls = {spec.name: system.url(spec.name) for spec in SERVICES}
+            async with httpx.AsyncClient(timeout=30) as http:
+                client = PricingClient(urls, http)
+                say(f"starting {args.orgs} runs ({args.orgs * args.listings} listings) at once")
+
+                async def one(org: OrgHandle) -> float:
+                    started = time.perf_counter()
+                    run_id = await client.start_run(org, threshold_pct=1000, monitor_days=0)
+                    run = await client.wait_until(org, run_id, timeout_s=600)
+                    if run["status"] != "completed":
+                        raise RuntimeError(f"run {run_id} ended {run['status']}")
+                    return time.perf_counter() - started
+
+                began = time.perf_counter()
+                durations = await asyncio.gather(*(one(org) for org in orgs))
+                elapsed = time.perf_counter() - began
+        finally:
+            await system.stop()
+            stack.stop()
+    print()
+    print(f"runs: {len(durations)} ({args.orgs} orgs x {args.listings} listings, 90 nights each)")
+    print(f"completed per second   {len(durations) / elapsed:.2f} runs/s  (all done in {elapsed:.1f}s)")
+    print(f"start -> completion    p50 {percentile(durations, 0.5):.2f}s   p99 {percentile(durations, 0.99):.2f}s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orgs", type=int, default=10)
+    parser.add_argument("--listings", type=int, default=5)
+    asyncio.run(main(parser.parse_args()))
