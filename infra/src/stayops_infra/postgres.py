@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import stat
 import subprocess
 import tempfile
@@ -11,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 with warnings.catch_warnings():
     # The package computes a runtime dir at import and warns when XDG_RUNTIME_DIR is unset;
@@ -82,11 +85,23 @@ class EmbeddedPostgres:
         """Fast shutdown: open sessions are ended, committed data is kept."""
         if not self.is_running():
             return
-        self._run(
-            "pg_ctl",
-            ["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"],
-            timeout=START_TIMEOUT_S + 10,
-        )
+        try:
+            self._run(
+                "pg_ctl",
+                ["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"],
+                timeout=START_TIMEOUT_S + 10,
+            )
+        except subprocess.CalledProcessError:
+            # pg_ctl cannot stop a server whose data directory vanished under it (a
+            # cleaned temporary folder); the postmaster's pid is the last resort.
+            self._kill_postmaster()
+
+    def _kill_postmaster(self) -> None:
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info.get("cmdline") or []
+            if "-D" in cmdline and str(self.pgdata) in cmdline:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(signal.SIGTERM)
 
     def is_running(self) -> bool:
         if not (self.pgdata / "PG_VERSION").exists():
