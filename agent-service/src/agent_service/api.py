@@ -36,16 +36,26 @@ class AgentList(BaseModel):
 
 
 class ActivityOut(BaseModel):
+    """One line of an agent's log; a decision on a task also says what it was based
+    on (`inputs`), why (`explanation`) and how sure the agent was (`confidence`)."""
+
     id: str
     at: datetime
     kind: str
     task_id: str | None
     summary: str
+    inputs: dict[str, Any] | None = None
+    explanation: str | None = None
+    confidence: float | None = None
     details: dict[str, Any]
 
     @classmethod
     def of(cls, entry: Activity) -> ActivityOut:
-        return cls.model_validate(entry, from_attributes=True)
+        return cls(
+            id=entry.id, at=entry.at, kind=entry.kind, task_id=entry.task_id, summary=entry.summary,
+            inputs=entry.details.get("inputs"), explanation=entry.details.get("explanation"),
+            confidence=entry.details.get("confidence"), details=entry.details,
+        )
 
 
 class ActivityList(BaseModel):

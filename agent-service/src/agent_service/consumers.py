@@ -15,4 +15,8 @@ def subscriptions() -> Subscriptions:
         "airbnb.reservation.changed",
         "airbnb.reservation.cancelled",
     )(handlers.reservation_reported)
+    subs.on("airbnb.price.updated")(handlers.prices_updated)
+    subs.on("airbnb.review.created")(handlers.review_created)
+    subs.on("airbnb.market.rates.synced")(handlers.market_rates_synced)
+    subs.on("stayops.task.assigned")(handlers.task_assigned)
     return subs

@@ -1,5 +1,6 @@
-"""AI agents: their profiles and what they did; and the synced listings and
-reservations they reason about. Pure: no I/O, no framework."""
+"""AI agents: their profiles and what they did; and the synced listings,
+reservations, prices, reviews and market rates they reason about. Pure: no I/O, no
+framework."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 from stayops_kit.errors import NotFound
 from stayops_schemas.events.sync import (
     ListingSynced,
+    MarketRatesSynced,
     Platform,
     ReservationCancelled,
     ReservationChanged,
     ReservationCreated,
     ReservationStatus,
+    ReviewCreated,
 )
 
 
@@ -186,4 +189,104 @@ def reservation_from(
         booked_at=event.booked_at,
         as_of=as_of,
         cancelled_at=cancelled_at,
+    )
+
+
+@dataclass(frozen=True)
+class Review:
+    """A guest's review of a stay (read model)."""
+
+    org_id: str
+    review_id: str
+    listing_id: str
+    platform: str
+    rating: int
+    text: str
+    submitted_at: dt.datetime
+    reservation_id: str | None = None
+
+
+def review_from(event: ReviewCreated, platform: Platform) -> Review:
+    return Review(
+        org_id=event.org_id,
+        review_id=event.review_id,
+        listing_id=event.listing_id,
+        platform=platform.value,
+        rating=event.rating,
+        text=event.text,
+        submitted_at=event.submitted_at,
+        reservation_id=event.reservation_id,
+    )
+
+
+def market_scope(event: MarketRatesSynced) -> str:
+    """Market data is about one listing's comparables or about an area (a city)."""
+    if event.listing_id is not None:
+        return listing_market_scope(event.listing_id)
+    return area_market_scope(event.area or "")
+
+
+def listing_market_scope(listing_id: str) -> str:
+    return f"listing:{listing_id}"
+
+
+def area_market_scope(area: str) -> str:
+    return f"area:{area.strip().lower()}"
+
+
+class SkillNotAvailable(Exception):
+    """The task asks for a skill the agent does not have."""
+
+    def __init__(self, skill: str, skills: tuple[str, ...]) -> None:
+        known = ", ".join(skills) or "none"
+        super().__init__(f"skill {skill!r} is not one of this agent's skills ({known}); "
+                         "set data.skill to one of them")
+
+
+class NothingToAnalyse(Exception):
+    """The task names no listing the read model knows."""
+
+
+class InvalidTaskData(Exception):
+    """The task's data cannot be read as the skill's parameters."""
+
+
+@dataclass(frozen=True)
+class SkillOutcome:
+    """What an agent concluded on a task: what it announces, and what its activity
+    log keeps so a person can see why."""
+
+    skill: str
+    summary: str
+    confidence: float
+    result: dict[str, Any]
+    inputs: dict[str, Any]
+    explanation: str
+
+
+def failed_outcome(skill: str, error: Exception) -> SkillOutcome:
+    """A task the agent could not work on still gets an answer, saying why."""
+    return SkillOutcome(
+        skill=skill or "unknown",
+        summary=f"could not run skill {skill or '(none given)'}: {error}",
+        confidence=0.0,
+        result={"error": str(error), "error_type": type(error).__name__},
+        inputs={},
+        explanation=str(error),
+    )
+
+
+def analysis_activity(
+    agent: AgentProfile, outcome: SkillOutcome, *, task_id: str, at: dt.datetime, id: str
+) -> Activity:
+    return Activity(
+        id=id,
+        org_id=agent.org_id,
+        agent_user_id=agent.user_id,
+        at=at,
+        kind=f"skill.{outcome.skill}",
+        task_id=task_id,
+        summary=outcome.summary,
+        details={"inputs": outcome.inputs, "explanation": outcome.explanation,
+                 "confidence": outcome.confidence},
     )

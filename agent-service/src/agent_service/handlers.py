@@ -3,28 +3,54 @@ of work."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from decimal import Decimal
+from typing import Any
 
 from agent_service import store
 from agent_service.domain import (
     Activity,
     AgentNotFound,
+    AgentProfile,
+    InvalidTaskData,
+    Listing,
+    NothingToAnalyse,
+    SkillNotAvailable,
+    SkillOutcome,
+    analysis_activity,
+    area_market_scope,
     default_profile,
+    failed_outcome,
     joined_activity,
     listing_from,
+    listing_market_scope,
+    market_scope,
     platform_of,
     reservation_from,
+    review_from,
+)
+from agent_service.pricing import (
+    ListingPricingInput,
+    PricingResult,
+    recommend_prices,
+    review_performance,
 )
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.outbox import UnitOfWork
+from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import (
     ListingSynced,
+    MarketRatesSynced,
+    PriceUpdated,
     ReservationCancelled,
     ReservationChanged,
     ReservationCreated,
+    ReviewCreated,
 )
+from stayops_schemas.events.tasks import Priority, TaskAssigned, TaskRequested, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +87,220 @@ async def reservation_reported(
 ) -> None:
     reservation = reservation_from(event, platform_of(ctx.envelope.type), as_of=ctx.envelope.time)
     await store.upsert_reservation(ctx.uow.conn, reservation)
+
+
+async def prices_updated(ctx: EventContext, event: PriceUpdated) -> None:
+    await store.upsert_nightly_prices(ctx.uow.conn, event.org_id, event.listing_id, event.prices,
+                                      as_of=event.applied_at)
+
+
+async def review_created(ctx: EventContext, event: ReviewCreated) -> None:
+    await store.upsert_review(ctx.uow.conn, review_from(event, platform_of(ctx.envelope.type)))
+
+
+async def market_rates_synced(ctx: EventContext, event: MarketRatesSynced) -> None:
+    await store.upsert_market_rates(ctx.uow.conn, event.org_id, market_scope(event), event.currency,
+                                    event.rates, event.synced_at)
+
+
+DEFAULT_HORIZON_DAYS = 90
+MAX_HORIZON_DAYS = 365
+
+
+async def task_assigned(ctx: EventContext, event: TaskAssigned) -> None:
+    """An analysis task assigned to one of this org's agents: run the skill it asks
+    for, log the decision, announce the result. Other tasks are someone else's."""
+    if event.assigned_to is None or event.task_type is not TaskType.ANALYSIS:
+        return
+    agent = await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to)
+    if agent is None:
+        return
+    skill = str(event.data.get("skill") or "")
+    # The analysis is as of the assignment, so a redelivery reasons about the same day.
+    today = ctx.envelope.time.date()
+    try:
+        outcome = await _run_skill(ctx, agent, event, skill, today)
+    except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData) as exc:
+        log.info("agent %s cannot do task %s: %s", agent.user_id, event.task_id, exc)
+        outcome = failed_outcome(skill, exc)
+    await store.append_activity(ctx.uow.conn, analysis_activity(
+        agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
+    await ctx.uow.announce(
+        "stayops.agent.result.produced",
+        AgentResultProduced(
+            agent_user_id=agent.user_id,
+            org_id=ctx.org_id,
+            task_id=event.task_id,
+            skill=outcome.skill,
+            summary=outcome.summary,
+            confidence=outcome.confidence,
+            result=outcome.result,
+            workflow_run_id=event.workflow_run_id,
+            workflow_step=event.workflow_step,
+        ),
+        org_id=ctx.org_id,
+        key=event.task_id,
+    )
+
+
+async def _run_skill(
+    ctx: EventContext, agent: AgentProfile, event: TaskAssigned, skill: str, today: dt.date
+) -> SkillOutcome:
+    if skill not in agent.skills:
+        raise SkillNotAvailable(skill, agent.skills)
+    if skill == "pricing":
+        return await _price(ctx, agent, event, today)
+    if skill == "performance-review":
+        return await _review(ctx, agent, event, today)
+    raise SkillNotAvailable(skill, ("pricing", "performance-review"))
+
+
+def _listing_ids(data: dict[str, Any]) -> list[str] | None:
+    ids = data.get("listing_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InvalidTaskData("data.listing_ids must be a list of listing ids")
+    return ids
+
+
+def _horizon(data: dict[str, Any]) -> int:
+    value = data.get("horizon_days", DEFAULT_HORIZON_DAYS)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_HORIZON_DAYS:
+        raise InvalidTaskData(f"data.horizon_days must be a whole number of days from 1 to {MAX_HORIZON_DAYS}")
+    return value
+
+
+async def _pricing_input(ctx: EventContext, listing: Listing, today: dt.date, last: dt.date) -> ListingPricingInput:
+    conn = ctx.uow.conn
+    return ListingPricingInput(
+        listing_id=listing.listing_id,
+        currency=listing.currency,
+        base_price=listing.base_price,
+        min_price=listing.min_price,
+        max_price=listing.max_price,
+        current_prices=await store.nightly_prices_of(conn, ctx.org_id, listing.listing_id, first=today, last=last),
+        stays=await store.stays_of(conn, ctx.org_id, listing.listing_id, since=today),
+        market=await store.market_of(
+            conn, ctx.org_id, [listing_market_scope(listing.listing_id), area_market_scope(listing.city)],
+            first=today, last=last),
+    )
+
+
+async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, today: dt.date) -> SkillOutcome:
+    horizon = _horizon(event.data)
+    found = await store.list_listings(ctx.uow.conn, ctx.org_id, _listing_ids(event.data))
+    if not found:
+        raise NothingToAnalyse("no synced listing matches data.listing_ids; run a sync first")
+    last = today + dt.timedelta(days=horizon - 1)
+    inputs = [await _pricing_input(ctx, listing, today, last) for listing in found]
+    priced = recommend_prices(inputs, today=today, horizon_days=horizon,
+                              confidence_threshold=float(agent.confidence_threshold))
+    for listing in inputs:
+        await store.save_forecast(
+            ctx.uow.conn, ctx.org_id, listing.listing_id, task_id=event.task_id, produced_at=ctx.envelope.time,
+            currency=listing.currency,
+            nights=[r for r in priced.recommendations if r.listing_id == listing.listing_id])
+    summary = (f"priced {len(priced.recommendations)} open nights of {len(inputs)} listings over {horizon} days; "
+               f"largest change {priced.max_abs_change_pct:.2f}%, lowest confidence {priced.min_confidence:.2f}"
+               + ("; needs review" if priced.needs_review else ""))
+    return SkillOutcome(
+        skill="pricing",
+        summary=summary,
+        confidence=priced.min_confidence,
+        result=priced.as_result(),
+        inputs=await _pricing_inputs_summary(ctx, inputs, found, today, horizon),
+        explanation=_explain_pricing(priced, float(agent.confidence_threshold)),
+    )
+
+
+async def _pricing_inputs_summary(
+    ctx: EventContext, inputs: list[ListingPricingInput], found: list[Listing], today: dt.date, horizon: int
+) -> dict[str, Any]:
+    listings = []
+    for listing, source in zip(inputs, found, strict=True):
+        reviews, rating = await store.rating_of(ctx.uow.conn, ctx.org_id, listing.listing_id)
+        listings.append({
+            "listing_id": listing.listing_id,
+            "base_price": str(listing.base_price),
+            "min_price": str(listing.min_price) if listing.min_price is not None else None,
+            "max_price": str(listing.max_price) if listing.max_price is not None else None,
+            "currency": listing.currency,
+            "city": source.city,
+            "booked_nights": len({n for s in listing.stays for n in s.nights()
+                                  if today <= n < today + dt.timedelta(days=horizon)}),
+            "nights_with_current_price": len(listing.current_prices),
+            "nights_with_market_rate": len(listing.market),
+            "reviews": reviews,
+            "mean_rating": round(rating, 2) if rating is not None else None,
+        })
+    return {"today": today.isoformat(), "horizon_days": horizon, "listings": listings}
+
+
+def _explain_pricing(priced: PricingResult, threshold: float) -> str:
+    parts = ["Each open night starts from the listing's base price, moves by occupancy against the market, "
+             "booking pace, lead time, day of week, season and local events, and is kept within the owner's "
+             "minimum and maximum; booked nights are not repriced."]
+    if priced.recommendations:
+        biggest = max(priced.recommendations, key=lambda r: (abs(r.change_pct), r.listing_id, r.date))
+        moved = ", ".join(f"{f.name} {f.effect_pct:+.2f}% ({f.detail})" for f in biggest.factors if f.effect_pct)
+        parts.append(f"Largest change: {biggest.listing_id} on {biggest.date.isoformat()}, "
+                     f"{biggest.current_price} -> {biggest.recommended_price} ({biggest.change_pct:+.2f}%): "
+                     f"{moved or 'no factor moved it'}.")
+    else:
+        parts.append("Every night of the horizon is booked: nothing to reprice.")
+    if priced.needs_review:
+        parts.append(f"Lowest confidence {priced.min_confidence:.2f} is below the agent's threshold "
+                     f"{threshold:.2f} (thin data, e.g. nights without market rates): a person should review.")
+    return " ".join(parts)
+
+
+ALERT_ROLE = "owner"
+
+
+async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, today: dt.date) -> SkillOutcome:
+    listing_ids = _listing_ids(event.data)
+    tolerance = event.data.get("tolerance_pct", 0)
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
+        raise InvalidTaskData("data.tolerance_pct must be a non-negative number")
+    # Only nights already past are final: a night still ahead may yet be booked.
+    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids) if n.date < today]
+    rates: dict[tuple[str, dt.date], Decimal] = {}
+    if nights:
+        rates = await store.booked_rates(ctx.uow.conn, ctx.org_id, sorted({n.listing_id for n in nights}),
+                                         first=min(n.date for n in nights), last=max(n.date for n in nights))
+    review = review_performance(nights, rates, tolerance_pct=float(tolerance))
+    if review.fell_short:
+        await ctx.uow.announce(
+            "stayops.task.requested",
+            TaskRequested(
+                request_id=f"{event.task_id}:alert",
+                org_id=ctx.org_id,
+                title="Revenue fell short of the pricing forecast",
+                task_type=TaskType.MANUAL,
+                priority=Priority.HIGH,
+                description=(f"Booked {review.booked_revenue} against a forecast of {review.forecast_revenue} "
+                             f"({review.shortfall_pct:.2f}% short) over {review.nights_reviewed} repriced nights."),
+                role_id=ALERT_ROLE,
+                data={"review_task_id": event.task_id, **review.as_result()},
+                parent_task_id=event.task_id,
+                requested_by=agent.user_id,
+            ),
+            org_id=ctx.org_id,
+            key=event.task_id,
+        )
+    verdict = "fell short" if review.fell_short else "met the forecast"
+    summary = (f"reviewed {review.nights_reviewed} repriced nights: booked {review.booked_revenue} vs forecast "
+               f"{review.forecast_revenue}; {verdict}" + ("; owner alerted" if review.fell_short else ""))
+    return SkillOutcome(
+        skill="performance-review",
+        summary=summary,
+        # With no repriced night behind us there is nothing to judge yet.
+        confidence=0.9 if review.nights_reviewed else 0.5,
+        result=review.as_result(),
+        inputs={"today": today.isoformat(), "listing_ids": listing_ids, "tolerance_pct": tolerance,
+                "nights_reviewed": review.nights_reviewed, "booked_nights": len(rates)},
+        explanation=("Forecast revenue is each repriced night's recommended price times the occupancy expected "
+                     "for it (the market's, when known); booked revenue is the nightly rate of the bookings "
+                     f"on those nights. Shortfall {review.shortfall_pct:.2f}% against a tolerance of {tolerance}%."),
+    )

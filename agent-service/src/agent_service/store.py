@@ -3,15 +3,20 @@ tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import asdict, fields
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_service.domain import Activity, AgentProfile, Autonomy, Listing, Reservation
+from agent_service.domain import Activity, AgentProfile, Autonomy, Listing, Reservation, Review
+from agent_service.pricing import ForecastNight, MarketNight, NightRecommendation, Stay
 from stayops_kit.tenancy import OrgScope
+from stayops_schemas.events.sync import MarketRate, NightlyPrice
 
 metadata = sa.MetaData()
 
@@ -90,6 +95,60 @@ reservations = sa.Table(
 # Occupancy and booking pace are read per listing over a range of nights.
 sa.Index("reservations_org_listing_check_in", reservations.c.org_id, reservations.c.listing_id,
          reservations.c.check_in)
+
+nightly_prices = sa.Table(
+    "nightly_prices",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("price", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+)
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("review_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, nullable=False),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("reservation_id", sa.Text),
+    sa.Column("rating", sa.SmallInteger, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("rating BETWEEN 1 AND 5", name="reviews_rating"),
+)
+sa.Index("reviews_org_listing", reviews.c.org_id, reviews.c.listing_id)
+
+# `scope` is `listing:<id>` for a listing's comparables or `area:<city>` for an area.
+market_rates = sa.Table(
+    "market_rates",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("median_price", Money, nullable=False),
+    sa.Column("occupancy", sa.Float, nullable=False),
+    sa.Column("sample_size", sa.Integer),
+    sa.Column("local_event", sa.Text),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("occupancy BETWEEN 0 AND 1", name="market_rates_occupancy"),
+)
+
+# The last pricing result per listing: the forecast a performance review compares with.
+pricing_forecasts = sa.Table(
+    "pricing_forecasts",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("produced_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("nights", pg.JSONB, nullable=False),
+)
 
 _LISTING_FIELDS = [f.name for f in fields(Listing)]
 _RESERVATION_FIELDS = [f.name for f in fields(Reservation)]
@@ -195,3 +254,157 @@ async def get_reservation(conn: AsyncConnection, org_id: str, reservation_id: st
     query = OrgScope(reservations, org_id).select().where(reservations.c.reservation_id == reservation_id)
     row = (await conn.execute(query)).first()
     return Reservation(**{n: row._mapping[n] for n in _RESERVATION_FIELDS}) if row else None
+
+
+async def list_listings(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None) -> list[Listing]:
+    """The named listings (all active ones when `listing_ids` is None), by id."""
+    query = OrgScope(listings, org_id).select().order_by(listings.c.listing_id)
+    if listing_ids is None:
+        query = query.where(listings.c.active)
+    else:
+        query = query.where(listings.c.listing_id.in_(list(listing_ids)))
+    return [Listing(**{n: r._mapping[n] for n in _LISTING_FIELDS}) for r in (await conn.execute(query)).all()]
+
+
+async def stays_of(conn: AsyncConnection, org_id: str, listing_id: str, *, since: dt.date) -> list[Stay]:
+    """The bookings that hold the listing's calendar on a night from `since` on."""
+    query = (
+        OrgScope(reservations, org_id)
+        .select(reservations.c.check_in, reservations.c.check_out, reservations.c.booked_at)
+        .where(reservations.c.listing_id == listing_id, reservations.c.status != "cancelled",
+               reservations.c.check_out > since)
+        .order_by(reservations.c.check_in, reservations.c.reservation_id)
+    )
+    return [Stay(r.check_in, r.check_out, r.booked_at) for r in (await conn.execute(query)).all()]
+
+
+async def booked_rates(
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str], *, first: dt.date, last: dt.date
+) -> dict[tuple[str, dt.date], Decimal]:
+    """The nightly rate of every booked (listing, night) from `first` to `last`."""
+    query = (
+        OrgScope(reservations, org_id)
+        .select(reservations.c.listing_id, reservations.c.check_in, reservations.c.check_out,
+                reservations.c.nightly_rate)
+        .where(reservations.c.listing_id.in_(list(listing_ids)), reservations.c.status != "cancelled",
+               reservations.c.check_in <= last, reservations.c.check_out > first)
+    )
+    rates: dict[tuple[str, dt.date], Decimal] = {}
+    for row in (await conn.execute(query)).all():
+        for night in Stay(row.check_in, row.check_out, dt.datetime.min).nights():
+            if first <= night <= last:
+                rates[(row.listing_id, night)] = row.nightly_rate
+    return rates
+
+
+async def upsert_nightly_prices(
+    conn: AsyncConnection, org_id: str, listing_id: str, prices: Sequence[NightlyPrice], as_of: dt.datetime
+) -> None:
+    """Keep each night's price as last applied; an older update arriving late changes nothing."""
+    rows = [{"listing_id": listing_id, "date": p.date, "price": p.price, "currency": p.currency,
+             "as_of": as_of} for p in prices]
+    scope = OrgScope(nightly_prices, org_id)
+    statement = pg.insert(scope.table).values([{**row, "org_id": org_id} for row in rows])
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[nightly_prices.c.org_id, nightly_prices.c.listing_id, nightly_prices.c.date],
+            set_={k: statement.excluded[k] for k in ("price", "currency", "as_of")},
+            where=nightly_prices.c.as_of <= statement.excluded.as_of,
+        )
+    )
+
+
+async def nightly_prices_of(
+    conn: AsyncConnection, org_id: str, listing_id: str, *, first: dt.date, last: dt.date
+) -> dict[dt.date, Decimal]:
+    query = OrgScope(nightly_prices, org_id).select(nightly_prices.c.date, nightly_prices.c.price).where(
+        nightly_prices.c.listing_id == listing_id, nightly_prices.c.date.between(first, last))
+    return {r.date: r.price for r in (await conn.execute(query)).all()}
+
+
+async def upsert_review(conn: AsyncConnection, review: Review) -> None:
+    values = asdict(review)
+    statement = _pg_insert(OrgScope(reviews, review.org_id), values)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[reviews.c.org_id, reviews.c.review_id],
+            set_={k: statement.excluded[k] for k in values if k not in ("org_id", "review_id")},
+            where=reviews.c.submitted_at <= statement.excluded.submitted_at,
+        )
+    )
+
+
+async def rating_of(conn: AsyncConnection, org_id: str, listing_id: str) -> tuple[int, float | None]:
+    """How many reviews the listing has and their mean rating."""
+    query = OrgScope(reviews, org_id).select(sa.func.count(), sa.func.avg(reviews.c.rating)).where(
+        reviews.c.listing_id == listing_id)
+    count, mean = (await conn.execute(query)).one()
+    return int(count), float(mean) if mean is not None else None
+
+
+async def upsert_market_rates(
+    conn: AsyncConnection, org_id: str, scope: str, currency: str, rates: Sequence[MarketRate],
+    synced_at: dt.datetime,
+) -> None:
+    """Keep each night's market rate as last synced; an older sync changes nothing."""
+    rows = [{"org_id": org_id, "scope": scope, "date": r.date, "median_price": r.median_price,
+             "occupancy": r.occupancy, "sample_size": r.sample_size, "local_event": r.local_event,
+             "currency": currency, "synced_at": synced_at} for r in rates]
+    statement = pg.insert(OrgScope(market_rates, org_id).table).values(rows)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[market_rates.c.org_id, market_rates.c.scope, market_rates.c.date],
+            set_={k: statement.excluded[k] for k in rows[0] if k not in ("org_id", "scope", "date")},
+            where=market_rates.c.synced_at <= statement.excluded.synced_at,
+        )
+    )
+
+
+async def market_of(
+    conn: AsyncConnection, org_id: str, scopes: Sequence[str], *, first: dt.date, last: dt.date
+) -> dict[dt.date, MarketNight]:
+    """The market on each night, from the first of `scopes` that has that night."""
+    query = OrgScope(market_rates, org_id).select().where(
+        market_rates.c.scope.in_(list(scopes)), market_rates.c.date.between(first, last))
+    rank = {scope: i for i, scope in enumerate(scopes)}
+    rows = sorted((await conn.execute(query)).all(), key=lambda r: (r.date, rank[r.scope]))
+    found: dict[dt.date, MarketNight] = {}
+    for r in rows:
+        found.setdefault(r.date, MarketNight(r.median_price, r.occupancy, r.sample_size, r.local_event))
+    return found
+
+
+async def save_forecast(
+    conn: AsyncConnection, org_id: str, listing_id: str, *, task_id: str, produced_at: dt.datetime,
+    currency: str, nights: Sequence[NightRecommendation],
+) -> None:
+    """Keep the listing's last pricing result: the changed nights and what they were expected to earn."""
+    values = {
+        "listing_id": listing_id, "task_id": task_id, "produced_at": produced_at, "currency": currency,
+        "nights": [{"date": n.date.isoformat(), "recommended_price": str(n.recommended_price),
+                    "expected_occupancy": n.expected_occupancy, "change_pct": n.change_pct} for n in nights],
+    }
+    statement = _pg_insert(OrgScope(pricing_forecasts, org_id), values)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[pricing_forecasts.c.org_id, pricing_forecasts.c.listing_id],
+            set_={k: statement.excluded[k] for k in values if k != "listing_id"},
+            where=pricing_forecasts.c.produced_at <= statement.excluded.produced_at,
+        )
+    )
+
+
+async def changed_nights(
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None
+) -> list[ForecastNight]:
+    """The nights the last pricing result of each listing changed."""
+    query = OrgScope(pricing_forecasts, org_id).select().order_by(pricing_forecasts.c.listing_id)
+    if listing_ids is not None:
+        query = query.where(pricing_forecasts.c.listing_id.in_(list(listing_ids)))
+    return [
+        ForecastNight(row.listing_id, dt.date.fromisoformat(n["date"]), Decimal(n["recommended_price"]),
+                      float(n["expected_occupancy"]))
+        for row in (await conn.execute(query)).all()
+        for n in row.nights
+        if n["change_pct"] != 0
+    ]

@@ -1,7 +1,7 @@
 """agent-service through its public entries, on real PostgreSQL and Apache Kafka:
 authentication, AI agents getting their profile when they join (once, and only AI
-agents), org isolation of profiles and activity, and the synced read model kept as
-the latest event says."""
+agents), org isolation of profiles and activity, the synced read model kept as
+the latest event says, and an agent working on the analysis tasks assigned to it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agent_service import store
 from agent_service.app import NAME, create_app
@@ -22,16 +22,22 @@ from agent_service.domain import Listing, Reservation
 from stayops_kit.runtime import ServiceRuntime
 from stayops_kit.settings import ServiceSettings
 from stayops_kit.testing import eventually
-from stayops_schemas.binding import to_kafka
+from stayops_schemas.binding import from_kafka, to_kafka
 from stayops_schemas.catalog import event_type
+from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import (
     ListingSynced,
+    MarketRate,
+    MarketRatesSynced,
+    NightlyPrice,
+    PriceUpdated,
     ReservationCancelled,
     ReservationCreated,
     ReservationStatus,
 )
+from stayops_schemas.events.tasks import TaskAssigned, TaskType
 
 pytestmark = pytest.mark.stack
 
@@ -48,10 +54,10 @@ class RunningService:
     def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
 
-    async def publish(self, type_: str, payload: Payload, *, key: str) -> None:
+    async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None) -> None:
         entry = event_type(type_)
         envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests",
-                                  partitionkey=key, time=self.runtime.clock.now())
+                                  partitionkey=key, time=time or self.runtime.clock.now())
         record = to_kafka(envelope)
         await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key,
                                           headers=record.headers)
@@ -167,3 +173,144 @@ async def test_the_read_model_keeps_the_latest_listing_and_reservation(service: 
     assert stored is not None
     assert (stored.base_price, stored.synced_at) == (Decimal("120.00"), NOW)
     assert elsewhere is None
+
+
+def assigned(org: str, task_id: str, assignee: str, user_type: UserType, data: dict[str, Any]) -> TaskAssigned:
+    return TaskAssigned(task_id=task_id, org_id=org, task_type=TaskType.ANALYSIS, title="Price next month",
+                        data=data, assigned_to=assignee, assignee_type=user_type, role_id="revenue-manager",
+                        rule="role:revenue-manager -> fewest open tasks", workflow_run_id="run-1",
+                        workflow_step="analysis")
+
+
+async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_those(
+    service: RunningService,
+) -> None:
+    org, listing_id = new_org(), f"l-{uuid.uuid4().hex[:8]}"
+    today = service.runtime.clock.now().date()
+    tasks = {name: f"t-{name}-{uuid.uuid4().hex[:6]}" for name in ("pricing", "someone-else", "unknown")}
+    await service.publish("org.member.joined", joined(org, "u-ai-rm", UserType.AI_AGENT), key=org)
+    await service.publish("airbnb.listing.synced", listing(org, listing_id, "120.00", NOW), key=listing_id)
+    await service.publish("airbnb.market.rates.synced", MarketRatesSynced(
+        org_id=org, listing_id=listing_id, currency="EUR", synced_at=NOW,
+        rates=[MarketRate(date=today + timedelta(days=i), median_price=Decimal("120.00"), occupancy=0.6,
+                          sample_size=40) for i in range(30)]), key=listing_id)
+    await service.publish("airbnb.price.updated", PriceUpdated(
+        request_id="t-publish", listing_id=listing_id, org_id=org, applied_at=NOW,
+        prices=[NightlyPrice(date=today + timedelta(days=1), price=Decimal("150.00"), currency="EUR")]),
+        key=listing_id)
+
+    async def read_model_ready() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            agent = await store.get_profile(conn, org, "u-ai-rm")
+            prices = await store.nightly_prices_of(conn, org, listing_id, first=today, last=today + timedelta(days=2))
+            market = await store.market_of(conn, org, [f"listing:{listing_id}"], first=today, last=today)
+        return agent is not None and bool(prices) and bool(market)
+
+    # The directory, sync and task topics are not ordered with one another.
+    await eventually(read_model_ready, timeout=20, what="the agent and the synced listing")
+    consumer = AIOKafkaConsumer("stayops.agents", bootstrap_servers=service.stack.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    results: dict[str, Envelope] = {}
+    try:
+        # One key: one partition, in order — the task of another user is handled first.
+        await service.publish("stayops.task.assigned", assigned(
+            org, tasks["someone-else"], "u-human-rm", UserType.HUMAN, {"skill": "pricing"}), key=org)
+        await service.publish("stayops.task.assigned", assigned(
+            org, tasks["unknown"], "u-ai-rm", UserType.AI_AGENT, {"skill": "astrology"}), key=org)
+        await service.publish("stayops.task.assigned", assigned(
+            org, tasks["pricing"], "u-ai-rm", UserType.AI_AGENT,
+            {"skill": "pricing", "listing_ids": [listing_id], "horizon_days": 30}), key=org)
+
+        async def both_results() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            for record in (r for part in batch.values() for r in part):
+                event = from_kafka(record.key, record.value, record.headers)
+                if event.orgid == org and event.type == "stayops.agent.result.produced":
+                    results[event.data["task_id"]] = event
+            return tasks["pricing"] in results and tasks["unknown"] in results
+
+        await eventually(both_results, timeout=30, what="the agent's results on stayops.agents")
+    finally:
+        await consumer.stop()
+
+    assert tasks["someone-else"] not in results
+    priced = results[tasks["pricing"]].data
+    assert (priced["agent_user_id"], priced["skill"], priced["workflow_run_id"]) == ("u-ai-rm", "pricing", "run-1")
+    recommendations = priced["result"]["recommendations"]
+    assert len(recommendations) == 30
+    assert {r["listing_id"] for r in recommendations} == {listing_id}
+    tomorrow = next(r for r in recommendations if r["date"] == (today + timedelta(days=1)).isoformat())
+    assert tomorrow["current_price"] == "150.00"  # the price the platform last applied
+    assert all(Decimal("80.00") <= Decimal(r["recommended_price"]) <= Decimal("250.00") for r in recommendations)
+    assert priced["result"]["currency"] == "EUR"
+    assert priced["confidence"] == priced["result"]["min_confidence"]
+    unknown = results[tasks["unknown"]].data
+    assert (unknown["agent_user_id"], unknown["confidence"]) == ("u-ai-rm", 0.0)
+    assert "astrology" in unknown["summary"]
+
+    response = await service.client.get("/v1/agents/u-ai-rm/activity", headers=service.auth(org))
+    decisions = {a["task_id"]: a for a in response.json()["items"] if a["task_id"]}
+    assert set(decisions) == {tasks["pricing"], tasks["unknown"]}
+    decision = decisions[tasks["pricing"]]
+    assert decision["kind"] == "skill.pricing"
+    assert decision["inputs"]["listings"][0]["listing_id"] == listing_id
+    assert decision["inputs"]["listings"][0]["nights_with_market_rate"] == 30
+    assert "base price" in decision["explanation"]
+    assert decision["confidence"] == priced["confidence"]
+
+
+async def test_a_review_of_repriced_nights_that_earned_less_alerts_the_owner(service: RunningService) -> None:
+    org, listing_id = new_org(), f"l-{uuid.uuid4().hex[:8]}"
+    now = service.runtime.clock.now()
+    priced_at = now - timedelta(days=10)
+    pricing_task, review_task = f"t-pricing-{uuid.uuid4().hex[:6]}", f"t-review-{uuid.uuid4().hex[:6]}"
+    await service.publish("org.member.joined", joined(org, "u-ai-rm", UserType.AI_AGENT), key=org)
+    await service.publish("airbnb.listing.synced", listing(org, listing_id, "120.00", NOW), key=listing_id)
+    await service.publish("airbnb.market.rates.synced", MarketRatesSynced(
+        org_id=org, listing_id=listing_id, currency="EUR", synced_at=NOW,
+        rates=[MarketRate(date=priced_at.date() + timedelta(days=i), median_price=Decimal("120.00"),
+                          occupancy=0.6, sample_size=40) for i in range(7)]), key=listing_id)
+
+    async def read_model_ready() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            agent = await store.get_profile(conn, org, "u-ai-rm")
+            market = await store.market_of(conn, org, [f"listing:{listing_id}"], first=priced_at.date(),
+                                           last=priced_at.date())
+        return agent is not None and bool(market)
+
+    await eventually(read_model_ready, timeout=20, what="the agent and the synced listing")
+    consumer = AIOKafkaConsumer("stayops.agents", "stayops.tasks", bootstrap_servers=service.stack.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    seen: dict[tuple[str, str], Envelope] = {}
+    try:
+        # Priced ten days ago for a week; nobody booked those nights since.
+        await service.publish("stayops.task.assigned", assigned(
+            org, pricing_task, "u-ai-rm", UserType.AI_AGENT,
+            {"skill": "pricing", "listing_ids": [listing_id], "horizon_days": 7}), key=org, time=priced_at)
+        await service.publish("stayops.task.assigned", assigned(
+            org, review_task, "u-ai-rm", UserType.AI_AGENT,
+            {"skill": "performance-review", "listing_ids": [listing_id]}), key=org)
+
+        async def review_and_alert() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            for record in (r for part in batch.values() for r in part):
+                event = from_kafka(record.key, record.value, record.headers)
+                if event.orgid == org:
+                    seen[(event.type, event.data.get("task_id") or event.data.get("request_id"))] = event
+            return (("stayops.agent.result.produced", review_task) in seen
+                    and ("stayops.task.requested", f"{review_task}:alert") in seen)
+
+        await eventually(review_and_alert, timeout=30, what="the review's result and the owner's alert")
+    finally:
+        await consumer.stop()
+
+    review = seen[("stayops.agent.result.produced", review_task)].data
+    assert review["skill"] == "performance-review"
+    assert review["result"]["booked_revenue"] == "0.00"
+    assert Decimal(review["result"]["forecast_revenue"]) > 0
+    assert (review["result"]["shortfall_pct"], review["result"]["fell_short"]) == (100.0, True)
+    alert = seen[("stayops.task.requested", f"{review_task}:alert")].data
+    assert (alert["task_type"], alert["priority"], alert["role_id"]) == ("manual", "high", "owner")
+    assert alert["requested_by"] == "u-ai-rm"

@@ -9,12 +9,18 @@ import pytest
 
 from agent_service.domain import (
     Autonomy,
+    SkillNotAvailable,
+    analysis_activity,
     default_profile,
+    failed_outcome,
     joined_activity,
+    market_scope,
     platform_of,
     reservation_from,
 )
 from stayops_schemas.events.sync import (
+    MarketRate,
+    MarketRatesSynced,
     Platform,
     ReservationCancelled,
     ReservationChanged,
@@ -79,3 +85,23 @@ def test_a_change_keeps_its_status_and_exact_amounts() -> None:
 
     assert (reservation.status, reservation.total, reservation.cancelled_at) == (
         "pending", Decimal("388.50"), None)
+
+
+def test_market_data_is_kept_per_listing_or_per_area_whatever_its_case() -> None:
+    rate = MarketRate(date=date(2025, 4, 10), median_price=Decimal("120.00"), occupancy=0.6)
+    of_listing = MarketRatesSynced(org_id="org-1", listing_id="l-1", currency="EUR", rates=[rate], synced_at=AT)
+    of_area = MarketRatesSynced(org_id="org-1", area=" Lisbon", currency="EUR", rates=[rate], synced_at=AT)
+
+    assert (market_scope(of_listing), market_scope(of_area)) == ("listing:l-1", "area:lisbon")
+
+
+def test_a_skill_the_agent_lacks_is_an_answer_that_says_why_in_its_log() -> None:
+    profile = default_profile(org_id="org-1", user_id="u-ai", display_name="AI Revenue Manager",
+                              role_id="revenue-manager", created_at=AT)
+
+    outcome = failed_outcome("astrology", SkillNotAvailable("astrology", profile.skills))
+    entry = analysis_activity(profile, outcome, task_id="t-1", at=AT, id="a-2")
+
+    assert (outcome.confidence, outcome.result["error_type"]) == (0.0, "SkillNotAvailable")
+    assert "pricing, performance-review" in outcome.summary
+    assert (entry.kind, entry.task_id, entry.details["explanation"]) == ("skill.astrology", "t-1", outcome.explanation)
