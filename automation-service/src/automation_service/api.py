@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from automation_service import handlers, store
-from automation_service.domain import Automation, Execution
+from automation_service.domain import Automation, Execution, ExecutionStats, ExecutionTrigger, Notification
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 
 router = APIRouter(tags=["automations"])
+notifications_router = APIRouter(tags=["notifications"])
+
+
+class StartWorkflowIn(BaseModel):
+    type: Literal["start_workflow"]
+    workflow_key: str = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class AutomationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = None
+    kind: Literal[AutomationType.SCHEDULED, AutomationType.EVENT]
+    cron: str | None = Field(default=None, examples=["0 9 * * SUN"])
+    timezone: str | None = Field(default=None, examples=["Europe/Paris"])
+    event_type: str | None = None
+    action: StartWorkflowIn
 
 
 class AutomationOut(BaseModel):
@@ -28,6 +45,7 @@ class AutomationOut(BaseModel):
     condition: dict[str, Any] | None
     action: dict[str, Any]
     is_active: bool
+    next_fire_at: datetime | None
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -43,8 +61,12 @@ class AutomationList(BaseModel):
 
 class ExecutionOut(BaseModel):
     id: str
+    trigger: ExecutionTrigger
+    scheduled_for: datetime | None
+    skipped_runs: int = Field(description="Older missed scheduled times this run stands for (not run).")
     started_at: datetime
     finished_at: datetime | None
+    duration_ms: int | None
     outcome: ExecutionOutcome | None
     error: str | None
 
@@ -53,8 +75,54 @@ class ExecutionOut(BaseModel):
         return cls.model_validate(execution, from_attributes=True)
 
 
+class ExecutionList(BaseModel):
+    items: list[ExecutionOut]
+
+
+class StatsOut(BaseModel):
+    runs: int
+    successes: int
+    failures: int
+    success_rate: float | None = Field(description="Successes over finished runs; null before the first.")
+    last_run: ExecutionOut | None
+
+    @classmethod
+    def of(cls, stats: ExecutionStats) -> StatsOut:
+        return cls(runs=stats.runs, successes=stats.successes, failures=stats.failures,
+                   success_rate=stats.success_rate,
+                   last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None)
+
+
 class AutomationDetail(AutomationOut):
+    stats: StatsOut
     recent_executions: list[ExecutionOut]
+
+
+class NotificationOut(BaseModel):
+    id: str
+    subject: str
+    body: str
+    task_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, notification: Notification) -> NotificationOut:
+        return cls.model_validate(notification, from_attributes=True)
+
+
+class NotificationList(BaseModel):
+    items: list[NotificationOut]
+
+
+@router.post("/automations", response_model=AutomationOut, status_code=201)
+async def create_automation(body: AutomationIn, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+    new = handlers.NewAutomation(
+        name=body.name, description=body.description, kind=body.kind, cron=body.cron,
+        timezone=body.timezone, event_type=body.event_type, action=body.action.model_dump(),
+    )
+    async with runtime.uow.begin() as uow:
+        created = await handlers.create_automation(uow, caller, new)
+    return AutomationOut.of(created)
 
 
 @router.get("/automations", response_model=AutomationList)
@@ -72,5 +140,40 @@ async def get_automation(automation_id: str, caller: CurrentCaller, runtime: Run
         found = await handlers.get_automation(uow, caller, automation_id)
     return AutomationDetail(
         **AutomationOut.of(found.automation).model_dump(),
+        stats=StatsOut.of(found.stats),
         recent_executions=[ExecutionOut.of(e) for e in found.recent_executions],
     )
+
+
+@router.post("/automations/{automation_id}/pause", response_model=AutomationOut)
+async def pause_automation(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+    async with runtime.uow.begin() as uow:
+        return AutomationOut.of(await handlers.pause_automation(uow, caller, automation_id))
+
+
+@router.post("/automations/{automation_id}/resume", response_model=AutomationOut)
+async def resume_automation(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+    async with runtime.uow.begin() as uow:
+        return AutomationOut.of(await handlers.resume_automation(uow, caller, automation_id))
+
+
+@router.post("/automations/{automation_id}/run", response_model=ExecutionOut, status_code=202)
+async def run_automation_now(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> ExecutionOut:
+    async with runtime.uow.begin() as uow:
+        return ExecutionOut.of(await handlers.run_automation_now(uow, caller, automation_id))
+
+
+@router.get("/automations/{automation_id}/executions", response_model=ExecutionList)
+async def list_executions(
+    automation_id: str, caller: CurrentCaller, runtime: Runtime, limit: int = Query(50, ge=1, le=500)
+) -> ExecutionList:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.list_executions(uow, caller, automation_id, limit=limit)
+    return ExecutionList(items=[ExecutionOut.of(e) for e in found])
+
+
+@notifications_router.get("/notifications", response_model=NotificationList)
+async def my_notifications(caller: CurrentCaller, runtime: Runtime) -> NotificationList:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.my_notifications(uow, caller)
+    return NotificationList(items=[NotificationOut.of(n) for n in found])

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from automation_service import api, consumers
+from automation_service.scheduler import run_scheduler
 from stayops_kit.app import create_app as create_service_app
 from stayops_kit.app import serve
 from stayops_kit.runtime import ServiceSpec
@@ -17,11 +18,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions())
+    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions(),
+                       background=(run_scheduler,))
 
 
 def create_app(**overrides: Any) -> FastAPI:
-    return create_service_app(spec(), routers=[api.router], title="StayOps automation-service", **overrides)
+    return create_service_app(spec(), routers=[api.router, api.notifications_router],
+                              title="StayOps automation-service", **overrides)
 
 
 def main() -> None:

@@ -1,13 +1,16 @@
-"""Automations, their executions and the automated work waiting for the action
-registry: what they are and which assignments are automation's. Pure: no I/O, no
+"""Automations, their schedules and executions, the actions of automated tasks and
+the notifications they leave: what they are and how they change. Pure: no I/O, no
 framework."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
@@ -21,6 +24,10 @@ class AutomationNotFound(NotFound):
 
 class InvalidTrigger(InvalidRequest):
     title = "Invalid trigger"
+
+
+class InvalidAction(InvalidRequest):
+    title = "Invalid action"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,31 @@ class Automation:
     event_type: str | None = None
     condition: dict[str, Any] | None = None
     action: dict[str, Any] = field(default_factory=dict)
+    next_fire_at: datetime | None = None
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.kind is AutomationType.SCHEDULED
+
+    def first_fire_after(self, now: datetime) -> datetime | None:
+        if not self.is_scheduled or self.cron is None or self.timezone is None:
+            return None
+        return next_fire_time(self.cron, self.timezone, now)
+
+    def paused(self, at: datetime) -> Automation:
+        """A paused schedule owes nothing for the time it was paused."""
+        return replace(self, is_active=False, next_fire_at=None, updated_at=at)
+
+    def resumed(self, at: datetime, now: datetime) -> Automation:
+        """Resuming schedules the next time after `now` (database clock)."""
+        if self.is_active:
+            return self
+        return replace(self, is_active=True, next_fire_at=self.first_fire_after(now), updated_at=at)
+
+    def due_firing(self, now: datetime) -> DueFiring | None:
+        if self.next_fire_at is None or self.cron is None or self.timezone is None:
+            return None
+        return due_firing(self.cron, self.timezone, self.next_fire_at, now)
 
 
 def check_trigger(
@@ -54,10 +86,15 @@ def check_trigger(
     condition: dict[str, Any] | None,
 ) -> None:
     """Each kind names exactly what makes it fire, and nothing that would not. The
-    cron expression itself is checked by the scheduler's cron library."""
+    cron expression itself is checked by the cron library."""
     if kind is AutomationType.SCHEDULED:
         if not cron or not timezone:
             raise InvalidTrigger("a scheduled automation needs a cron expression and a time zone")
+        if not croniter.is_valid(cron):
+            raise InvalidTrigger(
+                f"invalid cron expression {cron!r}: use five fields, e.g. '0 9 * * SUN' "
+                "for Sundays at 09:00"
+            )
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -78,9 +115,16 @@ def check_trigger(
                              "conditional automation to add a condition")
 
 
+class ExecutionTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
 @dataclass(frozen=True)
 class Execution:
-    """One firing of an automation; `outcome` is None while it runs."""
+    """One firing of an automation; `outcome` is None while it runs. A scheduled
+    firing names the time it was due (`scheduled_for`, unique per automation) and how
+    many older missed times it stands for (`skipped_runs`, see `due_firing`)."""
 
     id: str
     automation_id: str
@@ -89,32 +133,199 @@ class Execution:
     finished_at: datetime | None = None
     outcome: ExecutionOutcome | None = None
     error: str | None = None
+    scheduled_for: datetime | None = None
+    trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
+    skipped_runs: int = 0
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return max(0, int((self.finished_at - self.started_at) / timedelta(milliseconds=1)))
 
 
 @dataclass(frozen=True)
-class QueuedTask:
-    """An `automated` task assigned to automation, waiting for the action registry."""
+class ExecutionStats:
+    """How an automation has been doing: its last run and the share of finished runs
+    that succeeded (None before the first one finished)."""
+
+    runs: int
+    successes: int
+    failures: int
+    last_run: Execution | None
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.successes + self.failures
+        return None if finished == 0 else self.successes / finished
+
+
+# --- Schedules ---------------------------------------------------------------
+
+# Counting missed times stops here: a per-minute schedule down for a month would
+# otherwise walk tens of thousands of times just to report a number.
+MAX_COUNTED_MISSED_RUNS = 1000
+
+
+def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime:
+    """The first time strictly after `after` that `cron` names, read as wall-clock
+    time in `timezone` (so "0 9 * * SUN" stays 09:00 across DST changes), in UTC."""
+    local = after.astimezone(ZoneInfo(timezone))
+    fire: datetime = croniter(cron, local).get_next(datetime)
+    return fire.astimezone(ZoneInfo("UTC"))
+
+
+@dataclass(frozen=True)
+class DueFiring:
+    """What the scheduler does for an automation that is due: fire once for
+    `scheduled_for`, then wait for `next_fire_at`."""
+
+    scheduled_for: datetime
+    skipped_runs: int
+    next_fire_at: datetime
+
+
+def due_firing(cron: str, timezone: str, next_fire_at: datetime, now: datetime) -> DueFiring | None:
+    """The firing owed at `now` by an automation due at `next_fire_at`, or None when
+    it is not due yet.
+
+    Missed-run policy (the service was down, or the scheduler fell behind): fire ONCE,
+    for the most recent scheduled time at or before `now`, and skip the older missed
+    times; `skipped_runs` says how many were skipped (counted up to
+    MAX_COUNTED_MISSED_RUNS). A weekly price run missed for three weeks is worth one
+    run on today's data, not three on the same data."""
+    if next_fire_at > now:
+        return None
+    scheduled_for = next_fire_at
+    skipped = 0
+    following = next_fire_time(cron, timezone, scheduled_for)
+    while following <= now and skipped < MAX_COUNTED_MISSED_RUNS:
+        scheduled_for, skipped = following, skipped + 1
+        following = next_fire_time(cron, timezone, scheduled_for)
+    if following <= now:  # too many to count: jump straight to the latest due time
+        local_now = now.astimezone(ZoneInfo(timezone))
+        latest: datetime = croniter(cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+        scheduled_for = latest.astimezone(ZoneInfo("UTC"))
+        following = next_fire_time(cron, timezone, scheduled_for)
+    return DueFiring(scheduled_for=scheduled_for, skipped_runs=skipped, next_fire_at=following)
+
+
+@dataclass(frozen=True)
+class StartWorkflow:
+    """The action of an automation that asks workflow-service for a run."""
+
+    workflow_key: str
+    parameters: dict[str, Any]
+
+    @classmethod
+    def of(cls, automation: Automation) -> StartWorkflow:
+        action = automation.action
+        if action.get("type") != "start_workflow" or not action.get("workflow_key"):
+            raise InvalidAction(
+                f"automation {automation.id} has action {action!r}; the only action an "
+                "automation can fire is {'type': 'start_workflow', 'workflow_key': ...}"
+            )
+        return cls(workflow_key=str(action["workflow_key"]), parameters=dict(action.get("parameters") or {}))
+
+
+# --- Automated tasks -----------------------------------------------------------
+
+AUTOMATION_ASSIGNEE = "automation"
+
+
+class ActionStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ActionFinish:
+    """How an action ended: `error` is None on success."""
+
+    result: dict[str, Any]
+    error: str | None = None
+
+    @property
+    def outcome(self) -> ExecutionOutcome:
+        return ExecutionOutcome.SUCCESS if self.error is None else ExecutionOutcome.FAILURE
+
+
+@dataclass(frozen=True)
+class AutomatedAction:
+    """The action of one `automated` task assigned to automation. Actions that ask
+    another service (a sync, a price update) stay `pending` until it answers with the
+    task id as request id; `awaiting` names the listings a price update waits for and
+    `answers` what each said (None: applied, else the reason it failed)."""
 
     task_id: str
     org_id: str
-    title: str
+    action: str
     data: dict[str, Any]
     received_at: datetime
+    status: ActionStatus = ActionStatus.PENDING
     workflow_run_id: str | None = None
     workflow_step: str | None = None
+    correlation_id: str | None = None
+    awaiting: list[str] = field(default_factory=list)
+    answers: dict[str, str | None] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is ActionStatus.PENDING
+
+    def finished(self, finish: ActionFinish, at: datetime) -> AutomatedAction:
+        status = ActionStatus.SUCCEEDED if finish.error is None else ActionStatus.FAILED
+        return replace(self, status=status, result=finish.result, error=finish.error, finished_at=at)
+
+    def price_answered(self, listing_id: str, failure: str | None) -> AutomatedAction:
+        """Record one listing's answer; the first answer per listing counts."""
+        if listing_id in self.answers:
+            return self
+        return replace(self, answers={**self.answers, listing_id: failure})
+
+    def prices_outcome(self) -> ActionFinish | None:
+        """None while a listing has not answered; then success, or a failure naming
+        every listing whose prices were not applied."""
+        if any(listing not in self.answers for listing in self.awaiting):
+            return None
+        failed = {listing: reason for listing, reason in self.answers.items() if reason is not None}
+        applied = [listing for listing in self.awaiting if self.answers.get(listing) is None]
+        result = {"applied": applied, "failed": failed}
+        if not failed:
+            return ActionFinish(result)
+        named = "; ".join(f"{listing}: {reason}" for listing, reason in sorted(failed.items()))
+        return ActionFinish(result, error=f"prices not applied for {len(failed)} listing(s): {named}")
 
 
-def queued_task(event: TaskAssigned, received_at: datetime) -> QueuedTask | None:
-    """The work an assignment gives automation: only `automated` tasks are its to do;
-    people and AI agents do the others."""
-    if event.task_type is not TaskType.AUTOMATED:
+def automated_action(event: TaskAssigned, received_at: datetime, correlation_id: str | None) -> AutomatedAction | None:
+    """The action an assignment gives automation: only `automated` tasks assigned to
+    the system user `automation` are its to do; people and AI agents do the others."""
+    if event.task_type is not TaskType.AUTOMATED or event.assigned_to != AUTOMATION_ASSIGNEE:
         return None
-    return QueuedTask(
+    return AutomatedAction(
         task_id=event.task_id,
         org_id=event.org_id,
-        title=event.title,
+        action=str(event.data.get("action") or ""),
         data=event.data,
         received_at=received_at,
         workflow_run_id=event.workflow_run_id,
         workflow_step=event.workflow_step,
+        correlation_id=correlation_id,
     )
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message for one user, left by a `notify` action."""
+
+    id: str
+    org_id: str
+    user_id: str
+    subject: str
+    body: str
+    created_at: datetime
+    task_id: str | None = None

@@ -4,13 +4,22 @@ a tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from automation_service.domain import Automation, Execution, QueuedTask
+from automation_service.domain import (
+    ActionStatus,
+    AutomatedAction,
+    Automation,
+    Execution,
+    ExecutionStats,
+    ExecutionTrigger,
+    Notification,
+)
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 
@@ -33,12 +42,16 @@ automations = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_fire_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint("kind IN ('scheduled', 'event', 'conditional')", name="automations_kind"),
 )
 sa.Index("automations_org_created", automations.c.org_id, automations.c.created_at, automations.c.id)
 # What the scheduler and the event matcher will look up: active automations by kind/event.
 sa.Index("automations_active_kind", automations.c.kind, automations.c.event_type,
          postgresql_where=automations.c.is_active)
+# What the scheduler claims: active schedules by due time.
+sa.Index("automations_due", automations.c.next_fire_at,
+         postgresql_where=sa.text("is_active AND kind = 'scheduled'"))
 
 executions = sa.Table(
     "automation_executions",
@@ -51,28 +64,59 @@ executions = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("outcome", sa.Text),
     sa.Column("error", sa.Text),
+    sa.Column("scheduled_for", sa.DateTime(timezone=True)),
+    sa.Column("trigger", sa.Text, nullable=False, server_default="schedule"),
+    sa.Column("skipped_runs", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
+    sa.CheckConstraint("trigger IN ('schedule', 'manual')", name="automation_executions_trigger"),
+    # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
+    sa.UniqueConstraint("automation_id", "scheduled_for", name="automation_executions_once_per_time"),
 )
 sa.Index("automation_executions_org_automation", executions.c.org_id, executions.c.automation_id,
          executions.c.started_at.desc())
 
-automated_task_queue = sa.Table(
-    "automated_task_queue",
+automated_actions = sa.Table(
+    "automated_actions",
     metadata,
     sa.Column("org_id", sa.Text, primary_key=True),
     sa.Column("task_id", sa.Text, primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
     sa.Column("data", pg.JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
     sa.Column("workflow_run_id", sa.Text),
     sa.Column("workflow_step", sa.Text),
+    sa.Column("correlation_id", sa.Text),
+    sa.Column("awaiting", pg.JSONB, nullable=False),
+    sa.Column("answers", pg.JSONB, nullable=False),
+    sa.Column("result", pg.JSONB),
+    sa.Column("error", sa.Text),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="automated_actions_status"),
 )
-# The action registry takes the oldest work first.
-sa.Index("automated_task_queue_received", automated_task_queue.c.received_at)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A `notify` task redelivered or re-run notifies once.
+    sa.UniqueConstraint("org_id", "task_id", name="notifications_once_per_task"),
+)
+sa.Index("notifications_org_user_created", notifications.c.org_id, notifications.c.user_id,
+         notifications.c.created_at.desc())
+
+SCHEDULE_CHANNEL = "automation_schedule"
 
 _AUTOMATION_FIELDS = [f.name for f in fields(Automation)]
 _EXECUTION_FIELDS = [f.name for f in fields(Execution)]
-_QUEUED_FIELDS = [f.name for f in fields(QueuedTask)]
+_ACTION_FIELDS = [f.name for f in fields(AutomatedAction)]
+_NOTIFICATION_FIELDS = [f.name for f in fields(Notification)]
 
 
 def _pg_insert(scope: OrgScope, values: dict[str, Any]) -> pg.Insert:
@@ -91,7 +135,26 @@ def _to_execution(row: Any) -> Execution:
     values = dict(row._mapping)
     if values["outcome"] is not None:
         values["outcome"] = ExecutionOutcome(values["outcome"])
+    values["trigger"] = ExecutionTrigger(values["trigger"])
     return Execution(**{name: values[name] for name in _EXECUTION_FIELDS})
+
+
+async def database_now(conn: AsyncConnection) -> datetime:
+    """The database's time at the start of the transaction: every replica's
+    scheduler reads the same clock, whatever its host's clock says."""
+    now: datetime = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
+    return now
+
+
+async def database_clock(conn: AsyncConnection) -> datetime:
+    """The database's time now, inside the transaction (for durations)."""
+    now: datetime = (await conn.execute(sa.select(sa.func.clock_timestamp()))).scalar_one()
+    return now
+
+
+async def wake_schedulers(conn: AsyncConnection) -> None:
+    """Tell every scheduler (on commit) that a schedule changed."""
+    await conn.execute(sa.select(sa.func.pg_notify(SCHEDULE_CHANNEL, "")))
 
 
 async def insert_automation(conn: AsyncConnection, automation: Automation) -> None:
@@ -100,8 +163,12 @@ async def insert_automation(conn: AsyncConnection, automation: Automation) -> No
     await conn.execute(OrgScope(automations, automation.org_id).insert(**values))
 
 
-async def get_automation(conn: AsyncConnection, org_id: str, automation_id: str) -> Automation | None:
+async def get_automation(
+    conn: AsyncConnection, org_id: str, automation_id: str, *, for_update: bool = False
+) -> Automation | None:
     query = OrgScope(automations, org_id).select().where(automations.c.id == automation_id)
+    if for_update:
+        query = query.with_for_update()
     row = (await conn.execute(query)).first()
     return _to_automation(row) if row else None
 
@@ -116,10 +183,71 @@ async def list_automations(
     return [_to_automation(r) for r in rows]
 
 
-async def insert_execution(conn: AsyncConnection, execution: Execution) -> None:
+async def update_automation(conn: AsyncConnection, automation: Automation) -> None:
+    """Save what can change after creation: active or not, and the next fire time."""
+    await conn.execute(
+        OrgScope(automations, automation.org_id)
+        .update()
+        .where(automations.c.id == automation.id)
+        .values(is_active=automation.is_active, next_fire_at=automation.next_fire_at,
+                updated_at=automation.updated_at)
+    )
+
+
+async def claim_due_automations(conn: AsyncConnection, *, limit: int) -> list[Automation]:
+    """Active schedules due by the database clock, locked for this transaction.
+    Rows another scheduler holds are skipped, not waited for: it is firing them.
+    The scheduler works for every org, so this query alone is not org-scoped."""
+    query = (
+        sa.select(automations)
+        .where(
+            automations.c.is_active,
+            automations.c.kind == AutomationType.SCHEDULED.value,
+            automations.c.next_fire_at <= sa.func.now(),
+        )
+        .order_by(automations.c.next_fire_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_to_automation(r) for r in (await conn.execute(query)).all()]
+
+
+async def seconds_until_next_fire(conn: AsyncConnection) -> float | None:
+    """Seconds from now (database clock) to the earliest active schedule; None if
+    nothing is scheduled."""
+    query = sa.select(
+        sa.func.extract("epoch", sa.func.min(automations.c.next_fire_at) - sa.func.clock_timestamp())
+    ).where(automations.c.is_active, automations.c.kind == AutomationType.SCHEDULED.value)
+    seconds = (await conn.execute(query)).scalar_one_or_none()
+    return None if seconds is None else float(seconds)
+
+
+def _execution_values(execution: Execution) -> dict[str, Any]:
     values = asdict(execution)
     values["outcome"] = execution.outcome.value if execution.outcome else None
-    await conn.execute(OrgScope(executions, execution.org_id).insert(**values))
+    values["trigger"] = execution.trigger.value
+    return values
+
+
+async def insert_execution(conn: AsyncConnection, execution: Execution) -> bool:
+    """Record an execution once per (automation, scheduled time). Returns whether it
+    is new: False means that time was already fired."""
+    statement = (
+        _pg_insert(OrgScope(executions, execution.org_id), _execution_values(execution))
+        .on_conflict_do_nothing(constraint="automation_executions_once_per_time")
+        .returning(executions.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def finish_execution(conn: AsyncConnection, execution: Execution) -> None:
+    outcome = execution.outcome.value if execution.outcome else None
+    await conn.execute(
+        OrgScope(executions, execution.org_id)
+        .update()
+        .where(executions.c.id == execution.id)
+        .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error)
+    )
 
 
 async def recent_executions(
@@ -135,17 +263,82 @@ async def recent_executions(
     return [_to_execution(r) for r in (await conn.execute(query)).all()]
 
 
-async def enqueue_task(conn: AsyncConnection, task: QueuedTask) -> bool:
-    """Queue the task once: the same task assigned again stays where it is in the
-    queue. Returns whether it was newly queued."""
+async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str) -> ExecutionStats:
+    scope = OrgScope(executions, org_id)
+    query = scope.select(
+        sa.func.count(),
+        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
+        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
+    ).where(executions.c.automation_id == automation_id)
+    runs, successes, failures = (await conn.execute(query)).one()
+    last = await recent_executions(conn, org_id, automation_id, limit=1)
+    return ExecutionStats(runs=runs, successes=successes, failures=failures,
+                          last_run=last[0] if last else None)
+
+
+def _action_values(action: AutomatedAction) -> dict[str, Any]:
+    values = asdict(action)
+    values["status"] = action.status.value
+    return values
+
+
+def _to_action(row: Any) -> AutomatedAction:
+    values = dict(row._mapping)
+    values["status"] = ActionStatus(values["status"])
+    return AutomatedAction(**{name: values[name] for name in _ACTION_FIELDS})
+
+
+async def insert_action(conn: AsyncConnection, action: AutomatedAction) -> bool:
+    """Take a task's action once: the same task assigned again changes nothing.
+    Returns whether it is new."""
     statement = (
-        _pg_insert(OrgScope(automated_task_queue, task.org_id), asdict(task))
-        .on_conflict_do_nothing(index_elements=[automated_task_queue.c.org_id, automated_task_queue.c.task_id])
-        .returning(automated_task_queue.c.task_id)
+        _pg_insert(OrgScope(automated_actions, action.org_id), _action_values(action))
+        .on_conflict_do_nothing(index_elements=[automated_actions.c.org_id, automated_actions.c.task_id])
+        .returning(automated_actions.c.task_id)
     )
     return (await conn.execute(statement)).first() is not None
 
 
-async def queued_tasks(conn: AsyncConnection, org_id: str) -> list[QueuedTask]:
-    query = OrgScope(automated_task_queue, org_id).select().order_by(automated_task_queue.c.received_at)
-    return [QueuedTask(**{n: r._mapping[n] for n in _QUEUED_FIELDS}) for r in (await conn.execute(query)).all()]
+async def get_action(
+    conn: AsyncConnection, org_id: str, task_id: str, *, for_update: bool = False
+) -> AutomatedAction | None:
+    query = OrgScope(automated_actions, org_id).select().where(automated_actions.c.task_id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _to_action(row) if row else None
+
+
+async def update_action(conn: AsyncConnection, action: AutomatedAction) -> None:
+    values = _action_values(action)
+    await conn.execute(
+        OrgScope(automated_actions, action.org_id)
+        .update()
+        .where(automated_actions.c.task_id == action.task_id)
+        .values({name: values[name] for name in
+                 ("status", "awaiting", "answers", "result", "error", "finished_at")})
+    )
+
+
+async def insert_notification(conn: AsyncConnection, notification: Notification) -> bool:
+    """Store a notification once per task. Returns whether it is new."""
+    statement = (
+        _pg_insert(OrgScope(notifications, notification.org_id), asdict(notification))
+        .on_conflict_do_nothing(constraint="notifications_once_per_task")
+        .returning(notifications.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def notifications_for(
+    conn: AsyncConnection, org_id: str, user_id: str, *, limit: int = 100
+) -> list[Notification]:
+    query = (
+        OrgScope(notifications, org_id)
+        .select()
+        .where(notifications.c.user_id == user_id)
+        .order_by(notifications.c.created_at.desc(), notifications.c.id)
+        .limit(limit)
+    )
+    rows = (await conn.execute(query)).all()
+    return [Notification(**{name: r._mapping[name] for name in _NOTIFICATION_FIELDS}) for r in rows]

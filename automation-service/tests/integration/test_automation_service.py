@@ -1,34 +1,68 @@
 """automation-service through its public entries, on real PostgreSQL and Apache Kafka:
-authentication, org isolation of automations, and `automated` tasks assigned over
-Kafka landing in the action registry's queue — once, and only those."""
+authentication and org isolation, automations created and run over REST, schedules
+fired exactly once by two schedulers, and the actions of `automated` tasks answered
+by the sync services."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from automation_service import store
 from automation_service.app import NAME, create_app
-from automation_service.domain import Automation, Execution, QueuedTask
+from automation_service.domain import Automation, Execution
 from stayops_kit.runtime import ServiceRuntime
 from stayops_kit.settings import ServiceSettings
 from stayops_kit.testing import eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
+from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS, event_type
+from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.base import Payload
+from stayops_schemas.events.org import UserType
+from stayops_schemas.events.sync import (
+    NightlyPrice,
+    PriceUpdated,
+    PriceUpdateFailed,
+    SyncCompleted,
+    SyncCounts,
+)
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
 
 pytestmark = pytest.mark.stack
 
 NOW = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
+START_PRICING = {"type": "start_workflow", "workflow_key": "dynamic-pricing",
+                 "parameters": {"listing_ids": ["l-1"], "threshold_pct": 10, "monitor_days": 7}}
+
+
+@dataclass
+class Announced:
+    """Every event automation-service's topics carry, read from the start."""
+
+    events: list[Envelope] = field(default_factory=list)
+
+    def matching(self, type_: str, org: str, **data: Any) -> list[Envelope]:
+        return [e for e in self.events if e.type == type_ and e.orgid == org
+                and all(e.data.get(k) == v for k, v in data.items())]
+
+    async def one(self, type_: str, org: str, **data: Any) -> Envelope:
+        async def found() -> list[Envelope]:
+            return self.matching(type_, org, **data)
+
+        return (await eventually(found, timeout=20, what=f"{type_} {data}"))[0]
 
 
 @dataclass
@@ -37,6 +71,8 @@ class RunningService:
     runtime: ServiceRuntime
     producer: AIOKafkaProducer
     stack: Any
+    settings: ServiceSettings
+    announced: Announced
 
     def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
@@ -48,6 +84,34 @@ class RunningService:
         record = to_kafka(envelope)
         await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key,
                                           headers=record.headers)
+
+
+async def read_topics(bootstrap: str, topics: list[str], into: Announced) -> AsyncIterator[None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))]
+        consumer.assign(partitions)
+
+        async def collect() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    into.events.extend(from_kafka(r.key, r.value, r.headers) for r in records)
+
+        reader = asyncio.create_task(collect())
+        yield
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +128,18 @@ async def service(stack: Any) -> AsyncIterator[RunningService]:
     app = create_app(settings=settings)
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
+    announced = Announced()
+    reading = read_topics(stack.kafka_bootstrap, [AUTOMATIONS, WORKFLOWS], announced)
     try:
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
         ):
-            yield RunningService(client, app.state.runtime, producer, stack)
+            await anext(reading)
+            yield RunningService(client, app.state.runtime, producer, stack, settings, announced)
     finally:
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(reading)
         await producer.stop()
 
 
@@ -84,12 +153,12 @@ async def seed_weekly_pricing(service: RunningService, org: str) -> str:
         await store.insert_automation(uow.conn, Automation(
             id=automation_id, org_id=org, name="Weekly price optimisation",
             kind=AutomationType.SCHEDULED, cron="0 9 * * SUN", timezone="Europe/Lisbon",
-            action={"request_run": {"workflow_key": "dynamic-pricing"}}, is_active=True,
+            action=START_PRICING, is_active=True,
             created_by="u-owner", created_at=NOW, updated_at=NOW,
         ))
         await store.insert_execution(uow.conn, Execution(
             id=str(uuid.uuid4()), automation_id=automation_id, org_id=org, started_at=NOW,
-            finished_at=NOW + timedelta(seconds=2), outcome=ExecutionOutcome.SUCCESS,
+            finished_at=NOW + timedelta(seconds=2), outcome=ExecutionOutcome.SUCCESS, scheduled_for=NOW,
         ))
     return automation_id
 
@@ -108,47 +177,213 @@ async def test_the_caller_sees_only_their_orgs_automations(service: RunningServi
     listed = await service.client.get("/v1/automations", headers=service.auth(mine))
     own = await service.client.get(f"/v1/automations/{my_automation}", headers=service.auth(mine))
     other = await service.client.get(f"/v1/automations/{their_automation}", headers=service.auth(mine))
+    other_run = await service.client.post(f"/v1/automations/{their_automation}/run", headers=service.auth(mine))
+    other_pause = await service.client.post(f"/v1/automations/{their_automation}/pause",
+                                            headers=service.auth(mine))
+    other_runs = await service.client.get(f"/v1/automations/{their_automation}/executions",
+                                          headers=service.auth(mine))
 
     assert listed.status_code == 200
     assert [a["id"] for a in listed.json()["items"]] == [my_automation]
     assert own.status_code == 200
     assert own.json()["kind"] == "scheduled"
     assert [e["outcome"] for e in own.json()["recent_executions"]] == ["success"]
-    assert other.status_code == 404
-    assert other.headers["content-type"].startswith("application/problem+json")
+    for refused in (other, other_run, other_pause, other_runs):
+        assert refused.status_code == 404
+        assert refused.headers["content-type"].startswith("application/problem+json")
 
 
-def assignment(org: str, task_id: str, task_type: TaskType) -> TaskAssigned:
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"cron": "0 9 * * FUNDAY"}, "invalid cron expression"),
+        ({"timezone": "Europe/Atlantis"}, "unknown time zone"),
+    ],
+)
+async def test_a_schedule_that_cannot_fire_is_refused(
+    service: RunningService, change: dict[str, str], says: str
+) -> None:
+    body = {"name": "Weekly", "kind": "scheduled", "cron": "0 9 * * SUN", "timezone": "Europe/Paris",
+            "action": START_PRICING, **change}
+    response = await service.client.post("/v1/automations", json=body, headers=service.auth(new_org()))
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert says in response.json()["detail"]
+
+
+async def test_run_now_requests_the_workflow_run_and_records_the_execution(service: RunningService) -> None:
+    org = new_org()
+    auth = service.auth(org)
+    created = await service.client.post("/v1/automations", headers=auth, json={
+        "name": "Weekly price optimisation", "kind": "scheduled", "cron": "0 9 * * SUN",
+        "timezone": "Europe/Paris", "action": START_PRICING,
+    })
+    assert created.status_code == 201, created.text
+    automation = created.json()
+    next_fire = datetime.fromisoformat(automation["next_fire_at"]).astimezone(ZoneInfo("Europe/Paris"))
+    assert (next_fire.weekday(), next_fire.hour, next_fire.minute) == (6, 9, 0)
+
+    run = await service.client.post(f"/v1/automations/{automation['id']}/run", headers=auth)
+    assert run.status_code == 202, run.text
+    execution = run.json()
+
+    requested = await service.announced.one("stayops.workflow.run.requested", org, request_id=execution["id"])
+    assert requested.data["workflow_key"] == "dynamic-pricing"
+    assert requested.data["parameters"] == START_PRICING["parameters"]
+    assert requested.data["requested_by"] == automation["id"]
+    triggered = await service.announced.one("stayops.automation.triggered", org, execution_id=execution["id"])
+    executed = await service.announced.one("stayops.automation.executed", org, execution_id=execution["id"])
+    assert executed.data["outcome"] == "success"
+    assert requested.correlationid == triggered.correlationid == execution["id"]
+
+    executions = await service.client.get(f"/v1/automations/{automation['id']}/executions", headers=auth)
+    detail = await service.client.get(f"/v1/automations/{automation['id']}", headers=auth)
+    [listed] = executions.json()["items"]
+    assert (listed["id"], listed["trigger"], listed["outcome"], listed["error"]) == (
+        execution["id"], "manual", "success", None)
+    assert listed["scheduled_for"] is not None and listed["duration_ms"] >= 0
+    stats = detail.json()["stats"]
+    assert (stats["runs"], stats["success_rate"], stats["last_run"]["id"]) == (1, 1.0, execution["id"])
+
+
+async def test_a_paused_automation_has_no_next_fire_until_resumed(service: RunningService) -> None:
+    auth = service.auth(new_org())
+    created = (await service.client.post("/v1/automations", headers=auth, json={
+        "name": "Daily", "kind": "scheduled", "cron": "0 6 * * *", "timezone": "UTC", "action": START_PRICING,
+    })).json()
+
+    paused = await service.client.post(f"/v1/automations/{created['id']}/pause", headers=auth)
+    resumed = await service.client.post(f"/v1/automations/{created['id']}/resume", headers=auth)
+
+    assert (paused.json()["is_active"], paused.json()["next_fire_at"]) == (False, None)
+    assert resumed.json()["is_active"] is True
+    assert datetime.fromisoformat(resumed.json()["next_fire_at"]).hour == 6
+
+
+def automated(org: str, task_id: str, data: dict[str, Any], *, assigned_to: str = "automation") -> TaskAssigned:
     return TaskAssigned(
-        task_id=task_id, org_id=org, task_type=task_type, title=f"{task_type.value} work",
-        data={"platform": "airbnb"}, workflow_run_id="run-1", workflow_step="sync",
-        rule="task type automated -> automation-service",
+        task_id=task_id, org_id=org, task_type=TaskType.AUTOMATED, title="automated work", data=data,
+        workflow_run_id="run-1", workflow_step="sync", assigned_to=assigned_to,
+        # The schema pairs assigned_to with an assignee type; automation is a system user.
+        assignee_type=UserType.AI_AGENT, rule="task type automated -> automation",
     )
 
 
-async def test_automated_tasks_assigned_are_queued_once_and_other_tasks_not_at_all(
+async def test_request_sync_asks_the_sync_service_and_finishes_once_on_its_answer(
     service: RunningService,
 ) -> None:
     org = new_org()
-    key = f"task-{uuid.uuid4().hex[:8]}"  # one key: one partition, so the events stay in order
-    manual_id, automated_id = f"{key}-manual", f"{key}-automated"
-    await service.publish("stayops.task.assigned", assignment(org, manual_id, TaskType.MANUAL), key=key)
-    await service.publish("stayops.task.assigned", assignment(org, automated_id, TaskType.AUTOMATED), key=key)
-    # The same task assigned again (a reassignment, or a redelivery with a new id).
-    await service.publish("stayops.task.assigned", assignment(org, automated_id, TaskType.AUTOMATED), key=key)
-    marker_id = f"{key}-marker"
-    await service.publish("stayops.task.assigned", assignment(org, marker_id, TaskType.AUTOMATED), key=key)
+    task_id, later_task_id = f"task-{uuid.uuid4().hex[:8]}", f"task-{uuid.uuid4().hex[:8]}"
+    for task in (task_id, later_task_id):
+        await service.publish("stayops.task.assigned", automated(org, task, {
+            "action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1", "l-2"]}), key=org)
 
-    async def queue() -> list[QueuedTask]:
-        async with service.runtime.engine.connect() as conn:
-            return await store.queued_tasks(conn, org)
+    requested = await service.announced.one("stayops.sync.requested", org, request_id=task_id)
+    assert (requested.data["platform"], requested.data["listing_ids"]) == ("airbnb", ["l-1", "l-2"])
+    await service.announced.one("stayops.sync.requested", org, request_id=later_task_id)
 
-    async def queue_has_marker() -> list[QueuedTask] | None:
-        queued = await queue()
-        return queued if marker_id in {t.task_id for t in queued} else None
+    def completed(request_id: str) -> SyncCompleted:
+        return SyncCompleted(request_id=request_id, org_id=org, listing_ids=["l-1", "l-2"],
+                             counts=SyncCounts(listings=2, reservations=5), completed_at=NOW)
 
-    queued = await eventually(queue_has_marker, timeout=20, what="the assignments in the queue")
-    assert queued is not None
-    assert sorted(t.task_id for t in queued) == sorted([automated_id, marker_id])
-    first = next(t for t in queued if t.task_id == automated_id)
-    assert (first.title, first.data, first.workflow_run_id) == ("automated work", {"platform": "airbnb"}, "run-1")
+    # One key: one partition, so the redelivered answer is handled before the later one.
+    await service.publish("airbnb.sync.completed", completed(task_id), key=org)
+    await service.publish("airbnb.sync.completed", completed(task_id), key=org)  # redelivered
+    await service.publish("airbnb.sync.completed", completed(later_task_id), key=org)
+
+    await service.announced.one("stayops.automation.action.finished", org, task_id=later_task_id)
+    [finished] = service.announced.matching("stayops.automation.action.finished", org, task_id=task_id)
+    assert (finished.data["action"], finished.data["outcome"]) == ("request_sync", "success")
+    assert finished.data["result"]["counts"]["reservations"] == 5
+    assert (finished.data["workflow_run_id"], finished.data["workflow_step"]) == ("run-1", "sync")
+
+
+async def test_publish_prices_fails_naming_the_listing_the_platform_refused(service: RunningService) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    prices = [{"listing_id": listing, "date": "2025-04-01", "price": "120.00", "currency": "EUR",
+               "previous_price": "110.00"} for listing in ("l-1", "l-2")]
+    await service.publish("stayops.task.assigned", automated(org, task_id, {
+        "action": "publish_prices", "platform": "airbnb", "prices": prices, "approved_by": "u-owner"}),
+        key=task_id)
+
+    approved = await service.announced.one("stayops.pricing.approved", org, request_id=task_id)
+    assert (approved.data["listing_ids"], approved.data["approved_by"]) == (["l-1", "l-2"], "u-owner")
+
+    await service.publish("airbnb.price.updated", PriceUpdated(
+        request_id=task_id, listing_id="l-1", org_id=org, applied_at=NOW,
+        prices=[NightlyPrice(date=NOW.date(), price=Decimal("120.00"), currency="EUR")]), key=task_id)
+    await service.publish("airbnb.price.update_failed", PriceUpdateFailed(
+        request_id=task_id, listing_id="l-2", org_id=org, reason="listing is archived"), key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+    assert (finished.data["action"], finished.data["outcome"]) == ("publish_prices", "failure")
+    assert "l-2: listing is archived" in finished.data["error"]
+    assert finished.data["result"] == {"applied": ["l-1"], "failed": {"l-2": "listing is archived"}}
+
+
+async def test_notify_leaves_a_notification_for_its_user_only(service: RunningService) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("stayops.task.assigned", automated(org, task_id, {
+        "action": "notify", "user_id": "u-owner", "subject": "Prices applied", "body": "2 listings"}),
+        key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+    mine = await service.client.get("/v1/notifications", headers=service.auth(org, "u-owner"))
+    others = await service.client.get("/v1/notifications", headers=service.auth(org, "u-other"))
+
+    assert finished.data["outcome"] == "success"
+    assert [(n["subject"], n["task_id"]) for n in mine.json()["items"]] == [("Prices applied", task_id)]
+    assert others.json()["items"] == []
+
+
+async def test_an_unknown_action_fails_the_task_with_the_reason(service: RunningService) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("stayops.task.assigned", automated(org, task_id, {"action": "launch_rocket"}),
+                          key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+    assert finished.data["outcome"] == "failure"
+    assert "unknown action 'launch_rocket'" in finished.data["error"]
+
+
+async def test_two_schedulers_fire_a_missed_schedule_exactly_once_for_its_latest_time(
+    service: RunningService,
+) -> None:
+    second = create_app(settings=service.settings)
+    org, automation_id = new_org(), str(uuid.uuid4())
+    async with second.router.lifespan_context(second):
+        async with service.runtime.uow.begin() as uow:
+            now = await store.database_now(uow.conn)
+            # Due four weeks ago: the service was "down" for every Sunday since.
+            await store.insert_automation(uow.conn, Automation(
+                id=automation_id, org_id=org, name="Weekly price optimisation",
+                kind=AutomationType.SCHEDULED, cron="0 9 * * SUN", timezone="Europe/Paris",
+                action=START_PRICING, is_active=True, created_by="u-owner", created_at=now,
+                updated_at=now, next_fire_at=now - timedelta(days=29),
+            ))
+            await store.wake_schedulers(uow.conn)  # both schedulers race for it
+
+        async def advanced() -> datetime | None:
+            async with service.runtime.engine.connect() as conn:
+                found = await store.get_automation(conn, org, automation_id)
+            return found.next_fire_at if found and found.next_fire_at and found.next_fire_at > now else None
+
+        next_fire_at = await eventually(advanced, timeout=20, what="the schedule to move on")
+        await service.announced.one("stayops.workflow.run.requested", org, requested_by=automation_id)
+
+    async with service.runtime.engine.connect() as conn:
+        executions = await store.recent_executions(conn, org, automation_id)
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(store.executions).where(
+            store.executions.c.automation_id == automation_id))).scalar_one()
+    [execution] = executions
+    assert count == 1
+    assert len(service.announced.matching("stayops.workflow.run.requested", org)) == 1
+    assert execution.trigger.value == "schedule" and execution.outcome is ExecutionOutcome.SUCCESS
+    assert execution.skipped_runs in (3, 4)  # 4 or 5 Sundays in 29 days, all but the latest skipped
+    assert execution.scheduled_for is not None
+    fired_local = execution.scheduled_for.astimezone(ZoneInfo("Europe/Paris"))
+    assert (fired_local.weekday(), fired_local.hour) == (6, 9)
+    assert now - timedelta(days=7) < execution.scheduled_for <= now
+    next_local = next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (next_local.weekday(), next_local.hour) == (6, 9)
+    assert next_fire_at <= now + timedelta(days=7)

@@ -1,4 +1,5 @@
-"""Which assignments are automation's work, and what makes each kind of automation fire."""
+"""Which assignments are automation's work, how a price update finishes, and what
+makes each kind of automation fire."""
 
 from __future__ import annotations
 
@@ -6,29 +7,71 @@ from datetime import UTC, datetime
 
 import pytest
 
-from automation_service.domain import InvalidTrigger, QueuedTask, check_trigger, queued_task
-from stayops_schemas.events.automations import AutomationType
+from automation_service.domain import (
+    ActionStatus,
+    AutomatedAction,
+    InvalidTrigger,
+    automated_action,
+    check_trigger,
+)
+from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
+from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
 
 AT = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def assigned(task_type: TaskType) -> TaskAssigned:
+def assigned(task_type: TaskType, assigned_to: str | None = "automation") -> TaskAssigned:
     return TaskAssigned(task_id="t-1", org_id="org-1", task_type=task_type, title="Publish prices",
-                        data={"listing_ids": ["l-1"]}, workflow_run_id="run-1", workflow_step="publish",
+                        data={"action": "publish_prices", "listing_ids": ["l-1"]},
+                        workflow_run_id="run-1", workflow_step="publish",
+                        assigned_to=assigned_to, assignee_type=UserType.AI_AGENT if assigned_to else None,
                         rule="task type automated -> automation-service")
 
 
-def test_an_automated_task_becomes_queued_work_with_its_run_and_step() -> None:
-    assert queued_task(assigned(TaskType.AUTOMATED), AT) == QueuedTask(
-        task_id="t-1", org_id="org-1", title="Publish prices", data={"listing_ids": ["l-1"]},
-        received_at=AT, workflow_run_id="run-1", workflow_step="publish",
+def test_an_automated_task_assigned_to_automation_becomes_its_action_with_run_and_step() -> None:
+    assert automated_action(assigned(TaskType.AUTOMATED), AT, "run-1") == AutomatedAction(
+        task_id="t-1", org_id="org-1", action="publish_prices",
+        data={"action": "publish_prices", "listing_ids": ["l-1"]}, received_at=AT,
+        workflow_run_id="run-1", workflow_step="publish", correlation_id="run-1",
     )
 
 
 @pytest.mark.parametrize("task_type", [TaskType.MANUAL, TaskType.ANALYSIS, TaskType.DECISION])
-def test_work_for_people_and_agents_is_not_queued(task_type: TaskType) -> None:
-    assert queued_task(assigned(task_type), AT) is None
+def test_work_for_people_and_agents_is_not_automations(task_type: TaskType) -> None:
+    assert automated_action(assigned(task_type), AT, None) is None
+
+
+def test_an_automated_task_someone_else_took_is_not_automations() -> None:
+    assert automated_action(assigned(TaskType.AUTOMATED, assigned_to="u-42"), AT, None) is None
+
+
+def publishing(*listings: str) -> AutomatedAction:
+    return AutomatedAction(task_id="t-1", org_id="org-1", action="publish_prices", data={},
+                           received_at=AT, awaiting=list(listings))
+
+
+def test_a_price_update_finishes_only_when_every_listing_answered() -> None:
+    action = publishing("l-1", "l-2").price_answered("l-1", None)
+    assert action.prices_outcome() is None
+    finish = action.price_answered("l-2", None).prices_outcome()
+    assert finish is not None
+    assert finish.outcome is ExecutionOutcome.SUCCESS
+    assert finish.result == {"applied": ["l-1", "l-2"], "failed": {}}
+
+
+def test_a_price_update_with_a_failed_listing_fails_naming_it() -> None:
+    action = publishing("l-1", "l-2").price_answered("l-2", "listing is archived").price_answered("l-1", None)
+    finish = action.prices_outcome()
+    assert finish is not None and finish.outcome is ExecutionOutcome.FAILURE
+    assert finish.error is not None and "l-2: listing is archived" in finish.error
+    assert "l-1" not in finish.error
+    assert action.finished(finish, AT).status is ActionStatus.FAILED
+
+
+def test_a_listing_answering_twice_keeps_its_first_answer() -> None:
+    action = publishing("l-1").price_answered("l-1", None).price_answered("l-1", "late failure")
+    assert action.answers == {"l-1": None}
 
 
 def test_a_schedule_in_a_known_time_zone_is_a_valid_trigger() -> None:
@@ -41,6 +84,7 @@ def test_a_schedule_in_a_known_time_zone_is_a_valid_trigger() -> None:
     [
         (AutomationType.SCHEDULED, {"cron": None, "timezone": "UTC"}, "needs a cron expression"),
         (AutomationType.SCHEDULED, {"cron": "0 9 * * SUN", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        (AutomationType.SCHEDULED, {"cron": "0 25 * * *", "timezone": "UTC"}, "invalid cron expression"),
         (AutomationType.EVENT, {"event_type": None}, "needs the event type"),
         (AutomationType.EVENT, {"event_type": "airbnb.reservation.created", "cron": "* * * * *"},
          "has no schedule"),
