@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -61,8 +63,14 @@ def test_stayops_up_reaches_the_ready_line_and_every_service_is_healthy(tmp_path
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         output = "".join(lines)
         owner_token = output.split("token owner:\n", 1)[1].splitlines()[0].strip()
-        tasks = httpx.get("http://127.0.0.1:8001/v1/tasks", headers={"Authorization": f"Bearer {owner_token}"})
+        owner = {"Authorization": f"Bearer {owner_token}"}
+        tasks = httpx.get("http://127.0.0.1:8001/v1/tasks", headers=owner)
         assert tasks.status_code == 200
+        automations = httpx.get("http://127.0.0.1:8003/v1/automations", headers=owner).json()["items"]
+        weekly = next(a for a in automations if a["name"] == "Weekly price optimisation")
+        assert (weekly["cron"], weekly["action"]["workflow_key"]) == ("0 9 * * 0", "dynamic-pricing")
+        next_fire = datetime.fromisoformat(weekly["next_fire_at"]).astimezone(ZoneInfo(weekly["timezone"]))
+        assert (next_fire.weekday(), next_fire.hour, next_fire.minute) == (6, 9, 0), "Sundays 09:00, local time"
     finally:
         process.send_signal(signal.SIGINT)
         try:

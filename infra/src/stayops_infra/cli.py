@@ -8,12 +8,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from stayops_infra import runlock
+from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig, bootstrap_servers_from_env
 from stayops_infra.errors import StackError
 from stayops_infra.eventtail import tail_events
@@ -177,7 +179,14 @@ def seed_solo_command(
         )
     except Exception as exc:
         raise _fail(StackError(f"seeding failed (is the stack up?): {exc!r}")) from exc
-    print_seed(console, seeded.as_json(), as_json=as_json)
+    result = seeded.as_json()
+    try:
+        automation = asyncio.run(create_seed_automations(result))
+        result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
+    except httpx.HTTPError as exc:
+        console.print(f"[yellow]The weekly price automation was not created (is automation-service up?): "
+                      f"{exc!r}[/]", highlight=False)
+    print_seed(console, result, as_json=as_json)
 
 
 @app.command()

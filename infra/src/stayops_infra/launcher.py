@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stayops_infra import runlock
+from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
 from stayops_infra.kafka.tansu import TansuBroker
@@ -168,7 +169,12 @@ async def _run_until_stopped(
                 org_registry(config),
                 idempotent=not isinstance(stack.broker, TansuBroker),
             )
-            print_seed(console, seeded.as_json())
+            result = seeded.as_json()
+            automation = await create_seed_automations(
+                result, automation_url=next(p.base_url for p in processes if p.name == "automation-service")
+            )
+            result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
+            print_seed(console, result)
         console.print(
             f"StayOps is ready: {len(processes)} services, Kafka at {stack.broker.bootstrap}, "
             f"PostgreSQL at 127.0.0.1:{config.pg_port}. Ctrl-C stops it."
@@ -227,6 +233,8 @@ def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) 
         console.print(
             f"  {key}: {user['display_name']} ({user['user_type']}, role {user['role_id']}) user_id={user['user_id']}"
         )
+    for automation in seeded.get("automations", []):
+        console.print(f"  automation: {automation['name']} id={automation['id']}")
     for key, token in seeded["tokens"].items():
         console.print(f"  token {key}:", highlight=False)
         print(token)

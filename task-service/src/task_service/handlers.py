@@ -3,17 +3,43 @@ caller's unit of work."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
+from stayops_kit.errors import PermanentError
 from stayops_kit.outbox import UnitOfWork
+from stayops_schemas.events.agents import AgentResultProduced
+from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
 from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
-from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
+from stayops_schemas.events.tasks import (
+    Priority,
+    TaskAssigned,
+    TaskBlocked,
+    TaskCompleted,
+    TaskCreated,
+    TaskFailed,
+    TaskRequested,
+    TaskStarted,
+    TaskStatus,
+    TaskType,
+)
 from task_service import store
-from task_service.domain import ParentTaskInvalid, Task, TaskNotFound
+from task_service.domain import (
+    AUTOMATION,
+    Assignment,
+    Decision,
+    ParentTaskInvalid,
+    Task,
+    TaskNotFound,
+    choose_assignment,
+    reassign_open_work,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,11 +54,41 @@ class CreateTask:
     due_at: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
     parent_task_id: str | None = None
+    workflow_run_id: str | None = None
+    workflow_step: str | None = None
+    request_id: str | None = None
 
 
 async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> Task:
+    return await _create(uow, caller.org_id, caller.user_id, command)
+
+
+async def task_requested(ctx: EventContext, event: TaskRequested) -> None:
+    command = CreateTask(
+        title=event.title,
+        task_type=event.task_type,
+        priority=event.priority,
+        description=event.description,
+        department_id=event.department_id,
+        role_id=event.role_id,
+        assigned_to=event.assigned_to,
+        due_at=event.due_at,
+        data=event.data,
+        parent_task_id=event.parent_task_id,
+        workflow_run_id=event.workflow_run_id,
+        workflow_step=event.workflow_step,
+        request_id=event.request_id,
+    )
+    await _create(ctx.uow, event.org_id, event.requested_by, command)
+
+
+async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: CreateTask) -> Task:
+    if command.request_id is not None:
+        existing = await store.find_by_request(uow.conn, org_id, command.request_id)
+        if existing is not None:
+            return existing
     if command.parent_task_id is not None:
-        parent = await store.get_task(uow.conn, caller.org_id, command.parent_task_id)
+        parent = await store.get_task(uow.conn, org_id, command.parent_task_id)
         if parent is None:
             raise ParentTaskInvalid(
                 f"parent task {command.parent_task_id} does not exist in your organisation"
@@ -40,12 +96,12 @@ async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> T
     now = uow.clock.now()
     task = Task(
         id=uow.ids(),
-        org_id=caller.org_id,
+        org_id=org_id,
         title=command.title,
         task_type=command.task_type,
         status=TaskStatus.PENDING,
         priority=command.priority,
-        created_by=caller.user_id,
+        created_by=created_by,
         created_at=now,
         updated_at=now,
         description=command.description,
@@ -55,12 +111,43 @@ async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> T
         due_at=command.due_at,
         data=command.data,
         parent_task_id=command.parent_task_id,
+        workflow_run_id=command.workflow_run_id,
+        workflow_step=command.workflow_step,
+        request_id=command.request_id,
     )
-    await store.insert_task(uow.conn, task)
-    await uow.announce(
-        "stayops.task.created", task_created(task), org_id=task.org_id, key=task.id
-    )
+    assignment = await _choose_assignment(uow, task)
+    if assignment is not None:
+        task = task.assign(assignment)
+    inserted = await store.insert_task(uow.conn, task)
+    if not inserted and command.request_id is not None:
+        # The same request raced us and won: its task is the answer; announce nothing.
+        winner = await store.find_by_request(uow.conn, org_id, command.request_id)
+        if winner is None:
+            raise RuntimeError(f"request {command.request_id} clashed, yet no task answers it")
+        return winner
+    await uow.announce("stayops.task.created", task_created(task), org_id=org_id, key=task.id)
+    if assignment is not None:
+        await uow.announce("stayops.task.assigned", task_assigned(task, assignment),
+                           org_id=org_id, key=task.id)
     return task
+
+
+async def _choose_assignment(uow: UnitOfWork, task: Task) -> Assignment | None:
+    explicit_type = None
+    if task.assigned_to is not None and task.assigned_to != AUTOMATION:
+        explicit_type = await store.member_type(uow.conn, task.org_id, task.assigned_to)
+    candidates = []
+    if task.assigned_to is None and task.role_id is not None:
+        candidates = await store.lock_role_candidates(uow.conn, task.org_id, task.role_id)
+    return choose_assignment(
+        task_type=task.task_type,
+        assigned_to=task.assigned_to,
+        role_id=task.role_id,
+        department_id=task.department_id,
+        requested_by=task.created_by,
+        explicit_assignee_type=explicit_type,
+        candidates=candidates,
+    )
 
 
 def task_created(task: Task) -> TaskCreated:
@@ -85,6 +172,24 @@ def task_created(task: Task) -> TaskCreated:
     )
 
 
+def task_assigned(task: Task, assignment: Assignment) -> TaskAssigned:
+    assignee_type = assignment.assignee_type
+    return TaskAssigned(
+        task_id=task.id,
+        org_id=task.org_id,
+        workflow_run_id=task.workflow_run_id,
+        workflow_step=task.workflow_step,
+        task_type=task.task_type,
+        title=task.title,
+        data=task.data,
+        assigned_to=assignment.assigned_to,
+        assignee_type=assignee_type,
+        role_id=task.role_id,
+        department_id=task.department_id,
+        rule=assignment.rule,
+    )
+
+
 async def get_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     task = await store.get_task(uow.conn, caller.org_id, task_id)
     if task is None:
@@ -92,22 +197,142 @@ async def get_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     return task
 
 
-async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
-    await store.upsert_member(
-        ctx.uow.conn,
-        {**_membership(event), "joined_at": event.joined_at},
+async def _lock_for(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    """The task, locked for this transaction, if the caller may act on it."""
+    task = await store.get_task(uow.conn, caller.org_id, task_id, for_update=True)
+    if task is None:
+        raise TaskNotFound(task_id)
+    task.check_actor(caller.user_id, caller.role_id)
+    return task
+
+
+async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    task = (await _lock_for(uow, caller, task_id)).start(uow.clock.now())
+    await store.update_task(uow.conn, task)
+    await uow.announce("stayops.task.started", TaskStarted(**_ids(task), started_by=caller.user_id),
+                       org_id=task.org_id, key=task.id)
+    return task
+
+
+async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: dict[str, Any]) -> Task:
+    task = (await _lock_for(uow, caller, task_id)).complete(result, uow.clock.now())
+    await _save_completed(uow, task, completed_by=caller.user_id)
+    return task
+
+
+async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
+    task = (await _lock_for(uow, caller, task_id)).decide(decision, uow.clock.now())
+    await _save_completed(uow, task, completed_by=caller.user_id, decision=decision)
+    return task
+
+
+async def fail_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
+    task = (await _lock_for(uow, caller, task_id)).fail(reason, uow.clock.now())
+    await _save_failed(uow, task, reason, failed_by=caller.user_id)
+    return task
+
+
+async def block_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
+    task = (await _lock_for(uow, caller, task_id)).block(reason, uow.clock.now())
+    await store.update_task(uow.conn, task)
+    await uow.announce("stayops.task.blocked",
+                       TaskBlocked(**_ids(task), reason=reason, blocked_by=caller.user_id),
+                       org_id=task.org_id, key=task.id)
+    return task
+
+
+async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -> None:
+    task = await _lock_reported(ctx, event.task_id)
+    if task.assigned_to != event.agent_user_id:
+        log.info("ignoring result of agent %s for task %s assigned to %s",
+                 event.agent_user_id, task.id, task.assigned_to)
+        return
+    if not task.can_become(TaskStatus.COMPLETED):
+        log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
+        return
+    done = task.complete(event.result, ctx.uow.clock.now())
+    await _save_completed(ctx.uow, done, completed_by=event.agent_user_id)
+
+
+async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
+    task = await _lock_reported(ctx, event.task_id)
+    if task.assigned_to != AUTOMATION:
+        log.info("ignoring action %s for task %s assigned to %s", event.action, task.id, task.assigned_to)
+        return
+    now = ctx.uow.clock.now()
+    if event.outcome is ExecutionOutcome.SUCCESS:
+        if not task.can_become(TaskStatus.COMPLETED):
+            log.info("ignoring finished action for task %s: it is %s", task.id, task.status.value)
+            return
+        await _save_completed(ctx.uow, task.complete(event.result, now), completed_by=AUTOMATION)
+    else:
+        if not task.can_become(TaskStatus.FAILED):
+            log.info("ignoring failed action for task %s: it is %s", task.id, task.status.value)
+            return
+        reason = event.error or f"action {event.action} failed"
+        await _save_failed(ctx.uow, task.fail(reason, now), reason, failed_by=AUTOMATION)
+
+
+async def _lock_reported(ctx: EventContext, task_id: str) -> Task:
+    task = await store.get_task(ctx.uow.conn, ctx.org_id, task_id, for_update=True)
+    if task is None:
+        raise PermanentError(f"task {task_id} does not exist in org {ctx.org_id}: nothing to report on")
+    return task
+
+
+async def _save_completed(
+    uow: UnitOfWork, task: Task, *, completed_by: str, decision: Decision | None = None
+) -> None:
+    await store.update_task(uow.conn, task)
+    event = TaskCompleted(
+        **_ids(task),
+        task_type=task.task_type,
+        completed_by=completed_by,
+        result=task.result or {},
+        outcome=decision.outcome if decision else None,
+        comment=decision.comment if decision else None,
+        changes=decision.changes if decision else {},
     )
+    await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id)
+
+
+async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, failed_by: str) -> None:
+    await store.update_task(uow.conn, task)
+    await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=failed_by),
+                       org_id=task.org_id, key=task.id)
+
+
+def _ids(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "org_id": task.org_id,
+        "workflow_run_id": task.workflow_run_id,
+        "workflow_step": task.workflow_step,
+    }
+
+
+async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
+    await store.upsert_member(ctx.uow.conn, {**_membership(event), "joined_at": event.joined_at}, joined=True)
 
 
 async def member_updated(ctx: EventContext, event: MemberUpdated) -> None:
-    await store.upsert_member(
-        ctx.uow.conn,
-        {**_membership(event), "joined_at": event.updated_at},
-    )
+    # `joined_at` only for a first sighting (the update overtook the join).
+    await store.upsert_member(ctx.uow.conn, {**_membership(event), "joined_at": event.updated_at}, joined=False)
 
 
 async def member_left(ctx: EventContext, event: MemberLeft) -> None:
-    await store.deactivate_member(ctx.uow.conn, event.org_id, event.user_id)
+    """The leaver's open work is handed on by the assignment rule, and announced."""
+    conn = ctx.uow.conn
+    await store.deactivate_member(conn, event.org_id, event.user_id)
+    open_tasks = await store.lock_open_tasks_of(conn, event.org_id, event.user_id)
+    roles = sorted({t.role_id for t in open_tasks if t.role_id is not None})
+    candidates = {role: await store.lock_role_candidates(conn, event.org_id, role) for role in roles}
+    now = ctx.uow.clock.now()
+    for task, assignment in reassign_open_work(event.user_id, open_tasks, candidates):
+        handed_on = replace(task.assign(assignment), updated_at=now)
+        await store.update_task(conn, handed_on)
+        await ctx.uow.announce("stayops.task.assigned", task_assigned(handed_on, assignment),
+                               org_id=task.org_id, key=task.id)
 
 
 def _membership(event: MemberJoined | MemberUpdated) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from stayops_schemas.events.org import UserType
 Title = Annotated[str, Field(min_length=1, max_length=300)]
 
 
+# The system user `automated` tasks are assigned to; automation-service executes them.
+AUTOMATION_ASSIGNEE = "automation"
+
+
 class TaskType(StrEnum):
     MANUAL = "manual"
     AUTOMATED = "automated"
@@ -119,6 +123,10 @@ class TaskAssigned(_TaskEvent):
 
     @model_validator(mode="after")
     def _assignee_type_names_an_assignee(self) -> Self:
+        if self.assigned_to == AUTOMATION_ASSIGNEE:
+            if self.assignee_type is not None:
+                raise ValueError("the automation system user is neither a human nor an AI agent")
+            return self
         if (self.assigned_to is None) != (self.assignee_type is None):
             raise ValueError("assigned_to and assignee_type are set together or not at all")
         return self

@@ -1,0 +1,91 @@
+"""Who a new task goes to: an explicit assignee, else the role's rule (fewest open
+tasks, then oldest membership, then user id), else the department's queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stayops_schemas.events.org import UserType
+from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
+from task_service.domain import (
+    AUTOMATION,
+    Assignment,
+    Candidate,
+    Task,
+    assign_by_role,
+    choose_assignment,
+    reassign_open_work,
+)
+
+EARLY = datetime(2025, 1, 1, tzinfo=UTC)
+LATE = EARLY + timedelta(days=30)
+
+
+def member(user_id: str, open_tasks: int, joined_at: datetime = EARLY,
+           user_type: UserType = UserType.HUMAN) -> Candidate:
+    return Candidate(user_id=user_id, user_type=user_type, joined_at=joined_at, open_tasks=open_tasks)
+
+
+def test_the_member_with_fewest_open_tasks_wins_human_or_agent() -> None:
+    chosen = assign_by_role("revenue-manager", [
+        member("alice", 2), member("ai-rm", 0, LATE, UserType.AI_AGENT), member("bob", 1),
+    ])
+    assert (chosen.assigned_to, chosen.assignee_type) == ("ai-rm", UserType.AI_AGENT)
+    assert chosen.rule.startswith("role:revenue-manager -> fewest open tasks (0) among 3")
+
+
+def test_a_tie_goes_to_the_oldest_membership_then_the_smallest_user_id() -> None:
+    assert assign_by_role("r", [member("zed", 1, EARLY), member("amy", 1, LATE)]).assigned_to == "zed"
+    assert assign_by_role("r", [member("zed", 1), member("amy", 1)]).assigned_to == "amy"
+
+
+def test_a_role_without_active_members_keeps_the_task_in_its_queue() -> None:
+    queued = assign_by_role("owner", [])
+    assert (queued.assigned_to, queued.assignee_type) == (None, None)
+    assert "role:owner" in queued.rule
+
+
+def choose(**overrides: Any) -> Assignment | None:
+    args: dict[str, Any] = {
+        "task_type": TaskType.MANUAL, "assigned_to": None, "role_id": None, "department_id": None,
+        "requested_by": "u-1", "explicit_assignee_type": None, "candidates": [],
+    }
+    return choose_assignment(**{**args, **overrides})
+
+
+def test_an_explicit_assignee_beats_the_role() -> None:
+    chosen = choose(assigned_to="u-42", role_id="owner", explicit_assignee_type=UserType.AI_AGENT,
+                    candidates=[member("alice", 0)])
+    assert chosen == Assignment("u-42", UserType.AI_AGENT, "assigned by user u-1")
+
+
+def test_automation_is_kept_as_given_without_a_user_type() -> None:
+    chosen = choose(task_type=TaskType.AUTOMATED, assigned_to=AUTOMATION)
+    assert chosen is not None
+    assert (chosen.assigned_to, chosen.assignee_type) == (AUTOMATION, None)
+
+
+def test_without_role_the_department_queue_and_without_either_nothing() -> None:
+    assert choose(department_id="housekeeping") == Assignment(
+        None, None, "department:housekeeping -> department queue (no role given)")
+    assert choose() is None
+
+
+def open_task(task_id: str, role_id: str | None = None, department_id: str | None = None) -> Task:
+    return Task(id=task_id, org_id="o1", title="t", task_type=TaskType.MANUAL, status=TaskStatus.PENDING,
+                priority=Priority.MEDIUM, created_by="u-1", created_at=EARLY, updated_at=EARLY,
+                role_id=role_id, department_id=department_id, assigned_to="leaver")
+
+
+def test_a_leavers_open_work_is_spread_over_the_role_by_the_same_rule() -> None:
+    plan = reassign_open_work(
+        "leaver",
+        [open_task("t1", "cleaner"), open_task("t2", "cleaner"), open_task("t3", department_id="ops"),
+         open_task("t4")],
+        {"cleaner": [member("amy", 0, LATE), member("zed", 0, EARLY), member("leaver", 0)]},
+    )
+    assert [(task.id, a.assigned_to) for task, a in plan] == [
+        ("t1", "zed"), ("t2", "amy"), ("t3", None), ("t4", None)]
+    assert all(a.rule.startswith("leaver left the organisation; ") for _, a in plan)
+    assert plan[2][1].rule.endswith("department:ops -> department queue")
