@@ -105,13 +105,14 @@ async def list_tasks(
     task_type: TaskType | None = None,
     assigned_to: str | None = None,
     role_id: str | None = None,
+    workflow_run_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> TaskPage:
     async with runtime.engine.connect() as conn:
         items, total = await store.list_tasks(
-            conn, caller.org_id, status=status_, task_type=task_type,
-            assigned_to=assigned_to, role_id=role_id, limit=limit, offset=offset,
+            conn, caller.org_id, status=status_, task_type=task_type, assigned_to=assigned_to,
+            role_id=role_id, workflow_run_id=workflow_run_id, limit=limit, offset=offset,
         )
     return TaskPage(items=[TaskOut.of(t) for t in items], total=total, limit=limit, offset=offset)
 

@@ -49,6 +49,8 @@ sa.Index("tasks_org_assignee_status", tasks.c.org_id, tasks.c.assigned_to, tasks
 sa.Index("tasks_org_role_status", tasks.c.org_id, tasks.c.role_id, tasks.c.status)
 sa.Index("tasks_request", tasks.c.org_id, tasks.c.request_id, unique=True,
          postgresql_where=tasks.c.request_id.is_not(None))
+sa.Index("tasks_org_run", tasks.c.org_id, tasks.c.workflow_run_id,
+         postgresql_where=tasks.c.workflow_run_id.is_not(None))
 
 members = sa.Table(
     "directory_members",
@@ -158,11 +160,14 @@ async def list_tasks(
     task_type: TaskType | None = None,
     assigned_to: str | None = None,
     role_id: str | None = None,
+    workflow_run_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Task], int]:
     scope = OrgScope(tasks, org_id)
     conditions = []
+    if workflow_run_id is not None:
+        conditions.append(tasks.c.workflow_run_id == workflow_run_id)
     if status is not None:
         conditions.append(tasks.c.status == status.value)
     if task_type is not None:
