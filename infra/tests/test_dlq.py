@@ -56,7 +56,9 @@ async def test_a_parked_event_is_listed_then_redriven_and_applies_once(stack: An
         assert await effects_of(engine, org) == []
 
         broken["yes"] = False
-        assert await redrive(stack.kafka_bootstrap, group) == (1, 0)
+        # The group also parked other tests' bad records from the shared topic.
+        redriven, _ = await redrive(stack.kafka_bootstrap, group)
+        assert redriven >= 1
         effects = await eventually(lambda: effects_of(engine, org), what="the redriven event applied")
         assert [(key, seq) for key, seq, _ in effects] == [("k1", 1)]
         assert await redrive(stack.kafka_bootstrap, group) == (0, 0), "each parked record is redriven once"

@@ -21,8 +21,8 @@ from agent_service.app import NAME, create_app
 from agent_service.domain import Listing, Reservation
 from stayops_kit.runtime import ServiceRuntime
 from stayops_kit.settings import ServiceSettings
-from stayops_kit.testing import eventually
-from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_kit.testing import decoded, eventually
+from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.base import Payload
@@ -225,7 +225,9 @@ async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_th
         async def both_results() -> bool:
             batch = await consumer.getmany(timeout_ms=200)
             for record in (r for part in batch.values() for r in part):
-                event = from_kafka(record.key, record.value, record.headers)
+                event = decoded(record)
+                if event is None:
+                    continue
                 if event.orgid == org and event.type == "stayops.agent.result.produced":
                     results[event.data["task_id"]] = event
             return tasks["pricing"] in results and tasks["unknown"] in results
@@ -296,7 +298,9 @@ async def test_a_review_of_repriced_nights_that_earned_less_alerts_the_owner(ser
         async def review_and_alert() -> bool:
             batch = await consumer.getmany(timeout_ms=200)
             for record in (r for part in batch.values() for r in part):
-                event = from_kafka(record.key, record.value, record.headers)
+                event = decoded(record)
+                if event is None:
+                    continue
                 if event.orgid == org:
                     seen[(event.type, event.data.get("task_id") or event.data.get("request_id"))] = event
             return (("stayops.agent.result.produced", review_task) in seen

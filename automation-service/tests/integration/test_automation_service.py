@@ -31,7 +31,6 @@ from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS, event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.org import UserType
 from stayops_schemas.events.sync import (
     NightlyPrice,
     PriceUpdated,
@@ -265,7 +264,7 @@ def automated(org: str, task_id: str, data: dict[str, Any], *, assigned_to: str 
         task_id=task_id, org_id=org, task_type=TaskType.AUTOMATED, title="automated work", data=data,
         workflow_run_id="run-1", workflow_step="sync", assigned_to=assigned_to,
         # The schema pairs assigned_to with an assignee type; automation is a system user.
-        assignee_type=UserType.AI_AGENT, rule="task type automated -> automation",
+        rule="task type automated -> automation",
     )
 
 

@@ -25,7 +25,8 @@ def assigned(task_type: TaskType, assigned_to: str | None = "automation") -> Tas
     return TaskAssigned(task_id="t-1", org_id="org-1", task_type=task_type, title="Publish prices",
                         data={"action": "publish_prices", "listing_ids": ["l-1"]},
                         workflow_run_id="run-1", workflow_step="publish",
-                        assigned_to=assigned_to, assignee_type=UserType.AI_AGENT if assigned_to else None,
+                        assigned_to=assigned_to,
+                        assignee_type=None if assigned_to in (None, "automation") else UserType.HUMAN,
                         rule="task type automated -> automation-service")
 
 

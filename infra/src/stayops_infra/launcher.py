@@ -170,10 +170,10 @@ async def _run_until_stopped(
                 idempotent=not isinstance(stack.broker, TansuBroker),
             )
             result = seeded.as_json()
-            automation = await create_seed_automations(
-                result, automation_url=next(p.base_url for p in processes if p.name == "automation-service")
-            )
-            result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
+            automation_service = next((p for p in processes if p.name == "automation-service"), None)
+            if automation_service is not None:
+                automation = await create_seed_automations(result, automation_url=automation_service.base_url)
+                result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
             print_seed(console, result)
         console.print(
             f"StayOps is ready: {len(processes)} services, Kafka at {stack.broker.bootstrap}, "

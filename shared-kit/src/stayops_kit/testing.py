@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -31,6 +31,9 @@ from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
+from stayops_schemas.binding import from_kafka
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.errors import SchemaError
 from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
 
 PROBE_EVENT = "stayops.task.created"
@@ -181,6 +184,15 @@ class ProbeDb:
     org_id: str
     bootstrap: str
     group: str
+
+
+def decoded(record: Any) -> Envelope | None:
+    """A record's event, or None for a record that is not one: the session's topics
+    carry other tests' malformed records too."""
+    try:
+        return from_kafka(record.key, record.value, list(record.headers))
+    except SchemaError:
+        return None
 
 
 async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:

@@ -1,19 +1,41 @@
-"""One function per query or event: load, decide, save — all in the caller's unit
-of work."""
+"""One function per command or event: load, decide (the saga in `domain`), save and
+announce — all in the caller's unit of work."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
+from stayops_kit.errors import DomainError, PermanentError
 from stayops_kit.outbox import UnitOfWork
-from stayops_schemas.events.tasks import TaskCompleted, TaskFailed
+from stayops_schemas.catalog import event_type as catalog_entry
+from stayops_schemas.events.base import Payload
+from stayops_schemas.events.tasks import Priority, TaskCompleted, TaskFailed, TaskRequested, TaskType
+from stayops_schemas.events.workflows import (
+    RunStatus,
+    WaitKind,
+    WorkflowRunCancelled,
+    WorkflowRunCompleted,
+    WorkflowRunFailed,
+    WorkflowRunRequested,
+    WorkflowRunStarted,
+    WorkflowRunWaiting,
+)
 from workflow_service import store
+from workflow_service.definitions import Definition, builtin_documents, parse, resolve_parameters
 from workflow_service.domain import (
+    FINISHED,
+    SERVICE_ACTOR,
+    RunAlreadyFinished,
     RunLogEntry,
     RunNotFound,
+    Saga,
+    Transition,
+    WorkflowDefinition,
+    WorkflowNotFound,
     WorkflowRun,
     task_completed_entry,
     task_failed_entry,
@@ -28,6 +50,68 @@ class RunWithLog:
     log: list[RunLogEntry]
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """Ask for a run: from REST (request_id = the Idempotency-Key) or from
+    `stayops.workflow.run.requested`."""
+
+    org_id: str
+    workflow_key: str
+    parameters: dict[str, Any]
+    requested_by: str
+    request_id: str | None = None
+    workflow_version: int | None = None
+
+
+# --- definitions ----------------------------------------------------------------
+
+async def publish_definition(uow: UnitOfWork, caller: Caller, document: dict[str, Any]) -> WorkflowDefinition:
+    """Validate a definition document and store it as the next version of its key."""
+    definition = parse(document)
+    await store.lock_definition_key(uow.conn, caller.org_id, definition.key)
+    version = await store.latest_version(uow.conn, caller.org_id, definition.key) + 1
+    published = WorkflowDefinition(
+        org_id=caller.org_id, key=definition.key, version=version, name=definition.name,
+        document={**document, "version": version}, created_at=uow.clock.now(), created_by=caller.user_id,
+    )
+    await store.insert_definition(uow.conn, published)
+    return published
+
+
+async def _ensure_builtins(uow: UnitOfWork) -> list[WorkflowDefinition]:
+    seeded = []
+    for key, document in builtin_documents().items():
+        builtin = WorkflowDefinition(
+            org_id=store.BUILTIN_ORG, key=key, version=int(document.get("version", 1)), name=document["name"],
+            document=document, created_at=uow.clock.now(), created_by=SERVICE_ACTOR,
+        )
+        await store.ensure_definition(uow.conn, builtin)
+        seeded.append(builtin)
+    return seeded
+
+
+async def list_definitions(uow: UnitOfWork, caller: Caller) -> list[WorkflowDefinition]:
+    """The latest version of each of the org's workflows, and the built-ins it has not replaced."""
+    own = await store.list_latest_definitions(uow.conn, caller.org_id)
+    keys = {d.key for d in own}
+    await _ensure_builtins(uow)
+    builtins = await store.list_latest_definitions(uow.conn, store.BUILTIN_ORG)
+    return sorted(own + [d for d in builtins if d.key not in keys], key=lambda d: d.key)
+
+
+async def _definition_for(uow: UnitOfWork, org_id: str, key: str, version: int | None) -> WorkflowDefinition:
+    found = await store.get_definition(uow.conn, org_id, key, version)
+    if found is None and key in builtin_documents() and (
+            version is None or await store.latest_version(uow.conn, org_id, key) == 0):
+        await _ensure_builtins(uow)
+        found = await store.get_definition(uow.conn, store.BUILTIN_ORG, key, version)
+    if found is None:
+        raise WorkflowNotFound(key if version is None else f"{key} v{version}")
+    return found
+
+
+# --- runs -----------------------------------------------------------------------
+
 async def get_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
     run = await store.get_run(uow.conn, caller.org_id, run_id)
     if run is None:
@@ -35,12 +119,65 @@ async def get_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
     return RunWithLog(run, await store.run_log_of(uow.conn, caller.org_id, run_id))
 
 
+async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, bool]:
+    """Start a run, once per request id; returns the run and whether it is new."""
+    if request.request_id is not None:
+        existing = await store.run_by_request(uow.conn, request.org_id, request.request_id)
+        if existing is not None:
+            return existing, False
+    stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
+    definition = parse(stored.document)
+    parameters = resolve_parameters(definition, request.parameters)
+    now = uow.clock.now()
+    run = WorkflowRun(
+        id=uow.ids(), org_id=request.org_id, workflow_key=stored.key, workflow_version=stored.version,
+        status=RunStatus.RUNNING, started_at=now, updated_at=now, parameters=parameters,
+        started_by=request.requested_by, request_id=request.request_id, definition_org_id=stored.org_id,
+    )
+    run = replace(run, correlation_id=run.id)
+    if not await store.insert_run_once(uow.conn, run):
+        # Someone else started it for this request id a moment ago.
+        existing = await store.run_by_request(uow.conn, request.org_id, request.request_id or "")
+        if existing is None:
+            raise RuntimeError(f"run for request {request.request_id} vanished")
+        return existing, False
+    await uow.announce("stayops.workflow.run.started", WorkflowRunStarted(
+        run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
+        parameters=parameters, request_id=request.request_id, started_by=request.requested_by,
+    ), org_id=run.org_id, key=run.id, correlation_id=run.id)
+    saga = Saga(definition, run.id, parameters, org_id=run.org_id)
+    run = await _apply(uow, run, definition, saga.start())
+    return run, True
+
+
+async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
+    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status in FINISHED:
+        raise RunAlreadyFinished(run_id, run.status)
+    definition = await _parsed_definition(uow, run)
+    await _apply(uow, run, definition, _saga_of(definition, run).cancel(caller.user_id, reason),
+                 cancelled_by=caller.user_id, reason=reason)
+    return await get_run(uow, caller, run_id)
+
+
+async def run_requested(ctx: EventContext, event: WorkflowRunRequested) -> None:
+    try:
+        await start_run(ctx.uow, RunRequest(
+            org_id=event.org_id, workflow_key=event.workflow_key, parameters=event.parameters,
+            requested_by=event.requested_by, request_id=event.request_id, workflow_version=event.workflow_version,
+        ))
+    except DomainError as exc:
+        raise PermanentError(f"cannot start {event.workflow_key} for request {event.request_id}: {exc}") from exc
+
+
 async def _run_of(ctx: EventContext, org_id: str, run_id: str | None) -> WorkflowRun | None:
     """The run a task event names, if it is one of this org's runs. Tasks outside any
     run, and runs of another org, are not this service's business."""
     if run_id is None:
         return None
-    # Locked so that log lines and the saga's own writes to one run are serialised.
+    # Locked so that the saga's writes to one run are serialised.
     run = await store.get_run(ctx.uow.conn, org_id, run_id, for_update=True)
     if run is None:
         log.debug("%s names run %s, which org %s does not have", ctx.envelope.type, run_id, org_id)
@@ -49,11 +186,151 @@ async def _run_of(ctx: EventContext, org_id: str, run_id: str | None) -> Workflo
 
 async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
     run = await _run_of(ctx, event.org_id, event.workflow_run_id)
-    if run is not None:
-        await store.append_log(ctx.uow.conn, task_completed_entry(run, event, ctx.envelope.time))
+    if run is None:
+        return
+    entry = task_completed_entry(run, event, ctx.uow.clock.now())
+    if run.status in FINISHED or event.workflow_step is None:
+        await store.append_log(ctx.uow.conn, _ignored(entry, run))
+        return
+    definition = await _parsed_definition(ctx.uow, run)
+    transition = _saga_of(definition, run).task_completed(
+        event.workflow_step, actor=event.completed_by, result=event.result,
+        outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
+    )
+    await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
+    await _apply(ctx.uow, run, definition, transition)
 
 
 async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     run = await _run_of(ctx, event.org_id, event.workflow_run_id)
-    if run is not None:
-        await store.append_log(ctx.uow.conn, task_failed_entry(run, event, ctx.envelope.time))
+    if run is None:
+        return
+    entry = task_failed_entry(run, event, ctx.uow.clock.now())
+    if run.status in FINISHED or event.workflow_step is None:
+        await store.append_log(ctx.uow.conn, _ignored(entry, run))
+        return
+    definition = await _parsed_definition(ctx.uow, run)
+    transition = _saga_of(definition, run).task_failed(
+        event.workflow_step, actor=event.failed_by or entry.actor, reason=event.reason)
+    await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
+    await _apply(ctx.uow, run, definition, transition)
+
+
+async def reply_received(ctx: EventContext, event: Payload) -> None:
+    """A reply an `emit_and_await` step may wait for: its request id names the run."""
+    request_id = str(getattr(event, "request_id", "") or "")
+    run = await _run_of(ctx, ctx.org_id, request_id.split(":", 1)[0] or None) if ":" in request_id else None
+    if run is None or run.status in FINISHED:
+        return
+    definition = await _parsed_definition(ctx.uow, run)
+    transition = _saga_of(definition, run).reply_received(
+        ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source)
+    await _apply(ctx.uow, run, definition, transition)
+
+
+async def fire_due_timers(uow: UnitOfWork) -> int:
+    """Fire the timers due by the database clock, each advancing its run, in this
+    transaction; returns how many fired. A timer whose run cannot advance is logged
+    on the run and stays fired, so it cannot block the others."""
+    fired = await store.claim_due_timers(uow.conn)
+    for timer in fired:
+        # Events of a timer that fails must not leave with the others: keep what was
+        # pending before it, and put that back if it fails.
+        pending_before = {table: list(rows) for table, rows in uow.pending.rows.items()}
+        announced_before = len(uow.announced)
+        try:
+            async with uow.conn.begin_nested():
+                run = await store.get_run(uow.conn, timer.org_id, timer.run_id, for_update=True)
+                if run is None or run.status in FINISHED:
+                    continue
+                definition = await _parsed_definition(uow, run)
+                await _apply(uow, run, definition, _saga_of(definition, run).timer_fired(timer.step, timer.id))
+        except Exception as exc:
+            uow.pending.rows = pending_before
+            del uow.announced[announced_before:]
+            log.exception("timer %s of run %s could not fire", timer.id, timer.run_id)
+            await store.append_log(uow.conn, RunLogEntry(
+                run_id=timer.run_id, org_id=timer.org_id, at=uow.clock.now(), actor="timer",
+                message=f"timer {timer.id} of step {timer.step} could not advance the run: {exc}"))
+    return len(fired)
+
+
+# --- applying a transition --------------------------------------------------------
+
+def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
+    return replace(entry, message=f"{entry.message} - ignored: run is {run.status.value}"
+                                  + (f" at step {run.current_step}" if run.current_step else ""))
+
+
+async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition:
+    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
+                                        run.workflow_version)
+    if stored is None:
+        raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
+    return parse(stored.document)
+
+
+def _saga_of(definition: Definition, run: WorkflowRun) -> Saga:
+    return Saga(definition, run.id, run.parameters, run.state, run.status, run.current_step, org_id=run.org_id)
+
+
+async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition, *,
+                 cancelled_by: str | None = None, reason: str | None = None) -> WorkflowRun:
+    """Save a transition: log lines, task requests, timers, events and the run row."""
+    if not transition.applied:
+        return run
+    now = uow.clock.now()
+    for line in transition.log:
+        await store.append_log(uow.conn, RunLogEntry(run.id, run.org_id, now, line.actor, line.message))
+
+    async def announce(event_type: str, payload: Payload) -> None:
+        await uow.announce(event_type, payload, org_id=run.org_id, key=run.id, correlation_id=run.id)
+
+    for task in transition.tasks:
+        await announce("stayops.task.requested", TaskRequested(
+            request_id=task.request_id, org_id=run.org_id, title=task.title, task_type=TaskType(task.task_type),
+            priority=Priority(task.priority), description=task.description, role_id=task.role_id,
+            assigned_to=task.assigned_to, data=task.data, workflow_run_id=run.id, workflow_step=task.workflow_step,
+            requested_by=SERVICE_ACTOR,
+        ))
+    wake_at = None
+    for timer in transition.timers:
+        timer_id = uow.ids()
+        wake_at = await store.insert_timer(uow.conn, timer_id=timer_id, run_id=run.id, org_id=run.org_id,
+                                           step=timer.step, delay=timer.delay, at=timer.at)
+        if transition.waiting and transition.waiting.get("step") == timer.step:
+            transition.waiting["timer_id"] = timer_id
+    for emit in transition.emits:  # checked by the saga, which failed the step if invalid
+        await announce(emit.event_type, catalog_entry(emit.event_type).model.model_validate(emit.data))
+    common: dict[str, Any] = {"run_id": run.id, "org_id": run.org_id, "workflow_key": run.workflow_key,
+                              "workflow_version": run.workflow_version, "step": transition.current_step}
+    status = transition.status
+    started_waiting = bool(transition.tasks or transition.timers or transition.emits)
+    if status is RunStatus.WAITING and transition.wait_kind is not None and started_waiting:
+        waiting = transition.waiting or {}
+        kind = transition.wait_kind
+        await announce("stayops.workflow.run.waiting", WorkflowRunWaiting(
+            **common, waiting_for=kind,
+            task_id=(transition.tasks[0].request_id if transition.tasks else waiting.get("request_id"))
+            if kind is WaitKind.TASK else None,
+            event_type=waiting.get("reply_type") if kind is WaitKind.EVENT else None,
+            wake_at=wake_at if kind is WaitKind.TIMER else None,
+        ))
+    elif status is RunStatus.COMPLETED:
+        await announce("stayops.workflow.run.completed", WorkflowRunCompleted(**common, result=transition.result or {}))
+    elif status is RunStatus.FAILED:
+        await announce("stayops.workflow.run.failed", WorkflowRunFailed(
+            **common, reason=transition.failure_reason or "failed", compensated=bool(transition.compensated)))
+    elif status is RunStatus.CANCELLED:
+        await announce("stayops.workflow.run.cancelled", WorkflowRunCancelled(
+            **common, cancelled_by=cancelled_by or SERVICE_ACTOR, reason=reason))
+    if status in FINISHED:
+        await store.cancel_timers(uow.conn, run.org_id, run.id)
+    previous_timer = (run.state.get("waiting") or {}).get("timer_id")
+    if previous_timer and (transition.waiting or {}).get("timer_id") != previous_timer:
+        await store.drop_timer(uow.conn, run.org_id, previous_timer)
+    updated = replace(run, status=status, current_step=transition.current_step, state=transition.state,
+                      updated_at=now, result=transition.result, compensated=transition.compensated,
+                      failure_reason=transition.failure_reason)
+    await store.update_run(uow.conn, updated)
+    return updated

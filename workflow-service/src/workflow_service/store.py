@@ -4,6 +4,7 @@ tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,8 +45,13 @@ runs = sa.Table(
     sa.Column("correlation_id", sa.Text),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("definition_org_id", sa.Text, nullable=False),
+    sa.Column("state", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("result", pg.JSONB),
+    sa.Column("compensated", sa.Boolean),
+    sa.Column("failure_reason", sa.Text),
     sa.ForeignKeyConstraint(
-        ["org_id", "workflow_key", "workflow_version"],
+        ["definition_org_id", "workflow_key", "workflow_version"],
         [definitions.c.org_id, definitions.c.key, definitions.c.version],
         name="workflow_runs_definition_fkey",
     ),
@@ -67,6 +73,22 @@ run_log = sa.Table(
 )
 sa.Index("run_log_org_run_at", run_log.c.org_id, run_log.c.run_id, run_log.c.at, run_log.c.id)
 
+timers = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("workflow_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("step", sa.Text, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("fired_at", sa.DateTime(timezone=True)),
+)
+sa.Index("timers_due", timers.c.due_at, postgresql_where=timers.c.fired_at.is_(None))
+sa.Index("timers_org_run", timers.c.org_id, timers.c.run_id)
+
+# The org that owns the built-in definitions every org may run.
+BUILTIN_ORG = "stayops-builtin"
+
 _RUN_FIELDS = [f.name for f in fields(WorkflowRun)]
 _DEFINITION_FIELDS = [f.name for f in fields(WorkflowDefinition)]
 
@@ -86,6 +108,34 @@ async def insert_definition(conn: AsyncConnection, definition: WorkflowDefinitio
     await conn.execute(OrgScope(definitions, definition.org_id).insert(**asdict(definition)))
 
 
+async def ensure_definition(conn: AsyncConnection, definition: WorkflowDefinition) -> None:
+    """Insert a definition version unless it is there (built-ins are seeded this way)."""
+    await conn.execute(
+        pg.insert(definitions).values(**asdict(definition)).on_conflict_do_nothing(
+            index_elements=[definitions.c.org_id, definitions.c.key, definitions.c.version])
+    )
+
+
+async def lock_definition_key(conn: AsyncConnection, org_id: str, key: str) -> None:
+    """Serialise publishing of one org's key, so two POSTs get versions n+1 and n+2."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{org_id}/{key}"))))
+
+
+async def latest_version(conn: AsyncConnection, org_id: str, key: str) -> int:
+    query = OrgScope(definitions, org_id).select(sa.func.max(definitions.c.version)).where(definitions.c.key == key)
+    return int((await conn.execute(query)).scalar() or 0)
+
+
+async def get_definition(conn: AsyncConnection, org_id: str, key: str,
+                         version: int | None = None) -> WorkflowDefinition | None:
+    """One version of an org's workflow; the latest when `version` is None."""
+    query = OrgScope(definitions, org_id).select().where(definitions.c.key == key)
+    if version is not None:
+        query = query.where(definitions.c.version == version)
+    row = (await conn.execute(query.order_by(definitions.c.version.desc()).limit(1))).first()
+    return _to_definition(row) if row else None
+
+
 async def list_latest_definitions(conn: AsyncConnection, org_id: str) -> list[WorkflowDefinition]:
     """The latest version of each of the org's workflows, by key."""
     query = (
@@ -97,10 +147,80 @@ async def list_latest_definitions(conn: AsyncConnection, org_id: str) -> list[Wo
     return [_to_definition(r) for r in (await conn.execute(query)).all()]
 
 
-async def insert_run(conn: AsyncConnection, run: WorkflowRun) -> None:
+def _run_values(run: WorkflowRun) -> dict[str, Any]:
     values = asdict(run)
     values["status"] = run.status.value
-    await conn.execute(OrgScope(runs, run.org_id).insert(**values))
+    values["definition_org_id"] = run.definition_org_id or run.org_id
+    return values
+
+
+async def insert_run(conn: AsyncConnection, run: WorkflowRun) -> None:
+    await conn.execute(OrgScope(runs, run.org_id).insert(**_run_values(run)))
+
+
+async def insert_run_once(conn: AsyncConnection, run: WorkflowRun) -> bool:
+    """Insert a run unless the org already has one for its `request_id`; True if inserted."""
+    query = pg.insert(runs).values(**_run_values(run)).on_conflict_do_nothing(
+        index_elements=[runs.c.org_id, runs.c.request_id], index_where=runs.c.request_id.is_not(None))
+    return bool((await conn.execute(query)).rowcount)
+
+
+async def run_by_request(conn: AsyncConnection, org_id: str, request_id: str) -> WorkflowRun | None:
+    row = (await conn.execute(OrgScope(runs, org_id).select().where(runs.c.request_id == request_id))).first()
+    return _to_run(row) if row else None
+
+
+async def update_run(conn: AsyncConnection, run: WorkflowRun) -> None:
+    values = _run_values(run)
+    for unchanged in ("id", "org_id", "started_at", "request_id", "workflow_key", "workflow_version"):
+        values.pop(unchanged)
+    await conn.execute(OrgScope(runs, run.org_id).update().where(runs.c.id == run.id).values(**values))
+
+
+async def insert_timer(conn: AsyncConnection, *, timer_id: str, run_id: str, org_id: str, step: str,
+                       delay: timedelta | None, at: datetime | None) -> datetime:
+    """A durable timer due `delay` after the database's now (or at `at`); returns its due time."""
+    due = sa.func.now() + delay if delay is not None else sa.literal(at, sa.DateTime(timezone=True))
+    query = OrgScope(timers, org_id).insert(id=timer_id, run_id=run_id, step=step, due_at=due).returning(
+        timers.c.due_at)
+    return (await conn.execute(query)).scalar_one()  # type: ignore[no-any-return]
+
+
+async def cancel_timers(conn: AsyncConnection, org_id: str, run_id: str) -> None:
+    await conn.execute(OrgScope(timers, org_id).delete().where(timers.c.run_id == run_id,
+                                                               timers.c.fired_at.is_(None)))
+
+
+async def drop_timer(conn: AsyncConnection, org_id: str, timer_id: str) -> None:
+    """Forget a timer nobody waits for any more (a reply came before the timeout)."""
+    await conn.execute(OrgScope(timers, org_id).delete().where(timers.c.id == timer_id, timers.c.fired_at.is_(None)))
+
+
+async def claim_due_timers(conn: AsyncConnection, limit: int = 50) -> list[Any]:
+    """Mark due timers fired, by the database clock; a timer another worker holds is
+    skipped, one already fired is never fired again. Returns (id, run_id, org_id, step, due_at)."""
+    due = (
+        sa.select(timers.c.id, timers.c.due_at)
+        .where(timers.c.fired_at.is_(None), timers.c.due_at <= sa.func.now())
+        .order_by(timers.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    query = (
+        timers.update()
+        .where(timers.c.id == due.c.id, timers.c.due_at == due.c.due_at, timers.c.fired_at.is_(None))
+        .values(fired_at=sa.func.now())
+        .returning(timers.c.id, timers.c.run_id, timers.c.org_id, timers.c.step, timers.c.due_at)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def seconds_to_next_timer(conn: AsyncConnection) -> float | None:
+    query = sa.select(sa.func.extract("epoch", sa.func.min(timers.c.due_at) - sa.func.now())).where(
+        timers.c.fired_at.is_(None))
+    value = (await conn.execute(query)).scalar()
+    return None if value is None else float(value)
 
 
 async def get_run(
