@@ -188,3 +188,39 @@ async def test_two_orgs_run_at_once_without_seeing_each_other(
     assert my_run["status"] == their_run["status"] == "completed"
     assert by_action(await pricing.run_tasks(org, mine), "publish_prices")
     assert not by_action(await pricing.run_tasks(other, theirs), "publish_prices")
+
+
+TIMED = {
+    "key": "timed-follow-up",
+    "name": "Follow up after a pause",
+    "parameters": {"type": "object", "required": ["owner"], "properties": {"owner": {"type": "string"}}},
+    "steps": [
+        {"name": "pause", "type": "wait", "duration": "PT4S"},
+        {"name": "follow_up", "type": "task", "task_type": "automated", "assigned_to": "automation",
+         "title": "Follow up",
+         "data": {"action": "notify", "user_id": "${params.owner}", "subject": "Follow-up",
+                  "body": "The pause is over"}},
+    ],
+}
+
+
+async def test_a_durable_timer_fires_after_the_workflow_service_restarts(
+    system: LocalSystem, pricing: PricingClient, org: OrgHandle
+) -> None:
+    workflows = pricing.urls["workflow-service"]
+    created = await pricing.http.post(f"{workflows}/v1/workflows", json=TIMED, headers=org.headers)
+    assert created.status_code == 201, created.text
+    started = await pricing.http.post(f"{workflows}/v1/workflows/timed-follow-up/runs",
+                                      json={"parameters": {"owner": org.owner_user_id}}, headers=org.headers)
+    run_id = started.json()["id"]
+    await pricing.wait_until(org, run_id, statuses=frozenset({"waiting"}), step="pause", timeout_s=60)
+
+    system.kill("workflow-service")  # down across the due time: the timer is in its database
+    await asyncio.sleep(5)
+    await system.restart("workflow-service")
+    run = await pricing.wait_until(org, run_id, timeout_s=60)
+
+    assert run["status"] == "completed", messages(run)
+    timer_lines = [e for e in run["log"] if e["actor"] == "timer"]
+    assert len(timer_lines) == 1, "the timer fired once"
+    assert len(await pricing.run_tasks(org, run_id)) == 1
