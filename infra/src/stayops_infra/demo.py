@@ -61,7 +61,7 @@ async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> 
     first = await client.start_run(org, threshold_pct=BY_RULE_THRESHOLD_PCT, monitor_days=0,
                                    idempotency_key=f"demo-rule-{org.org_id}")
     first_run = await client.wait_until(org, first, timeout_s=180)
-    _print(console, first_run, await client.run_tasks(org, first))
+    _print(console, first_run, await client.run_tasks(org, first), org.names)
 
     console.rule("Run 2: the owner decides over REST")
     second = await client.start_run(org, threshold_pct=BY_OWNER_THRESHOLD_PCT, monitor_days=0,
@@ -70,13 +70,13 @@ async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> 
     console.print(f"The owner's inbox has decision task {task['id']}: {task['title']}")
     await client.decide(org, task["id"], "approved", "Approved for the season (demo)")
     second_run = await client.wait_until(org, second, timeout_s=180)
-    _print(console, second_run, await client.run_tasks(org, second))
+    _print(console, second_run, await client.run_tasks(org, second), org.names)
 
     ok = first_run["status"] == "completed" and second_run["status"] == "completed"
     console.print("[green]Both runs completed.[/]" if ok else "[red]A run did not complete.[/]")
     return 0 if ok else 1
 
 
-def _print(console: Console, run: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
-    for line in timeline(run, tasks):
+def _print(console: Console, run: dict[str, Any], tasks: list[dict[str, Any]], names: dict[str, str]) -> None:
+    for line in timeline(run, tasks, names=names):
         console.print(line, highlight=False, markup=False)

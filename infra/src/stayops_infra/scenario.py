@@ -33,6 +33,10 @@ class OrgHandle:
         )
 
     @property
+    def names(self) -> dict[str, str]:
+        return {self.owner_user_id: "owner", self.agent_user_id: "AI Revenue Manager"}
+
+    @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.owner_token}"}
 
@@ -131,19 +135,25 @@ def _last_log(run: dict[str, Any]) -> str:
     return log[-1]["message"] if log else "(no log)"
 
 
-def timeline(run: dict[str, Any], tasks: list[dict[str, Any]], *, top: int = 5) -> list[str]:
-    """A readable account of a run: who did what, when and why, and which prices changed."""
+def timeline(
+    run: dict[str, Any], tasks: list[dict[str, Any]], *, names: dict[str, str] | None = None, top: int = 5
+) -> list[str]:
+    """A readable account of a run: who did what, when and why, and which prices changed.
+    `names` turns user ids into who they are."""
+    names = names or {}
     lines = [f"run {run['id']}  {run['workflow_key']} v{run['workflow_version']}  -> {run['status']}"]
     for entry in run.get("log", []):
         at = str(entry["at"])[11:19]
-        lines.append(f"  {at}  {entry['actor']:<38} {entry['message']}")
+        actor = names.get(entry["actor"], entry["actor"])
+        lines.append(f"  {at}  {actor:<20} {entry['message']}")
     for task in tasks:
         result = task.get("result") or {}
         recommendations = result.get("recommendations") or []
         if not recommendations:
             continue
         changed = sorted(recommendations, key=lambda r: -abs(float(r.get("change_pct", 0))))[:top]
-        lines.append(f"  prices proposed by {task.get('assigned_to')} (largest changes of {len(recommendations)}):")
+        who = names.get(str(task.get("assigned_to")), task.get("assigned_to"))
+        lines.append(f"  prices proposed by {who} (largest changes of {len(recommendations)} nights):")
         for rec in changed:
             factors = ", ".join(f"{f['name']} {float(f['effect_pct']):+.0f}%" for f in rec.get("factors", [])
                                 if float(f.get("effect_pct", 0)) != 0)
