@@ -75,5 +75,6 @@ class LocalSystem:
         self._stop.set()
         await asyncio.gather(*(asyncio.to_thread(p.terminate) for p in self.processes.values()))
         if self._simulator is not None:
-            with contextlib.suppress(Exception):
+            # Its consumer may end with a cancelled fetch; stopping is all that matters.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._simulator
