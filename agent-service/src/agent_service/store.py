@@ -154,12 +154,6 @@ _LISTING_FIELDS = [f.name for f in fields(Listing)]
 _RESERVATION_FIELDS = [f.name for f in fields(Reservation)]
 
 
-def _pg_insert(scope: OrgScope, values: dict[str, Any]) -> pg.Insert:
-    """The scope's INSERT in its PostgreSQL form, which can say ON CONFLICT."""
-    scope.insert(**values)  # refuses a row of another org
-    return pg.insert(scope.table).values({**values, "org_id": scope.org_id})
-
-
 def _to_profile(row: Any) -> AgentProfile:
     values = dict(row._mapping)
     return AgentProfile(
@@ -179,7 +173,7 @@ async def insert_profile_if_missing(conn: AsyncConnection, profile: AgentProfile
     returns whether it was created."""
     values = {**asdict(profile), "skills": list(profile.skills), "autonomy": profile.autonomy.value}
     statement = (
-        _pg_insert(OrgScope(profiles, profile.org_id), values)
+        OrgScope(profiles, profile.org_id).insert(**values)
         .on_conflict_do_nothing(index_elements=[profiles.c.org_id, profiles.c.user_id])
         .returning(profiles.c.user_id)
     )
@@ -219,7 +213,7 @@ async def activity_of(
 async def upsert_listing(conn: AsyncConnection, listing: Listing) -> None:
     """Keep the listing as last synced; an older sync arriving late changes nothing."""
     values = asdict(listing)
-    statement = _pg_insert(OrgScope(listings, listing.org_id), values)
+    statement = OrgScope(listings, listing.org_id).insert(**values)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[listings.c.org_id, listings.c.listing_id],
@@ -240,7 +234,7 @@ async def upsert_reservation(conn: AsyncConnection, reservation: Reservation) ->
     """Keep the reservation as its latest event says; an older event arriving late
     changes nothing."""
     values = asdict(reservation)
-    statement = _pg_insert(OrgScope(reservations, reservation.org_id), values)
+    statement = OrgScope(reservations, reservation.org_id).insert(**values)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[reservations.c.org_id, reservations.c.reservation_id],
@@ -324,7 +318,7 @@ async def nightly_prices_of(
 
 async def upsert_review(conn: AsyncConnection, review: Review) -> None:
     values = asdict(review)
-    statement = _pg_insert(OrgScope(reviews, review.org_id), values)
+    statement = OrgScope(reviews, review.org_id).insert(**values)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[reviews.c.org_id, reviews.c.review_id],
@@ -384,7 +378,7 @@ async def save_forecast(
         "nights": [{"date": n.date.isoformat(), "recommended_price": str(n.recommended_price),
                     "expected_occupancy": n.expected_occupancy, "change_pct": n.change_pct} for n in nights],
     }
-    statement = _pg_insert(OrgScope(pricing_forecasts, org_id), values)
+    statement = OrgScope(pricing_forecasts, org_id).insert(**values)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[pricing_forecasts.c.org_id, pricing_forecasts.c.listing_id],

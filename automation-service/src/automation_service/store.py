@@ -119,12 +119,6 @@ _ACTION_FIELDS = [f.name for f in fields(AutomatedAction)]
 _NOTIFICATION_FIELDS = [f.name for f in fields(Notification)]
 
 
-def _pg_insert(scope: OrgScope, values: dict[str, Any]) -> pg.Insert:
-    """The scope's INSERT in its PostgreSQL form, which can say ON CONFLICT."""
-    scope.insert(**values)  # refuses a row of another org
-    return pg.insert(scope.table).values({**values, "org_id": scope.org_id})
-
-
 def _to_automation(row: Any) -> Automation:
     values = dict(row._mapping)
     values["kind"] = AutomationType(values["kind"])
@@ -233,7 +227,7 @@ async def insert_execution(conn: AsyncConnection, execution: Execution) -> bool:
     """Record an execution once per (automation, scheduled time). Returns whether it
     is new: False means that time was already fired."""
     statement = (
-        _pg_insert(OrgScope(executions, execution.org_id), _execution_values(execution))
+        OrgScope(executions, execution.org_id).insert(**_execution_values(execution))
         .on_conflict_do_nothing(constraint="automation_executions_once_per_time")
         .returning(executions.c.id)
     )
@@ -292,7 +286,7 @@ async def insert_action(conn: AsyncConnection, action: AutomatedAction) -> bool:
     """Take a task's action once: the same task assigned again changes nothing.
     Returns whether it is new."""
     statement = (
-        _pg_insert(OrgScope(automated_actions, action.org_id), _action_values(action))
+        OrgScope(automated_actions, action.org_id).insert(**_action_values(action))
         .on_conflict_do_nothing(index_elements=[automated_actions.c.org_id, automated_actions.c.task_id])
         .returning(automated_actions.c.task_id)
     )
@@ -323,7 +317,7 @@ async def update_action(conn: AsyncConnection, action: AutomatedAction) -> None:
 async def insert_notification(conn: AsyncConnection, notification: Notification) -> bool:
     """Store a notification once per task. Returns whether it is new."""
     statement = (
-        _pg_insert(OrgScope(notifications, notification.org_id), asdict(notification))
+        OrgScope(notifications, notification.org_id).insert(**asdict(notification))
         .on_conflict_do_nothing(constraint="notifications_once_per_task")
         .returning(notifications.c.id)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 
 class OrgScope:
@@ -26,10 +27,11 @@ class OrgScope:
     def select(self, *columns: Any) -> sa.Select[Any]:
         return sa.select(*(columns or (self.table,))).where(self.where)
 
-    def insert(self, **values: Any) -> sa.Insert:
+    def insert(self, **values: Any) -> postgresql.Insert:
+        """An INSERT of one row into this org (PostgreSQL's, so it can say ON CONFLICT)."""
         if values.get("org_id", self.org_id) != self.org_id:
             raise ValueError("cannot insert a row into another org")
-        return self.table.insert().values({**values, "org_id": self.org_id})
+        return postgresql.insert(self.table).values({**values, "org_id": self.org_id})
 
     def update(self) -> sa.Update:
         return self.table.update().where(self.where)
