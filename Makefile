@@ -38,6 +38,7 @@ typecheck: install
 
 bench: install
 	$(VENV)/bin/python benchmarks/messaging.py
+	$(VENV)/bin/python benchmarks/pricing.py
 
 schemas: install
 	$(STAYOPS) schemas export shared-schemas/schemas
