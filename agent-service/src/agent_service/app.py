@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from agent_service import api, consumers
+from agent_service import api, consumers, work
 from stayops_kit.app import create_app as create_service_app
 from stayops_kit.app import serve
 from stayops_kit.runtime import ServiceSpec
@@ -17,7 +17,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions())
+    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions(),
+                       background=(work.work_loop,))
 
 
 def create_app(**overrides: Any) -> FastAPI:

@@ -108,10 +108,23 @@ MAX_HORIZON_DAYS = 365
 
 
 async def task_assigned(ctx: EventContext, event: TaskAssigned) -> None:
-    """An analysis task assigned to one of this org's agents: run the skill it asks
-    for, log the decision, announce the result. Other tasks are someone else's."""
+    """An analysis task assigned to one of this org's agents is queued for the work
+    loop (`agent_service.work`), which runs it once the sync data it needs is here.
+    Other tasks are someone else's."""
     if event.assigned_to is None or event.task_type is not TaskType.ANALYSIS:
         return
+    if await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to) is None:
+        return
+    await store.queue_work(
+        ctx.uow.conn, ctx.org_id, event.task_id, assignment=event.model_dump(mode="json"),
+        assigned_at=ctx.envelope.time, event_id=ctx.envelope.id, correlation_id=ctx.envelope.correlationid,
+        received_at=ctx.uow.clock.now(),
+    )
+
+
+async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
+    """Run the skill the task asks for, log the decision, announce the result."""
+    assert event.assigned_to is not None
     agent = await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to)
     if agent is None:
         return

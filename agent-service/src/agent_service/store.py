@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_service.domain import Activity, AgentProfile, Autonomy, Listing, Reservation, Review
+from agent_service.domain import Activity, AgentProfile, Autonomy, Listing, Reservation, Review, listing_market_scope
 from agent_service.pricing import ForecastNight, MarketNight, NightRecommendation, Stay
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.sync import MarketRate, NightlyPrice
@@ -121,6 +121,23 @@ reviews = sa.Table(
     sa.CheckConstraint("rating BETWEEN 1 AND 5", name="reviews_rating"),
 )
 sa.Index("reviews_org_listing", reviews.c.org_id, reviews.c.listing_id)
+
+# Analysis tasks wait here until the sync data they need has arrived: the sync's
+# events and the task's assignment come on different topics, in no fixed order.
+agent_work = sa.Table(
+    "agent_work",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("assignment", pg.JSONB, nullable=False),
+    sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("correlation_id", sa.Text),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("done_at", sa.DateTime(timezone=True)),
+)
+sa.Index("agent_work_pending", agent_work.c.received_at, postgresql_where=agent_work.c.done_at.is_(None))
+WORK_CHANNEL = "agent_work"
 
 # `scope` is `listing:<id>` for a listing's comparables or `area:<city>` for an area.
 market_rates = sa.Table(
@@ -402,3 +419,43 @@ async def changed_nights(
         for n in row.nights
         if n["change_pct"] != 0
     ]
+
+
+async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assignment: dict[str, Any],
+                     assigned_at: dt.datetime, event_id: str, correlation_id: str | None,
+                     received_at: dt.datetime) -> None:
+    """Keep an assignment for the work loop (once per task) and wake the loop."""
+    await conn.execute(
+        OrgScope(agent_work, org_id).insert(
+            task_id=task_id, assignment=assignment, assigned_at=assigned_at, event_id=event_id,
+            correlation_id=correlation_id, received_at=received_at,
+        ).on_conflict_do_nothing()
+    )
+    await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
+
+
+async def claim_work(conn: AsyncConnection, limit: int = 20) -> list[Any]:
+    """Pending work of every org, oldest first, locked so two replicas never share it.
+    Cross-org by design: the loop acts on each row with that row's org_id."""
+    return list((await conn.execute(
+        sa.select(agent_work).where(agent_work.c.done_at.is_(None))
+        .order_by(agent_work.c.received_at).limit(limit).with_for_update(skip_locked=True)
+    )).all())
+
+
+async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.datetime) -> None:
+    await conn.execute(OrgScope(agent_work, org_id).update().where(agent_work.c.task_id == task_id)
+                       .values(done_at=at))
+
+
+async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str]) -> bool:
+    """Every listing is known and has its market data (the last record a sync sends
+    for a listing, after its reservations, on the listing's partition)."""
+    if not listing_ids:
+        return True
+    scopes = [listing_market_scope(listing_id) for listing_id in listing_ids]
+    known = (await conn.execute(
+        sa.select(sa.func.count(sa.distinct(market_rates.c.scope)))
+        .where(market_rates.c.org_id == org_id, market_rates.c.scope.in_(scopes))
+    )).scalar_one()
+    return int(known) == len(set(scopes))

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agent_service import store
@@ -318,3 +319,41 @@ async def test_a_review_of_repriced_nights_that_earned_less_alerts_the_owner(ser
     alert = seen[("stayops.task.requested", f"{review_task}:alert")].data
     assert (alert["task_type"], alert["priority"], alert["role_id"]) == ("manual", "high", "owner")
     assert alert["requested_by"] == "u-ai-rm"
+
+
+async def test_a_pricing_task_that_arrives_before_its_sync_data_waits_for_it(service: RunningService) -> None:
+    org, listing_id = new_org(), f"l-{uuid.uuid4().hex[:8]}"
+    today = service.runtime.clock.now().date()
+    task_id = f"t-early-{uuid.uuid4().hex[:6]}"
+    await service.publish("org.member.joined", joined(org, "u-ai-rm", UserType.AI_AGENT), key=org)
+
+    async def agent_known() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            return await store.get_profile(conn, org, "u-ai-rm") is not None
+
+    await eventually(agent_known, timeout=20, what="the agent's profile")
+    await service.publish("stayops.task.assigned", assigned(
+        org, task_id, "u-ai-rm", UserType.AI_AGENT, {"skill": "pricing", "listing_ids": [listing_id],
+                                                     "horizon_days": 14}), key=org)
+
+    async def queued() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(store.agent_work).where(
+                store.agent_work.c.org_id == org, store.agent_work.c.task_id == task_id))).all()
+        return bool(rows) and rows[0].done_at is None
+
+    await eventually(queued, timeout=20, what="the task waiting for its listing's data")
+    # The sync's data comes after the assignment (another topic, no order between them).
+    await service.publish("airbnb.listing.synced", listing(org, listing_id, "120.00", NOW), key=listing_id)
+    await service.publish("airbnb.market.rates.synced", MarketRatesSynced(
+        org_id=org, listing_id=listing_id, currency="EUR", synced_at=NOW,
+        rates=[MarketRate(date=today + timedelta(days=i), median_price=Decimal("120.00"), occupancy=0.6,
+                          sample_size=40) for i in range(14)]), key=listing_id)
+
+    async def priced() -> list[Any]:
+        async with service.runtime.engine.connect() as conn:
+            activity = await store.activity_of(conn, org, "u-ai-rm", limit=10)
+        return [a for a in activity if a.task_id == task_id]
+
+    [decision] = await eventually(priced, timeout=20, what="the pricing decision once the data arrived")
+    assert decision.summary.startswith("priced"), decision.summary

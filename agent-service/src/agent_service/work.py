@@ -1,0 +1,97 @@
+"""The agents' work loop: analysis tasks queued by the consumer run here, once the
+sync data they need has been applied (or after `WAIT_FOR_SYNC`, with what is there).
+
+The wait exists because a sync's data (on `sync.airbnb`) and the next task's
+assignment (on `stayops.tasks`) reach this service on different topics, in no
+guaranteed order, even though the sync finished first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+import asyncpg
+
+from agent_service import handlers, store
+from stayops_kit.consumer import EventContext
+from stayops_kit.db import asyncpg_dsn
+from stayops_kit.runtime import ServiceRuntime
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.tasks import TaskAssigned
+
+log = logging.getLogger(__name__)
+
+WAIT_FOR_SYNC = dt.timedelta(seconds=30)
+RECHECK_S = 0.2  # while work waits for sync data
+IDLE_S = 5.0  # NOTIFY wakes the loop sooner
+
+
+async def work_loop(runtime: ServiceRuntime) -> None:
+    wake = asyncio.Event()
+    listener: asyncpg.Connection | None = None
+    try:
+        while True:
+            if listener is None or listener.is_closed():
+                listener = await _listen(runtime, wake)
+            try:
+                waiting = await perform_ready_work(runtime)
+            except Exception:
+                log.exception("agent work loop: a pass failed; trying again")
+                waiting = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), RECHECK_S if waiting else IDLE_S)
+            wake.clear()
+    finally:
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+
+
+async def _listen(runtime: ServiceRuntime, wake: asyncio.Event) -> asyncpg.Connection | None:
+    try:
+        connection = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
+        await connection.add_listener(store.WORK_CHANNEL, lambda *_: wake.set())
+        return connection
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("agent work loop: cannot LISTEN (%s); polling", exc)
+        return None
+
+
+async def perform_ready_work(runtime: ServiceRuntime) -> bool:
+    """Run every queued task whose data is here; True while some work still waits."""
+    waiting = False
+    async with runtime.engine.begin() as conn:
+        for row in await store.claim_work(conn):
+            assignment = TaskAssigned.model_validate(row.assignment)
+            if not await _ready(conn, row, assignment, runtime.clock.now()):
+                waiting = True
+                continue
+            try:
+                async with conn.begin_nested():
+                    uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
+                    await handlers.perform_assigned_task(EventContext(uow, _envelope(row)), assignment)
+                    await uow.flush()
+            except Exception:
+                # Never block the queue on one task: log it, and the task stays open in
+                # task-service, visible to the people of its role.
+                log.exception("agent work: task %s failed", assignment.task_id)
+            await store.finish_work(conn, row.org_id, assignment.task_id, runtime.clock.now())
+    return waiting
+
+
+async def _ready(conn: Any, row: Any, assignment: TaskAssigned, now: dt.datetime) -> bool:
+    if assignment.data.get("skill") != "pricing" or now - row.received_at > WAIT_FOR_SYNC:
+        return True
+    listing_ids = assignment.data.get("listing_ids")
+    if not isinstance(listing_ids, list):
+        return True  # the skill says what is wrong with the task's data
+    return await store.listings_synced(conn, row.org_id, [str(i) for i in listing_ids])
+
+
+def _envelope(row: Any) -> Envelope:
+    return Envelope(
+        id=row.event_id, type="stayops.task.assigned", source="/task-service", orgid=row.org_id,
+        partitionkey=row.task_id, data=row.assignment, time=row.assigned_at, correlationid=row.correlation_id,
+    )
