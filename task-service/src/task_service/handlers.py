@@ -313,11 +313,27 @@ def _ids(task: Task) -> dict[str, Any]:
 
 async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
     await store.upsert_member(ctx.uow.conn, {**_membership(event), "joined_at": event.joined_at}, joined=True)
+    await _assign_queued(ctx, event.org_id, event.role_id)
 
 
 async def member_updated(ctx: EventContext, event: MemberUpdated) -> None:
     # `joined_at` only for a first sighting (the update overtook the join).
     await store.upsert_member(ctx.uow.conn, {**_membership(event), "joined_at": event.updated_at}, joined=False)
+    await _assign_queued(ctx, event.org_id, event.role_id)
+
+
+async def _assign_queued(ctx: EventContext, org_id: str, role_id: str) -> None:
+    """A role that gains a member hands it the work that waited in the role's queue
+    (the directory and the task requests come on different topics, in no fixed order)."""
+    now = ctx.uow.clock.now()
+    for task in await store.lock_queued_role_tasks(ctx.uow.conn, org_id, role_id):
+        assignment = await _choose_assignment(ctx.uow, task)
+        if assignment is None or assignment.assigned_to is None:
+            continue
+        assigned = replace(task.assign(assignment), updated_at=now)
+        await store.update_task(ctx.uow.conn, assigned)
+        await ctx.uow.announce("stayops.task.assigned", task_assigned(assigned, assignment),
+                               org_id=org_id, key=task.id)
 
 
 async def member_left(ctx: EventContext, event: MemberLeft) -> None:

@@ -145,6 +145,21 @@ async def lock_open_tasks_of(conn: AsyncConnection, org_id: str, user_id: str) -
     return [_to_task(r) for r in rows]
 
 
+async def lock_queued_role_tasks(conn: AsyncConnection, org_id: str, role_id: str) -> list[Task]:
+    """Open tasks waiting in a role's queue (no assignee yet), oldest first, locked."""
+    rows = (
+        await conn.execute(
+            OrgScope(tasks, org_id)
+            .select()
+            .where(tasks.c.role_id == role_id, tasks.c.assigned_to.is_(None),
+                   tasks.c.status.in_([s.value for s in OPEN_STATUSES]))
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .with_for_update()
+        )
+    ).all()
+    return [_to_task(r) for r in rows]
+
+
 async def find_by_request(conn: AsyncConnection, org_id: str, request_id: str) -> Task | None:
     row = (
         await conn.execute(OrgScope(tasks, org_id).select().where(tasks.c.request_id == request_id))

@@ -158,6 +158,28 @@ async def test_a_role_task_goes_to_the_member_with_fewest_open_tasks(
     assert events[busy.json()["id"]]["rule"] == "assigned by user owner-1"
 
 
+async def test_a_task_queued_for_a_role_goes_to_the_first_member_who_joins_it(
+    service: Service, stack: Any, producer: AIOKafkaProducer
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = headers(stack, org, "owner-1", "owner")
+    queued = (await client.post("/v1/tasks", headers=owner, json={
+        "title": "Analyse prices", "task_type": "analysis", "role_id": "revenue-manager"})).json()
+    assert queued["assigned_to"] is None, "nobody holds the role yet"
+
+    await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
+
+    async def assigned() -> Any:
+        task = (await client.get(f"/v1/tasks/{queued['id']}", headers=owner)).json()
+        return task if task["assigned_to"] else None
+
+    task = await eventually(assigned, what="the queued task handed to the new member")
+    assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
+    events = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == queued["id"]]
+    assert [e["assigned_to"] for e in events] == [None, "ai-rm"], "queued, then handed to the new member"
+
+
 async def test_the_inbox_shows_my_tasks_and_my_roles_queue_only(service: Service, stack: Any) -> None:
     client, _, _ = service
     org, other_org = str(uuid.uuid4()), str(uuid.uuid4())
