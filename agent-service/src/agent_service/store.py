@@ -455,7 +455,7 @@ async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Seque
         return True
     scopes = [listing_market_scope(listing_id) for listing_id in listing_ids]
     known = (await conn.execute(
-        sa.select(sa.func.count(sa.distinct(market_rates.c.scope)))
-        .where(market_rates.c.org_id == org_id, market_rates.c.scope.in_(scopes))
+        OrgScope(market_rates, org_id).select(sa.func.count(sa.distinct(market_rates.c.scope)))
+        .where(market_rates.c.scope.in_(scopes))
     )).scalar_one()
     return int(known) == len(set(scopes))
