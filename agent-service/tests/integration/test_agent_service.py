@@ -7,26 +7,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from agent_service import store
 from agent_service.app import NAME, create_app
 from agent_service.domain import Listing, Reservation
-from stayops_kit.runtime import ServiceRuntime
-from stayops_kit.settings import ServiceSettings
-from stayops_kit.testing import decoded, eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
+from stayops_kit.testing import ServiceUnderTest, decoded, eventually, service_under_test
 from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import (
     ListingSynced,
@@ -45,47 +38,13 @@ pytestmark = pytest.mark.stack
 NOW = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
 
 
-@dataclass
-class RunningService:
-    client: httpx.AsyncClient
-    runtime: ServiceRuntime
-    producer: AIOKafkaProducer
-    stack: Any
-
-    def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
-
-    async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None) -> None:
-        entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests",
-                                  partitionkey=key, time=time or self.runtime.clock.now())
-        record = to_kafka(envelope)
-        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key,
-                                          headers=record.headers)
+RunningService = ServiceUnderTest
 
 
 @pytest.fixture(scope="module")
 async def service(stack: Any) -> AsyncIterator[RunningService]:
-    database_url = await stack.create_database(f"agent_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(
-        service_name=NAME,
-        database_url=database_url,
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        jwt_public_key_file=stack.jwt_public_key_file,
-        relay_poll_interval_s=0.2,
-        log_json=False,
-    )
-    app = create_app(settings=settings)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    await producer.start()
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-        ):
-            yield RunningService(client, app.state.runtime, producer, stack)
-    finally:
-        await producer.stop()
+    async with service_under_test(create_app, NAME, stack) as running:
+        yield running
 
 
 def new_org() -> str:

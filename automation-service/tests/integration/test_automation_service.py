@@ -15,22 +15,18 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from automation_service import store
 from automation_service.app import NAME, create_app
 from automation_service.domain import Automation, Execution
-from stayops_kit.runtime import ServiceRuntime
-from stayops_kit.settings import ServiceSettings
-from stayops_kit.testing import eventually
-from stayops_schemas.binding import from_kafka, to_kafka
-from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS, event_type
+from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_schemas.binding import from_kafka
+from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
-from stayops_schemas.events.base import Payload
 from stayops_schemas.events.sync import (
     NightlyPrice,
     PriceUpdated,
@@ -65,24 +61,8 @@ class Announced:
 
 
 @dataclass
-class RunningService:
-    client: httpx.AsyncClient
-    runtime: ServiceRuntime
-    producer: AIOKafkaProducer
-    stack: Any
-    settings: ServiceSettings
-    announced: Announced
-
-    def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
-
-    async def publish(self, type_: str, payload: Payload, *, key: str) -> None:
-        entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests",
-                                  partitionkey=key, time=self.runtime.clock.now())
-        record = to_kafka(envelope)
-        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key,
-                                          headers=record.headers)
+class RunningService(ServiceUnderTest):
+    announced: Announced = field(default_factory=lambda: Announced())
 
 
 async def read_topics(bootstrap: str, topics: list[str], into: Announced) -> AsyncIterator[None]:
@@ -115,31 +95,15 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 @pytest.fixture(scope="module")
 async def service(stack: Any) -> AsyncIterator[RunningService]:
-    database_url = await stack.create_database(f"automation_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(
-        service_name=NAME,
-        database_url=database_url,
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        jwt_public_key_file=stack.jwt_public_key_file,
-        relay_poll_interval_s=0.2,
-        log_json=False,
-    )
-    app = create_app(settings=settings)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    await producer.start()
     announced = Announced()
     reading = read_topics(stack.kafka_bootstrap, [AUTOMATIONS, WORKFLOWS], announced)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-        ):
+        async with service_under_test(create_app, NAME, stack) as running:
             await anext(reading)
-            yield RunningService(client, app.state.runtime, producer, stack, settings, announced)
+            yield RunningService(**vars(running), announced=announced)
     finally:
         with contextlib.suppress(StopAsyncIteration):
             await anext(reading)
-        await producer.stop()
 
 
 def new_org() -> str:

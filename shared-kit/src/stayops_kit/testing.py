@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from fastapi import FastAPI
@@ -31,9 +34,12 @@ from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
-from stayops_schemas.binding import from_kafka
+from stayops_kit.settings import ServiceSettings
+from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
+from stayops_schemas.events.base import Payload
 from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
 
 PROBE_EVENT = "stayops.task.created"
@@ -267,6 +273,51 @@ async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://service"
     ) as client:
         yield client
+
+
+@dataclass
+class ServiceUnderTest:
+    """A service app running its lifespan on the test stack: a client for its REST
+    API, its runtime, and a producer to send it events as other services would."""
+
+    client: httpx.AsyncClient
+    runtime: Any
+    producer: AIOKafkaProducer
+    stack: Any
+    settings: ServiceSettings
+
+    def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
+
+    async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None) -> None:
+        entry = event_type(type_)
+        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests", partitionkey=key,
+                                  time=time or self.runtime.clock.now())
+        record = to_kafka(envelope)
+        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key, headers=record.headers)
+
+
+@contextlib.asynccontextmanager
+async def service_under_test(create_app: Callable[..., FastAPI], name: str, stack: Any) -> AsyncIterator[
+        ServiceUnderTest]:
+    """Run a service on a fresh database of the session's stack (its migrations,
+    relay, consumer and loops), with fast relay polling for tests."""
+    settings = ServiceSettings(
+        service_name=name,
+        database_url=await stack.create_database(f"{name.replace('-', '_')}_{uuid.uuid4().hex[:10]}"),
+        kafka_bootstrap_servers=stack.kafka_bootstrap,
+        jwt_public_key_file=stack.jwt_public_key_file,
+        relay_poll_interval_s=0.2,
+        log_json=False,
+    )
+    app = create_app(settings=settings)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        async with app_client(app) as client:
+            yield ServiceUnderTest(client, app.state.runtime, producer, stack, settings)
+    finally:
+        await producer.stop()
 
 
 async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str) -> None:

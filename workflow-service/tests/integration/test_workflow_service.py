@@ -12,17 +12,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from stayops_kit.runtime import ServiceRuntime
-from stayops_kit.settings import ServiceSettings
-from stayops_kit.testing import eventually
-from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import TASKS, event_type
 from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.base import Payload
 from stayops_schemas.events.tasks import DecisionOutcome, TaskCompleted, TaskFailed, TaskType
 from stayops_schemas.events.workflows import WorkflowRunRequested
 from workflow_service import store
@@ -32,23 +28,8 @@ pytestmark = pytest.mark.stack
 
 
 @dataclass
-class RunningService:
-    client: httpx.AsyncClient
-    runtime: ServiceRuntime
-    producer: AIOKafkaProducer
-    stack: Any
+class RunningService(ServiceUnderTest):
     seen: list[Envelope] = field(default_factory=list)
-
-    def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
-
-    async def publish(self, type_: str, payload: Payload, *, key: str) -> None:
-        entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests",
-                                  partitionkey=key, time=self.runtime.clock.now())
-        record = to_kafka(envelope)
-        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key,
-                                          headers=record.headers)
 
     def task_requests(self, run_id: str) -> list[Envelope]:
         return [e for e in self.seen if e.type == "stayops.task.requested" and e.correlationid == run_id]
@@ -94,34 +75,18 @@ async def _collect(consumer: AIOKafkaConsumer, seen: list[Envelope]) -> None:
 
 @pytest.fixture(scope="module")
 async def service(stack: Any) -> AsyncIterator[RunningService]:
-    database_url = await stack.create_database(f"workflow_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(
-        service_name=NAME,
-        database_url=database_url,
-        kafka_bootstrap_servers=stack.kafka_bootstrap,
-        jwt_public_key_file=stack.jwt_public_key_file,
-        relay_poll_interval_s=0.2,
-        log_json=False,
-    )
-    app = create_app(settings=settings)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     consumer = AIOKafkaConsumer(TASKS, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="latest")
-    await producer.start()
     await consumer.start()
     seen: list[Envelope] = []
     collecting = asyncio.create_task(_collect(consumer, seen))
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
-        ):
-            yield RunningService(client, app.state.runtime, producer, stack, seen)
+        async with service_under_test(create_app, NAME, stack) as running:
+            yield RunningService(**vars(running), seen=seen)
     finally:
         collecting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collecting
         await consumer.stop()
-        await producer.stop()
 
 
 def new_org() -> str:
