@@ -138,7 +138,7 @@ async def latency(stack: object, rate: int, seconds: int) -> list[float]:
             await unit.announce(PROBE_EVENT, probe_payload(org, f"k{seq % 50}", seq, sent_at_ns=sent,
                                                            padding=PADDING), org_id=org, key=f"k{seq % 50}")
 
-    # "latest": the topic still holds the throughput phase's events, which are not this phase's.
+    # "latest": the topic may hold other events (an earlier run's), which are not this phase's.
     async with relay_and_consumer(probe, offset_reset="latest"):
         await asyncio.sleep(3)  # let the consumer join its group before the clock starts
         loop = asyncio.get_running_loop()
@@ -190,14 +190,16 @@ async def main(args: argparse.Namespace) -> None:
         say("starting embedded PostgreSQL and Apache Kafka")
         stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
         try:
+            # Latency first: after the throughput phases PostgreSQL vacuums and analyses
+            # tens of thousands of fresh rows for a while, which is not this phase's load.
+            say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
+            samples = await latency(stack, args.rate, args.seconds)
             say(f"bare aiokafka: {args.events} x 1 KB events")
             bare = await bare_kafka(stack.kafka_bootstrap, args.events)
             say(f"  {bare:,.0f} events/s")
             say(f"full path: {args.events} events from 16 concurrent handler transactions")
             full = await full_path(stack, args.events)
             say(f"  {full:,.0f} events/s")
-            say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
-            samples = await latency(stack, args.rate, args.seconds)
         finally:
             stack.close()
     print()
