@@ -229,15 +229,8 @@ async def activity_of(
 
 async def upsert_listing(conn: AsyncConnection, listing: Listing) -> None:
     """Keep the listing as last synced; an older sync arriving late changes nothing."""
-    values = asdict(listing)
-    statement = OrgScope(listings, listing.org_id).insert(**values)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[listings.c.org_id, listings.c.listing_id],
-            set_={k: statement.excluded[k] for k in values if k not in ("org_id", "listing_id")},
-            where=listings.c.synced_at <= statement.excluded.synced_at,
-        )
-    )
+    await conn.execute(OrgScope(listings, listing.org_id).upsert_newest(
+        [asdict(listing)], key=["listing_id"], version="synced_at"))
 
 
 async def get_listing(conn: AsyncConnection, org_id: str, listing_id: str) -> Listing | None:
@@ -250,15 +243,8 @@ async def get_listing(conn: AsyncConnection, org_id: str, listing_id: str) -> Li
 async def upsert_reservation(conn: AsyncConnection, reservation: Reservation) -> None:
     """Keep the reservation as its latest event says; an older event arriving late
     changes nothing."""
-    values = asdict(reservation)
-    statement = OrgScope(reservations, reservation.org_id).insert(**values)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[reservations.c.org_id, reservations.c.reservation_id],
-            set_={k: statement.excluded[k] for k in values if k not in ("org_id", "reservation_id")},
-            where=reservations.c.as_of <= statement.excluded.as_of,
-        )
-    )
+    await conn.execute(OrgScope(reservations, reservation.org_id).upsert_newest(
+        [asdict(reservation)], key=["reservation_id"], version="as_of"))
 
 
 async def get_reservation(conn: AsyncConnection, org_id: str, reservation_id: str) -> Reservation | None:
@@ -314,15 +300,9 @@ async def upsert_nightly_prices(
     """Keep each night's price as last applied; an older update arriving late changes nothing."""
     rows = [{"listing_id": listing_id, "date": p.date, "price": p.price, "currency": p.currency,
              "as_of": as_of} for p in prices]
-    scope = OrgScope(nightly_prices, org_id)
-    statement = pg.insert(scope.table).values([{**row, "org_id": org_id} for row in rows])
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[nightly_prices.c.org_id, nightly_prices.c.listing_id, nightly_prices.c.date],
-            set_={k: statement.excluded[k] for k in ("price", "currency", "as_of")},
-            where=nightly_prices.c.as_of <= statement.excluded.as_of,
-        )
-    )
+    if rows:
+        await conn.execute(OrgScope(nightly_prices, org_id).upsert_newest(
+            rows, key=["listing_id", "date"], version="as_of"))
 
 
 async def nightly_prices_of(
@@ -334,15 +314,8 @@ async def nightly_prices_of(
 
 
 async def upsert_review(conn: AsyncConnection, review: Review) -> None:
-    values = asdict(review)
-    statement = OrgScope(reviews, review.org_id).insert(**values)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[reviews.c.org_id, reviews.c.review_id],
-            set_={k: statement.excluded[k] for k in values if k not in ("org_id", "review_id")},
-            where=reviews.c.submitted_at <= statement.excluded.submitted_at,
-        )
-    )
+    await conn.execute(OrgScope(reviews, review.org_id).upsert_newest(
+        [asdict(review)], key=["review_id"], version="submitted_at"))
 
 
 async def rating_of(conn: AsyncConnection, org_id: str, listing_id: str) -> tuple[int, float | None]:
@@ -361,14 +334,9 @@ async def upsert_market_rates(
     rows = [{"org_id": org_id, "scope": scope, "date": r.date, "median_price": r.median_price,
              "occupancy": r.occupancy, "sample_size": r.sample_size, "local_event": r.local_event,
              "currency": currency, "synced_at": synced_at} for r in rates]
-    statement = pg.insert(OrgScope(market_rates, org_id).table).values(rows)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[market_rates.c.org_id, market_rates.c.scope, market_rates.c.date],
-            set_={k: statement.excluded[k] for k in rows[0] if k not in ("org_id", "scope", "date")},
-            where=market_rates.c.synced_at <= statement.excluded.synced_at,
-        )
-    )
+    if rows:
+        await conn.execute(OrgScope(market_rates, org_id).upsert_newest(
+            rows, key=["scope", "date"], version="synced_at"))
 
 
 async def market_of(
@@ -395,14 +363,8 @@ async def save_forecast(
         "nights": [{"date": n.date.isoformat(), "recommended_price": str(n.recommended_price),
                     "expected_occupancy": n.expected_occupancy, "change_pct": n.change_pct} for n in nights],
     }
-    statement = OrgScope(pricing_forecasts, org_id).insert(**values)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[pricing_forecasts.c.org_id, pricing_forecasts.c.listing_id],
-            set_={k: statement.excluded[k] for k in values if k != "listing_id"},
-            where=pricing_forecasts.c.produced_at <= statement.excluded.produced_at,
-        )
-    )
+    await conn.execute(OrgScope(pricing_forecasts, org_id).upsert_newest(
+        [values], key=["listing_id"], version="produced_at"))
 
 
 async def changed_nights(

@@ -3,6 +3,7 @@ goes through `OrgScope`, which adds `org_id = :caller_org` itself."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,23 @@ class OrgScope:
         if values.get("org_id", self.org_id) != self.org_id:
             raise ValueError("cannot insert a row into another org")
         return postgresql.insert(self.table).values({**values, "org_id": self.org_id})
+
+    def upsert_newest(
+        self, rows: Sequence[dict[str, Any]], *, key: Sequence[str], version: str
+    ) -> postgresql.Insert:
+        """INSERT rows into this org; a row whose `key` exists replaces it unless the
+        stored `version` column is newer, so an event arriving late changes nothing."""
+        if not rows:
+            raise ValueError("upsert_newest needs at least one row")
+        if any(row.get("org_id", self.org_id) != self.org_id for row in rows):
+            raise ValueError("cannot insert a row into another org")
+        statement = postgresql.insert(self.table).values([{**row, "org_id": self.org_id} for row in rows])
+        conflict = ("org_id", *key)
+        return statement.on_conflict_do_update(
+            index_elements=[self.table.c[name] for name in conflict],
+            set_={name: statement.excluded[name] for name in rows[0] if name not in conflict},
+            where=self.table.c[version] <= statement.excluded[version],
+        )
 
     def update(self) -> sa.Update:
         return self.table.update().where(self.where)

@@ -67,3 +67,18 @@ def test_a_type_has_one_handler() -> None:
     with pytest.raises(ValueError, match="already has a handler"):
         subs.on("stayops.task.created")(handler)
     assert subs.topics == ["stayops.tasks"]
+
+
+versioned = sa.Table("versioned", sa.MetaData(), sa.Column("org_id", sa.Text), sa.Column("id", sa.Text),
+                     sa.Column("value", sa.Text), sa.Column("as_of", sa.Integer))
+
+
+def test_upsert_newest_writes_into_the_org_and_never_over_a_newer_row() -> None:
+    statement = sql(OrgScope(versioned, "org-a").upsert_newest([{"id": "x", "value": "v", "as_of": 2}],
+                                                               key=["id"], version="as_of"))
+    assert "ON CONFLICT (org_id, id) DO UPDATE SET value = excluded.value, as_of = excluded.as_of" in statement
+    assert "WHERE versioned.as_of <= excluded.as_of" in statement
+    assert "'org-a'" in statement
+    with pytest.raises(ValueError, match="another org"):
+        OrgScope(versioned, "org-a").upsert_newest([{"id": "x", "org_id": "org-b", "as_of": 1}],
+                                                   key=["id"], version="as_of")
