@@ -165,6 +165,13 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
     org.MemberJoined: {**MEMBER, "joined_at": NOW},
     org.MemberUpdated: {**MEMBER, "updated_at": NOW},
     org.MemberLeft: {"org_id": "org-1", "user_id": "usr-1", "left_at": NOW},
+    org.OrgPolicyUpdated: {
+        "org_id": "org-1",
+        "ai_agents_may_decide": False,
+        "pricing": {"approval_threshold_pct": 10, "max_change_pct": 30, "floor": "20.00"},
+        "listings": {"lst-1": {"currency": "EUR", "ceiling": "900.00"}},
+        "updated_at": NOW,
+    },
     sync.ListingSynced: {
         "listing_id": "lst-1",
         "org_id": "org-1",

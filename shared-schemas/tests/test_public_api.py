@@ -69,6 +69,8 @@ PUBLIC_API = {
     "MemberJoined",
     "MemberUpdated",
     "MemberLeft",
+    "OrgPolicyUpdated",
+    "PriceGuardrails",
     "Platform",
     "ReservationStatus",
     "NightlyPrice",

@@ -146,6 +146,13 @@ def token(
     department: Annotated[str | None, typer.Option(help="department_id claim")] = None,
     type_: Annotated[UserTypeChoice, typer.Option("--type", help="who the user is")] = UserTypeChoice.human,
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(help="a permission to grant (repeatable); default: what the role's template grants"),
+    ] = None,
+    ai_may_decide: Annotated[
+        bool, typer.Option(help="the org's policy lets AI agents answer decisions")
+    ] = False,
 ) -> None:
     """Print a JWT signed with the org-service simulator's key."""
     keys = ensure_keys(StackConfig.from_env().keys_dir)
@@ -157,6 +164,8 @@ def token(
             role_id=role,
             department_id=department,
             user_type="ai_agent" if type_ is UserTypeChoice.ai_agent else "human",
+            permissions=permission or None,
+            ai_may_decide=ai_may_decide,
             ttl_s=ttl,
         )
     )

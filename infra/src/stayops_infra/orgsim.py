@@ -13,11 +13,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from stayops_infra.keys import KeyPair
+from stayops_infra.roles import grants_of
 from stayops_infra.tokens import UserType, mint_token
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import ORG_DIRECTORY, event_type
 from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
+from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, OrgPolicyUpdated
 
 SOURCE = "urn:stayops:org-service"
 SEED_TOKEN_TTL_S = 7 * 24 * 3600
@@ -53,6 +54,13 @@ class Org:
     kind: str
     listing_ids: list[str]
     members: list[Member] = field(default_factory=list)
+    # role id -> the permissions it grants; a role not listed grants its template's.
+    roles: dict[str, list[str]] = field(default_factory=dict)
+    # The org's policy as `org.policy.updated` carries it (without org_id/updated_at).
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    def grants(self, role_id: str) -> list[str]:
+        return sorted(self.roles.get(role_id) or grants_of(role_id))
 
     def member(self, user_id: str) -> Member:
         for member in self.members:
@@ -116,6 +124,8 @@ def member_token(keys: KeyPair, org: Org, member: Member, ttl_s: int = SEED_TOKE
         role_id=member.role_id,
         department_id=member.department_id,
         user_type=member.user_type,
+        permissions=org.grants(member.role_id),
+        ai_may_decide=bool(org.policy.get("ai_agents_may_decide", False)),
         ttl_s=ttl_s,
     )
 
@@ -158,6 +168,17 @@ def member_event(
         time=now,
         correlationid=correlationid,
         subject=member.user_id,
+    )
+
+
+def policy_event(org: Org, clock: Clock = utc_now, ids: IdFactory = new_id,
+                 correlationid: str | None = None) -> Envelope:
+    """`org.policy.updated`: the org's whole policy as it now stands, keyed by org."""
+    now = clock()
+    payload = OrgPolicyUpdated(**{**org.policy, "org_id": org.org_id, "updated_at": now})
+    return event_type("org.policy.updated").envelope(
+        payload, id=ids(), source=SOURCE, partitionkey=org.org_id, time=now,
+        correlationid=correlationid, subject=org.org_id,
     )
 
 
@@ -207,7 +228,8 @@ async def seed_solo(
     correlationid = ids()
     await publish_events(
         bootstrap,
-        [member_event("joined", org, m, clock, ids, correlationid) for m in org.members],
+        [policy_event(org, clock, ids, correlationid)]
+        + [member_event("joined", org, m, clock, ids, correlationid) for m in org.members],
         idempotent,
     )
     # Saved only once announced, so a failed seed leaves no org the services never heard of.

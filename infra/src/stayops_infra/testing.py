@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -100,7 +100,11 @@ class TestStack:
         department: str | None = None,
         user_type: UserType = "human",
         ttl: int = 3600,
+        permissions: Iterable[str] | None = None,
+        ai_may_decide: bool = False,
     ) -> str:
+        """A token for `user` in `org`; its permissions are the role template's
+        (`stayops_infra.roles`) unless `permissions` names them."""
         return mint_token(
             self.keys.private_pem(),
             org_id=org,
@@ -108,6 +112,8 @@ class TestStack:
             role_id=role,
             department_id=department,
             user_type=user_type,
+            permissions=permissions,
+            ai_may_decide=ai_may_decide,
             ttl_s=ttl,
         )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import jwt
 
 from stayops_kit.errors import Unauthorized
+from stayops_kit.permissions import Permission, granted
 
 REQUIRED_CLAIMS = ("sub", "org_id", "exp", "iss", "aud", "user_type")
 
@@ -26,6 +27,14 @@ class Caller:
     user_type: UserType
     department_id: str | None = None
     role_id: str | None = None
+    permissions: frozenset[Permission] = field(default_factory=frozenset)
+
+    @property
+    def is_agent(self) -> bool:
+        return self.user_type is UserType.AI_AGENT
+
+    def may(self, permission: Permission) -> bool:
+        return permission in self.permissions
 
 
 class JwtVerifier:
@@ -65,12 +74,17 @@ class JwtVerifier:
             user_type = UserType(claims["user_type"])
         except ValueError as exc:
             raise Unauthorized("user_type must be 'human' or 'ai_agent'") from exc
+        claimed = claims.get("permissions") or []
+        if not isinstance(claimed, list):
+            raise Unauthorized("the permissions claim must be a list of permission names")
         return Caller(
             user_id=str(claims["sub"]),
             org_id=str(claims["org_id"]),
             user_type=user_type,
             department_id=_optional(claims.get("department_id")),
             role_id=_optional(claims.get("role_id")),
+            permissions=granted(claimed, is_agent=user_type is UserType.AI_AGENT,
+                                ai_may_decide=claims.get("ai_may_decide") is True),
         )
 
 

@@ -35,7 +35,14 @@ from stayops_schemas.events.automations import (
     SyncRequested,
 )
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, UserType
+from stayops_schemas.events.org import (
+    MemberJoined,
+    MemberLeft,
+    MemberUpdated,
+    OrgPolicyUpdated,
+    PriceGuardrails,
+    UserType,
+)
 from stayops_schemas.events.sync import (
     ListingSynced,
     MarketRate,
@@ -110,9 +117,11 @@ __all__ = [
     "MemberLeft",
     "MemberUpdated",
     "NightlyPrice",
+    "OrgPolicyUpdated",
     "Payload",
     "Platform",
     "PriceChange",
+    "PriceGuardrails",
     "PriceUpdateFailed",
     "PriceUpdated",
     "PricingApproved",

@@ -165,6 +165,7 @@ _ENTRIES: tuple[EventType, ...] = (
     EventType("org.member.joined", ORG_DIRECTORY, org.MemberJoined),
     EventType("org.member.updated", ORG_DIRECTORY, org.MemberUpdated),
     EventType("org.member.left", ORG_DIRECTORY, org.MemberLeft),
+    EventType("org.policy.updated", ORG_DIRECTORY, org.OrgPolicyUpdated),
     *_sync_entries(Platform.AIRBNB),
     *_sync_entries(Platform.HOSTAWAY),
 )
