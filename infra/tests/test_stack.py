@@ -115,9 +115,10 @@ async def test_seeded_members_are_announced_on_the_directory(stack: TestStack, t
     seeded = await seed_solo(stack.kafka_bootstrap, stack.keys, registry)
 
     org_id = seeded.org.org_id
-    events = await _read_org_events(stack.kafka_bootstrap, ORG_DIRECTORY, org_id, 2)
-    assert sorted(e.data["role_id"] for e in events) == ["owner", "revenue-manager"]
-    assert {e.type for e in events} == {"org.member.joined"}
+    events = await _read_org_events(stack.kafka_bootstrap, ORG_DIRECTORY, org_id, 3)
+    members = [e for e in events if e.type == "org.member.joined"]
+    assert sorted(e.data["role_id"] for e in members) == ["owner", "revenue-manager"]
+    assert [e.type for e in events if e not in members] == ["org.policy.updated"]
     assert registry.get(org_id).listing_ids == seeded.org.listing_ids
     summary = seeded.as_json()
     assert set(summary["tokens"]) == {"owner", "revenue_manager_agent"}

@@ -40,6 +40,7 @@ from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
+from stayops_schemas.ownership import check_source
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,12 @@ class InboxConsumer:
         max_attempts: int = 5,
         retry_base_s: float = 0.1,
         unavailable_backoff_s: float = 1.0,
+        check_sources: bool = True,
     ) -> None:
+        """`check_sources`: dead-letter an event whose source does not own its type
+        (`stayops_schemas.ownership`); off only for the messaging probe."""
         self.group = group
+        self._check_sources = check_sources
         self._subscriptions = subscriptions
         self._uow = uow_factory
         self._producer = producer
@@ -200,6 +205,8 @@ class InboxConsumer:
         handler = self._subscriptions.handler_for(envelope.type)
         if handler is None:
             return None  # topics carry many types; this group handles only some
+        if self._check_sources:
+            check_source(envelope)
         payload = parse_payload(envelope)
         payload_org = getattr(payload, "org_id", None)
         if payload_org is not None and payload_org != envelope.orgid:

@@ -41,6 +41,7 @@ from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.tasks import Priority, TaskCreated, TaskStatus, TaskType
+from stayops_schemas.ownership import owner_of
 
 PROBE_EVENT = "stayops.task.created"
 
@@ -166,6 +167,8 @@ async def running_consumer(
         max_attempts=3,
         retry_base_s=0.05,
         unavailable_backoff_s=0.5,
+        # The probe's events are a vehicle for testing delivery, from the probe itself.
+        check_sources=False,
     )
     started = asyncio.Event()
     task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records,
@@ -289,10 +292,13 @@ class ServiceUnderTest:
     def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
 
-    async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None) -> None:
+    async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None,
+                      source: str | None = None) -> None:
+        """Send an event as its owner would (`stayops_schemas.ownership`), unless
+        `source` names another publisher (to test that a forgery is refused)."""
         entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source="/tests", partitionkey=key,
-                                  time=time or self.runtime.clock.now())
+        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
+                                  partitionkey=key, time=time or self.runtime.clock.now())
         record = to_kafka(envelope)
         await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key, headers=record.headers)
 

@@ -187,6 +187,8 @@ def task_assigned(task: Task, assignment: Assignment) -> TaskAssigned:
         role_id=task.role_id,
         department_id=task.department_id,
         rule=assignment.rule,
+        request_id=task.request_id,
+        created_by=task.created_by,
     )
 
 
@@ -308,6 +310,7 @@ def _ids(task: Task) -> dict[str, Any]:
         "org_id": task.org_id,
         "workflow_run_id": task.workflow_run_id,
         "workflow_step": task.workflow_step,
+        "request_id": task.request_id,
     }
 
 

@@ -101,6 +101,11 @@ class _TaskEvent(Payload):
     org_id: NonEmptyStr
     workflow_run_id: str | None = None
     workflow_step: str | None = None
+    request_id: str | None = Field(
+        default=None,
+        description="The request the task answers (`stayops.task.requested`), so the requester "
+        "matches the happening to the attempt that asked for it.",
+    )
 
 
 class TaskAssigned(_TaskEvent):
@@ -119,6 +124,11 @@ class TaskAssigned(_TaskEvent):
     rule: NonEmptyStr = Field(
         description="Why this assignee: the rule that chose it, or who assigned it by hand.",
         examples=["role:revenue-manager -> only member", "assigned by user u-42"],
+    )
+    created_by: str | None = Field(
+        default=None,
+        description="Who created the task: a user id, or the service that requested it "
+        "(`workflow-service`); side-effecting automated tasks are executed only for a workflow.",
     )
 
     @model_validator(mode="after")
