@@ -53,6 +53,8 @@ class TaskOut(BaseModel):
     workflow_run_id: str | None
     workflow_step: str | None
     request_id: str | None
+    completed_by: str | None = Field(
+        description="Who completed, decided or failed the task: a user id, or `automation`.")
     created_by: str
     created_at: datetime
     updated_at: datetime

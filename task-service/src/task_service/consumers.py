@@ -11,6 +11,7 @@ def subscriptions() -> Subscriptions:
     subs.on("org.member.joined")(handlers.member_joined)
     subs.on("org.member.updated")(handlers.member_updated)
     subs.on("org.member.left")(handlers.member_left)
+    subs.on("org.policy.updated")(handlers.policy_updated)
     subs.on("stayops.task.requested")(handlers.task_requested)
     subs.on("stayops.agent.result.produced")(handlers.agent_result_produced)
     subs.on("stayops.automation.action.finished")(handlers.action_finished)

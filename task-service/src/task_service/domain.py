@@ -9,8 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from stayops_schemas.events.org import UserType
-from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, DecisionOutcome, Priority, TaskStatus, TaskType
+from stayops_schemas.events.org import OrgPolicyUpdated, UserType
+from stayops_schemas.events.tasks import (
+    AUTOMATION_ASSIGNEE,
+    SIDE_EFFECTING_ACTIONS,
+    DecisionOutcome,
+    Priority,
+    TaskStatus,
+    TaskType,
+)
+from stayops_schemas.guardrails import PriceRefusal, check_prices
+from stayops_schemas.results import ResultDoesNotFit, check_result
 
 # The system user that executes `automated` tasks (automation-service).
 AUTOMATION = AUTOMATION_ASSIGNEE
@@ -37,10 +46,55 @@ class TransitionNotAllowed(Conflict):
 
 
 class NotYourTask(PermissionDenied):
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, detail: str | None = None) -> None:
         super().__init__(
-            f"task {task_id} is assigned to someone else: only its assignee or a member "
-            "of its role may act on it"
+            detail or f"task {task_id} is assigned to someone else: only its assignee may act on it"
+        )
+
+
+class ClaimFirst(NotYourTask):
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            task.id,
+            f"task {task.id} waits in the queue of {task.queue}: a member of it claims it with "
+            f"POST /v1/tasks/{task.id}/start before completing, deciding, failing or blocking it",
+        )
+
+
+class NotInQueue(NotYourTask):
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            task.id, f"task {task.id} waits in the queue of {task.queue}; only its members may claim it"
+        )
+
+
+class SideEffectNeedsWorkflow(PermissionDenied):
+    """An automated task that would change the outside world, asked for by a member."""
+
+    title = "Side effect needs a workflow"
+
+    def __init__(self, action: str) -> None:
+        super().__init__(
+            f"an automated task with action {action!r} changes the outside world and is started "
+            "only by a workflow run (after its decision step), never by a request: start the "
+            "workflow instead (POST /v1/workflows/{key}/runs); 'notify' tasks may be created directly"
+        )
+
+
+class ResultInvalid(InvalidRequest):
+    title = "Result does not fit the skill"
+
+
+class PriceEditsRefused(InvalidRequest):
+    """Edited prices that name no night of the proposal, or break the guardrails."""
+
+    title = "Price edits refused"
+
+    def __init__(self, task_id: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"the edited prices of decision task {task_id} are refused, nothing was changed: "
+            + "; ".join(problems)
         )
 
 
@@ -65,6 +119,14 @@ class NotADecision(Conflict):
 
 class ParentTaskInvalid(InvalidRequest):
     pass
+
+
+def check_side_effects(task_type: TaskType, data: Mapping[str, Any]) -> None:
+    """Refuse a member's automated task whose action has side effects (see
+    SIDE_EFFECTING_ACTIONS); such tasks come only from a workflow run's requests."""
+    action = data.get("action")
+    if task_type is TaskType.AUTOMATED and isinstance(action, str) and action in SIDE_EFFECTING_ACTIONS:
+        raise SideEffectNeedsWorkflow(action)
 
 
 # The task state machine. Completed and failed are final; a blocked task can be
@@ -102,6 +164,11 @@ class Decision:
     def as_result(self) -> dict[str, Any]:
         return {"outcome": self.outcome.value, "comment": self.comment, "changes": self.changes}
 
+    @property
+    def price_edits(self) -> Any:
+        """The decider's price overrides, under either key the workflow engine reads."""
+        return self.changes.get("prices") or self.changes.get("changes") or []
+
 
 @dataclass(frozen=True)
 class Task:
@@ -128,10 +195,33 @@ class Task:
     workflow_run_id: str | None = None
     workflow_step: str | None = None
     request_id: str | None = None
+    completed_by: str | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def queue(self) -> str:
+        """The queue an unassigned task waits in, as people read it."""
+        if self.role_id is not None:
+            return f"role {self.role_id}"
+        if self.department_id is not None:
+            return f"department {self.department_id}"
+        return "nobody"
+
+    @property
+    def skill(self) -> str | None:
+        skill = self.data.get("skill")
+        return skill if isinstance(skill, str) else None
+
+    @property
+    def proposal(self) -> list[dict[str, Any]]:
+        """The nights a decision task proposes to price (empty: it proposes no price)."""
+        proposal = self.data.get("proposal")
+        if not isinstance(proposal, list):
+            return []
+        return [night for night in proposal if isinstance(night, dict)]
 
     def can_become(self, wanted: TaskStatus) -> bool:
         return wanted in ALLOWED_TRANSITIONS[self.status]
@@ -141,13 +231,27 @@ class Task:
             raise TransitionNotAllowed(self.id, self.status, wanted)
         return replace(self, status=wanted, updated_at=now)
 
-    def check_actor(self, user_id: str, role_id: str | None) -> None:
-        """Only the assignee, or a member of the task's role, may act on it."""
+    def check_actor(self, user_id: str) -> None:
+        """Only the assignee may complete, decide, fail or block a task; a queued
+        task is claimed first (`claim`)."""
         if user_id == self.assigned_to:
             return
-        if role_id is not None and role_id == self.role_id:
-            return
+        if self.assigned_to is None and self.queue != "nobody":
+            raise ClaimFirst(self)
         raise NotYourTask(self.id)
+
+    def claim(
+        self, user_id: str, user_type: UserType, role_id: str | None, department_id: str | None
+    ) -> Assignment | None:
+        """Who starts the task: its assignee (None: nothing to assign), or a member of
+        the role (or, for a department's task, the department) it waits for, who takes it."""
+        if self.assigned_to is not None or self.queue == "nobody":
+            self.check_actor(user_id)
+            return None
+        member = (role_id == self.role_id) if self.role_id is not None else (department_id == self.department_id)
+        if not member:
+            raise NotInQueue(self)
+        return Assignment(user_id, user_type, f"claimed by {user_id} from the queue of {self.queue}")
 
     def assign(self, assignment: Assignment) -> Task:
         return replace(
@@ -160,22 +264,68 @@ class Task:
     def start(self, now: datetime) -> Task:
         return replace(self.transition(TaskStatus.IN_PROGRESS, now), status_reason=None)
 
-    def complete(self, result: dict[str, Any], now: datetime) -> Task:
+    def complete(self, result: dict[str, Any], by: str, now: datetime) -> Task:
+        """Done by `by` with `result`, which must fit the task's skill (if it has one)."""
         if self.task_type is TaskType.DECISION:
             raise DecisionRequired(self.id)
-        return replace(self.transition(TaskStatus.COMPLETED, now), result=result, status_reason=None)
+        done = self.transition(TaskStatus.COMPLETED, now)
+        try:
+            check_result(self.skill, result)
+        except ResultDoesNotFit as exc:
+            raise ResultInvalid(f"task {self.id}: {exc}") from exc
+        return replace(done, result=result, status_reason=None, completed_by=by)
 
-    def decide(self, decision: Decision, now: datetime) -> Task:
+    def decide(self, decision: Decision, by: str, now: datetime, policy: OrgPolicyUpdated) -> Task:
+        """Answered by `by`. Approved price edits must name nights of the proposal and
+        pass the org's price guardrails, else nothing changes."""
         if self.task_type is not TaskType.DECISION:
             raise NotADecision(self.id, self.task_type)
         done = self.transition(TaskStatus.COMPLETED, now)
-        return replace(done, result=decision.as_result(), status_reason=None)
+        if decision.outcome is DecisionOutcome.APPROVED:
+            check_price_edits(self, decision.price_edits, policy)
+        return replace(done, result=decision.as_result(), status_reason=None, completed_by=by)
 
-    def fail(self, reason: str, now: datetime) -> Task:
-        return replace(self.transition(TaskStatus.FAILED, now), status_reason=reason)
+    def fail(self, reason: str, by: str, now: datetime) -> Task:
+        return replace(self.transition(TaskStatus.FAILED, now), status_reason=reason, completed_by=by)
 
     def block(self, reason: str, now: datetime) -> Task:
+        # Blocking ends nothing: who blocked it is in `stayops.task.blocked`, and
+        # `completed_by` stays for whoever finally completes or fails the task.
         return replace(self.transition(TaskStatus.BLOCKED, now), status_reason=reason)
+
+
+def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:
+    """Each edit `{listing_id, date, price}` names a night of the task's proposal,
+    and the night at its new price passes the guardrails (with the proposal's
+    current price, currency and bounds). Refused: every problem, per night."""
+    if not isinstance(edits, list):
+        raise PriceEditsRefused(task.id, ["changes must be a list of {listing_id, date, price}"])
+    if not edits:
+        return
+    nights = {(str(n.get("listing_id")), str(n.get("date"))): n for n in task.proposal}
+    problems: list[str] = []
+    edited: list[dict[str, Any]] = []
+    for index, edit in enumerate(edits):
+        if not isinstance(edit, dict) or not {"listing_id", "date", "price"} <= edit.keys():
+            problems.append(f"changes[{index}] is not a {{listing_id, date, price}} edit")
+            continue
+        night = nights.get((str(edit["listing_id"]), str(edit["date"])))
+        if night is None:
+            problems.append(f"{edit['listing_id']} {edit['date']}: no such night in the proposal")
+            continue
+        edited.append({
+            "listing_id": night.get("listing_id"), "date": night.get("date"), "price": edit["price"],
+            "currency": night.get("currency") or task.data.get("currency"),
+            "current_price": night.get("current_price"),
+            "min_price": night.get("min_price"), "max_price": night.get("max_price"),
+        })
+    problems.extend(_refusal(r) for r in check_prices(policy, edited))
+    if problems:
+        raise PriceEditsRefused(task.id, problems)
+
+
+def _refusal(refusal: PriceRefusal) -> str:
+    return f"{refusal.listing_id} {refusal.date} at {refusal.price}: {refusal.reason}"
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import PermanentError
 from stayops_kit.outbox import UnitOfWork
+from stayops_kit.permissions import MissingPermission, Permission
+from stayops_kit.policies import policy_of, store_policy
 from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
-from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated
+from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, OrgPolicyUpdated, UserType
 from stayops_schemas.events.tasks import (
+    DecisionOutcome,
     Priority,
     TaskAssigned,
     TaskBlocked,
@@ -27,14 +30,18 @@ from stayops_schemas.events.tasks import (
     TaskStatus,
     TaskType,
 )
+from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import store
 from task_service.domain import (
     AUTOMATION,
     Assignment,
     Decision,
     ParentTaskInvalid,
+    ResultInvalid,
+    SideEffectNeedsWorkflow,
     Task,
     TaskNotFound,
+    check_side_effects,
     choose_assignment,
     reassign_open_work,
 )
@@ -60,10 +67,16 @@ class CreateTask:
 
 
 async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> Task:
+    check_side_effects(command.task_type, command.data)
     return await _create(uow, caller.org_id, caller.user_id, command)
 
 
 async def task_requested(ctx: EventContext, event: TaskRequested) -> None:
+    if ctx.envelope.source != WORKFLOW_SERVICE:
+        try:
+            check_side_effects(event.task_type, event.data)
+        except SideEffectNeedsWorkflow as exc:
+            raise PermanentError(f"{ctx.envelope.source} may not ask for this task: {exc}") from exc
     command = CreateTask(
         title=event.title,
         task_type=event.task_type,
@@ -199,37 +212,61 @@ async def get_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     return task
 
 
-async def _lock_for(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
-    """The task, locked for this transaction, if the caller may act on it."""
+async def _lock(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     task = await store.get_task(uow.conn, caller.org_id, task_id, for_update=True)
     if task is None:
         raise TaskNotFound(task_id)
-    task.check_actor(caller.user_id, caller.role_id)
+    return task
+
+
+async def _lock_for(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    """The task, locked for this transaction, if the caller is its assignee."""
+    task = await _lock(uow, caller, task_id)
+    task.check_actor(caller.user_id)
     return task
 
 
 async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
-    task = (await _lock_for(uow, caller, task_id)).start(uow.clock.now())
+    """Its assignee starts it; a task waiting in a queue is claimed by the member of
+    the queue who starts it, and that is announced as its assignment."""
+    task = await _lock(uow, caller, task_id)
+    now = uow.clock.now()
+    claim = task.claim(caller.user_id, UserType(caller.user_type.value), caller.role_id, caller.department_id)
+    if claim is not None:
+        task = replace(task.assign(claim), updated_at=now)
+    task = task.start(now)
     await store.update_task(uow.conn, task)
+    if claim is not None:
+        await uow.announce("stayops.task.assigned", task_assigned(task, claim), org_id=task.org_id, key=task.id)
     await uow.announce("stayops.task.started", TaskStarted(**_ids(task), started_by=caller.user_id),
                        org_id=task.org_id, key=task.id)
     return task
 
 
 async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: dict[str, Any]) -> Task:
-    task = (await _lock_for(uow, caller, task_id)).complete(result, uow.clock.now())
+    task = (await _lock_for(uow, caller, task_id)).complete(result, caller.user_id, uow.clock.now())
     await _save_completed(uow, task, completed_by=caller.user_id)
     return task
 
 
 async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
-    task = (await _lock_for(uow, caller, task_id)).decide(decision, uow.clock.now())
+    task = await _lock_for(uow, caller, task_id)
+    # Approving prices puts them live: the decider must also be allowed to publish prices.
+    if task.proposal and decision.outcome is DecisionOutcome.APPROVED and not caller.may(Permission.PRICES_PUBLISH):
+        raise MissingPermission(
+            Permission.PRICES_PUBLISH,
+            f"approving task {task.id} publishes its prices, which needs the permission "
+            f"{Permission.PRICES_PUBLISH.value!r} besides {Permission.DECISIONS_DECIDE.value!r}; "
+            "your role does not grant it: ask an owner to decide, or to grant it to your role",
+        )
+    policy = await policy_of(uow.conn, task.org_id)
+    task = task.decide(decision, caller.user_id, uow.clock.now(), policy)
     await _save_completed(uow, task, completed_by=caller.user_id, decision=decision)
     return task
 
 
 async def fail_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
-    task = (await _lock_for(uow, caller, task_id)).fail(reason, uow.clock.now())
+    task = (await _lock_for(uow, caller, task_id)).fail(reason, caller.user_id, uow.clock.now())
     await _save_failed(uow, task, reason, failed_by=caller.user_id)
     return task
 
@@ -252,8 +289,7 @@ async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -
     if not task.can_become(TaskStatus.COMPLETED):
         log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
         return
-    done = task.complete(event.result, ctx.uow.clock.now())
-    await _save_completed(ctx.uow, done, completed_by=event.agent_user_id)
+    await _complete_reported(ctx.uow, task, event.result, by=event.agent_user_id)
 
 
 async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
@@ -266,13 +302,30 @@ async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
         if not task.can_become(TaskStatus.COMPLETED):
             log.info("ignoring finished action for task %s: it is %s", task.id, task.status.value)
             return
-        await _save_completed(ctx.uow, task.complete(event.result, now), completed_by=AUTOMATION)
+        await _complete_reported(ctx.uow, task, event.result, by=AUTOMATION)
     else:
         if not task.can_become(TaskStatus.FAILED):
             log.info("ignoring failed action for task %s: it is %s", task.id, task.status.value)
             return
         reason = event.error or f"action {event.action} failed"
-        await _save_failed(ctx.uow, task.fail(reason, now), reason, failed_by=AUTOMATION)
+        await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now), reason, failed_by=AUTOMATION)
+
+
+async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any], *, by: str) -> None:
+    """Complete a task from its assignee's report; a result that does not fit the
+    task's skill fails the task instead, saying why (a saga then compensates)."""
+    now = uow.clock.now()
+    try:
+        done = task.complete(result, by, now)
+    except ResultInvalid as exc:
+        reason = str(exc)
+        await _save_failed(uow, task.fail(reason, by, now), reason, failed_by=by)
+        return
+    await _save_completed(uow, done, completed_by=by)
+
+
+async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
+    await store_policy(ctx.uow.conn, event)
 
 
 async def _lock_reported(ctx: EventContext, task_id: str) -> Task:

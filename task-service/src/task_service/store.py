@@ -40,6 +40,7 @@ tasks = sa.Table(
     sa.Column("workflow_run_id", sa.Text),
     sa.Column("workflow_step", sa.Text),
     sa.Column("request_id", sa.Text),
+    sa.Column("completed_by", sa.Text),
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -105,7 +106,7 @@ async def insert_task(conn: AsyncConnection, task: Task) -> bool:
 
 
 async def update_task(conn: AsyncConnection, task: Task) -> None:
-    """Write the fields a task's life changes: status, assignee, result, reason."""
+    """Write the fields a task's life changes: status, assignee, result, reason, who finished it."""
     scope = OrgScope(tasks, task.org_id)
     await conn.execute(
         scope.update()
@@ -117,6 +118,7 @@ async def update_task(conn: AsyncConnection, task: Task) -> None:
             assignment_rule=task.assignment_rule,
             result=task.result,
             status_reason=task.status_reason,
+            completed_by=task.completed_by,
             updated_at=task.updated_at,
         )
     )

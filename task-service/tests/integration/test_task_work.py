@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -22,8 +23,9 @@ from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.org import MemberJoined, MemberLeft, UserType
+from stayops_schemas.events.org import MemberJoined, MemberLeft, OrgPolicyUpdated, PriceGuardrails, UserType
 from stayops_schemas.events.tasks import TaskRequested, TaskType
+from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
 from task_service import store
 
 pytestmark = pytest.mark.stack
@@ -42,8 +44,9 @@ async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
         await kafka.stop()
 
 
-def envelope(name: str, payload: Payload, key: str) -> Envelope:
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source="/tests",
+def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
+    """The event as its owner sends it (consumers dead-letter another source's)."""
+    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
                                      partitionkey=key, time=datetime.now(UTC))
 
 
@@ -113,8 +116,8 @@ async def test_a_request_delivered_three_times_creates_one_task(
     org = str(uuid.uuid4())
     request = requested(org, "run-1:sync:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
                         data={"action": "request_sync"}, workflow_run_id="run-1", workflow_step="sync")
-    first = envelope("stayops.task.requested", request, "run-1")
-    again = envelope("stayops.task.requested", request, "run-1")  # asked again, new event id
+    first = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)
+    again = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)  # asked again, new id
     await publish(producer, first)
     await publish(producer, first)  # the same record redelivered
     await publish(producer, again)
@@ -225,8 +228,12 @@ async def test_who_may_act_on_a_task_and_when(service: Service, stack: Any) -> N
 
     bob = headers(stack, org, "bob", "maintenance")
     assert (await client.post(f"{url}/start", headers=bob)).json()["status"] == "in_progress"
-    blocked = await client.post(f"{url}/block", json={"reason": "waiting for a part"},
-                                headers=headers(stack, org, "dan", "maintenance"))
+    dan = headers(stack, org, "dan", "maintenance")  # bob's colleague in the role
+    for action, body in (("block", {"reason": "x"}), ("fail", {"reason": "x"}), ("complete", {"result": {}})):
+        not_his = await client.post(f"{url}/{action}", json=body, headers=dan)
+        assert not_his.status_code == 403, (action, not_his.text)
+        assert "only its assignee may act on it" in not_his.json()["detail"]
+    blocked = await client.post(f"{url}/block", json={"reason": "waiting for a part"}, headers=bob)
     assert (blocked.json()["status"], blocked.json()["status_reason"]) == ("blocked", "waiting for a part")
     refused = await client.post(f"{url}/complete", json={"result": {}}, headers=bob)
     assert refused.status_code == 409
@@ -234,11 +241,12 @@ async def test_who_may_act_on_a_task_and_when(service: Service, stack: Any) -> N
     assert "is blocked; it cannot become completed" in refused.json()["detail"]
     await client.post(f"{url}/start", headers=bob)
     done = await client.post(f"{url}/complete", json={"result": {"fixed": True}}, headers=bob)
-    assert (done.json()["status"], done.json()["result"]) == ("completed", {"fixed": True})
+    assert (done.json()["status"], done.json()["result"], done.json()["completed_by"]) == (
+        "completed", {"fixed": True}, "bob")
     assert (await client.post(f"{url}/fail", json={"reason": "late"}, headers=bob)).status_code == 409
 
     assert [e["started_by"] for e in await announced(runtime, org, "stayops.task.started")] == ["bob", "bob"]
-    assert [e["blocked_by"] for e in await announced(runtime, org, "stayops.task.blocked")] == ["dan"]
+    assert [e["blocked_by"] for e in await announced(runtime, org, "stayops.task.blocked")] == ["bob"]
     [completed] = await announced(runtime, org, "stayops.task.completed")
     assert (completed["completed_by"], completed["result"]) == ("bob", {"fixed": True})
 
@@ -252,7 +260,14 @@ async def test_an_owner_approves_a_decision_with_changes(service: Service, stack
         "data": {"proposal": [{"listing_id": "L1", "date": "2026-12-01", "recommended_price": "130.00"}]},
     })).json()
     manual = (await client.post("/v1/tasks", headers=owner, json={
-        "title": "Not a decision", "task_type": "manual", "role_id": "owner"})).json()
+        "title": "Not a decision", "task_type": "manual", "assigned_to": "owner-1"})).json()
+    # Nobody holds the owner role in the directory: the decision waits in its queue,
+    # and the owner claims it before answering.
+    queued = await client.post(f"/v1/tasks/{decision['id']}/decision", json={"outcome": "approved"},
+                               headers=owner)
+    assert queued.status_code == 403 and "claims it with POST" in queued.json()["detail"]
+    claimed = await client.post(f"/v1/tasks/{decision['id']}/start", headers=owner)
+    assert (claimed.json()["assigned_to"], claimed.json()["status"]) == ("owner-1", "in_progress")
 
     not_decision = await client.post(f"/v1/tasks/{manual['id']}/decision", json={"outcome": "approved"},
                                      headers=owner)
@@ -269,7 +284,11 @@ async def test_an_owner_approves_a_decision_with_changes(service: Service, stack
     assert (completed["task_type"], completed["outcome"], completed["comment"]) == (
         "decision", "approved", "a bit less")
     assert completed["changes"] == {"prices": changes}
-    assert completed["completed_by"] == "owner-1"
+    assert completed["completed_by"] == answered.json()["completed_by"] == "owner-1"
+    claim = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == decision["id"]]
+    assert [(e["assigned_to"], e["rule"]) for e in claim] == [
+        (None, "role:owner -> role queue (no active member)"),
+        ("owner-1", "claimed by owner-1 from the queue of role owner")]
 
 
 async def test_an_agents_result_completes_its_analysis_task(
@@ -290,21 +309,31 @@ async def test_an_agents_result_completes_its_analysis_task(
     [task] = await eventually(assigned, what="the analysis task in the agent's inbox")
     assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
 
-    def result(agent: str, price: str) -> Envelope:
+    def result(agent: str, change_pct: float) -> Envelope:
         return envelope("stayops.agent.result.produced", AgentResultProduced(
             agent_user_id=agent, org_id=org, task_id=task["id"], skill="pricing", summary="done",
-            confidence=0.9, result={"max_abs_change_pct": price}), task["id"])
+            confidence=0.9, result=pricing_result(change_pct)), task["id"])
 
-    reports = [result("ai-impostor", "99"), result("ai-rm", "8.5"), result("ai-rm", "12")]
+    reports = [result("ai-impostor", 0.0), result("ai-rm", 8.5), result("ai-rm", 12.0)]
     for report in reports:  # an impostor's (ignored), the assignee's, a late one (ignored)
         await publish(producer, report)
     await handled(runtime, *reports)
 
     done = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-    assert (done["status"], done["result"]) == ("completed", {"max_abs_change_pct": "8.5"})
+    assert (done["status"], done["result"], done["completed_by"]) == ("completed", pricing_result(8.5), "ai-rm")
     [event] = await announced(runtime, org, "stayops.task.completed")
     assert (event["completed_by"], event["workflow_run_id"], event["workflow_step"]) == (
         "ai-rm", "run-7", "analysis")
+
+
+def pricing_result(change_pct: float, *, max_abs_change_pct: float | None = None) -> dict[str, Any]:
+    """A pricing skill result of one night moved by `change_pct` from 100.00."""
+    night = {"listing_id": "L1", "date": "2026-12-01", "current_price": "100.00",
+             "recommended_price": f"{100 + change_pct:.2f}", "change_pct": change_pct, "confidence": 0.9,
+             "factors": [{"name": "season", "effect_pct": change_pct, "detail": "December"}],
+             "currency": "EUR", "min_price": "50.00", "max_price": "200.00"}
+    return {"recommendations": [night], "needs_review": False, "min_confidence": 0.9, "currency": "EUR",
+            "max_abs_change_pct": abs(change_pct) if max_abs_change_pct is None else max_abs_change_pct}
 
 
 async def test_an_automation_failure_fails_the_task_and_late_reports_change_nothing(
@@ -314,7 +343,7 @@ async def test_an_automation_failure_fails_the_task_and_late_reports_change_noth
     org = str(uuid.uuid4())
     await publish(producer, envelope("stayops.task.requested", requested(
         org, "run-9:publish:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
-        data={"action": "publish_prices"}), "run-9"))
+        data={"action": "publish_prices"}), "run-9", WORKFLOW_SERVICE))
     auth = headers(stack, org, "owner-1", "owner")
     [task] = await eventually(lambda: tasks_of(client, auth), what="the automated task")
 
@@ -360,3 +389,207 @@ async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
     reassigned = (await announced(runtime, org, "stayops.task.assigned"))[-1]
     assert (reassigned["task_id"], reassigned["assigned_to"]) == (task["id"], "bob")
     assert reassigned["rule"].startswith("alice left the organisation; role:cleaner -> only active member")
+
+
+# --- Guards: who may start side effects, act on a task, report a result, edit prices ---
+
+
+async def org_rows(runtime: Any, org: str) -> tuple[int, int]:
+    """(tasks, announced events) the org has: what a refused request must leave at (0, 0)."""
+    async with runtime.engine.connect() as conn:
+        tasks = (await conn.execute(sa.select(sa.func.count()).select_from(store.tasks)
+                                    .where(store.tasks.c.org_id == org))).scalar_one()
+        events = (await conn.execute(sa.select(sa.func.count()).select_from(outbox)
+                                     .where(outbox.c.org_id == org))).scalar_one()
+    return int(tasks), int(events)
+
+
+FORGED_PUBLISH = {"title": "Publish", "task_type": "automated", "assigned_to": "automation",
+                  "data": {"action": "publish_prices", "platform": "airbnb", "approved_by": "owner",
+                           "prices": [{"listing_id": "L1", "date": "2026-12-01", "price": "0.00",
+                                       "currency": "EUR"}]}}
+
+
+@pytest.mark.parametrize(
+    ("user", "role", "user_type"),
+    [("owner-1", "owner", "human"), ("ai-rm", "revenue-manager", "ai_agent")],
+    ids=["owner", "ai-agent"],
+)
+@pytest.mark.parametrize("action", ["publish_prices", "request_sync"])
+async def test_no_caller_creates_a_side_effecting_automated_task_over_rest(
+    service: Service, stack: Any, user: str, role: str, user_type: str, action: str
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    body = {**FORGED_PUBLISH, "data": {**FORGED_PUBLISH["data"], "action": action}}
+    refused = await client.post("/v1/tasks", json=body, headers=headers(stack, org, user, role, user_type))
+
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert f"action '{action}'" in refused.json()["detail"]
+    assert "only by a workflow run" in refused.json()["detail"]
+    assert await org_rows(runtime, org) == (0, 0)
+    notify = {"title": "Tell me", "task_type": "automated", "assigned_to": "automation",
+              "data": {"action": "notify", "user_id": user, "subject": "hello"}}
+    allowed = await client.post("/v1/tasks", json=notify, headers=headers(stack, org, user, role, user_type))
+    assert allowed.status_code == 201, allowed.text
+
+
+async def test_only_workflow_service_may_request_a_side_effecting_task(
+    service: Service, stack: Any, producer: AIOKafkaProducer
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    forged = envelope("stayops.task.requested", requested(
+        org, "alert:1", task_type=TaskType.AUTOMATED, assigned_to="automation", requested_by="workflow-service",
+        data=FORGED_PUBLISH["data"], workflow_run_id="run-x"), org, "/agent-service")
+    harmless = envelope("stayops.task.requested", requested(
+        org, "alert:2", task_type=TaskType.MANUAL, title="Revenue fell short", requested_by="ai-rm"),
+        org, "/agent-service")
+    await publish(producer, forged)
+    await publish(producer, harmless)
+    await handled(runtime, harmless)  # one key, one partition: the forged request came first
+
+    [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
+    assert task["request_id"] == "alert:2"
+    async with runtime.engine.connect() as conn:
+        marked = await conn.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id == forged.id))
+        assert marked.first() is None, "the forged request was dead-lettered, not applied"
+
+
+async def test_a_queued_task_is_claimed_before_anyone_acts_on_it_and_only_by_its_role(
+    service: Service, stack: Any
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = headers(stack, org, "owner-1", "owner")
+    task = (await client.post("/v1/tasks", headers=owner, json={
+        "title": "Clean flat 2", "task_type": "manual", "role_id": "cleaner"})).json()
+    url = f"/v1/tasks/{task['id']}"
+    alice, bob = headers(stack, org, "alice", "cleaner"), headers(stack, org, "bob", "cleaner")
+
+    unclaimed = await client.post(f"{url}/complete", json={"result": {}}, headers=alice)
+    outsider = await client.post(f"{url}/start", headers=headers(stack, org, "eve", "maintenance"))
+    assert unclaimed.status_code == 403 and "claims it with POST" in unclaimed.json()["detail"]
+    assert outsider.status_code == 403 and "only its members may claim it" in outsider.json()["detail"]
+    assert (await client.get(url, headers=owner)).json()["assigned_to"] is None
+
+    claimed = await client.post(f"{url}/start", headers=alice)
+    assert (claimed.json()["assigned_to"], claimed.json()["status"]) == ("alice", "in_progress")
+    for action, body in (("complete", {"result": {"clean": True}}), ("fail", {"reason": "no"}),
+                         ("block", {"reason": "no"}), ("start", None)):
+        taken = await client.post(f"{url}/{action}", json=body, headers=bob)
+        assert taken.status_code == 403, (action, taken.text)
+    done = await client.post(f"{url}/complete", json={"result": {"clean": True}}, headers=alice)
+    assert (done.json()["status"], done.json()["completed_by"]) == ("completed", "alice")
+
+    assigned = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == task["id"]]
+    assert [(e["assigned_to"], e["assignee_type"], e["rule"]) for e in assigned][-1] == (
+        "alice", "human", "claimed by alice from the queue of role cleaner")
+    assert [e["completed_by"] for e in await announced(runtime, org, "stayops.task.completed")] == ["alice"]
+
+
+async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fails_the_task(
+    service: Service, stack: Any, producer: AIOKafkaProducer
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = headers(stack, org, "owner-1", "owner")
+    analysis = {"title": "Analyse prices", "task_type": "analysis", "data": {"skill": "pricing"}}
+    by_hand = (await client.post("/v1/tasks", headers=owner, json={**analysis, "assigned_to": "alice"})).json()
+    alice = headers(stack, org, "alice", "revenue-manager")
+
+    made_up = await client.post(f"/v1/tasks/{by_hand['id']}/complete", headers=alice,
+                                json={"result": pricing_result(40.0, max_abs_change_pct=0)})
+    incomplete = await client.post(f"/v1/tasks/{by_hand['id']}/complete", headers=alice,
+                                   json={"result": {"recommendations": [{"listing_id": "L1"}]}})
+    assert made_up.status_code == 422, made_up.text
+    assert made_up.headers["content-type"] == "application/problem+json"
+    assert "max_abs_change_pct 0.0 is not the largest change of the recommendations (40.0)" in (
+        made_up.json()["detail"])
+    assert incomplete.status_code == 422
+    for field_name in ("recommendations.0.currency", "recommendations.0.recommended_price",
+                       "max_abs_change_pct", "needs_review"):
+        assert field_name in incomplete.json()["detail"], field_name
+    assert (await client.get(f"/v1/tasks/{by_hand['id']}", headers=owner)).json()["status"] == "pending"
+
+    await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
+    by_agent = (await client.post("/v1/tasks", headers=owner, json={**analysis, "role_id": "revenue-manager"})).json()
+    assert by_agent["assigned_to"] == "ai-rm"
+    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+        agent_user_id="ai-rm", org_id=org, task_id=by_agent["id"], skill="pricing", summary="done",
+        confidence=0.9, result=pricing_result(40.0, max_abs_change_pct=0)), by_agent["id"])
+    await publish(producer, report)
+    await handled(runtime, report)
+
+    failed = (await client.get(f"/v1/tasks/{by_agent['id']}", headers=owner)).json()
+    assert (failed["status"], failed["completed_by"]) == ("failed", "ai-rm")
+    assert "does not fit the 'pricing' skill" in failed["status_reason"]
+    assert await announced(runtime, org, "stayops.task.completed") == []
+    [event] = await announced(runtime, org, "stayops.task.failed")
+    assert (event["task_id"], event["failed_by"]) == (by_agent["id"], "ai-rm")
+
+
+async def test_edited_prices_must_name_proposed_nights_and_pass_the_orgs_guardrails(
+    service: Service, stack: Any, producer: AIOKafkaProducer
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    policy = OrgPolicyUpdated(org_id=org, updated_at=datetime.now(UTC), pricing=PriceGuardrails(max_change_pct=20),
+                              listings={"L2": PriceGuardrails(floor=Decimal("90.00"), currency="USD")})
+    announced_policy = envelope("org.policy.updated", policy, org)
+    await publish(producer, announced_policy)
+    await handled(runtime, announced_policy)
+    night = {"current_price": "100.00", "recommended_price": "110.00", "change_pct": 10.0, "date": "2026-12-01",
+             "min_price": "60.00", "max_price": "150.00"}
+    proposal = [{**night, "listing_id": "L1", "currency": "EUR"}, {**night, "listing_id": "L2", "currency": "USD"}]
+    owner = headers(stack, org, "owner-1", "owner")
+    decision = (await client.post("/v1/tasks", headers=owner, json={
+        "title": "Approve prices", "task_type": "decision", "assigned_to": "owner-1",
+        "data": {"proposal": proposal}})).json()
+    url = f"/v1/tasks/{decision['id']}/decision"
+
+    edits = [{"listing_id": "L1", "date": "2026-12-01", "price": "0.00"},
+             {"listing_id": "L1", "date": "2026-12-02", "price": "105.00"},
+             {"listing_id": "L2", "date": "2026-12-01", "price": "85.00"},
+             {"listing_id": "L1", "date": "2026-12-01", "price": "130.00"}]
+    refused = await client.post(url, headers=owner, json={"outcome": "approved", "changes": edits})
+
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    detail = refused.json()["detail"]
+    for says in ("L1 2026-12-02: no such night in the proposal",
+                 "L1 2026-12-01 at 0.00: price 0.00 is not above zero",
+                 "L2 2026-12-01 at 85.00: price 85.00 is below the org's floor of 90.00",
+                 "L1 2026-12-01 at 130.00: a change of +30.0 % from 100.00 is more than the 20 % a night may move"):
+        assert says in detail, says
+    assert (await client.get(f"/v1/tasks/{decision['id']}", headers=owner)).json()["status"] == "pending"
+    assert await announced(runtime, org, "stayops.task.completed") == []
+
+    accepted = await client.post(url, headers=owner, json={"outcome": "approved", "changes": {"prices": [
+        {"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}})
+    assert accepted.status_code == 200, accepted.text
+    [completed] = await announced(runtime, org, "stayops.task.completed")
+    assert completed["changes"] == {"prices": [{"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}
+
+
+async def test_approving_proposed_prices_needs_prices_publish(service: Service, stack: Any) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = headers(stack, org, "owner-1", "owner")
+    proposal = [{"listing_id": "L1", "date": "2026-12-01", "current_price": "100.00",
+                 "recommended_price": "104.00", "currency": "EUR"}]
+    decider = {"Authorization": "Bearer " + stack.mint_token(
+        org, "gm", "general-manager", permissions=["tasks.act", "decisions.decide"])}
+    decisions = [(await client.post("/v1/tasks", headers=owner, json={
+        "title": "Approve prices", "task_type": "decision", "assigned_to": "gm",
+        "data": {"proposal": proposal}})).json() for _ in range(2)]
+
+    approve = await client.post(f"/v1/tasks/{decisions[0]['id']}/decision", headers=decider,
+                                json={"outcome": "approved"})
+    assert approve.status_code == 403, approve.text
+    assert "prices.publish" in approve.json()["detail"]
+    assert await announced(runtime, org, "stayops.task.completed") == []
+    reject = await client.post(f"/v1/tasks/{decisions[1]['id']}/decision", headers=decider,
+                               json={"outcome": "rejected", "comment": "not this week"})
+    assert reject.status_code == 200, reject.text

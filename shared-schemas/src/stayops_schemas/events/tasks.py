@@ -21,6 +21,14 @@ Title = Annotated[str, Field(min_length=1, max_length=300)]
 # The system user `automated` tasks are assigned to; automation-service executes them.
 AUTOMATION_ASSIGNEE = "automation"
 
+# Actions of `automated` tasks that change the outside world (prices live on a
+# platform, a sync run against it): only a workflow run starts them, after its
+# decision step, never a member's request data.
+SIDE_EFFECTING_ACTIONS: frozenset[str] = frozenset({"publish_prices", "request_sync"})
+
+# `created_by` of the tasks a workflow run requests.
+WORKFLOW_CREATOR = "workflow-service"
+
 
 class TaskType(StrEnum):
     MANUAL = "manual"

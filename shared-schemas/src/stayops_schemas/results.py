@@ -1,0 +1,163 @@
+"""What an analysis task's result must look like for each skill that produces one,
+whoever completes it (the AI agent by event, a person over REST). The decision rule
+of a workflow reads these results, so a summary must agree with its nights: a
+made-up `max_abs_change_pct: 0` beside a 40 % change is refused, not trusted."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stayops_schemas.errors import SchemaError
+from stayops_schemas.events.base import Amount, Currency, NonEmptyStr
+
+# Percentages travel rounded to cents of a percent; allow that rounding, no more.
+PCT_TOLERANCE = 0.011
+# A summary is the max/min of its nights' values: they must match (float noise aside).
+SUMMARY_TOLERANCE = 1e-6
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PricingFactor(_Result):
+    """One factor that moved a night's price, in percent (reported even when 0)."""
+
+    name: NonEmptyStr
+    effect_pct: float
+    detail: str
+
+
+class PriceRecommendation(_Result):
+    """A recommended price for one night of one listing, in that listing's currency
+    and within its owner's bounds."""
+
+    listing_id: NonEmptyStr
+    date: dt.date
+    current_price: Amount
+    recommended_price: Amount
+    change_pct: float
+    confidence: float = Field(ge=0, le=1)
+    factors: list[PricingFactor]
+    currency: Currency
+    min_price: Amount | None = None
+    max_price: Amount | None = None
+
+    @model_validator(mode="after")
+    def _agrees_with_its_prices(self) -> Self:
+        expected = _pct(self.recommended_price - self.current_price, self.current_price)
+        if abs(self.change_pct - expected) > PCT_TOLERANCE:
+            raise ValueError(f"change_pct {self.change_pct} does not match {self.current_price} -> "
+                             f"{self.recommended_price} ({expected:+.2f} %)")
+        if self.min_price is not None and self.recommended_price < self.min_price:
+            raise ValueError(f"recommended_price {self.recommended_price} is below the listing's "
+                             f"min_price {self.min_price}")
+        if self.max_price is not None and self.recommended_price > self.max_price:
+            raise ValueError(f"recommended_price {self.recommended_price} is above the listing's "
+                             f"max_price {self.max_price}")
+        return self
+
+
+class PricingResult(_Result):
+    """The result of the `pricing` skill. `currency` is the one currency of every
+    recommendation, or null when the listings are priced in different currencies
+    (each night carries its own)."""
+
+    recommendations: list[PriceRecommendation]
+    max_abs_change_pct: float = Field(ge=0)
+    min_confidence: float = Field(ge=0, le=1)
+    needs_review: bool
+    currency: Currency | None = None
+
+    @model_validator(mode="after")
+    def _summary_agrees_with_the_nights(self) -> Self:
+        nights = self.recommendations
+        largest = max((abs(r.change_pct) for r in nights), default=0.0)
+        if abs(self.max_abs_change_pct - largest) > SUMMARY_TOLERANCE:
+            raise ValueError(f"max_abs_change_pct {self.max_abs_change_pct} is not the largest change "
+                             f"of the recommendations ({largest})")
+        lowest = min((r.confidence for r in nights), default=self.min_confidence)
+        if abs(self.min_confidence - lowest) > SUMMARY_TOLERANCE:
+            raise ValueError(f"min_confidence {self.min_confidence} is not the lowest confidence "
+                             f"of the recommendations ({lowest})")
+        currencies = {r.currency for r in nights}
+        if len(currencies) == 1 and self.currency not in (None, *currencies):
+            raise ValueError(f"currency {self.currency} is not the recommendations' currency "
+                             f"{next(iter(currencies))}")
+        if len(currencies) > 1 and self.currency is not None:
+            raise ValueError(f"the recommendations are in {', '.join(sorted(currencies))}: "
+                             "currency must be null, each night names its own")
+        by_listing: dict[str, str] = {}
+        for night in nights:
+            if by_listing.setdefault(night.listing_id, night.currency) != night.currency:
+                raise ValueError(f"listing {night.listing_id} is priced in both "
+                                 f"{by_listing[night.listing_id]} and {night.currency}")
+        return self
+
+
+class PerformanceReviewResult(_Result):
+    """The result of the `performance-review` skill: booked revenue of the repriced
+    nights against their forecast."""
+
+    booked_revenue: Amount
+    forecast_revenue: Amount
+    shortfall_pct: float
+    fell_short: bool
+    nights_reviewed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _shortfall_agrees_with_the_revenue(self) -> Self:
+        expected = (_pct(self.forecast_revenue - self.booked_revenue, self.forecast_revenue)
+                    if self.forecast_revenue > 0 else 0.0)
+        if abs(self.shortfall_pct - expected) > PCT_TOLERANCE:
+            raise ValueError(f"shortfall_pct {self.shortfall_pct} does not match booked "
+                             f"{self.booked_revenue} against forecast {self.forecast_revenue} "
+                             f"({expected:.2f} %)")
+        if self.fell_short and expected <= 0:
+            raise ValueError("fell_short is true, yet booked revenue is not below the forecast")
+        return self
+
+
+# The skills whose results are checked; a task of another skill (or none) takes any result.
+SKILL_RESULTS: Mapping[str, type[_Result]] = {
+    "pricing": PricingResult,
+    "performance-review": PerformanceReviewResult,
+}
+
+
+class ResultDoesNotFit(SchemaError):
+    """A result that does not fit its skill's schema; `problems` name each field."""
+
+    def __init__(self, skill: str, problems: list[str]) -> None:
+        self.skill = skill
+        self.problems = problems
+        super().__init__(f"the result does not fit the {skill!r} skill: {'; '.join(problems)}")
+
+
+def check_result(skill: str | None, result: Mapping[str, Any]) -> None:
+    """Refuse a result that does not fit the schema of `skill` (no check for a skill
+    without one)."""
+    model = SKILL_RESULTS.get(skill or "")
+    if model is None:
+        return
+    try:
+        model.model_validate(dict(result))
+    except ValidationError as exc:
+        raise ResultDoesNotFit(skill or "", [_problem(e) for e in exc.errors()]) from exc
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ())) or "result"
+    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _pct(part: Decimal, whole: Decimal) -> float:
+    if whole == 0:
+        return 0.0
+    return float(part / whole * 100)
