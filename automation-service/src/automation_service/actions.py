@@ -4,18 +4,25 @@ and stays pending until that service answers (see `handlers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from decimal import Decimal
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automation_service import store
-from automation_service.domain import ActionFinish, AutomatedAction, Notification
+from automation_service.domain import ActionFinish, AutomatedAction, Notification, mixed_currencies, refused_prices
 from stayops_kit.outbox import UnitOfWork
+from stayops_kit.policies import policy_of
 from stayops_schemas.events.automations import PriceChange, PricingApproved, SyncRequested
+from stayops_schemas.events.base import Currency
+from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.sync import Platform
+from stayops_schemas.guardrails import check_prices
 
 REQUESTED_BY = "automation"
 
@@ -41,17 +48,43 @@ class _SyncData(_TaskData):
     listing_ids: list[str] = Field(default_factory=list)
 
 
+class _Night(_TaskData):
+    """A night to publish as the workflow hands it over: any amount is read, so the
+    guardrails (not a parse error) say what is wrong with a price of 0 or -5."""
+
+    listing_id: str = Field(min_length=1)
+    date: dt.date
+    price: Decimal
+    currency: Currency
+    previous_price: Decimal | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+
+
 class _PricesData(_TaskData):
     platform: Platform
-    prices: list[PriceChange] = Field(min_length=1)
+    prices: list[_Night] = Field(min_length=1)
     listing_ids: list[str] | None = None
-    approved_by: str | None = Field(default=None, min_length=1)
+    # Filled by the workflow engine from the decision step that approved these
+    # prices; never defaulted here: no approver, no publish.
+    approved_by: str = Field(min_length=1)
+    approval_step: str | None = None
 
 
 class _NotifyData(_TaskData):
-    user_id: str = Field(min_length=1)
+    user_id: str | None = Field(default=None, min_length=1)
+    role_id: str | None = Field(default=None, min_length=1)
     subject: str = Field(min_length=1)
     body: str = ""
+
+    @model_validator(mode="after")
+    def _someone_to_tell(self) -> Self:
+        if self.user_id is None and self.role_id is None:
+            raise ValueError("a notification names a user_id, a role_id or both")
+        return self
+
+
+PolicyLookup = Callable[[AsyncConnection, str], Awaitable[OrgPolicyUpdated]]
 
 
 def _invalid(action: AutomatedAction, exc: ValidationError) -> ActionFinish:
@@ -81,21 +114,32 @@ class RequestSync:
 
 
 class PublishPrices:
-    """Hand approved prices to the platform's sync service; finishes once every
-    listing answered `<platform>.price.updated` or `.price.update_failed`."""
+    """Hand approved prices to the platform's sync service, once every night passes
+    the org's price guardrails; finishes once every listing answered
+    `<platform>.price.updated` or `.price.update_failed`."""
 
     name = "publish_prices"
+
+    def __init__(self, policies: PolicyLookup = policy_of) -> None:
+        self._policies = policies
 
     async def start(self, uow: UnitOfWork, action: AutomatedAction) -> tuple[AutomatedAction, ActionFinish | None]:
         try:
             data = _PricesData.model_validate(action.data)
+        except ValidationError as exc:
+            return action, _invalid(action, exc)
+        nights = [night.model_dump() for night in data.prices]
+        policy = await self._policies(uow.conn, action.org_id)
+        refused = mixed_currencies(nights) + check_prices(policy, nights)
+        if refused:
+            return action, refused_prices(refused)
+        try:
             listing_ids = data.listing_ids or list(dict.fromkeys(p.listing_id for p in data.prices))
             approved = PricingApproved(
                 org_id=action.org_id, request_id=action.task_id, platform=data.platform,
-                listing_ids=listing_ids, prices=data.prices,
-                # Workflows name the approver; a task without one was approved by its run.
-                approved_by=data.approved_by or f"workflow-run:{action.workflow_run_id or action.task_id}",
-                workflow_run_id=action.workflow_run_id,
+                listing_ids=listing_ids, approved_by=data.approved_by, workflow_run_id=action.workflow_run_id,
+                prices=[PriceChange(listing_id=p.listing_id, date=p.date, price=p.price, currency=p.currency,
+                                    previous_price=p.previous_price) for p in data.prices],
             )
         except ValidationError as exc:
             return action, _invalid(action, exc)
@@ -105,7 +149,8 @@ class PublishPrices:
 
 
 class Notify:
-    """Leave a notification for a user (`GET /v1/notifications`); finishes at once."""
+    """Leave a notification for a user, a role's members, or both (`GET
+    /v1/notifications`); finishes at once."""
 
     name = "notify"
 
@@ -115,11 +160,12 @@ class Notify:
         except ValidationError as exc:
             return action, _invalid(action, exc)
         notification = Notification(
-            id=uow.ids(), org_id=action.org_id, user_id=data.user_id, subject=data.subject,
-            body=data.body, created_at=uow.clock.now(), task_id=action.task_id,
+            id=uow.ids(), org_id=action.org_id, user_id=data.user_id, role_id=data.role_id,
+            subject=data.subject, body=data.body, created_at=uow.clock.now(), task_id=action.task_id,
         )
         await store.insert_notification(uow.conn, notification)
-        return action, ActionFinish({"notification_id": notification.id, "user_id": data.user_id})
+        return action, ActionFinish({"notification_id": notification.id, "user_id": data.user_id,
+                                     "role_id": data.role_id})
 
 
 ActionRegistry = Mapping[str, Action]

@@ -100,6 +100,8 @@ class AutomationDetail(AutomationOut):
 
 class NotificationOut(BaseModel):
     id: str
+    user_id: str | None
+    role_id: str | None
     subject: str
     body: str
     task_id: str | None

@@ -14,7 +14,8 @@ from croniter import croniter
 
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
-from stayops_schemas.events.tasks import TaskAssigned, TaskType
+from stayops_schemas.events.tasks import SIDE_EFFECTING_ACTIONS, WORKFLOW_CREATOR, TaskAssigned, TaskType
+from stayops_schemas.guardrails import PriceRefusal
 
 
 class AutomationNotFound(NotFound):
@@ -264,6 +265,7 @@ class AutomatedAction:
     data: dict[str, Any]
     received_at: datetime
     status: ActionStatus = ActionStatus.PENDING
+    created_by: str | None = None
     workflow_run_id: str | None = None
     workflow_step: str | None = None
     correlation_id: str | None = None
@@ -276,6 +278,19 @@ class AutomatedAction:
     @property
     def is_pending(self) -> bool:
         return self.status is ActionStatus.PENDING
+
+    @property
+    def refusal(self) -> str | None:
+        """Why automation will not do this action, or None: an action with side effects
+        (see SIDE_EFFECTING_ACTIONS) is done only for a task a workflow run requested."""
+        if self.action not in SIDE_EFFECTING_ACTIONS:
+            return None
+        if self.created_by != WORKFLOW_CREATOR or self.workflow_run_id is None:
+            return (f"action {self.action!r} changes the outside world and is done only for a task a "
+                    f"workflow run requested; task {self.task_id} was created by "
+                    f"{self.created_by or 'an unknown creator'} outside any workflow run: refused, "
+                    "nothing published")
+        return None
 
     def finished(self, finish: ActionFinish, at: datetime) -> AutomatedAction:
         status = ActionStatus.SUCCEEDED if finish.error is None else ActionStatus.FAILED
@@ -312,20 +327,46 @@ def automated_action(event: TaskAssigned, received_at: datetime, correlation_id:
         action=str(event.data.get("action") or ""),
         data=event.data,
         received_at=received_at,
+        created_by=event.created_by,
         workflow_run_id=event.workflow_run_id,
         workflow_step=event.workflow_step,
         correlation_id=correlation_id,
     )
 
 
+def refused_prices(refusals: list[PriceRefusal]) -> ActionFinish:
+    """A publish the guardrails refused: every refused night with its reason, in the
+    result and the error; nothing is published (and nothing clamped)."""
+    named = "; ".join(f"{r.listing_id} {r.date} at {r.price}: {r.reason}" for r in refusals)
+    return ActionFinish({"refused": [r.as_dict() for r in refusals]},
+                        error=f"{len(refusals)} night(s) refused by the price guardrails, nothing "
+                              f"published: {named}")
+
+
+def mixed_currencies(nights: list[dict[str, Any]]) -> list[PriceRefusal]:
+    """Nights of a listing in a currency other than the listing's first night's: each
+    listing keeps its own currency, never another listing's or a second one."""
+    first: dict[str, str] = {}
+    refused = []
+    for night in nights:
+        listing, currency = str(night["listing_id"]), str(night["currency"])
+        if first.setdefault(listing, currency) != currency:
+            refused.append(PriceRefusal(listing, str(night["date"]), str(night["price"]),
+                                        f"listing {listing} is priced in {first[listing]} in the same "
+                                        f"publish, not {currency}"))
+    return refused
+
+
 @dataclass(frozen=True)
 class Notification:
-    """A message for one user, left by a `notify` action."""
+    """A message left by a `notify` action for one user, for every member of a role,
+    or both."""
 
     id: str
     org_id: str
-    user_id: str
+    user_id: str | None
     subject: str
     body: str
     created_at: datetime
     task_id: str | None = None
+    role_id: str | None = None

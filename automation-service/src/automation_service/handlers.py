@@ -28,6 +28,7 @@ from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import Conflict
 from stayops_kit.outbox import UnitOfWork
+from stayops_kit.policies import store_policy
 from stayops_schemas.events.automations import (
     ActionFinished,
     AutomationExecuted,
@@ -35,6 +36,7 @@ from stayops_schemas.events.automations import (
     AutomationType,
     ExecutionOutcome,
 )
+from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.sync import PriceUpdated, PriceUpdateFailed, SyncCompleted, SyncFailed
 from stayops_schemas.events.tasks import TaskAssigned
 from stayops_schemas.events.workflows import WorkflowRunRequested
@@ -224,6 +226,9 @@ async def task_assigned(actions: ActionRegistry, ctx: EventContext, event: TaskA
     if not await store.insert_action(ctx.uow.conn, action):
         log.debug("task %s of org %s is already being done", action.task_id, action.org_id)
         return
+    if action.refusal is not None:
+        await _finish(ctx.uow, action, ActionFinish({}, error=action.refusal))
+        return
     runner = actions.get(action.action)
     if runner is None:
         known = ", ".join(sorted(actions))
@@ -293,4 +298,12 @@ async def _finish(uow: UnitOfWork, action: AutomatedAction, finish: ActionFinish
 
 
 async def my_notifications(uow: UnitOfWork, caller: Caller) -> list[Notification]:
-    return await store.notifications_for(uow.conn, caller.org_id, caller.user_id)
+    """The caller's own notifications and those left for their role."""
+    return await store.notifications_for(uow.conn, caller.org_id, caller.user_id, caller.role_id)
+
+
+# --- Org policy ----------------------------------------------------------------------
+
+
+async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
+    await store_policy(ctx.uow.conn, event)

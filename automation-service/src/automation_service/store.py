@@ -83,6 +83,7 @@ automated_actions = sa.Table(
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("data", pg.JSONB, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text),
     sa.Column("workflow_run_id", sa.Text),
     sa.Column("workflow_step", sa.Text),
     sa.Column("correlation_id", sa.Text),
@@ -100,16 +101,20 @@ notifications = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("org_id", sa.Text, nullable=False),
-    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text),
+    sa.Column("role_id", sa.Text),
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("task_id", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # A `notify` task redelivered or re-run notifies once.
     sa.UniqueConstraint("org_id", "task_id", name="notifications_once_per_task"),
+    sa.CheckConstraint("user_id IS NOT NULL OR role_id IS NOT NULL", name="notifications_for_someone"),
 )
 sa.Index("notifications_org_user_created", notifications.c.org_id, notifications.c.user_id,
          notifications.c.created_at.desc())
+sa.Index("notifications_org_role_created", notifications.c.org_id, notifications.c.role_id,
+         notifications.c.created_at.desc(), postgresql_where=notifications.c.role_id.is_not(None))
 
 SCHEDULE_CHANNEL = "automation_schedule"
 
@@ -325,12 +330,16 @@ async def insert_notification(conn: AsyncConnection, notification: Notification)
 
 
 async def notifications_for(
-    conn: AsyncConnection, org_id: str, user_id: str, *, limit: int = 100
+    conn: AsyncConnection, org_id: str, user_id: str, role_id: str | None, *, limit: int = 100
 ) -> list[Notification]:
+    """A user's notifications: those left for them and those left for their role."""
+    mine: sa.ColumnElement[bool] = notifications.c.user_id == user_id
+    if role_id is not None:
+        mine = sa.or_(mine, notifications.c.role_id == role_id)
     query = (
         OrgScope(notifications, org_id)
         .select()
-        .where(notifications.c.user_id == user_id)
+        .where(mine)
         .order_by(notifications.c.created_at.desc(), notifications.c.id)
         .limit(limit)
     )

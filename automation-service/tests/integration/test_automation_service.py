@@ -22,11 +22,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from automation_service import store
 from automation_service.app import NAME, create_app
 from automation_service.domain import Automation, Execution
+from stayops_kit.db import outbox
+from stayops_kit.policies import policy_of
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
+from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.sync import (
     NightlyPrice,
     PriceUpdated,
@@ -223,10 +226,12 @@ async def test_a_paused_automation_has_no_next_fire_until_resumed(service: Runni
     assert datetime.fromisoformat(resumed.json()["next_fire_at"]).hour == 6
 
 
-def automated(org: str, task_id: str, data: dict[str, Any], *, assigned_to: str = "automation") -> TaskAssigned:
+def automated(org: str, task_id: str, data: dict[str, Any], *, assigned_to: str = "automation",
+              created_by: str = "workflow-service", workflow_run_id: str | None = "run-1") -> TaskAssigned:
+    """An automated task as task-service announces it; by default one a workflow run asked for."""
     return TaskAssigned(
         task_id=task_id, org_id=org, task_type=TaskType.AUTOMATED, title="automated work", data=data,
-        workflow_run_id="run-1", workflow_step="sync", assigned_to=assigned_to,
+        workflow_run_id=workflow_run_id, workflow_step="sync", assigned_to=assigned_to, created_by=created_by,
         # The schema pairs assigned_to with an assignee type; automation is a system user.
         rule="task type automated -> automation",
     )
@@ -297,6 +302,100 @@ async def test_notify_leaves_a_notification_for_its_user_only(service: RunningSe
     assert finished.data["outcome"] == "success"
     assert [(n["subject"], n["task_id"]) for n in mine.json()["items"]] == [("Prices applied", task_id)]
     assert others.json()["items"] == []
+
+
+async def announced_in_outbox(service: RunningService, org: str, type_: str) -> list[dict[str, Any]]:
+    """What automation-service wrote to announce (its outbox), sent yet or not."""
+    async with service.runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.payload).where(
+            outbox.c.org_id == org, outbox.c.event_type == type_))
+        return [row.payload for row in rows]
+
+
+NIGHT = {"listing_id": "l-1", "date": "2025-04-01", "currency": "EUR", "previous_price": "100.00"}
+
+
+@pytest.mark.parametrize(
+    ("task", "says"),
+    [
+        ({"created_by": "owner-1", "workflow_run_id": None},
+         "done only for a task a workflow run requested; task {task} was created by owner-1"),
+        ({"created_by": "workflow-service", "workflow_run_id": None}, "outside any workflow run"),
+        ({"data": {"approved_by": None}}, "approved_by"),
+    ],
+    ids=["member-task", "no-run", "no-approver"],
+)
+async def test_publish_prices_is_refused_for_a_task_no_workflow_approved(
+    service: RunningService, task: dict[str, Any], says: str
+) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    data = {"action": "publish_prices", "platform": "airbnb", "approved_by": "owner",
+            "prices": [{**NIGHT, "price": "105.00"}], **task.get("data", {})}
+    data = {k: v for k, v in data.items() if v is not None}
+    fields = {k: v for k, v in task.items() if k != "data"}
+    await service.publish("stayops.task.assigned", automated(org, task_id, data, **fields), key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+    assert finished.data["outcome"] == "failure"
+    assert says.format(task=task_id) in finished.data["error"]
+    assert await announced_in_outbox(service, org, "stayops.pricing.approved") == []
+
+
+async def test_publish_prices_checks_every_night_against_the_orgs_guardrails(service: RunningService) -> None:
+    org, refused_id, passed_id = new_org(), f"task-{uuid.uuid4().hex[:8]}", f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("org.policy.updated", OrgPolicyUpdated(
+        org_id=org, updated_at=NOW, pricing=PriceGuardrails(ceiling=Decimal("150.00"), max_change_pct=40),
+        listings={"l-2": PriceGuardrails(currency="USD")}), key=org)
+
+    async def policy_stored() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            return (await policy_of(conn, org)).pricing.ceiling is not None
+
+    await eventually(policy_stored, what="the org's policy in automation-service")
+    nights = [{**NIGHT, "price": "0.00"}, {**NIGHT, "date": "2025-04-02", "price": "120.00"},
+              {**NIGHT, "date": "2025-04-03", "price": "155.00", "previous_price": "140.00"},
+              {**NIGHT, "listing_id": "l-2", "price": "120.00"}]
+    await service.publish("stayops.task.assigned", automated(org, refused_id, {
+        "action": "publish_prices", "platform": "airbnb", "approved_by": "u-owner", "prices": nights}),
+        key=refused_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=refused_id)
+    assert finished.data["outcome"] == "failure"
+    assert [(r["listing_id"], r["date"], r["price"]) for r in finished.data["result"]["refused"]] == [
+        ("l-1", "2025-04-01", "0.00"), ("l-1", "2025-04-03", "155.00"), ("l-2", "2025-04-01", "120.00")]
+    for says in ("price 0.00 is not above zero", "price 155.00 is above the org's ceiling of 150.00",
+                 "the listing is priced in USD, not EUR"):
+        assert says in finished.data["error"], says
+    assert await announced_in_outbox(service, org, "stayops.pricing.approved") == []
+
+    await service.publish("stayops.task.assigned", automated(org, passed_id, {
+        "action": "publish_prices", "platform": "airbnb", "approved_by": "u-owner",
+        "prices": [nights[1], {**nights[3], "currency": "USD"}]}), key=passed_id)
+    approved = await service.announced.one("stayops.pricing.approved", org, request_id=passed_id)
+    assert [(p["listing_id"], p["price"], p["currency"]) for p in approved.data["prices"]] == [
+        ("l-1", "120.00", "EUR"), ("l-2", "120.00", "USD")]
+
+
+async def test_notify_a_role_reaches_every_member_of_it(service: RunningService) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("stayops.task.assigned", automated(org, task_id, {
+        "action": "notify", "user_id": None, "role_id": "owner", "subject": "Weekly pricing: approved"}),
+        key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+    assert finished.data["outcome"] == "success", finished.data
+    for user in ("u-owner", "u-co-owner"):
+        listed = await service.client.get("/v1/notifications", headers=service.auth(org, user, "owner"))
+        assert [(n["subject"], n["role_id"]) for n in listed.json()["items"]] == [
+            ("Weekly pricing: approved", "owner")], user
+    other = await service.client.get("/v1/notifications", headers=service.auth(org, "u-rm", "revenue-manager"))
+    assert other.json()["items"] == []
+
+    nobody = f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("stayops.task.assigned", automated(org, nobody, {
+        "action": "notify", "subject": "to nobody"}), key=nobody)
+    failed = await service.announced.one("stayops.automation.action.finished", org, task_id=nobody)
+    assert "a notification names a user_id, a role_id or both" in failed.data["error"]
 
 
 async def test_an_unknown_action_fails_the_task_with_the_reason(service: RunningService) -> None:

@@ -4,6 +4,7 @@ makes each kind of automation fire."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -21,10 +22,11 @@ from stayops_schemas.events.tasks import TaskAssigned, TaskType
 AT = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def assigned(task_type: TaskType, assigned_to: str | None = "automation") -> TaskAssigned:
+def assigned(task_type: TaskType, assigned_to: str | None = "automation", *, created_by: str | None = None,
+             workflow_run_id: str | None = "run-1", action: str = "publish_prices") -> TaskAssigned:
     return TaskAssigned(task_id="t-1", org_id="org-1", task_type=task_type, title="Publish prices",
-                        data={"action": "publish_prices", "listing_ids": ["l-1"]},
-                        workflow_run_id="run-1", workflow_step="publish",
+                        data={"action": action, "listing_ids": ["l-1"]}, created_by=created_by,
+                        workflow_run_id=workflow_run_id, workflow_step="publish",
                         assigned_to=assigned_to,
                         assignee_type=None if assigned_to in (None, "automation") else UserType.HUMAN,
                         rule="task type automated -> automation-service")
@@ -45,6 +47,21 @@ def test_work_for_people_and_agents_is_not_automations(task_type: TaskType) -> N
 
 def test_an_automated_task_someone_else_took_is_not_automations() -> None:
     assert automated_action(assigned(TaskType.AUTOMATED, assigned_to="u-42"), AT, None) is None
+
+
+def test_a_side_effect_is_done_only_for_a_task_a_workflow_run_requested() -> None:
+    def refusal(**fields: Any) -> str | None:
+        action = automated_action(assigned(TaskType.AUTOMATED, **fields), AT, None)
+        assert action is not None
+        return action.refusal
+
+    assert refusal(created_by="workflow-service") is None
+    assert refusal(created_by="owner-1") is not None
+    assert "created by owner-1 outside any workflow run" in (refusal(created_by="owner-1") or "")
+    assert refusal(created_by=None) is not None
+    assert refusal(created_by="workflow-service", workflow_run_id=None) is not None
+    assert refusal(created_by="workflow-service", action="request_sync", workflow_run_id=None) is not None
+    assert refusal(created_by="owner-1", action="notify") is None
 
 
 def publishing(*listings: str) -> AutomatedAction:
