@@ -6,13 +6,14 @@ import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.orgsim import OrgRegistry, PolicyChange, seed_solo, set_policy
 from stayops_infra.testing import TestStack
 from stayops_infra.topics import provision_topics, topic_partitions
 from stayops_schemas.binding import from_kafka, to_kafka
@@ -135,3 +136,23 @@ async def test_events_survive_a_broker_restart(stack: TestStack) -> None:
 
     received = await _read_org_events(stack.kafka_bootstrap, TASKS, org_id, 1)
     assert received == [sent]
+
+
+async def test_a_policy_change_is_kept_and_announced_whole(stack: TestStack, tmp_path: Path) -> None:
+    registry = OrgRegistry(tmp_path / "orgs.json")
+    seeded = await seed_solo(stack.kafka_bootstrap, stack.keys, registry)
+    org_id, listing = seeded.org.org_id, seeded.org.listing_ids[0]
+
+    await set_policy(stack.kafka_bootstrap, registry, org_id, PolicyChange(max_change_pct=20, floor=Decimal("40")))
+    await set_policy(stack.kafka_bootstrap, registry, org_id,
+                     PolicyChange(listing=listing, currency="USD", ceiling=Decimal("300.00"),
+                                  ai_agents_may_decide=True))
+
+    events = await _read_org_events(stack.kafka_bootstrap, ORG_DIRECTORY, org_id, 5)
+    latest = [e for e in events if e.type == "org.policy.updated"][-1]
+    assert latest.source == "urn:stayops:org-service"
+    assert latest.data["pricing"] == {"max_change_pct": 20.0, "floor": "40", "approval_threshold_pct": None,
+                                      "ceiling": None, "currency": None}
+    assert latest.data["listings"][listing]["currency"] == "USD"
+    assert latest.data["ai_agents_may_decide"] is True
+    assert registry.get(org_id).policy["pricing"] == {"max_change_pct": 20.0, "floor": "40"}

@@ -66,3 +66,22 @@ def test_other_platforms_and_types_are_not_answered() -> None:
     hostaway = auto.SyncRequested(org_id="o1", request_id="r", platform="hostaway", listing_ids=["l1"],
                                   requested_by="automation")
     assert simulator().handle(request("stayops.sync.requested", hostaway)) == []
+
+
+def test_a_price_outside_the_listings_bounds_or_in_another_currency_is_refused() -> None:
+    listing = listing_of("o1", "l1")
+    night = dt.date(2026, 12, 1)
+
+    def change(price: Decimal, currency: str = "EUR", day: int = 0) -> auto.PriceChange:
+        return auto.PriceChange(listing_id="l1", date=night + dt.timedelta(days=day), price=price, currency=currency)
+
+    for refused, says in ((change(listing.max_price + Decimal("0.01")), "outside the listing's"),
+                          (change(listing.min_price - Decimal("0.01")), "outside the listing's"),
+                          (change(listing.base_price, "USD"), "priced in USD; the listing is priced in EUR")):
+        approved = auto.PricingApproved(org_id="o1", request_id="task-3", platform="airbnb", listing_ids=["l1"],
+                                        prices=[change(listing.base_price, day=1), refused], approved_by="u-owner")
+        sim = simulator()
+        [answer] = sim.handle(request("stayops.pricing.approved", approved))
+        assert answer.type == "airbnb.price.update_failed"
+        assert says in answer.data["reason"]
+        assert sim.prices == {}, "no night of the listing is applied"

@@ -96,6 +96,9 @@ class Factor:
 
 @dataclass(frozen=True)
 class NightRecommendation:
+    """A night's recommended price, in its own listing's currency and bounds: a
+    multi-currency org's nights never borrow another listing's currency."""
+
     listing_id: str
     date: dt.date
     current_price: Decimal
@@ -104,6 +107,9 @@ class NightRecommendation:
     confidence: float
     factors: tuple[Factor, ...]
     expected_occupancy: float
+    currency: str
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,16 +120,22 @@ class NightRecommendation:
             "change_pct": self.change_pct,
             "confidence": self.confidence,
             "factors": [f.as_dict() for f in self.factors],
+            "currency": self.currency,
+            "min_price": str(self.min_price) if self.min_price is not None else None,
+            "max_price": str(self.max_price) if self.max_price is not None else None,
         }
 
 
 @dataclass(frozen=True)
 class PricingResult:
+    """`currency` is the listings' one currency, or None when they differ (each
+    recommendation names its own); see `stayops_schemas.results.PricingResult`."""
+
     recommendations: tuple[NightRecommendation, ...]
     max_abs_change_pct: float
     min_confidence: float
     needs_review: bool
-    currency: str
+    currency: str | None
 
     def as_result(self) -> dict[str, Any]:
         """The result of `stayops.agent.result.produced` for the pricing skill."""
@@ -151,13 +163,14 @@ def recommend_prices(
         night for listing in listings for night in _recommend_listing(listing, today, horizon_days)
     )
     min_confidence = min((r.confidence for r in recommendations), default=1.0)
+    currencies = {listing.currency for listing in listings}
     return PricingResult(
         recommendations=recommendations,
         max_abs_change_pct=max((abs(r.change_pct) for r in recommendations), default=0.0),
         min_confidence=min_confidence,
         # Below the threshold a person looks, however small the change.
         needs_review=min_confidence < confidence_threshold,
-        currency=listings[0].currency if listings else "",
+        currency=next(iter(currencies)) if len(currencies) == 1 else None,
     )
 
 
@@ -207,6 +220,9 @@ def _recommend_night(
         confidence=_confidence(market, lead, has_current=current is not None),
         factors=tuple(factors),
         expected_occupancy=market.occupancy if market else DEFAULT_EXPECTED_OCCUPANCY,
+        currency=listing.currency,
+        min_price=listing.min_price,
+        max_price=listing.max_price,
     )
 
 

@@ -17,6 +17,7 @@ from agent_service.pricing import (
     recommend_prices,
     review_performance,
 )
+from stayops_schemas.results import check_result
 
 TODAY = date(2025, 4, 1)  # a Tuesday in April, whose season factor is 0
 AT = datetime(2025, 3, 20, 9, 0, tzinfo=UTC)
@@ -34,9 +35,10 @@ def market(first: date, nights: int, *, price: str = "120.00", occupancy: float 
 
 def listing(*, stays: tuple[Stay, ...] = (), rates: dict[date, MarketNight] | None = None,
             base: str = "120.00", low: str | None = "80.00", high: str | None = "250.00",
-            prices: dict[date, Decimal] | None = None) -> ListingPricingInput:
+            prices: dict[date, Decimal] | None = None, listing_id: str = "l-1",
+            currency: str = "EUR") -> ListingPricingInput:
     return ListingPricingInput(
-        listing_id="l-1", currency="EUR", base_price=Decimal(base),
+        listing_id=listing_id, currency=currency, base_price=Decimal(base),
         min_price=Decimal(low) if low else None, max_price=Decimal(high) if high else None,
         current_prices=prices if prices is not None else {},
         stays=stays, market=market(TODAY, 90) if rates is None else rates,
@@ -163,10 +165,32 @@ def test_the_result_has_the_contracts_shape() -> None:
 
     assert set(result) == {"recommendations", "max_abs_change_pct", "min_confidence", "needs_review", "currency"}
     assert set(result["recommendations"][0]) == {"listing_id", "date", "current_price", "recommended_price",
-                                                 "change_pct", "confidence", "factors"}
+                                                 "change_pct", "confidence", "factors", "currency",
+                                                 "min_price", "max_price"}
     assert set(result["recommendations"][0]["factors"][0]) == {"name", "effect_pct", "detail"}
     assert result["currency"] == "EUR"
     assert 0 <= result["min_confidence"] <= 1
+    check_result("pricing", result)  # what task-service accepts from the agent
+
+
+def test_each_listing_is_priced_in_its_own_currency_and_bounds() -> None:
+    eur = listing(listing_id="l-eur", currency="EUR", low="80.00", high="250.00")
+    usd = listing(listing_id="l-usd", currency="USD", base="300.00", low="280.00", high="320.00")
+    result = recommend_prices([eur, usd], today=TODAY, horizon_days=30, confidence_threshold=0.7).as_result()
+
+    nights = {(n["listing_id"], n["currency"], n["min_price"], n["max_price"]) for n in result["recommendations"]}
+    assert nights == {("l-eur", "EUR", "80.00", "250.00"), ("l-usd", "USD", "280.00", "320.00")}
+    assert all(Decimal("280.00") <= Decimal(n["recommended_price"]) <= Decimal("320.00")
+               for n in result["recommendations"] if n["listing_id"] == "l-usd")
+    assert result["currency"] is None, "no one currency for the whole result"
+    check_result("pricing", result)
+
+
+def test_a_review_has_the_contracts_shape() -> None:
+    nights = [ForecastNight("l-1", date(2025, 4, d), Decimal("100.00"), 0.5) for d in (1, 2, 3)]
+    check_result("performance-review", review_performance(nights, {("l-1", date(2025, 4, 1)): Decimal("90")})
+                 .as_result())
+    check_result("performance-review", review_performance([], {}).as_result())
 
 
 def test_the_same_input_gives_the_same_output() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,7 @@ from stayops_infra.eventtail import tail_events
 from stayops_infra.kafka.jars import ensure_kafka_jars, find_java, java_major_version
 from stayops_infra.keys import ensure_keys
 from stayops_infra.launcher import org_registry, print_seed, run_system
-from stayops_infra.orgsim import seed_solo
+from stayops_infra.orgsim import PolicyChange, seed_solo, set_policy
 from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack, tansu_is_running
 from stayops_infra.tokens import mint_token
 from stayops_infra.topics import topic_partitions
@@ -31,10 +32,12 @@ app = typer.Typer(help="Run and poke at StayOps on one machine.", no_args_is_hel
 stack_app = typer.Typer(help="PostgreSQL + Kafka + topics only (tests, benchmarks).")
 seed_app = typer.Typer(help="Create demo organisations through the org-service simulator.")
 events_app = typer.Typer(help="Look at the events on the broker.")
+policy_app = typer.Typer(help="An org's policy (price guardrails, AI decisions) in the org-service simulator.")
 schemas_app = typer.Typer(help="The event payload JSON Schemas.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(events_app, name="events")
+app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
 
 console = Console(soft_wrap=True)
@@ -196,6 +199,40 @@ def seed_solo_command(
         console.print(f"[yellow]The weekly price automation was not created (is automation-service up?): "
                       f"{exc!r}[/]", highlight=False)
     print_seed(console, result, as_json=as_json)
+
+
+@policy_app.command("set")
+def policy_set(
+    org: Annotated[str, typer.Option(help="the org whose policy changes (as seeded)")],
+    approval_threshold: Annotated[float | None, typer.Option(
+        help="a change of this many percent or more on a night needs a person's approval")] = None,
+    max_change: Annotated[float | None, typer.Option(
+        help="no night may move more than this many percent, approved or not")] = None,
+    floor: Annotated[str | None, typer.Option(help="no price below this amount")] = None,
+    ceiling: Annotated[str | None, typer.Option(help="no price above this amount")] = None,
+    ai_agents_may_decide: Annotated[bool | None, typer.Option(
+        "--ai-agents-may-decide/--no-ai-agents-may-decide",
+        help="whether AI agents may answer decisions (default: unchanged)")] = None,
+    listing: Annotated[str | None, typer.Option(
+        help="apply the price limits and --currency to this listing instead of the whole org")] = None,
+    currency: Annotated[str | None, typer.Option(help="the listing's currency (ISO 4217), with --listing")] = None,
+) -> None:
+    """Change an org's policy and announce it (org.policy.updated); services enforce it at once."""
+    config = StackConfig.from_env()
+    try:
+        change = PolicyChange(
+            approval_threshold_pct=approval_threshold, max_change_pct=max_change,
+            floor=Decimal(floor) if floor is not None else None,
+            ceiling=Decimal(ceiling) if ceiling is not None else None,
+            ai_agents_may_decide=ai_agents_may_decide, listing=listing, currency=currency,
+        )
+        event = asyncio.run(set_policy(bootstrap_servers_from_env(config), org_registry(config), org, change,
+                                       idempotent=not tansu_is_running(config)))
+    except (KeyError, ValueError, ArithmeticError) as exc:  # pydantic's ValidationError is a ValueError
+        raise _fail(exc) from exc
+    except Exception as exc:
+        raise _fail(StackError(f"the policy was not announced (is the stack up?): {exc!r}")) from exc
+    console.print_json(json.dumps(event.data, default=str))
 
 
 @app.command()

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from stayops_infra.tokens import UserType, mint_token
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import ORG_DIRECTORY, event_type
 from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, OrgPolicyUpdated
+from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, OrgPolicyUpdated, PriceGuardrails
 
 SOURCE = "urn:stayops:org-service"
 SEED_TOKEN_TTL_S = 7 * 24 * 3600
@@ -180,6 +181,54 @@ def policy_event(org: Org, clock: Clock = utc_now, ids: IdFactory = new_id,
         payload, id=ids(), source=SOURCE, partitionkey=org.org_id, time=now,
         correlationid=correlationid, subject=org.org_id,
     )
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What `stayops policy set` changes; None leaves a setting as it is. The price
+    limits apply to `listing` when one is named (its override), else to the org."""
+
+    approval_threshold_pct: float | None = None
+    max_change_pct: float | None = None
+    floor: Decimal | None = None
+    ceiling: Decimal | None = None
+    ai_agents_may_decide: bool | None = None
+    listing: str | None = None
+    currency: str | None = None
+
+
+def change_policy(org: Org, change: PolicyChange) -> dict[str, Any]:
+    """The org's policy with `change` applied, checked against `org.policy.updated`'s
+    schema (raises pydantic's ValidationError, naming the setting, when it does not fit)."""
+    if change.currency is not None and change.listing is None:
+        raise ValueError("a currency is set per listing: name it with --listing")
+    policy: dict[str, Any] = json.loads(json.dumps(org.policy))
+    if change.ai_agents_may_decide is not None:
+        policy["ai_agents_may_decide"] = change.ai_agents_may_decide
+    limits = {"approval_threshold_pct": change.approval_threshold_pct, "max_change_pct": change.max_change_pct,
+              "floor": change.floor, "ceiling": change.ceiling, "currency": change.currency}
+    given = {name: value for name, value in limits.items() if value is not None}
+    if change.listing is None:
+        target = policy.setdefault("pricing", {})
+    else:
+        target = policy.setdefault("listings", {}).setdefault(change.listing, {})
+    target.update(PriceGuardrails(**given).model_dump(mode="json", exclude_none=True))
+    # The whole policy must still be one org-service could announce.
+    OrgPolicyUpdated(**{**policy, "org_id": org.org_id, "updated_at": utc_now()})
+    return policy
+
+
+async def set_policy(
+    bootstrap: str, registry: OrgRegistry, org_id: str, change: PolicyChange,
+    clock: Clock = utc_now, ids: IdFactory = new_id, idempotent: bool = True,
+) -> Envelope:
+    """Change a simulated org's policy, announce it as `org.policy.updated`, then keep it."""
+    org = registry.get(org_id)
+    org.policy = change_policy(org, change)
+    event = policy_event(org, clock, ids)
+    await publish_events(bootstrap, [event], idempotent)
+    registry.save(org)
+    return event
 
 
 async def publish_events(bootstrap: str, envelopes: list[Envelope], idempotent: bool = True) -> None:

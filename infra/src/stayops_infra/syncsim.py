@@ -83,6 +83,19 @@ def listing_of(org_id: str, listing_id: str) -> SimListing:
     )
 
 
+def refused_nights(listing: SimListing, nights: list[auto.PriceChange]) -> list[str]:
+    """The nights a platform would refuse: outside the listing's min/max, or in a
+    currency other than the listing's."""
+    refused = []
+    for night in nights:
+        if night.currency != CURRENCY:
+            refused.append(f"{night.date} is priced in {night.currency}; the listing is priced in {CURRENCY}")
+        elif not listing.min_price <= night.price <= listing.max_price:
+            refused.append(f"{night.date} at {night.price} is outside the listing's "
+                           f"[{listing.min_price}, {listing.max_price}]")
+    return refused
+
+
 def market_rates(listing: SimListing, today: dt.date) -> list[sync.MarketRate]:
     rng = _rng(listing.org_id, listing.listing_id, "market", today.isoformat())
     event_nights = {today + dt.timedelta(days=rng.randrange(5, HORIZON_DAYS)) for _ in range(2)}
@@ -186,6 +199,14 @@ class SyncSimulator:
                 )))
                 continue
             nights = [p for p in approved.prices if p.listing_id == listing_id]
+            refused = refused_nights(listing_of(approved.org_id, listing_id), nights)
+            if refused:
+                # Like the platform: the whole calendar update of the listing is refused.
+                out.append(self._event(request, "airbnb.price.update_failed", listing_id, sync.PriceUpdateFailed(
+                    request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+                    reason="Airbnb refused the calendar update: " + "; ".join(refused),
+                )))
+                continue
             calendar = self.prices.setdefault((approved.org_id, listing_id), {})
             for price in nights:
                 calendar[price.date] = price.price
