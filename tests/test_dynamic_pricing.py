@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -98,16 +99,18 @@ async def test_big_changes_wait_for_the_owner_who_approves_an_edited_proposal(
     decision = await pricing.decision_task(org, run_id, timeout_s=180)
     proposal = decision["data"]["proposal"]
     first = proposal[0] if isinstance(proposal, list) else proposal["recommendations"][0]
-    edited = {"listing_id": first["listing_id"], "date": first["date"], "price": "123.45"}
+    # An edit the org's guardrails accept: 2 % over the night's current price.
+    price = str((Decimal(first["current_price"]) * Decimal("1.02")).quantize(Decimal("0.01")))
+    edited = {"listing_id": first["listing_id"], "date": first["date"], "price": price}
 
-    await pricing.decide(org, decision["id"], "approved", "Keep the first night at 123.45", changes=[edited])
+    await pricing.decide(org, decision["id"], "approved", f"Keep the first night at {price}", changes=[edited])
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
     assert run["status"] == "completed", messages(run)
     assert org.owner_user_id in messages(run), "the log says who approved"
     [publish] = by_action(await pricing.run_tasks(org, run_id), "publish_prices")
     published = {(p["listing_id"], p["date"]): p["price"] for p in publish["data"]["prices"]}
-    assert published[(edited["listing_id"], edited["date"])] in ("123.45", 123.45)
+    assert Decimal(str(published[(edited["listing_id"], edited["date"])])) == Decimal(price)
 
 
 async def test_a_rejected_proposal_publishes_nothing(pricing: PricingClient, org: OrgHandle) -> None:
