@@ -11,7 +11,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automation_service import store
@@ -76,6 +76,12 @@ class _NotifyData(_TaskData):
     role_id: str | None = Field(default=None, min_length=1)
     subject: str = Field(min_length=1)
     body: str = ""
+
+    @field_validator("user_id", "role_id", mode="before")
+    @classmethod
+    def _blank_is_nobody(cls, value: object) -> object:
+        # A workflow renders a parameter it was not given (e.g. owner_user_id) as "".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _someone_to_tell(self) -> Self:

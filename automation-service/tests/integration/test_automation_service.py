@@ -379,7 +379,7 @@ async def test_publish_prices_checks_every_night_against_the_orgs_guardrails(ser
 async def test_notify_a_role_reaches_every_member_of_it(service: RunningService) -> None:
     org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
     await service.publish("stayops.task.assigned", automated(org, task_id, {
-        "action": "notify", "user_id": None, "role_id": "owner", "subject": "Weekly pricing: approved"}),
+        "action": "notify", "user_id": "", "role_id": "owner", "subject": "Weekly pricing: approved"}),
         key=task_id)
 
     finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)

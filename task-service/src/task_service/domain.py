@@ -121,6 +121,16 @@ class ParentTaskInvalid(InvalidRequest):
     pass
 
 
+class OnlyAutomatedForAutomation(InvalidRequest):
+    title = "Not an automated task"
+
+    def __init__(self, task_type: TaskType) -> None:
+        super().__init__(
+            f"only automated tasks can be assigned to {AUTOMATION!r}, not a {task_type.value} task: "
+            "assign it to a person, an AI agent or a role"
+        )
+
+
 def check_side_effects(task_type: TaskType, data: Mapping[str, Any]) -> None:
     """Refuse a member's automated task whose action has side effects (see
     SIDE_EFFECTING_ACTIONS); such tasks come only from a workflow run's requests."""
@@ -375,7 +385,9 @@ def choose_assignment(
 ) -> Assignment | None:
     """An explicit assignee wins; else the role's rule; else the department's queue.
     None: the task has nobody and no queue, so nothing is announced."""
-    if assigned_to == AUTOMATION and task_type is TaskType.AUTOMATED:
+    if assigned_to == AUTOMATION:
+        if task_type is not TaskType.AUTOMATED:
+            raise OnlyAutomatedForAutomation(task_type)
         return Assignment(AUTOMATION, None, f"automated task -> automation (requested by {requested_by})")
     if assigned_to is not None:
         return Assignment(

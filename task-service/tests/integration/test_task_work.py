@@ -593,3 +593,14 @@ async def test_approving_proposed_prices_needs_prices_publish(service: Service, 
     reject = await client.post(f"/v1/tasks/{decisions[1]['id']}/decision", headers=decider,
                                json={"outcome": "rejected", "comment": "not this week"})
     assert reject.status_code == 200, reject.text
+
+
+async def test_only_an_automated_task_is_assigned_to_automation(service: Service, stack: Any) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    refused = await client.post("/v1/tasks", headers=headers(stack, org, "owner-1", "owner"), json={
+        "title": "Clean", "task_type": "manual", "assigned_to": "automation", "role_id": "cleaner"})
+
+    assert refused.status_code == 422, refused.text
+    assert "only automated tasks can be assigned to 'automation'" in refused.json()["detail"]
+    assert await org_rows(runtime, org) == (0, 0)

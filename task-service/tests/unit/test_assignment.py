@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
 from task_service.domain import (
     AUTOMATION,
     Assignment,
     Candidate,
+    OnlyAutomatedForAutomation,
     Task,
     assign_by_role,
     choose_assignment,
@@ -64,6 +67,12 @@ def test_automation_is_kept_as_given_without_a_user_type() -> None:
     chosen = choose(task_type=TaskType.AUTOMATED, assigned_to=AUTOMATION)
     assert chosen is not None
     assert (chosen.assigned_to, chosen.assignee_type) == (AUTOMATION, None)
+
+
+@pytest.mark.parametrize("task_type", [TaskType.MANUAL, TaskType.ANALYSIS, TaskType.DECISION])
+def test_only_an_automated_task_can_go_to_automation(task_type: TaskType) -> None:
+    with pytest.raises(OnlyAutomatedForAutomation, match=f"not a {task_type.value} task"):
+        choose(task_type=task_type, assigned_to=AUTOMATION, role_id="owner")
 
 
 def test_without_role_the_department_queue_and_without_either_nothing() -> None:
