@@ -46,6 +46,8 @@ class TransitionNotAllowed(Conflict):
 
 
 class NotYourTask(PermissionDenied):
+    code = "not-your-task"
+
     def __init__(self, task_id: str, detail: str | None = None) -> None:
         super().__init__(
             detail or f"task {task_id} is assigned to someone else: only its assignee may act on it"
@@ -53,6 +55,8 @@ class NotYourTask(PermissionDenied):
 
 
 class ClaimFirst(NotYourTask):
+    code = "claim-first"
+
     def __init__(self, task: Task) -> None:
         super().__init__(
             task.id,
@@ -62,6 +66,8 @@ class ClaimFirst(NotYourTask):
 
 
 class NotInQueue(NotYourTask):
+    code = "not-in-queue"
+
     def __init__(self, task: Task) -> None:
         super().__init__(
             task.id, f"task {task.id} waits in the queue of {task.queue}; only its members may claim it"
@@ -72,6 +78,7 @@ class SideEffectNeedsWorkflow(PermissionDenied):
     """An automated task that would change the outside world, asked for by a member."""
 
     title = "Side effect needs a workflow"
+    code = "side-effect-needs-workflow"
 
     def __init__(self, action: str) -> None:
         super().__init__(
@@ -83,12 +90,14 @@ class SideEffectNeedsWorkflow(PermissionDenied):
 
 class ResultInvalid(InvalidRequest):
     title = "Result does not fit the skill"
+    code = "result-does-not-fit"
 
 
 class PriceEditsRefused(InvalidRequest):
     """Edited prices that name no night of the proposal, or break the guardrails."""
 
     title = "Price edits refused"
+    code = "price-edits-refused"
 
     def __init__(self, task_id: str, problems: Sequence[str]) -> None:
         self.problems = list(problems)
@@ -123,6 +132,7 @@ class ParentTaskInvalid(InvalidRequest):
 
 class OnlyAutomatedForAutomation(InvalidRequest):
     title = "Not an automated task"
+    code = "only-automated-for-automation"
 
     def __init__(self, task_type: TaskType) -> None:
         super().__init__(
