@@ -220,7 +220,8 @@ def render(template: Any, names: dict[str, Any]) -> Any:
         whole = _TEMPLATE.fullmatch(template)
         if whole:
             return expressions.evaluate(whole.group(1), names)
-        return _TEMPLATE.sub(lambda m: _as_text(expressions.evaluate(m.group(1), names)), template)
+        return expressions.bounded_text(
+            _TEMPLATE.sub(lambda m: _as_text(expressions.evaluate(m.group(1), names)), template))
     if isinstance(template, dict):
         return {key: render(value, names) for key, value in template.items()}
     if isinstance(template, list):
