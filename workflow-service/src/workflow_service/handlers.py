@@ -27,7 +27,7 @@ from stayops_schemas.events.workflows import (
     WorkflowRunWaiting,
 )
 from workflow_service import store
-from workflow_service.definitions import Definition, builtin_documents, parse, resolve_parameters
+from workflow_service.definitions import Definition, DefinitionInvalid, builtin_documents, parse, resolve_parameters
 from workflow_service.domain import (
     FINISHED,
     SERVICE_ACTOR,
@@ -162,6 +162,8 @@ async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str |
     if run.status in FINISHED:
         raise RunAlreadyFinished(run_id, run.status)
     definition = await _parsed_definition(uow, run)
+    if definition is None:
+        return await get_run(uow, caller, run_id)
     saga = await _saga_of(uow, definition, run)
     await _apply(uow, run, definition, saga.cancel(caller.user_id, reason),
                  cancelled_by=caller.user_id, reason=reason)
@@ -199,6 +201,8 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         await store.append_log(ctx.uow.conn, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
+    if definition is None:
+        return
     saga = await _saga_of(ctx.uow, definition, run)
     transition = saga.task_completed(
         event.workflow_step, request_id=event.request_id, actor=event.completed_by, result=event.result,
@@ -217,6 +221,8 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
         await store.append_log(ctx.uow.conn, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
+    if definition is None:
+        return
     saga = await _saga_of(ctx.uow, definition, run)
     transition = saga.task_failed(
         event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason)
@@ -231,6 +237,8 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
     if run is None or run.status in FINISHED:
         return
     definition = await _parsed_definition(ctx.uow, run)
+    if definition is None:
+        return
     saga = await _saga_of(ctx.uow, definition, run)
     transition = saga.reply_received(
         ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source)
@@ -258,6 +266,8 @@ async def fire_due_timers(uow: UnitOfWork) -> int:
                 if run is None or run.status in FINISHED:
                     continue
                 definition = await _parsed_definition(uow, run)
+                if definition is None:
+                    continue
                 saga = await _saga_of(uow, definition, run)
                 await _apply(uow, run, definition, saga.timer_fired(timer.step, timer.id))
         except Exception as exc:
@@ -277,12 +287,31 @@ def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
                                   + (f" at step {run.current_step}" if run.current_step else ""))
 
 
-async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition:
+async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | None:
+    """The run's definition; None when it no longer passes the checks (published before
+    they existed), in which case the run is stopped here, visibly, needing attention."""
     stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
                                         run.workflow_version)
     if stored is None:
         raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
-    return parse(stored.document)
+    try:
+        return parse(stored.document)
+    except DefinitionInvalid as exc:
+        await _stop_outdated(uow, run, exc)
+        return None
+
+
+async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
+    reason = (f"{run.workflow_key} v{run.workflow_version} no longer passes the workflow checks ({exc}); "
+              "the run takes no further step - needs attention")
+    await store.append_log(uow.conn, RunLogEntry(run.id, run.org_id, uow.clock.now(), SERVICE_ACTOR, reason))
+    await store.cancel_timers(uow.conn, run.org_id, run.id)
+    await uow.announce("stayops.workflow.run.failed", WorkflowRunFailed(
+        run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
+        step=run.current_step, reason=reason, compensated=False,
+    ), org_id=run.org_id, key=run.id, correlation_id=run.id)
+    await store.update_run(uow.conn, replace(run, status=RunStatus.FAILED, updated_at=uow.clock.now(),
+                                             compensated=False, failure_reason=reason))
 
 
 async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun) -> Saga:
