@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from stayops_infra.config import StackConfig, default_kafka_cache
-from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.orgsim import OrgRegistry, publish_policy, seed_solo
 from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.scenario import OrgHandle, PricingClient
 from stayops_infra.services import SERVICES
@@ -56,6 +56,9 @@ async def main(args: argparse.Namespace) -> None:
             orgs = []
             for _ in range(args.orgs):
                 seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
+                # Approval by rule: the org's policy lets a rule approve what the agent proposes.
+                await publish_policy(stack.broker.bootstrap, seeded["org_id"],
+                                     {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}})
                 seeded["listing_ids"] = [str(uuid.uuid4()) for _ in range(args.listings)]
                 orgs.append(OrgHandle.from_seed(seeded))
             await asyncio.sleep(2)  # the directory events reach task-service and agent-service

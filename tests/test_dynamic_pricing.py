@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from stayops_infra.orgsim import publish_policy
 from stayops_infra.scenario import OrgHandle, PricingClient
 from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
@@ -19,7 +20,10 @@ from stayops_schemas.catalog import TOPICS
 
 pytestmark = pytest.mark.stack
 
-BY_RULE = 1000.0  # no change reaches it: approved by rule
+BY_RULE = 1000.0  # no change reaches it: approved by rule, if the org's policy allows
+# A run's threshold can only lower the org's: an owner who lets rules approve any
+# change the AI proposes says so in the org's policy.
+RULES_APPROVE_ALL = {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}
 BY_OWNER = 0.0  # every change reaches it: the owner decides
 
 
@@ -53,6 +57,7 @@ async def notifications(system: LocalSystem, org: OrgHandle) -> list[dict[str, A
 async def test_small_changes_are_approved_by_rule_and_published(
     system: LocalSystem, pricing: PricingClient, org: OrgHandle
 ) -> None:
+    await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL)
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
@@ -130,6 +135,7 @@ async def test_a_failed_price_update_compensates_and_tells_the_owner(
 ) -> None:
     with system.fail_listings_file.open("a") as fail:
         fail.write(f"{org.listing_ids[0]}\n")
+    await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL)
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, statuses=frozenset({"failed"}), timeout_s=180)
 

@@ -12,17 +12,19 @@ import httpx
 from rich.console import Console
 
 from stayops_infra.config import StackConfig, default_kafka_cache
-from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.orgsim import OrgRegistry, publish_policy, seed_solo
 from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.scenario import OrgHandle, PricingClient, timeline
 from stayops_infra.services import SERVICES
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.system import LocalSystem
 
-# A threshold no change reaches approves by rule (unless the agent asks for review);
-# a threshold every change reaches sends the proposal to the owner.
+# A threshold no change reaches approves by rule (unless the agent asks for review),
+# once the org's policy lets rules approve that much (a run's threshold can only lower
+# the org's); a threshold every change reaches sends the proposal to the owner.
 BY_RULE_THRESHOLD_PCT = 1000.0
 BY_OWNER_THRESHOLD_PCT = 0.0
+RULES_APPROVE_ALL = {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}
 
 
 async def run_demo(console: Console) -> int:
@@ -44,6 +46,7 @@ async def run_demo(console: Console) -> int:
             console.print("Starting the four services and the sync simulator...")
             await system.start()
             seeded = await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))
+            await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
             org = OrgHandle.from_seed(seeded.as_json())
             console.print(f"Seeded a solo host: org {org.org_id}, listings {', '.join(org.listing_ids)}")
             urls = {spec.name: system.url(spec.name) for spec in SERVICES}

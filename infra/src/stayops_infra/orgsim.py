@@ -245,6 +245,16 @@ async def publish_events(bootstrap: str, envelopes: list[Envelope], idempotent: 
         await producer.stop()
 
 
+async def publish_policy(bootstrap: str, org_id: str, policy: dict[str, Any], idempotent: bool = True) -> None:
+    """Announce an org's whole policy (`org.policy.updated` fields but org_id and
+    updated_at), as org-service does when an owner changes it."""
+    now = utc_now()
+    payload = OrgPolicyUpdated(**{**policy, "org_id": org_id, "updated_at": now})
+    envelope = event_type("org.policy.updated").envelope(payload, id=new_id(), source=SOURCE, partitionkey=org_id,
+                                                        time=now, subject=org_id)
+    await publish_events(bootstrap, [envelope], idempotent)
+
+
 @dataclass(frozen=True)
 class SeededOrg:
     org: Org

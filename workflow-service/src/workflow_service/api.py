@@ -132,6 +132,7 @@ async def start_run(
         run, created = await handlers.start_run(uow, handlers.RunRequest(
             org_id=caller.org_id, workflow_key=key, parameters=body.parameters, requested_by=caller.user_id,
             request_id=idempotency_key, workflow_version=body.workflow_version,
+            person=None if caller.is_agent else caller.user_id,
         ))
         found = await handlers.get_run(uow, caller, run.id)
     if not created:

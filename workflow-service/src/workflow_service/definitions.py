@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -18,10 +19,28 @@ from pydantic import TypeAdapter, ValidationError
 
 from stayops_kit.errors import InvalidRequest
 from stayops_schemas.catalog import CATALOG
+from stayops_schemas.ownership import WORKFLOW_COMMANDS
 from workflow_service import expressions
 from workflow_service.expressions import ExpressionError
 
 END = "end"  # a `goto` target that ends the run
+# The action whose prices the engine itself fills from the approving decision.
+PUBLISH_PRICES = "publish_prices"
+# Task data of a publish_prices step that only the engine writes.
+ENGINE_APPROVAL_FIELDS = ("prices", "approved_by", "approval_step")
+# Fields of an emitted command that only the engine writes: the run's tenant and request.
+ENGINE_EMIT_FIELDS = ("request_id", "org_id", "workflow_run_id")
+# Request-shaped events that are not replies an `emit_and_await` step could wait for.
+_NOT_REPLIES = ("stayops.task.", "stayops.workflow.", "org.")
+
+
+class StepKind(StrEnum):
+    """The classic saga taxonomy: compensatable steps can be undone, the pivot is the
+    point of no return, retriable steps after it are only ever retried."""
+
+    COMPENSATABLE = "compensatable"
+    PIVOT = "pivot"
+    RETRIABLE = "retriable"
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 _DURATION = TypeAdapter(timedelta)
 
@@ -96,6 +115,53 @@ class TaskSpec:
                    assigned_to=raw.get("assigned_to"), data=dict(raw.get("data") or {}))
 
 
+def reply_types() -> list[str]:
+    """Catalog events that answer a request by its `request_id`: what an
+    `emit_and_await` step may wait for."""
+    return sorted(
+        name for name, entry in CATALOG.items()
+        if "request_id" in entry.model.model_fields and not name.startswith(_NOT_REPLIES)
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failed step (or compensation) is tried again; the defaults are Temporal's:
+    1 s, doubling, capped at 100 times the first interval."""
+
+    max_attempts: int = 1
+    initial_interval: timedelta = timedelta(seconds=1)
+    backoff: float = 2.0
+    max_interval: timedelta | None = None
+    non_retryable: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None, *, default_attempts: int) -> RetryPolicy:
+        raw = raw or {}
+        initial = _DURATION.validate_python(raw.get("initial_interval", "PT1S"))
+        return cls(max_attempts=int(raw.get("max_attempts", default_attempts)), initial_interval=initial,
+                   backoff=float(raw.get("backoff", 2.0)),
+                   max_interval=_DURATION.validate_python(raw["max_interval"]) if "max_interval" in raw else None,
+                   non_retryable=tuple(raw.get("non_retryable", ())))
+
+    def delay_after(self, attempt: int) -> timedelta:
+        """How long to wait after attempt `attempt` (1-based) failed."""
+        cap = self.max_interval if self.max_interval is not None else self.initial_interval * 100
+        seconds = self.initial_interval.total_seconds() * self.backoff ** min(attempt - 1, 64)
+        return min(timedelta(seconds=min(seconds, cap.total_seconds())), cap)
+
+    def retries(self, attempt: int, reason: str) -> bool:
+        """Whether a failure of attempt `attempt` with this reason is tried again."""
+        return attempt < self.max_attempts and not any(text in reason for text in self.non_retryable)
+
+
+# Compensations are retried whatever the step says: an undo that fails once may well
+# succeed a moment later, and one that keeps failing needs a person.
+COMPENSATION_RETRY = RetryPolicy(max_attempts=3)
+# Steps after the pivot cannot be undone, so they are tried this often by default.
+RETRIABLE_ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class NextRule:
     goto: str
@@ -110,10 +176,17 @@ class Step:
     when: str | None = None
     next: tuple[NextRule, ...] = ()
     compensation: tuple[TaskSpec, ...] = ()
+    kind: StepKind = StepKind.COMPENSATABLE
+    retry: RetryPolicy = RetryPolicy()
+    approval: str | None = None
 
     @property
     def task(self) -> TaskSpec:
         return TaskSpec.of(self.raw)
+
+    @property
+    def publishes_prices(self) -> bool:
+        return self.type == "task" and (self.raw.get("data") or {}).get("action") == PUBLISH_PRICES
 
     def timedelta_of(self, field_name: str) -> timedelta:
         return _DURATION.validate_python(self.raw[field_name])
@@ -136,6 +209,11 @@ class Definition:
     def step(self, name: str) -> Step:
         return self.steps[self.index_of(name)]
 
+    def approves_prices(self, decision: str) -> bool:
+        """Whether a publish_prices step names this decision as its approval: its
+        prices are then bounded by the org's price policy."""
+        return any(step.approval == decision for step in self.steps if step.publishes_prices)
+
 
 def parse(document: dict[str, Any]) -> Definition:
     """A valid definition, or `DefinitionInvalid` naming every problem found."""
@@ -145,12 +223,10 @@ def parse(document: dict[str, Any]) -> Definition:
     ]
     if errors:
         raise DefinitionInvalid(errors)
-    steps = tuple(
-        Step(name=raw["name"], type=raw["type"], raw=raw, when=raw.get("when"),
-             next=tuple(NextRule(goto=r["goto"], when=r.get("when")) for r in raw.get("next", ())),
-             compensation=tuple(TaskSpec.of(c) for c in raw.get("compensation", ())))
-        for raw in document["steps"]
-    )
+    errors = list(_kind_and_retry_errors(document["steps"]))
+    if errors:
+        raise DefinitionInvalid(errors)
+    steps = tuple(_step_of(raw, kind) for raw, kind in zip(document["steps"], _kinds(document["steps"]), strict=True))
     definition = Definition(key=document["key"], name=document["name"],
                             parameters=document.get("parameters") or {"type": "object"},
                             result=document.get("result") or {}, steps=steps)
@@ -158,6 +234,55 @@ def parse(document: dict[str, Any]) -> Definition:
     if errors:
         raise DefinitionInvalid(errors)
     return definition
+
+
+def _kinds(raws: list[dict[str, Any]]) -> list[StepKind]:
+    """Each step's kind: as declared, else compensatable before the pivot and
+    retriable after it."""
+    kinds, after_pivot = [], False
+    for raw in raws:
+        declared = raw.get("kind")
+        kind = StepKind(declared) if declared else StepKind.RETRIABLE if after_pivot else StepKind.COMPENSATABLE
+        after_pivot = after_pivot or kind is StepKind.PIVOT
+        kinds.append(kind)
+    return kinds
+
+
+def _step_of(raw: dict[str, Any], kind: StepKind) -> Step:
+    return Step(name=raw["name"], type=raw["type"], raw=raw, when=raw.get("when"),
+                next=tuple(NextRule(goto=r["goto"], when=r.get("when")) for r in raw.get("next", ())),
+                compensation=tuple(TaskSpec.of(c) for c in raw.get("compensation", ())), kind=kind,
+                retry=RetryPolicy.of(raw.get("retry"), default_attempts=RETRIABLE_ATTEMPTS
+                                     if kind is StepKind.RETRIABLE else 1),
+                approval=raw.get("approval"))
+
+
+def _kind_and_retry_errors(raws: list[dict[str, Any]]) -> Any:
+    pivots = [i for i, raw in enumerate(raws) if raw.get("kind") == StepKind.PIVOT]
+    for i in pivots[1:]:
+        yield {"path": f"$.steps[{i}].kind", "message": "a workflow has one pivot, its point of no return; "
+               f"step {raws[pivots[0]]['name']!r} is already the pivot"}
+    for i, raw in enumerate(raws):
+        at = f"$.steps[{i}]"
+        after_pivot = bool(pivots) and i > pivots[0]
+        if after_pivot and raw.get("kind") == StepKind.COMPENSATABLE:
+            yield {"path": f"{at}.kind", "message": "a step after the pivot cannot be undone; it is retriable"}
+        if not after_pivot and raw.get("kind") == StepKind.RETRIABLE:
+            yield {"path": f"{at}.kind", "message": "retriable steps come after the pivot; declare the pivot "
+                   "(kind: pivot) first, or give this step a retry policy"}
+        if after_pivot and raw.get("compensation"):
+            yield {"path": f"{at}.compensation", "message": "a step after the pivot is never compensated; "
+                   "it is retried instead"}
+        retry = raw.get("retry") or {}
+        durations = {}
+        for where in ("initial_interval", "max_interval"):
+            if where in retry:
+                try:
+                    durations[where] = _DURATION.validate_python(retry[where])
+                except ValidationError:
+                    yield {"path": f"{at}.retry.{where}", "message": f"{retry[where]!r} is not an ISO 8601 duration"}
+        if len(durations) == 2 and durations["max_interval"] < durations["initial_interval"]:
+            yield {"path": f"{at}.retry.max_interval", "message": "max_interval is shorter than initial_interval"}
 
 
 def _semantic_errors(definition: Definition) -> Any:
@@ -186,6 +311,13 @@ def _semantic_errors(definition: Definition) -> Any:
         for where in ("event_type", "reply_type", "failure_type"):
             if where in step.raw and step.raw[where] not in CATALOG:
                 yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not in the event catalog"}
+        if step.type == "emit_and_await":
+            yield from _emit_errors(at, step)
+        yield from _approval_errors(at, step, definition.steps[:i])
+        for j, spec in enumerate(step.compensation):
+            if spec.data.get("action") == PUBLISH_PRICES:
+                yield {"path": f"{at}.compensation[{j}].data.action",
+                       "message": "a compensation cannot publish prices: only an approved publish step can"}
         for text in _templates_in(step.raw):
             yield from _expression_errors(at, text)
     for text in _templates_in(definition.result):
@@ -194,6 +326,46 @@ def _semantic_errors(definition: Definition) -> Any:
         Draft202012Validator.check_schema(definition.parameters)
     except Exception as exc:
         yield {"path": "$.parameters", "message": f"not a valid JSON Schema: {exc}"}
+
+
+def _emit_errors(at: str, step: Step) -> Any:
+    """A workflow may send only the commands the catalog allows it, never another
+    service's fact (a forged `airbnb.price.updated`, a `stayops.pricing.approved`)."""
+    emitted = step.raw["event_type"]
+    if emitted in CATALOG and emitted not in WORKFLOW_COMMANDS:
+        yield {"path": f"{at}.event_type", "message": f"step {step.name!r} may not emit {emitted!r}: a workflow "
+               f"emits only the commands {sorted(WORKFLOW_COMMANDS)}; other events are facts their owner announces"}
+    replies = reply_types()
+    for where in ("reply_type", "failure_type"):
+        awaited = step.raw.get(where)
+        if awaited in CATALOG and awaited not in replies:
+            yield {"path": f"{at}.{where}", "message": f"{awaited!r} does not answer a request by its request_id; "
+                   f"a step can await one of {replies}"}
+    for name in ENGINE_EMIT_FIELDS:
+        if name in (step.raw.get("data") or {}):
+            yield {"path": f"{at}.data.{name}", "message": f"{name} is set by the engine (the run's own), "
+                   "not by the definition"}
+
+
+def _approval_errors(at: str, step: Step, earlier: tuple[Step, ...]) -> Any:
+    """Prices are published only as a decision approved them: the step names that
+    decision, and the engine, never the definition, writes the prices and approver."""
+    if not step.publishes_prices:
+        if step.approval is not None:
+            yield {"path": f"{at}.approval", "message": f"only a task whose data.action is {PUBLISH_PRICES!r} "
+                   "names an approval"}
+        return
+    for name in ENGINE_APPROVAL_FIELDS:
+        if name in (step.raw.get("data") or {}):
+            yield {"path": f"{at}.data.{name}", "message": f"{name} of step {step.name!r} is filled by the engine "
+                   "from the approving decision; a definition may not set it"}
+    decisions = [s.name for s in earlier if s.type == "decision"]
+    if step.approval is None:
+        yield {"path": f"{at}.approval", "message": f"step {step.name!r} publishes prices: name the earlier "
+               f"decision step that approves them (approval: <step>; decisions before it: {decisions})"}
+    elif step.approval not in decisions:
+        yield {"path": f"{at}.approval", "message": f"{step.approval!r} is not a decision step before "
+               f"{step.name!r} (decisions before it: {decisions})"}
 
 
 def _expression_errors(path: str, text: str) -> Any:
@@ -220,7 +392,8 @@ def render(template: Any, names: dict[str, Any]) -> Any:
         whole = _TEMPLATE.fullmatch(template)
         if whole:
             return expressions.evaluate(whole.group(1), names)
-        return _TEMPLATE.sub(lambda m: _as_text(expressions.evaluate(m.group(1), names)), template)
+        return expressions.bounded_text(
+            _TEMPLATE.sub(lambda m: _as_text(expressions.evaluate(m.group(1), names)), template))
     if isinstance(template, dict):
         return {key: render(value, names) for key, value in template.items()}
     if isinstance(template, list):
@@ -234,12 +407,22 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def resolve_parameters(definition: Definition, given: dict[str, Any]) -> dict[str, Any]:
+# A parameter schema's `x-default: caller` defaults it to the person who starts the run.
+CALLER_DEFAULT = "caller"
+
+
+def resolve_parameters(definition: Definition, given: dict[str, Any], *,
+                       caller: str | None = None) -> dict[str, Any]:
     """The run's parameters: the given ones plus the defaults, checked against the
-    definition's parameter schema."""
+    definition's parameter schema. `caller` is the person starting the run, if a
+    person is (not an automation, not an AI agent)."""
     resolved = dict(given)
     for name, spec in (definition.parameters.get("properties") or {}).items():
-        if name not in resolved and isinstance(spec, dict) and "default" in spec:
+        if name in resolved or not isinstance(spec, dict):
+            continue
+        if spec.get("x-default") == CALLER_DEFAULT and caller is not None:
+            resolved[name] = caller
+        elif "default" in spec:
             resolved[name] = spec["default"]
     validator = Draft202012Validator(definition.parameters)
     problems = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(resolved)]

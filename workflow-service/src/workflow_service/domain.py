@@ -14,9 +14,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from stayops_kit.errors import Conflict, NotFound
 from stayops_schemas.catalog import event_type
-from stayops_schemas.events.tasks import TaskCompleted, TaskFailed
+from stayops_schemas.events.org import OrgPolicyUpdated
+from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, TaskCompleted, TaskFailed
 from stayops_schemas.events.workflows import RunStatus, WaitKind
-from workflow_service.definitions import END, Definition, Step, TaskSpec, render
+from stayops_schemas.guardrails import check_prices, default_policy, needs_person
+from workflow_service.definitions import COMPENSATION_RETRY, END, Definition, Step, StepKind, TaskSpec, render
 from workflow_service.expressions import ExpressionError, evaluate
 
 # Who a log entry names when the event does not say who acted.
@@ -27,6 +29,18 @@ RULE_ACTOR = "rule"
 TIMER_ACTOR = "timer"
 # Steps one happening may run through before the run must wait: a `next` loop stops here.
 MAX_STEPS_PER_TRANSITION = 200
+# A `days` wait longer than this is a mistake (and past what a timedelta holds).
+MAX_WAIT_DAYS = 3660
+# TaskRequested's limit on a title.
+MAX_TITLE = 300
+# The `workflow_step` of the notification a run that needs attention asks for.
+ATTENTION_STEP = "needs_attention"
+OWNER_ROLE = "owner"
+# What a run waits for (state["waiting"]["kind"]) as the run.waiting event names it.
+_WAIT_KINDS = {"task": WaitKind.TASK, "compensation": WaitKind.TASK, "event": WaitKind.EVENT,
+               "timer": WaitKind.TIMER, "retry": WaitKind.TIMER, "compensation_retry": WaitKind.TIMER}
+# The waits a timer ends.
+_TIMED_WAITS = frozenset({"timer", "event", "retry", "compensation_retry"})
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
@@ -184,25 +198,41 @@ class Transition:
     def wait_kind(self) -> WaitKind | None:
         if self.status is not RunStatus.WAITING or not self.waiting:
             return None
-        kind = self.waiting["kind"]
-        return WaitKind.TASK if kind == "compensation" else WaitKind(kind)
+        return _WAIT_KINDS[self.waiting["kind"]]
+
+
+class _StepRefused(Exception):
+    """A step the engine will not start (e.g. prices nobody approved): the step fails
+    with this reason, and no retry could change it."""
 
 
 class Saga:
     """One run of one definition. Each public method applies one happening to the
     run's state and returns the `Transition`; `applied` is False for a happening the
-    run is not waiting for (a stale or duplicate completion), which changes nothing."""
+    run is not waiting for (a stale or duplicate completion, a late completion of an
+    earlier attempt), which changes nothing.
+
+    Failures follow the step's saga kind: a step is first retried per its retry
+    policy (each attempt with its own request id, after a durable timer); when its
+    attempts are spent, a failure at or before the pivot compensates the completed
+    compensatable steps in reverse order, one compensation at a time, each retried
+    too; a failure after the pivot never compensates: the run goes on with a
+    warning. `policy` is the org's price policy, which bounds every decision whose
+    prices a publish step uses."""
 
     def __init__(self, definition: Definition, run_id: str, parameters: dict[str, Any],
                  state: dict[str, Any] | None = None, status: RunStatus = RunStatus.RUNNING,
-                 current_step: str | None = None, *, org_id: str = "") -> None:
+                 current_step: str | None = None, *, org_id: str = "",
+                 policy: OrgPolicyUpdated | None = None) -> None:
         self.definition = definition
         self.org_id = org_id
         self.run_id = run_id
         self.parameters = parameters
+        self.policy = policy or default_policy(org_id or "unknown")
         self.state: dict[str, Any] = copy.deepcopy(state) if state else {}
         self.state.setdefault("steps", {})
         self.state.setdefault("attempts", {})
+        self._entered = 0
         self._out = Transition(status=status, current_step=current_step, state=self.state)
 
     # the happenings
@@ -212,52 +242,68 @@ class Saga:
         self._enter(0)
         return self._out
 
-    def task_completed(self, workflow_step: str, *, actor: str, result: dict[str, Any],
+    def task_completed(self, workflow_step: str, *, request_id: str | None, actor: str, result: dict[str, Any],
                        outcome: str | None = None, comment: str | None = None,
                        changes: dict[str, Any] | None = None) -> Transition:
-        waiting = self._waiting_for("task", workflow_step)
+        waiting = self._waiting_for("task", workflow_step, request_id)
         if waiting is None:
-            return self._compensation_done(workflow_step, actor) or self._stale()
+            return self._compensation_done(workflow_step, request_id) or self._stale()
+        self.state.pop("waiting", None)
         name = waiting["step"]
         step = self.definition.step(name)
         record = self._record(name)
         record.update(status="completed", result=result, by=actor)
         if step.type == "decision":
             if outcome not in ("approved", "rejected"):
-                self.state.pop("waiting", None)
-                self._fail(name, actor, f"step {name} failed: the decision came back without an outcome")
+                self._failed(step, actor, f"step {name} failed: the decision came back without an outcome",
+                             retryable=False)
                 return self._out
             approved = outcome == "approved"
-            record.update(outcome=outcome, comment=comment, changes=changes or {})
-            record["result"] = {"outcome": outcome, "comment": comment, "changes": changes or {},
-                                "prices": approved_prices(record.get("proposal"), changes or {},
-                                                          record.get("currency")) if approved else []}
-        self.state.pop("waiting", None)
+            prices = approved_prices(record.get("proposal"), changes or {}, record.get("currency")) \
+                if approved else []
+            record.update(outcome=outcome, comment=comment, changes=changes or {},
+                          approved_by=actor if approved else None)
+            record["result"] = {"outcome": outcome, "comment": comment, "changes": changes or {}, "prices": prices}
+            refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
+            if refused:
+                record["refused"] = [r.as_dict() for r in refused]
+                self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
+                             "policy, nothing was published: "
+                             + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+                return self._out
         self._after(step)
         return self._out
 
-    def task_failed(self, workflow_step: str, *, actor: str, reason: str) -> Transition:
-        waiting = self._waiting_for("task", workflow_step)
+    def task_failed(self, workflow_step: str, *, request_id: str | None, actor: str, reason: str) -> Transition:
+        waiting = self._waiting_for("task", workflow_step, request_id)
         if waiting is None:
-            return self._compensation_failed(workflow_step, actor, reason) or self._stale()
+            return self._compensation_failed(workflow_step, request_id, reason) or self._stale()
         self.state.pop("waiting", None)
-        self._fail(waiting["step"], actor, f"step {waiting['step']} failed: {reason}")
+        self._failed(self.definition.step(waiting["step"]), actor, f"step {waiting['step']} failed: {reason}")
         return self._out
 
     def timer_fired(self, step_name: str, timer_id: str | None = None) -> Transition:
         waiting = self.state.get("waiting") or {}
-        if waiting.get("step") != step_name or waiting.get("kind") not in ("timer", "event"):
+        if waiting.get("step") != step_name or waiting.get("kind") not in _TIMED_WAITS:
             return self._stale()
         if timer_id is not None and waiting.get("timer_id") not in (None, timer_id):
             return self._stale()  # a timer of an earlier wait on this step
         self.state.pop("waiting", None)
-        if waiting["kind"] == "event":
-            timeout = self.definition.step(step_name).raw["timeout"]
-            self._fail(step_name, TIMER_ACTOR, f"step {step_name}: no {waiting['reply_type']} within {timeout}")
+        kind = waiting["kind"]
+        if kind == "compensation_retry":
+            self._request_compensation()
             return self._out
-        self._record(step_name).update(status="completed", by=TIMER_ACTOR)
-        self._say(TIMER_ACTOR, f"step {step_name}: wait over")
-        self._after(self.definition.step(step_name))
+        step = self.definition.step(step_name)
+        if kind == "event":
+            self._failed(step, TIMER_ACTOR, f"step {step_name}: no {waiting['reply_type']} within "
+                         f"{step.raw['timeout']}")
+        elif kind == "retry":
+            self._say(TIMER_ACTOR, f"step {step_name}: attempt {waiting['attempt']} of {step.retry.max_attempts}")
+            self._enter(self.definition.index_of(step_name), retrying=True)
+        else:
+            self._record(step_name).update(status="completed", by=TIMER_ACTOR)
+            self._say(TIMER_ACTOR, f"step {step_name}: wait over")
+            self._after(step)
         return self._out
 
     def reply_received(self, event_type: str, request_id: str, data: dict[str, Any], actor: str) -> Transition:
@@ -267,7 +313,7 @@ class Saga:
         name = waiting["step"]
         if event_type == waiting.get("failure_type"):
             self.state.pop("waiting", None)
-            self._fail(name, actor, f"step {name} failed: {event_type}")
+            self._failed(self.definition.step(name), actor, f"step {name} failed: {event_type}")
             return self._out
         if event_type != waiting.get("reply_type"):
             return self._stale()
@@ -285,36 +331,39 @@ class Saga:
 
     # moving through the steps
 
-    def _enter(self, index: int) -> None:
-        """Run steps from `index` until one has to wait or the run ends."""
-        entered = 0
+    def _enter(self, index: int, *, retrying: bool = False) -> None:
+        """Run steps from `index` until one has to wait or the run ends; `retrying`
+        starts the first one again without asking its `when` a second time."""
         while index < len(self.definition.steps):
             step = self.definition.steps[index]
-            entered += 1
-            if entered > MAX_STEPS_PER_TRANSITION:
-                self._fail(step.name, SERVICE_ACTOR, f"step {step.name} failed: {MAX_STEPS_PER_TRANSITION} "
-                           "steps ran without waiting; the definition's `next` rules loop")
+            self._entered += 1
+            if self._entered > MAX_STEPS_PER_TRANSITION:
+                self._loop_stopped(step)
                 return
             self._out.current_step = step.name
             try:
-                if step.when is not None and not evaluate(step.when, self._names()):
+                if not retrying and step.when is not None and not evaluate(step.when, self._names()):
                     self._record(step.name)["status"] = "skipped"
                     self._say(RULE_ACTOR, f"step {step.name} skipped: {step.when} is false")
                     index += 1
                     continue
+                retrying = False
                 if self._start_step(step):
                     return
                 index = self._next_index(step)
-            except ExpressionError as exc:
-                self._fail(step.name, SERVICE_ACTOR, f"step {step.name} failed: {exc}")
-                return
+            except (ExpressionError, _StepRefused) as exc:
+                # The same data gives the same error: trying again cannot help.
+                went_on = self._fail_step(step, SERVICE_ACTOR, f"step {step.name} failed: {exc}", retryable=False)
+                if went_on is None:
+                    return
+                index = went_on
         self._complete()
 
     def _after(self, step: Step) -> None:
         try:
             index = self._next_index(step)
         except ExpressionError as exc:
-            self._fail(step.name, SERVICE_ACTOR, f"step {step.name} failed: {exc}")
+            self._failed(step, SERVICE_ACTOR, f"step {step.name} failed: {exc}", retryable=False)
             return
         self._enter(index)
 
@@ -327,13 +376,14 @@ class Saga:
         return self.definition.index_of(step.name) + 1
 
     def _start_step(self, step: Step) -> bool:
-        """Begin a step; True when the run now waits for it."""
+        """Begin a step's next attempt; True when the run now waits for it."""
         attempt = self.state["attempts"][step.name] = self.state["attempts"].get(step.name, 0) + 1
         request_id = f"{self.run_id}:{step.name}:{attempt}"
         record = self._record(step.name)
-        record["status"] = "waiting"
+        record.update(status="waiting", attempt=attempt)
         if step.type == "task":
-            self._request(step.name, request_id, step.task)
+            self._request(step.name, request_id, step.task,
+                          engine_data=self._approval_of(step) if step.publishes_prices else None)
             return True
         if step.type == "decision":
             return self._decide(step, request_id)
@@ -343,6 +393,18 @@ class Saga:
         self._emit_and_await(step, request_id)
         return True
 
+    def _approval_of(self, step: Step) -> dict[str, Any]:
+        """What the engine, and only the engine, writes into a publish step: the prices
+        its decision approved and who approved them (a person, or the rule)."""
+        decision = self.state["steps"].get(step.approval or "") or {}
+        if decision.get("status") != "completed" or decision.get("outcome") != "approved":
+            raise _StepRefused(f"decision {step.approval} did not approve any price "
+                               f"(it is {decision.get('outcome') or decision.get('status') or 'not taken'})")
+        prices = (decision.get("result") or {}).get("prices") or []
+        if not prices:
+            raise _StepRefused(f"decision {step.approval} approved no price to publish")
+        return {"prices": prices, "approved_by": decision["approved_by"], "approval_step": step.approval}
+
     def _decide(self, step: Step, request_id: str) -> bool:
         names = self._names()
         record = self._record(step.name)
@@ -350,19 +412,31 @@ class Saga:
         record["currency"] = render(step.raw.get("currency"), names)
         rule = step.raw.get("rule")
         if rule is not None and evaluate(rule, names):
-            record.update(status="completed", outcome="approved", by=RULE_ACTOR, changes={})
-            record["result"] = {"outcome": "approved", "comment": None, "changes": {},
-                                "prices": approved_prices(record["proposal"], {}, record["currency"])}
-            self._say(RULE_ACTOR, f"step {step.name}: approved by rule: {rule}")
-            return False
-        why = f"rule not met ({rule})" if rule is not None else "no rule"
-        self._say(RULE_ACTOR if rule else SERVICE_ACTOR,
-                  f"step {step.name}: {why}; decision asked of role {step.raw['role_id']}")
+            prices = approved_prices(record["proposal"], {}, record["currency"])
+            why_a_person = needs_person(self.policy, prices, run_threshold_pct=self._run_threshold()) \
+                if self.definition.approves_prices(step.name) else None
+            if why_a_person is None:
+                record.update(status="completed", outcome="approved", by=RULE_ACTOR, approved_by=f"rule:{rule}",
+                              changes={})
+                record["result"] = {"outcome": "approved", "comment": None, "changes": {}, "prices": prices}
+                self._say(RULE_ACTOR, f"step {step.name}: approved by rule: {rule}")
+                return False
+            self._say(RULE_ACTOR, f"step {step.name}: the rule holds ({rule}) but the org's price policy wants a "
+                      f"person: {why_a_person}; decision asked of role {step.raw['role_id']}")
+        else:
+            why = f"rule not met ({rule})" if rule is not None else "no rule"
+            self._say(RULE_ACTOR if rule else SERVICE_ACTOR,
+                      f"step {step.name}: {why}; decision asked of role {step.raw['role_id']}")
         spec = TaskSpec(title=step.raw["title"], task_type="decision", role_id=step.raw["role_id"],
                         priority=step.raw.get("priority", "medium"), description=step.raw.get("description"),
                         data={**(step.raw.get("data") or {}), "proposal": "${steps." + step.name + ".proposal}"})
         self._request(step.name, request_id, spec)
         return True
+
+    def _run_threshold(self) -> float | None:
+        """The run's own approval threshold, if it has one: it can only lower the org's."""
+        threshold = self.parameters.get("threshold_pct")
+        return float(threshold) if isinstance(threshold, int | float) and not isinstance(threshold, bool) else None
 
     def _wait(self, step: Step) -> None:
         names = self._names()
@@ -370,8 +444,9 @@ class Saga:
             timer = TimerToSet(step.name, delay=step.timedelta_of("duration"))
         elif "days" in step.raw:
             days = evaluate(step.raw["days"], names)
-            if not isinstance(days, int | float) or isinstance(days, bool) or days < 0:
-                raise ExpressionError(f"{step.raw['days']!r} gives {days!r}, not a number of days >= 0")
+            if not isinstance(days, int | float) or isinstance(days, bool) or not 0 <= days <= MAX_WAIT_DAYS:
+                raise ExpressionError(f"{step.raw['days']!r} gives {days!r}, not a number of days "
+                                      f"from 0 to {MAX_WAIT_DAYS}")
             timer = TimerToSet(step.name, delay=timedelta(days=days))
         else:
             try:
@@ -385,7 +460,9 @@ class Saga:
                   + (f"{timer.delay}" if timer.delay is not None else f"until {timer.at}"))
 
     def _emit_and_await(self, step: Step, request_id: str) -> None:
-        data = {"request_id": request_id, "org_id": self.org_id, **render(step.raw.get("data") or {}, self._names())}
+        # The run's own tenant and request id, whatever the definition's data says.
+        data = {**render(step.raw.get("data") or {}, self._names()), "request_id": request_id,
+                "org_id": self.org_id}
         try:
             event_type(step.raw["event_type"]).model.model_validate(data)
         except ValidationError as exc:
@@ -398,15 +475,22 @@ class Saga:
         self._say(SERVICE_ACTOR, f"step {step.name}: {step.raw['event_type']} sent, "
                   f"awaiting {step.raw['reply_type']}")
 
-    def _request(self, workflow_step: str, request_id: str, spec: TaskSpec) -> None:
+    def _request(self, workflow_step: str, request_id: str, spec: TaskSpec, *,
+                 engine_data: dict[str, Any] | None = None, kind: str = "task") -> None:
+        """Ask for a task and wait for it. `engine_data` is written in after the
+        definition's templates are filled, so no template can reach it."""
         names = self._names()
+        title = render(spec.title, names)
+        if not isinstance(title, str) or not 1 <= len(title) <= MAX_TITLE:
+            raise ExpressionError(f"the task's title {str(title)[:40]!r}... is not a text of 1 to {MAX_TITLE} "
+                                  "characters")
         self._out.tasks.append(TaskToRequest(
-            workflow_step=workflow_step, request_id=request_id, title=render(spec.title, names),
+            workflow_step=workflow_step, request_id=request_id, title=title,
             task_type=spec.task_type, priority=spec.priority, description=spec.description,
-            role_id=spec.role_id, assigned_to=spec.assigned_to, data=render(spec.data, names),
+            role_id=spec.role_id, assigned_to=spec.assigned_to,
+            data={**render(spec.data, names), **(engine_data or {})},
         ))
-        if "." not in workflow_step:
-            self.state["waiting"] = {"kind": "task", "step": workflow_step, "request_id": request_id}
+        self.state["waiting"] = {"kind": kind, "step": workflow_step, "request_id": request_id}
         self._out.status = RunStatus.WAITING
         who = spec.assigned_to or (f"role {spec.role_id}" if spec.role_id else "anyone")
         self._say(SERVICE_ACTOR, f"task requested for {workflow_step}: {spec.task_type} to {who} ({request_id})")
@@ -418,53 +502,135 @@ class Saga:
             self._out.result = render(self.definition.result, self._names())
         except ExpressionError as exc:
             self._out.result = {"error": str(exc)}
-        self._say(SERVICE_ACTOR, "run completed")
+        warnings = self.state.get("warnings") or []
+        self._say(SERVICE_ACTOR, "run completed" + (f" with {len(warnings)} warning(s): " + "; ".join(warnings)
+                                                    if warnings else ""))
 
-    # failure and compensation
+    # failure, retries and compensation
 
-    def _fail(self, name: str, actor: str, reason: str) -> None:
-        self._record(name).update(status="failed", error=reason, by=actor)
-        self.state["failure"] = {"step": name, "reason": reason, "by": actor}
-        self._out.current_step = name
+    def _failed(self, step: Step, actor: str, reason: str, *, retryable: bool = True) -> None:
+        """A step failed outside `_enter`: fail it, and go on if its kind says so."""
+        went_on = self._fail_step(step, actor, reason, retryable=retryable)
+        if went_on is not None:
+            self._enter(went_on)
+
+    def _fail_step(self, step: Step, actor: str, reason: str, *, retryable: bool) -> int | None:
+        """Retry the step, or compensate, or (after the pivot) go on with a warning.
+        Returns the index to go on at, or None when the run now waits or has ended."""
+        attempt = int(self.state["attempts"].get(step.name, 1))
+        self._record(step.name).update(status="failed", error=reason, by=actor)
+        self._out.current_step = step.name
         self._say(actor, reason)
-        to_compensate = [self.definition.step(name)] + [
-            s for s in reversed(self.definition.steps[: self.definition.index_of(name)])
-            if self.state["steps"].get(s.name, {}).get("status") == "completed"
+        if retryable and step.retry.retries(attempt, reason):
+            delay = step.retry.delay_after(attempt)
+            self._out.timers.append(TimerToSet(step.name, delay=delay))
+            self.state["waiting"] = {"kind": "retry", "step": step.name, "attempt": attempt + 1}
+            self._out.status = RunStatus.WAITING
+            self._say(SERVICE_ACTOR, f"step {step.name}: attempt {attempt} of {step.retry.max_attempts} failed; "
+                      f"trying again in {delay}")
+            return None
+        if step.kind is StepKind.RETRIABLE:
+            warning = f"step {step.name} failed after {attempt} attempt(s) and was left behind: {reason}"
+            self.state.setdefault("warnings", []).append(warning)
+            self._say(SERVICE_ACTOR, f"warning: {warning}; the run goes on (a step after the pivot is never "
+                      "compensated)")
+            try:
+                return self._next_index(step)
+            except ExpressionError as exc:
+                self._say(SERVICE_ACTOR, f"after {step.name}: {exc}; going on with the next step")
+                return self.definition.index_of(step.name) + 1
+        self._compensate(step, actor, reason)
+        return None
+
+    def _loop_stopped(self, step: Step) -> None:
+        reason = (f"step {step.name} failed: {MAX_STEPS_PER_TRANSITION} steps ran without waiting; "
+                  "the definition's `next` rules loop")
+        self._record(step.name).update(status="failed", error=reason, by=SERVICE_ACTOR)
+        self._out.current_step = step.name
+        self._say(SERVICE_ACTOR, reason)
+        if step.kind is StepKind.RETRIABLE:  # past the pivot: nothing may be undone
+            self.state["failure"] = {"step": step.name, "reason": reason, "by": SERVICE_ACTOR}
+            self._give_up(reason, "the run cannot go on past its pivot")
+        else:
+            self._compensate(step, SERVICE_ACTOR, reason)
+
+    def _compensate(self, failed: Step, actor: str, reason: str) -> None:
+        """Undo, in reverse order and one at a time, what the failed step and the
+        completed compensatable steps before it did."""
+        self.state["failure"] = {"step": failed.name, "reason": reason, "by": actor}
+        earlier = self.definition.steps[: self.definition.index_of(failed.name)]
+        to_undo = [failed] + [
+            s for s in reversed(earlier)
+            if s.kind is StepKind.COMPENSATABLE and self.state["steps"].get(s.name, {}).get("status") == "completed"
         ]
-        pending: list[str] = []
-        try:
-            for step in to_compensate:
-                for i, spec in enumerate(step.compensation, start=1):
-                    workflow_step = f"{step.name}.compensation.{i}"
-                    self._request(workflow_step, f"{self.run_id}:{workflow_step}:1", spec)
-                    pending.append(workflow_step)
-        except ExpressionError as exc:
-            self._finish_failed(reason, compensated=False, why=f"compensation could not be requested: {exc}")
-            return
-        if not pending:
+        queue = [f"{s.name}.compensation.{i}" for s in to_undo for i in range(1, len(s.compensation) + 1)]
+        if not queue:
             self._finish_failed(reason, compensated=True)
             return
-        self.state["waiting"] = {"kind": "compensation", "step": name}
-        self.state["compensating"] = {"reason": reason, "pending": pending}
-        self._say(SERVICE_ACTOR, f"compensating: {', '.join(pending)}")
+        self.state["compensating"] = {"reason": reason, "queue": queue, "attempt": 0}
+        self._say(SERVICE_ACTOR, f"compensating, one at a time: {', '.join(queue)}")
+        self._request_compensation()
 
-    def _compensation_done(self, workflow_step: str, actor: str) -> Transition | None:
-        compensating = self.state.get("compensating")
-        if not compensating or workflow_step not in compensating["pending"]:
-            return None
-        compensating["pending"].remove(workflow_step)
-        if not compensating["pending"]:
+    def _request_compensation(self) -> None:
+        """Ask for the next compensation in the queue (or the same one again)."""
+        compensating = self.state["compensating"]
+        if not compensating["queue"]:
             self._finish_failed(compensating["reason"], compensated=True)
+            return
+        workflow_step = compensating["queue"][0]
+        name, _, number = workflow_step.rpartition(".compensation.")
+        compensating["attempt"] += 1
+        request_id = f"{self.run_id}:{workflow_step}:{compensating['attempt']}"
+        self._out.current_step = name
+        try:
+            self._request(workflow_step, request_id, self.definition.step(name).compensation[int(number) - 1],
+                          kind="compensation")
+        except ExpressionError as exc:
+            self._give_up(compensating["reason"], f"compensation {workflow_step} could not be requested: {exc}")
+
+    def _compensation_done(self, workflow_step: str, request_id: str | None) -> Transition | None:
+        if self._waiting_for("compensation", workflow_step, request_id) is None:
+            return None
+        self.state.pop("waiting", None)
+        compensating = self.state["compensating"]
+        compensating["queue"].pop(0)
+        compensating["attempt"] = 0
+        self._say(SERVICE_ACTOR, f"compensation {workflow_step} done")
+        self._request_compensation()
         return self._out
 
-    def _compensation_failed(self, workflow_step: str, actor: str, reason: str) -> Transition | None:
-        compensating = self.state.get("compensating")
-        if not compensating or workflow_step not in compensating["pending"]:
+    def _compensation_failed(self, workflow_step: str, request_id: str | None, reason: str) -> Transition | None:
+        if self._waiting_for("compensation", workflow_step, request_id) is None:
             return None
-        compensating["pending"].remove(workflow_step)
-        self._finish_failed(compensating["reason"], compensated=False,
-                            why=f"compensation {workflow_step} failed: {reason}")
+        self.state.pop("waiting", None)
+        compensating = self.state["compensating"]
+        attempt = compensating["attempt"]
+        if COMPENSATION_RETRY.retries(attempt, reason):
+            delay = COMPENSATION_RETRY.delay_after(attempt)
+            self._out.timers.append(TimerToSet(workflow_step, delay=delay))
+            self.state["waiting"] = {"kind": "compensation_retry", "step": workflow_step}
+            self._out.status = RunStatus.WAITING
+            self._say(SERVICE_ACTOR, f"compensation {workflow_step}: attempt {attempt} of "
+                      f"{COMPENSATION_RETRY.max_attempts} failed ({reason}); trying again in {delay}")
+            return self._out
+        left = compensating["queue"][1:]
+        self._give_up(compensating["reason"], f"compensation {workflow_step} failed {attempt} times: {reason}"
+                      + (f"; not compensated: {', '.join(left)}" if left else ""))
         return self._out
+
+    def _give_up(self, reason: str, why: str) -> None:
+        """The run cannot be put right by itself: it ends needing attention, and the
+        org's owners are told."""
+        self._finish_failed(reason, compensated=False, why=why)
+        self._out.tasks.append(TaskToRequest(
+            workflow_step=ATTENTION_STEP, request_id=f"{self.run_id}:{ATTENTION_STEP}:1",
+            title=f"{self.definition.name}: a run needs attention"[:MAX_TITLE], task_type="automated",
+            priority="high", description=None, role_id=None, assigned_to=AUTOMATION_ASSIGNEE,
+            data={"action": "notify", "role_id": OWNER_ROLE, "user_id": None, "run_id": self.run_id,
+                  "subject": f"A run of {self.definition.name} needs attention",
+                  "body": f"Run {self.run_id} failed and could not be put right by itself: {reason}; {why}."},
+        ))
+        self._say(SERVICE_ACTOR, f"the org's owners are asked to look at run {self.run_id}")
 
     def _finish_failed(self, reason: str, *, compensated: bool, why: str | None = None) -> None:
         self.state.pop("waiting", None)
@@ -476,9 +642,12 @@ class Saga:
 
     # helpers
 
-    def _waiting_for(self, kind: str, step: str) -> dict[str, Any] | None:
+    def _waiting_for(self, kind: str, step: str, request_id: str | None) -> dict[str, Any] | None:
+        """What the run waits for, if this happening answers it: the same step, and the
+        request of the current attempt (a late answer to an earlier one is stale)."""
         waiting: dict[str, Any] | None = self.state.get("waiting")
-        if waiting and waiting.get("kind") == kind and waiting.get("step") == step:
+        if waiting and waiting.get("kind") == kind and waiting.get("step") == step \
+                and waiting.get("request_id") == request_id:
             return waiting
         return None
 
@@ -509,10 +678,14 @@ def approved_prices(proposal: Any, changes: dict[str, Any], currency: Any) -> li
         if not isinstance(item, dict):
             continue
         key = (item.get("listing_id"), item.get("date"))
-        prices.append({
+        night = {
             "listing_id": item.get("listing_id"), "date": item.get("date"),
             "price": overrides.get(key, item.get("recommended_price")),
             "currency": item.get("currency") or currency,
             "previous_price": item.get("current_price"),
-        })
+        }
+        # The listing owner's bounds travel with the night, so each later check
+        # (task-service's, automation-service's) sees them; only when known.
+        night.update({bound: item[bound] for bound in ("min_price", "max_price") if item.get(bound) is not None})
+        prices.append(night)
     return prices

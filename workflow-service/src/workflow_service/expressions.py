@@ -1,35 +1,107 @@
 """The safe expression language of workflow definitions: comparisons, boolean logic
-and arithmetic over `params` and `steps`, nothing else — no calls, no dunders."""
+and arithmetic over `params` and `steps`, nothing else — no calls, no dunders — and
+bounded: every value an operator makes, and the work of one evaluation, has a cap,
+so no expression can make a consumer allocate more than that for any tenant."""
 
 from __future__ import annotations
 
 import ast
+import math
 import operator as op
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from simpleeval import FeatureNotAvailable, InvalidExpression, SimpleEval
 
 from stayops_kit.errors import InvalidRequest
 
-_MAX_LENGTH = 1000
+MAX_LENGTH = 1000
+"""Characters of one expression."""
+MAX_TEXT = 10_000
+"""Characters of a string an operator (or a template) makes."""
+MAX_ITEMS = 10_000
+"""Items of a list an operator makes."""
+MAX_NUMBER = 1e15
+"""Magnitude of a number arithmetic makes: far above any price or count, far below
+where integers grow without bound."""
+MAX_NODES = 500
+"""Nodes one evaluation may visit (its step budget)."""
+MAX_DEPTH = 50
+"""Nesting of one expression: deeper trees would exhaust the interpreter's stack."""
+
 # JSON's spelling of the constants, for definitions written in JSON or YAML.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
 
 
-def _numbers(x: Any, y: Any) -> bool:
-    """`*` multiplies numbers only: `'a' * 10000000000` must not eat the memory."""
-    if isinstance(x, int | float) and isinstance(y, int | float):
-        return True
-    raise TypeError("'*' multiplies numbers only")
+class ExpressionError(InvalidRequest):
+    """An expression that is not in the language, exceeds its limits, or cannot be
+    evaluated on its data."""
+
+    title = "Invalid expression"
+
+
+class _LimitReached(Exception):
+    """Raised inside an operator; `evaluate` turns it into an `ExpressionError`."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float)
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _LimitReached(f"the result {value} is not a finite number")
+    if _is_number(value) and abs(value) > MAX_NUMBER:
+        raise _LimitReached(f"a number beyond ±{MAX_NUMBER:g}")
+    return value
+
+
+def _arithmetic(name: str, function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """An arithmetic operator on numbers only: `'%2147483648d' % 1` formats a string
+    of gigabytes, `'a' * 10**10` repeats one; neither is arithmetic."""
+
+    def apply(x: Any, y: Any) -> Any:
+        if not (_is_number(x) and _is_number(y)):
+            raise TypeError(f"{name!r} works on numbers only, not {type(x).__name__} and {type(y).__name__}")
+        return _bounded(function(x, y))
+
+    return apply
+
+
+def _add(x: Any, y: Any) -> Any:
+    """Numbers add, strings and lists concatenate — checked before the new value is
+    made, so `params.s + params.s + ...` stops at the cap instead of allocating."""
+    if _is_number(x) and _is_number(y):
+        return _bounded(x + y)
+    if isinstance(x, str) and isinstance(y, str):
+        if len(x) + len(y) > MAX_TEXT:
+            raise _LimitReached(f"a string longer than {MAX_TEXT} characters")
+        return x + y
+    if isinstance(x, list | tuple) and isinstance(y, list | tuple):
+        if len(x) + len(y) > MAX_ITEMS:
+            raise _LimitReached(f"a list longer than {MAX_ITEMS} items")
+        return [*x, *y]
+    raise TypeError(f"'+' cannot add {type(x).__name__} and {type(y).__name__}")
+
+
+def _unary(name: str, function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(x: Any) -> Any:
+        if not _is_number(x):
+            raise TypeError(f"unary {name!r} works on numbers only, not {type(x).__name__}")
+        return _bounded(function(x))
+
+    return apply
+
 
 _OPERATORS: dict[type, Any] = {
-    ast.Add: op.add, ast.Sub: op.sub, ast.Mult: lambda x, y: _numbers(x, y) and x * y, ast.Div: op.truediv,
-    ast.FloorDiv: op.floordiv, ast.Mod: op.mod,
+    ast.Add: _add, ast.Sub: _arithmetic("-", op.sub), ast.Mult: _arithmetic("*", op.mul),
+    ast.Div: _arithmetic("/", op.truediv), ast.FloorDiv: _arithmetic("//", op.floordiv),
+    ast.Mod: _arithmetic("%", op.mod),
     ast.Eq: op.eq, ast.NotEq: op.ne, ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge,
-    ast.Not: op.not_, ast.USub: op.neg, ast.UAdd: op.pos,
+    ast.Not: op.not_, ast.USub: _unary("-", op.neg), ast.UAdd: _unary("+", op.pos),
     ast.In: lambda x, y: op.contains(y, x), ast.NotIn: lambda x, y: not op.contains(y, x),
 }
+_NUMBERS_ONLY = (ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 
 _ALLOWED_NODES: tuple[type, ...] = (
     ast.Expression, ast.Expr, ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Load,
@@ -37,22 +109,18 @@ _ALLOWED_NODES: tuple[type, ...] = (
 )
 
 
-
-class ExpressionError(InvalidRequest):
-    """An expression that is not in the language, or cannot be evaluated on its data."""
-
-    title = "Invalid expression"
-
-
 def check(text: str) -> None:
-    """Refuse anything outside the language before it is ever evaluated."""
-    if len(text) > _MAX_LENGTH:
-        raise ExpressionError(f"expression longer than {_MAX_LENGTH} characters")
+    """Refuse anything outside the language, or beyond its limits, before it is ever
+    evaluated on a run's data: publishing a definition runs this on every expression."""
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"{text!r} is not a valid expression: {exc.msg}") from exc
-    for node in ast.walk(tree):
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        message = exc.msg if isinstance(exc, SyntaxError) else "nested too deeply"
+        raise ExpressionError(f"{text!r} is not a valid expression: {message}") from exc
+    nodes = list(ast.walk(tree))
+    for node in nodes:
         if not isinstance(node, _ALLOWED_NODES):
             raise ExpressionError(
                 f"{text!r} uses {type(node).__name__}, which expressions do not allow: "
@@ -60,15 +128,58 @@ def check(text: str) -> None:
             )
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             raise ExpressionError(f"{text!r} reads {node.attr!r}: names starting with '_' are not fields")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _NUMBERS_ONLY):
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Constant) and not _is_number(side.value):
+                    raise ExpressionError(f"{text!r}: {ast.unparse(node)!r} applies arithmetic to "
+                                          f"{side.value!r}; '-', '*', '/', '//' and '%' work on numbers only")
+    if len(nodes) > MAX_NODES:
+        raise ExpressionError(f"{text!r} has {len(nodes)} parts; an expression may have at most {MAX_NODES}")
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"{text!r} is nested more than {MAX_DEPTH} levels deep")
+    _check_constant_parts(text, tree.body)
+
+
+def _depth(node: ast.AST) -> int:
+    deepest, level = 0, [node]
+    while level:
+        deepest += 1
+        level = [child for parent in level for child in ast.iter_child_nodes(parent)]
+    return deepest
+
+
+def _is_constant(node: ast.AST) -> bool:
+    """True when the value does not depend on a run's data."""
+    return all(not isinstance(n, ast.Name) or n.id in _JSON_NAMES for n in ast.walk(node))
+
+
+def _check_constant_parts(text: str, node: ast.AST) -> None:
+    """Evaluate, under the caps, every part that does not depend on the run's data:
+    what would fail on every run is refused when the definition is published."""
+    if not isinstance(node, ast.expr) or isinstance(node, ast.Constant | ast.Name):
+        return
+    if _is_constant(node):
+        _run(text, lambda evaluator: evaluator._eval(node), {})
+        return
+    for child in ast.iter_child_nodes(node):
+        _check_constant_parts(text, child)
 
 
 class _FieldsOnly(SimpleEval):  # type: ignore[misc]
-    """simpleeval, narrowed: `a.b` reads a field of a mapping, never a Python attribute."""
+    """simpleeval, narrowed: `a.b` reads a field of a mapping, never a Python
+    attribute; each evaluation visits at most `MAX_NODES` nodes."""
 
     def __init__(self, names: Mapping[str, Any]) -> None:
         super().__init__(operators=_OPERATORS, functions={}, names={**_JSON_NAMES, **names})
         for node in (ast.Call, ast.Assign, ast.AugAssign, ast.Import, ast.JoinedStr, ast.Slice):
             self.nodes.pop(node, None)
+        self._budget = MAX_NODES
+
+    def _eval(self, node: ast.AST) -> Any:
+        self._budget -= 1
+        if self._budget < 0:
+            raise _LimitReached(f"more than {MAX_NODES} steps in one evaluation")
+        return super()._eval(node)
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         if node.attr.startswith("_"):
@@ -90,12 +201,28 @@ class _FieldsOnly(SimpleEval):  # type: ignore[misc]
         raise FeatureNotAvailable("only objects and lists can be indexed")
 
 
+def _run(text: str, evaluation: Callable[[_FieldsOnly], Any], names: Mapping[str, Any]) -> Any:
+    evaluator = _FieldsOnly(names)
+    evaluator.expr = text
+    try:
+        return evaluation(evaluator)
+    except _LimitReached as exc:
+        raise ExpressionError(f"{text!r} exceeds the expression limits: {exc}") from exc
+    except (InvalidExpression, FeatureNotAvailable, TypeError, ValueError, ZeroDivisionError,
+            KeyError, IndexError, OverflowError, RecursionError) as exc:
+        raise ExpressionError(f"{text!r} cannot be evaluated: {exc}") from exc
+
+
 def evaluate(text: str, names: Mapping[str, Any]) -> Any:
     """The value of `text` over `names` (plain JSON data). A missing field reads as
-    null; anything else that goes wrong is an `ExpressionError`."""
+    null; anything else that goes wrong, a limit reached included, is an
+    `ExpressionError`."""
     check(text)
-    try:
-        return _FieldsOnly(names).eval(text.strip())
-    except (InvalidExpression, FeatureNotAvailable, TypeError, ValueError, ZeroDivisionError,
-            KeyError, IndexError) as exc:
-        raise ExpressionError(f"{text!r} cannot be evaluated: {exc}") from exc
+    return _run(text, lambda evaluator: evaluator.eval(text.strip()), names)
+
+
+def bounded_text(text: str) -> str:
+    """A string a template wrote, refused past the cap like any operator's."""
+    if len(text) > MAX_TEXT:
+        raise ExpressionError(f"a template made a string of {len(text)} characters; at most {MAX_TEXT}")
+    return text

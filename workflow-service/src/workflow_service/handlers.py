@@ -11,8 +11,10 @@ from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import DomainError, PermanentError
 from stayops_kit.outbox import UnitOfWork
+from stayops_kit.policies import policy_of, store_policy
 from stayops_schemas.catalog import event_type as catalog_entry
 from stayops_schemas.events.base import Payload
+from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import Priority, TaskCompleted, TaskFailed, TaskRequested, TaskType
 from stayops_schemas.events.workflows import (
     RunStatus,
@@ -25,7 +27,7 @@ from stayops_schemas.events.workflows import (
     WorkflowRunWaiting,
 )
 from workflow_service import store
-from workflow_service.definitions import Definition, builtin_documents, parse, resolve_parameters
+from workflow_service.definitions import Definition, DefinitionInvalid, builtin_documents, parse, resolve_parameters
 from workflow_service.domain import (
     FINISHED,
     SERVICE_ACTOR,
@@ -61,6 +63,9 @@ class RunRequest:
     requested_by: str
     request_id: str | None = None
     workflow_version: int | None = None
+    # Set when a person (not an automation, not an AI agent) starts the run: the
+    # parameters that default to the caller take their user id.
+    person: str | None = None
 
 
 # --- definitions ----------------------------------------------------------------
@@ -127,7 +132,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
             return existing, False
     stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
     definition = parse(stored.document)
-    parameters = resolve_parameters(definition, request.parameters)
+    parameters = resolve_parameters(definition, request.parameters, caller=request.person)
     now = uow.clock.now()
     run = WorkflowRun(
         id=uow.ids(), org_id=request.org_id, workflow_key=stored.key, workflow_version=stored.version,
@@ -145,7 +150,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
         parameters=parameters, request_id=request.request_id, started_by=request.requested_by,
     ), org_id=run.org_id, key=run.id, correlation_id=run.id)
-    saga = Saga(definition, run.id, parameters, org_id=run.org_id)
+    saga = Saga(definition, run.id, parameters, org_id=run.org_id, policy=await policy_of(uow.conn, run.org_id))
     run = await _apply(uow, run, definition, saga.start())
     return run, True
 
@@ -157,7 +162,10 @@ async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str |
     if run.status in FINISHED:
         raise RunAlreadyFinished(run_id, run.status)
     definition = await _parsed_definition(uow, run)
-    await _apply(uow, run, definition, _saga_of(definition, run).cancel(caller.user_id, reason),
+    if definition is None:
+        return await get_run(uow, caller, run_id)
+    saga = await _saga_of(uow, definition, run)
+    await _apply(uow, run, definition, saga.cancel(caller.user_id, reason),
                  cancelled_by=caller.user_id, reason=reason)
     return await get_run(uow, caller, run_id)
 
@@ -193,8 +201,11 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         await store.append_log(ctx.uow.conn, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
-    transition = _saga_of(definition, run).task_completed(
-        event.workflow_step, actor=event.completed_by, result=event.result,
+    if definition is None:
+        return
+    saga = await _saga_of(ctx.uow, definition, run)
+    transition = saga.task_completed(
+        event.workflow_step, request_id=event.request_id, actor=event.completed_by, result=event.result,
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
     )
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
@@ -210,8 +221,11 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
         await store.append_log(ctx.uow.conn, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
-    transition = _saga_of(definition, run).task_failed(
-        event.workflow_step, actor=event.failed_by or entry.actor, reason=event.reason)
+    if definition is None:
+        return
+    saga = await _saga_of(ctx.uow, definition, run)
+    transition = saga.task_failed(
+        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason)
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition)
 
@@ -223,9 +237,17 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
     if run is None or run.status in FINISHED:
         return
     definition = await _parsed_definition(ctx.uow, run)
-    transition = _saga_of(definition, run).reply_received(
+    if definition is None:
+        return
+    saga = await _saga_of(ctx.uow, definition, run)
+    transition = saga.reply_received(
         ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source)
     await _apply(ctx.uow, run, definition, transition)
+
+
+async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
+    """Keep the org's price policy, which bounds what a decision may approve."""
+    await store_policy(ctx.uow.conn, event)
 
 
 async def fire_due_timers(uow: UnitOfWork) -> int:
@@ -244,7 +266,10 @@ async def fire_due_timers(uow: UnitOfWork) -> int:
                 if run is None or run.status in FINISHED:
                     continue
                 definition = await _parsed_definition(uow, run)
-                await _apply(uow, run, definition, _saga_of(definition, run).timer_fired(timer.step, timer.id))
+                if definition is None:
+                    continue
+                saga = await _saga_of(uow, definition, run)
+                await _apply(uow, run, definition, saga.timer_fired(timer.step, timer.id))
         except Exception as exc:
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
@@ -262,16 +287,37 @@ def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
                                   + (f" at step {run.current_step}" if run.current_step else ""))
 
 
-async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition:
+async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | None:
+    """The run's definition; None when it no longer passes the checks (published before
+    they existed), in which case the run is stopped here, visibly, needing attention."""
     stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
                                         run.workflow_version)
     if stored is None:
         raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
-    return parse(stored.document)
+    try:
+        return parse(stored.document)
+    except DefinitionInvalid as exc:
+        await _stop_outdated(uow, run, exc)
+        return None
 
 
-def _saga_of(definition: Definition, run: WorkflowRun) -> Saga:
-    return Saga(definition, run.id, run.parameters, run.state, run.status, run.current_step, org_id=run.org_id)
+async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
+    reason = (f"{run.workflow_key} v{run.workflow_version} no longer passes the workflow checks ({exc}); "
+              "the run takes no further step - needs attention")
+    await store.append_log(uow.conn, RunLogEntry(run.id, run.org_id, uow.clock.now(), SERVICE_ACTOR, reason))
+    await store.cancel_timers(uow.conn, run.org_id, run.id)
+    await uow.announce("stayops.workflow.run.failed", WorkflowRunFailed(
+        run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
+        step=run.current_step, reason=reason, compensated=False,
+    ), org_id=run.org_id, key=run.id, correlation_id=run.id)
+    await store.update_run(uow.conn, replace(run, status=RunStatus.FAILED, updated_at=uow.clock.now(),
+                                             compensated=False, failure_reason=reason))
+
+
+async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun) -> Saga:
+    """The run's saga, with the org's price policy as it stands now."""
+    return Saga(definition, run.id, run.parameters, run.state, run.status, run.current_step, org_id=run.org_id,
+                policy=await policy_of(uow.conn, run.org_id))
 
 
 async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition, *,

@@ -1,7 +1,8 @@
 """workflow-service through its public entries, on real PostgreSQL and Apache Kafka:
 authentication, definitions and their versions, the dynamic-pricing saga advancing
-on task outcomes and its durable timer, compensation, idempotent starts and org
-isolation."""
+on task outcomes and its durable timer, compensation, retries, idempotent starts,
+org isolation, and the guards: the org's price policy, parameter defaults, and
+definitions refused at publish."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from stayops_kit.policies import policy_of
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import TASKS, event_type
 from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.tasks import DecisionOutcome, TaskCompleted, TaskFailed, TaskType
 from stayops_schemas.events.workflows import WorkflowRunRequested
 from workflow_service import store
 from workflow_service.app import NAME, create_app
+from workflow_service.definitions import builtin_documents
 
 pytestmark = pytest.mark.stack
 
@@ -52,19 +57,44 @@ class RunningService(ServiceUnderTest):
             return run if run["status"] in ("completed", "failed", "cancelled") else None
         return await eventually(finished, timeout=30, what=f"run {run_id} finished")
 
+    async def request_of(self, org: str, run_id: str, step: str) -> str:
+        """The request id of the attempt the run waits for at `step`, as task-service
+        would name it on the task's events."""
+        async def waiting() -> str | None:
+            waiting_for = (await self.run(org, run_id))["waiting_for"] or {}
+            return waiting_for.get("request_id") if waiting_for.get("step") == step else None
+        return await eventually(waiting, timeout=30, what=f"run {run_id} waiting for a task at {step}")
+
     async def complete(self, org: str, run_id: str, step: str, *, task_type: TaskType = TaskType.AUTOMATED,
                        result: dict[str, Any] | None = None, outcome: DecisionOutcome | None = None,
-                       by: str = "automation", changes: dict[str, Any] | None = None) -> None:
+                       by: str = "automation", changes: dict[str, Any] | None = None,
+                       request_id: str | None = None) -> None:
         await self.publish("stayops.task.completed", TaskCompleted(
             task_id=f"task-{run_id}-{step}", org_id=org, workflow_run_id=run_id, workflow_step=step,
+            request_id=request_id or await self.request_of(org, run_id, step),
             task_type=task_type, completed_by=by, result=result or {}, outcome=outcome, changes=changes or {},
         ), key=run_id)
 
-    async def fail(self, org: str, run_id: str, step: str, reason: str) -> None:
+    async def fail(self, org: str, run_id: str, step: str, reason: str, *, request_id: str | None = None) -> None:
         await self.publish("stayops.task.failed", TaskFailed(
             task_id=f"task-{run_id}-{step}", org_id=org, workflow_run_id=run_id, workflow_step=step,
-            reason=reason, failed_by="automation",
+            request_id=request_id or await self.request_of(org, run_id, step), reason=reason, failed_by="automation",
         ), key=run_id)
+
+    async def waiting_for_request(self, org: str, run_id: str, request_id: str) -> str:
+        async def waiting() -> str | None:
+            waiting_for = (await self.run(org, run_id))["waiting_for"] or {}
+            return request_id if waiting_for.get("request_id") == request_id else None
+        return await eventually(waiting, timeout=30, what=f"run {run_id} waiting for {request_id}")
+
+    async def task_request(self, run_id: str, request_id: str) -> list[Envelope]:
+        """The task request the run announced with this request id, once it is on the topic."""
+        def named() -> list[Envelope]:
+            return [e for e in self.task_requests(run_id) if e.data["request_id"] == request_id]
+        return await eventually(lambda: _async(named()), timeout=30, what=f"the task request {request_id}")
+
+    def requested(self, run_id: str, step: str) -> list[Envelope]:
+        return [e for e in self.task_requests(run_id) if e.data["workflow_step"] == step]
 
 
 async def _collect(consumer: AIOKafkaConsumer, seen: list[Envelope]) -> None:
@@ -142,7 +172,7 @@ async def test_definitions_are_validated_versioned_per_org_and_listed_with_the_b
 
     listed = await service.client.get("/v1/workflows", headers=service.auth(mine))
     assert {(w["key"], w["version"], w["builtin"]) for w in listed.json()["items"]} == {
-        ("turnover", 2, False), ("dynamic-pricing", 1, True)}
+        ("turnover", 2, False), ("dynamic-pricing", 2, True)}
 
 
 async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(service: RunningService) -> None:
@@ -157,7 +187,7 @@ async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(se
     assert data["data"] == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
     assert request.orgid == org
     run = await service.run(org, run_id)
-    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 1)
+    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 2)
 
 
 async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service: RunningService) -> None:
@@ -184,6 +214,9 @@ async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service:
     publish = next(e for e in service.task_requests(run_id) if e.data["workflow_step"] == "publish")
     assert publish.data["data"]["prices"] == [{"listing_id": "l-1", "date": "2025-03-10", "price": 103.0,
                                                "currency": "EUR", "previous_price": 100.0}]
+    rule = builtin_documents()["dynamic-pricing"]["steps"][2]["rule"]
+    assert (publish.data["data"]["approved_by"], publish.data["data"]["approval_step"]) == (f"rule:{rule}",
+                                                                                           "decision")
 
 
 async def test_a_big_change_asks_the_owner_whose_changes_are_published(service: RunningService) -> None:
@@ -223,13 +256,12 @@ async def test_a_failed_publish_is_compensated_and_the_run_fails(service: Runnin
     await service.run_waiting_at(org, run_id, "publish")
     await service.fail(org, run_id, "publish", "listing l-1 refused the price")
 
-    compensations = await eventually(
-        lambda: _async([e for e in service.task_requests(run_id) if ".compensation." in e.data["workflow_step"]]
-                       if len(service.task_requests(run_id)) >= 5 else []),
-        timeout=30, what="the compensation task requests")
-    assert sorted(e.data["data"]["action"] for e in compensations) == ["notify", "request_sync"]
-    for e in compensations:
-        await service.complete(org, run_id, e.data["workflow_step"])
+    actions = []
+    for step in ("publish.compensation.1", "publish.compensation.2"):  # one at a time, in order
+        [compensation] = await service.task_request(run_id, await service.request_of(org, run_id, step))
+        actions.append(compensation.data["data"]["action"])
+        await service.complete(org, run_id, step)
+    assert actions == ["notify", "request_sync"]
 
     run = await service.run_finished(org, run_id)
     assert (run["status"], run["compensated"], run["needs_attention"]) == ("failed", True, False)
@@ -277,8 +309,8 @@ async def test_task_outcomes_of_another_org_or_a_stale_step_do_not_move_a_run(se
     await service.run_waiting_at(theirs, their_run, "sync")
 
     # My org's task names the other org's run; then a completion for a step my run is not at.
-    await service.fail(mine, their_run, "sync", "listing unreachable")
-    await service.complete(mine, my_run, "analysis", task_type=TaskType.ANALYSIS)
+    await service.fail(mine, their_run, "sync", "listing unreachable", request_id=f"{their_run}:sync:1")
+    await service.complete(mine, my_run, "analysis", task_type=TaskType.ANALYSIS, request_id=f"{my_run}:analysis:1")
 
     run = await eventually(lambda: _logged(service, mine, my_run, "ignored"), timeout=30,
                            what="the stale completion in the log")
@@ -313,7 +345,7 @@ async def test_a_cancelled_run_stops_and_ignores_late_completions(service: Runni
     cancelled = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org),
                                           json={"reason": "not this week"})
     again = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org))
-    await service.complete(org, run_id, "sync")
+    await service.complete(org, run_id, "sync", request_id=f"{run_id}:sync:1")
 
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert again.status_code == 409
@@ -398,13 +430,20 @@ async def test_a_failed_compensation_leaves_the_run_failed_and_needing_attention
         await service.complete(org, run_id, step, task_type=task_type, result=result)
     await service.run_waiting_at(org, run_id, "publish")
     await service.fail(org, run_id, "publish", "platform down")
-    await eventually(lambda: _logged(service, org, run_id, "compensating"), timeout=30, what="compensation")
-    await service.fail(org, run_id, "publish.compensation.2", "sync down too")
+    await service.complete(org, run_id, "publish.compensation.1")
+    for attempt in (1, 2, 3):  # the first attempt and its two retries, each after a durable timer
+        request_id = await service.waiting_for_request(org, run_id, f"{run_id}:publish.compensation.2:{attempt}")
+        await service.fail(org, run_id, "publish.compensation.2", "sync down too", request_id=request_id)
 
     run = await service.run_finished(org, run_id)
 
     assert (run["status"], run["compensated"], run["needs_attention"]) == ("failed", False, True)
     assert "sync down too" in run["failure_reason"]
+    assert [e.data["request_id"] for e in service.requested(run_id, "publish.compensation.2")] == [
+        f"{run_id}:publish.compensation.2:{n}" for n in (1, 2, 3)]
+    [attention] = await eventually(lambda: _async(service.requested(run_id, "needs_attention")), timeout=30,
+                                   what="the owners told")
+    assert (attention.data["data"]["action"], attention.data["data"]["role_id"]) == ("notify", "owner")
 
 
 async def test_a_run_keeps_the_version_it_started_with(service: RunningService) -> None:
@@ -429,6 +468,7 @@ async def test_a_duplicate_completion_advances_the_run_once(service: RunningServ
 
     await service.run_waiting_at(org, run_id, "analysis")
     await eventually(lambda: _logged(service, org, run_id, "ignored"), timeout=30, what="the duplicate ignored")
+    await service.task_request(run_id, f"{run_id}:analysis:1")
     analyses = [e for e in service.task_requests(run_id) if e.data["workflow_step"] == "analysis"]
     assert [e.data["request_id"] for e in analyses] == [f"{run_id}:analysis:1"]
 
@@ -443,3 +483,175 @@ async def test_concurrent_starts_with_one_idempotency_key_make_one_run(service: 
 
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 201]
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+# --- the guards -------------------------------------------------------------------
+
+async def until_published(service: RunningService, org: str, run_id: str, change: float) -> None:
+    await service.complete(org, run_id, "sync")
+    await service.complete(org, run_id, "analysis", task_type=TaskType.ANALYSIS, result=analysis(change),
+                           by="u-agent-rm")
+
+
+async def test_a_run_started_as_the_readme_shows_completes_and_tells_the_person_who_started_it(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    response = await service.client.post(
+        "/v1/workflows/dynamic-pricing/runs", headers=service.auth(org, user="u-rm", role="revenue-manager"),
+        json={"parameters": {"listing_ids": ["l-1"], "threshold_pct": 1000, "monitor_days": 0}})
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    assert response.json()["parameters"]["owner_user_id"] == "u-rm"
+
+    await until_published(service, org, run_id, 3.0)
+    await service.complete(org, run_id, "publish")
+    await service.complete(org, run_id, "review", task_type=TaskType.ANALYSIS, by="u-agent-rm")
+    [summary] = await service.task_request(run_id, await service.request_of(org, run_id, "summary"))
+    assert (summary.data["data"]["user_id"], summary.data["data"]["role_id"]) == ("u-rm", "owner")
+    await service.complete(org, run_id, "summary")
+
+    run = await service.run_finished(org, run_id)
+    assert (run["status"], run["result"]) == ("completed", {"decision": "approved"}), run["log"]
+
+
+async def test_a_notification_failing_after_publish_is_retried_then_the_run_completes_with_a_warning(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    request_id = f"req-{uuid.uuid4()}"
+    # Started by an automation: nobody to default the owner to, so the owner role is told.
+    await service.publish("stayops.workflow.run.requested", WorkflowRunRequested(
+        request_id=request_id, org_id=org, workflow_key="dynamic-pricing", requested_by="automation-1",
+        parameters={"listing_ids": ["l-1"], "monitor_days": 0}), key=request_id)
+
+    async def started() -> Any:
+        async with service.runtime.engine.connect() as conn:
+            return await store.run_by_request(conn, org, request_id)
+
+    run_id = (await eventually(started, timeout=30, what="the requested run")).id
+    await until_published(service, org, run_id, 3.0)
+    await service.complete(org, run_id, "publish")
+    await service.complete(org, run_id, "review", task_type=TaskType.ANALYSIS, by="u-agent-rm")
+    for attempt in (1, 2, 3):
+        attempt_id = await service.waiting_for_request(org, run_id, f"{run_id}:summary:{attempt}")
+        [summary] = await service.task_request(run_id, attempt_id)
+        assert (summary.data["data"]["user_id"], summary.data["data"]["role_id"]) == (None, "owner")
+        await service.fail(org, run_id, "summary", "user_id: Input should be a valid string", request_id=attempt_id)
+
+    run = await service.run_finished(org, run_id)
+    assert (run["status"], run["compensated"]) == ("completed", None), run["log"]
+    assert run["steps"]["publish"]["status"] == "completed"
+    assert any(m.startswith("run completed with 1 warning(s): step summary failed after 3 attempt(s)")
+               for m in (e["message"] for e in run["log"]))
+    assert not [e for e in service.task_requests(run_id) if ".compensation." in e.data["workflow_step"]]
+
+
+async def test_a_huge_run_threshold_still_asks_a_person_for_a_big_change(service: RunningService) -> None:
+    org = new_org()
+    run_id = await start_pricing(service, org, threshold_pct=1000)
+    await until_published(service, org, run_id, 25.0)
+
+    await service.run_waiting_at(org, run_id, "decision")
+    run = await service.run(org, run_id)
+    assert any("price policy wants a person" in e["message"] and "approval threshold of 10 %" in e["message"]
+               for e in run["log"])
+    assert not service.requested(run_id, "publish")
+
+
+def policy_event(org: str, **pricing: Any) -> OrgPolicyUpdated:
+    return OrgPolicyUpdated(org_id=org, pricing=PriceGuardrails(**pricing), updated_at=datetime.now(UTC))
+
+
+async def stored_policy(service: RunningService, org: str, **pricing: Any) -> None:
+    await service.publish("org.policy.updated", policy_event(org, **pricing), key=org)
+
+    async def stored() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            return (await policy_of(conn, org)).pricing == PriceGuardrails(**pricing)
+    await eventually(stored, timeout=30, what="the org's policy in the read model")
+
+
+async def test_the_org_policy_read_model_bounds_decisions(service: RunningService) -> None:
+    generous, strict = new_org(), new_org()
+    await stored_policy(service, generous, approval_threshold_pct=30)
+    await stored_policy(service, strict, max_change_pct=20)
+
+    by_rule = await start_pricing(service, generous, threshold_pct=1000)
+    await until_published(service, generous, by_rule, 25.0)
+    await service.run_waiting_at(generous, by_rule, "publish")
+
+    refused = await start_pricing(service, strict)
+    await until_published(service, strict, refused, 15.0)
+    await service.complete(strict, refused, "decision", task_type=TaskType.DECISION, by="u-owner",
+                           outcome=DecisionOutcome.APPROVED,
+                           changes={"prices": [{"listing_id": "l-1", "date": "2025-03-10", "price": 150.0}]})
+    run = await service.run_finished(strict, refused)
+    assert run["status"] == "failed"
+    assert "l-1 2025-03-10: a change of +50.0 % from 100.0 is more than the 20 % a night may move" in \
+        run["failure_reason"]
+    assert not service.requested(refused, "publish"), "nothing is published"
+
+
+@pytest.mark.parametrize(("document", "path", "says"), [
+    ({"key": "forge", "name": "Forge", "steps": [
+        {"name": "approve", "type": "emit_and_await", "event_type": "stayops.pricing.approved",
+         "reply_type": "airbnb.price.updated", "timeout": "PT1M", "data": {}}]},
+     "$.steps[0].event_type", "may not emit"),
+    ({"key": "bomb", "name": "Bomb", "steps": [
+        {"name": "a", "type": "task", "task_type": "manual", "title": "A", "when": "'%2147483648d' % 1"}]},
+     "$.steps[0].when", "numbers only"),
+    ({"key": "forged-approver", "name": "Forged approver", "steps": [
+        {"name": "decision", "type": "decision", "role_id": "owner", "title": "D", "proposal": []},
+        {"name": "publish", "type": "task", "task_type": "automated", "assigned_to": "automation",
+         "title": "P", "approval": "decision",
+         "data": {"action": "publish_prices", "platform": "airbnb", "approved_by": "u-owner"}}]},
+     "$.steps[1].data.approved_by", "filled by the engine"),
+])
+async def test_definitions_that_would_bypass_the_guards_are_refused_at_publish(
+    service: RunningService, document: dict[str, Any], path: str, says: str,
+) -> None:
+    org = new_org()
+    response = await service.client.post("/v1/workflows", headers=service.auth(org), json=document)
+
+    assert response.status_code == 422, response.text
+    assert any(e["path"] == path and says in e["message"] for e in response.json()["errors"]), response.json()
+    listed = await service.client.get("/v1/workflows", headers=service.auth(org))
+    assert document["key"] not in {w["key"] for w in listed.json()["items"]}
+
+
+async def test_a_run_whose_data_exceeds_the_expression_limits_fails_cleanly(service: RunningService) -> None:
+    org = new_org()
+    growing = {"key": "growing", "name": "Growing", "parameters": {"type": "object"}, "steps": [
+        {"name": "a", "type": "task", "task_type": "manual", "title": "A", "role_id": "ops",
+         "data": {"note": "${" + " + ".join(["params.s"] * 40) + "}"}}]}
+    assert (await service.client.post("/v1/workflows", headers=service.auth(org), json=growing)).status_code == 201
+
+    response = await service.client.post("/v1/workflows/growing/runs", headers=service.auth(org),
+                                         json={"parameters": {"s": "x" * 5000}})
+
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["status"] == "failed" and "exceeds the expression limits" in run["failure_reason"]
+    assert service.task_requests(run["id"]) == []
+
+
+async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_attention(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    run_id = await start_custom(service, org, TURNOVER)
+    await service.run_waiting_at(org, run_id, "clean")
+    # As an older service version accepted it: a step that emits another service's fact.
+    forged = {**TURNOVER, "steps": [*TURNOVER["steps"], {
+        "name": "approve", "type": "emit_and_await", "event_type": "stayops.pricing.approved",
+        "reply_type": "airbnb.price.updated", "timeout": "PT1M", "data": {}}]}
+    async with service.runtime.engine.begin() as conn:
+        await conn.execute(store.definitions.update().where(
+            store.definitions.c.org_id == org, store.definitions.c.key == "turnover").values(document=forged))
+
+    await service.complete(org, run_id, "clean", task_type=TaskType.MANUAL, by="u-cleaner")
+
+    run = await service.run_finished(org, run_id)
+    assert (run["status"], run["needs_attention"]) == ("failed", True)
+    assert "no longer passes the workflow checks" in run["failure_reason"]

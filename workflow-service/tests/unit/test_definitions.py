@@ -81,3 +81,105 @@ def test_parameters_get_their_defaults_and_are_checked() -> None:
         resolve_parameters(definition, {"threshold_pct": 5})
     with pytest.raises(ParametersInvalid):
         resolve_parameters(definition, {"listing_ids": ["l-1"], "monitor_days": "soon"})
+
+
+def paths_of(doc: dict[str, Any]) -> dict[str, str]:
+    return {e["path"]: e["message"] for e in errors_of(doc)}
+
+
+def emitting(event_type: str, **data: Any) -> dict[str, Any]:
+    return {"name": "ask", "type": "emit_and_await", "event_type": event_type,
+            "reply_type": "airbnb.sync.completed", "timeout": "PT1M", "data": data}
+
+
+@pytest.mark.parametrize("event_type", [
+    "stayops.pricing.approved", "airbnb.price.updated", "stayops.task.completed", "stayops.task.requested",
+    "org.policy.updated",
+])
+def test_a_step_may_emit_only_the_commands_workflows_are_allowed(event_type: str) -> None:
+    errors = paths_of(document(TASK, emitting(event_type)))
+
+    assert "may not emit" in errors["$.steps[1].event_type"]
+    assert "'ask'" in errors["$.steps[1].event_type"]
+
+
+def test_the_emitted_command_cannot_name_another_tenant_or_request() -> None:
+    errors = paths_of(document(emitting("stayops.sync.requested", platform="airbnb", org_id="org-other",
+                                        request_id="run-x:sync:1")))
+
+    assert set(errors) == {"$.steps[0].data.org_id", "$.steps[0].data.request_id"}
+
+
+def test_a_step_awaits_only_replies() -> None:
+    errors = paths_of(document({**emitting("stayops.sync.requested", platform="airbnb"),
+                                "reply_type": "stayops.task.completed"}))
+
+    assert "does not answer a request" in errors["$.steps[0].reply_type"]
+
+
+DECIDE = {"name": "decision", "type": "decision", "role_id": "owner", "title": "Approve",
+          "proposal": "${params.p}"}
+PUBLISH = {"name": "publish", "type": "task", "task_type": "automated", "assigned_to": "automation",
+           "title": "Publish", "approval": "decision", "data": {"action": "publish_prices", "platform": "airbnb"}}
+
+
+def test_a_publish_step_names_its_decision_and_the_engine_writes_prices_and_approver() -> None:
+    definition = parse(document(DECIDE, PUBLISH))
+    assert definition.approves_prices("decision")
+
+    forged = paths_of(document(DECIDE, {**PUBLISH, "data": {**PUBLISH["data"], "prices": "${params.p}",
+                                                             "approved_by": "u-owner"}}))
+    assert set(forged) == {"$.steps[1].data.prices", "$.steps[1].data.approved_by"}
+    assert "filled by the engine" in forged["$.steps[1].data.approved_by"]
+
+
+@pytest.mark.parametrize(("steps", "path"), [
+    ([DECIDE, {k: v for k, v in PUBLISH.items() if k != "approval"}], "$.steps[1].approval"),
+    ([PUBLISH, DECIDE], "$.steps[0].approval"),
+    ([TASK, {**PUBLISH, "approval": "clean"}], "$.steps[1].approval"),
+    ([DECIDE, {**TASK, "approval": "decision"}], "$.steps[1].approval"),
+    ([{**TASK, "compensation": [{"task_type": "automated", "title": "Undo", "data": {"action": "publish_prices"}}]}],
+     "$.steps[0].compensation[0].data.action"),
+])
+def test_prices_can_be_published_only_as_an_earlier_decision_approved_them(
+    steps: list[dict[str, Any]], path: str,
+) -> None:
+    assert path in paths_of(document(*steps))
+
+
+def test_expression_bombs_are_refused_when_the_definition_is_published() -> None:
+    errors = paths_of(document({**TASK, "when": "'%2147483648d' % 1"},
+                               {**TASK, "name": "b", "title": "${'x' + 'y' * 100000000}"}))
+
+    assert "numbers only" in errors["$.steps[0].when"]
+    assert "numbers only" in errors["$.steps[1]"]
+
+
+def test_step_kinds_default_around_the_pivot_and_are_checked() -> None:
+    definition = parse(builtin_documents()["dynamic-pricing"])
+    kinds = {s.name: (s.kind.value, s.retry.max_attempts) for s in definition.steps}
+    assert kinds == {"sync": ("compensatable", 1), "analysis": ("compensatable", 1),
+                     "decision": ("compensatable", 1), "publish": ("pivot", 1), "monitor": ("retriable", 3),
+                     "review": ("retriable", 3), "summary": ("retriable", 3)}
+
+    errors = paths_of(document(
+        {**TASK, "name": "a", "kind": "retriable"}, {**TASK, "name": "b", "kind": "pivot"},
+        {**TASK, "name": "c", "kind": "compensatable"}, {**TASK, "name": "d", "kind": "pivot"},
+        {**TASK, "name": "e", "compensation": [{"task_type": "manual", "title": "Undo"}],
+         "retry": {"initial_interval": "PT10S", "max_interval": "PT1S"}}))
+    assert set(errors) == {"$.steps[0].kind", "$.steps[2].kind", "$.steps[3].kind", "$.steps[4].compensation",
+                           "$.steps[4].retry.max_interval"}
+
+
+def test_retry_delays_back_off_up_to_their_cap() -> None:
+    [step] = parse(document({**TASK, "retry": {"max_attempts": 10, "initial_interval": "PT2S"}})).steps
+    assert [step.retry.delay_after(n).total_seconds() for n in (1, 2, 3, 8, 9)] == [2, 4, 8, 200, 200]
+
+
+def test_a_parameter_may_default_to_the_person_who_starts_the_run() -> None:
+    definition = parse(builtin_documents()["dynamic-pricing"])
+
+    assert resolve_parameters(definition, {"listing_ids": ["l-1"]}, caller="u-7")["owner_user_id"] == "u-7"
+    assert "owner_user_id" not in resolve_parameters(definition, {"listing_ids": ["l-1"]})
+    assert resolve_parameters(definition, {"listing_ids": ["l-1"], "owner_user_id": "u-1"},
+                              caller="u-7")["owner_user_id"] == "u-1"

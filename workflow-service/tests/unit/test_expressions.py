@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
-from workflow_service.expressions import ExpressionError, check, evaluate
+from workflow_service.expressions import MAX_ITEMS, MAX_TEXT, ExpressionError, check, evaluate
 
 NAMES = {"params": {"threshold_pct": 10, "ids": ["a", "b"]},
          "steps": {"analysis": {"result": {"max_abs_change_pct": 4.5, "needs_review": False}}}}
@@ -54,3 +56,46 @@ def test_evaluation_errors_are_expression_errors(text: str) -> None:
 def test_attributes_of_non_objects_are_not_python_attributes() -> None:
     with pytest.raises(ExpressionError):
         evaluate("params.threshold_pct.real", NAMES)
+
+
+@pytest.mark.parametrize("text", [
+    "'%2147483648d' % 1",  # formats a string of 2 GB
+    "'%s' % params.x",
+    "'a' - params.x",
+    "9999999 * 9999999 * 9999999",
+    "1 / 0",
+    "-" * 60 + "1",  # deeper than the interpreter's stack allows
+    " + ".join(["params.s"] * 120),  # more steps than one evaluation may take
+])
+def test_what_would_exceed_the_limits_or_fail_on_every_run_is_refused_before_evaluation(text: str) -> None:
+    with pytest.raises(ExpressionError):
+        check(text)
+
+
+@pytest.mark.parametrize(("text", "params"), [
+    ("params.fmt % 1", {"fmt": "%20000000d"}),
+    ("params.s + params.s + params.s", {"s": "x" * (MAX_TEXT // 2)}),
+    ("params.ids + params.ids", {"ids": list(range(MAX_ITEMS))}),
+    ("params.n * params.n", {"n": 10**10}),
+    ("params.n * 10.0", {"n": 1e308}),
+    ("-params.s", {"s": "x"}),
+])
+def test_data_that_would_exceed_the_limits_fails_the_evaluation_without_allocating(
+    text: str, params: dict[str, object],
+) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExpressionError, match=r"numbers only|exceeds the expression limits"):
+            evaluate(text, {"params": params})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"evaluating {text!r} allocated {peak} bytes"
+
+
+def test_values_within_the_limits_are_computed() -> None:
+    names = {"params": {"s": "x" * 10, "ids": ["a"], "n": 10**6}}
+    assert evaluate("params.s + params.s", names) == "x" * 20
+    assert evaluate("params.ids + params.ids", names) == ["a", "a"]
+    assert evaluate("params.n * params.n", names) == 10**12
+    assert evaluate("params.n % 7", names) == 10**6 % 7

@@ -1,44 +1,115 @@
 """The saga's step-advancing rules on the built-in dynamic-pricing definition and
-small hand-built ones: which task comes next, which branch is taken, how a failure
-is compensated — state in, transition out."""
+small hand-built ones: which task comes next, which branch is taken, how the org's
+price policy bounds a decision, how a failure is retried, compensated or left
+behind after the pivot — state in, transition out."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.workflows import RunStatus, WaitKind
-from workflow_service.definitions import builtin_documents, parse, resolve_parameters
-from workflow_service.domain import RULE_ACTOR, Saga, Transition
+from workflow_service.definitions import Definition, builtin_documents, parse, resolve_parameters
+from workflow_service.domain import ATTENTION_STEP, RULE_ACTOR, Saga, Transition
 
 PRICING = parse(builtin_documents()["dynamic-pricing"])
 RUN = "run-1"
+ORG = "org-1"
+RULE = PRICING.step("decision").raw["rule"]
 
 
-def recommendation(listing: str, change_pct: float) -> dict[str, Any]:
+def recommendation(listing: str, change_pct: float, **extra: Any) -> dict[str, Any]:
     return {"listing_id": listing, "date": "2025-03-10", "current_price": 100.0,
-            "recommended_price": 100.0 + change_pct, "change_pct": change_pct, "confidence": 0.9, "factors": []}
+            "recommended_price": 100.0 + change_pct, "change_pct": change_pct, "confidence": 0.9, "factors": [],
+            **extra}
 
 
-def analysis(max_change: float, needs_review: bool = False) -> dict[str, Any]:
-    return {"recommendations": [recommendation("l-1", max_change)], "max_abs_change_pct": max_change,
+def analysis(max_change: float, needs_review: bool = False, **extra: Any) -> dict[str, Any]:
+    return {"recommendations": [recommendation("l-1", max_change, **extra)], "max_abs_change_pct": max_change,
             "min_confidence": 0.9, "needs_review": needs_review, "currency": "EUR"}
 
 
-def pricing_saga(**params: Any) -> tuple[Saga, Transition]:
-    parameters = resolve_parameters(PRICING, {"listing_ids": ["l-1"], **params})
-    saga = Saga(PRICING, RUN, parameters)
-    return saga, saga.start()
+def policy(**pricing: Any) -> OrgPolicyUpdated:
+    return OrgPolicyUpdated(org_id=ORG, pricing=PriceGuardrails(**pricing), updated_at=dt.datetime.now(dt.UTC))
 
 
-def follow(saga: Saga, transition: Transition) -> Saga:
-    return Saga(PRICING, RUN, saga.parameters, transition.state, transition.status, transition.current_step)
+@dataclass
+class Run:
+    """A run driven the way the handlers drive it: each happening applied to the
+    state the last one left, answering the request the run waits for."""
+
+    definition: Definition = PRICING
+    parameters: dict[str, Any] = field(default_factory=dict)
+    policy: OrgPolicyUpdated | None = None
+    t: Transition | None = None
+    history: list[Transition] = field(default_factory=list)
+
+    def saga(self) -> Saga:
+        if self.t is None:
+            return Saga(self.definition, RUN, self.parameters, org_id=ORG, policy=self.policy)
+        return Saga(self.definition, RUN, self.parameters, self.t.state, self.t.status, self.t.current_step,
+                    org_id=ORG, policy=self.policy)
+
+    def _keep(self, transition: Transition) -> Transition:
+        if transition.applied:
+            self.t = transition
+            self.history.append(transition)
+        return transition
+
+    def start(self) -> Transition:
+        return self._keep(self.saga().start())
+
+    @property
+    def request_id(self) -> str:
+        assert self.t is not None and self.t.waiting is not None
+        request_id: str = self.t.waiting["request_id"]
+        return request_id
+
+    @property
+    def waiting_step(self) -> str:
+        assert self.t is not None and self.t.waiting is not None
+        step: str = self.t.waiting["step"]
+        return step
+
+    def complete(self, step: str, result: dict[str, Any] | None = None, *, actor: str = "x",
+                 request_id: str | None = None, **decision: Any) -> Transition:
+        return self._keep(self.saga().task_completed(step, request_id=request_id or self.request_id, actor=actor,
+                                                     result=result or {}, **decision))
+
+    def fail(self, step: str, reason: str, *, request_id: str | None = None) -> Transition:
+        return self._keep(self.saga().task_failed(step, request_id=request_id or self.request_id,
+                                                  actor="automation", reason=reason))
+
+    def fire(self) -> Transition:
+        return self._keep(self.saga().timer_fired(self.waiting_step))
+
+    def log(self) -> list[tuple[str, str]]:
+        return [(line.actor, line.message) for t in self.history for line in t.log]
+
+    def requested(self) -> list[str]:
+        return [task.request_id for t in self.history for task in t.tasks]
+
+
+def pricing_run(policy: OrgPolicyUpdated | None = None, **params: Any) -> Run:
+    run = Run(PRICING, resolve_parameters(PRICING, {"listing_ids": ["l-1"], **params}), policy)
+    run.start()
+    return run
+
+
+def up_to_publish(run: Run, change: float = 2.0, **extra: Any) -> Transition:
+    run.complete("sync")
+    return run.complete("analysis", analysis(change, **extra), actor="u-agent")
 
 
 def test_a_run_starts_by_asking_automation_to_sync_the_listings() -> None:
-    _, started = pricing_saga()
+    run = pricing_run()
+    started = run.t
+    assert started is not None
 
     assert started.status is RunStatus.WAITING
     assert started.wait_kind is WaitKind.TASK
@@ -48,111 +119,299 @@ def test_a_run_starts_by_asking_automation_to_sync_the_listings() -> None:
     assert task.data == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
 
 
-def test_a_small_change_is_approved_by_rule_and_published_with_previous_prices() -> None:
-    saga, t = pricing_saga(threshold_pct=10)
-    t = follow(saga, t).task_completed("sync", actor="automation", result={})
+def test_a_small_change_is_approved_by_rule_and_the_engine_writes_the_prices_and_approver() -> None:
+    run = pricing_run(threshold_pct=10)
+    t = run.complete("sync")
     assert [task.data["skill"] for task in t.tasks] == ["pricing"]
     assert t.tasks[0].role_id == "revenue-manager" and t.tasks[0].data["horizon_days"] == 90
 
-    t = follow(saga, t).task_completed("analysis", actor="u-agent", result=analysis(4.0))
+    t = run.complete("analysis", analysis(4.0), actor="u-agent")
 
-    assert (RULE_ACTOR, "step decision: approved by rule: " + PRICING.step("decision").raw["rule"]) in [
-        (line.actor, line.message) for line in t.log]
+    assert (RULE_ACTOR, f"step decision: approved by rule: {RULE}") in run.log()
     [publish] = t.tasks
     assert publish.workflow_step == "publish"
     assert publish.data["prices"] == [{"listing_id": "l-1", "date": "2025-03-10", "price": 104.0,
                                        "currency": "EUR", "previous_price": 100.0}]
+    assert (publish.data["approved_by"], publish.data["approval_step"]) == (f"rule:{RULE}", "decision")
 
 
-def test_a_big_change_asks_the_owner_and_their_changes_override_the_proposal() -> None:
-    saga, t = pricing_saga(threshold_pct=10)
-    t = follow(saga, t).task_completed("sync", actor="automation", result={})
-    t = follow(saga, t).task_completed("analysis", actor="u-agent", result=analysis(25.0))
+def test_a_big_change_asks_the_owner_whose_changes_are_published_as_approved_by_them() -> None:
+    run = pricing_run(threshold_pct=10)
+    t = up_to_publish(run, 25.0)
     [decision] = t.tasks
     assert (decision.task_type, decision.role_id) == ("decision", "owner")
     assert decision.data["proposal"] == [recommendation("l-1", 25.0)]
 
-    t = follow(saga, t).task_completed(
-        "decision", actor="u-owner", result={}, outcome="approved",
-        changes={"prices": [{"listing_id": "l-1", "date": "2025-03-10", "price": 110.0}]})
+    t = run.complete("decision", actor="u-owner", outcome="approved",
+                     changes={"prices": [{"listing_id": "l-1", "date": "2025-03-10", "price": 110.0}]})
 
     assert t.tasks[0].data["prices"][0]["price"] == 110.0
+    assert t.tasks[0].data["approved_by"] == "u-owner"
+
+
+def test_the_listing_bounds_travel_with_the_approved_prices() -> None:
+    run = pricing_run()
+    t = up_to_publish(run, 4.0, min_price="80.00", max_price="200.00")
+
+    [night] = t.tasks[0].data["prices"]
+    assert (night["min_price"], night["max_price"]) == ("80.00", "200.00")
+
+
+def test_a_huge_run_threshold_still_asks_a_person_for_a_change_the_org_policy_bounds() -> None:
+    run = pricing_run(threshold_pct=1000)
+    t = up_to_publish(run, 25.0)
+
+    [decision] = t.tasks
+    assert decision.task_type == "decision"
+    [(actor, why)] = [(a, m) for a, m in run.log() if "price policy wants a person" in m]
+    assert actor == RULE_ACTOR and "approval threshold of 10 %" in why
+
+
+def pricing_with_rule(rule: str) -> Definition:
+    document = builtin_documents()["dynamic-pricing"]
+    document["steps"] = [{**s, "rule": rule} if s["name"] == "decision" else s for s in document["steps"]]
+    return parse(document)
+
+
+def test_the_org_policy_lets_a_rule_approve_more_and_a_run_threshold_only_lowers_it() -> None:
+    generous = policy(approval_threshold_pct=30)
+    by_rule = pricing_run(generous, threshold_pct=1000)
+    assert up_to_publish(by_rule, 25.0).tasks[0].workflow_step == "publish"
+
+    lowered = Run(pricing_with_rule("true"), {"listing_ids": ["l-1"], "platform": "airbnb", "threshold_pct": 20},
+                  generous)
+    lowered.start()
+    t = up_to_publish(lowered, 25.0)
+
+    assert t.tasks[0].task_type == "decision"
+    assert any("approval threshold of 20 %" in message for _, message in lowered.log())
+
+
+def test_an_org_definition_whose_rule_is_true_cannot_approve_a_big_change() -> None:
+    run = Run(pricing_with_rule("true"), {"listing_ids": ["l-1"], "platform": "airbnb", "monitor_days": 0})
+    run.start()
+
+    t = up_to_publish(run, 40.0)
+
+    assert t.tasks[0].task_type == "decision"
+
+
+def test_prices_a_person_approves_are_checked_and_refused_nights_fail_the_decision() -> None:
+    run = pricing_run(policy(max_change_pct=30))
+    up_to_publish(run, 25.0)
+
+    t = run.complete("decision", actor="u-owner", outcome="approved",
+                     changes={"prices": [{"listing_id": "l-1", "date": "2025-03-10", "price": 180.0}]})
+
+    assert t.status is RunStatus.FAILED
+    assert not [task for task in t.tasks if task.workflow_step == "publish"], "nothing is published"
+    assert t.failure_reason is not None
+    assert "l-1 2025-03-10: a change of +80.0 % from 100.0 is more than the 30 % a night may move" in t.failure_reason
+    assert t.state["steps"]["decision"]["refused"][0]["listing_id"] == "l-1"
 
 
 def test_needs_review_asks_the_owner_even_for_a_small_change() -> None:
-    saga, t = pricing_saga()
-    t = follow(saga, t).task_completed("sync", actor="automation", result={})
-    t = follow(saga, t).task_completed("analysis", actor="u-agent", result=analysis(1.0, needs_review=True))
+    run = pricing_run()
+    t = up_to_publish(run, 1.0, needs_review=True)
     assert t.tasks[0].task_type == "decision"
 
 
 def test_a_rejection_skips_to_the_summary_and_completes_with_the_decision() -> None:
-    saga, t = pricing_saga(owner_user_id="u-owner")
-    for step, result in (("sync", {}), ("analysis", analysis(30.0))):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t = follow(saga, t).task_completed("decision", actor="u-owner", result={}, outcome="rejected")
+    run = pricing_run(owner_user_id="u-owner")
+    up_to_publish(run, 30.0)
+    t = run.complete("decision", actor="u-owner", outcome="rejected")
     [summary] = t.tasks
     assert summary.workflow_step == "summary"
     assert summary.data["user_id"] == "u-owner" and summary.data["action"] == "notify"
 
-    t = follow(saga, t).task_completed("summary", actor="automation", result={})
+    t = run.complete("summary")
 
     assert t.status is RunStatus.COMPLETED
     assert t.result == {"decision": "rejected"}
 
 
+def test_without_an_owner_the_summary_goes_to_the_owner_role() -> None:
+    run = pricing_run()
+    up_to_publish(run, 30.0)
+    t = run.complete("decision", actor="u-owner", outcome="rejected")
+
+    assert (t.tasks[0].data["user_id"], t.tasks[0].data["role_id"]) == (None, "owner")
+
+
 def test_the_monitor_waits_on_a_timer_then_reviews_and_summarises() -> None:
-    saga, t = pricing_saga(monitor_days=7)
-    for step, result in (("sync", {}), ("analysis", analysis(2.0)), ("publish", {})):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
+    run = pricing_run(monitor_days=7)
+    up_to_publish(run)
+    t = run.complete("publish")
     assert t.wait_kind is WaitKind.TIMER
     assert [(timer.step, timer.delay) for timer in t.timers] == [("monitor", timedelta(days=7))]
 
-    t = follow(saga, t).timer_fired("monitor")
+    t = run.fire()
     assert [(task.workflow_step, task.data["skill"]) for task in t.tasks] == [("review", "performance-review")]
-    t = follow(saga, t).task_completed("review", actor="u-agent", result={})
-    t = follow(saga, t).task_completed("summary", actor="automation", result={})
+    run.complete("review", actor="u-agent")
+    t = run.complete("summary")
 
     assert (t.status, t.result) == (RunStatus.COMPLETED, {"decision": "approved"})
 
 
-def test_a_failed_publish_is_compensated_then_the_run_fails_compensated() -> None:
-    saga, t = pricing_saga()
-    for step, result in (("sync", {}), ("analysis", analysis(2.0))):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t = follow(saga, t).task_failed("publish", actor="automation", reason="l-1 rejected the price")
+def test_a_failed_publish_compensates_one_task_at_a_time_then_fails_compensated() -> None:
+    run = pricing_run()
+    up_to_publish(run)
+    t = run.fail("publish", "l-1 rejected the price")
 
-    assert [task.data["action"] for task in t.tasks] == ["notify", "request_sync"]
-    assert "l-1 rejected the price" in t.tasks[0].data["body"]
+    [notify] = t.tasks
+    assert (notify.workflow_step, notify.data["action"]) == ("publish.compensation.1", "notify")
+    assert "l-1 rejected the price" in notify.data["body"]
     assert t.status is RunStatus.WAITING
-    t = follow(saga, t).task_completed("publish.compensation.1", actor="automation", result={})
-    assert t.status is RunStatus.WAITING
-    t = follow(saga, t).task_completed("publish.compensation.2", actor="automation", result={})
+    t = run.complete("publish.compensation.1")
+    [sync] = t.tasks
+    assert (sync.workflow_step, sync.data["action"]) == ("publish.compensation.2", "request_sync")
+    t = run.complete("publish.compensation.2")
 
     assert (t.status, t.compensated) == (RunStatus.FAILED, True)
 
 
-def test_a_failed_compensation_ends_the_run_failed_and_needing_attention() -> None:
-    saga, t = pricing_saga()
-    for step, result in (("sync", {}), ("analysis", analysis(2.0))):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t = follow(saga, t).task_failed("publish", actor="automation", reason="down")
-    t = follow(saga, t).task_failed("publish.compensation.2", actor="automation", reason="sync down too")
+UNDOABLE = {"key": "k", "name": "Three undoable steps", "steps": [
+    {"name": name, "type": "task", "task_type": "manual", "title": name.title(), "role_id": "ops",
+     "compensation": [{"task_type": "manual", "title": f"Undo {name}", "role_id": "ops"}]}
+    for name in ("book", "pay", "confirm")]}
+
+
+def test_compensations_run_in_reverse_order_and_a_failing_one_is_retried_then_needs_attention() -> None:
+    run = Run(parse(UNDOABLE))
+    run.start()
+    run.complete("book")
+    run.complete("pay")
+    t = run.fail("confirm", "the guest cancelled")
+    assert [task.workflow_step for task in t.tasks] == ["confirm.compensation.1"]
+    t = run.complete("confirm.compensation.1")
+    assert [task.workflow_step for task in t.tasks] == ["pay.compensation.1"]
+
+    for attempt, delay in ((1, timedelta(seconds=1)), (2, timedelta(seconds=2))):
+        t = run.fail("pay.compensation.1", "the bank is down")
+        assert (t.status, t.wait_kind, [timer.delay for timer in t.timers]) == (
+            RunStatus.WAITING, WaitKind.TIMER, [delay])
+        t = run.fire()
+        assert [task.request_id for task in t.tasks] == [f"run-1:pay.compensation.1:{attempt + 1}"]
+    t = run.fail("pay.compensation.1", "the bank is down")
 
     assert (t.status, t.compensated) == (RunStatus.FAILED, False)
     assert t.failure_reason is not None and "needs attention" in t.failure_reason
+    assert "not compensated: book.compensation.1" in t.failure_reason
+    [attention] = t.tasks
+    assert (attention.workflow_step, attention.assigned_to) == (ATTENTION_STEP, "automation")
+    assert (attention.data["action"], attention.data["role_id"], attention.data["user_id"]) == (
+        "notify", "owner", None)
+    assert "run-1" in attention.data["body"]
+    assert "book.compensation.1" not in run.requested()
+
+
+def test_a_late_answer_to_an_earlier_compensation_attempt_changes_nothing() -> None:
+    run = Run(parse(UNDOABLE))
+    run.start()
+    run.complete("book")
+    run.fail("pay", "declined")
+    run.fail("pay.compensation.1", "bank down")
+    run.fire()
+
+    late = run.saga().task_completed("pay.compensation.1", request_id="run-1:pay.compensation.1:1",
+                                     actor="u", result={})
+
+    assert not late.applied
+
+
+def test_a_retriable_step_that_succeeds_on_the_third_attempt_completes_the_run() -> None:
+    run = pricing_run(monitor_days=0)
+    up_to_publish(run)
+    run.complete("publish")
+    run.fire()
+    run.complete("review", actor="u-agent")
+
+    delays = []
+    for _ in range(2):
+        t = run.fail("summary", "the mail server is down")
+        delays += [timer.delay for timer in t.timers]
+        run.fire()
+    t = run.complete("summary")
+
+    assert delays == [timedelta(seconds=1), timedelta(seconds=2)]
+    assert [r for r in run.requested() if ":summary:" in r] == [f"run-1:summary:{n}" for n in (1, 2, 3)]
+    assert (t.status, t.compensated) == (RunStatus.COMPLETED, None)
+    assert ("workflow-service", "run completed") in run.log()
+
+
+def test_a_late_completion_of_attempt_one_never_advances_attempt_two() -> None:
+    run = pricing_run(monitor_days=0)
+    up_to_publish(run)
+    run.complete("publish")
+    run.fire()
+    run.fail("review", "no bookings data yet")
+    run.fire()
+    assert run.request_id == "run-1:review:2"
+
+    late = run.saga().task_completed("review", request_id="run-1:review:1", actor="u-agent", result={})
+
+    assert not late.applied and late.tasks == []
+    assert run.complete("review").tasks[0].workflow_step == "summary"
+
+
+def test_a_failure_after_the_pivot_never_compensates_the_run_goes_on_with_a_warning() -> None:
+    run = pricing_run(monitor_days=0)
+    up_to_publish(run)
+    run.complete("publish")
+    run.fire()
+    for _ in range(2):
+        run.fail("review", "no bookings data")
+        run.fire()
+    t = run.fail("review", "no bookings data")
+
+    assert [task.workflow_step for task in t.tasks] == ["summary"]
+    assert not [r for r in run.requested() if ".compensation." in r], "the published prices stay"
+    for _ in range(2):
+        run.fail("summary", "notify: user_id: Input should be a valid string")
+        run.fire()
+    t = run.fail("summary", "notify: user_id: Input should be a valid string")
+
+    assert (t.status, t.compensated) == (RunStatus.COMPLETED, None)
+    [(_, completed)] = [(a, m) for a, m in run.log() if m.startswith("run completed")]
+    assert "2 warning(s)" in completed and "step review failed after 3 attempt(s)" in completed
+    assert t.state["steps"]["publish"]["status"] == "completed"
+
+
+def test_non_retryable_failures_are_not_tried_again() -> None:
+    definition = parse({"key": "k", "name": "n", "steps": [
+        {"name": "go", "type": "task", "task_type": "manual", "title": "Go", "role_id": "ops", "kind": "pivot"},
+        {"name": "tell", "type": "task", "task_type": "manual", "title": "Tell", "role_id": "ops",
+         "retry": {"max_attempts": 5, "initial_interval": "PT10S", "non_retryable": ["no such user"]}}]})
+    run = Run(definition)
+    run.start()
+    run.complete("go")
+    t = run.fail("tell", "the mailbox is full")
+    assert t.timers[0].delay == timedelta(seconds=10)
+    run.fire()
+
+    t = run.fail("tell", "no such user u-9")
+
+    assert t.status is RunStatus.COMPLETED and t.timers == []
 
 
 @pytest.mark.parametrize("step", ["analysis", "sync"])
 def test_stale_and_duplicate_completions_change_nothing(step: str) -> None:
-    saga, t = pricing_saga()
-    t = follow(saga, t).task_completed("sync", actor="automation", result={})
-    again = follow(saga, t)
+    run = pricing_run()
+    run.complete("sync")
 
-    outcome = again.task_completed("sync", actor="automation", result={}) if step == "sync" else \
-        again.task_completed("decision", actor="u", result={}, outcome="approved")
+    outcome = run.saga().task_completed("sync", request_id="run-1:sync:1", actor="automation", result={}) \
+        if step == "sync" else run.saga().task_completed("decision", request_id="run-1:decision:1", actor="u",
+                                                         result={}, outcome="approved")
 
     assert not outcome.applied and outcome.tasks == []
+
+
+def test_a_completion_without_the_request_id_of_the_attempt_is_ignored() -> None:
+    run = pricing_run()
+
+    forged = run.saga().task_completed("sync", request_id=None, actor="u-member", result={})
+
+    assert not forged.applied
 
 
 def test_when_skips_a_step_and_next_rules_branch() -> None:
@@ -164,9 +423,9 @@ def test_when_skips_a_step_and_next_rules_branch() -> None:
          "when": "params.go"},
         {"name": "d", "type": "wait", "duration": "PT5S"},
     ]})
-    saga = Saga(definition, RUN, {"go": False})
-    t = saga.start()
-    t = Saga(definition, RUN, {"go": False}, t.state, t.status).task_completed("a", actor="u", result={"n": 3})
+    run = Run(definition, {"go": False})
+    run.start()
+    t = run.complete("a", {"n": 3})
 
     assert [line.message for line in t.log if line.actor == RULE_ACTOR] == [
         "after a: steps.a.result.n > 2 -> c", "step c skipped: params.go is false"]
@@ -184,24 +443,35 @@ def test_a_rule_that_cannot_be_evaluated_fails_the_step() -> None:
     assert t.failure_reason is not None and "cannot be evaluated" in t.failure_reason
 
 
+def test_data_that_exceeds_the_expression_limits_fails_the_step_and_requests_nothing() -> None:
+    definition = parse({"key": "k", "name": "n", "steps": [
+        {"name": "a", "type": "task", "task_type": "manual", "title": "A", "role_id": "ops",
+         "data": {"note": "${params.s + params.s + params.s + params.s}"}}]})
+
+    t = Saga(definition, RUN, {"s": "x" * 4000}).start()
+
+    assert t.status is RunStatus.FAILED and t.tasks == []
+    assert t.failure_reason is not None and "exceeds the expression limits" in t.failure_reason
+
+
 def test_the_summary_tells_the_owner_what_was_decided() -> None:
-    saga, t = pricing_saga(owner_user_id="u-owner")
-    for step, result in (("sync", {}), ("analysis", analysis(30.0))):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t = follow(saga, t).task_completed("decision", actor="u-owner", result={}, outcome="rejected")
+    run = pricing_run(owner_user_id="u-owner")
+    up_to_publish(run, 30.0)
+    t = run.complete("decision", actor="u-owner", outcome="rejected")
 
     assert t.tasks[0].data["subject"] == "Weekly pricing: rejected"
     assert t.tasks[0].data["body"] == "The recommended prices were rejected (by u-owner). No price was changed."
 
 
 def test_a_timer_of_an_earlier_wait_does_not_end_the_current_one() -> None:
-    saga, t = pricing_saga(monitor_days=7)
-    for step, result in (("sync", {}), ("analysis", analysis(2.0)), ("publish", {})):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t.state["waiting"]["timer_id"] = "timer-2"
+    run = pricing_run(monitor_days=7)
+    up_to_publish(run)
+    t = run.complete("publish")
+    assert t.waiting is not None
+    t.waiting["timer_id"] = "timer-2"
 
-    assert not follow(saga, t).timer_fired("monitor", "timer-1").applied
-    assert follow(saga, t).timer_fired("monitor", "timer-2").applied
+    assert not run.saga().timer_fired("monitor", "timer-1").applied
+    assert run.saga().timer_fired("monitor", "timer-2").applied
 
 
 ASK = {"name": "ask", "type": "emit_and_await", "event_type": "stayops.sync.requested",
@@ -233,25 +503,28 @@ def test_an_event_a_step_cannot_emit_fails_the_step() -> None:
 
 
 def test_nothing_to_publish_skips_publishing_and_monitoring() -> None:
-    saga, t = pricing_saga()
+    run = pricing_run()
+    run.complete("sync")
     empty = {**analysis(0.0), "recommendations": [], "max_abs_change_pct": 0.0}
-    for step, result in (("sync", {}), ("analysis", empty)):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
+    t = run.complete("analysis", empty)
 
     assert [task.workflow_step for task in t.tasks] == ["summary"]
     assert [t.state["steps"][s]["status"] for s in ("publish", "monitor", "review")] == ["skipped"] * 3
 
 
-def test_a_failure_after_publishing_compensates_without_claiming_prices_were_not_applied() -> None:
-    saga, t = pricing_saga(monitor_days=0)
-    for step, result in (("sync", {}), ("analysis", analysis(2.0)), ("publish", {})):
-        t = follow(saga, t).task_completed(step, actor="x", result=result)
-    t = follow(saga, t).timer_fired("monitor")
-    t = follow(saga, t).task_failed("review", actor="u-agent", reason="no bookings data")
+def test_a_publish_step_whose_decision_did_not_approve_publishes_nothing() -> None:
+    definition = parse({"key": "k", "name": "n", "steps": [
+        {"name": "d", "type": "decision", "role_id": "owner", "title": "D", "proposal": "${params.p}"},
+        {"name": "publish", "type": "task", "task_type": "automated", "assigned_to": "automation",
+         "title": "Publish", "approval": "d", "kind": "pivot",
+         "data": {"action": "publish_prices", "platform": "airbnb"}}]})
+    run = Run(definition, {"p": [recommendation("l-1", 5.0)]})
+    run.start()
 
-    notify = t.tasks[0].data
-    assert notify["subject"] == "Weekly pricing stopped after publishing"
-    assert notify["body"] == "step review failed: no bookings data. The new prices stay published."
+    t = run.complete("d", actor="u-owner", outcome="rejected")
+
+    assert t.status is RunStatus.FAILED and t.tasks == []
+    assert t.failure_reason is not None and "decision d did not approve any price" in t.failure_reason
 
 
 def test_a_rejected_decision_approves_no_price_and_one_without_outcome_fails() -> None:
@@ -259,14 +532,12 @@ def test_a_rejected_decision_approves_no_price_and_one_without_outcome_fails() -
         {"name": "d", "type": "decision", "role_id": "owner", "title": "D", "proposal": "${params.p}"},
         {"name": "after", "type": "wait", "duration": "PT1S"}]})
     proposal = [{"listing_id": "l-1", "date": "2025-03-10", "recommended_price": 90, "current_price": 100}]
-    started = Saga(definition, RUN, {"p": proposal}).start()
+    run = Run(definition, {"p": proposal})
+    run.start()
 
-    def resumed() -> Saga:
-        return Saga(definition, RUN, {"p": proposal}, started.state, started.status, started.current_step)
-
-    rejected = resumed().task_completed("d", actor="u", result={}, outcome="rejected")
+    rejected = run.saga().task_completed("d", request_id=run.request_id, actor="u", result={}, outcome="rejected")
     assert rejected.state["steps"]["d"]["result"]["prices"] == []
-    no_outcome = resumed().task_completed("d", actor="u", result={})
+    no_outcome = run.saga().task_completed("d", request_id=run.request_id, actor="u", result={})
     assert no_outcome.status is RunStatus.FAILED
 
 
