@@ -172,15 +172,22 @@ def member_event(
     )
 
 
+def policy_envelope(org_id: str, policy: dict[str, Any], clock: Clock = utc_now, ids: IdFactory = new_id,
+                    correlationid: str | None = None) -> Envelope:
+    """`org.policy.updated`: an org's whole policy as it now stands (its fields but
+    org_id and updated_at in `policy`), keyed by org."""
+    now = clock()
+    payload = OrgPolicyUpdated(**{**policy, "org_id": org_id, "updated_at": now})
+    return event_type("org.policy.updated").envelope(
+        payload, id=ids(), source=SOURCE, partitionkey=org_id, time=now,
+        correlationid=correlationid, subject=org_id,
+    )
+
+
 def policy_event(org: Org, clock: Clock = utc_now, ids: IdFactory = new_id,
                  correlationid: str | None = None) -> Envelope:
-    """`org.policy.updated`: the org's whole policy as it now stands, keyed by org."""
-    now = clock()
-    payload = OrgPolicyUpdated(**{**org.policy, "org_id": org.org_id, "updated_at": now})
-    return event_type("org.policy.updated").envelope(
-        payload, id=ids(), source=SOURCE, partitionkey=org.org_id, time=now,
-        correlationid=correlationid, subject=org.org_id,
-    )
+    """`org.policy.updated` for a simulated org's stored policy."""
+    return policy_envelope(org.org_id, org.policy, clock, ids, correlationid)
 
 
 @dataclass(frozen=True)
@@ -246,13 +253,8 @@ async def publish_events(bootstrap: str, envelopes: list[Envelope], idempotent: 
 
 
 async def publish_policy(bootstrap: str, org_id: str, policy: dict[str, Any], idempotent: bool = True) -> None:
-    """Announce an org's whole policy (`org.policy.updated` fields but org_id and
-    updated_at), as org-service does when an owner changes it."""
-    now = utc_now()
-    payload = OrgPolicyUpdated(**{**policy, "org_id": org_id, "updated_at": now})
-    envelope = event_type("org.policy.updated").envelope(payload, id=new_id(), source=SOURCE, partitionkey=org_id,
-                                                        time=now, subject=org_id)
-    await publish_events(bootstrap, [envelope], idempotent)
+    """Announce an org's whole policy, as org-service does when an owner changes it."""
+    await publish_events(bootstrap, [policy_envelope(org_id, policy)], idempotent)
 
 
 @dataclass(frozen=True)
