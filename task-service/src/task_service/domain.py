@@ -21,11 +21,14 @@ OPEN_STATUSES: frozenset[TaskStatus] = frozenset(
 
 
 class TaskNotFound(NotFound):
+    code = "task-not-found"
+
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} does not exist in your organisation")
 
 
 class TransitionNotAllowed(Conflict):
+    code = "transition-not-allowed"
     title = "Transition not allowed"
 
     def __init__(self, task_id: str, current: TaskStatus, wanted: TaskStatus) -> None:
@@ -37,6 +40,8 @@ class TransitionNotAllowed(Conflict):
 
 
 class NotYourTask(PermissionDenied):
+    code = "not-your-task"
+
     def __init__(self, task_id: str) -> None:
         super().__init__(
             f"task {task_id} is assigned to someone else: only its assignee or a member "
@@ -45,6 +50,7 @@ class NotYourTask(PermissionDenied):
 
 
 class DecisionRequired(Conflict):
+    code = "decision-required"
     title = "Decision required"
 
     def __init__(self, task_id: str) -> None:
@@ -54,6 +60,7 @@ class DecisionRequired(Conflict):
 
 
 class NotADecision(Conflict):
+    code = "not-a-decision"
     title = "Not a decision"
 
     def __init__(self, task_id: str, task_type: TaskType) -> None:
@@ -64,7 +71,7 @@ class NotADecision(Conflict):
 
 
 class ParentTaskInvalid(InvalidRequest):
-    pass
+    code = "parent-task-invalid"
 
 
 # The task state machine. Completed and failed are final; a blocked task can be

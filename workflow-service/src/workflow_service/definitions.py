@@ -29,6 +29,7 @@ _DURATION = TypeAdapter(timedelta)
 class DefinitionInvalid(InvalidRequest):
     """A definition document that does not follow the workflow schema; `errors`
     lists each problem with the path where it is."""
+    code = "definition-invalid"
 
     title = "Invalid workflow definition"
 
@@ -39,6 +40,7 @@ class DefinitionInvalid(InvalidRequest):
 
 
 class ParametersInvalid(InvalidRequest):
+    code = "parameters-invalid"
     title = "Invalid run parameters"
 
 

@@ -40,6 +40,7 @@ _ALLOWED_NODES: tuple[type, ...] = (
 
 class ExpressionError(InvalidRequest):
     """An expression that is not in the language, or cannot be evaluated on its data."""
+    code = "expression-invalid"
 
     title = "Invalid expression"
 
