@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from stayops_kit.errors import (
     Conflict,
@@ -80,6 +81,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     403: "The caller's role lacks the permission named in missing_permission, or may not act on "
          "this object.",
     404: "No such object in the caller's organisation.",
+    400: "The body could not be read as JSON (problem+json, code bad-request).",
     409: "Refused in the object's current state (e.g. a forbidden transition).",
     412: "A precondition on the request failed.",
     422: "The request is well-formed JSON but not valid; errors says why.",
@@ -158,8 +160,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        # Keep the framework's headers: a 405 must still say which methods are allowed.
-        return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of one matching route; a path has several.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=headers)
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         state = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(
@@ -183,6 +188,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path."""
+    allowed: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            allowed |= {m.upper() for m in operations if m in _METHODS}
+    return sorted(allowed)
+
+
 def declare_problems(routes: Iterable[object], *, authenticated: bool) -> None:
     """Declare on each route the problems the kit itself can answer: 401 (token),
     403 (a `require(...)` dependency), 404 (an object named in the path), 422 (a
@@ -198,6 +215,8 @@ def declare_problems(routes: Iterable[object], *, authenticated: bool) -> None:
             statuses.append(403)
         if route.dependant.path_params:
             statuses.append(404)
+        if route.body_field is not None or (route.openapi_extra or {}).get("requestBody"):
+            statuses.append(400)  # a body that is not JSON at all
         if _takes_input(route):
             statuses.append(422)
         declared = problem_responses(*statuses)

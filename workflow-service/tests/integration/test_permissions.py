@@ -103,3 +103,29 @@ async def test_any_member_reads_workflows_runs_and_the_schema(service: ServiceUn
     for path in ("/v1/workflows", "/v1/workflow-schema", f"/v1/runs/{started.json()['id']}"):
         response = await service.client.get(path, headers=nobody)
         assert response.status_code == 200, (path, response.text)
+
+
+@pytest.mark.parametrize("body", [
+    {"parameters": {"listing_ids": ["l-1"]}, "workflow_version": 5897362464.0},
+    {"parameters": {"listing_ids": ["l-1"]}, "workflow_version": 2**63},
+])
+async def test_an_oversized_workflow_version_is_a_422_problem(service: ServiceUnderTest,
+                                                             body: dict[str, Any]) -> None:
+    response = await service.client.post("/v1/workflows/dynamic-pricing/runs", json=body,
+                                         headers=service.auth(str(uuid.uuid4())))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation-failed"
+
+
+async def test_the_builtin_parameter_schema_is_published_and_enforced(service: ServiceUnderTest) -> None:
+    document = (await service.client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/workflows/dynamic-pricing/runs"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    ref = body["$ref"].rsplit("/", 1)[-1]
+    parameters = document["components"]["schemas"][ref]["properties"]["parameters"]
+    assert parameters["required"] == ["listing_ids"]
+    assert set(parameters["properties"]) >= {"listing_ids", "threshold_pct", "monitor_days"}
+
+    refused = await service.client.post("/v1/workflows/dynamic-pricing/runs", headers=service.auth(
+        str(uuid.uuid4())), json={"parameters": {"listing_ids": []}})
+    assert (refused.status_code, refused.json()["code"]) == (422, "parameters-invalid")
