@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from stayops_kit import idempotency
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
@@ -32,6 +32,17 @@ _AUTOMATION_RUNS_AUTOMATED_TASKS: dict[str, Any] = {
 }
 
 
+def _timestamp_text(value: Any) -> Any:
+    """A due time is ISO 8601 text; a bare number is not a time (pydantic would read
+    it as seconds since 1970)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is ISO 8601 text, e.g. 2025-03-02T09:00:00+01:00")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text)]
+
+
 class TaskIn(BaseModel):
     title: str = Field(min_length=1, max_length=300)
     task_type: TaskType
@@ -40,7 +51,7 @@ class TaskIn(BaseModel):
     department_id: str | None = None
     role_id: str | None = None
     assigned_to: str | None = None
-    due_at: datetime | None = None
+    due_at: Timestamp | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     parent_task_id: str | None = None
 

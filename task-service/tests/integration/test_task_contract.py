@@ -118,7 +118,8 @@ async def test_problems_name_their_kind(service: ServiceUnderTest) -> None:
     assert missing.json() | {"detail": "-"} == {
         "type": "urn:stayops:problem:task-not-found", "code": "task-not-found", "title": "Not found",
         "status": 404, "detail": "-", "instance": "/v1/tasks/nope"}
-    created = await service.client.post("/v1/tasks", json=CLEAN, headers=service.auth(org))
+    created = await service.client.post("/v1/tasks", json={**CLEAN, "assigned_to": "u-owner"},
+                                        headers=service.auth(org))
     task_id = created.json()["id"]
     await service.client.post(f"/v1/tasks/{task_id}/fail", json={"reason": "x"}, headers=service.auth(org))
     again = await service.client.post(f"/v1/tasks/{task_id}/start", headers=service.auth(org))

@@ -202,15 +202,18 @@ def _builtin_route(key: str, body_model: type[BaseModel]) -> Callable[..., Await
     return start_builtin_run
 
 
+_RETRY: dict[int | str, dict[str, Any]] = {
+    200: {"model": RunOut, "description": "A retry: the run its Idempotency-Key started."}}
+
 # Built-in workflows have a route each, so their parameter schemas are in OpenAPI;
 # registered before `/workflows/{key}/runs`, which they would otherwise match.
 for _key, _document in sorted(builtin_documents().items()):
     router.post(f"/workflows/{_key}/runs", status_code=201, response_model=RunOut,
-                responses=problem_responses(404))(
+                responses={**problem_responses(404), **_RETRY})(
         _builtin_route(_key, _builtin_run_model(_key, _document.get("parameters") or {"type": "object"})))
 
 
-@router.post("/workflows/{key}/runs", status_code=201, response_model=RunOut)
+@router.post("/workflows/{key}/runs", status_code=201, response_model=RunOut, responses=_RETRY)
 async def start_run(
     key: Annotated[str, Path(pattern=KEY_PATTERN, json_schema_extra={
         "not": {"enum": sorted(builtin_documents())},
