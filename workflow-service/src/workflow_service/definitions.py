@@ -186,7 +186,7 @@ def _semantic_errors(definition: Definition) -> Any:
                 except ValidationError:
                     yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not an ISO 8601 duration"}
         for where in ("event_type", "reply_type", "failure_type"):
-            if where in step.raw and step.raw[where] not in CATALOG:
+            if where in step.raw and not (isinstance(step.raw[where], str) and step.raw[where] in CATALOG):
                 yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not in the event catalog"}
         for text in _templates_in(step.raw):
             yield from _expression_errors(at, text)
@@ -198,7 +198,10 @@ def _semantic_errors(definition: Definition) -> Any:
         yield {"path": "$.parameters", "message": f"not a valid JSON Schema: {exc}"}
 
 
-def _expression_errors(path: str, text: str) -> Any:
+def _expression_errors(path: str, text: object) -> Any:
+    if not isinstance(text, str):  # the schema leaves fields of other step types free
+        yield {"path": path, "message": f"an expression is text, not {type(text).__name__}"}
+        return
     try:
         expressions.check(text)
     except ExpressionError as exc:
