@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from jsonschema import Draft202012Validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from stayops_kit.api import MAX_INT32, CurrentCaller, Runtime
 from stayops_kit.auth import Caller
@@ -127,7 +128,17 @@ def inline_definitions(json_schema: dict[str, Any]) -> dict[str, Any]:
 def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[BaseModel]:
     """The body of a run of a built-in workflow: its parameter schema, published."""
     required = bool(parameters_schema.get("required"))
-    parameters: Any = (Annotated[dict[str, Any], WithJsonSchema(parameters_schema)],
+    validator = Draft202012Validator(parameters_schema)
+
+    def fits(given: dict[str, Any]) -> dict[str, Any]:
+        # Checked here too, so even a retry with a known Idempotency-Key is refused
+        # when its parameters do not fit (before the run it names is looked up).
+        problems = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(given)]
+        if problems:
+            raise ValueError(f"the parameters of {key} are not valid: " + "; ".join(problems))
+        return given
+
+    parameters: Any = (Annotated[dict[str, Any], AfterValidator(fits), WithJsonSchema(parameters_schema)],
                        ... if required else Field(default_factory=dict))
     model: type[BaseModel] = create_model(
         "".join(part.title() for part in key.split("-")) + "Run",

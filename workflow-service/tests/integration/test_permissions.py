@@ -128,4 +128,5 @@ async def test_the_builtin_parameter_schema_is_published_and_enforced(service: S
 
     refused = await service.client.post("/v1/workflows/dynamic-pricing/runs", headers=service.auth(
         str(uuid.uuid4())), json={"parameters": {"listing_ids": []}})
-    assert (refused.status_code, refused.json()["code"]) == (422, "parameters-invalid")
+    assert (refused.status_code, refused.json()["code"]) == (422, "validation-failed")
+    assert "listing_ids" in refused.json()["errors"][0]["msg"]
