@@ -24,6 +24,8 @@ from stayops_schemas.events.sync import (
 
 
 class AgentNotFound(NotFound):
+    code = "agent-not-found"
+
     def __init__(self, user_id: str) -> None:
         super().__init__(f"no AI agent {user_id} in your organisation")
 

@@ -3,34 +3,93 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from automation_service import handlers, store
 from automation_service.domain import Automation, Execution, ExecutionStats, ExecutionTrigger, Notification
 from stayops_kit.api import CurrentCaller, Runtime
+from stayops_kit.auth import Caller
+from stayops_kit.permissions import Permission, require
+from stayops_kit.problems import problem_responses
+from stayops_schemas.catalog import CATALOG
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 
 router = APIRouter(tags=["automations"])
 notifications_router = APIRouter(tags=["notifications"])
 
+Manager = Annotated[Caller, require(Permission.AUTOMATIONS_MANAGE)]
+
+
+def _cron_field(value: str) -> str:
+    """`*`, `*/step`, or a list of values: the schedules that always fire (no
+    ranges that could be empty, days of month 1-28 so every month has them)."""
+    return rf"(?:\*(?:/[1-9][0-9]?)?|{value}(?:,{value})*)"
+
+
+_MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
+_DAYS = "SUN|MON|TUE|WED|THU|FRI|SAT"
+CRON_PATTERN = "^" + " ".join(_cron_field(v) for v in (
+    "(?:[0-9]|[1-5][0-9])",  # minute
+    "(?:[0-9]|1[0-9]|2[0-3])",  # hour
+    "(?:[1-9]|1[0-9]|2[0-8])",  # day of month
+    f"(?:[1-9]|1[0-2]|{_MONTHS})",  # month
+    f"(?:[0-7]|{_DAYS})",  # day of week
+)) + "$"
+
+_ZONES = sorted(available_timezones())
+
+
+def _known_zone(name: str) -> str:
+    if name not in _ZONES:
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Lisbon'")
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_known_zone),
+                     WithJsonSchema({"type": "string", "enum": _ZONES, "examples": ["Europe/Paris"]})]
+Text = Annotated[str, Field(max_length=10_000)]
+
 
 class StartWorkflowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     type: Literal["start_workflow"]
-    workflow_key: str = Field(min_length=1)
+    workflow_key: str = Field(pattern="^[a-z0-9][a-z0-9-]{0,62}$", examples=["dynamic-pricing"])
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-class AutomationIn(BaseModel):
+class ScheduledAutomationIn(BaseModel):
+    """Fires on its schedule: `cron` (five fields) in `timezone`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[AutomationType.SCHEDULED]
     name: str = Field(min_length=1, max_length=200)
-    description: str | None = None
-    kind: Literal[AutomationType.SCHEDULED, AutomationType.EVENT]
-    cron: str | None = Field(default=None, examples=["0 9 * * SUN"])
-    timezone: str | None = Field(default=None, examples=["Europe/Paris"])
-    event_type: str | None = None
+    description: Text | None = None
+    cron: str = Field(pattern=CRON_PATTERN, max_length=200, examples=["0 9 * * SUN"])
+    timezone: TimeZone
     action: StartWorkflowIn
+
+
+class EventAutomationIn(BaseModel):
+    """Stored against an event type of the catalog (kept and listed; firing on
+    events is not offered yet, so it never runs by itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[AutomationType.EVENT]
+    name: str = Field(min_length=1, max_length=200)
+    description: Text | None = None
+    event_type: Literal[tuple(sorted(CATALOG))]  # type: ignore[valid-type]
+    action: StartWorkflowIn
+
+
+# Conditional automations are not accepted over REST: nothing evaluates conditions yet.
+AutomationIn = Annotated[ScheduledAutomationIn | EventAutomationIn, Field(discriminator="kind")]
 
 
 class AutomationOut(BaseModel):
@@ -117,10 +176,13 @@ class NotificationList(BaseModel):
 
 
 @router.post("/automations", response_model=AutomationOut, status_code=201)
-async def create_automation(body: AutomationIn, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+async def create_automation(body: Annotated[AutomationIn, Body()], caller: Manager,
+                            runtime: Runtime) -> AutomationOut:
+    scheduled = isinstance(body, ScheduledAutomationIn)
     new = handlers.NewAutomation(
-        name=body.name, description=body.description, kind=body.kind, cron=body.cron,
-        timezone=body.timezone, event_type=body.event_type, action=body.action.model_dump(),
+        name=body.name, description=body.description, kind=body.kind,
+        cron=body.cron if scheduled else None, timezone=body.timezone if scheduled else None,
+        event_type=None if scheduled else body.event_type, action=body.action.model_dump(),
     )
     async with runtime.uow.begin() as uow:
         created = await handlers.create_automation(uow, caller, new)
@@ -148,19 +210,20 @@ async def get_automation(automation_id: str, caller: CurrentCaller, runtime: Run
 
 
 @router.post("/automations/{automation_id}/pause", response_model=AutomationOut)
-async def pause_automation(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+async def pause_automation(automation_id: str, caller: Manager, runtime: Runtime) -> AutomationOut:
     async with runtime.uow.begin() as uow:
         return AutomationOut.of(await handlers.pause_automation(uow, caller, automation_id))
 
 
 @router.post("/automations/{automation_id}/resume", response_model=AutomationOut)
-async def resume_automation(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
+async def resume_automation(automation_id: str, caller: Manager, runtime: Runtime) -> AutomationOut:
     async with runtime.uow.begin() as uow:
         return AutomationOut.of(await handlers.resume_automation(uow, caller, automation_id))
 
 
-@router.post("/automations/{automation_id}/run", response_model=ExecutionOut, status_code=202)
-async def run_automation_now(automation_id: str, caller: CurrentCaller, runtime: Runtime) -> ExecutionOut:
+@router.post("/automations/{automation_id}/run", response_model=ExecutionOut, status_code=202,
+             responses=problem_responses(409))
+async def run_automation_now(automation_id: str, caller: Manager, runtime: Runtime) -> ExecutionOut:
     async with runtime.uow.begin() as uow:
         return ExecutionOut.of(await handlers.run_automation_now(uow, caller, automation_id))
 

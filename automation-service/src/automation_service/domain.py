@@ -19,15 +19,19 @@ from stayops_schemas.guardrails import PriceRefusal
 
 
 class AutomationNotFound(NotFound):
+    code = "automation-not-found"
+
     def __init__(self, automation_id: str) -> None:
         super().__init__(f"automation {automation_id} does not exist in your organisation")
 
 
 class InvalidTrigger(InvalidRequest):
+    code = "invalid-trigger"
     title = "Invalid trigger"
 
 
 class InvalidAction(InvalidRequest):
+    code = "invalid-action"
     title = "Invalid action"
 
 

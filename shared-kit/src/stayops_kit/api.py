@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stayops_kit.auth import Caller
@@ -56,3 +56,13 @@ def correlation_id(request: Request) -> str | None:
 
 
 CorrelationId = Annotated[str | None, Depends(correlation_id)]
+
+
+# Pages start at most this far in: a deeper offset is refused (422) rather than
+# handed to PostgreSQL, whose OFFSET is a 64-bit integer.
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="How many items to skip.")]
+
+# The largest value a PostgreSQL `integer` column holds: versions and counters that
+# reach the database are bounded by it, so an oversized one is a 422, not a 500.
+MAX_INT32 = 2**31 - 1

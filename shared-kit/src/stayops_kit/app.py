@@ -17,7 +17,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stayops_kit.api import current_caller, require_service_key
 from stayops_kit.clock import Clock, IdFactory, new_id
 from stayops_kit.logs import configure_logging, correlation_scope
-from stayops_kit.problems import install_problem_handlers, problem
+from stayops_kit.problems import (
+    add_problem_schema,
+    declare_problems,
+    install_problem_handlers,
+    problem,
+    problem_responses,
+)
 from stayops_kit.runtime import ServiceRuntime, ServiceSpec
 from stayops_kit.settings import ServiceSettings
 
@@ -48,11 +54,15 @@ def create_app(
     app = FastAPI(title=title or spec.name, version="1", lifespan=lifespan)
     app.state.runtime = runtime
     install_problem_handlers(app)
+    for router in [*routers, *(internal_routers or [])]:
+        # Before including: the app mounts the routers' routes as they are then.
+        declare_problems(router.routes, authenticated=True)
     for router in routers:
         app.include_router(router, prefix="/v1", dependencies=[Depends(current_caller)])
     for router in internal_routers or []:
         app.include_router(router, prefix="/internal", dependencies=[Depends(require_service_key)])
     _add_operational_routes(app, runtime)
+    add_problem_schema(app)
     _add_request_middleware(app, runtime)
     return app
 
@@ -62,7 +72,7 @@ def _add_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.spec.name}
 
-    @app.get("/readyz", tags=["ops"], response_model=None)
+    @app.get("/readyz", tags=["ops"], response_model=None, responses=problem_responses(503))
     async def readyz() -> Response | dict[str, object]:
         checks: dict[str, str] = {}
         try:
@@ -79,7 +89,7 @@ def _add_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", "checks": checks}
         return problem(503, "not ready: " + "; ".join(f"{k} {v}" for k, v in checks.items()),
-                       checks=checks)
+                       code="not-ready", checks=checks)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:

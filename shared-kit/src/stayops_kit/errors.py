@@ -1,6 +1,10 @@
 """The kit's error hierarchy. Domain errors say what went wrong in domain words;
 `stayops_kit.problems` maps each kind to an HTTP status once, for every service.
 
+Each error class declares a `code`: the stable, machine-readable name clients
+branch on (the problem's `code` member and its `type`,
+`urn:stayops:problem:<code>`). A class that declares none has its kind's.
+
     StayOpsError
      ├── DomainError               a request the domain refuses
      │    ├── NotFound             404 (also: another org's object)
@@ -21,29 +25,38 @@ class StayOpsError(Exception):
 
 
 class DomainError(StayOpsError):
-    """A request the domain refuses. `title` is a short, stable summary."""
+    """A request the domain refuses. `title` is a short, stable summary; `code` the
+    name a client can branch on (lowercase words joined by hyphens)."""
 
     title = "Request refused"
+    code = "request-refused"
 
 
 class NotFound(DomainError):
     title = "Not found"
+    code = "not-found"
 
 
 class Conflict(DomainError):
     title = "Conflict"
+    code = "conflict"
 
 
 class PermissionDenied(DomainError):
     title = "Forbidden"
+    code = "forbidden"
 
 
 class InvalidRequest(DomainError):
     title = "Invalid request"
+    code = "invalid-request"
 
 
 class Unauthorized(StayOpsError):
     """The caller could not be authenticated; the message says why, without secrets."""
+
+    title = "Unauthorized"
+    code = "unauthorized"
 
 
 class ConsumerError(StayOpsError):

@@ -70,10 +70,15 @@ def require(permission: Permission) -> Callable[..., object]:
     from stayops_kit.api import current_caller
     from stayops_kit.auth import Caller
 
-    def check(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    def check(caller: Caller) -> Caller:
         if permission not in caller.permissions:
             raise MissingPermission(permission)
         return caller
 
+    # The annotation as an object, not as this module's postponed string: Caller and
+    # current_caller are local names FastAPI could not resolve from the module.
+    check.__annotations__ = {"caller": Annotated[Caller, Depends(current_caller)], "return": Caller}
     check.__name__ = f"require_{permission.name.lower()}"
+    # Read by stayops_kit.problems to declare the route's 403 in OpenAPI.
+    check.permission = permission  # type: ignore[attr-defined]
     return Depends(check)  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -289,8 +289,13 @@ class ServiceUnderTest:
     stack: Any
     settings: ServiceSettings
 
-    def auth(self, org: str, user: str = "u-owner", role: str = "owner") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.stack.mint_token(org, user, role)}"}
+    def auth(self, org: str, user: str = "u-owner", role: str = "owner", *,
+             permissions: Iterable[str] | None = None, user_type: str = "human",
+             ai_may_decide: bool = False) -> dict[str, str]:
+        """Headers of a caller; their grants are the role's unless `permissions` names them."""
+        token = self.stack.mint_token(org, user, role, permissions=permissions, user_type=user_type,
+                                      ai_may_decide=ai_may_decide)
+        return {"Authorization": f"Bearer {token}"}
 
     async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None,
                       source: str | None = None) -> None:

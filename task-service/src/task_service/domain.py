@@ -30,11 +30,14 @@ OPEN_STATUSES: frozenset[TaskStatus] = frozenset(
 
 
 class TaskNotFound(NotFound):
+    code = "task-not-found"
+
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} does not exist in your organisation")
 
 
 class TransitionNotAllowed(Conflict):
+    code = "transition-not-allowed"
     title = "Transition not allowed"
 
     def __init__(self, task_id: str, current: TaskStatus, wanted: TaskStatus) -> None:
@@ -108,6 +111,7 @@ class PriceEditsRefused(InvalidRequest):
 
 
 class DecisionRequired(Conflict):
+    code = "decision-required"
     title = "Decision required"
 
     def __init__(self, task_id: str) -> None:
@@ -117,6 +121,7 @@ class DecisionRequired(Conflict):
 
 
 class NotADecision(Conflict):
+    code = "not-a-decision"
     title = "Not a decision"
 
     def __init__(self, task_id: str, task_type: TaskType) -> None:
@@ -127,7 +132,7 @@ class NotADecision(Conflict):
 
 
 class ParentTaskInvalid(InvalidRequest):
-    pass
+    code = "parent-task-invalid"
 
 
 class OnlyAutomatedForAutomation(InvalidRequest):

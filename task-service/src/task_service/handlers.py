@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from stayops_kit import idempotency
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import PermanentError
@@ -418,3 +419,15 @@ def _membership(event: MemberJoined | MemberUpdated) -> dict[str, Any]:
         "department_id": event.department_id,
         "department_name": event.department_name,
     }
+
+
+async def create_task_once(uow: UnitOfWork, caller: Caller, command: CreateTask, key: str,
+                           digest: str) -> tuple[Task, bool]:
+    """Create a task for a request with an Idempotency-Key: the task and whether it
+    is new; a retry answers the task the first request made."""
+    earlier = await idempotency.claim(uow.conn, caller.org_id, caller.user_id, key, digest)
+    if earlier is not None:
+        return await get_task(uow, caller, earlier), False
+    task = await create_task(uow, caller, command)
+    await idempotency.settle(uow.conn, caller.org_id, caller.user_id, key, task.id)
+    return task, True

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Header, Path, Request, Response
+from jsonschema import Draft202012Validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
-from stayops_kit.api import CurrentCaller, Runtime
-from stayops_kit.problems import problem
+from stayops_kit.api import MAX_INT32, CurrentCaller, Runtime
+from stayops_kit.auth import Caller
+from stayops_kit.permissions import Permission, require
+from stayops_kit.problems import problem_responses
 from stayops_schemas.events.workflows import RunStatus
 from workflow_service import handlers
-from workflow_service.definitions import DefinitionInvalid, load_document, schema
+from workflow_service.definitions import builtin_documents, load_document, schema
 from workflow_service.domain import RunLogEntry, WorkflowDefinition
 
 router = APIRouter(tags=["workflows"])
+
+Publisher = Annotated[Caller, require(Permission.WORKFLOWS_PUBLISH)]
+Starter = Annotated[Caller, require(Permission.RUNS_START)]
+Canceller = Annotated[Caller, require(Permission.RUNS_CANCEL)]
+
+KEY_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"  # as workflow.schema.json says of `key`
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern="^[!-~]+$",
+                                              description="Retrying with the same key answers the same run.")]
+WorkflowVersion = Annotated[int | None, Field(default=None, ge=1, le=MAX_INT32,
+                                              description="Run this version; the latest by default.")]
 
 
 class WorkflowOut(BaseModel):
@@ -85,8 +99,55 @@ class RunOut(BaseModel):
 
 
 class StartRun(BaseModel):
+    """Start a run of an org's own workflow: `parameters` must fit its definition's
+    parameter schema (else 422)."""
+
     parameters: dict[str, Any] = Field(default_factory=dict)
-    workflow_version: int | None = Field(default=None, ge=1)
+    workflow_version: WorkflowVersion = None
+
+
+def inline_definitions(json_schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema with its local `$defs` written in place, for embedding in the
+    OpenAPI document (whose `#/...` references point at the document's root)."""
+    defs: dict[str, Any] = json_schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items() if k not in ("$defs", "$schema", "$id")}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = inline(json_schema)
+    return inlined
+
+
+def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[BaseModel]:
+    """The body of a run of a built-in workflow: its parameter schema, published."""
+    required = bool(parameters_schema.get("required"))
+    validator = Draft202012Validator(parameters_schema)
+
+    def fits(given: dict[str, Any]) -> dict[str, Any]:
+        # Checked here too, so even a retry with a known Idempotency-Key is refused
+        # when its parameters do not fit (before the run it names is looked up).
+        problems = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(given)]
+        if problems:
+            raise ValueError(f"the parameters of {key} are not valid: " + "; ".join(problems))
+        return given
+
+    parameters: Any = (Annotated[dict[str, Any], AfterValidator(fits), WithJsonSchema(parameters_schema)],
+                       ... if required else Field(default_factory=dict))
+    model: type[BaseModel] = create_model(
+        "".join(part.title() for part in key.split("-")) + "Run",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Start a run of the built-in {key!r}; parameters as its definition declares them.",
+        parameters=parameters,
+        workflow_version=(WorkflowVersion, None),
+    )
+    return model
 
 
 class CancelRun(BaseModel):
@@ -107,37 +168,73 @@ async def list_workflows(caller: CurrentCaller, runtime: Runtime) -> WorkflowLis
 
 
 @router.post("/workflows", status_code=201, response_model=WorkflowOut,
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": {"type": "object"}},
-                 "application/yaml": {"schema": {"type": "string"}}}}})
-async def publish_workflow(request: Request, caller: CurrentCaller, runtime: Runtime) -> Any:
+             responses={**problem_responses(422)},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": inline_definitions(schema())},
+                 "application/yaml": {"schema": {"type": "string", "description": "The same document in YAML."}},
+             }}})
+async def publish_workflow(request: Request, caller: Publisher, runtime: Runtime) -> WorkflowOut:
     """Publish a definition (JSON, or YAML with a yaml content type); a key the org
-    already has gets the next version."""
-    try:
-        document = load_document(await request.body(), request.headers.get("content-type"))
-        async with runtime.uow.begin() as uow:
-            published = await handlers.publish_definition(uow, caller, document)
-    except DefinitionInvalid as exc:
-        return problem(422, str(exc), title=exc.title, instance=request.url.path, errors=exc.errors)
+    already has gets the next version. Beyond the schema, the service checks what a
+    schema cannot say (each `goto` names a step, expressions parse, event types are
+    in the catalog): a definition failing those is a 422 naming where."""
+    document = load_document(await request.body(), request.headers.get("content-type"))
+    async with runtime.uow.begin() as uow:
+        published = await handlers.publish_definition(uow, caller, document)
     return WorkflowOut.of(published, caller.org_id)
 
 
-@router.post("/workflows/{key}/runs", status_code=201, response_model=RunOut)
-async def start_run(
-    key: str, body: StartRun, caller: CurrentCaller, runtime: Runtime, response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> RunOut:
-    """Start a run; the same Idempotency-Key answers the same run (200, not 201)."""
+async def _start(key: str, parameters: dict[str, Any], workflow_version: int | None, caller: Caller,
+                 runtime: Any, response: Response, idempotency_key: str | None) -> RunOut:
     async with runtime.uow.begin() as uow:
         run, created = await handlers.start_run(uow, handlers.RunRequest(
-            org_id=caller.org_id, workflow_key=key, parameters=body.parameters, requested_by=caller.user_id,
-            request_id=idempotency_key, workflow_version=body.workflow_version,
+            org_id=caller.org_id, workflow_key=key, parameters=parameters, requested_by=caller.user_id,
+            request_id=idempotency_key, workflow_version=workflow_version,
             person=None if caller.is_agent else caller.user_id,
         ))
         found = await handlers.get_run(uow, caller, run.id)
     if not created:
         response.status_code = 200
     return RunOut.of(found)
+
+
+def _builtin_route(key: str, body_model: type[BaseModel]) -> Callable[..., Awaitable[RunOut]]:
+    async def start_builtin_run(body: Any, caller: Caller, runtime: Any, response: Response,
+                                idempotency_key: str | None = None) -> RunOut:
+        return await _start(key, body.parameters, body.workflow_version, caller, runtime, response,
+                            idempotency_key)
+
+    # Annotations as objects: the body model is made at import, under a local name.
+    start_builtin_run.__annotations__ = {
+        "body": body_model, "caller": Starter, "runtime": Runtime, "response": Response,
+        "idempotency_key": IdempotencyKey, "return": RunOut}
+    start_builtin_run.__name__ = "start_" + key.replace("-", "_") + "_run"
+    start_builtin_run.__doc__ = (f"Start a run of the built-in {key!r} (its parameters are published here); "
+                                 "the same Idempotency-Key answers the same run (200, not 201).")
+    return start_builtin_run
+
+
+_RETRY: dict[int | str, dict[str, Any]] = {
+    200: {"model": RunOut, "description": "A retry: the run its Idempotency-Key started."}}
+
+# Built-in workflows have a route each, so their parameter schemas are in OpenAPI;
+# registered before `/workflows/{key}/runs`, which they would otherwise match.
+for _key, _document in sorted(builtin_documents().items()):
+    router.post(f"/workflows/{_key}/runs", status_code=201, response_model=RunOut,
+                responses={**problem_responses(404), **_RETRY})(
+        _builtin_route(_key, _builtin_run_model(_key, _document.get("parameters") or {"type": "object"})))
+
+
+@router.post("/workflows/{key}/runs", status_code=201, response_model=RunOut, responses=_RETRY)
+async def start_run(
+    key: Annotated[str, Path(pattern=KEY_PATTERN, json_schema_extra={
+        "not": {"enum": sorted(builtin_documents())},
+        "description": "An org's own workflow; the built-ins have routes of their own."})],
+    body: StartRun, caller: Starter, runtime: Runtime, response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> RunOut:
+    """Start a run; the same Idempotency-Key answers the same run (200, not 201)."""
+    return await _start(key, body.parameters, body.workflow_version, caller, runtime, response, idempotency_key)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
@@ -147,8 +244,8 @@ async def get_run(run_id: str, caller: CurrentCaller, runtime: Runtime) -> RunOu
     return RunOut.of(found)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut)
-async def cancel_run(run_id: str, caller: CurrentCaller, runtime: Runtime, body: CancelRun | None = None) -> RunOut:
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=problem_responses(409))
+async def cancel_run(run_id: str, caller: Canceller, runtime: Runtime, body: CancelRun | None = None) -> RunOut:
     async with runtime.uow.begin() as uow:
         found = await handlers.cancel_run(uow, caller, run_id, body.reason if body else None)
     return RunOut.of(found)

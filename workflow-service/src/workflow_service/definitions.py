@@ -48,6 +48,7 @@ _DURATION = TypeAdapter(timedelta)
 class DefinitionInvalid(InvalidRequest):
     """A definition document that does not follow the workflow schema; `errors`
     lists each problem with the path where it is."""
+    code = "definition-invalid"
 
     title = "Invalid workflow definition"
 
@@ -58,6 +59,7 @@ class DefinitionInvalid(InvalidRequest):
 
 
 class ParametersInvalid(InvalidRequest):
+    code = "parameters-invalid"
     title = "Invalid run parameters"
 
 
@@ -309,7 +311,7 @@ def _semantic_errors(definition: Definition) -> Any:
                 except ValidationError:
                     yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not an ISO 8601 duration"}
         for where in ("event_type", "reply_type", "failure_type"):
-            if where in step.raw and step.raw[where] not in CATALOG:
+            if where in step.raw and not (isinstance(step.raw[where], str) and step.raw[where] in CATALOG):
                 yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not in the event catalog"}
         if step.type == "emit_and_await":
             yield from _emit_errors(at, step)
@@ -368,7 +370,10 @@ def _approval_errors(at: str, step: Step, earlier: tuple[Step, ...]) -> Any:
                f"{step.name!r} (decisions before it: {decisions})"}
 
 
-def _expression_errors(path: str, text: str) -> Any:
+def _expression_errors(path: str, text: object) -> Any:
+    if not isinstance(text, str):  # the schema leaves fields of other step types free
+        yield {"path": path, "message": f"an expression is text, not {type(text).__name__}"}
+        return
     try:
         expressions.check(text)
     except ExpressionError as exc:

@@ -45,17 +45,23 @@ FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
 
 
 class RunNotFound(NotFound):
+    code = "run-not-found"
+
     def __init__(self, run_id: str) -> None:
         super().__init__(f"workflow run {run_id} does not exist in your organisation")
 
 
 class WorkflowNotFound(NotFound):
+    code = "workflow-not-found"
+
     def __init__(self, key: str) -> None:
         super().__init__(f"workflow {key!r} has no definition in your organisation and is not built in; "
                          "POST /v1/workflows to publish one")
 
 
 class RunAlreadyFinished(Conflict):
+    code = "run-already-finished"
+
     def __init__(self, run_id: str, status: RunStatus) -> None:
         super().__init__(f"workflow run {run_id} is already {status.value}; only a running or waiting "
                          "run can be cancelled")

@@ -37,6 +37,7 @@ class ExpressionError(InvalidRequest):
     """An expression that is not in the language, exceeds its limits, or cannot be
     evaluated on its data."""
 
+    code = "expression-invalid"
     title = "Invalid expression"
 
 
