@@ -1,8 +1,8 @@
 """Idempotency keys of REST creates: a retried POST /v1/tasks answers the task
 the first attempt made.
 
-Revision ID: 0004_idempotency
-Revises: 0003
+Revision ID: 0005_idempotency
+Revises: 0004_guard
 """
 
 from alembic import op
