@@ -96,7 +96,9 @@ async def test_deciding_needs_decisions_decide(service: ServiceUnderTest) -> Non
     unchanged = await service.client.get(f"/v1/tasks/{task_id}", headers=service.auth(org))
     assert (unchanged.json()["status"], unchanged.json()["result"]) == ("pending", None)
 
-    allowed = await service.client.post(f"/v1/tasks/{task_id}/decision", json={"outcome": "approved"},
+    # Rejecting publishes nothing, so deciding alone suffices (approving prices also
+    # needs prices.publish: test_task_work covers that).
+    allowed = await service.client.post(f"/v1/tasks/{task_id}/decision", json={"outcome": "rejected"},
                                         headers=service.auth(org, "rita", "revenue-manager",
                                                              permissions=[Permission.DECISIONS_DECIDE.value]))
     assert allowed.status_code == 200, allowed.text

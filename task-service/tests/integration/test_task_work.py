@@ -602,5 +602,7 @@ async def test_only_an_automated_task_is_assigned_to_automation(service: Service
         "title": "Clean", "task_type": "manual", "assigned_to": "automation", "role_id": "cleaner"})
 
     assert refused.status_code == 422, refused.text
-    assert "only automated tasks can be assigned to 'automation'" in refused.json()["detail"]
+    # The request schema says so (OpenAPI's if/then), so the edge refuses it naming the field.
+    assert refused.json()["code"] == "validation-failed", refused.text
+    assert "system user that runs automated tasks" in str(refused.json()["errors"]), refused.text
     assert await org_rows(runtime, org) == (0, 0)
