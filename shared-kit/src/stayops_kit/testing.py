@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
 from stayops_kit.kafka import create_producer
+from stayops_kit.loops import supervise
 from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
@@ -136,19 +137,21 @@ async def effects_of(engine: AsyncEngine, org_id: str) -> list[tuple[str, int, s
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0
+    engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0,
+    metrics: Metrics | None = None, **config: Any,
 ) -> AsyncIterator[OutboxRelay]:
-    producer = create_producer(bootstrap, client_id="probe-relay")
-    await producer.start()
-    config = RelayConfig(database_url, poll_interval_s=poll_interval_s)
-    relay = OutboxRelay(engine, producer, config, Metrics())
-    task = asyncio.create_task(relay.run())
+    """A relay on the probe database, supervised as a service runs it; `config`
+    overrides `RelayConfig` fields (max_attempts, retry_backoff_s, ...)."""
+    relay = OutboxRelay(
+        engine, lambda: create_producer(bootstrap, client_id="probe-relay"),
+        RelayConfig(database_url, poll_interval_s=poll_interval_s, **config), metrics or Metrics(),
+    )
+    task = asyncio.create_task(supervise("probe relay", relay.run, relay.stopping, relay.health))
     try:
         yield relay
     finally:
         relay.stop()
         await task
-        await producer.stop()
 
 
 @contextlib.asynccontextmanager
