@@ -28,12 +28,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.clock import Clock, SystemClock
-from stayops_kit.db import OUTBOX_CHANNEL
+from stayops_kit.db import OUTBOX_CHANNEL, outbox
 from stayops_kit.failpoints import failpoint
 from stayops_kit.loops import Backoff, LoopHealth, Wakeup, connect_session, run_loop
 from stayops_kit.metrics import Metrics
@@ -52,7 +53,7 @@ _MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
 # One statement for every failed row of a pass; a row reaching the limit is parked.
 _MARK_FAILED = """
 UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, retry_at = f.retry_at,
-       parked_at = CASE WHEN o.attempts + 1 >= $2 THEN $3 END
+       parked_at = CASE WHEN o.attempts + 1 >= $2::int THEN $3::timestamptz END
 FROM unnest($1::bigint[], $4::text[], $5::timestamptz[]) AS f(id, error, retry_at)
 WHERE o.id = f.id
 """
@@ -398,3 +399,45 @@ def _envelope(row: Any) -> Envelope:
         dataschema=row["dataschema"],
         subject=row["subject"],
     )
+
+
+@dataclass(frozen=True)
+class ParkedRow:
+    """An outbox row the relay set aside after Kafka refused it `max_attempts` times."""
+
+    id: int
+    event_id: str
+    event_type: str
+    topic: str
+    partition_key: str
+    org_id: str
+    attempts: int
+    last_error: str | None
+    parked_at: datetime
+
+
+async def parked_rows(engine: AsyncEngine, limit: int = 100) -> list[ParkedRow]:
+    """The parked rows of one service's outbox, oldest first (`stayops outbox list`)."""
+    query = sa.select(
+        outbox.c.id, outbox.c.event_id, outbox.c.event_type, outbox.c.topic, outbox.c.partition_key,
+        outbox.c.org_id, outbox.c.attempts, outbox.c.last_error, outbox.c.parked_at,
+    ).where(outbox.c.parked_at.is_not(None), outbox.c.sent_at.is_(None)).order_by(outbox.c.id).limit(limit)
+    async with engine.connect() as conn:
+        return [ParkedRow(**row._asdict()) for row in await conn.execute(query)]
+
+
+async def requeue_parked(engine: AsyncEngine, ids: Sequence[int] | None = None) -> int:
+    """Put parked rows (all, or those of `ids`) back in the relay's queue with their
+    attempts reset (`stayops outbox retry`); returns how many. A re-queued row goes
+    out after the rows of its key written since: its key's order was already given up."""
+    statement = (
+        outbox.update()
+        .where(outbox.c.parked_at.is_not(None), outbox.c.sent_at.is_(None))
+        .values(parked_at=None, retry_at=None, attempts=0)
+    )
+    if ids is not None:
+        statement = statement.where(outbox.c.id.in_(list(ids)))
+    async with engine.begin() as conn:
+        result = await conn.execute(statement)
+        await conn.execute(sa.select(sa.func.pg_notify(OUTBOX_CHANNEL, "")))
+    return int(result.rowcount or 0)

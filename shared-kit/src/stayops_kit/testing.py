@@ -157,8 +157,10 @@ async def running_relay(
 @contextlib.asynccontextmanager
 async def running_consumer(
     engine: AsyncEngine, bootstrap: str, group: str, *, subscriptions: Subscriptions | None = None,
-    max_records: int = 200, auto_offset_reset: str = "earliest",
+    max_records: int = 200, auto_offset_reset: str = "earliest", metrics: Metrics | None = None,
+    **options: Any,
 ) -> AsyncIterator[InboxConsumer]:
+    """A consumer of the probe's events; `options` override InboxConsumer's."""
     producer = create_producer(bootstrap, client_id=f"{group}-dlq")
     await producer.start()
     consumer = InboxConsumer(
@@ -166,12 +168,15 @@ async def running_consumer(
         subscriptions=subscriptions or probe_subscriptions(),
         uow_factory=UnitOfWorkFactory(engine, "/probe"),
         producer=producer,
-        metrics=Metrics(),
-        max_attempts=3,
-        retry_base_s=0.05,
-        unavailable_backoff_s=0.5,
-        # The probe's events are a vehicle for testing delivery, from the probe itself.
-        check_sources=False,
+        metrics=metrics or Metrics(),
+        **{
+            "max_attempts": 3,
+            "retry_base_s": 0.05,
+            "unavailable_backoff_s": 0.5,
+            # The probe's events are a vehicle for testing delivery, from the probe itself.
+            "check_sources": False,
+            **options,
+        },
     )
     started = asyncio.Event()
     task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records,
