@@ -2,7 +2,7 @@
 against the full StayOps path (handler transactions write the outbox, the relay
 publishes, the inbox consumer commits each effect before the offset), on one
 embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
-end-to-end latency at a fixed rate.
+end-to-end latency at a fixed rate beside bare aiokafka's at the same rate.
 
     python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20]
 """
@@ -74,6 +74,47 @@ async def bare_kafka(bootstrap: str, events: int) -> float:
     await producer.stop()
     await consumer.stop()
     return events / elapsed
+
+
+async def bare_latency(bootstrap: str, rate: int, seconds: int) -> list[float]:
+    """Bare aiokafka at the same fixed rate: produce (acks=all, the same producer as
+    the relay's) -> consume, the floor the full path's latency is compared with."""
+    topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    await ensure_topic(bootstrap, topic, partitions=6)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=10)
+    producer = create_producer(bootstrap, client_id="bench-bare-latency")
+    await consumer.start()
+    await producer.start()
+    total = rate * seconds
+    samples: list[float] = []
+    padding = b"x" * (PAYLOAD_BYTES - 20)
+
+    async def consume() -> None:
+        while len(samples) < total:
+            batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+            now = time.time_ns()
+            for records in batch.values():
+                samples.extend((now - int(r.value[:19])) / 1e6 for r in records)
+            if batch:
+                await consumer.commit()
+
+    reader = asyncio.create_task(consume())
+    await asyncio.sleep(3)  # the consumer joins its group before the clock starts, as in `latency`
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    futures = []
+    for seq in range(total):
+        delay = start + seq / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        value = str(time.time_ns()).encode() + b" " + padding
+        futures.append(await producer.send(topic, value, key=f"k{seq % 50}".encode()))
+    await asyncio.gather(*futures)
+    await asyncio.wait_for(reader, 60)
+    await producer.stop()
+    await consumer.stop()
+    return samples
 
 
 async def _probe_db(stack: object, prefix: str) -> ProbeDb:
@@ -194,6 +235,8 @@ async def main(args: argparse.Namespace) -> None:
             # tens of thousands of fresh rows for a while, which is not this phase's load.
             say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
             samples = await latency(stack, args.rate, args.seconds)
+            say(f"bare latency: {args.rate} events/s for {args.seconds}s")
+            bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds)
             say(f"bare aiokafka: {args.events} x 1 KB events")
             bare = await bare_kafka(stack.kafka_bootstrap, args.events)
             say(f"  {bare:,.0f} events/s")
@@ -209,6 +252,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
           f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
           f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
+    print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
+          f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
+          f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
+    print(f"full p99 / bare p99              {percentile(samples, 0.99) / percentile(bare_samples, 0.99):10.1f}x")
 
 
 if __name__ == "__main__":
