@@ -433,6 +433,7 @@ class InboxConsumer:
                     consumer.seek(partition, part[0].offset)
                 await asyncio.sleep(self._unavailable_backoff_s)
                 return
+        failpoint("consumer.after_commit")  # effects committed, offsets not yet
         # A held partition is read again from the record it is held at; the records
         # after it that were applied find their inbox marks.
         for partition, offset in held.items():
