@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
@@ -127,12 +128,51 @@ async def _probe_db(stack: object, prefix: str) -> ProbeDb:
     return ProbeDb(url, engine, UnitOfWorkFactory(engine, "/bench"), str(uuid.uuid4()), bootstrap, group)
 
 
+class CpuMeter:
+    """CPU seconds spent by each stage of the full path: the writers (this process),
+    the relay and consumer processes, PostgreSQL and Kafka (the stack's processes)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.stages: dict[str, list[psutil.Process]] = {"writers": [psutil.Process()]}
+
+    def add(self, stage: str, pid: int) -> None:
+        self.stages[stage] = [psutil.Process(pid)]
+
+    def _stack(self) -> dict[str, list[psutil.Process]]:
+        found: dict[str, list[psutil.Process]] = {"postgres": [], "kafka": []}
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if self.data_dir in cmdline:
+                stage = "kafka" if "java" in cmdline else "postgres"
+                found[stage] += [proc, *proc.children(recursive=True)]
+        return found
+
+    def sample(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for stage, procs in {**self.stages, **self._stack()}.items():
+            total = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            totals[stage] = total
+        return totals
+
+
+METER: CpuMeter | None = None
+CPU_PER_EVENT: dict[str, float] = {}
+
+
 @contextlib.asynccontextmanager
 async def relay_and_consumer(probe: ProbeDb, offset_reset: str = "earliest") -> AsyncIterator[None]:
     """The relay and the consumer each in a process of its own, as in production
     (the relay runs in the producing service, the consumer in the consuming one)."""
     relay = ProbeProcess("relay", probe)
     consumer = ProbeProcess("consumer", probe, offset_reset=offset_reset)
+    if METER is not None:
+        METER.add("relay", relay.process.pid)
+        METER.add("consumer", consumer.process.pid)
     try:
         await relay.wait_ready()
         await consumer.wait_ready()
@@ -155,6 +195,7 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
                                         org_id=org, key=f"w{n}-{seq % 8}")
 
     async with relay_and_consumer(probe):
+        before = METER.sample() if METER is not None else {}
         started = time.perf_counter()
         await asyncio.gather(*(writer(n) for n in range(writers)))
         total = per_writer * writers
@@ -164,6 +205,10 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
         await wait_for_effects(probe, total)
         elapsed = time.perf_counter() - started
         say(f"  applied in {elapsed:.1f}s")
+        if METER is not None:
+            after = METER.sample()
+            per_event = {stage: (after[stage] - before.get(stage, 0.0)) / total * 1e6 for stage in after}
+            CPU_PER_EVENT.update(per_event)
     await probe.engine.dispose()
     return total / elapsed
 
@@ -228,6 +273,8 @@ def percentile(samples: list[float], q: float) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="stayops-bench-") as data_dir:
+        global METER
+        METER = CpuMeter(data_dir)
         say("starting embedded PostgreSQL and Apache Kafka")
         stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
         try:
@@ -255,6 +302,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
           f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
           f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
+    if CPU_PER_EVENT:
+        print("CPU per event (full path)        " + "   ".join(
+            f"{stage} {micros:.0f} us" for stage, micros in CPU_PER_EVENT.items()))
     print(f"full p99 / bare p99              {percentile(samples, 0.99) / percentile(bare_samples, 0.99):10.1f}x")
 
 
