@@ -233,10 +233,12 @@ class OutboxRelay:
                 continue
             try:
                 record = to_kafka(_envelope(row))
-                future = await asyncio.wait_for(
-                    producer.send(row["topic"], value=record.value, key=record.key, headers=record.headers),
-                    self._config.send_timeout_s,
-                )
+                send = producer.send(row["topic"], value=record.value, key=record.key, headers=record.headers)
+                if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
+                    # Only a send that must fetch metadata can wait long (a missing topic).
+                    future = await asyncio.wait_for(send, self._config.send_timeout_s)
+                else:
+                    future = await send
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # raised by send() itself: too large, unknown topic
