@@ -2,7 +2,7 @@
 against the full StayOps path (handler transactions write the outbox, the relay
 publishes, the inbox consumer commits each effect before the offset), on one
 embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
-end-to-end latency at a fixed rate.
+end-to-end latency at a fixed rate beside bare aiokafka's at the same rate.
 
     python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20]
 """
@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
@@ -76,6 +77,47 @@ async def bare_kafka(bootstrap: str, events: int) -> float:
     return events / elapsed
 
 
+async def bare_latency(bootstrap: str, rate: int, seconds: int) -> list[float]:
+    """Bare aiokafka at the same fixed rate: produce (acks=all, the same producer as
+    the relay's) -> consume, the floor the full path's latency is compared with."""
+    topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    await ensure_topic(bootstrap, topic, partitions=6)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=10)
+    producer = create_producer(bootstrap, client_id="bench-bare-latency")
+    await consumer.start()
+    await producer.start()
+    total = rate * seconds
+    samples: list[float] = []
+    padding = b"x" * (PAYLOAD_BYTES - 20)
+
+    async def consume() -> None:
+        while len(samples) < total:
+            batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+            now = time.time_ns()
+            for records in batch.values():
+                samples.extend((now - int(r.value[:19])) / 1e6 for r in records)
+            if batch:
+                await consumer.commit()
+
+    reader = asyncio.create_task(consume())
+    await asyncio.sleep(3)  # the consumer joins its group before the clock starts, as in `latency`
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    futures = []
+    for seq in range(total):
+        delay = start + seq / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        value = str(time.time_ns()).encode() + b" " + padding
+        futures.append(await producer.send(topic, value, key=f"k{seq % 50}".encode()))
+    await asyncio.gather(*futures)
+    await asyncio.wait_for(reader, 60)
+    await producer.stop()
+    await consumer.stop()
+    return samples
+
+
 async def _probe_db(stack: object, prefix: str) -> ProbeDb:
     url = await stack.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
     bootstrap: str = stack.kafka_bootstrap  # type: ignore[attr-defined]
@@ -86,12 +128,51 @@ async def _probe_db(stack: object, prefix: str) -> ProbeDb:
     return ProbeDb(url, engine, UnitOfWorkFactory(engine, "/bench"), str(uuid.uuid4()), bootstrap, group)
 
 
+class CpuMeter:
+    """CPU seconds spent by each stage of the full path: the writers (this process),
+    the relay and consumer processes, PostgreSQL and Kafka (the stack's processes)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.stages: dict[str, list[psutil.Process]] = {"writers": [psutil.Process()]}
+
+    def add(self, stage: str, pid: int) -> None:
+        self.stages[stage] = [psutil.Process(pid)]
+
+    def _stack(self) -> dict[str, list[psutil.Process]]:
+        found: dict[str, list[psutil.Process]] = {"postgres": [], "kafka": []}
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if self.data_dir in cmdline:
+                stage = "kafka" if "java" in cmdline else "postgres"
+                found[stage] += [proc, *proc.children(recursive=True)]
+        return found
+
+    def sample(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for stage, procs in {**self.stages, **self._stack()}.items():
+            total = 0.0
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            totals[stage] = total
+        return totals
+
+
+METER: CpuMeter | None = None
+CPU_PER_EVENT: dict[str, float] = {}
+
+
 @contextlib.asynccontextmanager
 async def relay_and_consumer(probe: ProbeDb, offset_reset: str = "earliest") -> AsyncIterator[None]:
     """The relay and the consumer each in a process of its own, as in production
     (the relay runs in the producing service, the consumer in the consuming one)."""
     relay = ProbeProcess("relay", probe)
     consumer = ProbeProcess("consumer", probe, offset_reset=offset_reset)
+    if METER is not None:
+        METER.add("relay", relay.process.pid)
+        METER.add("consumer", consumer.process.pid)
     try:
         await relay.wait_ready()
         await consumer.wait_ready()
@@ -114,6 +195,7 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
                                         org_id=org, key=f"w{n}-{seq % 8}")
 
     async with relay_and_consumer(probe):
+        before = METER.sample() if METER is not None else {}
         started = time.perf_counter()
         await asyncio.gather(*(writer(n) for n in range(writers)))
         total = per_writer * writers
@@ -123,6 +205,10 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
         await wait_for_effects(probe, total)
         elapsed = time.perf_counter() - started
         say(f"  applied in {elapsed:.1f}s")
+        if METER is not None:
+            after = METER.sample()
+            per_event = {stage: (after[stage] - before.get(stage, 0.0)) / total * 1e6 for stage in after}
+            CPU_PER_EVENT.update(per_event)
     await probe.engine.dispose()
     return total / elapsed
 
@@ -187,6 +273,8 @@ def percentile(samples: list[float], q: float) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="stayops-bench-") as data_dir:
+        global METER
+        METER = CpuMeter(data_dir)
         say("starting embedded PostgreSQL and Apache Kafka")
         stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
         try:
@@ -194,6 +282,8 @@ async def main(args: argparse.Namespace) -> None:
             # tens of thousands of fresh rows for a while, which is not this phase's load.
             say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
             samples = await latency(stack, args.rate, args.seconds)
+            say(f"bare latency: {args.rate} events/s for {args.seconds}s")
+            bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds)
             say(f"bare aiokafka: {args.events} x 1 KB events")
             bare = await bare_kafka(stack.kafka_bootstrap, args.events)
             say(f"  {bare:,.0f} events/s")
@@ -209,6 +299,13 @@ async def main(args: argparse.Namespace) -> None:
     print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
           f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
           f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
+    print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
+          f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
+          f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
+    if CPU_PER_EVENT:
+        print("CPU per event (full path)        " + "   ".join(
+            f"{stage} {micros:.0f} us" for stage, micros in CPU_PER_EVENT.items()))
+    print(f"full p99 / bare p99              {percentile(samples, 0.99) / percentile(bare_samples, 0.99):10.1f}x")
 
 
 if __name__ == "__main__":

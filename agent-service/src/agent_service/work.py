@@ -7,17 +7,13 @@ guaranteed order, even though the sync finished first."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
 
-import asyncpg
-
 from agent_service import handlers, store
 from stayops_kit.consumer import EventContext
-from stayops_kit.db import asyncpg_dsn
+from stayops_kit.loops import Backoff, Wakeup, run_loop
 from stayops_kit.runtime import ServiceRuntime
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.tasks import TaskAssigned
@@ -30,33 +26,16 @@ IDLE_S = 5.0  # NOTIFY wakes the loop sooner
 
 
 async def work_loop(runtime: ServiceRuntime) -> None:
-    wake = asyncio.Event()
-    listener: asyncpg.Connection | None = None
-    try:
-        while True:
-            if listener is None or listener.is_closed():
-                listener = await _listen(runtime, wake)
-            try:
-                waiting = await perform_ready_work(runtime)
-            except Exception:
-                log.exception("agent work loop: a pass failed; trying again")
-                waiting = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), RECHECK_S if waiting else IDLE_S)
-            wake.clear()
-    finally:
-        if listener is not None and not listener.is_closed():
-            await listener.close()
+    """Runs until the service stops: work waits on NOTIFY from the consumer that
+    queued it, looking again every RECHECK_S while some waits for its sync data."""
 
+    async def one_pass() -> float:
+        return RECHECK_S if await perform_ready_work(runtime) else IDLE_S
 
-async def _listen(runtime: ServiceRuntime, wake: asyncio.Event) -> asyncpg.Connection | None:
-    try:
-        connection = await asyncpg.connect(asyncpg_dsn(runtime.settings.database_url))
-        await connection.add_listener(store.WORK_CHANNEL, lambda *_: wake.set())
-        return connection
-    except (OSError, asyncpg.PostgresError) as exc:
-        log.warning("agent work loop: cannot LISTEN (%s); polling", exc)
-        return None
+    wakeup = Wakeup(runtime.settings.database_url, [store.WORK_CHANNEL], stop=runtime.stopping,
+                    application_name="stayops-agent-work")
+    await run_loop("agent work", one_pass, wakeup, runtime.stopping, runtime.loop_health(work_loop.__name__),
+                   Backoff(RECHECK_S, 10.0))
 
 
 async def perform_ready_work(runtime: ServiceRuntime) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -131,6 +132,67 @@ def dlq_redrive(group: str, limit: int = typer.Option(1000, "--max", help="At mo
     sent, parked = asyncio.run(redrive(bootstrap_servers_from_env(), group, limit))
     console.print(f"Redrove {sent} record(s); {parked} left parked (no original topic, or redriven "
                   f"{MAX_REDRIVES} times already).")
+
+
+outbox_app = typer.Typer(help="Outbox rows the relay parked after Kafka refused them.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+_SERVICES = tuple(name.replace("_", "-") for name in SERVICE_DATABASES)
+
+
+def _service_database_url(service: str, database_url: str | None) -> str:
+    """--database-url, else STAYOPS_DATABASE_URL, else the service's database on the embedded stack."""
+    from stayops_infra.postgres import database_url as stack_database_url
+
+    explicit = database_url or os.environ.get("STAYOPS_DATABASE_URL")
+    if explicit:
+        return explicit
+    if service not in _SERVICES:
+        raise typer.BadParameter(f"{service!r} is not one of {', '.join(_SERVICES)}")
+    return stack_database_url(StackConfig.from_env().pg_port, service.replace("-", "_"))
+
+
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option("--database-url", help="postgresql+asyncpg://... of the service's database.")
+]
+
+
+@outbox_app.command("list")
+def outbox_list(service: str, database_url: DatabaseUrlOption = None,
+                limit: int = typer.Option(100, "--max", help="At most this many rows.")) -> None:
+    """Show SERVICE's parked outbox rows: id, type, key, org, attempts, last error."""
+    from stayops_kit.db import create_engine
+    from stayops_kit.relay import parked_rows
+
+    async def run() -> list[dict[str, object]]:
+        engine = create_engine(_service_database_url(service, database_url))
+        try:
+            return [{**vars(row), "parked_at": row.parked_at.isoformat()}
+                    for row in await parked_rows(engine, limit)]
+        finally:
+            await engine.dispose()
+
+    rows = asyncio.run(run())
+    if not rows:
+        console.print(f"Nothing parked in {service}'s outbox.")
+    for row in rows:
+        console.print(json.dumps(row), highlight=False, markup=False)
+
+
+@outbox_app.command("retry")
+def outbox_retry(service: str, ids: Annotated[list[int] | None, typer.Argument(help="Row ids; all if none.")] = None,
+                 database_url: DatabaseUrlOption = None) -> None:
+    """Put SERVICE's parked rows (all, or those named) back in the relay's queue."""
+    from stayops_kit.db import create_engine
+    from stayops_kit.relay import requeue_parked
+
+    async def run() -> int:
+        engine = create_engine(_service_database_url(service, database_url))
+        try:
+            return await requeue_parked(engine, ids or None)
+        finally:
+            await engine.dispose()
+
+    console.print(f"Re-queued {asyncio.run(run())} parked row(s) of {service}.")
 
 
 @app.command()

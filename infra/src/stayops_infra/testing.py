@@ -57,6 +57,8 @@ def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
 class _Backend(Protocol):
     async def stop_kafka(self) -> None: ...
     async def start_kafka(self) -> None: ...
+    async def stop_postgres(self) -> None: ...
+    async def start_postgres(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -136,6 +138,16 @@ class TestStack:
         assert self._backend is not None
         await self._backend.start_kafka()
 
+    async def stop_postgres(self) -> None:
+        """Fast shutdown (`pg_ctl stop -m fast`): sessions end, committed data stays."""
+        assert self._backend is not None
+        await self._backend.stop_postgres()
+
+    async def start_postgres(self) -> None:
+        """Start PostgreSQL again on the same port and wait until it accepts connections."""
+        assert self._backend is not None
+        await self._backend.start_postgres()
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
@@ -151,6 +163,12 @@ class _EmbeddedBackend:
     async def start_kafka(self) -> None:
         await asyncio.to_thread(self.embedded.broker.start)
         await self.embedded.broker.wait_ready()
+
+    async def stop_postgres(self) -> None:
+        await asyncio.to_thread(self.embedded.postgres.stop)
+
+    async def start_postgres(self) -> None:
+        await asyncio.to_thread(self.embedded.postgres.start)
 
     def close(self) -> None:
         self.embedded.stop()
@@ -196,6 +214,12 @@ class _ContainersBackend:
 
     async def start_kafka(self) -> None:
         await self.stop_kafka()
+
+    async def stop_postgres(self) -> None:
+        raise StackError("restarting PostgreSQL needs the embedded stack (unset STAYOPS_TEST_INFRA)")
+
+    async def start_postgres(self) -> None:
+        await self.stop_postgres()
 
     def close(self) -> None:
         self.kafka.stop()

@@ -86,6 +86,7 @@ def _add_operational_routes(app: FastAPI, runtime: ServiceRuntime) -> None:
             checks["broker"] = "ok"
         except Exception as exc:
             checks["broker"] = f"unavailable: {exc}"
+        checks["relay"] = runtime.relay_state()
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", "checks": checks}
         return problem(503, "not ready: " + "; ".join(f"{k} {v}" for k, v in checks.items()),

@@ -1,13 +1,15 @@
 """The idempotent inbox consumer.
 
 For each batch of Kafka records: decode and validate every event, then apply the
-handled ones in one transaction that also records `(consumer group, event id)` in
-the inbox; only after that commit is the Kafka offset committed. A redelivered
-event finds its inbox mark and has no effect. When the batch transaction fails,
-each event is applied on its own: transient errors retry with backoff, and an
-event that cannot be decoded, validated or handled goes to `<group>.dlq` with the
-reason. If the database itself is unreachable nothing is dead-lettered: the
-batch is rewound and fetched again after a pause.
+handled ones in one transaction that also records `(consumer group, source, event
+id)` in the inbox; only after that commit is the Kafka offset committed. A
+redelivered event finds its inbox mark and has no effect. When the batch
+transaction fails, each event is applied on its own: transient errors retry with
+backoff, and an event that cannot be decoded, validated or handled goes to
+`<group>.dlq` with the reason. If the database itself is unreachable (by SQLSTATE
+and connection state) nothing is dead-lettered: the batch is rewound and fetched
+again after a pause. A record whose dead-letter send fails holds only its own
+partition, which tries it again; the other partitions keep moving.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -39,7 +42,6 @@ from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
-from stayops_schemas.errors import SchemaError
 from stayops_schemas.ownership import check_source
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,12 @@ REDRIVE_HEADER = "stayops_redrive_count"
 # One statement for a whole batch, whatever its size (arrays, not a VALUES list).
 _MARK_HANDLED = sa.text(
     """
-    INSERT INTO inbox (consumer_group, event_id, event_type, org_id)
-    SELECT :group, e.id, e.type, e.org
-    FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:orgs AS text[])) AS e(id, type, org)
+    INSERT INTO inbox (consumer_group, source, event_id, event_type, org_id)
+    SELECT :group, e.source, e.id, e.type, e.org
+    FROM unnest(CAST(:sources AS text[]), CAST(:ids AS text[]), CAST(:types AS text[]),
+                CAST(:orgs AS text[])) AS e(source, id, type, org)
     ON CONFLICT DO NOTHING
-    RETURNING event_id
+    RETURNING source, event_id
     """
 )
 
@@ -121,28 +124,52 @@ class _Pending:
     payload: BaseModel
 
 
+# SQLSTATEs meaning "the server is going away or not there yet", not "this event
+# is wrong": admin/crash shutdown, cannot connect now (starting, shutting down,
+# recovering), too many connections, a read-only server (a failover's old primary).
+# Class 08 is every connection exception.
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what SQLAlchemy wrapped (`orig`) and its causes, each once."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return seen
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    cause = exc.__cause__ if isinstance(exc, sa.exc.DBAPIError) else exc
-    return isinstance(
-        cause,
-        OSError
-        | ConnectionError
-        | asyncpg.CannotConnectNowError
-        | asyncpg.ConnectionDoesNotExistError
-        | asyncpg.InterfaceError
-        | sa.exc.InterfaceError
-        | sa.exc.TimeoutError,
-    )
+    """True when the database cannot be reached or is restarting: by SQLSTATE on
+    the driver's error (not SQLAlchemy's wrapper) and by connection state."""
+    for cause in _causes(exc):
+        if isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")):
+            return True
+        if isinstance(cause, OSError | ConnectionError | TimeoutError | sa.exc.TimeoutError
+                      | asyncpg.ConnectionDoesNotExistError | asyncpg.CannotConnectNowError):
+            return True
+        if isinstance(cause, asyncpg.InterfaceError) and not isinstance(cause, asyncpg.DataError) \
+                and "closed" in str(cause):
+            return True  # "connection is closed": the session died under the driver
+    return False
+
+
+# Serialization failure, deadlock, lock timeout, statement timeout: worth a retry.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
 
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        return getattr(exc.orig, "sqlstate", None) in {"40001", "40P01", "55P03", "57014"}
-    return False
+    return any(getattr(cause, "sqlstate", None) in TRANSIENT_SQLSTATES for cause in _causes(exc))
 
 
 class InboxConsumer:
@@ -161,9 +188,15 @@ class InboxConsumer:
         retry_base_s: float = 0.1,
         unavailable_backoff_s: float = 1.0,
         check_sources: bool = True,
+        engine: AsyncEngine | None = None,
+        batch_budget_s: float = 60.0,
+        dead_letter_timeout_s: float = 10.0,
     ) -> None:
         """`check_sources`: dead-letter an event whose source does not own its type
-        (`stayops_schemas.ownership`); off only for the messaging probe."""
+        (`stayops_schemas.ownership`); off only for the messaging probe. `engine`: the
+        connections the consumer applies on (the unit of work factory's by default).
+        `batch_budget_s`: how long one batch may take before the records not yet
+        applied are left for the next fetch, well inside `max.poll.interval.ms`."""
         self.group = group
         self._check_sources = check_sources
         self._subscriptions = subscriptions
@@ -173,24 +206,32 @@ class InboxConsumer:
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
         self._unavailable_backoff_s = unavailable_backoff_s
+        self._engine = engine or uow_factory.engine
+        self._batch_budget_s = batch_budget_s
+        self._dead_letter_timeout_s = dead_letter_timeout_s
         self._in_flight = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._committing: asyncio.Task[None] | None = None
 
-    async def consume_batch(self, records: Sequence[Any]) -> None:
-        """Apply a batch; returns once every record is applied, skipped or dead-lettered.
-        Raises `DatabaseUnavailable` when nothing could be applied for now."""
+    async def consume_batch(self, records: Sequence[Any]) -> dict[TopicPartition, int]:
+        """Apply a batch; returns, for each partition that must not move past some
+        record yet, that record's offset (its dead-letter send failed, or the batch's
+        time budget ran out before it). Every other record was applied, skipped or
+        dead-lettered. Raises `DatabaseUnavailable` when nothing could be applied."""
+        deadline = asyncio.get_running_loop().time() + self._batch_budget_s
+        held: dict[TopicPartition, int] = {}
         pending: list[_Pending] = []
         for record in records:
             try:
                 item = self._prepare(record)
-            except (SchemaError, PermanentError) as exc:
-                await self.dead_letter(record, DeadLetter(str(exc), type(exc).__name__, 1))
+            except Exception as exc:  # a record that cannot be read: its own problem only
+                await self._dead_letter_or_hold(record, DeadLetter(str(exc) or repr(exc),
+                                                                   type(exc).__name__, 1), held)
                 continue
             if item is not None:
                 pending.append(item)
         if not pending:
-            return
+            return held
         try:
             await self._apply_together(pending)
         except Exception as exc:
@@ -198,9 +239,37 @@ class InboxConsumer:
                 raise DatabaseUnavailable(str(exc)) from exc
             log.info("batch of %d failed (%s); applying one by one", len(pending), exc)
             for item in pending:
-                await self._apply_alone(item)
+                partition = TopicPartition(item.record.topic, item.record.partition)
+                if partition in held:
+                    continue  # an earlier record of its partition is held: this one comes again
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning("%s: batch budget of %.0fs spent; %s@%s comes again", self.group,
+                                self._batch_budget_s, partition, item.record.offset)
+                    held[partition] = item.record.offset
+                    continue
+                await self._apply_alone(item, held)
+        return held
+
+    async def _dead_letter_or_hold(self, record: Any, letter: DeadLetter,
+                                   held: dict[TopicPartition, int]) -> None:
+        """Dead-letter a record; when that send fails, hold its partition at it (it is
+        fetched and tried again) while the other partitions go on."""
+        partition = TopicPartition(record.topic, record.partition)
+        if partition in held:
+            return
+        try:
+            await asyncio.wait_for(self.dead_letter(record, letter), self._dead_letter_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._metrics.dead_letter_failures.inc()
+            log.error("%s: dead-lettering %s@%s failed (%r); its partition waits and tries again",
+                      self.group, partition, record.offset, exc)
+            held[partition] = record.offset
 
     def _prepare(self, record: Any) -> _Pending | None:
+        """Decode, check and validate one record; anything it raises is this record's
+        problem (it is dead-lettered), never the batch's."""
         envelope = from_kafka(record.key, record.value, record.headers)
         handler = self._subscriptions.handler_for(envelope.type)
         if handler is None:
@@ -216,33 +285,35 @@ class InboxConsumer:
         return _Pending(record, envelope, handler, payload)
 
     async def _apply_together(self, pending: list[_Pending]) -> None:
-        async with self._uow.engine.begin() as conn:
+        async with self._engine.begin() as conn:
             fresh = await self._mark_handled(conn, pending)
             writes = PendingWrites()
             for item in pending:
-                if item.envelope.id in fresh:
-                    fresh.discard(item.envelope.id)  # the same event twice in one batch
+                if (item.envelope.source, item.envelope.id) in fresh:
+                    fresh.discard((item.envelope.source, item.envelope.id))  # twice in one batch
                     await self._handle(conn, item, writes)
             await writes.flush(conn)
             failpoint("consumer.before_commit")
 
-    async def _mark_handled(self, conn: Any, pending: list[_Pending]) -> set[str]:
-        """Record the batch in the inbox in one statement; returns the ids that were
-        not there yet (the others are redeliveries)."""
+    async def _mark_handled(self, conn: Any, pending: list[_Pending]) -> set[tuple[str, str]]:
+        """Record the batch in the inbox in one statement; returns the (source, id)
+        pairs that were not there yet (the others are redeliveries)."""
         result = await conn.execute(
             _MARK_HANDLED,
             {
                 "group": self.group,
+                "sources": [item.envelope.source for item in pending],
                 "ids": [item.envelope.id for item in pending],
                 "types": [item.envelope.type for item in pending],
                 "orgs": [item.envelope.orgid for item in pending],
             },
         )
-        fresh = {row.event_id for row in result}
-        self._metrics.events_duplicate.inc(len({item.envelope.id for item in pending}) - len(fresh))
+        fresh = {(row.source, row.event_id) for row in result}
+        self._metrics.events_duplicate.inc(
+            len({(item.envelope.source, item.envelope.id) for item in pending}) - len(fresh))
         return fresh
 
-    async def _apply_alone(self, item: _Pending) -> None:
+    async def _apply_alone(self, item: _Pending, held: dict[TopicPartition, int]) -> None:
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
@@ -253,15 +324,15 @@ class InboxConsumer:
             ):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    async with self._uow.engine.begin() as conn:
+                    async with self._engine.begin() as conn:
                         await self._apply(conn, item)
         except Exception as exc:
             if is_database_unavailable(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
             log.warning("dead-lettering %s %s after %d attempts: %s",
                         item.envelope.type, item.envelope.id, attempts, exc)
-            await self.dead_letter(item.record, DeadLetter(str(exc) or repr(exc),
-                                                           type(exc).__name__, attempts))
+            await self._dead_letter_or_hold(
+                item.record, DeadLetter(str(exc) or repr(exc), type(exc).__name__, attempts), held)
 
     async def _apply(self, conn: Any, item: _Pending) -> None:
         if await self._mark_handled(conn, [item]):
@@ -352,19 +423,42 @@ class InboxConsumer:
         records = [record for part in batch.values() for record in part]
         async with self._in_flight:
             try:
-                await self.consume_batch(records)
+                held = await self.consume_batch(records)
             except Exception as exc:  # nothing committed: rewind and fetch the batch again
+                if is_database_unavailable(exc):
+                    self._metrics.database_unavailable.inc()
                 log.warning("%s: batch not applied (%s); retrying in %.1fs",
                             self.group, exc, self._unavailable_backoff_s)
                 for partition, part in batch.items():
                     consumer.seek(partition, part[0].offset)
                 await asyncio.sleep(self._unavailable_backoff_s)
                 return
+        failpoint("consumer.after_commit")  # effects committed, offsets not yet
+        # A held partition is read again from the record it is held at; the records
+        # after it that were applied find their inbox marks.
+        for partition, offset in held.items():
+            consumer.seek(partition, offset)
+            self._pause_briefly(consumer, partition)
         # The effects are committed; the offset commit may finish while the next batch
         # is fetched. Commits stay in order: each waits for the one before it.
-        offsets = {partition: part[-1].offset + 1 for partition, part in batch.items()}
-        previous = self._committing
-        self._committing = asyncio.create_task(self._commit(consumer, offsets, previous))
+        offsets = {partition: held.get(partition, part[-1].offset + 1)
+                   for partition, part in batch.items()}
+        offsets = {partition: offset for partition, offset in offsets.items()
+                   if offset > batch[partition][0].offset}
+        if offsets:
+            previous = self._committing
+            self._committing = asyncio.create_task(self._commit(consumer, offsets, previous))
+
+    def _pause_briefly(self, consumer: AIOKafkaConsumer, partition: TopicPartition) -> None:
+        """A held partition rests a moment before its record is tried again (no hot
+        loop on it); the others are fetched meanwhile."""
+        consumer.pause(partition)
+
+        def resume() -> None:
+            if partition in consumer.assignment():
+                consumer.resume(partition)
+
+        asyncio.get_running_loop().call_later(self._unavailable_backoff_s, resume)
 
     async def _commit(
         self,

@@ -31,21 +31,28 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True)),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
+    sa.Column("retry_at", sa.DateTime(timezone=True)),  # a refused row waits until then
+    sa.Column("parked_at", sa.DateTime(timezone=True)),  # refused too often: set aside
 )
-# The relay reads only unsent rows; a partial index keeps that scan small however
-# much history is kept.
-sa.Index("outbox_unsent", outbox.c.id, postgresql_where=outbox.c.sent_at.is_(None))
+# The relay reads only unsent, unparked rows; a partial index keeps that scan (and
+# the mark-sent update) small however much history is kept.
+sa.Index("outbox_unsent", outbox.c.id,
+         postgresql_where=sa.and_(outbox.c.sent_at.is_(None), outbox.c.parked_at.is_(None)))
+sa.Index("outbox_sent_at", outbox.c.sent_at, postgresql_where=outbox.c.sent_at.is_not(None))
 sa.Index("outbox_correlation", outbox.c.org_id, outbox.c.correlation_id)
 
 inbox = sa.Table(
     "inbox",
     messaging_metadata,
     sa.Column("consumer_group", sa.Text, primary_key=True),
+    # CloudEvents identity is (source, id): two sources may reuse an id.
+    sa.Column("source", sa.Text, primary_key=True, server_default=""),
     sa.Column("event_id", sa.Text, primary_key=True),
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column("org_id", sa.Text, nullable=False),
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+sa.Index("inbox_handled_at", inbox.c.handled_at)  # pruning by age
 
 # One payload-less NOTIFY per inserting statement: PostgreSQL folds identical
 # notifications of one transaction into one, and delivers it at commit.
@@ -63,14 +70,35 @@ FOR EACH STATEMENT EXECUTE FUNCTION stayops_outbox_notify()
 """
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine for one service's database (`postgresql+asyncpg://...`)."""
+# Every session gets bounds, so that one stuck statement, a lock queue or a
+# transaction left open by a crashed task cannot hold rows (and the relay) forever.
+STATEMENT_TIMEOUT_MS = 30_000
+LOCK_TIMEOUT_MS = 10_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def session_settings() -> dict[str, str]:
+    """Server settings of every StayOps session (pool connections and plain ones)."""
+    return {
+        "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+        "lock_timeout": str(LOCK_TIMEOUT_MS),
+        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+    }
+
+
+def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """An engine for one service's database (`postgresql+asyncpg://...`).
+
+    `pre_ping` checks each connection before use (one round trip). The consumer's
+    hot path turns it off: a connection lost in a restart fails its batch, which is
+    classified as the database being unavailable and fetched again."""
     if not database_url.startswith("postgresql+asyncpg://"):
         raise ValueError(
             f"database URL must use the asyncpg driver (postgresql+asyncpg://...), got {database_url!r}"
         )
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping,
+        connect_args={"server_settings": session_settings(), "timeout": 10},
     )
 
 

@@ -25,6 +25,27 @@ def create_messaging_tables(connection: Connection) -> None:
     connection.execute(sa.text(NOTIFY_TRIGGER_SQL))
 
 
+# Brings the messaging tables of an older first migration to today's shape; each
+# statement is a no-op on a database whose first migration already made it.
+_UPGRADE_MESSAGING = (
+    "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS retry_at timestamptz",
+    "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS parked_at timestamptz",
+    "DROP INDEX IF EXISTS outbox_unsent",
+    "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL AND parked_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL",
+    "ALTER TABLE inbox ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT ''",
+    "ALTER TABLE inbox DROP CONSTRAINT inbox_pkey, ADD PRIMARY KEY (consumer_group, source, event_id)",
+    "CREATE INDEX IF NOT EXISTS inbox_handled_at ON inbox (handled_at)",
+)
+
+
+def upgrade_messaging_tables(connection: Connection) -> None:
+    """A service's `_messaging` migration: per-row relay retries and parking, the
+    indexes pruning uses, and inbox identity by (source, id)."""
+    for statement in _UPGRADE_MESSAGING:
+        connection.execute(sa.text(statement))
+
+
 def run_env(target_metadata: sa.MetaData | None) -> None:
     """Body of a service's `migrations/env.py`: online migrations over asyncpg."""
     config = context.config

@@ -14,8 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
 from stayops_kit.db import outbox
+from stayops_kit.errors import StayOpsError
+from stayops_kit.kafka import MAX_RECORD_BYTES
 from stayops_schemas.catalog import event_type as catalog_entry
 from stayops_schemas.envelope import Envelope
+
+# Room left in a record for its key and CloudEvents headers.
+_HEADER_ROOM = 16_384
+MAX_EVENT_DATA_BYTES = MAX_RECORD_BYTES - _HEADER_ROOM
+
+
+class EventTooLarge(StayOpsError):
+    """An event whose data would not fit in one Kafka record. Keep the detail in the
+    service's own tables and announce its id and a summary (claim check)."""
 
 
 @dataclass
@@ -60,10 +71,18 @@ class UnitOfWork:
         subject: str | None = None,
     ) -> Envelope:
         """Add an event to the outbox (written by `flush`, in this transaction). Its topic
-        and schema come from the catalog, so a type missing there fails here, in tests."""
+        and schema come from the catalog, so a type missing there fails here, in tests;
+        an event too big for one Kafka record raises `EventTooLarge` here too."""
         entry = catalog_entry(event_type)
         if not isinstance(payload, entry.model):
             raise TypeError(f"{event_type} carries {entry.model.__name__}, not {type(payload).__name__}")
+        size = len(payload.model_dump_json())
+        if size > MAX_EVENT_DATA_BYTES:
+            raise EventTooLarge(
+                f"{event_type} for key {key!r} carries {size:,} bytes of data; an event may carry at "
+                f"most {MAX_EVENT_DATA_BYTES:,} (Kafka refuses bigger records). Store the detail and "
+                "announce its id and a summary instead."
+            )
         envelope = Envelope(
             id=self.ids(),
             type=event_type,

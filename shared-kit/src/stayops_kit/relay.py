@@ -6,6 +6,13 @@ Per-key order holds because handlers lock their aggregate before writing (rows o
 one key are inserted in commit order), the relay publishes in id order through an
 idempotent producer keyed by the aggregate, and only one relay per database runs
 at a time (a session advisory lock).
+
+Failures are handled per row. A row Kafka refuses (too large, an unknown topic)
+records its attempts and error and waits for a retry; after `max_attempts` it is
+parked (`stayops outbox list` / `retry`), so the rows behind it keep flowing. A
+waiting row holds back the later rows of its key, a parked one no longer does.
+Broker trouble (timeouts, a lost connection) charges no row: the pass backs off.
+A producer in a fatal state (fenced, out of sequence) is replaced.
 """
 
 from __future__ import annotations
@@ -14,18 +21,22 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.clock import Clock, SystemClock
-from stayops_kit.db import OUTBOX_CHANNEL, asyncpg_dsn, outbox
+from stayops_kit.db import OUTBOX_CHANNEL, outbox
 from stayops_kit.failpoints import failpoint
+from stayops_kit.loops import Backoff, LoopHealth, Wakeup, connect_session, run_loop
 from stayops_kit.metrics import Metrics
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.envelope import Envelope
@@ -35,12 +46,55 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 7_311_001
 _SELECT_UNSENT = """
 SELECT id, event_id, event_type, topic, partition_key, org_id, source, correlation_id,
-       causation_id, dataschema, subject, payload, occurred_at
-FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1
+       causation_id, dataschema, subject, payload, occurred_at, attempts, retry_at
+FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1
 """
 _MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
-_MARK_FAILED = "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
+# One statement for every failed row of a pass; a row reaching the limit is parked.
+_MARK_FAILED = """
+UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, retry_at = f.retry_at,
+       parked_at = CASE WHEN o.attempts + 1 >= $2::int THEN $3::timestamptz END
+FROM unnest($1::bigint[], $4::text[], $5::timestamptz[]) AS f(id, error, retry_at)
+WHERE o.id = f.id
+"""
+_BACKLOG = """
+SELECT count(*) AS pending, min(created_at) AS oldest, now() AS now
+FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL
+"""
+_PARKED = "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND sent_at IS NULL"
+# Pruning deletes in small batches, each its own short transaction, through the
+# indexes on sent_at and handled_at: never one long transaction over the history.
+_PRUNE_OUTBOX = """
+DELETE FROM outbox WHERE id IN (
+  SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1 ORDER BY sent_at LIMIT $2)
+"""
+_PRUNE_INBOX = """
+DELETE FROM inbox WHERE ctid IN (SELECT ctid FROM inbox WHERE handled_at < $1 LIMIT $2)
+"""
 LISTENER_APPLICATION_NAME = "stayops-relay-listener"
+LOCK_APPLICATION_NAME = "stayops-relay"
+
+# Errors that are the row's own (Kafka will refuse it however often it is sent).
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.UnknownTopicOrPartitionError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.CorruptRecordException,
+    ValueError,
+    TypeError,
+)
+# Errors after which the producer can send nothing more: it is replaced.
+FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.ProducerFenced,
+    kafka_errors.InvalidProducerEpoch,
+    kafka_errors.UnknownProducerId,
+    kafka_errors.IllegalStateError,
+    kafka_errors.ProducerClosed,
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +103,29 @@ class RelayConfig:
     poll_interval_s: float = 1.0
     batch_size: int = 500
     retention: timedelta = timedelta(days=30)
+    # Longer than the topics' retention (7 days): an event still on the broker must
+    # still find its inbox mark, or a redelivery would apply it twice.
+    inbox_retention: timedelta = timedelta(days=14)
+    prune_every_s: float = 3600.0
+    prune_batch: int = 1000
     retry_backoff_s: float = 0.5
     max_backoff_s: float = 10.0
+    max_attempts: int = 5  # a row Kafka refuses this often is parked
+    send_timeout_s: float = 10.0  # a send waiting on metadata for a missing topic
+    # A leader whose client vanished is ended by the server after this long idle
+    # (with TCP keepalives), releasing the lock for a replica in seconds.
+    lock_idle_timeout_s: float = 30.0
+
+
+@dataclass
+class _Outcome:
+    sent: list[int] = field(default_factory=list)
+    failed: list[tuple[Any, BaseException]] = field(default_factory=list)
+    broker_error: BaseException | None = None
+    fatal: BaseException | None = None
+
+
+ProducerFactory = Callable[[], AIOKafkaProducer]
 
 
 class OutboxRelay:
@@ -59,66 +134,63 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        producer: AIOKafkaProducer,
+        producer_factory: ProducerFactory,
         config: RelayConfig,
         metrics: Metrics,
         clock: Clock | None = None,
+        health: LoopHealth | None = None,
     ) -> None:
         self._engine = engine
-        self._producer = producer
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
         self._config = config
         self._metrics = metrics
         self._clock = clock or SystemClock()
-        self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._wakeup = Wakeup(config.database_url, [OUTBOX_CHANNEL], stop=self._stopping,
+                              application_name=LISTENER_APPLICATION_NAME)
         self._lock_conn: asyncpg.Connection | None = None
+        self._last_prune = 0.0
+        self._last_gauges = 0.0
+        self.health = health or LoopHealth("outbox relay")
         self.published = 0
+        self.is_leader = False
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        return self._stopping
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wakeup.set()
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
         try:
-            await self._acquire_leadership()
-            backoff = self._config.retry_backoff_s
-            last_prune = 0.0
-            while not self._stopping.is_set():
-                if self._lock_conn is None or self._lock_conn.is_closed():
-                    await self._acquire_leadership()
-                await self._ensure_listener()
-                try:
-                    while await self.publish_pending() and not self._stopping.is_set():
-                        pass
-                    backoff = self._config.retry_backoff_s
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("relay: publishing failed, retrying in %.1fs", backoff)
-                    self._metrics.relay_errors.inc()
-                    await self._wait(backoff)
-                    backoff = min(backoff * 2, self._config.max_backoff_s)
-                    continue
-                loop_time = asyncio.get_running_loop().time()
-                if loop_time - last_prune > 3600:
-                    last_prune = loop_time
-                    await self.prune_sent()
-                await self._wait(self._config.poll_interval_s)
+            await run_loop("outbox relay", self._pass, self._wakeup, self._stopping, self.health,
+                           Backoff(self._config.retry_backoff_s, self._config.max_backoff_s))
         finally:
-            await self._close_connections()
+            await self._close()
 
-    async def _wait(self, seconds: float) -> None:
-        """Wait for a NOTIFY, the poll interval or stop, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
-        self._wakeup.clear()
+    async def _pass(self) -> float:
+        """Publish while there is a full batch; returns how long to wait for the next."""
+        if not await self._lead():
+            return self._config.poll_interval_s
+        await self._ensure_producer()
+        wait_s = self._config.poll_interval_s
+        while not self._stopping.is_set():
+            more, wait_s = await self.publish_pending()
+            if not more:
+                break
+        if time.monotonic() - self._last_prune > self._config.prune_every_s:
+            self._last_prune = time.monotonic()
+            await self.prune()
+        return wait_s
 
-    async def publish_pending(self) -> bool:
-        """Publish one batch of unsent rows in id order. True when the batch was full.
+    async def publish_pending(self) -> tuple[bool, float]:
+        """Publish one batch of unsent rows in id order. Returns (the batch was full,
+        seconds until a waiting row is due again, at most the poll interval).
 
         It reads and marks rows on the connection that holds the relay lock: if that
         session dies, the lock goes with it and this relay stops writing."""
@@ -126,103 +198,193 @@ class OutboxRelay:
         if conn is None or conn.is_closed():
             raise RuntimeError("the relay lost its database session; it takes the lock again")
         rows = await conn.fetch(_SELECT_UNSENT, self._config.batch_size)
-        if not rows:
-            self._metrics.outbox_pending.set(0)
-            return False
-        failpoint("relay.before_send")
-        sent_ids, failure = await self._send(rows)
-        failpoint("relay.after_send")
         now = self._clock.now()
-        async with conn.transaction():
-            if sent_ids:
-                await conn.execute(_MARK_SENT, now, sent_ids)
-            if failure is not None:
-                await conn.execute(_MARK_FAILED, failure[0], failure[1][:2000])
+        wait_s = self._config.poll_interval_s
+        ready: list[Any] = []
+        held_keys: set[str] = set()
         for row in rows:
-            if row["id"] in sent_ids:
-                self._metrics.outbox_lag.observe((now - row["occurred_at"]).total_seconds())
-        self.published += len(sent_ids)
-        self._metrics.outbox_published.inc(len(sent_ids))
-        if failure is not None:
-            raise RuntimeError(f"outbox row {failure[0]} could not be published: {failure[1]}")
-        return len(rows) == self._config.batch_size
+            if row["partition_key"] in held_keys:
+                continue  # behind a row of its key that waits for a retry
+            if row["retry_at"] is not None and row["retry_at"] > now:
+                held_keys.add(row["partition_key"])
+                wait_s = min(wait_s, (row["retry_at"] - now).total_seconds())
+                continue
+            ready.append(row)
+        if ready:
+            failpoint("relay.before_send")
+            outcome = await self._send(ready)
+            failpoint("relay.after_send")
+            await self._record(conn, rows, outcome, now)
+            if outcome.failed:
+                wait_s = min(wait_s, self._config.retry_backoff_s)
+        await self._update_gauges(conn)
+        return len(rows) == self._config.batch_size and bool(ready), max(wait_s, 0.0)
 
-    async def _send(self, rows: Sequence[Any]) -> tuple[list[int], tuple[int, str] | None]:
-        """Send every row, then await the acks. Rows acked before the first failure
-        of their key count as sent; the failed row and later rows of its key stay
-        unsent and go again (the consumers' inbox absorbs the repeats)."""
-        futures = []
+    async def _send(self, rows: Sequence[Any]) -> _Outcome:
+        """Send every row, then await the acks. A row that fails holds back the later
+        rows of its key in this pass (they go again, in order, with it)."""
+        producer = self._producer
+        assert producer is not None
+        outcome = _Outcome()
+        held_keys: set[str] = set()
+        in_flight: list[tuple[Any, asyncio.Future[Any]]] = []
         for row in rows:
-            record = to_kafka(_envelope(row))
-            futures.append(
-                await self._producer.send(
-                    row["topic"], value=record.value, key=record.key, headers=record.headers
-                )
-            )
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        sent: list[int] = []
-        failed_keys: set[str] = set()
-        failure: tuple[int, str] | None = None
-        for row, result in zip(rows, results, strict=True):
-            if isinstance(result, BaseException) or row["partition_key"] in failed_keys:
-                failed_keys.add(row["partition_key"])
-                if failure is None and isinstance(result, BaseException):
-                    failure = (row["id"], repr(result))
-            else:
-                sent.append(row["id"])
-        return sent, failure
-
-    async def prune_sent(self) -> int:
-        """Delete sent rows older than the retention period (history kept until then)."""
-        cutoff = self._clock.now() - self._config.retention
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                outbox.delete().where(outbox.c.sent_at.is_not(None), outbox.c.sent_at < cutoff)
-            )
-        return int(result.rowcount or 0)
-
-    async def _acquire_leadership(self) -> None:
-        """Only one relay per database publishes; the others wait here (a replica
-        takes over when the leader's session ends)."""
-        while not self._stopping.is_set():
+            if row["partition_key"] in held_keys:
+                continue
             try:
-                if self._lock_conn is None or self._lock_conn.is_closed():
-                    self._lock_conn = await asyncpg.connect(asyncpg_dsn(self._config.database_url))
-                    await self._lock_conn.set_type_codec(
-                        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+                record = to_kafka(_envelope(row))
+                send = producer.send(row["topic"], value=record.value, key=record.key, headers=record.headers)
+                if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
+                    # Only a send that must fetch metadata can wait long (a missing topic).
+                    future = await asyncio.wait_for(send, self._config.send_timeout_s)
+                else:
+                    future = await send
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # raised by send() itself: too large, unknown topic
+                held_keys.add(row["partition_key"])
+                self._classify(outcome, row, exc)
+                continue
+            in_flight.append((row, future))
+        results = await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
+        for (row, _), result in zip(in_flight, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                self._classify(outcome, row, result)
+            else:
+                outcome.sent.append(row["id"])
+        return outcome
+
+    @staticmethod
+    def _classify(outcome: _Outcome, row: Any, exc: BaseException) -> None:
+        if isinstance(exc, FATAL_PRODUCER_ERRORS):
+            outcome.fatal = outcome.fatal or exc
+        elif isinstance(exc, ROW_ERRORS):
+            outcome.failed.append((row, exc))
+        else:
+            outcome.broker_error = outcome.broker_error or exc
+
+    async def _record(self, conn: asyncpg.Connection, rows: Sequence[Any], outcome: _Outcome,
+                      now: datetime) -> None:
+        if outcome.sent or outcome.failed:
+            async with conn.transaction():
+                # A mark lost in a crash only means the row is published again (the
+                # consumers' inbox absorbs it): no need to wait for the WAL flush.
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                if outcome.sent:
+                    await conn.execute(_MARK_SENT, now, outcome.sent)
+                if outcome.failed:
+                    await conn.execute(
+                        _MARK_FAILED,
+                        [row["id"] for row, _ in outcome.failed],
+                        self._config.max_attempts,
+                        now,
+                        [repr(exc)[:2000] for _, exc in outcome.failed],
+                        [now + timedelta(seconds=self._retry_delay(row["attempts"]))
+                         for row, _ in outcome.failed],
                     )
-                if await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK_KEY):
-                    return
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("relay: cannot reach the database for the relay lock: %s", exc)
-            await self._wait(self._config.poll_interval_s)
+        sent = set(outcome.sent)
+        for row in rows:
+            if row["id"] in sent:
+                self._metrics.outbox_lag.observe((now - row["occurred_at"]).total_seconds())
+        self.published += len(sent)
+        self._metrics.outbox_published.inc(len(sent))
+        for row, exc in outcome.failed:
+            parked = row["attempts"] + 1 >= self._config.max_attempts
+            self._metrics.outbox_send_failures.labels(type(exc).__name__).inc()
+            log.error("relay: outbox row %s (%s, key %s) refused by Kafka%s: %r", row["id"], row["event_type"],
+                      row["partition_key"], "; parked" if parked else "; will retry", exc)
+        if outcome.fatal is not None:
+            log.error("relay: the producer is in a fatal state (%r); replacing it", outcome.fatal)
+            await self._replace_producer()
+            raise RuntimeError(f"producer replaced after {outcome.fatal!r}") from outcome.fatal
+        if outcome.broker_error is not None:
+            raise RuntimeError(f"Kafka did not take the batch: {outcome.broker_error!r}") from outcome.broker_error
 
-    async def _ensure_listener(self) -> None:
-        """(Re)open the LISTEN connection; after a reconnect, poll at once, since
-        notifications sent while it was down are lost."""
-        if self._listener is not None and not self._listener.is_closed():
+    def _retry_delay(self, attempts: int) -> float:
+        return float(min(self._config.retry_backoff_s * 2 ** attempts, self._config.max_backoff_s))
+
+    async def _update_gauges(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
+        """outbox_pending and the oldest unsent row's age, at most once a second."""
+        if not force and time.monotonic() - self._last_gauges < 1.0:
             return
-        try:
-            self._listener = await asyncpg.connect(
-                asyncpg_dsn(self._config.database_url),
-                server_settings={"application_name": LISTENER_APPLICATION_NAME},
+        self._last_gauges = time.monotonic()
+        backlog = await conn.fetchrow(_BACKLOG)
+        assert backlog is not None
+        self._metrics.outbox_pending.set(backlog["pending"])
+        oldest = backlog["oldest"]
+        age = 0.0 if oldest is None else max((backlog["now"] - oldest).total_seconds(), 0.0)
+        self._metrics.outbox_oldest_unsent_age.set(age)
+        self._metrics.outbox_parked.set(await conn.fetchval(_PARKED))
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete sent outbox rows older than the retention period (history is kept
+        until then) and inbox marks older than theirs; returns (outbox, inbox) counts."""
+        now = self._clock.now()
+        outbox_rows = await self._prune(_PRUNE_OUTBOX, now - self._config.retention)
+        inbox_rows = await self._prune(_PRUNE_INBOX, now - self._config.inbox_retention)
+        return outbox_rows, inbox_rows
+
+    async def _prune(self, statement: str, cutoff: datetime) -> int:
+        conn = self._lock_conn
+        if conn is None or conn.is_closed():
+            return 0
+        total = 0
+        while not self._stopping.is_set():
+            status = await conn.execute(statement, cutoff, self._config.prune_batch)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < self._config.prune_batch:
+                break
+        return total
+
+    async def _lead(self) -> bool:
+        """Only one relay per database publishes; the others look again each poll
+        interval (a replica takes over when the leader's session ends)."""
+        if self._lock_conn is None or self._lock_conn.is_closed():
+            self.is_leader = False
+            self._lock_conn = await connect_session(
+                self._config.database_url, application_name=LOCK_APPLICATION_NAME,
+                idle_session_timeout_s=self._config.lock_idle_timeout_s,
             )
-            await self._listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
-            self._listener.add_termination_listener(lambda _conn: self._wakeup.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("relay: LISTEN connection failed (%s); polling every %.1fs", exc,
-                        self._config.poll_interval_s)
-            self._listener = None
-        self._wakeup.set()
+            await self._lock_conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+        if not self.is_leader:
+            self.is_leader = bool(await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                                                  _RELAY_LOCK_KEY))
+        return self.is_leader
 
-    def _on_notify(self, *_args: object) -> None:
-        self._wakeup.set()
-
-    async def _close_connections(self) -> None:
-        for conn in (self._listener, self._lock_conn):
-            if conn is not None and not conn.is_closed():
+    async def _ensure_producer(self) -> None:
+        if self._producer is None:
+            producer = self._producer_factory()
+            try:
+                await producer.start()
+            except BaseException:
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await producer.stop()
+                raise
+            self._producer = producer
+
+    async def _replace_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+        self._metrics.producer_restarts.inc()
+
+    async def _close(self) -> None:
+        await self._wakeup.close()
+        conn, self._lock_conn = self._lock_conn, None
+        self.is_leader = False
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
 
 
 def _envelope(row: Any) -> Envelope:
@@ -239,3 +401,45 @@ def _envelope(row: Any) -> Envelope:
         dataschema=row["dataschema"],
         subject=row["subject"],
     )
+
+
+@dataclass(frozen=True)
+class ParkedRow:
+    """An outbox row the relay set aside after Kafka refused it `max_attempts` times."""
+
+    id: int
+    event_id: str
+    event_type: str
+    topic: str
+    partition_key: str
+    org_id: str
+    attempts: int
+    last_error: str | None
+    parked_at: datetime
+
+
+async def parked_rows(engine: AsyncEngine, limit: int = 100) -> list[ParkedRow]:
+    """The parked rows of one service's outbox, oldest first (`stayops outbox list`)."""
+    query = sa.select(
+        outbox.c.id, outbox.c.event_id, outbox.c.event_type, outbox.c.topic, outbox.c.partition_key,
+        outbox.c.org_id, outbox.c.attempts, outbox.c.last_error, outbox.c.parked_at,
+    ).where(outbox.c.parked_at.is_not(None), outbox.c.sent_at.is_(None)).order_by(outbox.c.id).limit(limit)
+    async with engine.connect() as conn:
+        return [ParkedRow(**row._asdict()) for row in await conn.execute(query)]
+
+
+async def requeue_parked(engine: AsyncEngine, ids: Sequence[int] | None = None) -> int:
+    """Put parked rows (all, or those of `ids`) back in the relay's queue with their
+    attempts reset (`stayops outbox retry`); returns how many. A re-queued row goes
+    out after the rows of its key written since: its key's order was already given up."""
+    statement = (
+        outbox.update()
+        .where(outbox.c.parked_at.is_not(None), outbox.c.sent_at.is_(None))
+        .values(parked_at=None, retry_at=None, attempts=0)
+    )
+    if ids is not None:
+        statement = statement.where(outbox.c.id.in_(list(ids)))
+    async with engine.begin() as conn:
+        result = await conn.execute(statement)
+        await conn.execute(sa.select(sa.func.pg_notify(OUTBOX_CHANNEL, "")))
+    return int(result.rowcount or 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
 from stayops_kit.consumer import InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
 from stayops_kit.kafka import create_producer
+from stayops_kit.loops import LoopHealth, supervise
 from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import upgrade_head
 from stayops_kit.outbox import UnitOfWorkFactory
@@ -63,11 +65,40 @@ class ServiceRuntime:
             algorithms=settings.jwt_algorithms,
         )
         self.engine: AsyncEngine = create_engine(settings.database_url)
+        # The consumer's hot path skips the pre-ping round trip (a lost connection
+        # fails the batch as "database unavailable" and it is fetched again).
+        self.consumer_engine: AsyncEngine = create_engine(settings.database_url, pool_size=5,
+                                                          pre_ping=False)
         self.uow = UnitOfWorkFactory(self.engine, f"/{spec.name}", self.clock, ids)
         self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None
         self._consumer: InboxConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.loops: dict[str, LoopHealth] = {}
+
+    def loop_health(self, name: str) -> LoopHealth:
+        """The health record of a background loop, reported by /readyz and the metrics."""
+        if name not in self.loops:
+            health = self.loops[name] = LoopHealth(name)
+            self.metrics.loop_up.labels(name).set_function(lambda: float(health.healthy))
+            self.metrics.loop_restarts.labels(name).set_function(lambda: float(health.restarts))
+        return self.loops[name]
+
+    def relay_state(self) -> str:
+        """"ok" while the outbox relay runs and its last pass succeeded, else why not."""
+        health = self.loops.get("outbox relay")
+        if health is None or not health.running:
+            reason = health.last_error if health is not None else None
+            return f"unavailable: not running{f' ({reason})' if reason else ''}"
+        if health.last_error is not None:
+            return f"unavailable: {health.last_error}"
+        return "ok"
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the service stops: background loops return when they see it."""
+        return self._stopping
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -81,7 +112,8 @@ class ServiceRuntime:
         producer = create_producer(settings.kafka_bootstrap_servers, client_id=self.spec.name)
         relay = OutboxRelay(
             self.engine,
-            producer,
+            # The relay owns its producer, so it can replace one in a fatal state.
+            lambda: create_producer(settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-relay"),
             RelayConfig(
                 database_url=settings.database_url,
                 poll_interval_s=settings.relay_poll_interval_s,
@@ -90,6 +122,7 @@ class ServiceRuntime:
             ),
             self.metrics,
             self.clock,
+            self.loop_health("outbox relay"),
         )
         consumer = InboxConsumer(
             group=self.spec.name,
@@ -98,6 +131,7 @@ class ServiceRuntime:
             producer=producer,
             metrics=self.metrics,
             max_attempts=settings.consumer_max_attempts,
+            engine=self.consumer_engine,
         )
         return producer, relay, consumer
 
@@ -107,25 +141,31 @@ class ServiceRuntime:
         self._producer, relay, consumer = self._build_messaging()
         self._relay, self._consumer = relay, consumer
         await _start_with_retry(self._producer.start, "Kafka producer")
-        self._tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        self._tasks.append(asyncio.create_task(
+            supervise("outbox relay", relay.run, relay.stopping, relay.health), name="outbox-relay"))
         if self.spec.subscriptions:
             started = asyncio.Event()
             self._tasks.append(asyncio.create_task(
-                _restarting(lambda: consumer.run(
+                supervise("inbox consumer", lambda: consumer.run(
                     self.settings.kafka_bootstrap_servers,
                     max_records=self.settings.consumer_max_records,
                     fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
                     started=started,
-                ), "inbox consumer", consumer.stopping),
+                ), consumer.stopping, self.loop_health("inbox consumer")),
                 name="inbox-consumer",
             ))
             await asyncio.wait_for(started.wait(), timeout=60)
         for loop in self.spec.background:
-            self._tasks.append(asyncio.create_task(loop(self), name=loop.__name__))
+            self._tasks.append(asyncio.create_task(
+                supervise(loop.__name__, functools.partial(loop, self), self._stopping,
+                          self.loop_health(loop.__name__)),
+                name=loop.__name__,
+            ))
         log.info("%s started", self.spec.name)
 
     async def stop(self) -> None:
         """Finish the batch in flight, then stop consuming, relaying and the loops."""
+        self._stopping.set()
         if self._consumer is not None:
             self._consumer.stop()
         if self._relay is not None:
@@ -134,30 +174,13 @@ class ServiceRuntime:
             if task.get_name() not in ("outbox-relay", "inbox-consumer"):
                 task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=10)
         if self._producer is not None:
             await self._producer.stop()
+        await self.consumer_engine.dispose()
         await self.engine.dispose()
         log.info("%s stopped", self.spec.name)
-
-
-async def _restarting(
-    run: Callable[[], Coroutine[Any, Any, None]], what: str, stopping: asyncio.Event
-) -> None:
-    """Keep a loop running: a crash (the broker unreachable at start, say) is logged
-    and the loop started again after a pause, until the service stops."""
-    delay = 0.5
-    while not stopping.is_set():
-        try:
-            await run()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s crashed; restarting in %.1fs", what, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 async def _start_with_retry(

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
 from stayops_kit.kafka import create_producer
+from stayops_kit.loops import supervise
 from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
@@ -136,26 +137,30 @@ async def effects_of(engine: AsyncEngine, org_id: str) -> list[tuple[str, int, s
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0
+    engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0,
+    metrics: Metrics | None = None, **config: Any,
 ) -> AsyncIterator[OutboxRelay]:
-    producer = create_producer(bootstrap, client_id="probe-relay")
-    await producer.start()
-    config = RelayConfig(database_url, poll_interval_s=poll_interval_s)
-    relay = OutboxRelay(engine, producer, config, Metrics())
-    task = asyncio.create_task(relay.run())
+    """A relay on the probe database, supervised as a service runs it; `config`
+    overrides `RelayConfig` fields (max_attempts, retry_backoff_s, ...)."""
+    relay = OutboxRelay(
+        engine, lambda: create_producer(bootstrap, client_id="probe-relay"),
+        RelayConfig(database_url, poll_interval_s=poll_interval_s, **config), metrics or Metrics(),
+    )
+    task = asyncio.create_task(supervise("probe relay", relay.run, relay.stopping, relay.health))
     try:
         yield relay
     finally:
         relay.stop()
         await task
-        await producer.stop()
 
 
 @contextlib.asynccontextmanager
 async def running_consumer(
     engine: AsyncEngine, bootstrap: str, group: str, *, subscriptions: Subscriptions | None = None,
-    max_records: int = 200, auto_offset_reset: str = "earliest",
+    max_records: int = 200, auto_offset_reset: str = "earliest", metrics: Metrics | None = None,
+    **options: Any,
 ) -> AsyncIterator[InboxConsumer]:
+    """A consumer of the probe's events; `options` override InboxConsumer's."""
     producer = create_producer(bootstrap, client_id=f"{group}-dlq")
     await producer.start()
     consumer = InboxConsumer(
@@ -163,12 +168,15 @@ async def running_consumer(
         subscriptions=subscriptions or probe_subscriptions(),
         uow_factory=UnitOfWorkFactory(engine, "/probe"),
         producer=producer,
-        metrics=Metrics(),
-        max_attempts=3,
-        retry_base_s=0.05,
-        unavailable_backoff_s=0.5,
-        # The probe's events are a vehicle for testing delivery, from the probe itself.
-        check_sources=False,
+        metrics=metrics or Metrics(),
+        **{
+            "max_attempts": 3,
+            "retry_base_s": 0.05,
+            "unavailable_backoff_s": 0.5,
+            # The probe's events are a vehicle for testing delivery, from the probe itself.
+            "check_sources": False,
+            **options,
+        },
     )
     started = asyncio.Event()
     task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records,

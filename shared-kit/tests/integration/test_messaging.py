@@ -129,7 +129,10 @@ async def test_the_same_event_delivered_three_times_has_one_effect(probe: ProbeD
     finally:
         await producer.stop()
     async with running_consumer(probe.engine, probe.bootstrap, probe.group):
-        effects = await eventually(lambda: effect_count(probe, 2), what="marker applied")
+        await eventually(lambda: effect_count(probe, 2), what="marker applied")
+        # Snapshot only once every copy has been consumed: a late duplicate would show.
+        await eventually(lambda: _group_caught_up(probe), what="consumer caught up")
+        effects = await effects_of(probe.engine, probe.org_id)
     assert_once_each(effects, {("k1", 7), ("k2", 0)})
 
 
@@ -195,31 +198,121 @@ async def test_no_row_is_skipped_under_sixteen_concurrent_writers(probe: ProbeDb
                 for seq in range(batch * 4, batch * 4 + 4):
                     await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, f"w{n}", seq),
                                        org_id=probe.org_id, key=f"w{n}")
-                    await asyncio.sleep(rng.random() / 200)  # commits interleave out of id order
+                await uow.flush()  # the rows take their ids now ...
+                await asyncio.sleep(rng.random() / 20)  # ... and commit later, out of id order
 
     async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
             running_consumer(probe.engine, probe.bootstrap, probe.group):
         await asyncio.gather(*(writer(n) for n in range(16)))
-        effects = await eventually(lambda: effect_count(probe, 640), timeout=60, what="all 640 applied")
+        await eventually(lambda: effect_count(probe, 640), timeout=60, what="all 640 applied")
+        await eventually(lambda: _group_caught_up(probe), what="consumer caught up")
+        effects = await effects_of(probe.engine, probe.org_id)
     assert_once_each(effects, {(f"w{n}", s) for n in range(16) for s in range(40)})
     assert await unsent_count(probe) == 0
 
 
-async def test_a_killed_listen_connection_is_covered_by_polling_and_reconnects(probe: ProbeDb) -> None:
+async def test_while_listen_cannot_reconnect_polling_alone_delivers(probe: ProbeDb) -> None:
     async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=1.0), \
             running_consumer(probe.engine, probe.bootstrap, probe.group):
         old = await eventually(lambda: _listener_pids(probe), what="relay listening")
-        async with probe.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": old[0]})
-        await write_probe_events(probe.uow, probe.org_id, "k1", [1])
-        started = asyncio.get_running_loop().time()
-        await eventually(lambda: effect_count(probe, 1), timeout=5, what="published by polling")
-        assert asyncio.get_running_loop().time() - started < 3.0
-        new = await eventually(lambda: _listener_pids(probe), what="listener reconnected")
+        async with probe.engine.begin() as conn:  # no LISTEN session may log in again
+            for statement in _REFUSE_LISTENER_LOGIN:
+                await conn.execute(sa.text(statement))
+        try:
+            async with probe.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": old[0]})
+            await eventually(lambda: _no_listener(probe), what="listener gone")
+            for n in range(2):  # more than one poll: not just the look right after the loss
+                await write_probe_events(probe.uow, probe.org_id, f"k{n}", [1])
+                await eventually(lambda n=n: effect_count(probe, n + 1), timeout=5, what="published by polling")
+            assert await _listener_pids(probe) == [], "the re-listen was to be blocked"
+        finally:
+            async with probe.engine.begin() as conn:
+                await conn.execute(sa.text("DROP EVENT TRIGGER refuse_listener"))
+        new = await eventually(lambda: _listener_pids(probe), timeout=10, what="listener reconnected")
         assert new != old
-        # And the new listener wakes the relay again.
-        await write_probe_events(probe.uow, probe.org_id, "k2", [1])
-        await eventually(lambda: effect_count(probe, 2), timeout=5, what="published after reconnect")
+        # And the new listener wakes the relay again, well before the next poll.
+        await asyncio.sleep(1.1)  # let the wait after the reconnect's look begin
+        await write_probe_events(probe.uow, probe.org_id, "k9", [1])
+        started = asyncio.get_running_loop().time()
+        await eventually(lambda: effect_count(probe, 3), timeout=5, what="published after reconnect")
+        assert asyncio.get_running_loop().time() - started < 0.9, "woken by NOTIFY, not the poll"
+
+
+_REFUSE_LISTENER_LOGIN = (f"""
+CREATE OR REPLACE FUNCTION refuse_listener() RETURNS event_trigger AS $$
+BEGIN
+  IF current_setting('application_name') = '{LISTENER_APPLICATION_NAME}' THEN
+    RAISE EXCEPTION 'LISTEN sessions are refused by this test';
+  END IF;
+END;
+$$ LANGUAGE plpgsql""", "CREATE EVENT TRIGGER refuse_listener ON login EXECUTE FUNCTION refuse_listener()")
+
+
+async def _no_listener(probe: ProbeDb) -> bool:
+    return await _listener_pids(probe) == []
+
+
+async def test_two_writers_on_one_key_are_applied_in_commit_order(probe: ProbeDb) -> None:
+    async def writer() -> None:
+        for _ in range(30):
+            async with probe.uow.begin() as uow:
+                await uow.conn.execute(sa.text(
+                    "INSERT INTO probe_keys (key, seq) VALUES ('shared', 0) ON CONFLICT DO NOTHING"))
+                seq = (await uow.conn.execute(sa.text(  # the aggregate's lock, then its next number
+                    "UPDATE probe_keys SET seq = seq + 1 WHERE key = 'shared' RETURNING seq"))).scalar_one()
+                await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "shared", seq),
+                                   org_id=probe.org_id, key="shared")
+
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2), \
+            running_consumer(probe.engine, probe.bootstrap, probe.group, max_records=7):
+        await asyncio.gather(writer(), writer())
+        effects = await eventually(lambda: effect_count(probe, 60), timeout=30, what="all applied")
+    assert [seq for _, seq, _ in effects] == list(range(1, 61))
+
+
+async def test_a_consumer_killed_between_its_commit_and_the_offset_commit_applies_once(
+    probe: ProbeDb,
+) -> None:
+    await _start_group_at_end(probe)  # its first batch is this test's events, not older ones
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2):
+        consumer = ProbeProcess("consumer", probe, failpoints="consumer.after_commit")
+        await consumer.wait_ready()
+        await write_probe_events(probe.uow, probe.org_id, "k1", [1, 2, 3])
+        assert await consumer.wait_killed(timeout=60) == -signal.SIGKILL
+        assert await effects_of(probe.engine, probe.org_id), "killed after the database commit"
+
+        consumer = ProbeProcess("consumer", probe)
+        try:
+            await consumer.wait_ready()
+            await eventually(lambda: _group_caught_up(probe), timeout=60, what="redelivered and committed")
+        finally:
+            consumer.stop()
+    assert_once_each(await effects_of(probe.engine, probe.org_id), {("k1", 1), ("k1", 2), ("k1", 3)})
+
+
+async def test_two_relays_at_once_publish_each_row_once_in_order_and_one_takes_over(probe: ProbeDb) -> None:
+    keys = [f"key-{i}" for i in range(4)]
+
+    async def writer(key: str, seqs: range) -> None:
+        for start in seqs[::5]:
+            await write_probe_events(probe.uow, probe.org_id, key, range(start, start + 5))
+
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group), \
+            running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2) as first:
+        async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2) as second:
+            await asyncio.gather(*(writer(k, range(0, 30)) for k in keys))
+            await eventually(lambda: effect_count(probe, 120), timeout=30, what="first half applied")
+            assert first.is_leader != second.is_leader, "exactly one relay publishes"
+        # The second stopped: if it led, the first takes over; either way it publishes the rest.
+        await asyncio.gather(*(writer(k, range(30, 60)) for k in keys))
+        await eventually(lambda: effect_count(probe, 240), timeout=30, what="second half applied")
+        assert first.is_leader
+    assert await unsent_count(probe) == 0
+    effects = await effects_of(probe.engine, probe.org_id)
+    assert_once_each(effects, {(k, s) for k in keys for s in range(60)})
+    for key in keys:
+        assert [s for k, s, _ in effects if k == key] == list(range(60))
 
 
 async def test_malformed_and_invalid_events_go_to_the_dead_letter_topic_and_the_consumer_goes_on(
@@ -282,7 +375,9 @@ async def test_kafka_restarted_under_load_loses_nothing_and_applies_each_once(
         await asyncio.sleep(1.0)  # the writers keep committing while the broker is down
         await stack.start_kafka()
         await load
-        effects = await eventually(lambda: effect_count(probe, 600), timeout=120, what="all 600 applied")
+        await eventually(lambda: effect_count(probe, 600), timeout=120, what="all 600 applied")
+        await eventually(lambda: _group_caught_up(probe), timeout=60, what="consumer caught up")
+        effects = await effects_of(probe.engine, probe.org_id)
     assert_once_each(effects, written)
 
 
@@ -298,6 +393,25 @@ async def _listener_pids(probe: ProbeDb) -> list[int]:
             {"name": LISTENER_APPLICATION_NAME},
         )
         return [r.pid for r in rows]
+
+
+async def _start_group_at_end(probe: ProbeDb) -> None:
+    """Commit the group's offsets at the end of the topic, as if it had read it all."""
+    consumer = AIOKafkaConsumer("stayops.tasks", bootstrap_servers=probe.bootstrap, group_id=probe.group,
+                                enable_auto_commit=False, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await eventually(lambda: _assigned(consumer), what="partitions assigned")
+        for partition in consumer.assignment():
+            await consumer.position(partition)
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def _assigned(consumer: AIOKafkaConsumer) -> bool:
+    await consumer.getmany(timeout_ms=100)
+    return bool(consumer.assignment())
 
 
 async def _group_caught_up(probe: ProbeDb) -> bool:

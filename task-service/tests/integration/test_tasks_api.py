@@ -150,6 +150,6 @@ async def test_operational_endpoints(service: Service) -> None:
     assert (await client.get("/healthz")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "relay": "ok"}
     metrics = await client.get("/metrics")
     assert "stayops_outbox_published_total" in metrics.text
