@@ -74,7 +74,12 @@ def from_kafka(
         if not attributes.get(name):
             raise MalformedEvent(f"the '{name}' extension attribute is missing")
     partitionkey = attributes.get("partitionkey") or (key.decode() if key else "")
-    time = event.get_time()
+    try:
+        # A time at the edge of the calendar (`0001-01-01T00:00:00+01:00`) parses,
+        # then overflows when moved to UTC: the record's own fault, not the reader's.
+        time = (event.get_time() or datetime.now(UTC)).astimezone(UTC)
+    except OverflowError as exc:
+        raise MalformedEvent(f"the event time {attributes.get('time')!r} is out of range: {exc}") from exc
     return Envelope(
         id=event.get_id(),
         type=event.get_type(),
@@ -82,7 +87,7 @@ def from_kafka(
         orgid=str(attributes["orgid"]),
         partitionkey=str(partitionkey),
         data=data,
-        time=(time or datetime.now(UTC)).astimezone(UTC),
+        time=time,
         correlationid=attributes.get("correlationid"),
         causationid=attributes.get("causationid"),
         dataschema=event.get_dataschema(),
