@@ -6,11 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
 from agent_service import handlers, store
 from agent_service.domain import Activity, AgentProfile, Autonomy
+from agent_service.preview import PREVIEW_EXAMPLE, PreviewRequest, PreviewResponse, preview_prices
 from stayops_kit.api import CurrentCaller, Runtime
 
 router = APIRouter(tags=["agents"])
@@ -79,3 +80,47 @@ async def agent_activity(
     async with runtime.uow.begin() as uow:
         found = await handlers.agent_activity(uow, caller, user_id, limit=limit)
     return ActivityList(items=[ActivityOut.of(a) for a in found])
+
+
+class ScorecardWindowOut(BaseModel):
+    weeks: int
+    first: str
+    last: str
+    decisions: int
+    nights_sold: int
+    picked_up: int
+    realised_revenue: Decimal
+    forecast_revenue: Decimal
+    realised_occupancy: float
+    forecast_occupancy: float
+    revenue_vs_forecast_pct: float
+    beat_forecast: int
+
+
+class ScorecardOut(BaseModel):
+    """How the nights the agent repriced did: realised against forecast."""
+
+    agent_user_id: str
+    as_of: str
+    windows: list[ScorecardWindowOut]
+
+
+@router.get("/agents/{user_id}/scorecard", response_model=ScorecardOut)
+async def agent_scorecard(user_id: str, caller: CurrentCaller, runtime: Runtime) -> ScorecardOut:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.agent_scorecard(uow, caller, user_id)
+    return ScorecardOut.model_validate(found)
+
+
+@router.post("/pricing/preview", response_model=PreviewResponse, tags=["pricing"])
+async def pricing_preview(
+    body: Annotated[PreviewRequest, Body(openapi_examples={"lisbon": {
+        "summary": "A listing with two bookings, an orphan night and a festival",
+        "value": PREVIEW_EXAMPLE}})],
+    caller: CurrentCaller,
+    runtime: Runtime,
+) -> PreviewResponse:
+    """What pricing v2 would do for the listing, calendar and market given: nightly
+    prices, minimum stays and the factors behind them. Nothing is read from or
+    written to any store: no task, no activity, no forecast."""
+    return preview_prices(body, now=runtime.clock.now())

@@ -120,6 +120,8 @@ class Listing:
     bedrooms: int | None = None
     min_price: Decimal | None = None
     max_price: Decimal | None = None
+    timezone: str = "UTC"
+    min_stay: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ def listing_from(event: ListingSynced, platform: Platform) -> Listing:
         currency=event.currency,
         active=event.active,
         synced_at=event.synced_at,
+        timezone=event.timezone or "UTC",
+        min_stay=event.min_stay,
     )
 
 

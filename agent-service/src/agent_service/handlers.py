@@ -31,10 +31,18 @@ from agent_service.domain import (
     review_from,
 )
 from agent_service.pricing import (
+    DEFAULT_RULES,
+    ForecastNight,
+    InvalidRules,
     ListingPricingInput,
     PricingResult,
+    PricingRules,
+    UnknownTimezone,
+    local_today,
     recommend_prices,
     review_performance,
+    score_decisions,
+    scorecard_window,
 )
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
@@ -130,10 +138,10 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
         return
     skill = str(event.data.get("skill") or "")
     # The analysis is as of the assignment, so a redelivery reasons about the same day.
-    today = ctx.envelope.time.date()
+    as_of = ctx.envelope.time
     try:
-        outcome = await _run_skill(ctx, agent, event, skill, today)
-    except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData) as exc:
+        outcome = await _run_skill(ctx, agent, event, skill, as_of)
+    except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData, InvalidRules, UnknownTimezone) as exc:
         log.info("agent %s cannot do task %s: %s", agent.user_id, event.task_id, exc)
         outcome = failed_outcome(skill, exc)
     await store.append_activity(ctx.uow.conn, analysis_activity(
@@ -157,14 +165,14 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
 
 
 async def _run_skill(
-    ctx: EventContext, agent: AgentProfile, event: TaskAssigned, skill: str, today: dt.date
+    ctx: EventContext, agent: AgentProfile, event: TaskAssigned, skill: str, as_of: dt.datetime
 ) -> SkillOutcome:
     if skill not in agent.skills:
         raise SkillNotAvailable(skill, agent.skills)
     if skill == "pricing":
-        return await _price(ctx, agent, event, today)
+        return await _price(ctx, agent, event, as_of)
     if skill == "performance-review":
-        return await _review(ctx, agent, event, today)
+        return await _review(ctx, agent, event, as_of.date())
     raise SkillNotAvailable(skill, ("pricing", "performance-review"))
 
 
@@ -184,8 +192,26 @@ def _horizon(data: dict[str, Any]) -> int:
     return value
 
 
-async def _pricing_input(ctx: EventContext, listing: Listing, today: dt.date, last: dt.date) -> ListingPricingInput:
+# How far back the market's and the listing's history is read: a year shows the
+# market's typical level and the listing's position against it.
+HISTORY_DAYS = 365
+
+
+def _rules(data: dict[str, Any]) -> tuple[PricingRules, dict[str, Any]]:
+    """The org's rule overrides (`data.rules`) and each listing's (`data.listing_rules`)."""
+    org_rules, listing_rules = data.get("rules"), data.get("listing_rules") or {}
+    if org_rules is not None and not isinstance(org_rules, dict):
+        raise InvalidTaskData("data.rules must be an object of rule overrides")
+    if not isinstance(listing_rules, dict):
+        raise InvalidTaskData("data.listing_rules must map listing ids to rule overrides")
+    return DEFAULT_RULES.overridden(org_rules), listing_rules
+
+
+async def _pricing_input(ctx: EventContext, listing: Listing, rules: PricingRules, as_of: dt.datetime,
+                         horizon: int) -> ListingPricingInput:
     conn = ctx.uow.conn
+    today = local_today(as_of, listing.timezone)
+    since, last = today - dt.timedelta(days=HISTORY_DAYS), today + dt.timedelta(days=horizon - 1)
     return ListingPricingInput(
         listing_id=listing.listing_id,
         currency=listing.currency,
@@ -193,27 +219,28 @@ async def _pricing_input(ctx: EventContext, listing: Listing, today: dt.date, la
         min_price=listing.min_price,
         max_price=listing.max_price,
         current_prices=await store.nightly_prices_of(conn, ctx.org_id, listing.listing_id, first=today, last=last),
-        stays=await store.stays_of(conn, ctx.org_id, listing.listing_id, since=today),
+        stays=await store.stays_of(conn, ctx.org_id, listing.listing_id, since=since),
         market=await store.market_of(
             conn, ctx.org_id, [listing_market_scope(listing.listing_id), area_market_scope(listing.city)],
-            first=today, last=last),
+            first=since, last=last),
+        timezone=listing.timezone,
+        min_stay=listing.min_stay,
+        rules=rules,
     )
 
 
-async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, today: dt.date) -> SkillOutcome:
+async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, as_of: dt.datetime) -> SkillOutcome:
     horizon = _horizon(event.data)
     found = await store.list_listings(ctx.uow.conn, ctx.org_id, _listing_ids(event.data))
     if not found:
         raise NothingToAnalyse("no synced listing matches data.listing_ids; run a sync first")
-    last = today + dt.timedelta(days=horizon - 1)
-    inputs = [await _pricing_input(ctx, listing, today, last) for listing in found]
-    priced = recommend_prices(inputs, today=today, horizon_days=horizon,
+    org_rules, listing_rules = _rules(event.data)
+    inputs = [await _pricing_input(ctx, listing, org_rules.overridden(listing_rules.get(listing.listing_id)),
+                                   as_of, horizon) for listing in found]
+    priced = recommend_prices(inputs, as_of=as_of, horizon_days=horizon,
                               confidence_threshold=float(agent.confidence_threshold))
-    for listing in inputs:
-        await store.save_forecast(
-            ctx.uow.conn, ctx.org_id, listing.listing_id, task_id=event.task_id, produced_at=ctx.envelope.time,
-            currency=listing.currency,
-            nights=[r for r in priced.recommendations if r.listing_id == listing.listing_id])
+    await store.save_forecast(ctx.uow.conn, ctx.org_id, task_id=event.task_id, agent_user_id=agent.user_id,
+                              run_id=event.workflow_run_id, produced_at=as_of, nights=priced.recommendations)
     summary = (f"priced {len(priced.recommendations)} open nights of {len(inputs)} listings over {horizon} days; "
                f"largest change {priced.max_abs_change_pct:.2f}%, lowest confidence {priced.min_confidence:.2f}"
                + ("; needs review" if priced.needs_review else ""))
@@ -222,16 +249,17 @@ async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, to
         summary=summary,
         confidence=priced.min_confidence,
         result=priced.as_result(),
-        inputs=await _pricing_inputs_summary(ctx, inputs, found, today, horizon),
+        inputs=await _pricing_inputs_summary(ctx, inputs, found, as_of, horizon),
         explanation=_explain_pricing(priced, float(agent.confidence_threshold)),
     )
 
 
 async def _pricing_inputs_summary(
-    ctx: EventContext, inputs: list[ListingPricingInput], found: list[Listing], today: dt.date, horizon: int
+    ctx: EventContext, inputs: list[ListingPricingInput], found: list[Listing], as_of: dt.datetime, horizon: int
 ) -> dict[str, Any]:
     listings = []
     for listing, source in zip(inputs, found, strict=True):
+        today = local_today(as_of, listing.timezone)
         reviews, rating = await store.rating_of(ctx.uow.conn, ctx.org_id, listing.listing_id)
         listings.append({
             "listing_id": listing.listing_id,
@@ -240,6 +268,9 @@ async def _pricing_inputs_summary(
             "max_price": str(listing.max_price) if listing.max_price is not None else None,
             "currency": listing.currency,
             "city": source.city,
+            "timezone": listing.timezone,
+            "today": today.isoformat(),
+            "min_stay": listing.min_stay,
             "booked_nights": len({n for s in listing.stays for n in s.nights()
                                   if today <= n < today + dt.timedelta(days=horizon)}),
             "nights_with_current_price": len(listing.current_prices),
@@ -247,13 +278,15 @@ async def _pricing_inputs_summary(
             "reviews": reviews,
             "mean_rating": round(rating, 2) if rating is not None else None,
         })
-    return {"today": today.isoformat(), "horizon_days": horizon, "listings": listings}
+    return {"as_of": as_of.isoformat(), "horizon_days": horizon, "listings": listings}
 
 
 def _explain_pricing(priced: PricingResult, threshold: float) -> str:
-    parts = ["Each open night starts from the listing's base price, moves by occupancy against the market, "
-             "booking pace, lead time, day of week, season and local events, and is kept within the owner's "
-             "minimum and maximum; booked nights are not repriced."]
+    parts = ["Each open night starts from the listing's base price (moved toward the position its bookings "
+             "show against the market), follows the market's season, weekday and night premium, its booking "
+             "pace and the listing's occupancy against the market's, then the owner's rules (last-minute "
+             "discount, far-out premium, orphan gaps, weekend and event premiums), at most the maximum change "
+             "per run, within the owner's minimum and maximum; booked nights are not repriced."]
     if priced.recommendations:
         biggest = max(priced.recommendations, key=lambda r: (abs(r.change_pct), r.listing_id, r.date))
         moved = ", ".join(f"{f.name} {f.effect_pct:+.2f}% ({f.detail})" for f in biggest.factors if f.effect_pct)
@@ -276,13 +309,14 @@ async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, t
     tolerance = event.data.get("tolerance_pct", 0)
     if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
         raise InvalidTaskData("data.tolerance_pct must be a non-negative number")
-    # Only nights already past are final: a night still ahead may yet be booked.
-    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids) if n.date < today]
-    rates: dict[tuple[str, dt.date], Decimal] = {}
-    if nights:
-        rates = await store.booked_rates(ctx.uow.conn, ctx.org_id, sorted({n.listing_id for n in nights}),
-                                         first=min(n.date for n in nights), last=max(n.date for n in nights))
+    # This run's forecast (a later run's never replaces it); only nights already past
+    # are final: a night still ahead may yet be booked.
+    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids,
+                                                    run_id=event.workflow_run_id) if n.date < today]
+    booked = await _booked(ctx.uow.conn, ctx.org_id, nights)
+    rates = {key: rate for key, (rate, _) in booked.items()}
     review = review_performance(nights, rates, tolerance_pct=float(tolerance))
+    scores = score_decisions(nights, booked)
     if review.fell_short:
         await ctx.uow.announce(
             "stayops.task.requested",
@@ -310,10 +344,40 @@ async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, t
         summary=summary,
         # With no repriced night behind us there is nothing to judge yet.
         confidence=0.9 if review.nights_reviewed else 0.5,
-        result=review.as_result(),
+        result={**review.as_result(), "run_id": event.workflow_run_id,
+                "decisions": scorecard_window(scores, nights, 0).as_dict() | {"weeks": None},
+                # The worst decisions first: what a person should look at.
+                "worst_decisions": [d.as_dict() for d in sorted(scores, key=lambda d: d.score_pct)[:5]]},
         inputs={"today": today.isoformat(), "listing_ids": listing_ids, "tolerance_pct": tolerance,
                 "nights_reviewed": review.nights_reviewed, "booked_nights": len(rates)},
         explanation=("Forecast revenue is each repriced night's recommended price times the occupancy expected "
                      "for it (the market's, when known); booked revenue is the nightly rate of the bookings "
                      f"on those nights. Shortfall {review.shortfall_pct:.2f}% against a tolerance of {tolerance}%."),
     )
+
+
+async def _booked(conn: Any, org_id: str, nights: list[ForecastNight]) -> dict[tuple[str, dt.date],
+                                                                              tuple[Decimal, dt.datetime]]:
+    if not nights:
+        return {}
+    return await store.booked_nights(conn, org_id, sorted({n.listing_id for n in nights}),
+                                     first=min(n.date for n in nights), last=max(n.date for n in nights))
+
+
+SCORECARD_WEEKS = (4, 12)
+
+
+async def agent_scorecard(uow: UnitOfWork, caller: Caller, user_id: str) -> dict[str, Any]:
+    """Realised against forecast for the nights the agent repriced, over the last 4
+    and 12 weeks (nights already past, each as its latest run left it)."""
+    if await store.get_profile(uow.conn, caller.org_id, user_id) is None:
+        raise AgentNotFound(user_id)
+    today = uow.clock.now().date()
+    windows = []
+    for weeks in SCORECARD_WEEKS:
+        first, last = today - dt.timedelta(weeks=weeks), today - dt.timedelta(days=1)
+        nights = await store.forecasts_of_agent(uow.conn, caller.org_id, user_id, first=first, last=last)
+        scores = score_decisions(nights, await _booked(uow.conn, caller.org_id, nights))
+        windows.append(scorecard_window(scores, nights, weeks).as_dict()
+                       | {"first": first.isoformat(), "last": last.isoformat()})
+    return {"agent_user_id": user_id, "as_of": today.isoformat(), "windows": windows}

@@ -72,6 +72,8 @@ listings = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("min_stay", sa.Integer),
 )
 
 reservations = sa.Table(
@@ -155,17 +157,27 @@ market_rates = sa.Table(
     sa.CheckConstraint("occupancy BETWEEN 0 AND 1", name="market_rates_occupancy"),
 )
 
-# The last pricing result per listing: the forecast a performance review compares with.
-pricing_forecasts = sa.Table(
-    "pricing_forecasts",
+# Every pricing run's forecast, per night: what each night was priced at and what
+# it was expected to earn, read by the run's performance review and the scorecard.
+forecast_nights = sa.Table(
+    "pricing_forecast_nights",
     metadata,
     sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, primary_key=True),
     sa.Column("listing_id", sa.Text, primary_key=True),
-    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("agent_user_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
     sa.Column("produced_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("nights", pg.JSONB, nullable=False),
+    sa.Column("current_price", Money, nullable=False),
+    sa.Column("recommended_price", Money, nullable=False),
+    sa.Column("change_pct", sa.Float, nullable=False),
+    sa.Column("expected_occupancy", sa.Float, nullable=False),
 )
+sa.Index("pricing_forecast_nights_run", forecast_nights.c.org_id, forecast_nights.c.run_id)
+sa.Index("pricing_forecast_nights_agent_date", forecast_nights.c.org_id, forecast_nights.c.agent_user_id,
+         forecast_nights.c.date)
 
 _LISTING_FIELDS = [f.name for f in fields(Listing)]
 _RESERVATION_FIELDS = [f.name for f in fields(Reservation)]
@@ -267,31 +279,13 @@ async def stays_of(conn: AsyncConnection, org_id: str, listing_id: str, *, since
     """The bookings that hold the listing's calendar on a night from `since` on."""
     query = (
         OrgScope(reservations, org_id)
-        .select(reservations.c.check_in, reservations.c.check_out, reservations.c.booked_at)
+        .select(reservations.c.check_in, reservations.c.check_out, reservations.c.booked_at,
+                reservations.c.nightly_rate)
         .where(reservations.c.listing_id == listing_id, reservations.c.status != "cancelled",
                reservations.c.check_out > since)
         .order_by(reservations.c.check_in, reservations.c.reservation_id)
     )
-    return [Stay(r.check_in, r.check_out, r.booked_at) for r in (await conn.execute(query)).all()]
-
-
-async def booked_rates(
-    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str], *, first: dt.date, last: dt.date
-) -> dict[tuple[str, dt.date], Decimal]:
-    """The nightly rate of every booked (listing, night) from `first` to `last`."""
-    query = (
-        OrgScope(reservations, org_id)
-        .select(reservations.c.listing_id, reservations.c.check_in, reservations.c.check_out,
-                reservations.c.nightly_rate)
-        .where(reservations.c.listing_id.in_(list(listing_ids)), reservations.c.status != "cancelled",
-               reservations.c.check_in <= last, reservations.c.check_out > first)
-    )
-    rates: dict[tuple[str, dt.date], Decimal] = {}
-    for row in (await conn.execute(query)).all():
-        for night in Stay(row.check_in, row.check_out, dt.datetime.min).nights():
-            if first <= night <= last:
-                rates[(row.listing_id, night)] = row.nightly_rate
-    return rates
+    return [Stay(r.check_in, r.check_out, r.booked_at, r.nightly_rate) for r in (await conn.execute(query)).all()]
 
 
 async def upsert_nightly_prices(
@@ -354,33 +348,80 @@ async def market_of(
 
 
 async def save_forecast(
-    conn: AsyncConnection, org_id: str, listing_id: str, *, task_id: str, produced_at: dt.datetime,
-    currency: str, nights: Sequence[NightRecommendation],
+    conn: AsyncConnection, org_id: str, *, task_id: str, agent_user_id: str, run_id: str | None,
+    produced_at: dt.datetime, nights: Sequence[NightRecommendation],
 ) -> None:
-    """Keep the listing's last pricing result: the changed nights and what they were expected to earn."""
-    values = {
-        "listing_id": listing_id, "task_id": task_id, "produced_at": produced_at, "currency": currency,
-        "nights": [{"date": n.date.isoformat(), "recommended_price": str(n.recommended_price),
-                    "expected_occupancy": n.expected_occupancy, "change_pct": n.change_pct} for n in nights],
-    }
-    await conn.execute(OrgScope(pricing_forecasts, org_id).upsert_newest(
-        [values], key=["listing_id"], version="produced_at"))
+    """Keep a pricing run's forecast, every night of it (once per task: a redelivery adds nothing)."""
+    rows = [{"task_id": task_id, "listing_id": n.listing_id, "date": n.date, "agent_user_id": agent_user_id,
+             "run_id": run_id, "produced_at": produced_at, "currency": n.currency,
+             "current_price": n.current_price, "recommended_price": n.recommended_price,
+             "change_pct": n.change_pct, "expected_occupancy": n.expected_occupancy} for n in nights]
+    if rows:
+        await conn.execute(OrgScope(forecast_nights, org_id).insert_many(rows).on_conflict_do_nothing())
+
+
+def _forecast_night(row: Any) -> ForecastNight:
+    return ForecastNight(row.listing_id, row.date, row.recommended_price, float(row.expected_occupancy),
+                         task_id=row.task_id, produced_at=row.produced_at)
 
 
 async def changed_nights(
-    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None, *, run_id: str | None = None
 ) -> list[ForecastNight]:
-    """The nights the last pricing result of each listing changed."""
-    query = OrgScope(pricing_forecasts, org_id).select().order_by(pricing_forecasts.c.listing_id)
+    """The nights a pricing run changed: the run's own forecast when it has one, else
+    the latest forecast of each listing."""
+    scope = OrgScope(forecast_nights, org_id)
+    query = scope.select().where(forecast_nights.c.change_pct != 0)
     if listing_ids is not None:
-        query = query.where(pricing_forecasts.c.listing_id.in_(list(listing_ids)))
-    return [
-        ForecastNight(row.listing_id, dt.date.fromisoformat(n["date"]), Decimal(n["recommended_price"]),
-                      float(n["expected_occupancy"]))
-        for row in (await conn.execute(query)).all()
-        for n in row.nights
-        if n["change_pct"] != 0
-    ]
+        query = query.where(forecast_nights.c.listing_id.in_(list(listing_ids)))
+    if run_id is not None:
+        rows = (await conn.execute(query.where(forecast_nights.c.run_id == run_id))).all()
+        if rows:
+            return [_forecast_night(r) for r in rows]
+    latest = (
+        scope.select(forecast_nights.c.listing_id, sa.func.max(forecast_nights.c.produced_at).label("at"))
+        .group_by(forecast_nights.c.listing_id).subquery()
+    )
+    query = query.join(latest, sa.and_(latest.c.listing_id == forecast_nights.c.listing_id,
+                                       latest.c.at == forecast_nights.c.produced_at))
+    return [_forecast_night(r) for r in (await conn.execute(query.order_by(forecast_nights.c.listing_id,
+                                                                            forecast_nights.c.date))).all()]
+
+
+async def forecasts_of_agent(
+    conn: AsyncConnection, org_id: str, agent_user_id: str, *, first: dt.date, last: dt.date
+) -> list[ForecastNight]:
+    """The nights from `first` to `last` the agent's pricing runs changed, each as its
+    latest run before the night left them."""
+    query = (
+        OrgScope(forecast_nights, org_id).select()
+        .where(forecast_nights.c.agent_user_id == agent_user_id, forecast_nights.c.change_pct != 0,
+               forecast_nights.c.date.between(first, last))
+        .order_by(forecast_nights.c.listing_id, forecast_nights.c.date, forecast_nights.c.produced_at)
+    )
+    latest: dict[tuple[str, dt.date], ForecastNight] = {}
+    for row in (await conn.execute(query)).all():
+        latest[(row.listing_id, row.date)] = _forecast_night(row)
+    return list(latest.values())
+
+
+async def booked_nights(
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str], *, first: dt.date, last: dt.date
+) -> dict[tuple[str, dt.date], tuple[Decimal, dt.datetime]]:
+    """The nightly rate and booking time of every booked (listing, night) from `first` to `last`."""
+    query = (
+        OrgScope(reservations, org_id)
+        .select(reservations.c.listing_id, reservations.c.check_in, reservations.c.check_out,
+                reservations.c.nightly_rate, reservations.c.booked_at)
+        .where(reservations.c.listing_id.in_(list(listing_ids)), reservations.c.status != "cancelled",
+               reservations.c.check_in <= last, reservations.c.check_out > first)
+    )
+    found: dict[tuple[str, dt.date], tuple[Decimal, dt.datetime]] = {}
+    for row in (await conn.execute(query)).all():
+        for night in Stay(row.check_in, row.check_out, row.booked_at).nights():
+            if first <= night <= last:
+                found[(row.listing_id, night)] = (row.nightly_rate, row.booked_at)
+    return found
 
 
 async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assignment: dict[str, Any],
