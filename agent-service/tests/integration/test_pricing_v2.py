@@ -18,7 +18,13 @@ from agent_service.app import NAME, create_app
 from agent_service.preview import PREVIEW_EXAMPLE
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.events.org import MemberJoined, UserType
-from stayops_schemas.events.sync import ListingSynced, MarketRate, MarketRatesSynced, ReservationCreated, ReservationStatus
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    MarketRate,
+    MarketRatesSynced,
+    ReservationCreated,
+    ReservationStatus,
+)
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
 
 pytestmark = pytest.mark.stack
@@ -50,7 +56,7 @@ async def test_a_preview_answers_prices_and_minimum_stays_and_changes_nothing(se
     body = response.json()
     nights = {n["date"]: n for n in body["nights"]}
     assert body["currency"] == "EUR" and body["today"] == "2025-06-02"
-    assert set(nights) == {"2025-06-0%d" % d for d in (2, 3, 4, 5, 9)} | {"2025-06-13", "2025-06-14", "2025-06-15"}
+    assert set(nights) == {f"2025-06-0{d}" for d in (2, 3, 4, 5, 9)} | {"2025-06-13", "2025-06-14", "2025-06-15"}
     orphan = nights["2025-06-09"]  # one open night between two bookings
     assert orphan["min_stay"] == 1
     assert next(f for f in orphan["factors"] if f["name"] == "orphan_gap")["effect_pct"] < 0

@@ -4,6 +4,7 @@ zones and currencies, and the performance review."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -163,7 +164,7 @@ def test_the_last_minute_discount_grows_over_the_last_fifteen_days_up_to_thirty_
     discounts = [effect(nights[TODAY + timedelta(days=lead)], "lead_time") for lead in range(16)]
 
     assert discounts[0] == -30.0
-    assert all(a < b for a, b in zip(discounts[:15], discounts[1:15], strict=False))  # graduated
+    assert all(a < b for a, b in itertools.pairwise(discounts[:15]))  # graduated
     assert discounts[14] < 0 and discounts[15] == 0
 
 
@@ -324,7 +325,9 @@ def pricing_cases(draw: st.DrawFn) -> tuple[ListingPricingInput, date, float]:
 
 @settings(max_examples=150, deadline=None)
 @given(pricing_cases())
-def test_prices_stay_within_bounds_and_change_at_most_the_maximum(case: tuple[ListingPricingInput, date, float]) -> None:
+def test_prices_stay_within_bounds_and_change_at_most_the_maximum(
+    case: tuple[ListingPricingInput, date, float],
+) -> None:
     subject, today, max_change = case
 
     for night in price_listing(subject, today=today, horizon_days=40):

@@ -53,6 +53,8 @@ class MarketParameters:
     budget_follows_season: float  # how much of the demand swing guests accept to pay
     dynamic_share: float  # competitors who follow the season
     default_min_stay: int
+    year_days: int = YEAR_DAYS  # smaller in tests
+    warm_up_days: int = WARM_UP_DAYS
 
     @classmethod
     def draw(cls, seed: int) -> MarketParameters:
@@ -141,10 +143,11 @@ class Market:
 
     def __init__(self, params: MarketParameters) -> None:
         self.params = params
-        self.days = WARM_UP_DAYS + YEAR_DAYS
+        self.warm_up = params.warm_up_days
+        self.days = params.warm_up_days + params.year_days
         rng = random.Random(params.seed)
         total = self.days + MAX_LEAD_DAYS
-        self.dates = [params.start + dt.timedelta(days=i - WARM_UP_DAYS) for i in range(total)]
+        self.dates = [params.start + dt.timedelta(days=i - self.warm_up) for i in range(total)]
         self.events = [self._event(i) for i in range(total)]
         self.seasons = [self._season(i) for i in range(total)]
         self.demand = [self._demand(i) for i in range(total)]
@@ -164,10 +167,10 @@ class Market:
     def date_of(self, index: int) -> dt.date:
         if 0 <= index < len(self.dates):
             return self.dates[index]
-        return self.params.start + dt.timedelta(days=index - WARM_UP_DAYS)
+        return self.params.start + dt.timedelta(days=index - self.warm_up)
 
     def index_of(self, date: dt.date) -> int:
-        return (date - self.params.start).days + WARM_UP_DAYS
+        return (date - self.params.start).days + self.warm_up
 
     def season(self, index: int) -> float:
         return self.seasons[index]
@@ -182,7 +185,7 @@ class Market:
         return 1 + p.season_amplitude * wave
 
     def _event(self, index: int) -> tuple[float, str | None]:
-        day = index - WARM_UP_DAYS
+        day = index - self.warm_up
         for first, nights, lift, announced in self.params.events:
             if first <= day < first + nights:
                 return lift, f"event {first}" if announced else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stayops_infra.backtest.baseline import baseline_prices
-from stayops_infra.backtest.market import WARM_UP_DAYS, YEAR_DAYS, Listing, Market, MarketParameters
+from stayops_infra.backtest.market import Listing, Market, MarketParameters
 
 # The preview API's contract: a request body in, a response body out (JSON-shaped).
 Pricer = Callable[[dict[str, Any]], dict[str, Any]]
@@ -84,11 +84,16 @@ def http_pricer(url: str, token: str) -> Pricer:
 
 
 def run_backtest(seeds: Iterable[int], pricer: Pricer, *, strategies: Iterable[str] = STRATEGIES,
-                 overrides: dict[str, Any] | None = None) -> list[SeedResult]:
+                 overrides: dict[str, Any] | None = None,
+                 progress: Callable[[str], None] = lambda _: None) -> list[SeedResult]:
     results = []
     for seed in seeds:
         params = MarketParameters.draw(seed)
-        results.append(SeedResult(params, {s: simulate(params, s, pricer, overrides) for s in strategies}))
+        outcomes = {}
+        for strategy in strategies:
+            progress(f"seed {seed}: simulating a year priced by {strategy}")
+            outcomes[strategy] = simulate(params, strategy, pricer, overrides)
+        results.append(SeedResult(params, outcomes))
     return results
 
 
@@ -173,7 +178,7 @@ def preview_body(market: Market, listing: Listing, day: int, horizon: int, media
 
 
 def _outcome(market: Market, strategy: str) -> Outcome:
-    first, last = WARM_UP_DAYS, WARM_UP_DAYS + YEAR_DAYS
+    first, last = market.warm_up, market.days
     ours = {listing.listing_id: listing for listing in market.listings if listing.ours}
     revenue, sold, breached = 0.0, 0, 0
     for booking in market.bookings:
@@ -187,4 +192,4 @@ def _outcome(market: Market, strategy: str) -> Outcome:
             if first <= night < last:
                 revenue += booking.nightly_rate
                 sold += 1
-    return Outcome(strategy, revenue, sold, len(ours) * YEAR_DAYS, breached)
+    return Outcome(strategy, revenue, sold, len(ours) * market.params.year_days, breached)
