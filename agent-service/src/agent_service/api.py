@@ -13,6 +13,8 @@ from agent_service import handlers, store
 from agent_service.domain import Activity, AgentProfile, Autonomy
 from agent_service.preview import PREVIEW_EXAMPLE, PreviewRequest, PreviewResponse, preview_prices
 from stayops_kit.api import CurrentCaller, Runtime
+from stayops_kit.auth import Caller
+from stayops_kit.permissions import Permission, require
 
 router = APIRouter(tags=["agents"])
 
@@ -26,6 +28,7 @@ class AgentOut(BaseModel):
     autonomy: Autonomy
     confidence_threshold: Decimal
     created_at: datetime
+    paused_at: datetime | None = None
 
     @classmethod
     def of(cls, profile: AgentProfile) -> AgentOut:
@@ -124,3 +127,52 @@ async def pricing_preview(
     prices, minimum stays and the factors behind them. Nothing is read from or
     written to any store: no task, no activity, no forecast."""
     return preview_prices(body, now=runtime.clock.now())
+
+
+Manager = Annotated[Caller, require(Permission.AGENTS_MANAGE)]
+
+
+class AgentChange(BaseModel):
+    """What an owner may change on an agent; a field left out stays as it is."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"autonomy": "act_within_limits", "confidence_threshold": "0.80", "skills": ["pricing"]}]}}
+
+    autonomy: Autonomy | None = None
+    confidence_threshold: Decimal | None = None
+    skills: list[str] | None = None
+
+
+@router.patch("/agents/{user_id}", response_model=AgentOut)
+async def update_agent(user_id: str, body: AgentChange, caller: Manager, runtime: Runtime) -> AgentOut:
+    async with runtime.uow.begin() as uow:
+        changed = await handlers.update_agent(
+            uow, caller, user_id, autonomy=body.autonomy, confidence_threshold=body.confidence_threshold,
+            skills=tuple(body.skills) if body.skills is not None else None)
+    return AgentOut.of(changed)
+
+
+@router.post("/agents/{user_id}/pause", response_model=AgentOut)
+async def pause_agent(user_id: str, caller: Manager, runtime: Runtime) -> AgentOut:
+    """The agent's kill switch: it takes no work until resumed."""
+    async with runtime.uow.begin() as uow:
+        return AgentOut.of(await handlers.pause_agent(uow, caller, user_id, paused=True))
+
+
+@router.post("/agents/{user_id}/resume", response_model=AgentOut)
+async def resume_agent(user_id: str, caller: Manager, runtime: Runtime) -> AgentOut:
+    async with runtime.uow.begin() as uow:
+        return AgentOut.of(await handlers.pause_agent(uow, caller, user_id, paused=False))
+
+
+@router.post("/agents/pause", response_model=AgentList)
+async def pause_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
+    """The org's kill switch: none of its agents takes work until resumed."""
+    async with runtime.uow.begin() as uow:
+        return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=True)])
+
+
+@router.post("/agents/resume", response_model=AgentList)
+async def resume_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
+    async with runtime.uow.begin() as uow:
+        return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=False)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from agent_service.domain import (
     Activity,
     AgentNotFound,
     AgentProfile,
+    Autonomy,
     InvalidTaskData,
     Listing,
     NothingToAnalyse,
@@ -22,6 +24,8 @@ from agent_service.domain import (
     area_market_scope,
     default_profile,
     failed_outcome,
+    governance_activity,
+    governed,
     joined_activity,
     listing_from,
     listing_market_scope,
@@ -67,6 +71,58 @@ async def agent_activity(uow: UnitOfWork, caller: Caller, user_id: str, *, limit
     if await store.get_profile(uow.conn, caller.org_id, user_id) is None:
         raise AgentNotFound(user_id)
     return await store.activity_of(uow.conn, caller.org_id, user_id, limit=limit)
+
+
+async def _agent(uow: UnitOfWork, caller: Caller, user_id: str) -> AgentProfile:
+    profile = await store.get_profile(uow.conn, caller.org_id, user_id)
+    if profile is None:
+        raise AgentNotFound(user_id)
+    return profile
+
+
+async def update_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, autonomy: Autonomy | None,
+                       confidence_threshold: Decimal | None, skills: tuple[str, ...] | None) -> AgentProfile:
+    """The owner tunes an agent: autonomy, confidence threshold, skills."""
+    changed = governed(await _agent(uow, caller, user_id), autonomy=autonomy,
+                       confidence_threshold=confidence_threshold, skills=skills)
+    await store.save_profile(uow.conn, changed)
+    await store.append_activity(uow.conn, governance_activity(
+        changed, kind="profile.updated", summary="profile changed", by=caller.user_id, at=uow.clock.now(),
+        id=uow.ids()))
+    await store.wake_work(uow.conn)  # an agent switched back on picks its held work up
+    return changed
+
+
+async def pause_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, paused: bool) -> AgentProfile:
+    """The kill switch of one agent: while paused it takes no work and proposes
+    nothing; its queued work waits (or goes to the role's people when task-service
+    hands the agent's open tasks back to the role's queue)."""
+    profile = await _agent(uow, caller, user_id)
+    changed = replace(profile, paused_at=(profile.paused_at or uow.clock.now()) if paused else None)
+    await store.save_profile(uow.conn, changed)
+    held = await store.held_work(uow.conn, caller.org_id, user_id)
+    await store.append_activity(uow.conn, governance_activity(
+        changed, kind="agent.paused" if paused else "agent.resumed",
+        summary=(f"paused; {len(held)} queued task(s) held" if paused else f"resumed; {len(held)} queued task(s)"),
+        by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+    if not paused:
+        await store.wake_work(uow.conn)
+    return changed
+
+
+async def pause_org_agents(uow: UnitOfWork, caller: Caller, *, paused: bool) -> list[AgentProfile]:
+    """The kill switch of every agent of the org."""
+    if paused:
+        await store.pause_org(uow.conn, caller.org_id, at=uow.clock.now(), by=caller.user_id)
+    else:
+        await store.resume_org(uow.conn, caller.org_id)
+    agents = await store.list_profiles(uow.conn, caller.org_id)
+    for agent in agents:
+        await store.append_activity(uow.conn, governance_activity(
+            agent, kind="org.agents.paused" if paused else "org.agents.resumed",
+            summary="every agent of the org paused" if paused else "the org's agents resumed",
+            by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+    return agents
 
 
 async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
@@ -144,6 +200,22 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
     except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData, InvalidRules, UnknownTimezone) as exc:
         log.info("agent %s cannot do task %s: %s", agent.user_id, event.task_id, exc)
         outcome = failed_outcome(skill, exc)
+    await _announce_outcome(ctx, agent, event, outcome)
+
+
+async def report_failure(ctx: EventContext, event: TaskAssigned, error: Exception) -> None:
+    """The skill broke: the task fails with the reason, rather than staying open as
+    if the agent were still at it."""
+    assert event.assigned_to is not None
+    agent = await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to)
+    if agent is None:
+        return
+    reason = f"{type(error).__name__}: {error}"
+    await _announce_outcome(ctx, agent, event, failed_outcome(str(event.data.get("skill") or ""), Exception(reason)))
+
+
+async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskAssigned,
+                            outcome: SkillOutcome) -> None:
     await store.append_activity(ctx.uow.conn, analysis_activity(
         agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
     await ctx.uow.announce(
@@ -158,6 +230,8 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
             result=outcome.result,
             workflow_run_id=event.workflow_run_id,
             workflow_step=event.workflow_step,
+            failed=outcome.failed,
+            error=outcome.result.get("error") if outcome.failed else None,
         ),
         org_id=ctx.org_id,
         key=event.task_id,

@@ -33,7 +33,8 @@ profiles = sa.Table(
     sa.Column("autonomy", sa.Text, nullable=False),
     sa.Column("confidence_threshold", sa.Numeric(3, 2), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("autonomy IN ('suggest', 'act')", name="agent_profiles_autonomy"),
+    sa.Column("paused_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("autonomy IN ('suggest', 'act_within_limits', 'off')", name="agent_profiles_autonomy"),
     sa.CheckConstraint("confidence_threshold BETWEEN 0 AND 1", name="agent_profiles_threshold"),
 )
 sa.Index("agent_profiles_role", profiles.c.org_id, profiles.c.role_id)
@@ -137,6 +138,16 @@ agent_work = sa.Table(
     sa.Column("correlation_id", sa.Text),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("done_at", sa.DateTime(timezone=True)),
+    sa.Column("assignee", sa.Text),
+)
+
+# An org whose owner pulled the kill switch on all its agents.
+org_pauses = sa.Table(
+    "org_agent_pauses",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("paused_by", sa.Text, nullable=False),
 )
 sa.Index("agent_work_pending", agent_work.c.received_at, postgresql_where=agent_work.c.done_at.is_(None))
 WORK_CHANNEL = "agent_work"
@@ -194,6 +205,7 @@ def _to_profile(row: Any) -> AgentProfile:
         autonomy=Autonomy(values["autonomy"]),
         confidence_threshold=values["confidence_threshold"],
         created_at=values["created_at"],
+        paused_at=values["paused_at"],
     )
 
 
@@ -219,6 +231,29 @@ async def get_profile(conn: AsyncConnection, org_id: str, user_id: str) -> Agent
 async def list_profiles(conn: AsyncConnection, org_id: str) -> list[AgentProfile]:
     query = OrgScope(profiles, org_id).select().order_by(profiles.c.created_at, profiles.c.user_id)
     return [_to_profile(r) for r in (await conn.execute(query)).all()]
+
+
+async def save_profile(conn: AsyncConnection, profile: AgentProfile) -> None:
+    await conn.execute(OrgScope(profiles, profile.org_id).update().where(profiles.c.user_id == profile.user_id)
+                       .values(skills=list(profile.skills), autonomy=profile.autonomy.value,
+                               confidence_threshold=profile.confidence_threshold, paused_at=profile.paused_at))
+
+
+async def org_paused(conn: AsyncConnection, org_id: str) -> bool:
+    return (await conn.execute(OrgScope(org_pauses, org_id).select())).first() is not None
+
+
+async def pause_org(conn: AsyncConnection, org_id: str, *, at: dt.datetime, by: str) -> None:
+    await conn.execute(OrgScope(org_pauses, org_id).insert(paused_at=at, paused_by=by).on_conflict_do_nothing())
+
+
+async def resume_org(conn: AsyncConnection, org_id: str) -> None:
+    await conn.execute(OrgScope(org_pauses, org_id).delete())
+    await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
+
+
+async def wake_work(conn: AsyncConnection) -> None:
+    await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
 async def append_activity(conn: AsyncConnection, entry: Activity) -> None:
@@ -431,19 +466,33 @@ async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assign
     await conn.execute(
         OrgScope(agent_work, org_id).insert(
             task_id=task_id, assignment=assignment, assigned_at=assigned_at, event_id=event_id,
-            correlation_id=correlation_id, received_at=received_at,
+            correlation_id=correlation_id, received_at=received_at, assignee=assignment.get("assigned_to"),
         ).on_conflict_do_nothing()
     )
     await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
 async def claim_work(conn: AsyncConnection, limit: int = 20) -> list[Any]:
-    """Pending work of every org, oldest first, locked so two replicas never share it.
-    Cross-org by design: the loop acts on each row with that row's org_id."""
+    """Pending work of every org, oldest first, locked so two replicas never share it,
+    leaving out the work of paused or switched-off agents and paused orgs (it waits
+    for them to resume). Cross-org by design: the loop acts on each row with that
+    row's org_id."""
+    held_agent = sa.exists().where(
+        profiles.c.org_id == agent_work.c.org_id, profiles.c.user_id == agent_work.c.assignee,
+        sa.or_(profiles.c.paused_at.is_not(None), profiles.c.autonomy == "off"))
+    held_org = sa.exists().where(org_pauses.c.org_id == agent_work.c.org_id)
     return list((await conn.execute(
-        sa.select(agent_work).where(agent_work.c.done_at.is_(None))
-        .order_by(agent_work.c.received_at).limit(limit).with_for_update(skip_locked=True)
+        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org)
+        .order_by(agent_work.c.received_at).limit(limit).with_for_update(of=agent_work, skip_locked=True)
     )).all())
+
+
+async def held_work(conn: AsyncConnection, org_id: str, assignee: str | None = None) -> list[str]:
+    """The tasks queued and not done for an agent (or any agent of the org)."""
+    query = OrgScope(agent_work, org_id).select(agent_work.c.task_id).where(agent_work.c.done_at.is_(None))
+    if assignee is not None:
+        query = query.where(agent_work.c.assignee == assignee)
+    return list((await conn.execute(query.order_by(agent_work.c.received_at))).scalars().all())
 
 
 async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.datetime) -> None:

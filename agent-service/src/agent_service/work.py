@@ -73,10 +73,14 @@ async def perform_ready_work(runtime: ServiceRuntime) -> bool:
                     uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
                     await handlers.perform_assigned_task(EventContext(uow, _envelope(row)), assignment)
                     await uow.flush()
-            except Exception:
-                # Never block the queue on one task: log it, and the task stays open in
-                # task-service, visible to the people of its role.
+            except Exception as exc:
+                # Never block the queue on one task: the task fails with the reason,
+                # visible to the people of its role.
                 log.exception("agent work: task %s failed", assignment.task_id)
+                async with conn.begin_nested():
+                    uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
+                    await handlers.report_failure(EventContext(uow, _envelope(row)), assignment, exc)
+                    await uow.flush()
             await store.finish_work(conn, row.org_id, assignment.task_id, runtime.clock.now())
     return waiting
 

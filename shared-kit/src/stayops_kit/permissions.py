@@ -76,4 +76,8 @@ def require(permission: Permission) -> Callable[..., object]:
         return caller
 
     check.__name__ = f"require_{permission.name.lower()}"
+    # Under `from __future__ import annotations` the hints above are strings naming
+    # this function's locals, which FastAPI cannot resolve (it would read `caller` as
+    # a query parameter and answer 422): give it the objects themselves.
+    check.__annotations__ = {"caller": Annotated[Caller, Depends(current_caller)], "return": Caller}
     return Depends(check)  # type: ignore[no-any-return]
