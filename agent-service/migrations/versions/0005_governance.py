@@ -1,5 +1,6 @@
 """Agents an owner governs: autonomy `suggest` | `act_within_limits` | `off`, a pause
-per agent and per org, and work held while its agent is paused.
+per agent and per org, work held while its agent is paused, and which run's sync
+each listing's data came with (a pricing task waits for its own run's).
 
 Revision ID: 0005_governance
 Revises: 0004_pricing_v2
@@ -28,9 +29,17 @@ def upgrade() -> None:
     )
     op.add_column("agent_work", sa.Column("assignee", sa.Text))
     op.execute("UPDATE agent_work SET assignee = assignment->>'assigned_to'")
+    op.create_table(
+        "listing_syncs",
+        sa.Column("org_id", sa.Text, primary_key=True),
+        sa.Column("listing_id", sa.Text, primary_key=True),
+        sa.Column("correlation_id", sa.Text, primary_key=True),
+        sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("listing_syncs")
     op.drop_column("agent_work", "assignee")
     op.drop_table("org_agent_pauses")
     op.drop_column("agent_profiles", "paused_at")

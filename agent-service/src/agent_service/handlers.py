@@ -165,6 +165,9 @@ async def review_created(ctx: EventContext, event: ReviewCreated) -> None:
 async def market_rates_synced(ctx: EventContext, event: MarketRatesSynced) -> None:
     await store.upsert_market_rates(ctx.uow.conn, event.org_id, market_scope(event), event.currency,
                                     event.rates, event.synced_at)
+    if event.listing_id is not None and ctx.envelope.correlationid:
+        await store.record_listing_sync(ctx.uow.conn, event.org_id, event.listing_id, ctx.envelope.correlationid,
+                                        event.synced_at)
 
 
 DEFAULT_HORIZON_DAYS = 90

@@ -141,6 +141,17 @@ agent_work = sa.Table(
     sa.Column("assignee", sa.Text),
 )
 
+# Which sync (by the correlation id of the run that asked for it) brought each
+# listing's data: a pricing task waits for the data of its own run's sync.
+listing_syncs = sa.Table(
+    "listing_syncs",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("correlation_id", sa.Text, primary_key=True),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # An org whose owner pulled the kill switch on all its agents.
 org_pauses = sa.Table(
     "org_agent_pauses",
@@ -500,11 +511,26 @@ async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.d
                        .values(done_at=at))
 
 
-async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str]) -> bool:
+async def record_listing_sync(conn: AsyncConnection, org_id: str, listing_id: str, correlation_id: str,
+                              synced_at: dt.datetime) -> None:
+    await conn.execute(OrgScope(listing_syncs, org_id).insert(
+        listing_id=listing_id, correlation_id=correlation_id, synced_at=synced_at).on_conflict_do_nothing())
+
+
+async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str],
+                          correlation_id: str | None = None) -> bool:
     """Every listing is known and has its market data (the last record a sync sends
-    for a listing, after its reservations, on the listing's partition)."""
+    for a listing, after its reservations, on the listing's partition) — from the
+    sync of the run `correlation_id` when given, not any earlier one."""
     if not listing_ids:
         return True
+    if correlation_id is not None:
+        synced = (await conn.execute(
+            OrgScope(listing_syncs, org_id).select(sa.func.count(sa.distinct(listing_syncs.c.listing_id)))
+            .where(listing_syncs.c.listing_id.in_(list(listing_ids)),
+                   listing_syncs.c.correlation_id == correlation_id)
+        )).scalar_one()
+        return int(synced) == len(set(listing_ids))
     scopes = [listing_market_scope(listing_id) for listing_id in listing_ids]
     known = (await conn.execute(
         OrgScope(market_rates, org_id).select(sa.func.count(sa.distinct(market_rates.c.scope)))

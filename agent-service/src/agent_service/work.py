@@ -91,7 +91,8 @@ async def _ready(conn: Any, row: Any, assignment: TaskAssigned, now: dt.datetime
     listing_ids = assignment.data.get("listing_ids")
     if not isinstance(listing_ids, list):
         return True  # the skill says what is wrong with the task's data
-    return await store.listings_synced(conn, row.org_id, [str(i) for i in listing_ids])
+    # The run's own sync: its data carries the run's correlation id, as this task does.
+    return await store.listings_synced(conn, row.org_id, [str(i) for i in listing_ids], row.correlation_id)
 
 
 def _envelope(row: Any) -> Envelope:

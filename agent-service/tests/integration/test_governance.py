@@ -1,12 +1,14 @@
 """Agents an owner governs, through agent-service's public entries on real
 PostgreSQL and Apache Kafka: PATCH needs agents.manage, the kill switch holds an
-agent's work under load until it resumes, and a failure fails the task with its reason."""
+agent's work under load until it resumes, a failure fails the task with its reason,
+and a pricing task waits for its own run's sync data."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from agent_service import store, work
 from agent_service.app import NAME, create_app
 from stayops_kit.testing import ServiceUnderTest, decoded, eventually, service_under_test
 from stayops_schemas.events.org import MemberJoined, UserType
+from stayops_schemas.events.sync import ListingSynced, MarketRate, MarketRatesSynced
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
 
 pytestmark = pytest.mark.stack
@@ -128,3 +131,43 @@ async def test_a_task_the_agent_cannot_do_fails_with_the_reason(service: Service
 
     assert produced["failed"] is True
     assert "astrology" in produced["error"]
+
+
+async def test_a_pricing_task_waits_for_its_own_runs_sync_not_an_earlier_one(service: ServiceUnderTest) -> None:
+    org, listing_id = await org_with_agent(service), f"l-{uuid.uuid4().hex[:8]}"
+    today = service.runtime.clock.now().date()
+
+    def rates(occupancy: float) -> MarketRatesSynced:
+        now = service.runtime.clock.now()
+        return MarketRatesSynced(org_id=org, listing_id=listing_id, currency="EUR", synced_at=now,
+                                 rates=[MarketRate(date=today + timedelta(days=i), median_price=Decimal("120.00"),
+                                                   occupancy=occupancy, sample_size=40) for i in range(7)])
+
+    await service.publish("airbnb.listing.synced", ListingSynced(
+        listing_id=listing_id, org_id=org, title="Loft", city="Lisbon", capacity=2, base_price=Decimal("120.00"),
+        currency="EUR", synced_at=NOW), key=listing_id, correlation_id="run-last-week")
+    await service.publish("airbnb.market.rates.synced", rates(0.2), key=listing_id, correlation_id="run-last-week")
+
+    async def last_weeks_data() -> bool:
+        async with service.runtime.engine.connect() as conn:
+            return await store.listings_synced(conn, org, [listing_id], "run-last-week")
+
+    await eventually(last_weeks_data, timeout=20, what="last week's sync data")
+    task_id = f"t-pricing-{uuid.uuid4().hex[:6]}"
+    task = assigned(org, task_id, "pricing").model_copy(update={"data": {"skill": "pricing",
+                                                                         "listing_ids": [listing_id]}})
+    await service.publish("stayops.task.assigned", task, key=org, correlation_id="run-this-week")
+
+    async def queued() -> bool:
+        return await pending(service, org) == 1
+
+    await eventually(queued, timeout=20, what="the pricing task queued")
+    await work.perform_ready_work(service.runtime)
+    assert await pending(service, org) == 1  # last week's data is not this run's
+
+    await service.publish("airbnb.market.rates.synced", rates(0.7), key=listing_id, correlation_id="run-this-week")
+
+    async def done() -> bool:
+        return await pending(service, org) == 0
+
+    await eventually(done, timeout=20, what="the pricing once this run's data arrived")
