@@ -24,6 +24,7 @@ from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, MemberLeft, UserType
 from stayops_schemas.events.tasks import TaskRequested, TaskType
+from stayops_schemas.ownership import owner_of
 from task_service import store
 
 pytestmark = pytest.mark.stack
@@ -43,7 +44,8 @@ async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
 
 
 def envelope(name: str, payload: Payload, key: str) -> Envelope:
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source="/tests",
+    # As its owner sends it: consumers dead-letter an event from a source that does not own its type.
+    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=owner_of(name),
                                      partitionkey=key, time=datetime.now(UTC))
 
 
