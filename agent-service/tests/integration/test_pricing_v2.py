@@ -64,6 +64,15 @@ async def test_a_preview_answers_prices_and_minimum_stays_and_changes_nothing(se
     assert await row_counts(service) == before  # no task, no activity, no forecast, no outbox row
 
 
+async def test_the_preview_is_documented_in_openapi_with_an_example(service: ServiceUnderTest) -> None:
+    spec = (await service.client.get("/openapi.json")).json()
+
+    operation = spec["paths"]["/v1/pricing/preview"]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert examples["lisbon"]["value"] == PREVIEW_EXAMPLE
+    assert "no forecast" in operation["description"]
+
+
 async def test_a_preview_with_a_bad_rule_or_time_zone_is_a_422_saying_why(service: ServiceUnderTest) -> None:
     org = f"org-{uuid.uuid4().hex[:8]}"
     bad_rule = {**PREVIEW_EXAMPLE, "rules": {"surge_pricing": {"pct": 50}}}
