@@ -6,12 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
 from agent_service import handlers, store
 from agent_service.domain import Activity, AgentProfile, Autonomy
+from agent_service.preview import PREVIEW_EXAMPLE, PreviewRequest, PreviewResponse, preview_prices
 from stayops_kit.api import CurrentCaller, Runtime
+from stayops_kit.auth import Caller
+from stayops_kit.permissions import Permission, require
 
 router = APIRouter(tags=["agents"])
 
@@ -25,6 +28,7 @@ class AgentOut(BaseModel):
     autonomy: Autonomy
     confidence_threshold: Decimal
     created_at: datetime
+    paused_at: datetime | None = None
 
     @classmethod
     def of(cls, profile: AgentProfile) -> AgentOut:
@@ -79,3 +83,96 @@ async def agent_activity(
     async with runtime.uow.begin() as uow:
         found = await handlers.agent_activity(uow, caller, user_id, limit=limit)
     return ActivityList(items=[ActivityOut.of(a) for a in found])
+
+
+class ScorecardWindowOut(BaseModel):
+    weeks: int
+    first: str
+    last: str
+    decisions: int
+    nights_sold: int
+    picked_up: int
+    realised_revenue: Decimal
+    forecast_revenue: Decimal
+    realised_occupancy: float
+    forecast_occupancy: float
+    revenue_vs_forecast_pct: float
+    beat_forecast: int
+
+
+class ScorecardOut(BaseModel):
+    """How the nights the agent repriced did: realised against forecast."""
+
+    agent_user_id: str
+    as_of: str
+    windows: list[ScorecardWindowOut]
+
+
+@router.get("/agents/{user_id}/scorecard", response_model=ScorecardOut)
+async def agent_scorecard(user_id: str, caller: CurrentCaller, runtime: Runtime) -> ScorecardOut:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.agent_scorecard(uow, caller, user_id)
+    return ScorecardOut.model_validate(found)
+
+
+@router.post("/pricing/preview", response_model=PreviewResponse, tags=["pricing"])
+async def pricing_preview(
+    body: Annotated[PreviewRequest, Body(openapi_examples={"lisbon": {
+        "summary": "A listing with two bookings, an orphan night and a festival",
+        "value": PREVIEW_EXAMPLE}})],
+    caller: CurrentCaller,
+    runtime: Runtime,
+) -> PreviewResponse:
+    """What pricing v2 would do for the listing, calendar and market given: nightly
+    prices, minimum stays and the factors behind them. Nothing is read from or
+    written to any store: no task, no activity, no forecast."""
+    return preview_prices(body, now=runtime.clock.now())
+
+
+Manager = Annotated[Caller, require(Permission.AGENTS_MANAGE)]
+
+
+class AgentChange(BaseModel):
+    """What an owner may change on an agent; a field left out stays as it is."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"autonomy": "act_within_limits", "confidence_threshold": "0.80", "skills": ["pricing"]}]}}
+
+    autonomy: Autonomy | None = None
+    confidence_threshold: Decimal | None = None
+    skills: list[str] | None = None
+
+
+@router.patch("/agents/{user_id}", response_model=AgentOut)
+async def update_agent(user_id: str, body: AgentChange, caller: Manager, runtime: Runtime) -> AgentOut:
+    async with runtime.uow.begin() as uow:
+        changed = await handlers.update_agent(
+            uow, caller, user_id, autonomy=body.autonomy, confidence_threshold=body.confidence_threshold,
+            skills=tuple(body.skills) if body.skills is not None else None)
+    return AgentOut.of(changed)
+
+
+@router.post("/agents/{user_id}/pause", response_model=AgentOut)
+async def pause_agent(user_id: str, caller: Manager, runtime: Runtime) -> AgentOut:
+    """The agent's kill switch: it takes no work until resumed."""
+    async with runtime.uow.begin() as uow:
+        return AgentOut.of(await handlers.pause_agent(uow, caller, user_id, paused=True))
+
+
+@router.post("/agents/{user_id}/resume", response_model=AgentOut)
+async def resume_agent(user_id: str, caller: Manager, runtime: Runtime) -> AgentOut:
+    async with runtime.uow.begin() as uow:
+        return AgentOut.of(await handlers.pause_agent(uow, caller, user_id, paused=False))
+
+
+@router.post("/agents/pause", response_model=AgentList)
+async def pause_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
+    """The org's kill switch: none of its agents takes work until resumed."""
+    async with runtime.uow.begin() as uow:
+        return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=True)])
+
+
+@router.post("/agents/resume", response_model=AgentList)
+async def resume_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
+    async with runtime.uow.begin() as uow:
+        return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=False)])

@@ -5,12 +5,12 @@ framework."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from stayops_kit.errors import NotFound
+from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.sync import (
     ListingSynced,
     MarketRatesSynced,
@@ -32,10 +32,12 @@ class AgentNotFound(NotFound):
 
 class Autonomy(StrEnum):
     """How far an agent may go on its own. `suggest`: it proposes, and a rule or a
-    person decides. `act`: it applies results whose confidence reaches its threshold."""
+    person decides. `act_within_limits`: it applies results whose confidence reaches
+    its threshold, within the org's guardrails. `off`: it takes no work."""
 
     SUGGEST = "suggest"
-    ACT = "act"
+    ACT_WITHIN_LIMITS = "act_within_limits"
+    OFF = "off"
 
 
 DEFAULT_AUTONOMY = Autonomy.SUGGEST
@@ -45,6 +47,7 @@ DEFAULT_CONFIDENCE_THRESHOLD = Decimal("0.70")
 SKILLS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "revenue-manager": ("pricing", "performance-review"),
 }
+KNOWN_SKILLS = ("pricing", "performance-review")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,44 @@ class AgentProfile:
     autonomy: Autonomy
     confidence_threshold: Decimal
     created_at: dt.datetime
+    paused_at: dt.datetime | None = None
+
+    def takes_work(self, org_paused: bool) -> bool:
+        """Whether the agent may work now: not paused, not off, its org not paused."""
+        return self.paused_at is None and self.autonomy is not Autonomy.OFF and not org_paused
+
+
+class InvalidProfileChange(InvalidRequest):
+    """A change to an agent's profile that cannot apply."""
+
+
+def governed(profile: AgentProfile, *, autonomy: Autonomy | None, confidence_threshold: Decimal | None,
+             skills: tuple[str, ...] | None) -> AgentProfile:
+    """The profile with the owner's changes; refuses a threshold outside 0..1 or an
+    unknown skill."""
+    if confidence_threshold is not None and not Decimal(0) <= confidence_threshold <= Decimal(1):
+        raise InvalidProfileChange("confidence_threshold must be between 0 and 1")
+    if skills is not None:
+        unknown = sorted(set(skills) - set(KNOWN_SKILLS))
+        if unknown:
+            raise InvalidProfileChange(f"unknown skills {', '.join(unknown)}; known: {', '.join(KNOWN_SKILLS)}")
+    return replace(
+        profile,
+        autonomy=autonomy if autonomy is not None else profile.autonomy,
+        confidence_threshold=confidence_threshold if confidence_threshold is not None
+        else profile.confidence_threshold,
+        skills=tuple(dict.fromkeys(skills)) if skills is not None else profile.skills,
+    )
+
+
+def governance_activity(profile: AgentProfile, *, kind: str, summary: str, by: str, at: dt.datetime,
+                        id: str) -> Activity:
+    """An owner's change to an agent, in the agent's log like everything it does."""
+    return Activity(id=id, org_id=profile.org_id, agent_user_id=profile.user_id, at=at, kind=kind,
+                    summary=f"{summary} (by {by})",
+                    details={"by": by, "autonomy": profile.autonomy.value, "skills": list(profile.skills),
+                             "confidence_threshold": str(profile.confidence_threshold),
+                             "paused": profile.paused_at is not None})
 
 
 def default_profile(
@@ -122,6 +163,8 @@ class Listing:
     bedrooms: int | None = None
     min_price: Decimal | None = None
     max_price: Decimal | None = None
+    timezone: str = "UTC"
+    min_stay: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +209,8 @@ def listing_from(event: ListingSynced, platform: Platform) -> Listing:
         currency=event.currency,
         active=event.active,
         synced_at=event.synced_at,
+        timezone=event.timezone or "UTC",
+        min_stay=event.min_stay,
     )
 
 
@@ -264,6 +309,7 @@ class SkillOutcome:
     result: dict[str, Any]
     inputs: dict[str, Any]
     explanation: str
+    failed: bool = False
 
 
 def failed_outcome(skill: str, error: Exception) -> SkillOutcome:
@@ -275,6 +321,7 @@ def failed_outcome(skill: str, error: Exception) -> SkillOutcome:
         result={"error": str(error), "error_type": type(error).__name__},
         inputs={},
         explanation=str(error),
+        failed=True,
     )
 
 

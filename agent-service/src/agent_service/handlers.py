@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from agent_service.domain import (
     Activity,
     AgentNotFound,
     AgentProfile,
+    Autonomy,
     InvalidTaskData,
     Listing,
     NothingToAnalyse,
@@ -22,6 +24,8 @@ from agent_service.domain import (
     area_market_scope,
     default_profile,
     failed_outcome,
+    governance_activity,
+    governed,
     joined_activity,
     listing_from,
     listing_market_scope,
@@ -31,10 +35,18 @@ from agent_service.domain import (
     review_from,
 )
 from agent_service.pricing import (
+    DEFAULT_RULES,
+    ForecastNight,
+    InvalidRules,
     ListingPricingInput,
     PricingResult,
+    PricingRules,
+    UnknownTimezone,
+    local_today,
     recommend_prices,
     review_performance,
+    score_decisions,
+    scorecard_window,
 )
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
@@ -59,6 +71,58 @@ async def agent_activity(uow: UnitOfWork, caller: Caller, user_id: str, *, limit
     if await store.get_profile(uow.conn, caller.org_id, user_id) is None:
         raise AgentNotFound(user_id)
     return await store.activity_of(uow.conn, caller.org_id, user_id, limit=limit)
+
+
+async def _agent(uow: UnitOfWork, caller: Caller, user_id: str) -> AgentProfile:
+    profile = await store.get_profile(uow.conn, caller.org_id, user_id)
+    if profile is None:
+        raise AgentNotFound(user_id)
+    return profile
+
+
+async def update_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, autonomy: Autonomy | None,
+                       confidence_threshold: Decimal | None, skills: tuple[str, ...] | None) -> AgentProfile:
+    """The owner tunes an agent: autonomy, confidence threshold, skills."""
+    changed = governed(await _agent(uow, caller, user_id), autonomy=autonomy,
+                       confidence_threshold=confidence_threshold, skills=skills)
+    await store.save_profile(uow.conn, changed)
+    await store.append_activity(uow.conn, governance_activity(
+        changed, kind="profile.updated", summary="profile changed", by=caller.user_id, at=uow.clock.now(),
+        id=uow.ids()))
+    await store.wake_work(uow.conn)  # an agent switched back on picks its held work up
+    return changed
+
+
+async def pause_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, paused: bool) -> AgentProfile:
+    """The kill switch of one agent: while paused it takes no work and proposes
+    nothing; its queued work waits (or goes to the role's people when task-service
+    hands the agent's open tasks back to the role's queue)."""
+    profile = await _agent(uow, caller, user_id)
+    changed = replace(profile, paused_at=(profile.paused_at or uow.clock.now()) if paused else None)
+    await store.save_profile(uow.conn, changed)
+    held = await store.held_work(uow.conn, caller.org_id, user_id)
+    await store.append_activity(uow.conn, governance_activity(
+        changed, kind="agent.paused" if paused else "agent.resumed",
+        summary=(f"paused; {len(held)} queued task(s) held" if paused else f"resumed; {len(held)} queued task(s)"),
+        by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+    if not paused:
+        await store.wake_work(uow.conn)
+    return changed
+
+
+async def pause_org_agents(uow: UnitOfWork, caller: Caller, *, paused: bool) -> list[AgentProfile]:
+    """The kill switch of every agent of the org."""
+    if paused:
+        await store.pause_org(uow.conn, caller.org_id, at=uow.clock.now(), by=caller.user_id)
+    else:
+        await store.resume_org(uow.conn, caller.org_id)
+    agents = await store.list_profiles(uow.conn, caller.org_id)
+    for agent in agents:
+        await store.append_activity(uow.conn, governance_activity(
+            agent, kind="org.agents.paused" if paused else "org.agents.resumed",
+            summary="every agent of the org paused" if paused else "the org's agents resumed",
+            by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+    return agents
 
 
 async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
@@ -101,6 +165,9 @@ async def review_created(ctx: EventContext, event: ReviewCreated) -> None:
 async def market_rates_synced(ctx: EventContext, event: MarketRatesSynced) -> None:
     await store.upsert_market_rates(ctx.uow.conn, event.org_id, market_scope(event), event.currency,
                                     event.rates, event.synced_at)
+    if event.listing_id is not None and ctx.envelope.correlationid:
+        await store.record_listing_sync(ctx.uow.conn, event.org_id, event.listing_id, ctx.envelope.correlationid,
+                                        event.synced_at)
 
 
 DEFAULT_HORIZON_DAYS = 90
@@ -130,12 +197,28 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
         return
     skill = str(event.data.get("skill") or "")
     # The analysis is as of the assignment, so a redelivery reasons about the same day.
-    today = ctx.envelope.time.date()
+    as_of = ctx.envelope.time
     try:
-        outcome = await _run_skill(ctx, agent, event, skill, today)
-    except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData) as exc:
+        outcome = await _run_skill(ctx, agent, event, skill, as_of)
+    except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData, InvalidRules, UnknownTimezone) as exc:
         log.info("agent %s cannot do task %s: %s", agent.user_id, event.task_id, exc)
         outcome = failed_outcome(skill, exc)
+    await _announce_outcome(ctx, agent, event, outcome)
+
+
+async def report_failure(ctx: EventContext, event: TaskAssigned, error: Exception) -> None:
+    """The skill broke: the task fails with the reason, rather than staying open as
+    if the agent were still at it."""
+    assert event.assigned_to is not None
+    agent = await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to)
+    if agent is None:
+        return
+    reason = f"{type(error).__name__}: {error}"
+    await _announce_outcome(ctx, agent, event, failed_outcome(str(event.data.get("skill") or ""), Exception(reason)))
+
+
+async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskAssigned,
+                            outcome: SkillOutcome) -> None:
     await store.append_activity(ctx.uow.conn, analysis_activity(
         agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
     await ctx.uow.announce(
@@ -150,6 +233,8 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
             result=outcome.result,
             workflow_run_id=event.workflow_run_id,
             workflow_step=event.workflow_step,
+            failed=outcome.failed,
+            error=outcome.result.get("error") if outcome.failed else None,
         ),
         org_id=ctx.org_id,
         key=event.task_id,
@@ -157,14 +242,14 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
 
 
 async def _run_skill(
-    ctx: EventContext, agent: AgentProfile, event: TaskAssigned, skill: str, today: dt.date
+    ctx: EventContext, agent: AgentProfile, event: TaskAssigned, skill: str, as_of: dt.datetime
 ) -> SkillOutcome:
     if skill not in agent.skills:
         raise SkillNotAvailable(skill, agent.skills)
     if skill == "pricing":
-        return await _price(ctx, agent, event, today)
+        return await _price(ctx, agent, event, as_of)
     if skill == "performance-review":
-        return await _review(ctx, agent, event, today)
+        return await _review(ctx, agent, event, as_of.date())
     raise SkillNotAvailable(skill, ("pricing", "performance-review"))
 
 
@@ -184,8 +269,26 @@ def _horizon(data: dict[str, Any]) -> int:
     return value
 
 
-async def _pricing_input(ctx: EventContext, listing: Listing, today: dt.date, last: dt.date) -> ListingPricingInput:
+# How far back the market's and the listing's history is read: a year shows the
+# market's typical level and the listing's position against it.
+HISTORY_DAYS = 365
+
+
+def _rules(data: dict[str, Any]) -> tuple[PricingRules, dict[str, Any]]:
+    """The org's rule overrides (`data.rules`) and each listing's (`data.listing_rules`)."""
+    org_rules, listing_rules = data.get("rules"), data.get("listing_rules") or {}
+    if org_rules is not None and not isinstance(org_rules, dict):
+        raise InvalidTaskData("data.rules must be an object of rule overrides")
+    if not isinstance(listing_rules, dict):
+        raise InvalidTaskData("data.listing_rules must map listing ids to rule overrides")
+    return DEFAULT_RULES.overridden(org_rules), listing_rules
+
+
+async def _pricing_input(ctx: EventContext, listing: Listing, rules: PricingRules, as_of: dt.datetime,
+                         horizon: int) -> ListingPricingInput:
     conn = ctx.uow.conn
+    today = local_today(as_of, listing.timezone)
+    since, last = today - dt.timedelta(days=HISTORY_DAYS), today + dt.timedelta(days=horizon - 1)
     return ListingPricingInput(
         listing_id=listing.listing_id,
         currency=listing.currency,
@@ -193,27 +296,28 @@ async def _pricing_input(ctx: EventContext, listing: Listing, today: dt.date, la
         min_price=listing.min_price,
         max_price=listing.max_price,
         current_prices=await store.nightly_prices_of(conn, ctx.org_id, listing.listing_id, first=today, last=last),
-        stays=await store.stays_of(conn, ctx.org_id, listing.listing_id, since=today),
+        stays=await store.stays_of(conn, ctx.org_id, listing.listing_id, since=since),
         market=await store.market_of(
             conn, ctx.org_id, [listing_market_scope(listing.listing_id), area_market_scope(listing.city)],
-            first=today, last=last),
+            first=since, last=last),
+        timezone=listing.timezone,
+        min_stay=listing.min_stay,
+        rules=rules,
     )
 
 
-async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, today: dt.date) -> SkillOutcome:
+async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, as_of: dt.datetime) -> SkillOutcome:
     horizon = _horizon(event.data)
     found = await store.list_listings(ctx.uow.conn, ctx.org_id, _listing_ids(event.data))
     if not found:
         raise NothingToAnalyse("no synced listing matches data.listing_ids; run a sync first")
-    last = today + dt.timedelta(days=horizon - 1)
-    inputs = [await _pricing_input(ctx, listing, today, last) for listing in found]
-    priced = recommend_prices(inputs, today=today, horizon_days=horizon,
+    org_rules, listing_rules = _rules(event.data)
+    inputs = [await _pricing_input(ctx, listing, org_rules.overridden(listing_rules.get(listing.listing_id)),
+                                   as_of, horizon) for listing in found]
+    priced = recommend_prices(inputs, as_of=as_of, horizon_days=horizon,
                               confidence_threshold=float(agent.confidence_threshold))
-    for listing in inputs:
-        await store.save_forecast(
-            ctx.uow.conn, ctx.org_id, listing.listing_id, task_id=event.task_id, produced_at=ctx.envelope.time,
-            currency=listing.currency,
-            nights=[r for r in priced.recommendations if r.listing_id == listing.listing_id])
+    await store.save_forecast(ctx.uow.conn, ctx.org_id, task_id=event.task_id, agent_user_id=agent.user_id,
+                              run_id=event.workflow_run_id, produced_at=as_of, nights=priced.recommendations)
     summary = (f"priced {len(priced.recommendations)} open nights of {len(inputs)} listings over {horizon} days; "
                f"largest change {priced.max_abs_change_pct:.2f}%, lowest confidence {priced.min_confidence:.2f}"
                + ("; needs review" if priced.needs_review else ""))
@@ -222,16 +326,17 @@ async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, to
         summary=summary,
         confidence=priced.min_confidence,
         result=priced.as_result(),
-        inputs=await _pricing_inputs_summary(ctx, inputs, found, today, horizon),
+        inputs=await _pricing_inputs_summary(ctx, inputs, found, as_of, horizon),
         explanation=_explain_pricing(priced, float(agent.confidence_threshold)),
     )
 
 
 async def _pricing_inputs_summary(
-    ctx: EventContext, inputs: list[ListingPricingInput], found: list[Listing], today: dt.date, horizon: int
+    ctx: EventContext, inputs: list[ListingPricingInput], found: list[Listing], as_of: dt.datetime, horizon: int
 ) -> dict[str, Any]:
     listings = []
     for listing, source in zip(inputs, found, strict=True):
+        today = local_today(as_of, listing.timezone)
         reviews, rating = await store.rating_of(ctx.uow.conn, ctx.org_id, listing.listing_id)
         listings.append({
             "listing_id": listing.listing_id,
@@ -240,6 +345,9 @@ async def _pricing_inputs_summary(
             "max_price": str(listing.max_price) if listing.max_price is not None else None,
             "currency": listing.currency,
             "city": source.city,
+            "timezone": listing.timezone,
+            "today": today.isoformat(),
+            "min_stay": listing.min_stay,
             "booked_nights": len({n for s in listing.stays for n in s.nights()
                                   if today <= n < today + dt.timedelta(days=horizon)}),
             "nights_with_current_price": len(listing.current_prices),
@@ -247,13 +355,15 @@ async def _pricing_inputs_summary(
             "reviews": reviews,
             "mean_rating": round(rating, 2) if rating is not None else None,
         })
-    return {"today": today.isoformat(), "horizon_days": horizon, "listings": listings}
+    return {"as_of": as_of.isoformat(), "horizon_days": horizon, "listings": listings}
 
 
 def _explain_pricing(priced: PricingResult, threshold: float) -> str:
-    parts = ["Each open night starts from the listing's base price, moves by occupancy against the market, "
-             "booking pace, lead time, day of week, season and local events, and is kept within the owner's "
-             "minimum and maximum; booked nights are not repriced."]
+    parts = ["Each open night starts from the listing's base price (moved toward the position its bookings "
+             "show against the market), follows the market's season, weekday and night premium, its booking "
+             "pace and the listing's occupancy against the market's, then the owner's rules (last-minute "
+             "discount, far-out premium, orphan gaps, weekend and event premiums), at most the maximum change "
+             "per run, within the owner's minimum and maximum; booked nights are not repriced."]
     if priced.recommendations:
         biggest = max(priced.recommendations, key=lambda r: (abs(r.change_pct), r.listing_id, r.date))
         moved = ", ".join(f"{f.name} {f.effect_pct:+.2f}% ({f.detail})" for f in biggest.factors if f.effect_pct)
@@ -276,13 +386,14 @@ async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, t
     tolerance = event.data.get("tolerance_pct", 0)
     if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
         raise InvalidTaskData("data.tolerance_pct must be a non-negative number")
-    # Only nights already past are final: a night still ahead may yet be booked.
-    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids) if n.date < today]
-    rates: dict[tuple[str, dt.date], Decimal] = {}
-    if nights:
-        rates = await store.booked_rates(ctx.uow.conn, ctx.org_id, sorted({n.listing_id for n in nights}),
-                                         first=min(n.date for n in nights), last=max(n.date for n in nights))
+    # This run's forecast (a later run's never replaces it); only nights already past
+    # are final: a night still ahead may yet be booked.
+    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids,
+                                                    run_id=event.workflow_run_id) if n.date < today]
+    booked = await _booked(ctx.uow.conn, ctx.org_id, nights)
+    rates = {key: rate for key, (rate, _) in booked.items()}
     review = review_performance(nights, rates, tolerance_pct=float(tolerance))
+    scores = score_decisions(nights, booked)
     if review.fell_short:
         await ctx.uow.announce(
             "stayops.task.requested",
@@ -310,10 +421,40 @@ async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, t
         summary=summary,
         # With no repriced night behind us there is nothing to judge yet.
         confidence=0.9 if review.nights_reviewed else 0.5,
-        result=review.as_result(),
+        result={**review.as_result(), "run_id": event.workflow_run_id,
+                "decisions": scorecard_window(scores, nights, 0).as_dict() | {"weeks": None},
+                # The worst decisions first: what a person should look at.
+                "worst_decisions": [d.as_dict() for d in sorted(scores, key=lambda d: d.score_pct)[:5]]},
         inputs={"today": today.isoformat(), "listing_ids": listing_ids, "tolerance_pct": tolerance,
                 "nights_reviewed": review.nights_reviewed, "booked_nights": len(rates)},
         explanation=("Forecast revenue is each repriced night's recommended price times the occupancy expected "
                      "for it (the market's, when known); booked revenue is the nightly rate of the bookings "
                      f"on those nights. Shortfall {review.shortfall_pct:.2f}% against a tolerance of {tolerance}%."),
     )
+
+
+async def _booked(conn: Any, org_id: str, nights: list[ForecastNight]) -> dict[tuple[str, dt.date],
+                                                                              tuple[Decimal, dt.datetime]]:
+    if not nights:
+        return {}
+    return await store.booked_nights(conn, org_id, sorted({n.listing_id for n in nights}),
+                                     first=min(n.date for n in nights), last=max(n.date for n in nights))
+
+
+SCORECARD_WEEKS = (4, 12)
+
+
+async def agent_scorecard(uow: UnitOfWork, caller: Caller, user_id: str) -> dict[str, Any]:
+    """Realised against forecast for the nights the agent repriced, over the last 4
+    and 12 weeks (nights already past, each as its latest run left it)."""
+    if await store.get_profile(uow.conn, caller.org_id, user_id) is None:
+        raise AgentNotFound(user_id)
+    today = uow.clock.now().date()
+    windows = []
+    for weeks in SCORECARD_WEEKS:
+        first, last = today - dt.timedelta(weeks=weeks), today - dt.timedelta(days=1)
+        nights = await store.forecasts_of_agent(uow.conn, caller.org_id, user_id, first=first, last=last)
+        scores = score_decisions(nights, await _booked(uow.conn, caller.org_id, nights))
+        windows.append(scorecard_window(scores, nights, weeks).as_dict()
+                       | {"first": first.isoformat(), "last": last.isoformat()})
+    return {"agent_user_id": user_id, "as_of": today.isoformat(), "windows": windows}

@@ -33,7 +33,8 @@ profiles = sa.Table(
     sa.Column("autonomy", sa.Text, nullable=False),
     sa.Column("confidence_threshold", sa.Numeric(3, 2), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("autonomy IN ('suggest', 'act')", name="agent_profiles_autonomy"),
+    sa.Column("paused_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("autonomy IN ('suggest', 'act_within_limits', 'off')", name="agent_profiles_autonomy"),
     sa.CheckConstraint("confidence_threshold BETWEEN 0 AND 1", name="agent_profiles_threshold"),
 )
 sa.Index("agent_profiles_role", profiles.c.org_id, profiles.c.role_id)
@@ -72,6 +73,8 @@ listings = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("min_stay", sa.Integer),
 )
 
 reservations = sa.Table(
@@ -135,6 +138,27 @@ agent_work = sa.Table(
     sa.Column("correlation_id", sa.Text),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("done_at", sa.DateTime(timezone=True)),
+    sa.Column("assignee", sa.Text),
+)
+
+# Which sync (by the correlation id of the run that asked for it) brought each
+# listing's data: a pricing task waits for the data of its own run's sync.
+listing_syncs = sa.Table(
+    "listing_syncs",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("correlation_id", sa.Text, primary_key=True),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# An org whose owner pulled the kill switch on all its agents.
+org_pauses = sa.Table(
+    "org_agent_pauses",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("paused_by", sa.Text, nullable=False),
 )
 sa.Index("agent_work_pending", agent_work.c.received_at, postgresql_where=agent_work.c.done_at.is_(None))
 WORK_CHANNEL = "agent_work"
@@ -155,17 +179,27 @@ market_rates = sa.Table(
     sa.CheckConstraint("occupancy BETWEEN 0 AND 1", name="market_rates_occupancy"),
 )
 
-# The last pricing result per listing: the forecast a performance review compares with.
-pricing_forecasts = sa.Table(
-    "pricing_forecasts",
+# Every pricing run's forecast, per night: what each night was priced at and what
+# it was expected to earn, read by the run's performance review and the scorecard.
+forecast_nights = sa.Table(
+    "pricing_forecast_nights",
     metadata,
     sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, primary_key=True),
     sa.Column("listing_id", sa.Text, primary_key=True),
-    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("agent_user_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
     sa.Column("produced_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("nights", pg.JSONB, nullable=False),
+    sa.Column("current_price", Money, nullable=False),
+    sa.Column("recommended_price", Money, nullable=False),
+    sa.Column("change_pct", sa.Float, nullable=False),
+    sa.Column("expected_occupancy", sa.Float, nullable=False),
 )
+sa.Index("pricing_forecast_nights_run", forecast_nights.c.org_id, forecast_nights.c.run_id)
+sa.Index("pricing_forecast_nights_agent_date", forecast_nights.c.org_id, forecast_nights.c.agent_user_id,
+         forecast_nights.c.date)
 
 _LISTING_FIELDS = [f.name for f in fields(Listing)]
 _RESERVATION_FIELDS = [f.name for f in fields(Reservation)]
@@ -182,6 +216,7 @@ def _to_profile(row: Any) -> AgentProfile:
         autonomy=Autonomy(values["autonomy"]),
         confidence_threshold=values["confidence_threshold"],
         created_at=values["created_at"],
+        paused_at=values["paused_at"],
     )
 
 
@@ -207,6 +242,29 @@ async def get_profile(conn: AsyncConnection, org_id: str, user_id: str) -> Agent
 async def list_profiles(conn: AsyncConnection, org_id: str) -> list[AgentProfile]:
     query = OrgScope(profiles, org_id).select().order_by(profiles.c.created_at, profiles.c.user_id)
     return [_to_profile(r) for r in (await conn.execute(query)).all()]
+
+
+async def save_profile(conn: AsyncConnection, profile: AgentProfile) -> None:
+    await conn.execute(OrgScope(profiles, profile.org_id).update().where(profiles.c.user_id == profile.user_id)
+                       .values(skills=list(profile.skills), autonomy=profile.autonomy.value,
+                               confidence_threshold=profile.confidence_threshold, paused_at=profile.paused_at))
+
+
+async def org_paused(conn: AsyncConnection, org_id: str) -> bool:
+    return (await conn.execute(OrgScope(org_pauses, org_id).select())).first() is not None
+
+
+async def pause_org(conn: AsyncConnection, org_id: str, *, at: dt.datetime, by: str) -> None:
+    await conn.execute(OrgScope(org_pauses, org_id).insert(paused_at=at, paused_by=by).on_conflict_do_nothing())
+
+
+async def resume_org(conn: AsyncConnection, org_id: str) -> None:
+    await conn.execute(OrgScope(org_pauses, org_id).delete())
+    await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
+
+
+async def wake_work(conn: AsyncConnection) -> None:
+    await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
 async def append_activity(conn: AsyncConnection, entry: Activity) -> None:
@@ -267,31 +325,13 @@ async def stays_of(conn: AsyncConnection, org_id: str, listing_id: str, *, since
     """The bookings that hold the listing's calendar on a night from `since` on."""
     query = (
         OrgScope(reservations, org_id)
-        .select(reservations.c.check_in, reservations.c.check_out, reservations.c.booked_at)
+        .select(reservations.c.check_in, reservations.c.check_out, reservations.c.booked_at,
+                reservations.c.nightly_rate)
         .where(reservations.c.listing_id == listing_id, reservations.c.status != "cancelled",
                reservations.c.check_out > since)
         .order_by(reservations.c.check_in, reservations.c.reservation_id)
     )
-    return [Stay(r.check_in, r.check_out, r.booked_at) for r in (await conn.execute(query)).all()]
-
-
-async def booked_rates(
-    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str], *, first: dt.date, last: dt.date
-) -> dict[tuple[str, dt.date], Decimal]:
-    """The nightly rate of every booked (listing, night) from `first` to `last`."""
-    query = (
-        OrgScope(reservations, org_id)
-        .select(reservations.c.listing_id, reservations.c.check_in, reservations.c.check_out,
-                reservations.c.nightly_rate)
-        .where(reservations.c.listing_id.in_(list(listing_ids)), reservations.c.status != "cancelled",
-               reservations.c.check_in <= last, reservations.c.check_out > first)
-    )
-    rates: dict[tuple[str, dt.date], Decimal] = {}
-    for row in (await conn.execute(query)).all():
-        for night in Stay(row.check_in, row.check_out, dt.datetime.min).nights():
-            if first <= night <= last:
-                rates[(row.listing_id, night)] = row.nightly_rate
-    return rates
+    return [Stay(r.check_in, r.check_out, r.booked_at, r.nightly_rate) for r in (await conn.execute(query)).all()]
 
 
 async def upsert_nightly_prices(
@@ -354,33 +394,80 @@ async def market_of(
 
 
 async def save_forecast(
-    conn: AsyncConnection, org_id: str, listing_id: str, *, task_id: str, produced_at: dt.datetime,
-    currency: str, nights: Sequence[NightRecommendation],
+    conn: AsyncConnection, org_id: str, *, task_id: str, agent_user_id: str, run_id: str | None,
+    produced_at: dt.datetime, nights: Sequence[NightRecommendation],
 ) -> None:
-    """Keep the listing's last pricing result: the changed nights and what they were expected to earn."""
-    values = {
-        "listing_id": listing_id, "task_id": task_id, "produced_at": produced_at, "currency": currency,
-        "nights": [{"date": n.date.isoformat(), "recommended_price": str(n.recommended_price),
-                    "expected_occupancy": n.expected_occupancy, "change_pct": n.change_pct} for n in nights],
-    }
-    await conn.execute(OrgScope(pricing_forecasts, org_id).upsert_newest(
-        [values], key=["listing_id"], version="produced_at"))
+    """Keep a pricing run's forecast, every night of it (once per task: a redelivery adds nothing)."""
+    rows = [{"task_id": task_id, "listing_id": n.listing_id, "date": n.date, "agent_user_id": agent_user_id,
+             "run_id": run_id, "produced_at": produced_at, "currency": n.currency,
+             "current_price": n.current_price, "recommended_price": n.recommended_price,
+             "change_pct": n.change_pct, "expected_occupancy": n.expected_occupancy} for n in nights]
+    if rows:
+        await conn.execute(OrgScope(forecast_nights, org_id).insert_many(rows).on_conflict_do_nothing())
+
+
+def _forecast_night(row: Any) -> ForecastNight:
+    return ForecastNight(row.listing_id, row.date, row.recommended_price, float(row.expected_occupancy),
+                         task_id=row.task_id, produced_at=row.produced_at)
 
 
 async def changed_nights(
-    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str] | None, *, run_id: str | None = None
 ) -> list[ForecastNight]:
-    """The nights the last pricing result of each listing changed."""
-    query = OrgScope(pricing_forecasts, org_id).select().order_by(pricing_forecasts.c.listing_id)
+    """The nights a pricing run changed: the run's own forecast when it has one, else
+    the latest forecast of each listing."""
+    scope = OrgScope(forecast_nights, org_id)
+    query = scope.select().where(forecast_nights.c.change_pct != 0)
     if listing_ids is not None:
-        query = query.where(pricing_forecasts.c.listing_id.in_(list(listing_ids)))
-    return [
-        ForecastNight(row.listing_id, dt.date.fromisoformat(n["date"]), Decimal(n["recommended_price"]),
-                      float(n["expected_occupancy"]))
-        for row in (await conn.execute(query)).all()
-        for n in row.nights
-        if n["change_pct"] != 0
-    ]
+        query = query.where(forecast_nights.c.listing_id.in_(list(listing_ids)))
+    if run_id is not None:
+        rows = (await conn.execute(query.where(forecast_nights.c.run_id == run_id))).all()
+        if rows:
+            return [_forecast_night(r) for r in rows]
+    latest = (
+        scope.select(forecast_nights.c.listing_id, sa.func.max(forecast_nights.c.produced_at).label("at"))
+        .group_by(forecast_nights.c.listing_id).subquery()
+    )
+    query = query.join(latest, sa.and_(latest.c.listing_id == forecast_nights.c.listing_id,
+                                       latest.c.at == forecast_nights.c.produced_at))
+    return [_forecast_night(r) for r in (await conn.execute(query.order_by(forecast_nights.c.listing_id,
+                                                                            forecast_nights.c.date))).all()]
+
+
+async def forecasts_of_agent(
+    conn: AsyncConnection, org_id: str, agent_user_id: str, *, first: dt.date, last: dt.date
+) -> list[ForecastNight]:
+    """The nights from `first` to `last` the agent's pricing runs changed, each as its
+    latest run before the night left them."""
+    query = (
+        OrgScope(forecast_nights, org_id).select()
+        .where(forecast_nights.c.agent_user_id == agent_user_id, forecast_nights.c.change_pct != 0,
+               forecast_nights.c.date.between(first, last))
+        .order_by(forecast_nights.c.listing_id, forecast_nights.c.date, forecast_nights.c.produced_at)
+    )
+    latest: dict[tuple[str, dt.date], ForecastNight] = {}
+    for row in (await conn.execute(query)).all():
+        latest[(row.listing_id, row.date)] = _forecast_night(row)
+    return list(latest.values())
+
+
+async def booked_nights(
+    conn: AsyncConnection, org_id: str, listing_ids: Sequence[str], *, first: dt.date, last: dt.date
+) -> dict[tuple[str, dt.date], tuple[Decimal, dt.datetime]]:
+    """The nightly rate and booking time of every booked (listing, night) from `first` to `last`."""
+    query = (
+        OrgScope(reservations, org_id)
+        .select(reservations.c.listing_id, reservations.c.check_in, reservations.c.check_out,
+                reservations.c.nightly_rate, reservations.c.booked_at)
+        .where(reservations.c.listing_id.in_(list(listing_ids)), reservations.c.status != "cancelled",
+               reservations.c.check_in <= last, reservations.c.check_out > first)
+    )
+    found: dict[tuple[str, dt.date], tuple[Decimal, dt.datetime]] = {}
+    for row in (await conn.execute(query)).all():
+        for night in Stay(row.check_in, row.check_out, row.booked_at).nights():
+            if first <= night <= last:
+                found[(row.listing_id, night)] = (row.nightly_rate, row.booked_at)
+    return found
 
 
 async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assignment: dict[str, Any],
@@ -390,19 +477,33 @@ async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assign
     await conn.execute(
         OrgScope(agent_work, org_id).insert(
             task_id=task_id, assignment=assignment, assigned_at=assigned_at, event_id=event_id,
-            correlation_id=correlation_id, received_at=received_at,
+            correlation_id=correlation_id, received_at=received_at, assignee=assignment.get("assigned_to"),
         ).on_conflict_do_nothing()
     )
     await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
 async def claim_work(conn: AsyncConnection, limit: int = 20) -> list[Any]:
-    """Pending work of every org, oldest first, locked so two replicas never share it.
-    Cross-org by design: the loop acts on each row with that row's org_id."""
+    """Pending work of every org, oldest first, locked so two replicas never share it,
+    leaving out the work of paused or switched-off agents and paused orgs (it waits
+    for them to resume). Cross-org by design: the loop acts on each row with that
+    row's org_id."""
+    held_agent = sa.exists().where(
+        profiles.c.org_id == agent_work.c.org_id, profiles.c.user_id == agent_work.c.assignee,
+        sa.or_(profiles.c.paused_at.is_not(None), profiles.c.autonomy == "off"))
+    held_org = sa.exists().where(org_pauses.c.org_id == agent_work.c.org_id)
     return list((await conn.execute(
-        sa.select(agent_work).where(agent_work.c.done_at.is_(None))
-        .order_by(agent_work.c.received_at).limit(limit).with_for_update(skip_locked=True)
+        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org)
+        .order_by(agent_work.c.received_at).limit(limit).with_for_update(of=agent_work, skip_locked=True)
     )).all())
+
+
+async def held_work(conn: AsyncConnection, org_id: str, assignee: str | None = None) -> list[str]:
+    """The tasks queued and not done for an agent (or any agent of the org)."""
+    query = OrgScope(agent_work, org_id).select(agent_work.c.task_id).where(agent_work.c.done_at.is_(None))
+    if assignee is not None:
+        query = query.where(agent_work.c.assignee == assignee)
+    return list((await conn.execute(query.order_by(agent_work.c.received_at))).scalars().all())
 
 
 async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.datetime) -> None:
@@ -410,11 +511,26 @@ async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.d
                        .values(done_at=at))
 
 
-async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str]) -> bool:
+async def record_listing_sync(conn: AsyncConnection, org_id: str, listing_id: str, correlation_id: str,
+                              synced_at: dt.datetime) -> None:
+    await conn.execute(OrgScope(listing_syncs, org_id).insert(
+        listing_id=listing_id, correlation_id=correlation_id, synced_at=synced_at).on_conflict_do_nothing())
+
+
+async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Sequence[str],
+                          correlation_id: str | None = None) -> bool:
     """Every listing is known and has its market data (the last record a sync sends
-    for a listing, after its reservations, on the listing's partition)."""
+    for a listing, after its reservations, on the listing's partition) — from the
+    sync of the run `correlation_id` when given, not any earlier one."""
     if not listing_ids:
         return True
+    if correlation_id is not None:
+        synced = (await conn.execute(
+            OrgScope(listing_syncs, org_id).select(sa.func.count(sa.distinct(listing_syncs.c.listing_id)))
+            .where(listing_syncs.c.listing_id.in_(list(listing_ids)),
+                   listing_syncs.c.correlation_id == correlation_id)
+        )).scalar_one()
+        return int(synced) == len(set(listing_ids))
     scopes = [listing_market_scope(listing_id) for listing_id in listing_ids]
     known = (await conn.execute(
         OrgScope(market_rates, org_id).select(sa.func.count(sa.distinct(market_rates.c.scope)))

@@ -52,10 +52,14 @@ async def perform_ready_work(runtime: ServiceRuntime) -> bool:
                     uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
                     await handlers.perform_assigned_task(EventContext(uow, _envelope(row)), assignment)
                     await uow.flush()
-            except Exception:
-                # Never block the queue on one task: log it, and the task stays open in
-                # task-service, visible to the people of its role.
+            except Exception as exc:
+                # Never block the queue on one task: the task fails with the reason,
+                # visible to the people of its role.
                 log.exception("agent work: task %s failed", assignment.task_id)
+                async with conn.begin_nested():
+                    uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
+                    await handlers.report_failure(EventContext(uow, _envelope(row)), assignment, exc)
+                    await uow.flush()
             await store.finish_work(conn, row.org_id, assignment.task_id, runtime.clock.now())
     return waiting
 
@@ -66,7 +70,8 @@ async def _ready(conn: Any, row: Any, assignment: TaskAssigned, now: dt.datetime
     listing_ids = assignment.data.get("listing_ids")
     if not isinstance(listing_ids, list):
         return True  # the skill says what is wrong with the task's data
-    return await store.listings_synced(conn, row.org_id, [str(i) for i in listing_ids])
+    # The run's own sync: its data carries the run's correlation id, as this task does.
+    return await store.listings_synced(conn, row.org_id, [str(i) for i in listing_ids], row.correlation_id)
 
 
 def _envelope(row: Any) -> Envelope:

@@ -1,206 +1,346 @@
-"""The pricing and performance-review skills on hand-built cases: what moves a
-night's price, the owner's bounds, confidence and review, determinism."""
+"""Pricing v2 on hand-built cases: each rule, the precedence of minimum stays and of
+overrides, the owner's bounds and the maximum change (also as a property), time
+zones and currencies, and the performance review."""
 
 from __future__ import annotations
 
-import random
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent_service.pricing import (
+    DEFAULT_RULES,
     FACTOR_NAMES,
     ForecastNight,
+    InvalidRules,
     ListingPricingInput,
     MarketNight,
     NightRecommendation,
+    PricingRules,
     Stay,
+    price_listing,
     recommend_prices,
     review_performance,
+    score_decisions,
 )
-from stayops_schemas.results import check_result
 
-TODAY = date(2025, 4, 1)  # a Tuesday in April, whose season factor is 0
+TODAY = date(2025, 4, 1)  # a Tuesday
 AT = datetime(2025, 3, 20, 9, 0, tzinfo=UTC)
 
 
-def market(first: date, nights: int, *, price: str = "120.00", occupancy: float = 0.6,
-           sample_size: int | None = 30, event_on: date | None = None) -> dict[date, MarketNight]:
-    return {
-        first + timedelta(days=i): MarketNight(
-            Decimal(price), occupancy, sample_size,
-            "Lisbon marathon" if first + timedelta(days=i) == event_on else None)
-        for i in range(nights)
-    }
+def flat_market(first: date, nights: int, *, price: str = "120.00", occupancy: float = 0.6,
+                events: dict[date, str] | None = None) -> dict[date, MarketNight]:
+    return {first + timedelta(days=i): MarketNight(Decimal(price), occupancy, 30,
+                                                   (events or {}).get(first + timedelta(days=i)))
+            for i in range(nights)}
 
 
-def listing(*, stays: tuple[Stay, ...] = (), rates: dict[date, MarketNight] | None = None,
-            base: str = "120.00", low: str | None = "80.00", high: str | None = "250.00",
-            prices: dict[date, Decimal] | None = None, listing_id: str = "l-1",
-            currency: str = "EUR") -> ListingPricingInput:
+def listing(*, stays: tuple[Stay, ...] = (), market: dict[date, MarketNight] | None = None,
+            base: str = "120.00", low: str | None = "60.00", high: str | None = "300.00",
+            prices: dict[date, Decimal] | None = None, rules: PricingRules = DEFAULT_RULES,
+            min_stay: int | None = 3, currency: str = "EUR", timezone: str = "UTC",
+            listing_id: str = "l-1") -> ListingPricingInput:
     return ListingPricingInput(
         listing_id=listing_id, currency=currency, base_price=Decimal(base),
         min_price=Decimal(low) if low else None, max_price=Decimal(high) if high else None,
-        current_prices=prices if prices is not None else {},
-        stays=stays, market=market(TODAY, 90) if rates is None else rates,
+        current_prices=prices or {}, stays=stays,
+        market=flat_market(TODAY - timedelta(days=60), 200) if market is None else market,
+        timezone=timezone, min_stay=min_stay, rules=rules,
     )
 
 
-def by_date(recommendations: tuple[NightRecommendation, ...]) -> dict[date, NightRecommendation]:
-    return {r.date: r for r in recommendations}
+def priced(subject: ListingPricingInput, *, today: date = TODAY, horizon: int = 120) -> dict[date, NightRecommendation]:
+    return {r.date: r for r in price_listing(subject, today=today, horizon_days=horizon)}
 
 
-def factor(night: NightRecommendation, name: str) -> float:
+def effect(night: NightRecommendation, name: str) -> float:
     return next(f.effect_pct for f in night.factors if f.name == name)
 
 
-def test_the_open_nights_of_a_nearly_full_week_rise_above_the_market() -> None:
-    # Market at 60% and the listing at the market price; the week of 14-20 April is
-    # booked except Wednesday 16.
-    week = date(2025, 4, 14)
-    stays = (Stay(week, week + timedelta(days=2), AT), Stay(week + timedelta(days=3), week + timedelta(days=7), AT))
-    current = {TODAY + timedelta(days=i): Decimal("120.00") for i in range(90)}
-
-    booked = by_date(recommend_prices([listing(stays=stays, prices=current)], today=TODAY, horizon_days=30,
-                                      confidence_threshold=0.7).recommendations)
-    empty = by_date(recommend_prices([listing(prices=current)], today=TODAY, horizon_days=30,
-                                     confidence_threshold=0.7).recommendations)
-
-    open_night = booked[week + timedelta(days=2)]
-    assert open_night.recommended_price > open_night.current_price
-    assert open_night.recommended_price > empty[open_night.date].recommended_price
-    assert factor(open_night, "occupancy") > 0
-    assert all(week + timedelta(days=d) not in booked for d in (0, 1, 3, 4, 5, 6))  # booked: not repriced
+def stay(first: date, nights: int) -> Stay:
+    return Stay(first, first + timedelta(days=nights), AT, Decimal("120.00"))
 
 
-def test_an_empty_night_tomorrow_is_discounted() -> None:
-    tomorrow = TODAY + timedelta(days=1)  # a Wednesday
-
-    night = by_date(recommend_prices([listing()], today=TODAY, horizon_days=10,
-                                     confidence_threshold=0.7).recommendations)[tomorrow]
-
-    assert night.recommended_price < night.current_price
-    assert factor(night, "lead_time") < 0
-    assert "last-minute" in next(f.detail for f in night.factors if f.name == "lead_time")
+# --- the market -----------------------------------------------------------------------
 
 
-def test_weekend_nights_and_local_events_raise_the_price() -> None:
-    friday, tuesday = date(2025, 4, 18), date(2025, 4, 15)
-    rates = market(TODAY, 90, event_on=tuesday)
+def test_summer_is_priced_from_the_markets_own_summer_whatever_its_level() -> None:
+    # Two markets whose summer is 50 % dearer than the rest of their year: one at 180, one at 50.
+    def seasonal(level: str) -> dict[date, MarketNight]:
+        found = flat_market(TODAY - timedelta(days=300), 500, price=level)
+        for d in list(found):
+            if 6 <= d.month <= 8:
+                found[d] = MarketNight(Decimal(level) * Decimal("1.5"), 0.6, 30)
+        return found
 
-    nights = by_date(recommend_prices([listing(rates=rates)], today=TODAY, horizon_days=30,
-                                      confidence_threshold=0.7).recommendations)
-
-    assert factor(nights[friday], "day_of_week") > 0
-    assert factor(nights[tuesday], "local_event") > 0
-    assert "Lisbon marathon" in next(f.detail for f in nights[tuesday].factors if f.name == "local_event")
-
-
-def test_min_and_max_are_never_crossed_and_the_clamp_is_reported() -> None:
-    rng = random.Random(20250401)
-    for _ in range(200):
-        base = Decimal(rng.randint(40, 400))
-        low = (base * Decimal(rng.uniform(0.5, 1.0))).quantize(Decimal("0.01"))
-        high = (base * Decimal(rng.uniform(1.0, 1.5))).quantize(Decimal("0.01"))
-        today = TODAY + timedelta(days=rng.randint(0, 365))
-        stays = tuple(
-            Stay(start, start + timedelta(days=rng.randint(1, 7)), datetime.combine(
-                today - timedelta(days=rng.randint(0, 40)), datetime.min.time(), UTC))
-            for start in (today + timedelta(days=rng.randint(0, 80)) for _ in range(rng.randint(0, 6)))
-        )
-        rates = {today + timedelta(days=i): MarketNight(
-            Decimal(rng.randint(40, 400)), rng.random(), rng.choice([None, 2, 50]),
-            rng.choice([None, None, "festival"])) for i in range(90) if rng.random() < 0.8}
-        subject = ListingPricingInput("l-r", "EUR", base, low, high, {}, stays, rates)
-
-        result = recommend_prices([subject], today=today, horizon_days=90, confidence_threshold=0.7)
-
-        for night in result.recommendations:
-            assert low <= night.recommended_price <= high, (night, low, high)
-            clamp = next(f for f in night.factors if f.name == "bounds")
-            if clamp.effect_pct:
-                assert night.recommended_price in (low, high)
-                assert "minimum" in clamp.detail or "maximum" in clamp.detail
+    august = date(2025, 8, 12)
+    for level in ("180.00", "50.00"):
+        night = priced(listing(market=seasonal(level)), horizon=160)[august]
+        assert effect(night, "season") > 20
+        assert night.recommended_price > Decimal("140.00")
 
 
-def test_a_price_pushed_past_the_maximum_is_capped_and_says_so() -> None:
-    august_friday = date(2025, 8, 1)
-    rates = market(TODAY, 150, event_on=august_friday)
+def test_bookings_sold_above_the_owners_position_raise_the_base() -> None:
+    # The owner's base is 100 % of a market at 120; guests paid 150 on nights the market sold at 120.
+    sold = tuple(Stay(TODAY - timedelta(days=d), TODAY - timedelta(days=d - 3),
+                      datetime.combine(TODAY - timedelta(days=d + 30), datetime.min.time(), UTC), Decimal("150.00"))
+                 for d in range(10, 58, 4))
 
-    night = by_date(recommend_prices([listing(rates=rates, high="130.00")], today=TODAY, horizon_days=150,
-                                     confidence_threshold=0.7).recommendations)[august_friday]
+    night = priced(listing(stays=sold))[TODAY + timedelta(days=30)]
+    unknown = priced(listing())[TODAY + timedelta(days=30)]
 
-    bounds = next(f for f in night.factors if f.name == "bounds")
-    assert night.recommended_price == Decimal("130.00")
-    assert bounds.effect_pct < 0
-    assert "maximum 130.00" in bounds.detail
+    assert effect(night, "market_position") > 0
+    assert "sold at 125% of the market's median" in night.factors[0].detail
+    assert night.recommended_price > unknown.recommended_price
 
 
-def test_every_factor_is_reported_on_every_recommendation() -> None:
-    stays = (Stay(TODAY + timedelta(days=5), TODAY + timedelta(days=8), AT),)
+def test_a_southern_market_peaks_in_january_from_its_own_data() -> None:
+    market = flat_market(date(2024, 10, 1), 200)
+    for d in list(market):
+        if d.month in (12, 1, 2):
+            market[d] = MarketNight(Decimal("180.00"), 0.6, 30)
 
-    result = recommend_prices([listing(stays=stays, rates=market(TODAY, 20))], today=TODAY, horizon_days=90,
-                              confidence_threshold=0.7)
+    nights = priced(listing(market=market), today=date(2024, 12, 1), horizon=90)
 
-    assert len(result.recommendations) == 87
-    for night in result.recommendations:
+    assert effect(nights[date(2025, 1, 14)], "season") > 10
+    assert nights[date(2025, 1, 14)].recommended_price > nights[date(2024, 12, 3)].recommended_price * Decimal("0.9")
+
+
+def test_weekday_pattern_and_a_night_premium_come_from_market_prices() -> None:
+    market = flat_market(TODAY - timedelta(days=60), 200)
+    for d in list(market):
+        if d.weekday() == 5:
+            market[d] = MarketNight(Decimal("150.00"), 0.6, 30)
+    wednesday = date(2025, 5, 14)
+    market[wednesday] = MarketNight(Decimal("200.00"), 0.6, 30, "Champions League final")
+
+    nights = priced(listing(market=market))
+
+    assert effect(nights[date(2025, 5, 17)], "day_of_week") > 10  # Saturday
+    assert effect(nights[date(2025, 5, 15)], "day_of_week") < 0
+    assert effect(nights[wednesday], "market_night") > 30
+    # The event premium adds only what the market's price does not show already.
+    assert effect(nights[wednesday], "local_event") == 0
+    assert "Champions League final" in next(f.detail for f in nights[wednesday].factors if f.name == "local_event")
+
+
+def test_an_announced_event_the_market_has_not_priced_gets_the_event_premium() -> None:
+    night = date(2025, 5, 14)
+    market = flat_market(TODAY - timedelta(days=60), 200, events={night: "marathon"})
+
+    assert effect(priced(listing(market=market))[night], "local_event") == DEFAULT_RULES.premiums.event_pct
+
+
+def test_a_night_booking_faster_than_usual_at_its_lead_time_rises() -> None:
+    market = flat_market(TODAY - timedelta(days=60), 200, occupancy=0.3)
+    hot = date(2025, 5, 20)
+    market[hot] = MarketNight(Decimal("120.00"), 0.8, 30)
+
+    nights = priced(listing(market=market))
+
+    assert effect(nights[hot], "demand") > 10
+    assert nights[hot].recommended_price > nights[hot - timedelta(days=7)].recommended_price
+
+
+def test_a_listing_booking_ahead_of_the_market_is_cheap_and_rises() -> None:
+    stays = tuple(stay(TODAY + timedelta(days=d), 1) for d in range(0, 30) if d % 5)  # 24 of 30 nights
+
+    nights = priced(listing(stays=stays, market=flat_market(TODAY - timedelta(days=60), 200, occupancy=0.4)))
+
+    assert all(effect(n, "occupancy") > 0 for n in nights.values())
+
+
+# --- the owner's rules ----------------------------------------------------------------
+
+
+def test_the_last_minute_discount_grows_over_the_last_fifteen_days_up_to_thirty_percent() -> None:
+    market = flat_market(TODAY - timedelta(days=60), 200, occupancy=0.0)  # nobody books: the full discount
+    nights = priced(listing(market=market, min_stay=1))
+
+    discounts = [effect(nights[TODAY + timedelta(days=lead)], "lead_time") for lead in range(16)]
+
+    assert discounts[0] == -30.0
+    assert all(a < b for a, b in itertools.pairwise(discounts[:15]))  # graduated
+    assert discounts[14] < 0 and discounts[15] == 0
+
+
+def test_the_last_minute_discount_is_smaller_when_the_market_books_that_night_fast() -> None:
+    slow = priced(listing(market=flat_market(TODAY - timedelta(days=60), 200, occupancy=0.0)))
+    market = flat_market(TODAY - timedelta(days=60), 200, occupancy=0.6)
+    market[TODAY + timedelta(days=2)] = MarketNight(Decimal("120.00"), 0.95, 30)
+    busy = priced(listing(market=market))
+
+    assert effect(busy[TODAY + timedelta(days=2)], "lead_time") > effect(slow[TODAY + timedelta(days=2)], "lead_time")
+
+
+def test_far_out_nights_get_the_far_out_premium() -> None:
+    nights = priced(listing(), horizon=120)
+
+    assert effect(nights[TODAY + timedelta(days=100)], "lead_time") == DEFAULT_RULES.far_out.premium_pct
+    assert effect(nights[TODAY + timedelta(days=50)], "lead_time") == 0
+
+
+def test_orphan_gaps_are_discounted_and_their_minimum_stay_lowered_to_fit() -> None:
+    # Booked 10-12 and 14-17 April: the 13th is a one-night gap; 18-19 then 20+ booked: a two-night gap.
+    stays = (stay(date(2025, 4, 20), 5), stay(date(2025, 4, 10), 3), stay(date(2025, 4, 14), 4))
+
+    nights = priced(listing(stays=stays, min_stay=3))
+
+    one, two_a, two_b = nights[date(2025, 4, 13)], nights[date(2025, 4, 18)], nights[date(2025, 4, 19)]
+    assert effect(one, "orphan_gap") == -DEFAULT_RULES.orphan_gap.discount_pct
+    assert (one.min_stay, two_a.min_stay, two_b.min_stay) == (1, 2, 1)
+    open_night = nights[date(2025, 4, 28)]
+    assert effect(open_night, "orphan_gap") == 0 and open_night.min_stay == 3
+    assert one.recommended_price < open_night.recommended_price
+
+
+def test_minimum_stay_precedence_gap_then_last_minute_then_far_out_then_default() -> None:
+    rules = DEFAULT_RULES.overridden({"min_stay": {"far_out": 5, "last_minute": 2, "last_minute_days": 7}})
+    stays = (stay(TODAY + timedelta(days=3), 2), stay(TODAY + timedelta(days=6), 3))  # gap on day 5
+
+    nights = priced(listing(stays=stays, rules=rules, min_stay=4), horizon=120)
+
+    assert nights[TODAY + timedelta(days=5)].min_stay == 1  # gap (inside the last-minute window)
+    assert nights[TODAY + timedelta(days=1)].min_stay == 2  # last minute
+    assert nights[TODAY + timedelta(days=100)].min_stay == 5  # far out
+    assert nights[TODAY + timedelta(days=30)].min_stay == 4  # the listing's own
+
+
+def test_a_weekend_premium_rule_applies_to_friday_and_saturday_nights() -> None:
+    rules = DEFAULT_RULES.overridden({"premiums": {"weekend_pct": 12}})
+    nights = priced(listing(rules=rules))
+
+    assert effect(nights[date(2025, 4, 25)], "weekend") == 12  # Friday
+    assert effect(nights[date(2025, 4, 23)], "weekend") == 0
+
+
+def test_no_night_moves_more_than_the_maximum_change_per_run() -> None:
+    rules = DEFAULT_RULES.overridden({"max_change": {"pct": 5}})
+    current = {TODAY + timedelta(days=i): Decimal("200.00") for i in range(120)}
+
+    nights = priced(listing(prices=current, rules=rules, market=flat_market(TODAY - timedelta(days=60), 200,
+                                                                            occupancy=0.0)))
+
+    tomorrow = nights[TODAY + timedelta(days=1)]
+    assert tomorrow.recommended_price == Decimal("190.00")
+    assert effect(tomorrow, "max_change") > 0
+    assert all(abs(n.change_pct) <= 5 for n in nights.values())
+
+
+def test_the_owners_bounds_win_over_everything_and_say_so() -> None:
+    market = flat_market(TODAY - timedelta(days=60), 200, occupancy=0.0)
+    nights = priced(listing(low="110.00", market=market))
+
+    tomorrow = nights[TODAY + timedelta(days=1)]
+    assert tomorrow.recommended_price == Decimal("110.00")
+    assert effect(tomorrow, "bounds") > 0 and "minimum 110.00" in tomorrow.factors[-1].detail
+
+
+def test_listing_overrides_beat_org_overrides_which_beat_defaults() -> None:
+    org = DEFAULT_RULES.overridden({"last_minute": {"days": 10, "max_discount_pct": 20}})
+    mine = org.overridden({"last_minute": {"max_discount_pct": 10}})
+
+    assert (org.last_minute.days, org.last_minute.max_discount_pct) == (10, 20)
+    assert (mine.last_minute.days, mine.last_minute.max_discount_pct) == (10, 10)
+    assert DEFAULT_RULES.last_minute.max_discount_pct == 30
+
+
+@pytest.mark.parametrize("overrides", [{"surge": {}}, {"last_minute": {"hours": 3}},
+                                       {"last_minute": {"days": "ten"}}, {"max_change": {"pct": 0}},
+                                       {"min_stay": {"default": 1.5}}])
+def test_a_bad_override_is_refused_naming_what_is_wrong(overrides: dict[str, dict[str, object]]) -> None:
+    with pytest.raises(InvalidRules):
+        DEFAULT_RULES.overridden(overrides)
+
+
+# --- every night, every listing ---------------------------------------------------------
+
+
+def test_every_factor_is_reported_on_every_open_night() -> None:
+    result = priced(listing(stays=(stay(TODAY + timedelta(days=5), 3),)), horizon=90)
+
+    assert len(result) == 87
+    for night in result.values():
         assert tuple(f.name for f in night.factors) == FACTOR_NAMES
         assert all(f.detail for f in night.factors)
 
 
-def test_thin_data_asks_for_review_even_when_the_change_is_small() -> None:
-    # No market rate at all: confidence falls below the threshold.
-    result = recommend_prices([listing(rates={})], today=TODAY + timedelta(days=10), horizon_days=5,
-                              confidence_threshold=0.7)
+def test_the_listings_time_zone_defines_its_today() -> None:
+    # 23:30 UTC on 31 March is already 1 April in Tokyo, still 31 March in New York.
+    at = datetime(2025, 3, 31, 23, 30, tzinfo=UTC)
+    tokyo = listing(timezone="Asia/Tokyo", listing_id="tokyo", currency="JPY", base="15000.00",
+                    low="8000.00", high="40000.00")
+    lisbon = listing(timezone="America/New_York", listing_id="new-york")
 
-    assert result.max_abs_change_pct <= 10
-    assert result.min_confidence < 0.7
-    assert result.needs_review is True
-    confident = recommend_prices([listing()], today=TODAY + timedelta(days=10), horizon_days=5,
-                                 confidence_threshold=0.7)
-    assert confident.needs_review is False
+    result = recommend_prices([tokyo, lisbon], as_of=at, horizon_days=3, confidence_threshold=0.7)
+
+    first = {r.listing_id: min(n.date for n in result.recommendations if n.listing_id == r.listing_id)
+             for r in result.recommendations}
+    assert first == {"tokyo": date(2025, 4, 1), "new-york": date(2025, 3, 31)}
+    # A multi-currency result prices each listing in its own currency.
+    assert {(r.listing_id, r.currency) for r in result.recommendations} == {("tokyo", "JPY"), ("new-york", "EUR")}
+    assert result.currency is None
 
 
-def test_the_result_has_the_contracts_shape() -> None:
-    result = recommend_prices([listing()], today=TODAY, horizon_days=3, confidence_threshold=0.7).as_result()
+def test_the_recommendation_keeps_the_contracts_shape() -> None:
+    result = recommend_prices([listing()], as_of=datetime(2025, 4, 1, 9, tzinfo=UTC), horizon_days=3,
+                              confidence_threshold=0.7).as_result()
 
-    assert set(result) == {"recommendations", "max_abs_change_pct", "min_confidence", "needs_review", "currency"}
-    assert set(result["recommendations"][0]) == {"listing_id", "date", "current_price", "recommended_price",
-                                                 "change_pct", "confidence", "factors", "currency",
-                                                 "min_price", "max_price"}
-    assert set(result["recommendations"][0]["factors"][0]) == {"name", "effect_pct", "detail"}
+    assert {"recommendations", "max_abs_change_pct", "min_confidence", "needs_review", "currency"} <= set(result)
+    assert {"listing_id", "date", "current_price", "recommended_price", "change_pct", "confidence", "factors",
+            "currency", "min_price", "max_price", "min_stay"} <= set(result["recommendations"][0])
     assert result["currency"] == "EUR"
-    assert 0 <= result["min_confidence"] <= 1
-    check_result("pricing", result)  # what task-service accepts from the agent
 
 
-def test_each_listing_is_priced_in_its_own_currency_and_bounds() -> None:
-    eur = listing(listing_id="l-eur", currency="EUR", low="80.00", high="250.00")
-    usd = listing(listing_id="l-usd", currency="USD", base="300.00", low="280.00", high="320.00")
-    result = recommend_prices([eur, usd], today=TODAY, horizon_days=30, confidence_threshold=0.7).as_result()
+# --- the property: bounds and maximum change hold for any input ----------------------------
 
-    nights = {(n["listing_id"], n["currency"], n["min_price"], n["max_price"]) for n in result["recommendations"]}
-    assert nights == {("l-eur", "EUR", "80.00", "250.00"), ("l-usd", "USD", "280.00", "320.00")}
-    assert all(Decimal("280.00") <= Decimal(n["recommended_price"]) <= Decimal("320.00")
-               for n in result["recommendations"] if n["listing_id"] == "l-usd")
-    assert result["currency"] is None, "no one currency for the whole result"
-    check_result("pricing", result)
+prices = st.decimals(min_value=Decimal("20"), max_value=Decimal("900"), places=2)
 
 
-def test_a_review_has_the_contracts_shape() -> None:
-    nights = [ForecastNight("l-1", date(2025, 4, d), Decimal("100.00"), 0.5) for d in (1, 2, 3)]
-    check_result("performance-review", review_performance(nights, {("l-1", date(2025, 4, 1)): Decimal("90")})
-                 .as_result())
-    check_result("performance-review", review_performance([], {}).as_result())
+@st.composite
+def pricing_cases(draw: st.DrawFn) -> tuple[ListingPricingInput, date, float]:
+    base = draw(prices)
+    low = (base * Decimal(draw(st.floats(0.3, 1.0)))).quantize(Decimal("0.01"))
+    high = (base * Decimal(draw(st.floats(1.0, 3.0)))).quantize(Decimal("0.01"))
+    today = TODAY + timedelta(days=draw(st.integers(0, 365)))
+    max_change = draw(st.floats(1, 60))
+    current = {today + timedelta(days=i): draw(st.decimals(min_value=low, max_value=high, places=2))
+               for i in range(0, 40, draw(st.integers(1, 7)))}
+    stays = tuple(Stay(today + timedelta(days=s), today + timedelta(days=s + n), AT, draw(prices))
+                  for s, n in draw(st.lists(st.tuples(st.integers(-30, 40), st.integers(1, 6)), max_size=6)))
+    market = {today + timedelta(days=i): MarketNight(draw(prices), draw(st.floats(0, 1)),
+                                                     draw(st.sampled_from([None, 2, 40])),
+                                                     draw(st.sampled_from([None, "festival"])))
+              for i in range(-20, 40, draw(st.integers(1, 4)))}
+    rules = DEFAULT_RULES.overridden({"max_change": {"pct": max_change},
+                                      "premiums": {"weekend_pct": draw(st.floats(0, 40))},
+                                      "last_minute": {"max_discount_pct": draw(st.floats(0, 90))}})
+    return (ListingPricingInput("l-p", "EUR", base, low, high, current, stays, market,
+                                min_stay=draw(st.integers(1, 7)), rules=rules), today, max_change)
 
 
-def test_the_same_input_gives_the_same_output() -> None:
-    stays = (Stay(TODAY + timedelta(days=3), TODAY + timedelta(days=6), AT),)
-    subject = [listing(stays=stays, rates=market(TODAY, 40, event_on=TODAY + timedelta(days=12)))]
+@settings(max_examples=150, deadline=None)
+@given(pricing_cases())
+def test_prices_stay_within_bounds_and_change_at_most_the_maximum(
+    case: tuple[ListingPricingInput, date, float],
+) -> None:
+    subject, today, max_change = case
 
-    first = recommend_prices(subject, today=TODAY, horizon_days=90, confidence_threshold=0.7).as_result()
-    second = recommend_prices(subject, today=TODAY, horizon_days=90, confidence_threshold=0.7).as_result()
+    for night in price_listing(subject, today=today, horizon_days=40):
+        assert subject.min_price is not None and subject.max_price is not None
+        assert subject.min_price <= night.recommended_price <= subject.max_price
+        # The reference is inside the bounds here, so the maximum change always holds
+        # (to the cent of rounding).
+        assert abs(night.recommended_price - night.current_price) <= night.current_price * Decimal(
+            str(max_change)) / 100 + Decimal("0.01")
+        assert night.min_stay >= 1
 
-    assert first == second
+
+# --- the review ---------------------------------------------------------------------------
 
 
 def test_revenue_below_the_forecast_falls_short() -> None:
@@ -211,11 +351,14 @@ def test_revenue_below_the_forecast_falls_short() -> None:
 
     assert (review.booked_revenue, review.forecast_revenue) == (Decimal("100.00"), Decimal("200.00"))
     assert (review.shortfall_pct, review.fell_short) == (50.0, True)
-    met = review_performance(nights, {**booked, ("l-1", date(2025, 4, 2)): Decimal("110.00")})
-    assert met.fell_short is False
 
 
-def test_no_changed_night_means_nothing_fell_short() -> None:
-    review = review_performance([], {})
+def test_each_decision_is_scored_on_what_it_earned() -> None:
+    run_at = datetime(2025, 3, 25, tzinfo=UTC)
+    nights = [ForecastNight("l-1", date(2025, 4, d), Decimal("100.00"), 0.5, "t-1", run_at) for d in (1, 2)]
+    booked = {("l-1", date(2025, 4, 1)): (Decimal("100.00"), datetime(2025, 3, 27, tzinfo=UTC))}
 
-    assert (review.forecast_revenue, review.shortfall_pct, review.fell_short) == (Decimal("0.00"), 0.0, False)
+    sold, unsold = score_decisions(nights, booked)
+
+    assert (sold.sold, sold.picked_up, sold.score_pct) == (True, True, 100.0)
+    assert (unsold.sold, unsold.realised_revenue, unsold.score_pct) == (False, Decimal("0.00"), -100.0)

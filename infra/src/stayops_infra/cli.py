@@ -327,6 +327,29 @@ def events_tail(
         return
 
 
+@app.command()
+def backtest(
+    seeds: Annotated[int, typer.Option(help="How many markets to simulate (seeds 1..N).")] = 5,
+    first_seed: Annotated[int, typer.Option(help="The first seed.")] = 1,
+    url: Annotated[str | None, typer.Option(help="POST to a running agent-service's /v1/pricing/preview "
+                                                 "instead of calling its code in-process.")] = None,
+    token: Annotated[str | None, typer.Option(help="The bearer token for --url.")] = None,
+    rules: Annotated[str | None, typer.Option(help="Rule overrides for pricing v2, as JSON.")] = None,
+) -> None:
+    """Simulate a year of a market per seed and compare static prices, the baseline
+    rules and pricing v2 (through the preview API) on RevPAN, occupancy and ADR."""
+    from stayops_infra.backtest.report import print_backtest
+    from stayops_infra.backtest.run import http_pricer, in_process_pricer, run_backtest
+
+    if url is not None and token is None:
+        raise _fail(StackError("--url needs --token (stayops token --org ORG --user USER --role owner)"))
+    pricer = http_pricer(url, token or "") if url else in_process_pricer()
+    overrides = json.loads(rules) if rules else None
+    results = run_backtest(range(first_seed, first_seed + seeds), pricer, overrides=overrides,
+                           progress=lambda m: errors.print(m, highlight=False))
+    print_backtest(results, console)
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
     """Write every event type's JSON Schema into DIRECTORY."""

@@ -34,6 +34,14 @@ class OrgScope:
             raise ValueError("cannot insert a row into another org")
         return postgresql.insert(self.table).values({**values, "org_id": self.org_id})
 
+    def insert_many(self, rows: Sequence[dict[str, Any]]) -> postgresql.Insert:
+        """An INSERT of several rows into this org."""
+        if not rows:
+            raise ValueError("insert_many needs at least one row")
+        if any(row.get("org_id", self.org_id) != self.org_id for row in rows):
+            raise ValueError("cannot insert a row into another org")
+        return postgresql.insert(self.table).values([{**row, "org_id": self.org_id} for row in rows])
+
     def upsert_newest(
         self, rows: Sequence[dict[str, Any]], *, key: Sequence[str], version: str
     ) -> postgresql.Insert:

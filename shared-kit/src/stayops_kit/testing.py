@@ -306,12 +306,13 @@ class ServiceUnderTest:
         return {"Authorization": f"Bearer {token}"}
 
     async def publish(self, type_: str, payload: Payload, *, key: str, time: datetime | None = None,
-                      source: str | None = None) -> None:
+                      source: str | None = None, correlation_id: str | None = None) -> None:
         """Send an event as its owner would (`stayops_schemas.ownership`), unless
         `source` names another publisher (to test that a forgery is refused)."""
         entry = event_type(type_)
         envelope = entry.envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
-                                  partitionkey=key, time=time or self.runtime.clock.now())
+                                  partitionkey=key, time=time or self.runtime.clock.now(),
+                                  correlationid=correlation_id)
         record = to_kafka(envelope)
         await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key, headers=record.headers)
 

@@ -47,6 +47,9 @@ class PriceRecommendation(_Result):
     currency: Currency
     min_price: Amount | None = None
     max_price: Amount | None = None
+    min_stay: int | None = Field(default=None, ge=1, le=365)
+    """The fewest nights a stay starting that night must book."""
+    expected_occupancy: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _agrees_with_its_prices(self) -> Self:

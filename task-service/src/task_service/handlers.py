@@ -287,6 +287,15 @@ async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -
         log.info("ignoring result of agent %s for task %s assigned to %s",
                  event.agent_user_id, task.id, task.assigned_to)
         return
+    if event.failed:
+        # The agent could not do it: the task fails with the agent's reason, visible
+        # to the people of its role, instead of staying open as if work went on.
+        if not task.can_become(TaskStatus.FAILED):
+            log.info("ignoring failure for task %s: it is %s", task.id, task.status.value)
+            return
+        reason = event.error or event.summary
+        await _save_failed(ctx.uow, task.fail(reason, ctx.uow.clock.now()), reason, failed_by=event.agent_user_id)
+        return
     if not task.can_become(TaskStatus.COMPLETED):
         log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
         return

@@ -336,6 +336,31 @@ def pricing_result(change_pct: float, *, max_abs_change_pct: float | None = None
             "max_abs_change_pct": abs(change_pct) if max_abs_change_pct is None else max_abs_change_pct}
 
 
+async def test_an_agents_failure_fails_its_task_with_the_reason(
+    service: Service, stack: Any, producer: AIOKafkaProducer
+) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
+    await publish(producer, envelope("stayops.task.requested", requested(
+        org, "run-8:analysis:1", role_id="revenue-manager", data={"skill": "pricing"},
+        workflow_run_id="run-8", workflow_step="analysis"), "run-8"))
+    auth = headers(stack, org, "ai-rm", "revenue-manager", user_type="ai_agent")
+    [task] = await eventually(lambda: tasks_of(client, auth), what="the analysis task")
+
+    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+        agent_user_id="ai-rm", org_id=org, task_id=task["id"], skill="pricing", summary="could not run",
+        confidence=0.0, failed=True, error="no synced listing matches data.listing_ids"), task["id"])
+    await publish(producer, report)
+    await handled(runtime, report)
+
+    current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+    assert (current["status"], current["status_reason"]) == ("failed", "no synced listing matches data.listing_ids")
+    [event] = await announced(runtime, org, "stayops.task.failed")
+    assert event["failed_by"] == "ai-rm"
+    assert await announced(runtime, org, "stayops.task.completed") == []
+
+
 async def test_an_automation_failure_fails_the_task_and_late_reports_change_nothing(
     service: Service, stack: Any, producer: AIOKafkaProducer
 ) -> None:

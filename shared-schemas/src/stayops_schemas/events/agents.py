@@ -1,5 +1,5 @@
 """AI agent events, produced by agent-service on `stayops.agents`. task-service turns
-an agent's result into the task's completion."""
+an agent's result into the task's completion, or its failure into the task's."""
 
 from __future__ import annotations
 
@@ -24,3 +24,5 @@ class AgentResultProduced(Payload):
     result: dict[str, Any] = Field(default_factory=dict)
     workflow_run_id: str | None = None
     workflow_step: str | None = None
+    failed: bool = Field(default=False, description="The agent could not do the task; `error` says why.")
+    error: str | None = None

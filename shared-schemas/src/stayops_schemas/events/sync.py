@@ -51,6 +51,8 @@ class ListingSynced(Payload):
     currency: Currency
     active: bool = True
     synced_at: dt.datetime
+    timezone: str | None = Field(default=None, description="IANA time zone of the listing; it defines its today.")
+    min_stay: int | None = Field(default=None, ge=1, description="The owner's usual minimum stay, in nights.")
 
     @model_validator(mode="after")
     def _prices_within_bounds(self) -> Self:

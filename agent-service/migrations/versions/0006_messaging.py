@@ -1,16 +1,16 @@
 """Messaging tables: per-row relay retries and parking, pruning indexes, inbox
 identity by (source, id).
 
-Revision ID: 0004_messaging
-Revises: 0003
+Revision ID: 0006_messaging
+Revises: 0005_governance
 """
 
 from alembic import op
 
 from stayops_kit.migrations import upgrade_messaging_tables
 
-revision = "0004_messaging"
-down_revision = "0003"
+revision = "0006_messaging"
+down_revision = "0005_governance"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,101 @@
+"""What the market data says, read once per listing: the market's typical price,
+its seasonal level and weekday pattern, each night's own premium (an event), and
+how fast nights are booking against the usual pace at their lead time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from agent_service.pricing.model import MarketNight
+
+SEASON_WINDOW_DAYS = 14  # either side: a month-long moving average is a season
+MIN_PAST_NIGHTS = 14  # past nights needed to trust the market's typical occupancy
+CURVE_WINDOW_DAYS = 10  # either side, in lead time: nights booked about as far ahead
+
+
+@dataclass(frozen=True)
+class MarketSignals:
+    typical_price: float | None
+    season: Mapping[dt.date, float]  # the moving-average level against the typical price
+    weekday: Mapping[int, float]  # the weekday's usual price against its season's level
+    typical_occupancy: float | None
+    # Share of a night's bookings usually made at least `lead` days ahead (index = lead).
+    booking_curve: Sequence[float]
+
+    def usual_occupancy(self, lead: int) -> float | None:
+        """The market's usual occupancy, as of today, of a night `lead` days ahead."""
+        if self.typical_occupancy is None:
+            return None
+        curve = self.booking_curve
+        return self.typical_occupancy * curve[min(lead, len(curve) - 1)]
+
+    def night_premium(self, night: dt.date, market: MarketNight) -> float:
+        """How much dearer the market is on this night than its season and weekday
+        explain (an event, known or not), as a ratio."""
+        if self.typical_price is None or night not in self.season:
+            return 1.0
+        explained = self.typical_price * self.season[night] * self.weekday.get(night.weekday(), 1.0)
+        return float(market.median_price) / explained if explained > 0 else 1.0
+
+
+def read_market(market: Mapping[dt.date, MarketNight], today: dt.date) -> MarketSignals:
+    curve = booking_curve(market, today)
+    if not market:
+        return MarketSignals(None, {}, {}, None, curve)
+    dates = sorted(market)
+    prices = [float(market[d].median_price) for d in dates]
+    typical = statistics.median(prices)
+    if typical <= 0:
+        return MarketSignals(None, {}, {}, None, curve)
+    level = _moving_average(dates, prices, SEASON_WINDOW_DAYS)
+    season = {d: level[d] / typical for d in dates}
+    by_weekday: dict[int, list[float]] = {}
+    for d, price in zip(dates, prices, strict=True):
+        by_weekday.setdefault(d.weekday(), []).append(price / level[d])
+    raw = {wd: statistics.median(values) for wd, values in by_weekday.items()}
+    mean = statistics.fmean(raw.values())
+    weekday = {wd: value / mean for wd, value in raw.items()}
+    past = [market[d].occupancy for d in dates if d < today]
+    soon = [market[d].occupancy for d in dates if today <= d < today + dt.timedelta(days=7)]
+    typical_occupancy = (statistics.fmean(past) if len(past) >= MIN_PAST_NIGHTS
+                         else statistics.fmean(soon) if soon else None)
+    return MarketSignals(typical, season, weekday, typical_occupancy, curve)
+
+
+def booking_curve(market: Mapping[dt.date, MarketNight], today: dt.date) -> list[float]:
+    """The market's occupancy, as of today, of the nights about `lead` days ahead
+    (a moving average over the lead time), against its typical final occupancy, for
+    each lead: how booked a night that far ahead usually is by now. Read from the
+    market rather than the listing's own bookings, whose pace follows its own prices."""
+    ahead = sorted(d for d in market if d >= today)
+    past = [market[d].occupancy for d in market if d < today]
+    if not ahead:
+        return [1.0]
+    pace = _moving_average(ahead, [market[d].occupancy for d in ahead], CURVE_WINDOW_DAYS)
+    typical = statistics.fmean(past) if len(past) >= MIN_PAST_NIGHTS else max(pace.values())
+    by_lead = {(d - today).days: pace[d] for d in ahead}
+    curve, level = [], 1.0
+    for lead in range(max(by_lead) + 1):
+        if lead in by_lead and typical > 0:
+            level = by_lead[lead] / typical
+        curve.append(level)
+    return curve
+
+
+def _moving_average(dates: list[dt.date], values: list[float], half_window: int) -> dict[dt.date, float]:
+    """The mean of the values dated within `half_window` days of each date (dates sorted)."""
+    found: dict[dt.date, float] = {}
+    low = high = 0
+    total = 0.0
+    for d in dates:
+        while high < len(dates) and (dates[high] - d).days <= half_window:
+            total += values[high]
+            high += 1
+        while (d - dates[low]).days > half_window:
+            total -= values[low]
+            low += 1
+        found[d] = total / (high - low)
+    return found
