@@ -77,7 +77,11 @@ ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.BLOCKED: frozenset({TaskStatus.IN_PROGRESS, TaskStatus.PENDING, TaskStatus.FAILED}),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
 }
+# Whoever asked for a task may withdraw it while it is open; cancelled is final.
+ALLOWED_TRANSITIONS.update({status: ALLOWED_TRANSITIONS[status] | {TaskStatus.CANCELLED}
+                            for status in OPEN_STATUSES})
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,12 @@ class Task:
 
     def block(self, reason: str, now: datetime) -> Task:
         return replace(self.transition(TaskStatus.BLOCKED, now), status_reason=reason)
+
+    def cancel(self, reason: str, now: datetime) -> Task:
+        return replace(self.transition(TaskStatus.CANCELLED, now), status_reason=reason)
+
+    def rescheduled(self, due_at: datetime, now: datetime) -> Task:
+        return replace(self, due_at=due_at, updated_at=now)
 
 
 @dataclass(frozen=True)

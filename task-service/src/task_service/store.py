@@ -105,7 +105,7 @@ async def insert_task(conn: AsyncConnection, task: Task) -> bool:
 
 
 async def update_task(conn: AsyncConnection, task: Task) -> None:
-    """Write the fields a task's life changes: status, assignee, result, reason."""
+    """Write the fields a task's life changes: status, assignee, result, reason, due time."""
     scope = OrgScope(tasks, task.org_id)
     await conn.execute(
         scope.update()
@@ -117,6 +117,7 @@ async def update_task(conn: AsyncConnection, task: Task) -> None:
             assignment_rule=task.assignment_rule,
             result=task.result,
             status_reason=task.status_reason,
+            due_at=task.due_at,
             updated_at=task.updated_at,
         )
     )

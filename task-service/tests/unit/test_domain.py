@@ -78,3 +78,14 @@ def test_only_the_assignee_or_a_role_member_may_act() -> None:
         assigned.check_actor("u-9", "owner")
     with pytest.raises(NotYourTask):
         replace(assigned, role_id=None).check_actor("u-9", None)
+
+
+
+def test_an_open_task_can_be_cancelled_once_and_a_finished_one_cannot() -> None:
+    for status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED):
+        cancelled = task(status).cancel("reservation cancelled", NOW)
+        assert (cancelled.status, cancelled.status_reason) == (TaskStatus.CANCELLED, "reservation cancelled")
+        with pytest.raises(TransitionNotAllowed):
+            cancelled.cancel("again", NOW)
+    with pytest.raises(TransitionNotAllowed):
+        task(TaskStatus.COMPLETED).cancel("too late", NOW)

@@ -50,6 +50,12 @@ class ListingSynced(Payload):
     max_price: Amount | None = None
     currency: Currency
     active: bool = True
+    timezone: str | None = Field(
+        default=None,
+        description="The listing's IANA time zone; local times (check-in, cleaning) are planned in it. "
+        "Absent: the org's zone.",
+        examples=["Europe/Lisbon"],
+    )
     synced_at: dt.datetime
 
     @model_validator(mode="after")
