@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from automation_service import handlers, store
 from automation_service.domain import Automation, Execution, ExecutionStats, ExecutionTrigger, Notification
+from automation_service.reactions import EventAction
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 
@@ -23,14 +24,30 @@ class StartWorkflowIn(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class DebounceIn(BaseModel):
+    seconds: int = Field(ge=1, le=7 * 24 * 3600)
+    key: str | None = Field(default=None, description="Template of the key debounced per; default the "
+                            "event type.", examples=["${data.listing_id}"])
+
+
 class AutomationIn(BaseModel):
+    """A scheduled automation (`cron`, `timezone`, `action`) or an event automation
+    (`on`, optional `filter`, `dedupe_key`, `debounce`, `timezone` — the org's zone
+    for local times of listings without one — and `actions`)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
     name: str = Field(min_length=1, max_length=200)
     description: str | None = None
     kind: Literal[AutomationType.SCHEDULED, AutomationType.EVENT]
     cron: str | None = Field(default=None, examples=["0 9 * * SUN"])
     timezone: str | None = Field(default=None, examples=["Europe/Paris"])
-    event_type: str | None = None
-    action: StartWorkflowIn
+    event_type: str | None = Field(default=None, alias="on", examples=["reservation.*", "review.created"])
+    filter: str | None = Field(default=None, examples=["data.rating <= 3"])
+    dedupe_key: str | None = Field(default=None, examples=["${data.review_id}"])
+    debounce: DebounceIn | None = None
+    action: StartWorkflowIn | None = None
+    actions: list[EventAction] = Field(default_factory=list)
 
 
 class AutomationOut(BaseModel):
@@ -44,6 +61,11 @@ class AutomationOut(BaseModel):
     event_type: str | None
     condition: dict[str, Any] | None
     action: dict[str, Any]
+    filter: str | None
+    dedupe_key: str | None
+    debounce_s: int
+    debounce_key: str | None
+    actions: list[dict[str, Any]]
     is_active: bool
     next_fire_at: datetime | None
     created_by: str
@@ -69,6 +91,12 @@ class ExecutionOut(BaseModel):
     duration_ms: int | None
     outcome: ExecutionOutcome | None
     error: str | None
+    event_id: str | None = Field(default=None, description="The event that fired it.")
+    event_type: str | None = None
+    dedupe_key: str | None = None
+    filter_value: Any = Field(default=None, description="What the filter evaluated to.")
+    action_outcomes: list[dict[str, Any]] = Field(default_factory=list,
+                                                  description="What each action did.")
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionOut:
@@ -118,7 +146,11 @@ class NotificationList(BaseModel):
 async def create_automation(body: AutomationIn, caller: CurrentCaller, runtime: Runtime) -> AutomationOut:
     new = handlers.NewAutomation(
         name=body.name, description=body.description, kind=body.kind, cron=body.cron,
-        timezone=body.timezone, event_type=body.event_type, action=body.action.model_dump(),
+        timezone=body.timezone, event_type=body.event_type,
+        action=body.action.model_dump() if body.action else {}, filter=body.filter,
+        dedupe_key=body.dedupe_key, debounce_s=body.debounce.seconds if body.debounce else 0,
+        debounce_key=body.debounce.key if body.debounce else None,
+        actions=[action.model_dump(mode="json", exclude_none=True) for action in body.actions],
     )
     async with runtime.uow.begin() as uow:
         created = await handlers.create_automation(uow, caller, new)

@@ -9,11 +9,21 @@ from automation_service.actions import ActionRegistry, action_registry
 from stayops_kit.consumer import Subscriptions
 from stayops_schemas.events.sync import Platform
 
+# The platform facts (besides listing.synced) and StayOps facts an event automation
+# may name in `on:`.
+PLATFORM_FACTS = ("reservation.created", "reservation.changed", "reservation.cancelled", "review.created")
+REACTED_TO = ("stayops.task.completed", "stayops.task.failed", "stayops.task.cancelled",
+              "stayops.workflow.run.completed", "stayops.workflow.run.failed")
+
 
 def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
     subs = Subscriptions()
     subs.on("stayops.task.assigned")(partial(handlers.task_assigned, actions or action_registry()))
+    # Facts event automations react to (`on:`), from every platform in canonical form.
+    subs.on(*REACTED_TO)(handlers.event_received)
     for platform in Platform:
         subs.on(f"{platform}.sync.completed", f"{platform}.sync.failed")(handlers.sync_answered)
         subs.on(f"{platform}.price.updated", f"{platform}.price.update_failed")(handlers.price_answered)
+        subs.on(f"{platform}.listing.synced")(handlers.listing_synced)
+        subs.on(*(f"{platform}.{name}" for name in PLATFORM_FACTS))(handlers.event_received)
     return subs

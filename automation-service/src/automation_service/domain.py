@@ -33,8 +33,11 @@ class InvalidAction(InvalidRequest):
 @dataclass(frozen=True)
 class Automation:
     """Something that fires on its own: on a schedule (`cron` in `timezone`), on an
-    event (`event_type`), or when a condition over an event holds (`condition`).
-    `action` says what a firing does, e.g. request a run of a workflow."""
+    event (`event_type`, the `on:` type or pattern), or when a condition over an
+    event holds (`condition`). `action` says what a scheduled firing does, e.g.
+    request a run of a workflow; an event automation runs its `actions` when its
+    `filter` holds, once per `dedupe_key` and at most once per `debounce_s` per
+    `debounce_key`, planning local times in the listing's zone or `timezone`."""
 
     id: str
     org_id: str
@@ -51,6 +54,11 @@ class Automation:
     condition: dict[str, Any] | None = None
     action: dict[str, Any] = field(default_factory=dict)
     next_fire_at: datetime | None = None
+    filter: str | None = None
+    dedupe_key: str | None = None
+    debounce_s: int = 0
+    debounce_key: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_scheduled(self) -> bool:
@@ -95,36 +103,45 @@ def check_trigger(
                 f"invalid cron expression {cron!r}: use five fields, e.g. '0 9 * * SUN' "
                 "for Sundays at 09:00"
             )
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidTrigger(
-                f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Lisbon'"
-            ) from exc
+        _check_zone(timezone)
         if event_type is not None or condition is not None:
             raise InvalidTrigger("a scheduled automation fires on its schedule, not on an event")
         return
-    if cron is not None or timezone is not None:
+    if cron is not None:
         raise InvalidTrigger(f"a {kind.value} automation fires on an event; it has no schedule")
+    if timezone is not None:
+        _check_zone(timezone)
     if not event_type:
         raise InvalidTrigger(f"a {kind.value} automation needs the event type it listens to")
     if kind is AutomationType.CONDITIONAL and not condition:
         raise InvalidTrigger("a conditional automation needs the condition that must hold")
     if kind is AutomationType.EVENT and condition is not None:
-        raise InvalidTrigger("an event automation fires on every matching event; use a "
-                             "conditional automation to add a condition")
+        raise InvalidTrigger("an event automation takes a `filter` over the event, not a `condition` "
+                             "(conditions are for conditional automations)")
+
+
+def _check_zone(timezone: str) -> None:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidTrigger(
+            f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Lisbon'"
+        ) from exc
 
 
 class ExecutionTrigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    EVENT = "event"
 
 
 @dataclass(frozen=True)
 class Execution:
     """One firing of an automation; `outcome` is None while it runs. A scheduled
     firing names the time it was due (`scheduled_for`, unique per automation) and how
-    many older missed times it stands for (`skipped_runs`, see `due_firing`)."""
+    many older missed times it stands for (`skipped_runs`, see `due_firing`). An
+    event firing names its event, its `dedupe_key` (unique per automation), what
+    its filter evaluated to and what each action did (`action_outcomes`)."""
 
     id: str
     automation_id: str
@@ -136,6 +153,12 @@ class Execution:
     scheduled_for: datetime | None = None
     trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
     skipped_runs: int = 0
+    event_id: str | None = None
+    event_type: str | None = None
+    dedupe_key: str | None = None
+    debounce_key: str | None = None
+    filter_value: Any = None
+    action_outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration_ms(self) -> int | None:

@@ -4,11 +4,11 @@ the caller's unit of work."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from automation_service import store
+from automation_service import reactions, store
 from automation_service.actions import ActionRegistry
 from automation_service.domain import (
     ActionFinish,
@@ -24,10 +24,12 @@ from automation_service.domain import (
     automated_action,
     check_trigger,
 )
+from automation_service.expressions import ExpressionError
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import Conflict
 from stayops_kit.outbox import UnitOfWork
+from stayops_schemas.canonical import CanonicalEvent, canonical_of
 from stayops_schemas.events.automations import (
     ActionFinished,
     AutomationExecuted,
@@ -35,8 +37,14 @@ from stayops_schemas.events.automations import (
     AutomationType,
     ExecutionOutcome,
 )
-from stayops_schemas.events.sync import PriceUpdated, PriceUpdateFailed, SyncCompleted, SyncFailed
-from stayops_schemas.events.tasks import TaskAssigned
+from stayops_schemas.events.base import Payload
+from stayops_schemas.events.sync import ListingSynced, PriceUpdated, PriceUpdateFailed, SyncCompleted, SyncFailed
+from stayops_schemas.events.tasks import (
+    TaskAssigned,
+    TaskCancelRequested,
+    TaskRequested,
+    TaskRescheduleRequested,
+)
 from stayops_schemas.events.workflows import WorkflowRunRequested
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,11 @@ class NewAutomation:
     timezone: str | None = None
     event_type: str | None = None
     condition: dict[str, Any] | None = None
+    filter: str | None = None
+    dedupe_key: str | None = None
+    debounce_s: int = 0
+    debounce_key: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,9 +88,16 @@ async def create_automation(uow: UnitOfWork, caller: Caller, new: NewAutomation)
         id=uow.ids(), org_id=caller.org_id, name=new.name, kind=new.kind, is_active=True,
         created_by=caller.user_id, created_at=at, updated_at=at, description=new.description,
         cron=new.cron, timezone=new.timezone, event_type=new.event_type, condition=new.condition,
-        action=new.action,
+        action=new.action, filter=new.filter, dedupe_key=new.dedupe_key, debounce_s=new.debounce_s,
+        debounce_key=new.debounce_key, actions=new.actions,
     )
-    StartWorkflow.of(automation)  # refuse an action the automation could not fire
+    if automation.kind is AutomationType.EVENT:
+        actions = new.actions or ([new.action] if new.action else [])
+        reactions.check_event_automation(new.event_type or "", new.filter, new.dedupe_key,
+                                         new.debounce_key, actions)
+        automation = replace(automation, actions=actions, action={})
+    else:
+        StartWorkflow.of(automation)  # refuse an action the automation could not fire
     automation = replace(automation, next_fire_at=automation.first_fire_after(await store.database_now(uow.conn)))
     await store.insert_automation(uow.conn, automation)
     if automation.is_scheduled:
@@ -287,6 +307,186 @@ async def _finish(uow: UnitOfWork, action: AutomatedAction, finish: ActionFinish
                        workflow_run_id=action.workflow_run_id, workflow_step=action.workflow_step),
         org_id=action.org_id, key=action.task_id, correlation_id=action.correlation_id,
     )
+
+
+# --- Event automations -------------------------------------------------------------
+
+
+async def listing_synced(ctx: EventContext, event: ListingSynced) -> None:
+    """Remember the listing (its time zone plans local times), then react to it."""
+    platform = ctx.envelope.type.split(".", 1)[0]
+    await store.store_listing(ctx.uow.conn, event.org_id, {
+        "listing_id": event.listing_id, "platform": platform, "title": event.title, "city": event.city,
+        "timezone": event.timezone, "active": event.active, "synced_at": event.synced_at,
+    })
+    await event_received(ctx, event)
+
+
+async def event_received(ctx: EventContext, _payload: Payload) -> None:
+    """Fire every active event automation of the event's org whose `on:` matches
+    it and whose filter holds — each once per dedupe key, in this transaction."""
+    event = canonical_of(ctx.envelope)
+    candidates = [a for a in await store.active_event_automations(ctx.uow.conn, event.org_id)
+                  if a.event_type is not None and reactions.matches(a.event_type, event)]
+    if not candidates:
+        return
+    listing_id = event.data.get("listing_id")
+    listing = (await store.listing_of(ctx.uow.conn, event.org_id, str(listing_id))
+               if listing_id else None)
+    names = reactions.names_of(event, listing)
+    for automation in candidates:
+        await _fire_on_event(ctx.uow, automation, event, names)
+
+
+async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: CanonicalEvent,
+                         names: dict[str, Any]) -> None:
+    try:
+        passed = reactions.filter_value(automation.filter, names)
+        dedupe_key = reactions.key_of(automation.dedupe_key, reactions.DEFAULT_DEDUPE_KEY, names, event.id)
+        debounce_key = (reactions.key_of(automation.debounce_key, reactions.DEFAULT_DEBOUNCE_KEY, names,
+                                         event.type) if automation.debounce_s else None)
+    except ExpressionError as exc:
+        # The automation cannot read this event: say so in a failed execution rather
+        # than dead-letter an event every other automation may still want.
+        passed, dedupe_key, debounce_key = None, event.id, None
+        failure: str | None = f"filter or key cannot be evaluated: {exc}"
+    else:
+        failure = None
+        if not passed:
+            log.debug("automation %s: filter %r is false for %s %s", automation.id, automation.filter,
+                      event.type, event.id)
+            return
+    now = await store.database_now(uow.conn)
+    if debounce_key is not None:
+        await store.lock_debounce(uow.conn, automation.id, debounce_key)
+        since = now - timedelta(seconds=automation.debounce_s)
+        if await store.fired_since(uow.conn, automation.org_id, automation.id, debounce_key, since):
+            log.info("automation %s: %s %s debounced (key %r fired within %ds)", automation.id,
+                     event.type, event.id, debounce_key, automation.debounce_s)
+            return
+    execution = Execution(
+        id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now,
+        trigger=ExecutionTrigger.EVENT, event_id=event.id, event_type=event.platform_type or event.type,
+        dedupe_key=dedupe_key, debounce_key=debounce_key,
+        filter_value=passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed),
+    )
+    if not await store.insert_execution(uow.conn, execution):
+        log.info("automation %s already fired for key %r: %s %s changes nothing", automation.id,
+                 dedupe_key, event.type, event.id)
+        return
+    org, correlation = automation.org_id, execution.id
+    await uow.announce(
+        "stayops.automation.triggered",
+        AutomationTriggered(automation_id=automation.id, execution_id=execution.id, org_id=org,
+                            automation_type=automation.kind, triggered_at=now, trigger_event_id=event.id,
+                            trigger_event_type=execution.event_type),
+        org_id=org, key=automation.id, correlation_id=correlation,
+    )
+    outcomes: list[dict[str, Any]] = []
+    if failure is None:
+        zone_name = (names.get("listing") or {}).get("timezone") or automation.timezone
+        plans = reactions.plan_actions(reactions.parse_actions(automation.actions), names,
+                                       reactions.zone_of(zone_name))
+        for plan in plans:
+            outcomes.append(await _carry_out(uow, automation, execution, plan))
+        failed = [o for o in outcomes if o["outcome"] == "failed"]
+        if failed:
+            failure = "; ".join(f"{o['action']}: {o['detail']}" for o in failed)
+    outcome = ExecutionOutcome.SUCCESS if failure is None else ExecutionOutcome.FAILURE
+    execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
+                        error=failure, action_outcomes=outcomes)
+    await store.finish_execution(uow.conn, execution)
+    await uow.announce(
+        "stayops.automation.executed",
+        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
+                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=failure),
+        org_id=org, key=automation.id, correlation_id=correlation,
+    )
+
+
+def _requested_by(automation: Automation) -> str:
+    return f"automation:{automation.id}"
+
+
+async def _carry_out(uow: UnitOfWork, automation: Automation, execution: Execution,
+                     plan: reactions.Plan) -> dict[str, Any]:
+    """Do one planned action; returns what it did, for the execution's record."""
+    org = automation.org_id
+    if isinstance(plan, reactions.NotPlanned):
+        return {"action": plan.action, "outcome": "failed" if plan.failed else "skipped", "detail": plan.reason}
+    if isinstance(plan, reactions.TaskPlan):
+        return await _plan_task(uow, automation, execution, plan)
+    if isinstance(plan, reactions.CancelPlan):
+        cancelled = []
+        for link in await store.open_task_links(uow.conn, org, plan.link, plan.keys):
+            await uow.announce(
+                "stayops.task.cancel.requested",
+                TaskCancelRequested(request_id=link.request_id, org_id=org, reason=plan.reason,
+                                    requested_by=_requested_by(automation)),
+                org_id=org, key=link.request_id, correlation_id=execution.id,
+            )
+            await store.save_task_link(uow.conn, replace(link, status="cancelled", updated_at=execution.started_at))
+            cancelled.append(link.key)
+        return {"action": "cancel_tasks", "outcome": "cancelled" if cancelled else "unchanged",
+                "link": plan.link, "keys": cancelled}
+    if isinstance(plan, reactions.WorkflowPlan):
+        request_id = uow.ids()
+        await uow.announce(
+            "stayops.workflow.run.requested",
+            WorkflowRunRequested(request_id=request_id, org_id=org, workflow_key=plan.workflow_key,
+                                 parameters=plan.parameters, requested_by=automation.id),
+            org_id=org, key=request_id, correlation_id=execution.id,
+        )
+        return {"action": "start_workflow", "outcome": "requested", "request_id": request_id,
+                "workflow_key": plan.workflow_key}
+    notification = Notification(id=uow.ids(), org_id=org, user_id=plan.user_id, subject=plan.subject,
+                                body=plan.body, created_at=uow.clock.now())
+    await store.insert_notification(uow.conn, notification)
+    return {"action": "notify", "outcome": "notified", "notification_id": notification.id,
+            "user_id": plan.user_id}
+
+
+async def _plan_task(uow: UnitOfWork, automation: Automation, execution: Execution,
+                     plan: reactions.TaskPlan) -> dict[str, Any]:
+    """The task linked to (link, key): asked for the first time, moved when its due
+    time changed, left alone otherwise — so a re-sent or changed event never makes
+    a second one."""
+    org, now = automation.org_id, execution.started_at
+    described = {"action": "create_task", "key": plan.key, "link": plan.link,
+                 "due_at": plan.due_at.isoformat() if plan.due_at else None}
+    existing = await store.get_task_link(uow.conn, org, plan.link, plan.key)
+    if existing is not None:
+        described["request_id"] = existing.request_id
+        if not existing.is_open:
+            return {**described, "outcome": "unchanged", "detail": "cancelled earlier"}
+        if plan.due_at is None or existing.due_at == plan.due_at:
+            return {**described, "outcome": "unchanged"}
+        await uow.announce(
+            "stayops.task.reschedule.requested",
+            TaskRescheduleRequested(request_id=existing.request_id, org_id=org, due_at=plan.due_at,
+                                    reason=f"{execution.event_type} {execution.event_id}",
+                                    requested_by=_requested_by(automation)),
+            org_id=org, key=existing.request_id, correlation_id=execution.id,
+        )
+        await store.save_task_link(uow.conn, replace(existing, due_at=plan.due_at, updated_at=now))
+        return {**described, "outcome": "rescheduled",
+                "previous_due_at": existing.due_at.isoformat() if existing.due_at else None}
+    request_id = uow.ids()
+    await uow.announce(
+        "stayops.task.requested",
+        TaskRequested(request_id=request_id, org_id=org, title=plan.title, task_type=plan.task_type,
+                      priority=plan.priority, description=plan.description, role_id=plan.role_id,
+                      department_id=plan.department_id, assigned_to=plan.assigned_to, due_at=plan.due_at,
+                      data={**plan.data, "automation_id": automation.id, "link": plan.link,
+                            "link_key": plan.key},
+                      requested_by=_requested_by(automation)),
+        org_id=org, key=request_id, correlation_id=execution.id,
+    )
+    await store.save_task_link(uow.conn, store.TaskLink(
+        org_id=org, link=plan.link, key=plan.key, automation_id=automation.id, execution_id=execution.id,
+        request_id=request_id, due_at=plan.due_at, status="open", created_at=now, updated_at=now,
+    ))
+    return {**described, "outcome": "requested", "request_id": request_id}
 
 
 # --- Notifications -----------------------------------------------------------------

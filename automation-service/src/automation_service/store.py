@@ -3,7 +3,7 @@ a tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -43,8 +43,16 @@ automations = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_fire_at", sa.DateTime(timezone=True)),
+    sa.Column("filter", sa.Text),
+    sa.Column("dedupe_key", sa.Text),
+    sa.Column("debounce_s", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("debounce_key", sa.Text),
+    sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"),
     sa.CheckConstraint("kind IN ('scheduled', 'event', 'conditional')", name="automations_kind"),
 )
+# What an event looks up: the org's active event automations.
+sa.Index("automations_org_active_event", automations.c.org_id,
+         postgresql_where=sa.text("is_active AND kind = 'event'"))
 sa.Index("automations_org_created", automations.c.org_id, automations.c.created_at, automations.c.id)
 # What the scheduler and the event matcher will look up: active automations by kind/event.
 sa.Index("automations_active_kind", automations.c.kind, automations.c.event_type,
@@ -67,11 +75,22 @@ executions = sa.Table(
     sa.Column("scheduled_for", sa.DateTime(timezone=True)),
     sa.Column("trigger", sa.Text, nullable=False, server_default="schedule"),
     sa.Column("skipped_runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("event_id", sa.Text),
+    sa.Column("event_type", sa.Text),
+    sa.Column("dedupe_key", sa.Text),
+    sa.Column("debounce_key", sa.Text),
+    sa.Column("filter_value", pg.JSONB),
+    sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"),
     sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
-    sa.CheckConstraint("trigger IN ('schedule', 'manual')", name="automation_executions_trigger"),
+    sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event')", name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
     sa.UniqueConstraint("automation_id", "scheduled_for", name="automation_executions_once_per_time"),
+    # One execution per dedupe key: a re-sent event fires once.
+    sa.UniqueConstraint("automation_id", "dedupe_key", name="automation_executions_once_per_key"),
 )
+# What a debounce looks up: the latest firing of an automation for a key.
+sa.Index("automation_executions_debounce", executions.c.automation_id, executions.c.debounce_key,
+         executions.c.started_at.desc(), postgresql_where=executions.c.debounce_key.is_not(None))
 sa.Index("automation_executions_org_automation", executions.c.org_id, executions.c.automation_id,
          executions.c.started_at.desc())
 
@@ -111,6 +130,38 @@ notifications = sa.Table(
 sa.Index("notifications_org_user_created", notifications.c.org_id, notifications.c.user_id,
          notifications.c.created_at.desc())
 
+# The tasks event automations asked for, by what they are linked to (a reservation)
+# and their key within it ("cleaning"): a later firing moves or cancels them.
+task_links = sa.Table(
+    "automation_task_links",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("link", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("automation_id", sa.Text, nullable=False),
+    sa.Column("execution_id", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('open', 'cancelled')", name="automation_task_links_status"),
+)
+
+# The listings the sync services announced: their time zone plans local times.
+listings = sa.Table(
+    "automation_listings",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("city", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 SCHEDULE_CHANNEL = "automation_schedule"
 
 _AUTOMATION_FIELDS = [f.name for f in fields(Automation)]
@@ -123,6 +174,26 @@ def _to_automation(row: Any) -> Automation:
     values = dict(row._mapping)
     values["kind"] = AutomationType(values["kind"])
     return Automation(**{name: values[name] for name in _AUTOMATION_FIELDS})
+
+
+@dataclass(frozen=True)
+class TaskLink:
+    """A task an event automation asked for, by its link and key."""
+
+    org_id: str
+    link: str
+    key: str
+    automation_id: str
+    execution_id: str
+    request_id: str
+    due_at: datetime | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
 
 
 def _to_execution(row: Any) -> Execution:
@@ -177,6 +248,15 @@ async def list_automations(
     return [_to_automation(r) for r in rows]
 
 
+async def active_event_automations(conn: AsyncConnection, org_id: str) -> list[Automation]:
+    query = (
+        OrgScope(automations, org_id).select()
+        .where(automations.c.is_active, automations.c.kind == AutomationType.EVENT.value)
+        .order_by(automations.c.created_at, automations.c.id)
+    )
+    return [_to_automation(r) for r in (await conn.execute(query)).all()]
+
+
 async def update_automation(conn: AsyncConnection, automation: Automation) -> None:
     """Save what can change after creation: active or not, and the next fire time."""
     await conn.execute(
@@ -224,11 +304,12 @@ def _execution_values(execution: Execution) -> dict[str, Any]:
 
 
 async def insert_execution(conn: AsyncConnection, execution: Execution) -> bool:
-    """Record an execution once per (automation, scheduled time). Returns whether it
-    is new: False means that time was already fired."""
+    """Record an execution once per (automation, scheduled time), and an event
+    firing once per (automation, dedupe key). Returns whether it is new: False means
+    that time, or that key, was already fired."""
     statement = (
         OrgScope(executions, execution.org_id).insert(**_execution_values(execution))
-        .on_conflict_do_nothing(constraint="automation_executions_once_per_time")
+        .on_conflict_do_nothing()
         .returning(executions.c.id)
     )
     return (await conn.execute(statement)).first() is not None
@@ -240,8 +321,26 @@ async def finish_execution(conn: AsyncConnection, execution: Execution) -> None:
         OrgScope(executions, execution.org_id)
         .update()
         .where(executions.c.id == execution.id)
-        .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error)
+        .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error,
+                action_outcomes=execution.action_outcomes)
     )
+
+
+async def lock_debounce(conn: AsyncConnection, automation_id: str, key: str) -> None:
+    """Serialise firings of one automation for one debounce key until commit, so
+    two events at once cannot both see "not fired recently"."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+        sa.func.hashtextextended(f"debounce:{automation_id}:{key}", 0))))
+
+
+async def fired_since(conn: AsyncConnection, org_id: str, automation_id: str, key: str,
+                      since: datetime) -> bool:
+    """Whether the automation fired for this debounce key at or after `since`."""
+    query = OrgScope(executions, org_id).select(executions.c.id).where(
+        executions.c.automation_id == automation_id, executions.c.debounce_key == key,
+        executions.c.started_at >= since,
+    ).limit(1)
+    return (await conn.execute(query)).first() is not None
 
 
 async def recent_executions(
@@ -336,3 +435,50 @@ async def notifications_for(
     )
     rows = (await conn.execute(query)).all()
     return [Notification(**{name: r._mapping[name] for name in _NOTIFICATION_FIELDS}) for r in rows]
+
+
+# --- Task links and listings ---------------------------------------------------------
+
+_LINK_FIELDS = [f.name for f in fields(TaskLink)]
+
+
+async def get_task_link(conn: AsyncConnection, org_id: str, link: str, key: str) -> TaskLink | None:
+    query = (OrgScope(task_links, org_id).select()
+             .where(task_links.c.link == link, task_links.c.key == key).with_for_update())
+    row = (await conn.execute(query)).first()
+    return TaskLink(**{name: row._mapping[name] for name in _LINK_FIELDS}) if row else None
+
+
+async def open_task_links(conn: AsyncConnection, org_id: str, link: str,
+                          keys: list[str] | None = None) -> list[TaskLink]:
+    query = (OrgScope(task_links, org_id).select()
+             .where(task_links.c.link == link, task_links.c.status == "open")
+             .order_by(task_links.c.key).with_for_update())
+    if keys is not None:
+        query = query.where(task_links.c.key.in_(keys))
+    return [TaskLink(**{name: r._mapping[name] for name in _LINK_FIELDS})
+            for r in (await conn.execute(query)).all()]
+
+
+async def save_task_link(conn: AsyncConnection, link: TaskLink) -> None:
+    statement = OrgScope(task_links, link.org_id).insert(**asdict(link))
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[task_links.c.org_id, task_links.c.link, task_links.c.key],
+        set_={name: statement.excluded[name] for name in ("due_at", "status", "updated_at")},
+    ))
+
+
+async def store_listing(conn: AsyncConnection, org_id: str, values: dict[str, Any]) -> None:
+    """Keep the newest state of a listing (a late event changes nothing)."""
+    await conn.execute(OrgScope(listings, org_id).upsert_newest(
+        [values], key=["listing_id"], version="synced_at"))
+
+
+async def listing_of(conn: AsyncConnection, org_id: str, listing_id: str) -> dict[str, Any] | None:
+    query = OrgScope(listings, org_id).select().where(listings.c.listing_id == listing_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    values["synced_at"] = values["synced_at"].isoformat()
+    return values
