@@ -192,9 +192,16 @@ MAX_COUNTED_MISSED_RUNS = 1000
 
 def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime:
     """The first time strictly after `after` that `cron` names, read as wall-clock
-    time in `timezone` (so "0 9 * * SUN" stays 09:00 across DST changes), in UTC."""
+    time in `timezone` (so "0 9 * * SUN" stays 09:00 across DST changes), in UTC.
+
+    Each wall-clock time fires once: on the day the clock goes back, the repeated
+    hour's times already fired, so "30 1 * * *" in New York fires once on
+    2025-11-02, not at 01:30 EDT and again at 01:30 EST. On the day the clock goes
+    forward, a time inside the gap fires once, just after it."""
     local = after.astimezone(ZoneInfo(timezone))
     fire: datetime = croniter(cron, local).get_next(datetime)
+    while fire.replace(tzinfo=None) <= local.replace(tzinfo=None):
+        fire = croniter(cron, fire).get_next(datetime)
     return fire.astimezone(ZoneInfo("UTC"))
 
 
