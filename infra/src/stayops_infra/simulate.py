@@ -5,6 +5,7 @@ sync-airbnb publishes them; Hostaway's go through its webhook normaliser."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -96,14 +97,16 @@ def review(org_id: str, listing_id: str, rating: int, *, text: str, reservation_
 
 
 async def publish(bootstrap: str, envelopes: list[Envelope], *, idempotent: bool = True) -> None:
-    """Publish each event on its catalog topic, waiting for every ack."""
+    """Publish each event on its catalog topic, in order per key, waiting for every ack."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=idempotent, acks="all")
     await producer.start()
     try:
+        sent = []
         for envelope in envelopes:
             record = to_kafka(envelope)
-            await producer.send_and_wait(event_type(envelope.type).topic, value=record.value, key=record.key,
-                                         headers=record.headers)
+            sent.append(await producer.send(event_type(envelope.type).topic, value=record.value, key=record.key,
+                                            headers=record.headers))
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 
