@@ -1,7 +1,8 @@
-"""Event automations: their filter, dedupe and debounce keys and actions; event
+"""Event automations and schedule policies: their filter, dedupe and debounce keys and actions; event
 executions (the event, the filter's value, each action's outcome, once per dedupe
 key); the tasks they asked for, by link; the listings whose time zone plans local
-times.
+times; a schedule's overlap policy and catch-up window, and the run each firing asked
+for.
 
 Revision ID: 0003_event_automations
 Revises: 0002
@@ -23,6 +24,14 @@ def upgrade() -> None:
     op.add_column("automations", sa.Column("debounce_s", sa.Integer, nullable=False, server_default="0"))
     op.add_column("automations", sa.Column("debounce_key", sa.Text))
     op.add_column("automations", sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"))
+    op.add_column("automations", sa.Column("overlap", sa.Text, nullable=False, server_default="skip"))
+    op.add_column("automations", sa.Column("catch_up_s", sa.Integer))
+    op.add_column("automation_executions", sa.Column("run_id", sa.Text))
+    op.add_column("automation_executions", sa.Column("run_status", sa.Text))
+    op.create_index("automation_executions_open_runs", "automation_executions", ["automation_id", "run_status"],
+                    postgresql_where=sa.text("run_status IN ('buffered', 'requested', 'running', 'waiting')"))
+    op.create_index("automation_executions_run", "automation_executions", ["org_id", "run_id"],
+                    postgresql_where=sa.text("run_id IS NOT NULL"))
     op.create_index("automations_org_active_event", "automations", ["org_id"],
                     postgresql_where=sa.text("is_active AND kind = 'event'"))
     for name in ("event_id", "event_type", "dedupe_key", "debounce_key"):
@@ -68,13 +77,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("automation_listings")
     op.drop_table("automation_task_links")
+    op.drop_index("automation_executions_run", "automation_executions")
+    op.drop_index("automation_executions_open_runs", "automation_executions")
     op.drop_index("automation_executions_debounce", "automation_executions")
     op.drop_constraint("automation_executions_once_per_key", "automation_executions")
     op.drop_constraint("automation_executions_trigger", "automation_executions")
     op.create_check_constraint("automation_executions_trigger", "automation_executions",
                                "trigger IN ('schedule', 'manual')")
-    for name in ("action_outcomes", "filter_value", "debounce_key", "dedupe_key", "event_type", "event_id"):
+    for name in ("run_status", "run_id", "action_outcomes", "filter_value", "debounce_key", "dedupe_key", "event_type", "event_id"):
         op.drop_column("automation_executions", name)
     op.drop_index("automations_org_active_event", "automations")
-    for name in ("actions", "debounce_key", "debounce_s", "dedupe_key", "filter"):
+    for name in ("catch_up_s", "overlap", "actions", "debounce_key", "debounce_s", "dedupe_key", "filter"):
         op.drop_column("automations", name)

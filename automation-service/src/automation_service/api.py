@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from automation_service import handlers, store
-from automation_service.domain import Automation, Execution, ExecutionStats, ExecutionTrigger, Notification
+from automation_service.domain import (
+    Automation,
+    Execution,
+    ExecutionStats,
+    ExecutionTrigger,
+    Notification,
+    OverlapPolicy,
+    RunStatus,
+)
 from automation_service.reactions import EventAction
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
@@ -21,7 +29,9 @@ notifications_router = APIRouter(tags=["notifications"])
 class StartWorkflowIn(BaseModel):
     type: Literal["start_workflow"]
     workflow_key: str = Field(min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    workflow_version: int | None = Field(default=None, ge=1, description="A pinned version; null: the latest.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="May hold `${...}` templates resolved "
+                                       "when it fires, e.g. `${org.active_listings}`.")
 
 
 class DebounceIn(BaseModel):
@@ -48,6 +58,10 @@ class AutomationIn(BaseModel):
     debounce: DebounceIn | None = None
     action: StartWorkflowIn | None = None
     actions: list[EventAction] = Field(default_factory=list)
+    overlap: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description="When the previous run has not "
+                                   "ended: skip this time, buffer one firing until it ends, or allow both.")
+    catch_up_s: int | None = Field(default=None, ge=0, description="A time missed longer ago than this is "
+                                   "skipped (and recorded), not run late; null: a missed time runs once.")
 
 
 class AutomationOut(BaseModel):
@@ -66,6 +80,8 @@ class AutomationOut(BaseModel):
     debounce_s: int
     debounce_key: str | None
     actions: list[dict[str, Any]]
+    overlap: OverlapPolicy
+    catch_up_s: int | None
     is_active: bool
     next_fire_at: datetime | None
     created_by: str
@@ -97,6 +113,8 @@ class ExecutionOut(BaseModel):
     filter_value: Any = Field(default=None, description="What the filter evaluated to.")
     action_outcomes: list[dict[str, Any]] = Field(default_factory=list,
                                                   description="What each action did.")
+    run_id: str | None = Field(default=None, description="The workflow run it started.")
+    run_status: RunStatus | None = None
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionOut:
@@ -151,6 +169,7 @@ async def create_automation(body: AutomationIn, caller: CurrentCaller, runtime: 
         dedupe_key=body.dedupe_key, debounce_s=body.debounce.seconds if body.debounce else 0,
         debounce_key=body.debounce.key if body.debounce else None,
         actions=[action.model_dump(mode="json", exclude_none=True) for action in body.actions],
+        overlap=body.overlap, catch_up_s=body.catch_up_s,
     )
     async with runtime.uow.begin() as uow:
         created = await handlers.create_automation(uow, caller, new)

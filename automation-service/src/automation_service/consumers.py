@@ -12,8 +12,10 @@ from stayops_schemas.events.sync import Platform
 # The platform facts (besides listing.synced) and StayOps facts an event automation
 # may name in `on:`.
 PLATFORM_FACTS = ("reservation.created", "reservation.changed", "reservation.cancelled", "review.created")
-REACTED_TO = ("stayops.task.completed", "stayops.task.failed", "stayops.task.cancelled",
-              "stayops.workflow.run.completed", "stayops.workflow.run.failed")
+REACTED_TO = ("stayops.task.completed", "stayops.task.failed", "stayops.task.cancelled")
+# The run events a firing's run is followed by (event automations see them too).
+RUN_EVENTS = ("stayops.workflow.run.started", "stayops.workflow.run.waiting", "stayops.workflow.run.completed",
+              "stayops.workflow.run.failed", "stayops.workflow.run.cancelled")
 
 
 def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
@@ -21,6 +23,7 @@ def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
     subs.on("stayops.task.assigned")(partial(handlers.task_assigned, actions or action_registry()))
     # Facts event automations react to (`on:`), from every platform in canonical form.
     subs.on(*REACTED_TO)(handlers.event_received)
+    subs.on(*RUN_EVENTS)(handlers.run_reported)
     for platform in Platform:
         subs.on(f"{platform}.sync.completed", f"{platform}.sync.failed")(handlers.sync_answered)
         subs.on(f"{platform}.price.updated", f"{platform}.price.update_failed")(handlers.price_answered)

@@ -59,6 +59,8 @@ class Automation:
     debounce_s: int = 0
     debounce_key: str | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
+    overlap: OverlapPolicy = field(default_factory=lambda: OverlapPolicy.SKIP)
+    catch_up_s: int | None = None
 
     @property
     def is_scheduled(self) -> bool:
@@ -159,6 +161,8 @@ class Execution:
     debounce_key: str | None = None
     filter_value: Any = None
     action_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+    run_status: RunStatus | None = None
 
     @property
     def duration_ms(self) -> int | None:
@@ -242,10 +246,13 @@ def due_firing(cron: str, timezone: str, next_fire_at: datetime, now: datetime) 
 
 @dataclass(frozen=True)
 class StartWorkflow:
-    """The action of an automation that asks workflow-service for a run."""
+    """The action of an automation that asks workflow-service for a run: of a pinned
+    `workflow_version`, or of the latest (None). `parameters` may hold `${...}`
+    templates resolved when it fires (`${org.active_listings}`)."""
 
     workflow_key: str
     parameters: dict[str, Any]
+    workflow_version: int | None = None
 
     @classmethod
     def of(cls, automation: Automation) -> StartWorkflow:
@@ -255,7 +262,62 @@ class StartWorkflow:
                 f"automation {automation.id} has action {action!r}; the only action an "
                 "automation can fire is {'type': 'start_workflow', 'workflow_key': ...}"
             )
-        return cls(workflow_key=str(action["workflow_key"]), parameters=dict(action.get("parameters") or {}))
+        version = action.get("workflow_version")
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise InvalidAction(f"workflow_version {version!r}: pin a published version (1, 2, ...) or omit "
+                                "it for the latest")
+        return cls(workflow_key=str(action["workflow_key"]), parameters=dict(action.get("parameters") or {}),
+                   workflow_version=version)
+
+
+# --- Schedule policies -------------------------------------------------------------
+
+
+class OverlapPolicy(StrEnum):
+    """What a schedule does when its previous run has not ended: `skip` this time
+    (the default), keep one firing `buffer_one` until the run ends, or `allow` runs
+    side by side."""
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW = "allow"
+
+
+class RunStatus(StrEnum):
+    """How the run a firing asked for stands, as workflow-service announces it."""
+
+    BUFFERED = "buffered"  # waiting for the previous run to end (overlap buffer_one)
+    REQUESTED = "requested"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_RUN_STATUSES = frozenset({RunStatus.REQUESTED, RunStatus.RUNNING, RunStatus.WAITING})
+
+
+class FiringDecision(StrEnum):
+    FIRE = "fire"
+    BUFFER = "buffer"
+    SKIP = "skip"
+
+
+def overlap_decision(policy: OverlapPolicy, *, open_runs: int, buffered: int) -> FiringDecision:
+    """Fire, buffer or skip a scheduled time, given the runs of earlier firings that
+    have not ended and the firings already buffered."""
+    if open_runs == 0 or policy is OverlapPolicy.ALLOW:
+        return FiringDecision.FIRE
+    if policy is OverlapPolicy.BUFFER_ONE and buffered == 0:
+        return FiringDecision.BUFFER
+    return FiringDecision.SKIP
+
+
+def missed_beyond_window(scheduled_for: datetime, now: datetime, catch_up_s: int | None) -> bool:
+    """A time missed longer ago than the catch-up window is not run late (it is
+    recorded as skipped); no window: a missed time always runs, once."""
+    return catch_up_s is not None and now - scheduled_for > timedelta(seconds=catch_up_s)
 
 
 # --- Automated tasks -----------------------------------------------------------

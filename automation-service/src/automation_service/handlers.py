@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from automation_service import reactions, store
+from automation_service import expressions, reactions, store
 from automation_service.actions import ActionRegistry
 from automation_service.domain import (
+    OPEN_RUN_STATUSES,
     ActionFinish,
     AutomatedAction,
     Automation,
@@ -18,11 +19,16 @@ from automation_service.domain import (
     Execution,
     ExecutionStats,
     ExecutionTrigger,
+    FiringDecision,
     InvalidAction,
     Notification,
+    OverlapPolicy,
+    RunStatus,
     StartWorkflow,
     automated_action,
     check_trigger,
+    missed_beyond_window,
+    overlap_decision,
 )
 from automation_service.expressions import ExpressionError
 from stayops_kit.auth import Caller
@@ -71,6 +77,8 @@ class NewAutomation:
     debounce_s: int = 0
     debounce_key: str | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catch_up_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ async def create_automation(uow: UnitOfWork, caller: Caller, new: NewAutomation)
         created_by=caller.user_id, created_at=at, updated_at=at, description=new.description,
         cron=new.cron, timezone=new.timezone, event_type=new.event_type, condition=new.condition,
         action=new.action, filter=new.filter, dedupe_key=new.dedupe_key, debounce_s=new.debounce_s,
-        debounce_key=new.debounce_key, actions=new.actions,
+        debounce_key=new.debounce_key, actions=new.actions, overlap=new.overlap, catch_up_s=new.catch_up_s,
     )
     if automation.kind is AutomationType.EVENT:
         actions = new.actions or ([new.action] if new.action else [])
@@ -202,28 +210,111 @@ async def _fire(
         org_id=org, key=key, correlation_id=correlation,
     )
     error: str | None = None
-    try:
-        start = StartWorkflow.of(automation)
-    except InvalidAction as exc:
-        error = str(exc)
+    run_status: RunStatus | None = None
+    detail: dict[str, Any]
+    if trigger is ExecutionTrigger.SCHEDULE and missed_beyond_window(scheduled_for, started_at,
+                                                                     automation.catch_up_s):
+        detail = {"outcome": "skipped", "detail": f"missed by more than the catch-up window "
+                                                  f"({automation.catch_up_s}s)"}
     else:
-        await uow.announce(
-            "stayops.workflow.run.requested",
-            WorkflowRunRequested(request_id=execution.id, org_id=org, workflow_key=start.workflow_key,
-                                 parameters=start.parameters, requested_by=automation.id),
-            org_id=org, key=execution.id, correlation_id=correlation,
-        )
+        try:
+            start = StartWorkflow.of(automation)
+            open_runs, buffered = await store.runs_in_the_way(uow.conn, org, automation.id)
+            decision = (FiringDecision.FIRE if trigger is ExecutionTrigger.MANUAL
+                        else overlap_decision(automation.overlap, open_runs=open_runs, buffered=buffered))
+            if decision is FiringDecision.FIRE:
+                detail = await _request_run(uow, automation, execution, start)
+                run_status = RunStatus.REQUESTED
+            elif decision is FiringDecision.BUFFER:
+                await store.set_run(uow.conn, replace(execution, run_status=RunStatus.BUFFERED))
+                log.info("automation %s: %s buffered until the previous run ends", automation.id,
+                         scheduled_for.isoformat())
+                return replace(execution, run_status=RunStatus.BUFFERED)
+            else:
+                detail = {"outcome": "skipped", "detail": f"the previous run has not ended "
+                                                          f"(overlap: {automation.overlap.value})"}
+        except (InvalidAction, ExpressionError) as exc:
+            error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
+    return await _finish_firing(uow, automation, replace(execution, run_status=run_status),
+                                [{"action": "start_workflow", **detail}], error)
+
+
+async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execution,
+                       start: StartWorkflow) -> dict[str, Any]:
+    """Ask for the run, its parameters resolved now: `${org.active_listings}` is the
+    org's active listings at this firing, so a listing added since is included."""
+    org = automation.org_id
+    names = {"org": {"id": org, "active_listings": await store.active_listing_ids(uow.conn, org)},
+             "scheduled_for": execution.scheduled_for.isoformat() if execution.scheduled_for else None,
+             "automation": {"id": automation.id, "name": automation.name}}
+    parameters = expressions.render(start.parameters, names)
+    await uow.announce(
+        "stayops.workflow.run.requested",
+        WorkflowRunRequested(request_id=execution.id, org_id=org, workflow_key=start.workflow_key,
+                             workflow_version=start.workflow_version, parameters=parameters,
+                             requested_by=automation.id),
+        org_id=org, key=execution.id, correlation_id=execution.id,
+    )
+    return {"outcome": "requested", "request_id": execution.id, "workflow_key": start.workflow_key,
+            "workflow_version": start.workflow_version}
+
+
+async def _finish_firing(uow: UnitOfWork, automation: Automation, execution: Execution,
+                         outcomes: list[dict[str, Any]], error: str | None) -> Execution:
     outcome = ExecutionOutcome.SUCCESS if error is None else ExecutionOutcome.FAILURE
     execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
-                        error=error)
+                        error=error, action_outcomes=outcomes)
     await store.finish_execution(uow.conn, execution)
     await uow.announce(
         "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
+        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=automation.org_id,
                            outcome=outcome, duration_ms=execution.duration_ms or 0, error=error),
-        org_id=org, key=key, correlation_id=correlation,
+        org_id=automation.org_id, key=automation.id, correlation_id=execution.id,
     )
     return execution
+
+
+# --- The runs firings asked for -------------------------------------------------------
+
+_RUN_STATUS = {
+    "stayops.workflow.run.started": RunStatus.RUNNING,
+    "stayops.workflow.run.waiting": RunStatus.WAITING,
+    "stayops.workflow.run.completed": RunStatus.COMPLETED,
+    "stayops.workflow.run.failed": RunStatus.FAILED,
+    "stayops.workflow.run.cancelled": RunStatus.CANCELLED,
+}
+
+
+async def run_reported(ctx: EventContext, event: Payload) -> None:
+    """Follow the run a firing asked for (the overlap policy needs to know whether
+    it ended); when it ends, fire the firing buffered behind it. Event automations
+    then react to the run event like to any other."""
+    status = _RUN_STATUS[ctx.envelope.type]
+    run_id = str(event.run_id)
+    request_id = getattr(event, "request_id", None)
+    execution = (await store.execution_by_id(ctx.uow.conn, ctx.org_id, request_id) if request_id
+                 else await store.execution_of_run(ctx.uow.conn, ctx.org_id, run_id))
+    if execution is not None and execution.run_status not in (None, RunStatus.BUFFERED):
+        await store.set_run(ctx.uow.conn, replace(execution, run_id=run_id, run_status=status))
+        if status not in OPEN_RUN_STATUSES:
+            await _release_buffered(ctx.uow, execution)
+    await event_received(ctx, event)
+
+
+async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
+    automation = await store.get_automation(uow.conn, ended.org_id, ended.automation_id, for_update=True)
+    if automation is None:
+        return
+    buffered = await store.buffered_execution(uow.conn, ended.org_id, automation.id)
+    if buffered is None or (await store.runs_in_the_way(uow.conn, automation.org_id, automation.id))[0]:
+        return
+    error: str | None = None
+    try:
+        detail = await _request_run(uow, automation, buffered, StartWorkflow.of(automation))
+    except (InvalidAction, ExpressionError) as exc:
+        error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
+    await _finish_firing(uow, automation, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
+                         [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
 
 
 async def seconds_until_next_fire(uow: UnitOfWork) -> float | None:

@@ -19,6 +19,8 @@ from automation_service.domain import (
     ExecutionStats,
     ExecutionTrigger,
     Notification,
+    OverlapPolicy,
+    RunStatus,
 )
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
@@ -48,6 +50,8 @@ automations = sa.Table(
     sa.Column("debounce_s", sa.Integer, nullable=False, server_default="0"),
     sa.Column("debounce_key", sa.Text),
     sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("overlap", sa.Text, nullable=False, server_default="skip"),
+    sa.Column("catch_up_s", sa.Integer),
     sa.CheckConstraint("kind IN ('scheduled', 'event', 'conditional')", name="automations_kind"),
 )
 # What an event looks up: the org's active event automations.
@@ -81,6 +85,8 @@ executions = sa.Table(
     sa.Column("debounce_key", sa.Text),
     sa.Column("filter_value", pg.JSONB),
     sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("run_id", sa.Text),
+    sa.Column("run_status", sa.Text),
     sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
     sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event')", name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
@@ -88,6 +94,11 @@ executions = sa.Table(
     # One execution per dedupe key: a re-sent event fires once.
     sa.UniqueConstraint("automation_id", "dedupe_key", name="automation_executions_once_per_key"),
 )
+# What the overlap policy looks up: firings whose run has not ended, or that wait to fire.
+sa.Index("automation_executions_open_runs", executions.c.automation_id, executions.c.run_status,
+         postgresql_where=executions.c.run_status.in_(["buffered", "requested", "running", "waiting"]))
+sa.Index("automation_executions_run", executions.c.org_id, executions.c.run_id,
+         postgresql_where=executions.c.run_id.is_not(None))
 # What a debounce looks up: the latest firing of an automation for a key.
 sa.Index("automation_executions_debounce", executions.c.automation_id, executions.c.debounce_key,
          executions.c.started_at.desc(), postgresql_where=executions.c.debounce_key.is_not(None))
@@ -173,6 +184,7 @@ _NOTIFICATION_FIELDS = [f.name for f in fields(Notification)]
 def _to_automation(row: Any) -> Automation:
     values = dict(row._mapping)
     values["kind"] = AutomationType(values["kind"])
+    values["overlap"] = OverlapPolicy(values["overlap"])
     return Automation(**{name: values[name] for name in _AUTOMATION_FIELDS})
 
 
@@ -201,6 +213,8 @@ def _to_execution(row: Any) -> Execution:
     if values["outcome"] is not None:
         values["outcome"] = ExecutionOutcome(values["outcome"])
     values["trigger"] = ExecutionTrigger(values["trigger"])
+    if values["run_status"] is not None:
+        values["run_status"] = RunStatus(values["run_status"])
     return Execution(**{name: values[name] for name in _EXECUTION_FIELDS})
 
 
@@ -225,6 +239,7 @@ async def wake_schedulers(conn: AsyncConnection) -> None:
 async def insert_automation(conn: AsyncConnection, automation: Automation) -> None:
     values = asdict(automation)
     values["kind"] = automation.kind.value
+    values["overlap"] = automation.overlap.value
     await conn.execute(OrgScope(automations, automation.org_id).insert(**values))
 
 
@@ -300,6 +315,7 @@ def _execution_values(execution: Execution) -> dict[str, Any]:
     values = asdict(execution)
     values["outcome"] = execution.outcome.value if execution.outcome else None
     values["trigger"] = execution.trigger.value
+    values["run_status"] = execution.run_status.value if execution.run_status else None
     return values
 
 
@@ -322,8 +338,63 @@ async def finish_execution(conn: AsyncConnection, execution: Execution) -> None:
         .update()
         .where(executions.c.id == execution.id)
         .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error,
-                action_outcomes=execution.action_outcomes)
+                action_outcomes=execution.action_outcomes,
+                run_status=execution.run_status.value if execution.run_status else None)
     )
+
+
+# A run asked for longer ago than this and never heard of again (its request was
+# refused or lost) no longer holds the schedule back.
+STALE_REQUEST = "1 day"
+
+
+async def runs_in_the_way(conn: AsyncConnection, org_id: str, automation_id: str) -> tuple[int, int]:
+    """(runs of earlier firings not ended, firings buffered until they end)."""
+    scope = OrgScope(executions, org_id)
+    open_run = (
+        executions.c.run_status.in_([RunStatus.RUNNING.value, RunStatus.WAITING.value])
+        | ((executions.c.run_status == RunStatus.REQUESTED.value)
+           & (executions.c.started_at > sa.func.now() - sa.text(f"interval '{STALE_REQUEST}'"))))
+    query = scope.select(
+        sa.func.count().filter(open_run),
+        sa.func.count().filter(executions.c.run_status == RunStatus.BUFFERED.value),
+    ).where(executions.c.automation_id == automation_id)
+    open_runs, buffered = (await conn.execute(query)).one()
+    return int(open_runs), int(buffered)
+
+
+async def execution_by_id(conn: AsyncConnection, org_id: str, execution_id: str) -> Execution | None:
+    query = OrgScope(executions, org_id).select().where(executions.c.id == execution_id).with_for_update()
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def execution_of_run(conn: AsyncConnection, org_id: str, run_id: str) -> Execution | None:
+    query = OrgScope(executions, org_id).select().where(executions.c.run_id == run_id).with_for_update()
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def buffered_execution(conn: AsyncConnection, org_id: str, automation_id: str) -> Execution | None:
+    query = (OrgScope(executions, org_id).select()
+             .where(executions.c.automation_id == automation_id,
+                    executions.c.run_status == RunStatus.BUFFERED.value)
+             .order_by(executions.c.started_at).limit(1).with_for_update(skip_locked=True))
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def set_run(conn: AsyncConnection, execution: Execution) -> None:
+    await conn.execute(
+        OrgScope(executions, execution.org_id).update().where(executions.c.id == execution.id)
+        .values(run_id=execution.run_id, run_status=execution.run_status.value if execution.run_status else None)
+    )
+
+
+async def active_listing_ids(conn: AsyncConnection, org_id: str) -> list[str]:
+    query = (OrgScope(listings, org_id).select(listings.c.listing_id)
+             .where(listings.c.active).order_by(listings.c.listing_id))
+    return [r.listing_id for r in (await conn.execute(query)).all()]
 
 
 async def lock_debounce(conn: AsyncConnection, automation_id: str, key: str) -> None:

@@ -10,8 +10,12 @@ from automation_service.domain import (
     MAX_COUNTED_MISSED_RUNS,
     Automation,
     DueFiring,
+    FiringDecision,
+    OverlapPolicy,
     due_firing,
+    missed_beyond_window,
     next_fire_time,
+    overlap_decision,
 )
 from stayops_schemas.events.automations import AutomationType
 
@@ -142,3 +146,18 @@ def test_the_weekly_pricing_fires_once_on_each_dst_sunday_in_lisbon_and_new_york
                                 step=timedelta(minutes=15))
         assert len(fired) == 1, (timezone, fired)
         assert fired[0].astimezone(ZoneInfo(timezone)).hour == 9
+
+
+def test_an_overlapping_time_is_skipped_buffered_once_or_allowed_by_policy() -> None:
+    assert overlap_decision(OverlapPolicy.SKIP, open_runs=0, buffered=0) is FiringDecision.FIRE
+    assert overlap_decision(OverlapPolicy.SKIP, open_runs=1, buffered=0) is FiringDecision.SKIP
+    assert overlap_decision(OverlapPolicy.BUFFER_ONE, open_runs=1, buffered=0) is FiringDecision.BUFFER
+    assert overlap_decision(OverlapPolicy.BUFFER_ONE, open_runs=1, buffered=1) is FiringDecision.SKIP
+    assert overlap_decision(OverlapPolicy.ALLOW, open_runs=3, buffered=0) is FiringDecision.FIRE
+
+
+def test_a_time_missed_longer_ago_than_the_catch_up_window_is_not_run() -> None:
+    due = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
+    assert missed_beyond_window(due, due + timedelta(hours=2), 3600)
+    assert not missed_beyond_window(due, due + timedelta(minutes=30), 3600)
+    assert not missed_beyond_window(due, due + timedelta(days=30), None)
