@@ -125,18 +125,29 @@ class ExecutionList(BaseModel):
     items: list[ExecutionOut]
 
 
+class WindowOut(BaseModel):
+    days: int
+    runs: int
+    successes: int
+    failures: int
+    success_rate: float | None
+
+
 class StatsOut(BaseModel):
     runs: int
     successes: int
     failures: int
     success_rate: float | None = Field(description="Successes over finished runs; null before the first.")
     last_run: ExecutionOut | None
+    windows: list[WindowOut] = Field(default_factory=list, description="The same over the last 7 and 30 days.")
 
     @classmethod
     def of(cls, stats: ExecutionStats) -> StatsOut:
         return cls(runs=stats.runs, successes=stats.successes, failures=stats.failures,
                    success_rate=stats.success_rate,
-                   last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None)
+                   last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None,
+                   windows=[WindowOut(days=w.days, runs=w.runs, successes=w.successes, failures=w.failures,
+                                      success_rate=w.success_rate) for w in stats.windows])
 
 
 class AutomationDetail(AutomationOut):

@@ -180,6 +180,26 @@ class ExecutionStats:
     successes: int
     failures: int
     last_run: Execution | None
+    # The same counts over the last days (STATS_WINDOWS_DAYS), newest window first.
+    windows: list[WindowStats] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.successes + self.failures
+        return None if finished == 0 else self.successes / finished
+
+
+STATS_WINDOWS_DAYS = (7, 30)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Runs started in the last `days` days and how they ended."""
+
+    days: int
+    runs: int
+    successes: int
+    failures: int
 
     @property
     def success_rate(self) -> float | None:

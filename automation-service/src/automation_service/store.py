@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automation_service.domain import (
+    STATS_WINDOWS_DAYS,
     ActionStatus,
     AutomatedAction,
     Automation,
@@ -21,6 +22,7 @@ from automation_service.domain import (
     Notification,
     OverlapPolicy,
     RunStatus,
+    WindowStats,
 )
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
@@ -435,9 +437,19 @@ async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str
         sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
     ).where(executions.c.automation_id == automation_id)
     runs, successes, failures = (await conn.execute(query)).one()
+    windows = []
+    for days in STATS_WINDOWS_DAYS:
+        recent = executions.c.started_at >= sa.func.now() - sa.func.make_interval(0, 0, 0, days)
+        counted = scope.select(
+            sa.func.count(),
+            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
+            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
+        ).where(executions.c.automation_id == automation_id, recent)
+        in_window = (await conn.execute(counted)).one()
+        windows.append(WindowStats(days, *in_window))
     last = await recent_executions(conn, org_id, automation_id, limit=1)
     return ExecutionStats(runs=runs, successes=successes, failures=failures,
-                          last_run=last[0] if last else None)
+                          last_run=last[0] if last else None, windows=windows)
 
 
 def _action_values(action: AutomatedAction) -> dict[str, Any]:

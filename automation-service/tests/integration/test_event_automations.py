@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from automation_service import store
 from automation_service.app import NAME, create_app
+from automation_service.domain import Execution, ExecutionTrigger
 from stayops_kit.db import outbox
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_schemas.events.automations import ExecutionOutcome
 from stayops_schemas.events.sync import (
     ListingSynced,
     ReservationCancelled,
@@ -211,6 +214,18 @@ async def test_an_action_that_fails_fails_the_execution_with_the_reason(service:
     [run] = await eventually(lambda: executions(service, org, automation["id"]), what="a failed firing")
     assert run["outcome"] == "failure" and "ISO 8601" in run["error"]
     assert await announced(service, org, "stayops.task.requested") == []
+
+    async with service.runtime.uow.begin() as uow:  # a success 40 days ago counts only in the totals
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+        await store.insert_execution(uow.conn, Execution(
+            id=str(uuid.uuid4()), automation_id=automation["id"], org_id=org, started_at=long_ago,
+            finished_at=long_ago, outcome=ExecutionOutcome.SUCCESS, trigger=ExecutionTrigger.EVENT,
+            dedupe_key="long-ago"))
+    detail = (await service.client.get(f"/v1/automations/{automation['id']}", headers=service.auth(org))).json()
+    stats = detail["stats"]
+    assert (stats["runs"], stats["successes"], stats["failures"]) == (2, 1, 1)
+    assert [(w["days"], w["runs"], w["failures"], w["success_rate"]) for w in stats["windows"]] == [
+        (7, 1, 1, 0.0), (30, 1, 1, 0.0)]
 
 
 async def test_an_event_automation_with_a_forbidden_expression_is_refused(service: ServiceUnderTest) -> None:
