@@ -1,7 +1,7 @@
 """Event automations and schedule policies: their filter, dedupe and debounce keys and actions; event
 executions (the event, the filter's value, each action's outcome, once per dedupe
 key); the tasks they asked for, by link; the listings whose time zone plans local
-times; a schedule's overlap policy and catch-up window, and the run each firing asked
+times; the reservations conditions read; a schedule's overlap policy and catch-up window, and the run each firing asked
 for.
 
 Revision ID: 0003_event_automations
@@ -26,6 +26,19 @@ def upgrade() -> None:
     op.add_column("automations", sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"))
     op.add_column("automations", sa.Column("overlap", sa.Text, nullable=False, server_default="skip"))
     op.add_column("automations", sa.Column("catch_up_s", sa.Integer))
+    op.add_column("automations", sa.Column("condition_held", sa.Boolean))
+    op.create_index("automations_conditions_due", "automations", ["next_fire_at"],
+                    postgresql_where=sa.text("is_active AND kind = 'conditional'"))
+    op.create_table(
+        "automation_reservations",
+        sa.Column("org_id", sa.Text, primary_key=True),
+        sa.Column("reservation_id", sa.Text, primary_key=True),
+        sa.Column("listing_id", sa.Text, nullable=False),
+        sa.Column("check_in", sa.Date, nullable=False),
+        sa.Column("check_out", sa.Date, nullable=False),
+        sa.Column("cancelled", sa.Boolean, nullable=False),
+        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    )
     op.add_column("automation_executions", sa.Column("run_id", sa.Text))
     op.add_column("automation_executions", sa.Column("run_status", sa.Text))
     op.create_index("automation_executions_open_runs", "automation_executions", ["automation_id", "run_status"],
@@ -41,7 +54,7 @@ def upgrade() -> None:
                   sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"))
     op.drop_constraint("automation_executions_trigger", "automation_executions")
     op.create_check_constraint("automation_executions_trigger", "automation_executions",
-                               "trigger IN ('schedule', 'manual', 'event')")
+                               "trigger IN ('schedule', 'manual', 'event', 'condition')")
     op.create_unique_constraint("automation_executions_once_per_key", "automation_executions",
                                 ["automation_id", "dedupe_key"])
     op.create_index("automation_executions_debounce", "automation_executions",
@@ -75,6 +88,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("automation_reservations")
+    op.drop_index("automations_conditions_due", "automations")
     op.drop_table("automation_listings")
     op.drop_table("automation_task_links")
     op.drop_index("automation_executions_run", "automation_executions")
@@ -87,5 +102,5 @@ def downgrade() -> None:
     for name in ("run_status", "run_id", "action_outcomes", "filter_value", "debounce_key", "dedupe_key", "event_type", "event_id"):
         op.drop_column("automation_executions", name)
     op.drop_index("automations_org_active_event", "automations")
-    for name in ("catch_up_s", "overlap", "actions", "debounce_key", "debounce_s", "dedupe_key", "filter"):
+    for name in ("condition_held", "catch_up_s", "overlap", "actions", "debounce_key", "debounce_s", "dedupe_key", "filter"):
         op.drop_column("automations", name)

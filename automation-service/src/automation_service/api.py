@@ -49,13 +49,17 @@ class AutomationIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     description: str | None = None
-    kind: Literal[AutomationType.SCHEDULED, AutomationType.EVENT]
+    kind: AutomationType
     cron: str | None = Field(default=None, examples=["0 9 * * SUN"])
     timezone: str | None = Field(default=None, examples=["Europe/Paris"])
     event_type: str | None = Field(default=None, alias="on", examples=["reservation.*", "review.created"])
     filter: str | None = Field(default=None, examples=["data.rating <= 3"])
     dedupe_key: str | None = Field(default=None, examples=["${data.review_id}"])
     debounce: DebounceIn | None = None
+    condition: dict[str, Any] | None = Field(default=None, description="A conditional automation's condition "
+                                             "over the next nights' occupancy, fired once per false -> true.",
+                                             examples=[{"expression": "occupancy < 0.5", "window_days": 14,
+                                                        "every_s": 3600}])
     action: StartWorkflowIn | None = None
     actions: list[EventAction] = Field(default_factory=list)
     overlap: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description="When the previous run has not "
@@ -180,7 +184,7 @@ async def create_automation(body: AutomationIn, caller: CurrentCaller, runtime: 
         dedupe_key=body.dedupe_key, debounce_s=body.debounce.seconds if body.debounce else 0,
         debounce_key=body.debounce.key if body.debounce else None,
         actions=[action.model_dump(mode="json", exclude_none=True) for action in body.actions],
-        overlap=body.overlap, catch_up_s=body.catch_up_s,
+        overlap=body.overlap, catch_up_s=body.catch_up_s, condition=body.condition,
     )
     async with runtime.uow.begin() as uow:
         created = await handlers.create_automation(uow, caller, new)

@@ -9,9 +9,8 @@ from automation_service.actions import ActionRegistry, action_registry
 from stayops_kit.consumer import Subscriptions
 from stayops_schemas.events.sync import Platform
 
-# The platform facts (besides listing.synced) and StayOps facts an event automation
-# may name in `on:`.
-PLATFORM_FACTS = ("reservation.created", "reservation.changed", "reservation.cancelled", "review.created")
+# Besides every platform's listing, reservation and review facts, the StayOps facts an
+# event automation may name in `on:`.
 REACTED_TO = ("stayops.task.completed", "stayops.task.failed", "stayops.task.cancelled")
 # The run events a firing's run is followed by (event automations see them too).
 RUN_EVENTS = ("stayops.workflow.run.started", "stayops.workflow.run.waiting", "stayops.workflow.run.completed",
@@ -28,5 +27,7 @@ def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
         subs.on(f"{platform}.sync.completed", f"{platform}.sync.failed")(handlers.sync_answered)
         subs.on(f"{platform}.price.updated", f"{platform}.price.update_failed")(handlers.price_answered)
         subs.on(f"{platform}.listing.synced")(handlers.listing_synced)
-        subs.on(*(f"{platform}.{name}" for name in PLATFORM_FACTS))(handlers.event_received)
+        subs.on(*(f"{platform}.reservation.{name}" for name in ("created", "changed", "cancelled")))(
+            handlers.reservation_reported)
+        subs.on(f"{platform}.review.created")(handlers.event_received)
     return subs

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from automation_service import expressions
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
@@ -61,12 +62,16 @@ class Automation:
     actions: list[dict[str, Any]] = field(default_factory=list)
     overlap: OverlapPolicy = field(default_factory=lambda: OverlapPolicy.SKIP)
     catch_up_s: int | None = None
+    # A conditional automation's last evaluation: it fires when this goes false -> true.
+    condition_held: bool | None = None
 
     @property
     def is_scheduled(self) -> bool:
         return self.kind is AutomationType.SCHEDULED
 
     def first_fire_after(self, now: datetime) -> datetime | None:
+        if self.kind is AutomationType.CONDITIONAL:
+            return now  # a condition is first checked at once
         if not self.is_scheduled or self.cron is None or self.timezone is None:
             return None
         return next_fire_time(self.cron, self.timezone, now)
@@ -113,10 +118,13 @@ def check_trigger(
         raise InvalidTrigger(f"a {kind.value} automation fires on an event; it has no schedule")
     if timezone is not None:
         _check_zone(timezone)
+    if kind is AutomationType.CONDITIONAL:
+        if not condition:
+            raise InvalidTrigger("a conditional automation needs the condition that must hold")
+        ConditionCheck.of(condition)
+        return
     if not event_type:
         raise InvalidTrigger(f"a {kind.value} automation needs the event type it listens to")
-    if kind is AutomationType.CONDITIONAL and not condition:
-        raise InvalidTrigger("a conditional automation needs the condition that must hold")
     if kind is AutomationType.EVENT and condition is not None:
         raise InvalidTrigger("an event automation takes a `filter` over the event, not a `condition` "
                              "(conditions are for conditional automations)")
@@ -135,6 +143,7 @@ class ExecutionTrigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     EVENT = "event"
+    CONDITION = "condition"
 
 
 @dataclass(frozen=True)
@@ -441,3 +450,47 @@ class Notification:
     body: str
     created_at: datetime
     task_id: str | None = None
+
+
+# --- Conditions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConditionCheck:
+    """A conditional automation's condition: `expression` over the org's read model,
+    evaluated every `every_s` seconds; the metrics cover the next `window_days`
+    nights: `occupancy` (booked nights over available nights of the active
+    listings, 0..1), `booked_nights`, `available_nights`, `listings`. E.g.
+    `{"expression": "occupancy < 0.5", "window_days": 14, "every_s": 3600}`."""
+
+    expression: str
+    every_s: int = 3600
+    window_days: int = 14
+
+    @classmethod
+    def of(cls, condition: dict[str, Any]) -> ConditionCheck:
+        unknown = set(condition) - {"expression", "every_s", "window_days"}
+        expression = condition.get("expression")
+        every_s, window_days = condition.get("every_s", 3600), condition.get("window_days", 14)
+        if unknown or not isinstance(expression, str) or not expression.strip():
+            raise InvalidTrigger("a condition is {'expression': 'occupancy < 0.5', 'window_days': 14, "
+                                 f"'every_s': 3600}}, not {condition!r}")
+        if (not isinstance(every_s, int) or every_s < 1 or not isinstance(window_days, int)
+                or not 1 <= window_days <= 365):
+            raise InvalidTrigger("a condition is checked every 1 s or more (every_s) over 1..365 nights "
+                                 "(window_days)")
+        expressions.check(expression)
+        return cls(expression=expression, every_s=every_s, window_days=window_days)
+
+
+def occupancy_metrics(booked_nights: int, listings: int, window_days: int) -> dict[str, Any]:
+    """What a condition reads about the next `window_days` nights."""
+    available = listings * window_days
+    return {"occupancy": booked_nights / available if available else 0.0, "booked_nights": booked_nights,
+            "available_nights": available, "listings": listings, "window_days": window_days}
+
+
+def condition_fires(held_before: bool | None, holds_now: bool) -> bool:
+    """Fire once per transition from false to true: a condition already true when
+    first checked counts as a transition; one that stays true does not fire again."""
+    return holds_now and not held_before

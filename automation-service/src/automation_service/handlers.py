@@ -16,6 +16,7 @@ from automation_service.domain import (
     AutomatedAction,
     Automation,
     AutomationNotFound,
+    ConditionCheck,
     Execution,
     ExecutionStats,
     ExecutionTrigger,
@@ -27,7 +28,9 @@ from automation_service.domain import (
     StartWorkflow,
     automated_action,
     check_trigger,
+    condition_fires,
     missed_beyond_window,
+    occupancy_metrics,
     overlap_decision,
 )
 from automation_service.expressions import ExpressionError
@@ -44,7 +47,17 @@ from stayops_schemas.events.automations import (
     ExecutionOutcome,
 )
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.sync import ListingSynced, PriceUpdated, PriceUpdateFailed, SyncCompleted, SyncFailed
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    PriceUpdated,
+    PriceUpdateFailed,
+    ReservationCancelled,
+    ReservationChanged,
+    ReservationCreated,
+    ReservationStatus,
+    SyncCompleted,
+    SyncFailed,
+)
 from stayops_schemas.events.tasks import (
     TaskAssigned,
     TaskCancelRequested,
@@ -104,11 +117,15 @@ async def create_automation(uow: UnitOfWork, caller: Caller, new: NewAutomation)
         reactions.check_event_automation(new.event_type or "", new.filter, new.dedupe_key,
                                          new.debounce_key, actions)
         automation = replace(automation, actions=actions, action={})
+    elif automation.kind is AutomationType.CONDITIONAL:
+        actions = new.actions or ([new.action] if new.action else [])
+        reactions.check_event_automation("condition.held", None, None, None, actions)
+        automation = replace(automation, actions=actions, action={})
     else:
         StartWorkflow.of(automation)  # refuse an action the automation could not fire
     automation = replace(automation, next_fire_at=automation.first_fire_after(await store.database_now(uow.conn)))
     await store.insert_automation(uow.conn, automation)
-    if automation.is_scheduled:
+    if automation.next_fire_at is not None:
         await store.wake_schedulers(uow.conn)
     return automation
 
@@ -147,7 +164,7 @@ async def resume_automation(uow: UnitOfWork, caller: Caller, automation_id: str)
         return automation
     resumed = automation.resumed(uow.clock.now(), await store.database_now(uow.conn))
     await store.update_automation(uow.conn, resumed)
-    if resumed.is_scheduled:
+    if resumed.next_fire_at is not None:
         await store.wake_schedulers(uow.conn)
     return resumed
 
@@ -171,6 +188,9 @@ async def fire_due_automations(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> i
     now = await store.database_now(uow.conn)
     due = await store.claim_due_automations(uow.conn, limit=limit)
     for automation in due:
+        if automation.kind is AutomationType.CONDITIONAL:
+            await _check_condition(uow, automation, now)
+            continue
         firing = automation.due_firing(now)
         if firing is None:
             continue
@@ -182,6 +202,28 @@ async def fire_due_automations(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> i
                      automation.id, firing.scheduled_for.isoformat(), firing.skipped_runs)
         await store.update_automation(uow.conn, replace(automation, next_fire_at=firing.next_fire_at))
     return len(due)
+
+
+async def _check_condition(uow: UnitOfWork, automation: Automation, now: datetime) -> None:
+    """Evaluate a conditional automation over the read model; fire its actions once
+    per transition from false to true, then check again `every_s` later."""
+    check = ConditionCheck.of(automation.condition or {})
+    today = now.astimezone(reactions.zone_of(automation.timezone)).date()
+    booked, listings = await store.booked_nights(uow.conn, automation.org_id, today, check.window_days)
+    metrics = occupancy_metrics(booked, listings, check.window_days)
+    try:
+        holds = bool(expressions.evaluate(check.expression, metrics))
+    except ExpressionError as exc:
+        log.warning("automation %s: condition %r cannot be evaluated (%s); it counts as false",
+                    automation.id, check.expression, exc)
+        holds = False
+    if condition_fires(automation.condition_held, holds):
+        event = CanonicalEvent(id=uow.ids(), type="condition.held", source="/automation-service",
+                               org_id=automation.org_id, time=now, data=metrics)
+        await _fire_on_event(uow, replace(automation, filter=None, dedupe_key=None, debounce_s=0), event,
+                             reactions.names_of(event, None), trigger=ExecutionTrigger.CONDITION)
+    await store.update_automation(uow.conn, replace(
+        automation, condition_held=holds, next_fire_at=now + timedelta(seconds=check.every_s)))
 
 
 async def _fire(
@@ -413,6 +455,17 @@ async def listing_synced(ctx: EventContext, event: ListingSynced) -> None:
     await event_received(ctx, event)
 
 
+async def reservation_reported(ctx: EventContext, event: ReservationCreated | ReservationChanged
+                               | ReservationCancelled) -> None:
+    """Keep the reservation (conditions read occupancy from them), then react to it."""
+    await store.store_reservation(ctx.uow.conn, event.org_id, {
+        "reservation_id": event.reservation_id, "listing_id": event.listing_id, "check_in": event.check_in,
+        "check_out": event.check_out, "as_of": ctx.envelope.time,
+        "cancelled": isinstance(event, ReservationCancelled) or event.status is ReservationStatus.CANCELLED,
+    })
+    await event_received(ctx, event)
+
+
 async def event_received(ctx: EventContext, _payload: Payload) -> None:
     """Fire every active event automation of the event's org whose `on:` matches
     it and whose filter holds — each once per dedupe key, in this transaction."""
@@ -430,7 +483,7 @@ async def event_received(ctx: EventContext, _payload: Payload) -> None:
 
 
 async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: CanonicalEvent,
-                         names: dict[str, Any]) -> None:
+                         names: dict[str, Any], *, trigger: ExecutionTrigger = ExecutionTrigger.EVENT) -> None:
     try:
         passed = reactions.filter_value(automation.filter, names)
         dedupe_key = reactions.key_of(automation.dedupe_key, reactions.DEFAULT_DEDUPE_KEY, names, event.id)
@@ -457,7 +510,7 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
             return
     execution = Execution(
         id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now,
-        trigger=ExecutionTrigger.EVENT, event_id=event.id, event_type=event.platform_type or event.type,
+        trigger=trigger, event_id=event.id, event_type=event.platform_type or event.type,
         dedupe_key=dedupe_key, debounce_key=debounce_key,
         filter_value=passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed),
     )

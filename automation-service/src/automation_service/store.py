@@ -4,7 +4,7 @@ a tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,6 +54,7 @@ automations = sa.Table(
     sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"),
     sa.Column("overlap", sa.Text, nullable=False, server_default="skip"),
     sa.Column("catch_up_s", sa.Integer),
+    sa.Column("condition_held", sa.Boolean),
     sa.CheckConstraint("kind IN ('scheduled', 'event', 'conditional')", name="automations_kind"),
 )
 # What an event looks up: the org's active event automations.
@@ -66,6 +67,9 @@ sa.Index("automations_active_kind", automations.c.kind, automations.c.event_type
 # What the scheduler claims: active schedules by due time.
 sa.Index("automations_due", automations.c.next_fire_at,
          postgresql_where=sa.text("is_active AND kind = 'scheduled'"))
+# ... and conditions due for a check.
+sa.Index("automations_conditions_due", automations.c.next_fire_at,
+         postgresql_where=sa.text("is_active AND kind = 'conditional'"))
 
 executions = sa.Table(
     "automation_executions",
@@ -90,7 +94,8 @@ executions = sa.Table(
     sa.Column("run_id", sa.Text),
     sa.Column("run_status", sa.Text),
     sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
-    sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event')", name="automation_executions_trigger"),
+    sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event', 'condition')",
+                       name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
     sa.UniqueConstraint("automation_id", "scheduled_for", name="automation_executions_once_per_time"),
     # One execution per dedupe key: a re-sent event fires once.
@@ -173,6 +178,19 @@ listings = sa.Table(
     sa.Column("timezone", sa.Text),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The reservations the sync services announced, for conditions over occupancy.
+reservations = sa.Table(
+    "automation_reservations",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("reservation_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, nullable=False),
+    sa.Column("check_in", sa.Date, nullable=False),
+    sa.Column("check_out", sa.Date, nullable=False),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
 )
 
 SCHEDULE_CHANNEL = "automation_schedule"
@@ -275,13 +293,14 @@ async def active_event_automations(conn: AsyncConnection, org_id: str) -> list[A
 
 
 async def update_automation(conn: AsyncConnection, automation: Automation) -> None:
-    """Save what can change after creation: active or not, and the next fire time."""
+    """Save what can change after creation: active or not, the next fire (or check)
+    time, and whether its condition held when last checked."""
     await conn.execute(
         OrgScope(automations, automation.org_id)
         .update()
         .where(automations.c.id == automation.id)
         .values(is_active=automation.is_active, next_fire_at=automation.next_fire_at,
-                updated_at=automation.updated_at)
+                updated_at=automation.updated_at, condition_held=automation.condition_held)
     )
 
 
@@ -293,7 +312,7 @@ async def claim_due_automations(conn: AsyncConnection, *, limit: int) -> list[Au
         sa.select(automations)
         .where(
             automations.c.is_active,
-            automations.c.kind == AutomationType.SCHEDULED.value,
+            automations.c.kind.in_([AutomationType.SCHEDULED.value, AutomationType.CONDITIONAL.value]),
             automations.c.next_fire_at <= sa.func.now(),
         )
         .order_by(automations.c.next_fire_at)
@@ -308,7 +327,8 @@ async def seconds_until_next_fire(conn: AsyncConnection) -> float | None:
     nothing is scheduled."""
     query = sa.select(
         sa.func.extract("epoch", sa.func.min(automations.c.next_fire_at) - sa.func.clock_timestamp())
-    ).where(automations.c.is_active, automations.c.kind == AutomationType.SCHEDULED.value)
+    ).where(automations.c.is_active,
+            automations.c.kind.in_([AutomationType.SCHEDULED.value, AutomationType.CONDITIONAL.value]))
     seconds = (await conn.execute(query)).scalar_one_or_none()
     return None if seconds is None else float(seconds)
 
@@ -565,3 +585,23 @@ async def listing_of(conn: AsyncConnection, org_id: str, listing_id: str) -> dic
     values = dict(row._mapping)
     values["synced_at"] = values["synced_at"].isoformat()
     return values
+
+
+async def store_reservation(conn: AsyncConnection, org_id: str, values: dict[str, Any]) -> None:
+    """Keep the newest state of a reservation (a late event changes nothing)."""
+    await conn.execute(OrgScope(reservations, org_id).upsert_newest(
+        [values], key=["reservation_id"], version="as_of"))
+
+
+async def booked_nights(conn: AsyncConnection, org_id: str, start: date, days: int) -> tuple[int, int]:
+    """(nights booked in [start, start + days) on the org's active listings, those listings)."""
+    end = start + timedelta(days=days)
+    active = sa.select(listings.c.listing_id).where(listings.c.org_id == org_id, listings.c.active)
+    first = sa.func.greatest(reservations.c.check_in, start)
+    last = sa.func.least(reservations.c.check_out, end)
+    nights = (OrgScope(reservations, org_id)
+              .select(sa.func.coalesce(sa.func.sum(last - first), 0))
+              .where(~reservations.c.cancelled, reservations.c.check_in < end, reservations.c.check_out > start,
+                     reservations.c.listing_id.in_(active)))
+    count = OrgScope(listings, org_id).select(sa.func.count()).where(listings.c.active)
+    return int((await conn.execute(nights)).scalar_one()), int((await conn.execute(count)).scalar_one())

@@ -1,7 +1,8 @@
 """Schedule policies on real PostgreSQL and Apache Kafka: a time whose previous run
 has not ended is skipped, or buffered once until it ends; a time missed longer ago
 than the catch-up window is skipped and recorded; parameters are resolved when the
-schedule fires; a pinned workflow version is asked for."""
+schedule fires; a pinned workflow version is asked for. And conditional automations:
+a condition over occupancy checked on a schedule, fired once per false -> true."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from automation_service import store
 from automation_service.app import NAME, create_app
 from stayops_kit.db import outbox
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
-from stayops_schemas.events.sync import ListingSynced
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    ReservationCancelled,
+    ReservationCreated,
+    ReservationStatus,
+)
 from stayops_schemas.events.workflows import WorkflowRunCompleted, WorkflowRunStarted
 
 pytestmark = pytest.mark.stack
@@ -178,3 +184,52 @@ async def test_parameters_are_resolved_when_it_fires_and_a_pinned_version_is_ask
 async def _listings(service: ServiceUnderTest, org: str, count: int) -> bool:
     async with service.runtime.engine.connect() as conn:
         return len(await store.active_listing_ids(conn, org)) >= count
+
+
+async def test_a_condition_over_occupancy_fires_once_per_transition_from_false_to_true(
+    service: ServiceUnderTest,
+) -> None:
+    org = new_org()
+    response = await service.client.post("/v1/automations", headers=service.auth(org), json={
+        "name": "Low occupancy ahead", "kind": "conditional", "timezone": "UTC",
+        "condition": {"expression": "occupancy < 0.5", "window_days": 14, "every_s": 1},
+        "actions": [{"type": "notify", "user_id": "u-owner",
+                     "subject": "Occupancy of the next ${data.window_days} nights: ${data.booked_nights} booked"}]})
+    assert response.status_code == 201, response.text
+    automation_id = response.json()["id"]
+    await service.publish("airbnb.listing.synced", ListingSynced(
+        listing_id="l-1", org_id=org, title="Loft", city="Lisbon", capacity=2, base_price=Decimal("100"),
+        currency="EUR", synced_at=T0), key="l-1")
+
+    async def held() -> bool | None:
+        async with service.runtime.engine.connect() as conn:
+            found = await store.get_automation(conn, org, automation_id)
+        return None if found is None else found.condition_held
+
+    async def notified(count: int) -> list[str]:
+        response = await service.client.get("/v1/notifications", headers=service.auth(org))
+        subjects = [n["subject"] for n in response.json()["items"]]
+        return subjects if len(subjects) >= count else []
+
+    await eventually(lambda: notified(1), what="fired when first true")
+    today = dt.datetime.now(dt.UTC).date()
+    booked = ReservationCreated(
+        reservation_id="r-1", listing_id="l-1", org_id=org, status=ReservationStatus.CONFIRMED, check_in=today,
+        check_out=today + dt.timedelta(days=10), guests=2, nightly_rate=Decimal("100"), total=Decimal("1000"),
+        currency="EUR", booked_at=T0)
+    await service.publish("airbnb.reservation.created", booked, key="l-1")
+    await eventually(lambda: _is(held, False), what="10 of 14 nights booked: the condition no longer holds")
+    assert len(await notified(1)) == 1, "true while checked again and again, it fired once"
+
+    await service.publish("airbnb.reservation.cancelled", ReservationCancelled(
+        **booked.model_dump(exclude={"status"}), status=ReservationStatus.CANCELLED, cancelled_at=T0), key="l-1")
+    subjects = await eventually(lambda: notified(2), what="fired again on the next false -> true")
+    assert "0 booked" in subjects[0]
+    [execution, *_] = (await service.client.get(f"/v1/automations/{automation_id}/executions",
+                                                headers=service.auth(org))).json()["items"]
+    assert (execution["trigger"], execution["event_type"], execution["outcome"]) == (
+        "condition", "condition.held", "success")
+
+
+async def _is(read: Any, value: object) -> bool:
+    return bool(await read() is value)
