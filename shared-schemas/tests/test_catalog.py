@@ -102,6 +102,12 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
     },
     tasks.TaskFailed: {**TASK, "reason": "market data unavailable"},
     tasks.TaskBlocked: {**TASK, "reason": "waiting for owner input"},
+    tasks.TaskCancelled: {**TASK, "reason": "reservation cancelled", "cancelled_by": "automation"},
+    tasks.TaskRescheduled: {**TASK, "due_at": "2025-04-05T10:00:00Z"},
+    tasks.TaskCancelRequested: {"request_id": "req-1", "org_id": "org-1", "reason": "reservation cancelled",
+                                "requested_by": "automation-a1"},
+    tasks.TaskRescheduleRequested: {"request_id": "req-1", "org_id": "org-1",
+                                    "due_at": "2025-04-05T10:00:00Z", "requested_by": "automation-a1"},
     workflows.WorkflowRunRequested: {
         "request_id": "req-2",
         "org_id": "org-1",

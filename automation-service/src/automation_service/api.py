@@ -10,12 +10,20 @@ from fastapi import APIRouter, Body, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from automation_service import handlers, store
-from automation_service.domain import Automation, Execution, ExecutionStats, ExecutionTrigger, Notification
+from automation_service.domain import (
+    Automation,
+    Execution,
+    ExecutionStats,
+    ExecutionTrigger,
+    Notification,
+    OverlapPolicy,
+    RunStatus,
+)
+from automation_service.reactions import EventAction
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_kit.auth import Caller
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
-from stayops_schemas.catalog import CATALOG
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 
 router = APIRouter(tags=["automations"])
@@ -59,7 +67,18 @@ class StartWorkflowIn(BaseModel):
 
     type: Literal["start_workflow"]
     workflow_key: str = Field(pattern="^[a-z0-9][a-z0-9-]{0,62}$", examples=["dynamic-pricing"])
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    workflow_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                         description="A pinned version; null: the latest.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="May hold `${...}` templates resolved "
+                                       "when it fires, e.g. `${org.active_listings}`.")
+
+
+class DebounceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(ge=1, le=7 * 24 * 3600)
+    key: Text | None = Field(default=None, description="Template of the key debounced per; default the "
+                             "event type.", examples=["${data.listing_id}"])
 
 
 class ScheduledAutomationIn(BaseModel):
@@ -73,23 +92,57 @@ class ScheduledAutomationIn(BaseModel):
     cron: str = Field(pattern=CRON_PATTERN, max_length=200, examples=["0 9 * * SUN"])
     timezone: TimeZone
     action: StartWorkflowIn
+    overlap: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description="When the previous run has not "
+                                   "ended: skip this time, buffer one firing until it ends, or allow both.")
+    catch_up_s: int | None = Field(default=None, ge=0, le=366 * 24 * 3600,
+                                   description="A time missed longer ago than this is skipped (and "
+                                   "recorded), not run late; null: a missed time runs once.")
 
 
 class EventAutomationIn(BaseModel):
-    """Stored against an event type of the catalog (kept and listed; firing on
-    events is not offered yet, so it never runs by itself)."""
+    """Fires on each event `on` names (a type or a pattern such as `reservation.*`,
+    in canonical form whatever the platform) whose `filter` holds, once per
+    `dedupe_key`, at most once per `debounce` window, running its `actions`;
+    `timezone` is the org's zone for local times of listings without one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     kind: Literal[AutomationType.EVENT]
     name: str = Field(min_length=1, max_length=200)
     description: Text | None = None
-    event_type: Literal[tuple(sorted(CATALOG))]  # type: ignore[valid-type]
-    action: StartWorkflowIn
+    event_type: str = Field(alias="on", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.*-]+$",
+                            examples=["reservation.*", "review.created"])
+    filter: Text | None = Field(default=None, examples=["data.rating <= 3"])
+    dedupe_key: Text | None = Field(default=None, examples=["${data.review_id}"])
+    debounce: DebounceIn | None = None
+    timezone: TimeZone | None = None
+    actions: list[EventAction] = Field(min_length=1, max_length=20)
 
 
-# Conditional automations are not accepted over REST: nothing evaluates conditions yet.
-AutomationIn = Annotated[ScheduledAutomationIn | EventAutomationIn, Field(discriminator="kind")]
+class ConditionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str = Field(min_length=1, max_length=1000, examples=["occupancy < 0.5"])
+    window_days: int = Field(default=14, ge=1, le=365)
+    every_s: int = Field(default=3600, ge=1, le=31 * 24 * 3600)
+
+
+class ConditionalAutomationIn(BaseModel):
+    """Checks `condition` over the next nights' occupancy every `every_s` seconds and
+    runs its `actions` once each time it turns from false to true."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[AutomationType.CONDITIONAL]
+    name: str = Field(min_length=1, max_length=200)
+    description: Text | None = None
+    condition: ConditionIn
+    timezone: TimeZone | None = None
+    actions: list[EventAction] = Field(min_length=1, max_length=20)
+
+
+AutomationIn = Annotated[ScheduledAutomationIn | EventAutomationIn | ConditionalAutomationIn,
+                         Field(discriminator="kind")]
 
 
 class AutomationOut(BaseModel):
@@ -103,6 +156,13 @@ class AutomationOut(BaseModel):
     event_type: str | None
     condition: dict[str, Any] | None
     action: dict[str, Any]
+    filter: str | None
+    dedupe_key: str | None
+    debounce_s: int
+    debounce_key: str | None
+    actions: list[dict[str, Any]]
+    overlap: OverlapPolicy
+    catch_up_s: int | None
     is_active: bool
     next_fire_at: datetime | None
     created_by: str
@@ -128,6 +188,14 @@ class ExecutionOut(BaseModel):
     duration_ms: int | None
     outcome: ExecutionOutcome | None
     error: str | None
+    event_id: str | None = Field(default=None, description="The event that fired it.")
+    event_type: str | None = None
+    dedupe_key: str | None = None
+    filter_value: Any = Field(default=None, description="What the filter evaluated to.")
+    action_outcomes: list[dict[str, Any]] = Field(default_factory=list,
+                                                  description="What each action did.")
+    run_id: str | None = Field(default=None, description="The workflow run it started.")
+    run_status: RunStatus | None = None
 
     @classmethod
     def of(cls, execution: Execution) -> ExecutionOut:
@@ -138,18 +206,29 @@ class ExecutionList(BaseModel):
     items: list[ExecutionOut]
 
 
+class WindowOut(BaseModel):
+    days: int
+    runs: int
+    successes: int
+    failures: int
+    success_rate: float | None
+
+
 class StatsOut(BaseModel):
     runs: int
     successes: int
     failures: int
     success_rate: float | None = Field(description="Successes over finished runs; null before the first.")
     last_run: ExecutionOut | None
+    windows: list[WindowOut] = Field(default_factory=list, description="The same over the last 7 and 30 days.")
 
     @classmethod
     def of(cls, stats: ExecutionStats) -> StatsOut:
         return cls(runs=stats.runs, successes=stats.successes, failures=stats.failures,
                    success_rate=stats.success_rate,
-                   last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None)
+                   last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None,
+                   windows=[WindowOut(days=w.days, runs=w.runs, successes=w.successes, failures=w.failures,
+                                      success_rate=w.success_rate) for w in stats.windows])
 
 
 class AutomationDetail(AutomationOut):
@@ -178,11 +257,20 @@ class NotificationList(BaseModel):
 @router.post("/automations", response_model=AutomationOut, status_code=201)
 async def create_automation(body: Annotated[AutomationIn, Body()], caller: Manager,
                             runtime: Runtime) -> AutomationOut:
-    scheduled = isinstance(body, ScheduledAutomationIn)
     new = handlers.NewAutomation(
         name=body.name, description=body.description, kind=body.kind,
-        cron=body.cron if scheduled else None, timezone=body.timezone if scheduled else None,
-        event_type=None if scheduled else body.event_type, action=body.action.model_dump(),
+        cron=body.cron if isinstance(body, ScheduledAutomationIn) else None, timezone=body.timezone,
+        event_type=body.event_type if isinstance(body, EventAutomationIn) else None,
+        action=body.action.model_dump() if isinstance(body, ScheduledAutomationIn) else {},
+        filter=body.filter if isinstance(body, EventAutomationIn) else None,
+        dedupe_key=body.dedupe_key if isinstance(body, EventAutomationIn) else None,
+        debounce_s=body.debounce.seconds if isinstance(body, EventAutomationIn) and body.debounce else 0,
+        debounce_key=body.debounce.key if isinstance(body, EventAutomationIn) and body.debounce else None,
+        actions=[] if isinstance(body, ScheduledAutomationIn)
+        else [action.model_dump(mode="json", exclude_none=True) for action in body.actions],
+        overlap=body.overlap if isinstance(body, ScheduledAutomationIn) else OverlapPolicy.SKIP,
+        catch_up_s=body.catch_up_s if isinstance(body, ScheduledAutomationIn) else None,
+        condition=body.condition.model_dump() if isinstance(body, ConditionalAutomationIn) else None,
     )
     async with runtime.uow.begin() as uow:
         created = await handlers.create_automation(uow, caller, new)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from automation_service import expressions
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.tasks import SIDE_EFFECTING_ACTIONS, WORKFLOW_CREATOR, TaskAssigned, TaskType
@@ -38,8 +39,11 @@ class InvalidAction(InvalidRequest):
 @dataclass(frozen=True)
 class Automation:
     """Something that fires on its own: on a schedule (`cron` in `timezone`), on an
-    event (`event_type`), or when a condition over an event holds (`condition`).
-    `action` says what a firing does, e.g. request a run of a workflow."""
+    event (`event_type`, the `on:` type or pattern), or when a condition over an
+    event holds (`condition`). `action` says what a scheduled firing does, e.g.
+    request a run of a workflow; an event automation runs its `actions` when its
+    `filter` holds, once per `dedupe_key` and at most once per `debounce_s` per
+    `debounce_key`, planning local times in the listing's zone or `timezone`."""
 
     id: str
     org_id: str
@@ -56,12 +60,23 @@ class Automation:
     condition: dict[str, Any] | None = None
     action: dict[str, Any] = field(default_factory=dict)
     next_fire_at: datetime | None = None
+    filter: str | None = None
+    dedupe_key: str | None = None
+    debounce_s: int = 0
+    debounce_key: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    overlap: OverlapPolicy = field(default_factory=lambda: OverlapPolicy.SKIP)
+    catch_up_s: int | None = None
+    # A conditional automation's last evaluation: it fires when this goes false -> true.
+    condition_held: bool | None = None
 
     @property
     def is_scheduled(self) -> bool:
         return self.kind is AutomationType.SCHEDULED
 
     def first_fire_after(self, now: datetime) -> datetime | None:
+        if self.kind is AutomationType.CONDITIONAL:
+            return now  # a condition is first checked at once
         if not self.is_scheduled or self.cron is None or self.timezone is None:
             return None
         return next_fire_time(self.cron, self.timezone, now)
@@ -100,36 +115,49 @@ def check_trigger(
                 f"invalid cron expression {cron!r}: use five fields, e.g. '0 9 * * SUN' "
                 "for Sundays at 09:00"
             )
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidTrigger(
-                f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Lisbon'"
-            ) from exc
+        _check_zone(timezone)
         if event_type is not None or condition is not None:
             raise InvalidTrigger("a scheduled automation fires on its schedule, not on an event")
         return
-    if cron is not None or timezone is not None:
+    if cron is not None:
         raise InvalidTrigger(f"a {kind.value} automation fires on an event; it has no schedule")
+    if timezone is not None:
+        _check_zone(timezone)
+    if kind is AutomationType.CONDITIONAL:
+        if not condition:
+            raise InvalidTrigger("a conditional automation needs the condition that must hold")
+        ConditionCheck.of(condition)
+        return
     if not event_type:
         raise InvalidTrigger(f"a {kind.value} automation needs the event type it listens to")
-    if kind is AutomationType.CONDITIONAL and not condition:
-        raise InvalidTrigger("a conditional automation needs the condition that must hold")
     if kind is AutomationType.EVENT and condition is not None:
-        raise InvalidTrigger("an event automation fires on every matching event; use a "
-                             "conditional automation to add a condition")
+        raise InvalidTrigger("an event automation takes a `filter` over the event, not a `condition` "
+                             "(conditions are for conditional automations)")
+
+
+def _check_zone(timezone: str) -> None:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidTrigger(
+            f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Lisbon'"
+        ) from exc
 
 
 class ExecutionTrigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    EVENT = "event"
+    CONDITION = "condition"
 
 
 @dataclass(frozen=True)
 class Execution:
     """One firing of an automation; `outcome` is None while it runs. A scheduled
     firing names the time it was due (`scheduled_for`, unique per automation) and how
-    many older missed times it stands for (`skipped_runs`, see `due_firing`)."""
+    many older missed times it stands for (`skipped_runs`, see `due_firing`). An
+    event firing names its event, its `dedupe_key` (unique per automation), what
+    its filter evaluated to and what each action did (`action_outcomes`)."""
 
     id: str
     automation_id: str
@@ -141,6 +169,14 @@ class Execution:
     scheduled_for: datetime | None = None
     trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
     skipped_runs: int = 0
+    event_id: str | None = None
+    event_type: str | None = None
+    dedupe_key: str | None = None
+    debounce_key: str | None = None
+    filter_value: Any = None
+    action_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+    run_status: RunStatus | None = None
 
     @property
     def duration_ms(self) -> int | None:
@@ -158,6 +194,26 @@ class ExecutionStats:
     successes: int
     failures: int
     last_run: Execution | None
+    # The same counts over the last days (STATS_WINDOWS_DAYS), newest window first.
+    windows: list[WindowStats] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = self.successes + self.failures
+        return None if finished == 0 else self.successes / finished
+
+
+STATS_WINDOWS_DAYS = (7, 30)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Runs started in the last `days` days and how they ended."""
+
+    days: int
+    runs: int
+    successes: int
+    failures: int
 
     @property
     def success_rate(self) -> float | None:
@@ -174,9 +230,16 @@ MAX_COUNTED_MISSED_RUNS = 1000
 
 def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime:
     """The first time strictly after `after` that `cron` names, read as wall-clock
-    time in `timezone` (so "0 9 * * SUN" stays 09:00 across DST changes), in UTC."""
+    time in `timezone` (so "0 9 * * SUN" stays 09:00 across DST changes), in UTC.
+
+    Each wall-clock time fires once: on the day the clock goes back, the repeated
+    hour's times already fired, so "30 1 * * *" in New York fires once on
+    2025-11-02, not at 01:30 EDT and again at 01:30 EST. On the day the clock goes
+    forward, a time inside the gap fires once, just after it."""
     local = after.astimezone(ZoneInfo(timezone))
     fire: datetime = croniter(cron, local).get_next(datetime)
+    while fire.replace(tzinfo=None) <= local.replace(tzinfo=None):
+        fire = croniter(cron, fire).get_next(datetime)
     return fire.astimezone(ZoneInfo("UTC"))
 
 
@@ -217,10 +280,13 @@ def due_firing(cron: str, timezone: str, next_fire_at: datetime, now: datetime) 
 
 @dataclass(frozen=True)
 class StartWorkflow:
-    """The action of an automation that asks workflow-service for a run."""
+    """The action of an automation that asks workflow-service for a run: of a pinned
+    `workflow_version`, or of the latest (None). `parameters` may hold `${...}`
+    templates resolved when it fires (`${org.active_listings}`)."""
 
     workflow_key: str
     parameters: dict[str, Any]
+    workflow_version: int | None = None
 
     @classmethod
     def of(cls, automation: Automation) -> StartWorkflow:
@@ -230,7 +296,62 @@ class StartWorkflow:
                 f"automation {automation.id} has action {action!r}; the only action an "
                 "automation can fire is {'type': 'start_workflow', 'workflow_key': ...}"
             )
-        return cls(workflow_key=str(action["workflow_key"]), parameters=dict(action.get("parameters") or {}))
+        version = action.get("workflow_version")
+        if version is not None and (not isinstance(version, int) or version < 1):
+            raise InvalidAction(f"workflow_version {version!r}: pin a published version (1, 2, ...) or omit "
+                                "it for the latest")
+        return cls(workflow_key=str(action["workflow_key"]), parameters=dict(action.get("parameters") or {}),
+                   workflow_version=version)
+
+
+# --- Schedule policies -------------------------------------------------------------
+
+
+class OverlapPolicy(StrEnum):
+    """What a schedule does when its previous run has not ended: `skip` this time
+    (the default), keep one firing `buffer_one` until the run ends, or `allow` runs
+    side by side."""
+
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW = "allow"
+
+
+class RunStatus(StrEnum):
+    """How the run a firing asked for stands, as workflow-service announces it."""
+
+    BUFFERED = "buffered"  # waiting for the previous run to end (overlap buffer_one)
+    REQUESTED = "requested"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_RUN_STATUSES = frozenset({RunStatus.REQUESTED, RunStatus.RUNNING, RunStatus.WAITING})
+
+
+class FiringDecision(StrEnum):
+    FIRE = "fire"
+    BUFFER = "buffer"
+    SKIP = "skip"
+
+
+def overlap_decision(policy: OverlapPolicy, *, open_runs: int, buffered: int) -> FiringDecision:
+    """Fire, buffer or skip a scheduled time, given the runs of earlier firings that
+    have not ended and the firings already buffered."""
+    if open_runs == 0 or policy is OverlapPolicy.ALLOW:
+        return FiringDecision.FIRE
+    if policy is OverlapPolicy.BUFFER_ONE and buffered == 0:
+        return FiringDecision.BUFFER
+    return FiringDecision.SKIP
+
+
+def missed_beyond_window(scheduled_for: datetime, now: datetime, catch_up_s: int | None) -> bool:
+    """A time missed longer ago than the catch-up window is not run late (it is
+    recorded as skipped); no window: a missed time always runs, once."""
+    return catch_up_s is not None and now - scheduled_for > timedelta(seconds=catch_up_s)
 
 
 # --- Automated tasks -----------------------------------------------------------
@@ -374,3 +495,47 @@ class Notification:
     created_at: datetime
     task_id: str | None = None
     role_id: str | None = None
+
+
+# --- Conditions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConditionCheck:
+    """A conditional automation's condition: `expression` over the org's read model,
+    evaluated every `every_s` seconds; the metrics cover the next `window_days`
+    nights: `occupancy` (booked nights over available nights of the active
+    listings, 0..1), `booked_nights`, `available_nights`, `listings`. E.g.
+    `{"expression": "occupancy < 0.5", "window_days": 14, "every_s": 3600}`."""
+
+    expression: str
+    every_s: int = 3600
+    window_days: int = 14
+
+    @classmethod
+    def of(cls, condition: dict[str, Any]) -> ConditionCheck:
+        unknown = set(condition) - {"expression", "every_s", "window_days"}
+        expression = condition.get("expression")
+        every_s, window_days = condition.get("every_s", 3600), condition.get("window_days", 14)
+        if unknown or not isinstance(expression, str) or not expression.strip():
+            raise InvalidTrigger("a condition is {'expression': 'occupancy < 0.5', 'window_days': 14, "
+                                 f"'every_s': 3600}}, not {condition!r}")
+        if (not isinstance(every_s, int) or every_s < 1 or not isinstance(window_days, int)
+                or not 1 <= window_days <= 365):
+            raise InvalidTrigger("a condition is checked every 1 s or more (every_s) over 1..365 nights "
+                                 "(window_days)")
+        expressions.check(expression)
+        return cls(expression=expression, every_s=every_s, window_days=window_days)
+
+
+def occupancy_metrics(booked_nights: int, listings: int, window_days: int) -> dict[str, Any]:
+    """What a condition reads about the next `window_days` nights."""
+    available = listings * window_days
+    return {"occupancy": booked_nights / available if available else 0.0, "booked_nights": booked_nights,
+            "available_nights": available, "listings": listings, "window_days": window_days}
+
+
+def condition_fires(held_before: bool | None, holds_now: bool) -> bool:
+    """Fire once per transition from false to true: a condition already true when
+    first checked counts as a transition; one that stays true does not fire again."""
+    return holds_now and not held_before

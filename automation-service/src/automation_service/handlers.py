@@ -4,31 +4,42 @@ the caller's unit of work."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from automation_service import store
+from automation_service import expressions, reactions, store
 from automation_service.actions import ActionRegistry
 from automation_service.domain import (
+    OPEN_RUN_STATUSES,
     ActionFinish,
     AutomatedAction,
     Automation,
     AutomationNotFound,
+    ConditionCheck,
     Execution,
     ExecutionStats,
     ExecutionTrigger,
+    FiringDecision,
     InvalidAction,
     Notification,
+    OverlapPolicy,
+    RunStatus,
     StartWorkflow,
     automated_action,
     check_trigger,
+    condition_fires,
+    missed_beyond_window,
+    occupancy_metrics,
+    overlap_decision,
 )
+from automation_service.expressions import ExpressionError
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import Conflict
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.policies import store_policy
+from stayops_schemas.canonical import CanonicalEvent, canonical_of
 from stayops_schemas.events.automations import (
     ActionFinished,
     AutomationExecuted,
@@ -36,9 +47,25 @@ from stayops_schemas.events.automations import (
     AutomationType,
     ExecutionOutcome,
 )
+from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import OrgPolicyUpdated
-from stayops_schemas.events.sync import PriceUpdated, PriceUpdateFailed, SyncCompleted, SyncFailed
-from stayops_schemas.events.tasks import TaskAssigned
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    PriceUpdated,
+    PriceUpdateFailed,
+    ReservationCancelled,
+    ReservationChanged,
+    ReservationCreated,
+    ReservationStatus,
+    SyncCompleted,
+    SyncFailed,
+)
+from stayops_schemas.events.tasks import (
+    TaskAssigned,
+    TaskCancelRequested,
+    TaskRequested,
+    TaskRescheduleRequested,
+)
 from stayops_schemas.events.workflows import WorkflowRunRequested
 
 log = logging.getLogger(__name__)
@@ -60,6 +87,13 @@ class NewAutomation:
     timezone: str | None = None
     event_type: str | None = None
     condition: dict[str, Any] | None = None
+    filter: str | None = None
+    dedupe_key: str | None = None
+    debounce_s: int = 0
+    debounce_key: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    catch_up_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,12 +111,23 @@ async def create_automation(uow: UnitOfWork, caller: Caller, new: NewAutomation)
         id=uow.ids(), org_id=caller.org_id, name=new.name, kind=new.kind, is_active=True,
         created_by=caller.user_id, created_at=at, updated_at=at, description=new.description,
         cron=new.cron, timezone=new.timezone, event_type=new.event_type, condition=new.condition,
-        action=new.action,
+        action=new.action, filter=new.filter, dedupe_key=new.dedupe_key, debounce_s=new.debounce_s,
+        debounce_key=new.debounce_key, actions=new.actions, overlap=new.overlap, catch_up_s=new.catch_up_s,
     )
-    StartWorkflow.of(automation)  # refuse an action the automation could not fire
+    if automation.kind is AutomationType.EVENT:
+        actions = new.actions or ([new.action] if new.action else [])
+        reactions.check_event_automation(new.event_type or "", new.filter, new.dedupe_key,
+                                         new.debounce_key, actions)
+        automation = replace(automation, actions=actions, action={})
+    elif automation.kind is AutomationType.CONDITIONAL:
+        actions = new.actions or ([new.action] if new.action else [])
+        reactions.check_event_automation("condition.held", None, None, None, actions)
+        automation = replace(automation, actions=actions, action={})
+    else:
+        StartWorkflow.of(automation)  # refuse an action the automation could not fire
     automation = replace(automation, next_fire_at=automation.first_fire_after(await store.database_now(uow.conn)))
     await store.insert_automation(uow.conn, automation)
-    if automation.is_scheduled:
+    if automation.next_fire_at is not None:
         await store.wake_schedulers(uow.conn)
     return automation
 
@@ -121,7 +166,7 @@ async def resume_automation(uow: UnitOfWork, caller: Caller, automation_id: str)
         return automation
     resumed = automation.resumed(uow.clock.now(), await store.database_now(uow.conn))
     await store.update_automation(uow.conn, resumed)
-    if resumed.is_scheduled:
+    if resumed.next_fire_at is not None:
         await store.wake_schedulers(uow.conn)
     return resumed
 
@@ -145,6 +190,9 @@ async def fire_due_automations(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> i
     now = await store.database_now(uow.conn)
     due = await store.claim_due_automations(uow.conn, limit=limit)
     for automation in due:
+        if automation.kind is AutomationType.CONDITIONAL:
+            await _check_condition(uow, automation, now)
+            continue
         firing = automation.due_firing(now)
         if firing is None:
             continue
@@ -156,6 +204,28 @@ async def fire_due_automations(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> i
                      automation.id, firing.scheduled_for.isoformat(), firing.skipped_runs)
         await store.update_automation(uow.conn, replace(automation, next_fire_at=firing.next_fire_at))
     return len(due)
+
+
+async def _check_condition(uow: UnitOfWork, automation: Automation, now: datetime) -> None:
+    """Evaluate a conditional automation over the read model; fire its actions once
+    per transition from false to true, then check again `every_s` later."""
+    check = ConditionCheck.of(automation.condition or {})
+    today = now.astimezone(reactions.zone_of(automation.timezone)).date()
+    booked, listings = await store.booked_nights(uow.conn, automation.org_id, today, check.window_days)
+    metrics = occupancy_metrics(booked, listings, check.window_days)
+    try:
+        holds = bool(expressions.evaluate(check.expression, metrics))
+    except ExpressionError as exc:
+        log.warning("automation %s: condition %r cannot be evaluated (%s); it counts as false",
+                    automation.id, check.expression, exc)
+        holds = False
+    if condition_fires(automation.condition_held, holds):
+        event = CanonicalEvent(id=uow.ids(), type="condition.held", source="/automation-service",
+                               org_id=automation.org_id, time=now, data=metrics)
+        await _fire_on_event(uow, replace(automation, filter=None, dedupe_key=None, debounce_s=0), event,
+                             reactions.names_of(event, None), trigger=ExecutionTrigger.CONDITION)
+    await store.update_automation(uow.conn, replace(
+        automation, condition_held=holds, next_fire_at=now + timedelta(seconds=check.every_s)))
 
 
 async def _fire(
@@ -184,28 +254,111 @@ async def _fire(
         org_id=org, key=key, correlation_id=correlation,
     )
     error: str | None = None
-    try:
-        start = StartWorkflow.of(automation)
-    except InvalidAction as exc:
-        error = str(exc)
+    run_status: RunStatus | None = None
+    detail: dict[str, Any]
+    if trigger is ExecutionTrigger.SCHEDULE and missed_beyond_window(scheduled_for, started_at,
+                                                                     automation.catch_up_s):
+        detail = {"outcome": "skipped", "detail": f"missed by more than the catch-up window "
+                                                  f"({automation.catch_up_s}s)"}
     else:
-        await uow.announce(
-            "stayops.workflow.run.requested",
-            WorkflowRunRequested(request_id=execution.id, org_id=org, workflow_key=start.workflow_key,
-                                 parameters=start.parameters, requested_by=automation.id),
-            org_id=org, key=execution.id, correlation_id=correlation,
-        )
+        try:
+            start = StartWorkflow.of(automation)
+            open_runs, buffered = await store.runs_in_the_way(uow.conn, org, automation.id)
+            decision = (FiringDecision.FIRE if trigger is ExecutionTrigger.MANUAL
+                        else overlap_decision(automation.overlap, open_runs=open_runs, buffered=buffered))
+            if decision is FiringDecision.FIRE:
+                detail = await _request_run(uow, automation, execution, start)
+                run_status = RunStatus.REQUESTED
+            elif decision is FiringDecision.BUFFER:
+                await store.set_run(uow.conn, replace(execution, run_status=RunStatus.BUFFERED))
+                log.info("automation %s: %s buffered until the previous run ends", automation.id,
+                         scheduled_for.isoformat())
+                return replace(execution, run_status=RunStatus.BUFFERED)
+            else:
+                detail = {"outcome": "skipped", "detail": f"the previous run has not ended "
+                                                          f"(overlap: {automation.overlap.value})"}
+        except (InvalidAction, ExpressionError) as exc:
+            error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
+    return await _finish_firing(uow, automation, replace(execution, run_status=run_status),
+                                [{"action": "start_workflow", **detail}], error)
+
+
+async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execution,
+                       start: StartWorkflow) -> dict[str, Any]:
+    """Ask for the run, its parameters resolved now: `${org.active_listings}` is the
+    org's active listings at this firing, so a listing added since is included."""
+    org = automation.org_id
+    names = {"org": {"id": org, "active_listings": await store.active_listing_ids(uow.conn, org)},
+             "scheduled_for": execution.scheduled_for.isoformat() if execution.scheduled_for else None,
+             "automation": {"id": automation.id, "name": automation.name}}
+    parameters = expressions.render(start.parameters, names)
+    await uow.announce(
+        "stayops.workflow.run.requested",
+        WorkflowRunRequested(request_id=execution.id, org_id=org, workflow_key=start.workflow_key,
+                             workflow_version=start.workflow_version, parameters=parameters,
+                             requested_by=automation.id),
+        org_id=org, key=execution.id, correlation_id=execution.id,
+    )
+    return {"outcome": "requested", "request_id": execution.id, "workflow_key": start.workflow_key,
+            "workflow_version": start.workflow_version}
+
+
+async def _finish_firing(uow: UnitOfWork, automation: Automation, execution: Execution,
+                         outcomes: list[dict[str, Any]], error: str | None) -> Execution:
     outcome = ExecutionOutcome.SUCCESS if error is None else ExecutionOutcome.FAILURE
     execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
-                        error=error)
+                        error=error, action_outcomes=outcomes)
     await store.finish_execution(uow.conn, execution)
     await uow.announce(
         "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
+        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=automation.org_id,
                            outcome=outcome, duration_ms=execution.duration_ms or 0, error=error),
-        org_id=org, key=key, correlation_id=correlation,
+        org_id=automation.org_id, key=automation.id, correlation_id=execution.id,
     )
     return execution
+
+
+# --- The runs firings asked for -------------------------------------------------------
+
+_RUN_STATUS = {
+    "stayops.workflow.run.started": RunStatus.RUNNING,
+    "stayops.workflow.run.waiting": RunStatus.WAITING,
+    "stayops.workflow.run.completed": RunStatus.COMPLETED,
+    "stayops.workflow.run.failed": RunStatus.FAILED,
+    "stayops.workflow.run.cancelled": RunStatus.CANCELLED,
+}
+
+
+async def run_reported(ctx: EventContext, event: Payload) -> None:
+    """Follow the run a firing asked for (the overlap policy needs to know whether
+    it ended); when it ends, fire the firing buffered behind it. Event automations
+    then react to the run event like to any other."""
+    status = _RUN_STATUS[ctx.envelope.type]
+    run_id = str(event.run_id)
+    request_id = getattr(event, "request_id", None)
+    execution = (await store.execution_by_id(ctx.uow.conn, ctx.org_id, request_id) if request_id
+                 else await store.execution_of_run(ctx.uow.conn, ctx.org_id, run_id))
+    if execution is not None and execution.run_status not in (None, RunStatus.BUFFERED):
+        await store.set_run(ctx.uow.conn, replace(execution, run_id=run_id, run_status=status))
+        if status not in OPEN_RUN_STATUSES:
+            await _release_buffered(ctx.uow, execution)
+    await event_received(ctx, event)
+
+
+async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
+    automation = await store.get_automation(uow.conn, ended.org_id, ended.automation_id, for_update=True)
+    if automation is None:
+        return
+    buffered = await store.buffered_execution(uow.conn, ended.org_id, automation.id)
+    if buffered is None or (await store.runs_in_the_way(uow.conn, automation.org_id, automation.id))[0]:
+        return
+    error: str | None = None
+    try:
+        detail = await _request_run(uow, automation, buffered, StartWorkflow.of(automation))
+    except (InvalidAction, ExpressionError) as exc:
+        error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
+    await _finish_firing(uow, automation, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
+                         [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
 
 
 async def seconds_until_next_fire(uow: UnitOfWork) -> float | None:
@@ -292,6 +445,197 @@ async def _finish(uow: UnitOfWork, action: AutomatedAction, finish: ActionFinish
                        workflow_run_id=action.workflow_run_id, workflow_step=action.workflow_step),
         org_id=action.org_id, key=action.task_id, correlation_id=action.correlation_id,
     )
+
+
+# --- Event automations -------------------------------------------------------------
+
+
+async def listing_synced(ctx: EventContext, event: ListingSynced) -> None:
+    """Remember the listing (its time zone plans local times), then react to it."""
+    platform = ctx.envelope.type.split(".", 1)[0]
+    await store.store_listing(ctx.uow.conn, event.org_id, {
+        "listing_id": event.listing_id, "platform": platform, "title": event.title, "city": event.city,
+        "timezone": event.timezone, "active": event.active, "synced_at": event.synced_at,
+    })
+    await event_received(ctx, event)
+
+
+async def reservation_reported(ctx: EventContext, event: ReservationCreated | ReservationChanged
+                               | ReservationCancelled) -> None:
+    """Keep the reservation (conditions read occupancy from them), then react to it."""
+    await store.store_reservation(ctx.uow.conn, event.org_id, {
+        "reservation_id": event.reservation_id, "listing_id": event.listing_id, "check_in": event.check_in,
+        "check_out": event.check_out, "as_of": ctx.envelope.time,
+        "cancelled": isinstance(event, ReservationCancelled) or event.status is ReservationStatus.CANCELLED,
+    })
+    await event_received(ctx, event)
+
+
+async def event_received(ctx: EventContext, _payload: Payload) -> None:
+    """Fire every active event automation of the event's org whose `on:` matches
+    it and whose filter holds — each once per dedupe key, in this transaction."""
+    event = canonical_of(ctx.envelope)
+    candidates = [a for a in await store.active_event_automations(ctx.uow.conn, event.org_id)
+                  if a.event_type is not None and reactions.matches(a.event_type, event)]
+    if not candidates:
+        return
+    listing_id = event.data.get("listing_id")
+    listing = (await store.listing_of(ctx.uow.conn, event.org_id, str(listing_id))
+               if listing_id else None)
+    names = reactions.names_of(event, listing)
+    for automation in candidates:
+        await _fire_on_event(ctx.uow, automation, event, names)
+
+
+async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: CanonicalEvent,
+                         names: dict[str, Any], *, trigger: ExecutionTrigger = ExecutionTrigger.EVENT) -> None:
+    try:
+        passed = reactions.filter_value(automation.filter, names)
+        dedupe_key = reactions.key_of(automation.dedupe_key, reactions.DEFAULT_DEDUPE_KEY, names, event.id)
+        debounce_key = (reactions.key_of(automation.debounce_key, reactions.DEFAULT_DEBOUNCE_KEY, names,
+                                         event.type) if automation.debounce_s else None)
+    except ExpressionError as exc:
+        # The automation cannot read this event: say so in a failed execution rather
+        # than dead-letter an event every other automation may still want.
+        passed, dedupe_key, debounce_key = None, event.id, None
+        failure: str | None = f"filter or key cannot be evaluated: {exc}"
+    else:
+        failure = None
+        if not passed:
+            log.debug("automation %s: filter %r is false for %s %s", automation.id, automation.filter,
+                      event.type, event.id)
+            return
+    now = await store.database_now(uow.conn)
+    if debounce_key is not None:
+        await store.lock_debounce(uow.conn, automation.id, debounce_key)
+        since = now - timedelta(seconds=automation.debounce_s)
+        if await store.fired_since(uow.conn, automation.org_id, automation.id, debounce_key, since):
+            log.info("automation %s: %s %s debounced (key %r fired within %ds)", automation.id,
+                     event.type, event.id, debounce_key, automation.debounce_s)
+            return
+    execution = Execution(
+        id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now,
+        trigger=trigger, event_id=event.id, event_type=event.platform_type or event.type,
+        dedupe_key=dedupe_key, debounce_key=debounce_key,
+        filter_value=passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed),
+    )
+    if not await store.insert_execution(uow.conn, execution):
+        log.info("automation %s already fired for key %r: %s %s changes nothing", automation.id,
+                 dedupe_key, event.type, event.id)
+        return
+    org, correlation = automation.org_id, execution.id
+    await uow.announce(
+        "stayops.automation.triggered",
+        AutomationTriggered(automation_id=automation.id, execution_id=execution.id, org_id=org,
+                            automation_type=automation.kind, triggered_at=now, trigger_event_id=event.id,
+                            trigger_event_type=execution.event_type),
+        org_id=org, key=automation.id, correlation_id=correlation,
+    )
+    outcomes: list[dict[str, Any]] = []
+    if failure is None:
+        zone_name = (names.get("listing") or {}).get("timezone") or automation.timezone
+        plans = reactions.plan_actions(reactions.parse_actions(automation.actions), names,
+                                       reactions.zone_of(zone_name))
+        for plan in plans:
+            outcomes.append(await _carry_out(uow, automation, execution, plan))
+        failed = [o for o in outcomes if o["outcome"] == "failed"]
+        if failed:
+            failure = "; ".join(f"{o['action']}: {o['detail']}" for o in failed)
+    outcome = ExecutionOutcome.SUCCESS if failure is None else ExecutionOutcome.FAILURE
+    execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
+                        error=failure, action_outcomes=outcomes)
+    await store.finish_execution(uow.conn, execution)
+    await uow.announce(
+        "stayops.automation.executed",
+        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
+                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=failure),
+        org_id=org, key=automation.id, correlation_id=correlation,
+    )
+
+
+def _requested_by(automation: Automation) -> str:
+    return f"automation:{automation.id}"
+
+
+async def _carry_out(uow: UnitOfWork, automation: Automation, execution: Execution,
+                     plan: reactions.Plan) -> dict[str, Any]:
+    """Do one planned action; returns what it did, for the execution's record."""
+    org = automation.org_id
+    if isinstance(plan, reactions.NotPlanned):
+        return {"action": plan.action, "outcome": "failed" if plan.failed else "skipped", "detail": plan.reason}
+    if isinstance(plan, reactions.TaskPlan):
+        return await _plan_task(uow, automation, execution, plan)
+    if isinstance(plan, reactions.CancelPlan):
+        cancelled = []
+        for link in await store.open_task_links(uow.conn, org, plan.link, plan.keys):
+            await uow.announce(
+                "stayops.task.cancel.requested",
+                TaskCancelRequested(request_id=link.request_id, org_id=org, reason=plan.reason,
+                                    requested_by=_requested_by(automation)),
+                org_id=org, key=link.request_id, correlation_id=execution.id,
+            )
+            await store.save_task_link(uow.conn, replace(link, status="cancelled", updated_at=execution.started_at))
+            cancelled.append(link.key)
+        return {"action": "cancel_tasks", "outcome": "cancelled" if cancelled else "unchanged",
+                "link": plan.link, "keys": cancelled}
+    if isinstance(plan, reactions.WorkflowPlan):
+        request_id = uow.ids()
+        await uow.announce(
+            "stayops.workflow.run.requested",
+            WorkflowRunRequested(request_id=request_id, org_id=org, workflow_key=plan.workflow_key,
+                                 parameters=plan.parameters, requested_by=automation.id),
+            org_id=org, key=request_id, correlation_id=execution.id,
+        )
+        return {"action": "start_workflow", "outcome": "requested", "request_id": request_id,
+                "workflow_key": plan.workflow_key}
+    notification = Notification(id=uow.ids(), org_id=org, user_id=plan.user_id, subject=plan.subject,
+                                body=plan.body, created_at=uow.clock.now(), role_id=plan.role_id)
+    await store.insert_notification(uow.conn, notification)
+    return {"action": "notify", "outcome": "notified", "notification_id": notification.id,
+            "user_id": plan.user_id, "role_id": plan.role_id}
+
+
+async def _plan_task(uow: UnitOfWork, automation: Automation, execution: Execution,
+                     plan: reactions.TaskPlan) -> dict[str, Any]:
+    """The task linked to (link, key): asked for the first time, moved when its due
+    time changed, left alone otherwise — so a re-sent or changed event never makes
+    a second one."""
+    org, now = automation.org_id, execution.started_at
+    described = {"action": "create_task", "key": plan.key, "link": plan.link,
+                 "due_at": plan.due_at.isoformat() if plan.due_at else None}
+    existing = await store.get_task_link(uow.conn, org, plan.link, plan.key)
+    if existing is not None:
+        described["request_id"] = existing.request_id
+        if not existing.is_open:
+            return {**described, "outcome": "unchanged", "detail": "cancelled earlier"}
+        if plan.due_at is None or existing.due_at == plan.due_at:
+            return {**described, "outcome": "unchanged"}
+        await uow.announce(
+            "stayops.task.reschedule.requested",
+            TaskRescheduleRequested(request_id=existing.request_id, org_id=org, due_at=plan.due_at,
+                                    reason=f"{execution.event_type} {execution.event_id}",
+                                    requested_by=_requested_by(automation)),
+            org_id=org, key=existing.request_id, correlation_id=execution.id,
+        )
+        await store.save_task_link(uow.conn, replace(existing, due_at=plan.due_at, updated_at=now))
+        return {**described, "outcome": "rescheduled",
+                "previous_due_at": existing.due_at.isoformat() if existing.due_at else None}
+    request_id = uow.ids()
+    await uow.announce(
+        "stayops.task.requested",
+        TaskRequested(request_id=request_id, org_id=org, title=plan.title, task_type=plan.task_type,
+                      priority=plan.priority, description=plan.description, role_id=plan.role_id,
+                      department_id=plan.department_id, assigned_to=plan.assigned_to, due_at=plan.due_at,
+                      data={**plan.data, "automation_id": automation.id, "link": plan.link,
+                            "link_key": plan.key},
+                      requested_by=_requested_by(automation)),
+        org_id=org, key=request_id, correlation_id=execution.id,
+    )
+    await store.save_task_link(uow.conn, store.TaskLink(
+        org_id=org, link=plan.link, key=plan.key, automation_id=automation.id, execution_id=execution.id,
+        request_id=request_id, due_at=plan.due_at, status="open", created_at=now, updated_at=now,
+    ))
+    return {**described, "outcome": "requested", "request_id": request_id}
 
 
 # --- Notifications -----------------------------------------------------------------

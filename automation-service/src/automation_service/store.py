@@ -3,8 +3,8 @@ a tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automation_service.domain import (
+    STATS_WINDOWS_DAYS,
     ActionStatus,
     AutomatedAction,
     Automation,
@@ -19,6 +20,9 @@ from automation_service.domain import (
     ExecutionStats,
     ExecutionTrigger,
     Notification,
+    OverlapPolicy,
+    RunStatus,
+    WindowStats,
 )
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
@@ -43,8 +47,19 @@ automations = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_fire_at", sa.DateTime(timezone=True)),
+    sa.Column("filter", sa.Text),
+    sa.Column("dedupe_key", sa.Text),
+    sa.Column("debounce_s", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("debounce_key", sa.Text),
+    sa.Column("actions", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("overlap", sa.Text, nullable=False, server_default="skip"),
+    sa.Column("catch_up_s", sa.Integer),
+    sa.Column("condition_held", sa.Boolean),
     sa.CheckConstraint("kind IN ('scheduled', 'event', 'conditional')", name="automations_kind"),
 )
+# What an event looks up: the org's active event automations.
+sa.Index("automations_org_active_event", automations.c.org_id,
+         postgresql_where=sa.text("is_active AND kind = 'event'"))
 sa.Index("automations_org_created", automations.c.org_id, automations.c.created_at, automations.c.id)
 # What the scheduler and the event matcher will look up: active automations by kind/event.
 sa.Index("automations_active_kind", automations.c.kind, automations.c.event_type,
@@ -52,6 +67,9 @@ sa.Index("automations_active_kind", automations.c.kind, automations.c.event_type
 # What the scheduler claims: active schedules by due time.
 sa.Index("automations_due", automations.c.next_fire_at,
          postgresql_where=sa.text("is_active AND kind = 'scheduled'"))
+# ... and conditions due for a check.
+sa.Index("automations_conditions_due", automations.c.next_fire_at,
+         postgresql_where=sa.text("is_active AND kind = 'conditional'"))
 
 executions = sa.Table(
     "automation_executions",
@@ -67,11 +85,30 @@ executions = sa.Table(
     sa.Column("scheduled_for", sa.DateTime(timezone=True)),
     sa.Column("trigger", sa.Text, nullable=False, server_default="schedule"),
     sa.Column("skipped_runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("event_id", sa.Text),
+    sa.Column("event_type", sa.Text),
+    sa.Column("dedupe_key", sa.Text),
+    sa.Column("debounce_key", sa.Text),
+    sa.Column("filter_value", pg.JSONB),
+    sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("run_id", sa.Text),
+    sa.Column("run_status", sa.Text),
     sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
-    sa.CheckConstraint("trigger IN ('schedule', 'manual')", name="automation_executions_trigger"),
+    sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event', 'condition')",
+                       name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
     sa.UniqueConstraint("automation_id", "scheduled_for", name="automation_executions_once_per_time"),
+    # One execution per dedupe key: a re-sent event fires once.
+    sa.UniqueConstraint("automation_id", "dedupe_key", name="automation_executions_once_per_key"),
 )
+# What the overlap policy looks up: firings whose run has not ended, or that wait to fire.
+sa.Index("automation_executions_open_runs", executions.c.automation_id, executions.c.run_status,
+         postgresql_where=executions.c.run_status.in_(["buffered", "requested", "running", "waiting"]))
+sa.Index("automation_executions_run", executions.c.org_id, executions.c.run_id,
+         postgresql_where=executions.c.run_id.is_not(None))
+# What a debounce looks up: the latest firing of an automation for a key.
+sa.Index("automation_executions_debounce", executions.c.automation_id, executions.c.debounce_key,
+         executions.c.started_at.desc(), postgresql_where=executions.c.debounce_key.is_not(None))
 sa.Index("automation_executions_org_automation", executions.c.org_id, executions.c.automation_id,
          executions.c.started_at.desc())
 
@@ -116,6 +153,51 @@ sa.Index("notifications_org_user_created", notifications.c.org_id, notifications
 sa.Index("notifications_org_role_created", notifications.c.org_id, notifications.c.role_id,
          notifications.c.created_at.desc(), postgresql_where=notifications.c.role_id.is_not(None))
 
+# The tasks event automations asked for, by what they are linked to (a reservation)
+# and their key within it ("cleaning"): a later firing moves or cancels them.
+task_links = sa.Table(
+    "automation_task_links",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("link", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("automation_id", sa.Text, nullable=False),
+    sa.Column("execution_id", sa.Text, nullable=False),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('open', 'cancelled')", name="automation_task_links_status"),
+)
+
+# The listings the sync services announced: their time zone plans local times.
+listings = sa.Table(
+    "automation_listings",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, primary_key=True),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("city", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The reservations the sync services announced, for conditions over occupancy.
+reservations = sa.Table(
+    "automation_reservations",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("reservation_id", sa.Text, primary_key=True),
+    sa.Column("listing_id", sa.Text, nullable=False),
+    sa.Column("check_in", sa.Date, nullable=False),
+    sa.Column("check_out", sa.Date, nullable=False),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+)
+
 SCHEDULE_CHANNEL = "automation_schedule"
 
 _AUTOMATION_FIELDS = [f.name for f in fields(Automation)]
@@ -127,7 +209,28 @@ _NOTIFICATION_FIELDS = [f.name for f in fields(Notification)]
 def _to_automation(row: Any) -> Automation:
     values = dict(row._mapping)
     values["kind"] = AutomationType(values["kind"])
+    values["overlap"] = OverlapPolicy(values["overlap"])
     return Automation(**{name: values[name] for name in _AUTOMATION_FIELDS})
+
+
+@dataclass(frozen=True)
+class TaskLink:
+    """A task an event automation asked for, by its link and key."""
+
+    org_id: str
+    link: str
+    key: str
+    automation_id: str
+    execution_id: str
+    request_id: str
+    due_at: datetime | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
 
 
 def _to_execution(row: Any) -> Execution:
@@ -135,6 +238,8 @@ def _to_execution(row: Any) -> Execution:
     if values["outcome"] is not None:
         values["outcome"] = ExecutionOutcome(values["outcome"])
     values["trigger"] = ExecutionTrigger(values["trigger"])
+    if values["run_status"] is not None:
+        values["run_status"] = RunStatus(values["run_status"])
     return Execution(**{name: values[name] for name in _EXECUTION_FIELDS})
 
 
@@ -159,6 +264,7 @@ async def wake_schedulers(conn: AsyncConnection) -> None:
 async def insert_automation(conn: AsyncConnection, automation: Automation) -> None:
     values = asdict(automation)
     values["kind"] = automation.kind.value
+    values["overlap"] = automation.overlap.value
     await conn.execute(OrgScope(automations, automation.org_id).insert(**values))
 
 
@@ -182,14 +288,24 @@ async def list_automations(
     return [_to_automation(r) for r in rows]
 
 
+async def active_event_automations(conn: AsyncConnection, org_id: str) -> list[Automation]:
+    query = (
+        OrgScope(automations, org_id).select()
+        .where(automations.c.is_active, automations.c.kind == AutomationType.EVENT.value)
+        .order_by(automations.c.created_at, automations.c.id)
+    )
+    return [_to_automation(r) for r in (await conn.execute(query)).all()]
+
+
 async def update_automation(conn: AsyncConnection, automation: Automation) -> None:
-    """Save what can change after creation: active or not, and the next fire time."""
+    """Save what can change after creation: active or not, the next fire (or check)
+    time, and whether its condition held when last checked."""
     await conn.execute(
         OrgScope(automations, automation.org_id)
         .update()
         .where(automations.c.id == automation.id)
         .values(is_active=automation.is_active, next_fire_at=automation.next_fire_at,
-                updated_at=automation.updated_at)
+                updated_at=automation.updated_at, condition_held=automation.condition_held)
     )
 
 
@@ -201,7 +317,7 @@ async def claim_due_automations(conn: AsyncConnection, *, limit: int) -> list[Au
         sa.select(automations)
         .where(
             automations.c.is_active,
-            automations.c.kind == AutomationType.SCHEDULED.value,
+            automations.c.kind.in_([AutomationType.SCHEDULED.value, AutomationType.CONDITIONAL.value]),
             automations.c.next_fire_at <= sa.func.now(),
         )
         .order_by(automations.c.next_fire_at)
@@ -216,7 +332,8 @@ async def seconds_until_next_fire(conn: AsyncConnection) -> float | None:
     nothing is scheduled."""
     query = sa.select(
         sa.func.extract("epoch", sa.func.min(automations.c.next_fire_at) - sa.func.clock_timestamp())
-    ).where(automations.c.is_active, automations.c.kind == AutomationType.SCHEDULED.value)
+    ).where(automations.c.is_active,
+            automations.c.kind.in_([AutomationType.SCHEDULED.value, AutomationType.CONDITIONAL.value]))
     seconds = (await conn.execute(query)).scalar_one_or_none()
     return None if seconds is None else float(seconds)
 
@@ -225,15 +342,17 @@ def _execution_values(execution: Execution) -> dict[str, Any]:
     values = asdict(execution)
     values["outcome"] = execution.outcome.value if execution.outcome else None
     values["trigger"] = execution.trigger.value
+    values["run_status"] = execution.run_status.value if execution.run_status else None
     return values
 
 
 async def insert_execution(conn: AsyncConnection, execution: Execution) -> bool:
-    """Record an execution once per (automation, scheduled time). Returns whether it
-    is new: False means that time was already fired."""
+    """Record an execution once per (automation, scheduled time), and an event
+    firing once per (automation, dedupe key). Returns whether it is new: False means
+    that time, or that key, was already fired."""
     statement = (
         OrgScope(executions, execution.org_id).insert(**_execution_values(execution))
-        .on_conflict_do_nothing(constraint="automation_executions_once_per_time")
+        .on_conflict_do_nothing()
         .returning(executions.c.id)
     )
     return (await conn.execute(statement)).first() is not None
@@ -245,8 +364,81 @@ async def finish_execution(conn: AsyncConnection, execution: Execution) -> None:
         OrgScope(executions, execution.org_id)
         .update()
         .where(executions.c.id == execution.id)
-        .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error)
+        .values(finished_at=execution.finished_at, outcome=outcome, error=execution.error,
+                action_outcomes=execution.action_outcomes,
+                run_status=execution.run_status.value if execution.run_status else None)
     )
+
+
+# A run asked for longer ago than this and never heard of again (its request was
+# refused or lost) no longer holds the schedule back.
+STALE_REQUEST = "1 day"
+
+
+async def runs_in_the_way(conn: AsyncConnection, org_id: str, automation_id: str) -> tuple[int, int]:
+    """(runs of earlier firings not ended, firings buffered until they end)."""
+    scope = OrgScope(executions, org_id)
+    open_run = (
+        executions.c.run_status.in_([RunStatus.RUNNING.value, RunStatus.WAITING.value])
+        | ((executions.c.run_status == RunStatus.REQUESTED.value)
+           & (executions.c.started_at > sa.func.now() - sa.text(f"interval '{STALE_REQUEST}'"))))
+    query = scope.select(
+        sa.func.count().filter(open_run),
+        sa.func.count().filter(executions.c.run_status == RunStatus.BUFFERED.value),
+    ).where(executions.c.automation_id == automation_id)
+    open_runs, buffered = (await conn.execute(query)).one()
+    return int(open_runs), int(buffered)
+
+
+async def execution_by_id(conn: AsyncConnection, org_id: str, execution_id: str) -> Execution | None:
+    query = OrgScope(executions, org_id).select().where(executions.c.id == execution_id).with_for_update()
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def execution_of_run(conn: AsyncConnection, org_id: str, run_id: str) -> Execution | None:
+    query = OrgScope(executions, org_id).select().where(executions.c.run_id == run_id).with_for_update()
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def buffered_execution(conn: AsyncConnection, org_id: str, automation_id: str) -> Execution | None:
+    query = (OrgScope(executions, org_id).select()
+             .where(executions.c.automation_id == automation_id,
+                    executions.c.run_status == RunStatus.BUFFERED.value)
+             .order_by(executions.c.started_at).limit(1).with_for_update(skip_locked=True))
+    row = (await conn.execute(query)).first()
+    return _to_execution(row) if row else None
+
+
+async def set_run(conn: AsyncConnection, execution: Execution) -> None:
+    await conn.execute(
+        OrgScope(executions, execution.org_id).update().where(executions.c.id == execution.id)
+        .values(run_id=execution.run_id, run_status=execution.run_status.value if execution.run_status else None)
+    )
+
+
+async def active_listing_ids(conn: AsyncConnection, org_id: str) -> list[str]:
+    query = (OrgScope(listings, org_id).select(listings.c.listing_id)
+             .where(listings.c.active).order_by(listings.c.listing_id))
+    return [r.listing_id for r in (await conn.execute(query)).all()]
+
+
+async def lock_debounce(conn: AsyncConnection, automation_id: str, key: str) -> None:
+    """Serialise firings of one automation for one debounce key until commit, so
+    two events at once cannot both see "not fired recently"."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+        sa.func.hashtextextended(f"debounce:{automation_id}:{key}", 0))))
+
+
+async def fired_since(conn: AsyncConnection, org_id: str, automation_id: str, key: str,
+                      since: datetime) -> bool:
+    """Whether the automation fired for this debounce key at or after `since`."""
+    query = OrgScope(executions, org_id).select(executions.c.id).where(
+        executions.c.automation_id == automation_id, executions.c.debounce_key == key,
+        executions.c.started_at >= since,
+    ).limit(1)
+    return (await conn.execute(query)).first() is not None
 
 
 async def recent_executions(
@@ -270,9 +462,19 @@ async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str
         sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
     ).where(executions.c.automation_id == automation_id)
     runs, successes, failures = (await conn.execute(query)).one()
+    windows = []
+    for days in STATS_WINDOWS_DAYS:
+        recent = executions.c.started_at >= sa.func.now() - sa.func.make_interval(0, 0, 0, days)
+        counted = scope.select(
+            sa.func.count(),
+            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
+            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
+        ).where(executions.c.automation_id == automation_id, recent)
+        in_window = (await conn.execute(counted)).one()
+        windows.append(WindowStats(days, *in_window))
     last = await recent_executions(conn, org_id, automation_id, limit=1)
     return ExecutionStats(runs=runs, successes=successes, failures=failures,
-                          last_run=last[0] if last else None)
+                          last_run=last[0] if last else None, windows=windows)
 
 
 def _action_values(action: AutomatedAction) -> dict[str, Any]:
@@ -345,3 +547,70 @@ async def notifications_for(
     )
     rows = (await conn.execute(query)).all()
     return [Notification(**{name: r._mapping[name] for name in _NOTIFICATION_FIELDS}) for r in rows]
+
+
+# --- Task links and listings ---------------------------------------------------------
+
+_LINK_FIELDS = [f.name for f in fields(TaskLink)]
+
+
+async def get_task_link(conn: AsyncConnection, org_id: str, link: str, key: str) -> TaskLink | None:
+    query = (OrgScope(task_links, org_id).select()
+             .where(task_links.c.link == link, task_links.c.key == key).with_for_update())
+    row = (await conn.execute(query)).first()
+    return TaskLink(**{name: row._mapping[name] for name in _LINK_FIELDS}) if row else None
+
+
+async def open_task_links(conn: AsyncConnection, org_id: str, link: str,
+                          keys: list[str] | None = None) -> list[TaskLink]:
+    query = (OrgScope(task_links, org_id).select()
+             .where(task_links.c.link == link, task_links.c.status == "open")
+             .order_by(task_links.c.key).with_for_update())
+    if keys is not None:
+        query = query.where(task_links.c.key.in_(keys))
+    return [TaskLink(**{name: r._mapping[name] for name in _LINK_FIELDS})
+            for r in (await conn.execute(query)).all()]
+
+
+async def save_task_link(conn: AsyncConnection, link: TaskLink) -> None:
+    statement = OrgScope(task_links, link.org_id).insert(**asdict(link))
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[task_links.c.org_id, task_links.c.link, task_links.c.key],
+        set_={name: statement.excluded[name] for name in ("due_at", "status", "updated_at")},
+    ))
+
+
+async def store_listing(conn: AsyncConnection, org_id: str, values: dict[str, Any]) -> None:
+    """Keep the newest state of a listing (a late event changes nothing)."""
+    await conn.execute(OrgScope(listings, org_id).upsert_newest(
+        [values], key=["listing_id"], version="synced_at"))
+
+
+async def listing_of(conn: AsyncConnection, org_id: str, listing_id: str) -> dict[str, Any] | None:
+    query = OrgScope(listings, org_id).select().where(listings.c.listing_id == listing_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    values["synced_at"] = values["synced_at"].isoformat()
+    return values
+
+
+async def store_reservation(conn: AsyncConnection, org_id: str, values: dict[str, Any]) -> None:
+    """Keep the newest state of a reservation (a late event changes nothing)."""
+    await conn.execute(OrgScope(reservations, org_id).upsert_newest(
+        [values], key=["reservation_id"], version="as_of"))
+
+
+async def booked_nights(conn: AsyncConnection, org_id: str, start: date, days: int) -> tuple[int, int]:
+    """(nights booked in [start, start + days) on the org's active listings, those listings)."""
+    end = start + timedelta(days=days)
+    active = sa.select(listings.c.listing_id).where(listings.c.org_id == org_id, listings.c.active)
+    first = sa.func.greatest(reservations.c.check_in, start)
+    last = sa.func.least(reservations.c.check_out, end)
+    nights = (OrgScope(reservations, org_id)
+              .select(sa.func.coalesce(sa.func.sum(last - first), 0))
+              .where(~reservations.c.cancelled, reservations.c.check_in < end, reservations.c.check_out > start,
+                     reservations.c.listing_id.in_(active)))
+    count = OrgScope(listings, org_id).select(sa.func.count()).where(listings.c.active)
+    return int((await conn.execute(nights)).scalar_one()), int((await conn.execute(count)).scalar_one())

@@ -11,10 +11,14 @@ import pytest
 from automation_service.domain import (
     ActionStatus,
     AutomatedAction,
+    ConditionCheck,
     InvalidTrigger,
     automated_action,
     check_trigger,
+    condition_fires,
+    occupancy_metrics,
 )
+from automation_service.expressions import ExpressionError
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
@@ -115,3 +119,19 @@ def test_a_trigger_that_cannot_fire_is_refused_with_the_reason(
     arguments = {"cron": None, "timezone": None, "event_type": None, "condition": None, **trigger}
     with pytest.raises(InvalidTrigger, match=says):
         check_trigger(kind, **arguments)  # type: ignore[arg-type]
+
+
+def test_a_condition_fires_once_per_transition_from_false_to_true() -> None:
+    assert condition_fires(None, True) and condition_fires(False, True)
+    assert not condition_fires(True, True) and not condition_fires(False, False) and not condition_fires(True, False)
+
+
+def test_a_condition_outside_the_language_or_of_unknown_shape_is_refused() -> None:
+    assert ConditionCheck.of({"expression": "occupancy < 0.5"}).window_days == 14
+    with pytest.raises(ExpressionError):
+        ConditionCheck.of({"expression": "__import__('os')"})
+    for bad in ({"expr": "occupancy < 0.5"}, {"expression": "occupancy < 0.5", "every_s": 0}):
+        with pytest.raises(InvalidTrigger):
+            ConditionCheck.of(bad)
+    assert occupancy_metrics(7, 1, 14)["occupancy"] == 0.5
+    assert occupancy_metrics(0, 0, 14)["occupancy"] == 0.0

@@ -4,13 +4,18 @@ changes, and one firing for a run of missed times."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from automation_service.domain import (
     MAX_COUNTED_MISSED_RUNS,
     Automation,
     DueFiring,
+    FiringDecision,
+    OverlapPolicy,
     due_firing,
+    missed_beyond_window,
     next_fire_time,
+    overlap_decision,
 )
 from stayops_schemas.events.automations import AutomationType
 
@@ -97,3 +102,62 @@ def test_a_paused_schedule_owes_nothing_for_the_time_it_was_paused() -> None:
     resumed = paused.resumed(clock.now(), clock.now())
     assert resumed.is_active
     assert resumed.next_fire_at == datetime(2025, 4, 20, 7, 0, tzinfo=UTC)
+
+
+def firings_between(cron: str, timezone: str, start: datetime, end: datetime,
+                    step: timedelta = timedelta(minutes=5)) -> list[datetime]:
+    """What a scheduler fires when its clock ticks from `start` to `end`: the times
+    `due_firing` hands it, the schedule advanced after each, as the scheduler does."""
+    clock = FixedClock(start)
+    next_fire_at = next_fire_time(cron, timezone, clock.now())
+    fired = []
+    while clock.now() < end:
+        clock.advance(step)
+        firing = due_firing(cron, timezone, next_fire_at, clock.now())
+        if firing is not None:
+            fired.append(firing.scheduled_for)
+            next_fire_at = firing.next_fire_at
+    return fired
+
+
+def test_a_fixed_time_fires_once_on_the_day_new_york_goes_back() -> None:
+    # 2025-11-02: 02:00 EDT becomes 01:00 EST, so 01:30 happens twice on the wall clock.
+    fired = firings_between("30 1 * * *", "America/New_York", datetime(2025, 11, 1, 12, tzinfo=UTC),
+                            datetime(2025, 11, 3, 12, tzinfo=UTC))
+    assert fired == [datetime(2025, 11, 2, 5, 30, tzinfo=UTC), datetime(2025, 11, 3, 6, 30, tzinfo=UTC)]
+
+
+def test_a_fixed_time_fires_once_on_the_days_lisbon_goes_back_and_forward() -> None:
+    back = firings_between("30 1 * * *", "Europe/Lisbon", datetime(2025, 10, 25, 12, tzinfo=UTC),
+                           datetime(2025, 10, 26, 12, tzinfo=UTC))
+    assert back == [datetime(2025, 10, 26, 0, 30, tzinfo=UTC)]  # 01:30 WEST, not again at 01:30 WET
+    # 2025-03-30: 01:00 WET becomes 02:00 WEST; 01:30 does not exist and fires once, just after the gap.
+    forward = firings_between("30 1 * * *", "Europe/Lisbon", datetime(2025, 3, 29, 12, tzinfo=UTC),
+                              datetime(2025, 3, 30, 12, tzinfo=UTC))
+    assert forward == [datetime(2025, 3, 30, 1, 0, tzinfo=UTC)]
+
+
+def test_the_weekly_pricing_fires_once_on_each_dst_sunday_in_lisbon_and_new_york() -> None:
+    for timezone, sunday in (("Europe/Lisbon", datetime(2025, 3, 30, tzinfo=UTC)),
+                             ("Europe/Lisbon", datetime(2025, 10, 26, tzinfo=UTC)),
+                             ("America/New_York", datetime(2025, 3, 9, tzinfo=UTC)),
+                             ("America/New_York", datetime(2025, 11, 2, tzinfo=UTC))):
+        fired = firings_between("0 9 * * 0", timezone, sunday - timedelta(hours=12), sunday + timedelta(hours=36),
+                                step=timedelta(minutes=15))
+        assert len(fired) == 1, (timezone, fired)
+        assert fired[0].astimezone(ZoneInfo(timezone)).hour == 9
+
+
+def test_an_overlapping_time_is_skipped_buffered_once_or_allowed_by_policy() -> None:
+    assert overlap_decision(OverlapPolicy.SKIP, open_runs=0, buffered=0) is FiringDecision.FIRE
+    assert overlap_decision(OverlapPolicy.SKIP, open_runs=1, buffered=0) is FiringDecision.SKIP
+    assert overlap_decision(OverlapPolicy.BUFFER_ONE, open_runs=1, buffered=0) is FiringDecision.BUFFER
+    assert overlap_decision(OverlapPolicy.BUFFER_ONE, open_runs=1, buffered=1) is FiringDecision.SKIP
+    assert overlap_decision(OverlapPolicy.ALLOW, open_runs=3, buffered=0) is FiringDecision.FIRE
+
+
+def test_a_time_missed_longer_ago_than_the_catch_up_window_is_not_run() -> None:
+    due = datetime(2025, 3, 2, 9, 0, tzinfo=UTC)
+    assert missed_beyond_window(due, due + timedelta(hours=2), 3600)
+    assert not missed_beyond_window(due, due + timedelta(minutes=30), 3600)
+    assert not missed_beyond_window(due, due + timedelta(days=30), None)

@@ -1,5 +1,6 @@
 """The automations a seeded org starts with, created over automation-service's REST
-API as the org's owner would."""
+API as the org's owner would: the weekly price run, and the two reactive ones — a
+reservation sets guest welcome and cleaning in motion, a bad review alerts the owner."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import httpx
 
 DEFAULT_AUTOMATION_URL = "http://127.0.0.1:8003"
 ORG_TIME_ZONE = "Europe/Lisbon"
+# The role whose member with the fewest open tasks cleans (task-service assigns).
+CLEANING_ROLE = "operations"
+# Local times of a stay: guests arrive at 15:00 and are welcomed two hours later;
+# they leave by 11:00, when cleaning starts.
+CHECK_IN_AT = "15:00"
+WELCOME_AFTER = "PT2H"
+CLEANING_AT = "11:00"
+BAD_REVIEW_MAX_RATING = 3
 
 
 def weekly_price_optimisation(seeded: dict[str, Any]) -> dict[str, Any]:
@@ -33,15 +42,73 @@ def weekly_price_optimisation(seeded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def create_seed_automations(seeded: dict[str, Any], automation_url: str | None = None) -> dict[str, Any]:
-    """Create the weekly automation; returns what automation-service answered."""
+def reservation_guest_welcome_and_cleaning(seeded: dict[str, Any]) -> dict[str, Any]:
+    """Any platform's reservation: the owner welcomes the guests two hours after
+    check-in, Operations cleans at 11:00 on check-out day, both in the listing's
+    local time and linked to the reservation; a change moves them, a cancellation
+    cancels them."""
+    not_cancelled = "type != 'reservation.cancelled'"
+    reservation = {"reservation_id": "${data.reservation_id}", "listing_id": "${data.listing_id}",
+                   "platform": "${platform}", "check_in": "${data.check_in}", "check_out": "${data.check_out}",
+                   "guests": "${data.guests}"}
+    return {
+        "name": "Reservation: guest welcome and cleaning",
+        "description": "Welcome the guests 2 h after check-in; clean at 11:00 on check-out day (local time)",
+        "kind": "event",
+        "on": "reservation.*",
+        "timezone": ORG_TIME_ZONE,
+        "actions": [
+            {"type": "create_task", "key": "guest-welcome", "link": "${data.reservation_id}",
+             "title": "Welcome the guests of reservation ${data.reservation_id}",
+             "assigned_to": seeded["users"]["owner"]["user_id"], "priority": "medium",
+             "due": {"date": "data.check_in", "at": CHECK_IN_AT, "offset": WELCOME_AFTER},
+             "data": reservation, "when": not_cancelled},
+            {"type": "create_task", "key": "cleaning", "link": "${data.reservation_id}",
+             "title": "Clean after reservation ${data.reservation_id}", "role_id": CLEANING_ROLE,
+             "priority": "high", "due": {"date": "data.check_out", "at": CLEANING_AT},
+             "data": reservation, "when": not_cancelled},
+            {"type": "cancel_tasks", "link": "${data.reservation_id}",
+             "reason": "reservation ${data.reservation_id} was cancelled on ${platform}",
+             "when": "type == 'reservation.cancelled'"},
+        ],
+    }
+
+
+def bad_review_alert(seeded: dict[str, Any]) -> dict[str, Any]:
+    """A review of 3 stars or fewer: an urgent task for the owner with its text and
+    reservation; the same review delivered twice alerts once."""
+    return {
+        "name": "Bad review: alert the owner",
+        "kind": "event",
+        "on": "review.created",
+        "filter": f"data.rating <= {BAD_REVIEW_MAX_RATING}",
+        "dedupe_key": "${platform}:${data.review_id}",
+        "actions": [
+            {"type": "create_task", "key": "review-alert", "link": "review:${platform}:${data.review_id}",
+             "title": "${data.rating}-star review on ${platform}: answer the guest",
+             "description": "${data.text}", "priority": "urgent",
+             "assigned_to": seeded["users"]["owner"]["user_id"],
+             "data": {"review_id": "${data.review_id}", "rating": "${data.rating}", "text": "${data.text}",
+                      "reservation_id": "${data.reservation_id}", "listing_id": "${data.listing_id}",
+                      "platform": "${platform}"}},
+        ],
+    }
+
+
+SEED_AUTOMATIONS = (weekly_price_optimisation, reservation_guest_welcome_and_cleaning, bad_review_alert)
+
+
+async def create_seed_automations(seeded: dict[str, Any], automation_url: str | None = None) -> list[dict[str, Any]]:
+    """Create the org's automations; returns what automation-service answered, in order."""
     url = automation_url or os.environ.get("STAYOPS_AUTOMATION_URL", DEFAULT_AUTOMATION_URL)
+    created: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(
-            f"{url}/v1/automations",
-            json=weekly_price_optimisation(seeded),
-            headers={"Authorization": f"Bearer {seeded['tokens']['owner']}"},
-        )
-    response.raise_for_status()
-    created: dict[str, Any] = response.json()
+        for automation in SEED_AUTOMATIONS:
+            response = await client.post(
+                f"{url}/v1/automations",
+                json=automation(seeded),
+                headers={"Authorization": f"Bearer {seeded['tokens']['owner']}"},
+            )
+            response.raise_for_status()
+            created.append(response.json())
     return created

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -16,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stayops_infra import runlock
+from stayops_infra import runlock, simulate
 from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig, bootstrap_servers_from_env
 from stayops_infra.errors import StackError
 from stayops_infra.eventtail import tail_events
+from stayops_infra.hostawaysim import HostawaySimulator
 from stayops_infra.kafka.jars import ensure_kafka_jars, find_java, java_major_version
 from stayops_infra.keys import ensure_keys
 from stayops_infra.launcher import org_registry, print_seed, run_system
@@ -28,6 +31,8 @@ from stayops_infra.orgsim import PolicyChange, seed_solo, set_policy
 from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack, tansu_is_running
 from stayops_infra.tokens import mint_token
 from stayops_infra.topics import topic_partitions
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.sync import Platform
 
 app = typer.Typer(help="Run and poke at StayOps on one machine.", no_args_is_help=True)
 stack_app = typer.Typer(help="PostgreSQL + Kafka + topics only (tests, benchmarks).")
@@ -35,11 +40,13 @@ seed_app = typer.Typer(help="Create demo organisations through the org-service s
 events_app = typer.Typer(help="Look at the events on the broker.")
 policy_app = typer.Typer(help="An org's policy (price guardrails, AI decisions) in the org-service simulator.")
 schemas_app = typer.Typer(help="The event payload JSON Schemas.")
+simulate_app = typer.Typer(help="Make the sync simulators report a reservation or a review.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(events_app, name="events")
 app.add_typer(policy_app, name="policy")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(simulate_app, name="simulate")
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
@@ -255,10 +262,10 @@ def seed_solo_command(
         raise _fail(StackError(f"seeding failed (is the stack up?): {exc!r}")) from exc
     result = seeded.as_json()
     try:
-        automation = asyncio.run(create_seed_automations(result))
-        result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
+        automations = asyncio.run(create_seed_automations(result))
+        result["automations"] = [{"id": a["id"], "name": a["name"]} for a in automations]
     except httpx.HTTPError as exc:
-        console.print(f"[yellow]The weekly price automation was not created (is automation-service up?): "
+        console.print(f"[yellow]The seed automations were not created (is automation-service up?): "
                       f"{exc!r}[/]", highlight=False)
     print_seed(console, result, as_json=as_json)
 
@@ -357,6 +364,61 @@ def schemas_export(directory: Path) -> None:
 
     written = export_schemas(directory)
     console.print(f"{len(written)} files written to {directory}", highlight=False)
+
+
+def _publish_simulated(config: StackConfig, envelopes: list[Envelope]) -> None:
+    try:
+        asyncio.run(simulate.publish(bootstrap_servers_from_env(config), envelopes,
+                                     idempotent=not tansu_is_running(config)))
+    except Exception as exc:
+        raise _fail(StackError(f"publishing failed (is the stack up?): {exc!r}")) from exc
+    if not envelopes:
+        console.print("Nothing to announce: the platform's state did not change (a duplicate, or a "
+                      "cancellation of a reservation never announced).")
+    for envelope in envelopes:
+        console.print(f"{envelope.type} {json.dumps(envelope.data, default=str)}", highlight=False)
+
+
+@simulate_app.command("reservation")
+def simulate_reservation(
+    org: Annotated[str, typer.Option("--org", help="The org id (from `stayops seed solo`).")],
+    listing: Annotated[str, typer.Option("--listing", help="One of the org's listing ids.")],
+    platform: Annotated[Platform, typer.Option("--platform")] = Platform.AIRBNB,
+    reservation: Annotated[str | None, typer.Option("--reservation", help="Its id; new if not given.")] = None,
+    check_in: Annotated[str | None, typer.Option("--check-in", help="YYYY-MM-DD; default in 7 days.")] = None,
+    nights: Annotated[int, typer.Option("--nights", min=1)] = 3,
+    change: Annotated[bool, typer.Option("--change", help="A change of an existing reservation.")] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it (on Hostaway: an update).")] = False,
+) -> None:
+    """Report a reservation made (or --change'd, or --cancel'led) on a platform."""
+    config = StackConfig.from_env()
+    now = datetime.now(UTC)
+    stay = simulate.SimulatedStay(
+        org_id=org, listing_id=listing, reservation_id=reservation or f"res-{uuid.uuid4().hex[:10]}",
+        check_in=date.fromisoformat(check_in) if check_in else now.date() + timedelta(days=7), nights=nights)
+    if platform is Platform.HOSTAWAY:
+        hostaway = HostawaySimulator(state_file=simulate.hostaway_state(config.data_dir))
+        envelopes = simulate.hostaway_reservation(hostaway, stay, change=change, cancel=cancel, now=now)
+    else:
+        envelopes = simulate.airbnb_reservation(stay, change=change, cancel=cancel, now=now)
+    _publish_simulated(config, envelopes)
+
+
+@simulate_app.command("review")
+def simulate_review(
+    org: Annotated[str, typer.Option("--org")],
+    listing: Annotated[str, typer.Option("--listing")],
+    rating: Annotated[int, typer.Option("--rating", min=1, max=5)],
+    text: Annotated[str, typer.Option("--text")] = "Simulated review",
+    reservation: Annotated[str | None, typer.Option("--reservation")] = None,
+    review_id: Annotated[str | None, typer.Option("--review", help="Its id; the same id again is a duplicate.")]
+    = None,
+    platform: Annotated[Platform, typer.Option("--platform")] = Platform.AIRBNB,
+) -> None:
+    """Report a guest's review (rating 1..5) on a platform."""
+    config = StackConfig.from_env()
+    _publish_simulated(config, simulate.review(org, listing, rating, text=text, reservation_id=reservation,
+                                               review_id=review_id, platform=platform, now=datetime.now(UTC)))
 
 
 def main() -> None:

@@ -172,8 +172,8 @@ async def _run_until_stopped(
             result = seeded.as_json()
             automation_service = next((p for p in processes if p.name == "automation-service"), None)
             if automation_service is not None:
-                automation = await create_seed_automations(result, automation_url=automation_service.base_url)
-                result["automations"] = [{"id": automation["id"], "name": automation["name"]}]
+                automations = await create_seed_automations(result, automation_url=automation_service.base_url)
+                result["automations"] = [{"id": a["id"], "name": a["name"]} for a in automations]
             print_seed(console, result)
         console.print(
             f"StayOps is ready: {len(processes)} services, Kafka at {stack.broker.bootstrap}, "

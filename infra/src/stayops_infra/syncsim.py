@@ -39,6 +39,9 @@ SOURCE = "/sync-airbnb"
 CURRENCY = "EUR"
 HORIZON_DAYS = 90
 CITIES = ("Lisbon", "Porto", "Barcelona", "Nice", "Seville", "Valencia")
+# Each city's IANA zone: a listing's local times (check-in, cleaning) are planned in it.
+CITY_ZONES = {"Lisbon": "Europe/Lisbon", "Porto": "Europe/Lisbon", "Barcelona": "Europe/Madrid",
+              "Nice": "Europe/Paris", "Seville": "Europe/Madrid", "Valencia": "Europe/Madrid"}
 KINDS = ("Seaside loft", "Old-town flat", "Garden studio", "Rooftop apartment", "Family house")
 # Month factors of a southern-European coastal market (July and August peak).
 SEASON = {1: 0.80, 2: 0.82, 3: 0.90, 4: 1.00, 5: 1.05, 6: 1.18, 7: 1.32, 8: 1.35, 9: 1.12, 10: 0.98,
@@ -171,7 +174,8 @@ class SyncSimulator:
             out.append(self._event(request, "airbnb.listing.synced", listing_id, sync.ListingSynced(
                 listing_id=listing_id, org_id=payload.org_id, title=listing.title, city=listing.city,
                 capacity=listing.capacity, base_price=listing.base_price, min_price=listing.min_price,
-                max_price=listing.max_price, currency=CURRENCY, synced_at=now,
+                max_price=listing.max_price, currency=CURRENCY, timezone=CITY_ZONES[listing.city],
+                synced_at=now,
             )))
             for stay in reservations(listing, today, now):
                 out.append(self._event(request, "airbnb.reservation.created", listing_id, stay))

@@ -13,6 +13,8 @@ def subscriptions() -> Subscriptions:
     subs.on("org.member.left")(handlers.member_left)
     subs.on("org.policy.updated")(handlers.policy_updated)
     subs.on("stayops.task.requested")(handlers.task_requested)
+    subs.on("stayops.task.cancel.requested")(handlers.task_cancel_requested)
+    subs.on("stayops.task.reschedule.requested")(handlers.task_reschedule_requested)
     subs.on("stayops.agent.result.produced")(handlers.agent_result_produced)
     subs.on("stayops.automation.action.finished")(handlers.action_finished)
     return subs

@@ -164,7 +164,11 @@ ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.BLOCKED: frozenset({TaskStatus.IN_PROGRESS, TaskStatus.PENDING, TaskStatus.FAILED}),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
 }
+# Whoever asked for a task may withdraw it while it is open; cancelled is final.
+ALLOWED_TRANSITIONS.update({status: ALLOWED_TRANSITIONS[status] | {TaskStatus.CANCELLED}
+                            for status in OPEN_STATUSES})
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,12 @@ class Task:
         # Blocking ends nothing: who blocked it is in `stayops.task.blocked`, and
         # `completed_by` stays for whoever finally completes or fails the task.
         return replace(self.transition(TaskStatus.BLOCKED, now), status_reason=reason)
+
+    def cancel(self, reason: str, now: datetime) -> Task:
+        return replace(self.transition(TaskStatus.CANCELLED, now), status_reason=reason)
+
+    def rescheduled(self, due_at: datetime, now: datetime) -> Task:
+        return replace(self, due_at=due_at, updated_at=now)
 
 
 def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:

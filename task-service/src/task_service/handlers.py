@@ -23,10 +23,14 @@ from stayops_schemas.events.tasks import (
     Priority,
     TaskAssigned,
     TaskBlocked,
+    TaskCancelled,
+    TaskCancelRequested,
     TaskCompleted,
     TaskCreated,
     TaskFailed,
     TaskRequested,
+    TaskRescheduled,
+    TaskRescheduleRequested,
     TaskStarted,
     TaskStatus,
     TaskType,
@@ -336,6 +340,42 @@ async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any]
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
     await store_policy(ctx.uow.conn, event)
+
+
+async def _requested_task(ctx: EventContext, request_id: str) -> Task | None:
+    """The task a request created, locked; None (logged) when the request never made
+    one (task-service refused it), so a withdrawal has nothing to withdraw."""
+    found = await store.find_by_request(ctx.uow.conn, ctx.org_id, request_id)
+    task = None if found is None else await store.get_task(ctx.uow.conn, ctx.org_id, found.id, for_update=True)
+    if task is None:
+        log.info("%s for request %s: no task answers that request", ctx.envelope.type, request_id)
+    return task
+
+
+async def task_cancel_requested(ctx: EventContext, event: TaskCancelRequested) -> None:
+    """The requester withdraws its task; a task already done or cancelled stays as it is."""
+    task = await _requested_task(ctx, event.request_id)
+    if task is None or not task.can_become(TaskStatus.CANCELLED):
+        return
+    task = task.cancel(event.reason, ctx.uow.clock.now())
+    await store.update_task(ctx.uow.conn, task)
+    await ctx.uow.announce("stayops.task.cancelled",
+                           TaskCancelled(**_ids(task), reason=event.reason, cancelled_by=event.requested_by),
+                           org_id=task.org_id, key=task.id)
+
+
+async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequested) -> None:
+    """The requester moves its open task's due time."""
+    task = await _requested_task(ctx, event.request_id)
+    if task is None or not task.is_open or task.due_at == event.due_at:
+        return
+    previous = task.due_at
+    task = task.rescheduled(event.due_at, ctx.uow.clock.now())
+    await store.update_task(ctx.uow.conn, task)
+    await ctx.uow.announce("stayops.task.rescheduled",
+                           TaskRescheduled(**_ids(task), due_at=event.due_at, previous_due_at=previous,
+                                           reason=event.reason),
+                           org_id=task.org_id, key=task.id)
 
 
 async def _lock_reported(ctx: EventContext, task_id: str) -> Task:

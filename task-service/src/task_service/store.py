@@ -106,7 +106,8 @@ async def insert_task(conn: AsyncConnection, task: Task) -> bool:
 
 
 async def update_task(conn: AsyncConnection, task: Task) -> None:
-    """Write the fields a task's life changes: status, assignee, result, reason, who finished it."""
+    """Write the fields a task's life changes: status, assignee, result, reason, who
+    finished it, due time."""
     scope = OrgScope(tasks, task.org_id)
     await conn.execute(
         scope.update()
@@ -119,6 +120,7 @@ async def update_task(conn: AsyncConnection, task: Task) -> None:
             result=task.result,
             status_reason=task.status_reason,
             completed_by=task.completed_by,
+            due_at=task.due_at,
             updated_at=task.updated_at,
         )
     )

@@ -161,3 +161,15 @@ def test_a_result_must_fit_the_tasks_skill() -> None:
     done = pricing.complete({**made_up, "max_abs_change_pct": 8.0}, "u-7", NOW)
     assert done.completed_by == "u-7"
     assert replace(pricing, data={}).complete({"anything": 1}, "u-7", NOW).status is TaskStatus.COMPLETED
+
+
+
+
+def test_an_open_task_can_be_cancelled_once_and_a_finished_one_cannot() -> None:
+    for status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED):
+        cancelled = task(status).cancel("reservation cancelled", NOW)
+        assert (cancelled.status, cancelled.status_reason) == (TaskStatus.CANCELLED, "reservation cancelled")
+        with pytest.raises(TransitionNotAllowed):
+            cancelled.cancel("again", NOW)
+    with pytest.raises(TransitionNotAllowed):
+        task(TaskStatus.COMPLETED).cancel("too late", NOW)

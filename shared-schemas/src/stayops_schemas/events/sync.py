@@ -50,8 +50,13 @@ class ListingSynced(Payload):
     max_price: Amount | None = None
     currency: Currency
     active: bool = True
+    timezone: str | None = Field(
+        default=None,
+        description="The listing's IANA time zone: it defines the listing's today for pricing, and "
+        "local times (check-in, cleaning) are planned in it. Absent: the org's zone.",
+        examples=["Europe/Lisbon"],
+    )
     synced_at: dt.datetime
-    timezone: str | None = Field(default=None, description="IANA time zone of the listing; it defines its today.")
     min_stay: int | None = Field(default=None, ge=1, description="The owner's usual minimum stay, in nights.")
 
     @model_validator(mode="after")

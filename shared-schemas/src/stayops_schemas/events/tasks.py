@@ -43,6 +43,8 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     BLOCKED = "blocked"
+    # Withdrawn by whoever asked for it (a cancelled reservation cancels its cleaning).
+    CANCELLED = "cancelled"
 
 
 class Priority(StrEnum):
@@ -193,3 +195,39 @@ class TaskBlocked(_TaskEvent):
 
     reason: NonEmptyStr
     blocked_by: str | None = None
+
+
+class TaskCancelRequested(Payload):
+    """`stayops.task.cancel.requested`: the requester of a task (named by the
+    `request_id` it asked with) withdraws it; task-service cancels it if still open."""
+
+    request_id: NonEmptyStr
+    org_id: NonEmptyStr
+    reason: NonEmptyStr
+    requested_by: NonEmptyStr
+
+
+class TaskRescheduleRequested(Payload):
+    """`stayops.task.reschedule.requested`: the requester of a task moves its due
+    time (a reservation's check-out moved, so its cleaning moves)."""
+
+    request_id: NonEmptyStr
+    org_id: NonEmptyStr
+    due_at: datetime
+    reason: str | None = None
+    requested_by: NonEmptyStr
+
+
+class TaskCancelled(_TaskEvent):
+    """`stayops.task.cancelled`: the task was withdrawn before it was done."""
+
+    reason: NonEmptyStr
+    cancelled_by: NonEmptyStr
+
+
+class TaskRescheduled(_TaskEvent):
+    """`stayops.task.rescheduled`: the task's due time moved."""
+
+    due_at: datetime
+    previous_due_at: datetime | None = None
+    reason: str | None = None

@@ -1,0 +1,235 @@
+"""Event automations on real PostgreSQL and Apache Kafka, driven as the owner and
+the sync services drive them: created over REST, fired by platform events. What
+they asked for is read from the service's outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from automation_service import store
+from automation_service.app import NAME, create_app
+from automation_service.domain import Execution, ExecutionTrigger
+from stayops_kit.db import outbox
+from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_schemas.events.automations import ExecutionOutcome
+from stayops_schemas.events.sync import (
+    ListingSynced,
+    ReservationCancelled,
+    ReservationChanged,
+    ReservationCreated,
+    ReservationStatus,
+    ReviewCreated,
+)
+
+pytestmark = pytest.mark.stack
+
+T0 = dt.datetime(2025, 3, 1, 10, 0, tzinfo=dt.UTC)
+
+RESERVATION_TASKS: dict[str, Any] = {
+    "name": "Reservation: guest welcome and cleaning",
+    "kind": "event",
+    "on": "reservation.*",
+    "timezone": "Europe/Lisbon",
+    "actions": [
+        {"type": "create_task", "key": "guest-welcome", "link": "${data.reservation_id}",
+         "title": "Welcome the guests of ${data.reservation_id}", "assigned_to": "u-owner",
+         "due": {"date": "data.check_in", "at": "15:00", "offset": "PT2H"},
+         "when": "type != 'reservation.cancelled'"},
+        {"type": "create_task", "key": "cleaning", "link": "${data.reservation_id}",
+         "title": "Clean ${listing.title}", "role_id": "operations",
+         "due": {"date": "data.check_out", "at": "11:00"}, "when": "type != 'reservation.cancelled'",
+         "data": {"reservation_id": "${data.reservation_id}"}},
+        {"type": "cancel_tasks", "link": "${data.reservation_id}", "reason": "reservation cancelled",
+         "when": "type == 'reservation.cancelled'"},
+    ],
+}
+BAD_REVIEW: dict[str, Any] = {
+    "name": "Bad review: alert the owner",
+    "kind": "event",
+    "on": "review.created",
+    "filter": "data.rating <= 3",
+    "dedupe_key": "${data.review_id}",
+    "actions": [{"type": "create_task", "key": "review-alert", "link": "${data.review_id}",
+                 "title": "A ${data.rating}-star review", "priority": "urgent", "assigned_to": "u-owner",
+                 "data": {"text": "${data.text}", "reservation_id": "${data.reservation_id}"}}],
+}
+
+
+@pytest.fixture(scope="module")
+async def service(stack: Any) -> AsyncIterator[ServiceUnderTest]:
+    async with service_under_test(create_app, NAME, stack) as running:
+        yield running
+
+
+def new_org() -> str:
+    return f"org-{uuid.uuid4().hex[:8]}"
+
+
+async def announced(service: ServiceUnderTest, org: str, type_: str) -> list[dict[str, Any]]:
+    async with service.runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.payload).where(
+            outbox.c.org_id == org, outbox.c.event_type == type_).order_by(outbox.c.id))
+        return [dict(r.payload) for r in rows]
+
+
+async def create(service: ServiceUnderTest, org: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await service.client.post("/v1/automations", json=body, headers=service.auth(org))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def executions(service: ServiceUnderTest, org: str, automation_id: str) -> list[dict[str, Any]]:
+    response = await service.client.get(f"/v1/automations/{automation_id}/executions",
+                                        headers=service.auth(org))
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def reservation(org: str, reservation_id: str, check_out: str = "2025-07-10",
+                cls: type[ReservationCreated | ReservationChanged] = ReservationCreated) -> Any:
+    return cls(reservation_id=reservation_id, listing_id="l-1", org_id=org,
+               status=ReservationStatus.CONFIRMED, check_in=dt.date(2025, 7, 6),
+               check_out=dt.date.fromisoformat(check_out), guests=2, nightly_rate=Decimal("100.00"),
+               total=Decimal("400.00"), currency="EUR", booked_at=T0)
+
+
+def review(org: str, review_id: str, rating: int) -> ReviewCreated:
+    return ReviewCreated(review_id=review_id, listing_id="l-1", org_id=org, reservation_id="r-9",
+                         rating=rating, text="Dirty towels", submitted_at=T0)
+
+
+async def test_a_reservation_asks_for_its_tasks_in_the_listings_zone_moves_and_cancels_them(
+    service: ServiceUnderTest,
+) -> None:
+    org = new_org()
+    automation = await create(service, org, RESERVATION_TASKS)
+    await service.publish("airbnb.listing.synced", ListingSynced(
+        listing_id="l-1", org_id=org, title="Seaside loft", city="New York", capacity=2,
+        base_price=Decimal("100"), currency="USD", timezone="America/New_York", synced_at=T0), key="l-1")
+    await service.publish("airbnb.reservation.created", reservation(org, "r-1"), key="l-1")
+
+    async def requested() -> list[dict[str, Any]]:
+        return await announced(service, org, "stayops.task.requested")
+
+    tasks = {t["data"]["link_key"]: t for t in await eventually(
+        lambda: _at_least(requested, 2), what="both tasks requested")}
+    # The listing is in New York (EDT, UTC-4), overriding the org's Lisbon.
+    assert tasks["guest-welcome"]["due_at"].startswith("2025-07-06T21:00:00")
+    assert tasks["cleaning"]["due_at"].startswith("2025-07-10T15:00:00")
+    assert (tasks["cleaning"]["title"], tasks["cleaning"]["role_id"]) == ("Clean Seaside loft", "operations")
+
+    await service.publish("airbnb.reservation.created", reservation(org, "r-1"), key="l-1")  # re-sent
+    await service.publish("airbnb.reservation.changed", reservation(org, "r-1", "2025-07-12",
+                                                                    ReservationChanged), key="l-1")
+    [moved] = await eventually(lambda: announced(service, org, "stayops.task.reschedule.requested"),
+                               what="cleaning moved")
+    assert moved["request_id"] == tasks["cleaning"]["request_id"]
+    assert moved["due_at"].startswith("2025-07-12T15:00:00")
+
+    changed = reservation(org, "r-1", "2025-07-12")
+    await service.publish("airbnb.reservation.cancelled", ReservationCancelled(
+        **changed.model_dump(exclude={"status"}), status=ReservationStatus.CANCELLED, cancelled_at=T0), key="l-1")
+    cancels = await eventually(lambda: _at_least(
+        lambda: announced(service, org, "stayops.task.cancel.requested"), 2), what="both cancelled")
+    assert {c["request_id"] for c in cancels} == {t["request_id"] for t in tasks.values()}
+    assert len(await requested()) == 2, "never a second task for the same reservation"
+
+    runs = await eventually(lambda: _at_least(lambda: executions(service, org, automation["id"]), 4),
+                            what="four executions")
+    by_type = {r["event_type"]: r for r in runs}
+    assert by_type["airbnb.reservation.cancelled"]["outcome"] == "success"
+    assert [o["outcome"] for o in by_type["airbnb.reservation.cancelled"]["action_outcomes"]] == [
+        "skipped", "skipped", "cancelled"]
+    assert [o["outcome"] for o in by_type["airbnb.reservation.changed"]["action_outcomes"]] == [
+        "unchanged", "rescheduled", "skipped"]
+
+
+async def _at_least(read: Any, count: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await read()
+    return found if len(found) >= count else []
+
+
+async def test_a_bad_review_alerts_once_and_a_good_one_not_at_all(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, BAD_REVIEW)
+    await service.publish("airbnb.review.created", review(org, "rv-5", 5), key="l-1")
+    await service.publish("airbnb.review.created", review(org, "rv-2", 2), key="l-1")
+    await service.publish("airbnb.review.created", review(org, "rv-2", 2), key="l-1")  # the same, re-sent
+
+    [alert] = await eventually(lambda: announced(service, org, "stayops.task.requested"), what="alert")
+    assert (alert["priority"], alert["assigned_to"], alert["title"]) == ("urgent", "u-owner", "A 2-star review")
+    assert alert["data"]["text"] == "Dirty towels" and alert["data"]["reservation_id"] == "r-9"
+    [run] = await executions(service, org, automation["id"])
+    assert (run["dedupe_key"], run["filter_value"], run["outcome"]) == ("rv-2", True, "success")
+    # A later review on the same partition: once it is applied, so is the duplicate.
+    await service.publish("airbnb.review.created", review(org, "rv-3", 3), key="l-1")
+    await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
+                     what="a later bad review")
+    assert len(await announced(service, org, "stayops.task.requested")) == 2
+
+
+async def test_debounce_fires_once_per_key_within_the_window(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, {
+        "name": "Listing changed: one check per listing per hour", "kind": "event", "on": "listing.*",
+        "debounce": {"seconds": 3600, "key": "${data.listing_id}"},
+        "actions": [{"type": "notify", "user_id": "u-owner", "subject": "${data.listing_id} synced"}]})
+    await create(service, org, {"name": "Marker", "kind": "event", "on": "review.created",
+                                "actions": [{"type": "notify", "user_id": "u-owner", "subject": "marker"}]})
+    for listing_id in ("l-1", "l-2", "l-1"):
+        await service.publish("airbnb.listing.synced", ListingSynced(
+            listing_id=listing_id, org_id=org, title="Loft", city="Lisbon", capacity=2,
+            base_price=Decimal("100"), currency="EUR", synced_at=T0), key="same-partition")
+    await service.publish("airbnb.review.created", review(org, "rv-1", 1), key="same-partition")
+
+    async def subjects() -> list[str]:
+        notes = (await service.client.get("/v1/notifications", headers=service.auth(org))).json()["items"]
+        return sorted(n["subject"] for n in notes)
+
+    await eventually(lambda: _contains(subjects, "marker"), what="every event before the marker applied")
+    assert await subjects() == ["l-1 synced", "l-2 synced", "marker"]
+    assert len(await executions(service, org, automation["id"])) == 2
+
+
+async def _contains(read: Any, item: str) -> bool:
+    return item in await read()
+
+
+async def test_an_action_that_fails_fails_the_execution_with_the_reason(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, {
+        "name": "Broken due time", "kind": "event", "on": "review.created",
+        "actions": [{"type": "create_task", "key": "k", "link": "${data.review_id}", "title": "t",
+                     "due": {"date": "data.text"}}]})
+    await service.publish("airbnb.review.created", review(org, "rv-1", 1), key="l-1")
+    [run] = await eventually(lambda: executions(service, org, automation["id"]), what="a failed firing")
+    assert run["outcome"] == "failure" and "ISO 8601" in run["error"]
+    assert await announced(service, org, "stayops.task.requested") == []
+
+    async with service.runtime.uow.begin() as uow:  # a success 40 days ago counts only in the totals
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+        await store.insert_execution(uow.conn, Execution(
+            id=str(uuid.uuid4()), automation_id=automation["id"], org_id=org, started_at=long_ago,
+            finished_at=long_ago, outcome=ExecutionOutcome.SUCCESS, trigger=ExecutionTrigger.EVENT,
+            dedupe_key="long-ago"))
+    detail = (await service.client.get(f"/v1/automations/{automation['id']}", headers=service.auth(org))).json()
+    stats = detail["stats"]
+    assert (stats["runs"], stats["successes"], stats["failures"]) == (2, 1, 1)
+    assert [(w["days"], w["runs"], w["failures"], w["success_rate"]) for w in stats["windows"]] == [
+        (7, 1, 1, 0.0), (30, 1, 1, 0.0)]
+
+
+async def test_an_event_automation_with_a_forbidden_expression_is_refused(service: ServiceUnderTest) -> None:
+    response = await service.client.post("/v1/automations", headers=service.auth(new_org()), json={
+        **BAD_REVIEW, "filter": "data.__class__"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -1,0 +1,252 @@
+"""The reactive scenarios end to end, on the real broker and the four services'
+own databases: a seeded org's automations react to what the sync services say.
+
+1. A reservation on Airbnb for a listing in Lisbon: the guest-welcome task (2 h
+   after a 15:00 check-in) and the cleaning task (11:00 on check-out day, for the
+   Operations member with the fewest open tasks), in local time; the check-out
+   moves and so does the cleaning; a cancellation cancels both. On Hostaway the
+   same, with its quirks: an update before the create, a duplicate, a cancellation
+   sent as an update.
+2. A review of 3 stars or fewer: an urgent task for the owner within 5 s; 5 stars:
+   nothing; the same review twice: one alert.
+Also with automation-service killed between the event and its action."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from stayops_infra import simulate
+from stayops_infra.automations import create_seed_automations
+from stayops_infra.hostawaysim import HostawaySimulator, reservation_webhook
+from stayops_infra.orgsim import Member, Org, member_event, publish_events
+from stayops_infra.syncsim import SOURCE as AIRBNB
+from stayops_infra.system import LocalSystem
+from stayops_kit.testing import eventually
+from stayops_schemas.catalog import event_type
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.sync import ListingSynced, Platform
+
+pytestmark = pytest.mark.stack
+
+CHECK_IN = dt.date(2026, 7, 6)  # summer: Lisbon is UTC+1
+NOW = dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class ReactiveOrg:
+    seeded: dict[str, Any]
+    system: LocalSystem
+    http: httpx.AsyncClient
+    cleaners: tuple[str, str]  # (busy, free)
+    stack: Any
+
+    @property
+    def org_id(self) -> str:
+        return str(self.seeded["org_id"])
+
+    @property
+    def listing_id(self) -> str:
+        return str(self.seeded["listing_ids"][0])
+
+    @property
+    def owner(self) -> str:
+        return str(self.seeded["users"]["owner"]["user_id"])
+
+    def headers(self, user: str | None = None, role: str = "owner") -> dict[str, str]:
+        if user is None:
+            return {"Authorization": f"Bearer {self.seeded['tokens']['owner']}"}
+        return {"Authorization": f"Bearer {self.stack.mint_token(self.org_id, user, role)}"}
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        response = await self.http.get(f"{self.system.url('task-service')}/v1/tasks", params={"limit": 200},
+                                       headers=self.headers())
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def linked(self, link: str, count: int) -> dict[str, dict[str, Any]]:
+        """The tasks linked to `link`, by key, once there are `count` of them."""
+        async def found() -> dict[str, dict[str, Any]]:
+            tasks = {t["data"]["link_key"]: t for t in await self.tasks() if t["data"].get("link") == link}
+            return tasks if len(tasks) >= count else {}
+
+        return await eventually(found, timeout=30, what=f"{count} task(s) linked to {link}")
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        await simulate.publish(self.system.bootstrap, envelopes)
+
+
+@pytest.fixture
+async def org(system: LocalSystem, solo_org: dict[str, Any], stack: Any) -> AsyncIterator[ReactiveOrg]:
+    async with httpx.AsyncClient(timeout=20) as http:
+        await create_seed_automations(solo_org, automation_url=system.url("automation-service"))
+        reactive = ReactiveOrg(solo_org, system, http, (f"cleaner-{uuid.uuid4().hex[:6]}",
+                                                         f"cleaner-{uuid.uuid4().hex[:6]}"), stack)
+        await _two_cleaners_one_busy(reactive)
+        await reactive.publish([event_type("airbnb.listing.synced").envelope(ListingSynced(
+            listing_id=reactive.listing_id, org_id=reactive.org_id, title="Alfama flat", city="Lisbon",
+            capacity=4, base_price=Decimal("120"), currency="EUR", timezone="Europe/Lisbon", synced_at=NOW,
+        ), id=str(uuid.uuid4()), source=AIRBNB, partitionkey=reactive.listing_id, time=NOW)])
+        yield reactive
+
+
+async def _two_cleaners_one_busy(org: ReactiveOrg) -> None:
+    """Two Operations members; the first has an open task, so the second is the one
+    with the fewest. Role tasks are created until one reaches the second cleaner,
+    which proves task-service knows both; that one is then done."""
+    directory = Org(org_id=org.org_id, name="Solo host", kind="solo", listing_ids=org.seeded["listing_ids"])
+    members = [Member(user, "human", f"Cleaner {i}", "operations", "Operations", None, None,
+                      (NOW + dt.timedelta(seconds=i)).isoformat()) for i, user in enumerate(org.cleaners)]
+    await publish_events(org.system.bootstrap, [member_event("joined", directory, m) for m in members])
+    free = org.cleaners[1]
+
+    async def reaches_free_cleaner() -> dict[str, Any] | None:
+        response = await org.http.post(f"{org.system.url('task-service')}/v1/tasks", headers=org.headers(), json={
+            "title": "Restock towels", "task_type": "manual", "role_id": "operations"})
+        assert response.status_code == 201, response.text
+        task: dict[str, Any] = response.json()
+        return task if task["assigned_to"] == free else None
+
+    warm_up = await eventually(reaches_free_cleaner, interval=0.3, what="both cleaners known")
+    done = await org.http.post(f"{org.system.url('task-service')}/v1/tasks/{warm_up['id']}/complete",
+                               headers=org.headers(free, "operations"), json={"result": {}})
+    assert done.status_code == 200, done.text
+
+
+def stay(org: ReactiveOrg, nights: int = 3, reservation_id: str | None = None) -> simulate.SimulatedStay:
+    return simulate.SimulatedStay(org_id=org.org_id, listing_id=org.listing_id,
+                                  reservation_id=reservation_id or f"res-{uuid.uuid4().hex[:8]}",
+                                  check_in=CHECK_IN, nights=nights)
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_an_airbnb_reservation_sets_welcome_and_cleaning_in_local_time_moves_and_cancels_them(
+    org: ReactiveOrg,
+) -> None:
+    booked = stay(org)
+    await org.publish(simulate.airbnb_reservation(booked, change=False, cancel=False, now=NOW))
+
+    tasks = await org.linked(booked.reservation_id, 2)
+    welcome, cleaning = tasks["guest-welcome"], tasks["cleaning"]
+    assert utc(welcome["due_at"]) == dt.datetime(2026, 7, 6, 16, 0, tzinfo=dt.UTC)  # 17:00 in Lisbon
+    assert utc(cleaning["due_at"]) == dt.datetime(2026, 7, 9, 10, 0, tzinfo=dt.UTC)  # 11:00 in Lisbon
+    assert welcome["assigned_to"] == org.owner
+    assert cleaning["assigned_to"] == org.cleaners[1], "the Operations member with the fewest open tasks"
+    assert cleaning["data"]["reservation_id"] == booked.reservation_id
+    assert cleaning["data"]["platform"] == "airbnb"
+
+    longer = stay(org, nights=4, reservation_id=booked.reservation_id)
+    await org.publish(simulate.airbnb_reservation(longer, change=True, cancel=False, now=NOW))
+
+    async def cleaning_moved() -> bool:
+        moved = (await org.linked(booked.reservation_id, 2))["cleaning"]
+        return utc(moved["due_at"]) == dt.datetime(2026, 7, 10, 10, 0, tzinfo=dt.UTC)
+
+    await eventually(cleaning_moved, timeout=30, what="cleaning moved to the new check-out day")
+
+    await org.publish(simulate.airbnb_reservation(longer, change=False, cancel=True, now=NOW))
+
+    async def both_cancelled() -> bool:
+        linked = await org.linked(booked.reservation_id, 2)
+        return all(t["status"] == "cancelled" for t in linked.values())
+
+    await eventually(both_cancelled, timeout=30, what="both tasks cancelled")
+    assert len(await org.linked(booked.reservation_id, 2)) == 2, "never a second task"
+
+
+async def test_hostaway_update_before_create_duplicate_and_cancel_as_update_make_two_tasks_then_cancel_them(
+    org: ReactiveOrg,
+) -> None:
+    hostaway = HostawaySimulator()
+    booked = stay(org)
+    t0 = NOW
+
+    def hook(event: str, status: str, minutes: int) -> Any:
+        return reservation_webhook(event, reservation_id=booked.reservation_id, listing_id=booked.listing_id,
+                                   check_in=booked.check_in, check_out=booked.check_out, status=status,
+                                   inserted_on=t0, updated_on=t0 + dt.timedelta(minutes=minutes))
+
+    updated = hook("reservation.updated", "modified", 1)
+    created = hook("reservation.created", "new", 0)
+    # Hostaway's order: the update first, then the create, then the update again.
+    envelopes = [envelope for webhook in (updated, created, updated)
+                 for envelope in hostaway.receive(org.org_id, webhook)]
+    assert [e.type for e in envelopes] == ["hostaway.reservation.created"]
+    await org.publish(envelopes)
+    tasks = await org.linked(booked.reservation_id, 2)
+    assert tasks["cleaning"]["data"]["platform"] == "hostaway"
+
+    cancel = hostaway.receive(org.org_id, hook("reservation.updated", "cancelled", 2))
+    assert [e.type for e in cancel] == ["hostaway.reservation.cancelled"]
+    await org.publish(cancel)
+
+    async def both_cancelled() -> bool:
+        linked = await org.linked(booked.reservation_id, 2)
+        return all(t["status"] == "cancelled" for t in linked.values())
+
+    await eventually(both_cancelled, timeout=30, what="both tasks cancelled by the Hostaway update")
+
+
+async def test_a_bad_review_alerts_the_owner_within_5_s_once_and_a_good_one_not_at_all(org: ReactiveOrg) -> None:
+    good = simulate.review(org.org_id, org.listing_id, 5, text="Perfect", reservation_id="res-good",
+                           review_id="rv-good", platform=Platform.AIRBNB, now=NOW)
+    bad = simulate.review(org.org_id, org.listing_id, 2, text="The shower was cold", reservation_id="res-bad",
+                          review_id="rv-bad", platform=Platform.AIRBNB, now=NOW)
+    started = time.monotonic()
+    await org.publish(good + bad + bad)  # the bad one delivered twice
+
+    [alert] = (await org.linked("review:airbnb:rv-bad", 1)).values()
+    assert time.monotonic() - started < 5.0, "the owner is alerted within 5 s"
+    assert (alert["priority"], alert["assigned_to"]) == ("urgent", org.owner)
+    assert alert["description"] == "The shower was cold" and alert["data"]["reservation_id"] == "res-bad"
+
+    # A later bad review on the same partition: once its alert exists, every event before it was applied.
+    later = simulate.review(org.org_id, org.listing_id, 1, text="Noisy", reservation_id=None,
+                            review_id="rv-later", platform=Platform.AIRBNB, now=NOW)
+    await org.publish(later)
+    await org.linked("review:airbnb:rv-later", 1)
+    reviews = [t for t in await org.tasks() if str(t["data"].get("link", "")).startswith("review:")]
+    assert sorted(t["data"]["review_id"] for t in reviews) == ["rv-bad", "rv-later"]
+
+
+async def test_a_reservation_acted_on_by_a_killed_automation_service_makes_its_tasks_once(
+    org: ReactiveOrg, system: LocalSystem,
+) -> None:
+    automation = system.processes["automation-service"]
+    system.kill("automation-service")
+    booked = stay(org)
+    await org.publish(simulate.airbnb_reservation(booked, change=False, cancel=False, now=NOW))
+    # It handles the reservation, commits, and dies before committing the Kafka offset:
+    # on the next start the reservation is delivered again.
+    automation.env["STAYOPS_FAILPOINTS"] = "consumer.before_commit"
+    try:
+        automation.start()
+        await eventually(lambda: _dead(automation), timeout=60, what="automation-service killed at the failpoint")
+    finally:
+        automation.env.pop("STAYOPS_FAILPOINTS", None)
+    await system.restart("automation-service")
+
+    tasks = await org.linked(booked.reservation_id, 2)
+    assert set(tasks) == {"guest-welcome", "cleaning"}
+    # Another reservation afterwards: once its tasks exist, the redelivery was long applied.
+    after = stay(org)
+    await org.publish(simulate.airbnb_reservation(after, change=False, cancel=False, now=NOW))
+    await org.linked(after.reservation_id, 2)
+    linked = [t for t in await org.tasks() if t["data"].get("link") == booked.reservation_id]
+    assert len(linked) == 2, "the action happened once"
+
+
+async def _dead(process: Any) -> bool:
+    return not process.is_alive()
