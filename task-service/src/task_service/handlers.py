@@ -298,7 +298,8 @@ async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -
             log.info("ignoring failure for task %s: it is %s", task.id, task.status.value)
             return
         reason = event.error or event.summary
-        await _save_failed(ctx.uow, task.fail(reason, event.agent_user_id, ctx.uow.clock.now()), reason, failed_by=event.agent_user_id)
+        failed = task.fail(reason, event.agent_user_id, ctx.uow.clock.now())
+        await _save_failed(ctx.uow, failed, reason, failed_by=event.agent_user_id)
         return
     if not task.can_become(TaskStatus.COMPLETED):
         log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
