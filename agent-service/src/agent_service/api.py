@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agent_service import handlers, store
 from agent_service.domain import Activity, AgentProfile, Autonomy
@@ -136,10 +136,11 @@ class AgentChange(BaseModel):
     """What an owner may change on an agent; a field left out stays as it is."""
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
-        {"autonomy": "act_within_limits", "confidence_threshold": "0.80", "skills": ["pricing"]}]}}
+        {"autonomy": "act_within_limits", "confidence_threshold": 0.8, "skills": ["pricing"]}]}}
 
     autonomy: Autonomy | None = None
-    confidence_threshold: Decimal | None = None
+    confidence_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Below this confidence a person reviews the agent's proposal.")
     skills: list[str] | None = None
 
 
@@ -147,7 +148,9 @@ class AgentChange(BaseModel):
 async def update_agent(user_id: str, body: AgentChange, caller: Manager, runtime: Runtime) -> AgentOut:
     async with runtime.uow.begin() as uow:
         changed = await handlers.update_agent(
-            uow, caller, user_id, autonomy=body.autonomy, confidence_threshold=body.confidence_threshold,
+            uow, caller, user_id, autonomy=body.autonomy,
+            confidence_threshold=None if body.confidence_threshold is None
+            else Decimal(str(body.confidence_threshold)),
             skills=tuple(body.skills) if body.skills is not None else None)
     return AgentOut.of(changed)
 
@@ -165,14 +168,15 @@ async def resume_agent(user_id: str, caller: Manager, runtime: Runtime) -> Agent
         return AgentOut.of(await handlers.pause_agent(uow, caller, user_id, paused=False))
 
 
-@router.post("/agents/pause", response_model=AgentList)
+@router.post("/org/agents/pause", response_model=AgentList)
 async def pause_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
-    """The org's kill switch: none of its agents takes work until resumed."""
+    """The org's kill switch: none of its agents takes work until resumed. (Under
+    /org, not /agents/pause, which would read as the agent named "pause".)"""
     async with runtime.uow.begin() as uow:
         return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=True)])
 
 
-@router.post("/agents/resume", response_model=AgentList)
+@router.post("/org/agents/resume", response_model=AgentList)
 async def resume_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
     async with runtime.uow.begin() as uow:
         return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=False)])

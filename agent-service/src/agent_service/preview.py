@@ -19,6 +19,7 @@ from agent_service.pricing import (
     local_today,
     price_listing,
 )
+from stayops_kit.fields import IsoDate, IsoDateTime
 
 MAX_HORIZON_DAYS = 365
 
@@ -46,9 +47,9 @@ class PreviewListing(_Body):
 class PreviewBooking(_Body):
     """A booked stay, nights [check_in, check_out)."""
 
-    check_in: dt.date
-    check_out: dt.date
-    booked_at: dt.datetime
+    check_in: IsoDate
+    check_out: IsoDate
+    booked_at: IsoDateTime
     nightly_rate: Decimal | None = Field(default=None, gt=0, decimal_places=2)
 
     @model_validator(mode="after")
@@ -59,14 +60,14 @@ class PreviewBooking(_Body):
 
 
 class PreviewPrice(_Body):
-    date: dt.date
+    date: IsoDate
     price: Decimal = Field(gt=0, decimal_places=2)
 
 
 class PreviewMarketNight(_Body):
     """Comparable listings on one night; past nights tell the market's typical level."""
 
-    date: dt.date
+    date: IsoDate
     median_price: Decimal = Field(gt=0, decimal_places=2)
     occupancy: float = Field(ge=0, le=1)
     sample_size: int | None = Field(default=None, ge=0)
@@ -78,7 +79,7 @@ class PreviewRequest(_Body):
     bookings: list[PreviewBooking] = Field(default_factory=list, max_length=5000)
     current_prices: list[PreviewPrice] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS * 2)
     market: list[PreviewMarketNight] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS * 3)
-    today: dt.date | None = Field(default=None, description="Default: today in the listing's time zone.")
+    today: IsoDate | None = Field(default=None, description="Default: today in the listing's time zone.")
     horizon_days: int = Field(default=90, ge=1, le=MAX_HORIZON_DAYS)
     rules: dict[str, dict[str, Any]] | None = Field(
         default=None, description="Rule overrides, e.g. {\"last_minute\": {\"days\": 10, \"max_discount_pct\": 25}}.")
@@ -92,7 +93,7 @@ class PreviewFactor(BaseModel):
 
 class PreviewNight(BaseModel):
     listing_id: str
-    date: dt.date
+    date: IsoDate
     currency: str
     current_price: Decimal
     recommended_price: Decimal
@@ -108,7 +109,7 @@ class PreviewNight(BaseModel):
 class PreviewResponse(BaseModel):
     listing_id: str
     currency: str
-    today: dt.date
+    today: IsoDate
     horizon_days: int
     nights: list[PreviewNight]
     max_abs_change_pct: float

@@ -83,7 +83,7 @@ async def pending(service: ServiceUnderTest, org: str) -> int:
 async def test_the_kill_switch_holds_all_the_agents_work_until_it_resumes(service: ServiceUnderTest,
                                                                           switch: str) -> None:
     org = await org_with_agent(service)
-    path = "/v1/agents/u-ai-rm" if switch == "agent" else "/v1/agents"
+    path = "/v1/agents/u-ai-rm" if switch == "agent" else "/v1/org/agents"
     paused = await service.client.post(f"{path}/pause", headers=service.auth(org))
     assert paused.status_code == 200, paused.text
     tasks = [f"t-{i}-{uuid.uuid4().hex[:6]}" for i in range(30)]

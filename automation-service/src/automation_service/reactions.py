@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from automation_service import expressions
 from automation_service.domain import InvalidAction, InvalidTrigger
 from automation_service.expressions import ExpressionError
+from stayops_kit.fields import IsoDuration, IsoTime
 from stayops_schemas.canonical import CanonicalEvent
 from stayops_schemas.events.tasks import Priority, TaskType
 
@@ -47,8 +48,8 @@ class LocalTime(BaseModel):
 
     date: str = Field(description="An expression giving a date or a date-time (ISO 8601).",
                       examples=["data.check_out"])
-    at: dt.time | None = Field(default=None, examples=["11:00"])
-    offset: dt.timedelta = Field(default=dt.timedelta(0), examples=["PT2H", "-P3D"])
+    at: IsoTime | None = Field(default=None, examples=["11:00"])
+    offset: IsoDuration = Field(default=dt.timedelta(0), examples=["PT2H", "-P3D"])
 
 
 class CreateTaskAction(_Action):

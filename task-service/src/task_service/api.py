@@ -6,11 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stayops_kit import idempotency
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
 from stayops_kit.auth import Caller
+from stayops_kit.fields import IsoDateTime
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.org import UserType
@@ -32,15 +33,6 @@ _AUTOMATION_RUNS_AUTOMATED_TASKS: dict[str, Any] = {
 }
 
 
-def _timestamp_text(value: Any) -> Any:
-    """A due time is ISO 8601 text; a bare number is not a time (pydantic would read
-    it as seconds since 1970)."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("a time is ISO 8601 text, e.g. 2025-03-02T09:00:00+01:00")
-    return value
-
-
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text)]
 
 
 class TaskIn(BaseModel):
@@ -51,7 +43,7 @@ class TaskIn(BaseModel):
     department_id: str | None = None
     role_id: str | None = None
     assigned_to: str | None = None
-    due_at: Timestamp | None = None
+    due_at: IsoDateTime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     parent_task_id: str | None = None
 

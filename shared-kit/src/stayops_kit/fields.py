@@ -1,0 +1,28 @@
+"""Field types for request bodies that take times as ISO 8601 text only. pydantic
+reads a bare number as a date, time, date-time or duration (seconds since 1970,
+seconds of a day, seconds), which no client means and no JSON Schema of ours says:
+these refuse it, so the documented schema (`format: date`, `date-time`, `time`,
+`duration`) is exactly what a service accepts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+
+def _text_only(what: str, example: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool | int | float):
+            raise ValueError(f"{what} is ISO 8601 text, e.g. {example!r}, not a number")
+        return value
+
+    return check
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_text_only("a date", "2025-03-02"))]
+IsoTime = Annotated[dt.time, BeforeValidator(_text_only("a time of day", "11:00"))]
+IsoDateTime = Annotated[dt.datetime, BeforeValidator(_text_only("a time", "2025-03-02T09:00:00+01:00"))]
+IsoDuration = Annotated[dt.timedelta, BeforeValidator(_text_only("a duration", "PT2H"))]
