@@ -1,8 +1,9 @@
-"""Field types for request bodies that take times as ISO 8601 text only. pydantic
-reads a bare number as a date, time, date-time or duration (seconds since 1970,
-seconds of a day, seconds), which no client means and no JSON Schema of ours says:
-these refuse it, so the documented schema (`format: date`, `date-time`, `time`,
-`duration`) is exactly what a service accepts."""
+"""Field types for request bodies that accept exactly what their JSON Schema says.
+pydantic reads a bare number as a date, time, date-time or duration (seconds since
+1970, seconds of a day, seconds) and `true`/`false` as the integers 1/0, which no
+client means and no schema of ours allows: these refuse them, so the documented
+schema (`format: date`, `date-time`, `time`, `duration`; `type: integer`) is what a
+service accepts."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ IsoDate = Annotated[dt.date, BeforeValidator(_text_only("a date", "2025-03-02"))
 IsoTime = Annotated[dt.time, BeforeValidator(_text_only("a time of day", "11:00"))]
 IsoDateTime = Annotated[dt.datetime, BeforeValidator(_text_only("a time", "2025-03-02T09:00:00+01:00"))]
 IsoDuration = Annotated[dt.timedelta, BeforeValidator(_text_only("a duration", "PT2H"))]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a whole number, not true or false")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
