@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from automation_service import expressions
+from stayops_kit import expressions
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.tasks import SIDE_EFFECTING_ACTIONS, WORKFLOW_CREATOR, TaskAssigned, TaskType

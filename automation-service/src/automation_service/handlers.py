@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from automation_service import expressions, reactions, store
+from automation_service import reactions, store
 from automation_service.actions import ActionRegistry
 from automation_service.domain import (
     OPEN_RUN_STATUSES,
@@ -33,10 +33,11 @@ from automation_service.domain import (
     occupancy_metrics,
     overlap_decision,
 )
-from automation_service.expressions import ExpressionError
+from stayops_kit import expressions
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import Conflict
+from stayops_kit.expressions import ExpressionError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.policies import store_policy
 from stayops_schemas.canonical import CanonicalEvent, canonical_of

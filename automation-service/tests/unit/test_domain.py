@@ -18,7 +18,7 @@ from automation_service.domain import (
     condition_fires,
     occupancy_metrics,
 )
-from automation_service.expressions import ExpressionError
+from stayops_kit.expressions import ExpressionError
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
