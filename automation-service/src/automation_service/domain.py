@@ -332,6 +332,49 @@ class RunStatus(StrEnum):
 OPEN_RUN_STATUSES = frozenset({RunStatus.REQUESTED, RunStatus.RUNNING, RunStatus.WAITING})
 
 
+@dataclass(frozen=True)
+class AwaitedRun:
+    """A run an execution asked for (`request_id`) and waits on: an execution that
+    started workflows succeeds when all of them completed, fails when one failed
+    or was cancelled — not when it asked for them (the request may yet be refused,
+    the run may fail at its third step)."""
+
+    org_id: str
+    request_id: str
+    execution_id: str
+    run_id: str | None = None
+    status: RunStatus = RunStatus.REQUESTED
+    reason: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in OPEN_RUN_STATUSES
+
+
+def with_run_status(outcomes: list[dict[str, Any]], run: AwaitedRun) -> list[dict[str, Any]]:
+    """The execution's action outcomes, the one that asked for `run` saying how the
+    run stands now (`running`, `completed`, `failed: <reason>`...)."""
+    def updated(outcome: dict[str, Any]) -> dict[str, Any]:
+        if outcome.get("request_id") != run.request_id:
+            return outcome
+        changed = {**outcome, "outcome": run.status.value, "run_id": run.run_id}
+        if run.reason:
+            changed["detail"] = run.reason
+        return changed
+
+    return [updated(outcome) for outcome in outcomes]
+
+
+def runs_verdict(runs: list[AwaitedRun]) -> str | None:
+    """Why the runs of an execution, all ended, make it a failure; None when every
+    one of them completed."""
+    unsuccessful = [run for run in runs if run.status is not RunStatus.COMPLETED]
+    if not unsuccessful:
+        return None
+    return "; ".join(f"start_workflow: run {run.run_id} {run.status.value}"
+                     + (f": {run.reason}" if run.reason else "") for run in unsuccessful)
+
+
 class FiringDecision(StrEnum):
     FIRE = "fire"
     BUFFER = "buffer"

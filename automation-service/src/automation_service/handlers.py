@@ -16,6 +16,7 @@ from automation_service.domain import (
     AutomatedAction,
     Automation,
     AutomationNotFound,
+    AwaitedRun,
     ConditionCheck,
     Execution,
     ExecutionStats,
@@ -32,6 +33,8 @@ from automation_service.domain import (
     missed_beyond_window,
     occupancy_metrics,
     overlap_decision,
+    runs_verdict,
+    with_run_status,
 )
 from stayops_kit import expressions
 from stayops_kit.auth import Caller
@@ -67,7 +70,7 @@ from stayops_schemas.events.tasks import (
     TaskRequested,
     TaskRescheduleRequested,
 )
-from stayops_schemas.events.workflows import WorkflowRunRequested
+from stayops_schemas.events.workflows import WorkflowRunCancelled, WorkflowRunFailed, WorkflowRunRequested
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +283,8 @@ async def _fire(
                                                           f"(overlap: {automation.overlap.value})"}
         except (InvalidAction, ExpressionError) as exc:
             error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
-    return await _finish_firing(uow, automation, replace(execution, run_status=run_status),
-                                [{"action": "start_workflow", **detail}], error)
+    return await _conclude(uow, replace(execution, run_status=run_status),
+                           [{"action": "start_workflow", **detail}], error)
 
 
 async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execution,
@@ -304,17 +307,36 @@ async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execu
             "workflow_version": start.workflow_version}
 
 
-async def _finish_firing(uow: UnitOfWork, automation: Automation, execution: Execution,
-                         outcomes: list[dict[str, Any]], error: str | None) -> Execution:
+async def _conclude(uow: UnitOfWork, execution: Execution, outcomes: list[dict[str, Any]],
+                    error: str | None) -> Execution:
+    """Finish the execution, unless it started workflow runs and nothing has failed
+    yet: then it waits for them and succeeds or fails when they end (`run_reported`),
+    so its outcome and the automation's metrics say what the runs did, not that a
+    request was sent."""
+    requested = [o["request_id"] for o in outcomes
+                 if o.get("action") == "start_workflow" and o.get("outcome") == "requested"]
+    for request_id in requested:
+        await store.await_run(uow.conn, AwaitedRun(org_id=execution.org_id, request_id=request_id,
+                                                   execution_id=execution.id))
+    if requested and error is None:
+        execution = replace(execution, action_outcomes=outcomes)
+        await store.finish_execution(uow.conn, execution)  # still running: no finish time, no outcome
+        return execution
+    return await _finish_execution(uow, execution, outcomes, error)
+
+
+async def _finish_execution(uow: UnitOfWork, execution: Execution, outcomes: list[dict[str, Any]],
+                            error: str | None) -> Execution:
     outcome = ExecutionOutcome.SUCCESS if error is None else ExecutionOutcome.FAILURE
     execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
                         error=error, action_outcomes=outcomes)
     await store.finish_execution(uow.conn, execution)
     await uow.announce(
         "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=automation.org_id,
-                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=error),
-        org_id=automation.org_id, key=automation.id, correlation_id=execution.id,
+        AutomationExecuted(automation_id=execution.automation_id, execution_id=execution.id,
+                           org_id=execution.org_id, outcome=outcome, duration_ms=execution.duration_ms or 0,
+                           error=error),
+        org_id=execution.org_id, key=execution.automation_id, correlation_id=execution.id,
     )
     return execution
 
@@ -332,8 +354,9 @@ _RUN_STATUS = {
 
 async def run_reported(ctx: EventContext, event: Payload) -> None:
     """Follow the run a firing asked for (the overlap policy needs to know whether
-    it ended); when it ends, fire the firing buffered behind it. Event automations
-    then react to the run event like to any other."""
+    it ended); when it ends, fire the firing buffered behind it, and finish the
+    execution that waits on it. Event automations then react to the run event like
+    to any other."""
     status = _RUN_STATUS[ctx.envelope.type]
     run_id = str(event.run_id)
     request_id = getattr(event, "request_id", None)
@@ -343,7 +366,40 @@ async def run_reported(ctx: EventContext, event: Payload) -> None:
         await store.set_run(ctx.uow.conn, replace(execution, run_id=run_id, run_status=status))
         if status not in OPEN_RUN_STATUSES:
             await _release_buffered(ctx.uow, execution)
+    await _follow_awaited_run(ctx.uow, ctx.org_id, _run_report(event, status), request_id)
     await event_received(ctx, event)
+
+
+def _run_report(event: Payload, status: RunStatus) -> tuple[str, RunStatus, str | None]:
+    """(run id, status, why it did not complete) of a run event."""
+    reason: str | None = None
+    if isinstance(event, WorkflowRunFailed):
+        reason = event.reason
+    elif isinstance(event, WorkflowRunCancelled):
+        reason = f"cancelled by {event.cancelled_by}" + (f": {event.reason}" if event.reason else "")
+    return str(event.run_id), status, reason
+
+
+async def _follow_awaited_run(uow: UnitOfWork, org_id: str, reported: tuple[str, RunStatus, str | None],
+                              request_id: str | None) -> None:
+    """Record how a run an execution waits on stands, in its action outcome; once
+    every run of the execution has ended, the execution succeeds (all completed) or
+    fails (one failed or was cancelled)."""
+    run_id, status, reason = reported
+    run = await store.awaited_run(uow.conn, org_id, request_id=request_id, run_id=run_id)
+    if run is None or run.ended:
+        return
+    run = replace(run, run_id=run_id, status=status, reason=reason)
+    await store.update_awaited_run(uow.conn, run)
+    execution = await store.execution_by_id(uow.conn, org_id, run.execution_id)
+    if execution is None:
+        return
+    outcomes = with_run_status(execution.action_outcomes, run)
+    runs = await store.runs_of_execution(uow.conn, org_id, execution.id)
+    if execution.outcome is not None or not all(r.ended for r in runs):
+        await store.finish_execution(uow.conn, replace(execution, action_outcomes=outcomes))
+        return
+    await _finish_execution(uow, execution, outcomes, runs_verdict(runs))
 
 
 async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
@@ -358,8 +414,8 @@ async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
         detail = await _request_run(uow, automation, buffered, StartWorkflow.of(automation))
     except (InvalidAction, ExpressionError) as exc:
         error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
-    await _finish_firing(uow, automation, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
-                         [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
+    await _conclude(uow, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
+                    [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
 
 
 async def seconds_until_next_fire(uow: UnitOfWork) -> float | None:
@@ -542,16 +598,7 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
         failed = [o for o in outcomes if o["outcome"] == "failed"]
         if failed:
             failure = "; ".join(f"{o['action']}: {o['detail']}" for o in failed)
-    outcome = ExecutionOutcome.SUCCESS if failure is None else ExecutionOutcome.FAILURE
-    execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
-                        error=failure, action_outcomes=outcomes)
-    await store.finish_execution(uow.conn, execution)
-    await uow.announce(
-        "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
-                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=failure),
-        org_id=org, key=automation.id, correlation_id=correlation,
-    )
+    await _conclude(uow, execution, outcomes, failure)
 
 
 def _requested_by(automation: Automation) -> str:

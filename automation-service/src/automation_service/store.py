@@ -16,6 +16,7 @@ from automation_service.domain import (
     ActionStatus,
     AutomatedAction,
     Automation,
+    AwaitedRun,
     Execution,
     ExecutionStats,
     ExecutionTrigger,
@@ -111,6 +112,22 @@ sa.Index("automation_executions_debounce", executions.c.automation_id, execution
          executions.c.started_at.desc(), postgresql_where=executions.c.debounce_key.is_not(None))
 sa.Index("automation_executions_org_automation", executions.c.org_id, executions.c.automation_id,
          executions.c.started_at.desc())
+
+# The runs an execution started and waits on, by the request that asked for each.
+execution_runs = sa.Table(
+    "automation_execution_runs",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("execution_id", sa.Text, sa.ForeignKey("automation_executions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+sa.Index("automation_execution_runs_run", execution_runs.c.org_id, execution_runs.c.run_id,
+         postgresql_where=execution_runs.c.run_id.is_not(None))
+sa.Index("automation_execution_runs_execution", execution_runs.c.execution_id)
 
 automated_actions = sa.Table(
     "automated_actions",
@@ -416,6 +433,40 @@ async def set_run(conn: AsyncConnection, execution: Execution) -> None:
         OrgScope(executions, execution.org_id).update().where(executions.c.id == execution.id)
         .values(run_id=execution.run_id, run_status=execution.run_status.value if execution.run_status else None)
     )
+
+
+def _to_awaited_run(row: Any) -> AwaitedRun:
+    return AwaitedRun(org_id=row.org_id, request_id=row.request_id, execution_id=row.execution_id,
+                      run_id=row.run_id, status=RunStatus(row.status), reason=row.reason)
+
+
+async def await_run(conn: AsyncConnection, run: AwaitedRun) -> None:
+    """Record that `run.execution_id` waits on the run `run.request_id` asks for."""
+    await conn.execute(OrgScope(execution_runs, run.org_id).insert(
+        request_id=run.request_id, execution_id=run.execution_id, run_id=run.run_id,
+        status=run.status.value, reason=run.reason).on_conflict_do_nothing())
+
+
+async def awaited_run(conn: AsyncConnection, org_id: str, *, request_id: str | None,
+                      run_id: str) -> AwaitedRun | None:
+    """The awaited run a run event speaks of: by its request (a start names it),
+    else by the run id a start recorded."""
+    scope = OrgScope(execution_runs, org_id)
+    where = execution_runs.c.request_id == request_id if request_id else execution_runs.c.run_id == run_id
+    row = (await conn.execute(scope.select().where(where).with_for_update())).first()
+    return _to_awaited_run(row) if row else None
+
+
+async def update_awaited_run(conn: AsyncConnection, run: AwaitedRun) -> None:
+    await conn.execute(OrgScope(execution_runs, run.org_id).update()
+                       .where(execution_runs.c.request_id == run.request_id)
+                       .values(run_id=run.run_id, status=run.status.value, reason=run.reason))
+
+
+async def runs_of_execution(conn: AsyncConnection, org_id: str, execution_id: str) -> list[AwaitedRun]:
+    query = (OrgScope(execution_runs, org_id).select().where(execution_runs.c.execution_id == execution_id)
+             .order_by(execution_runs.c.request_id))
+    return [_to_awaited_run(row) for row in (await conn.execute(query)).all()]
 
 
 async def active_listing_ids(conn: AsyncConnection, org_id: str) -> list[str]:
