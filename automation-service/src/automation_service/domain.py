@@ -151,6 +151,18 @@ class ExecutionTrigger(StrEnum):
     CONDITION = "condition"
 
 
+class RecordedOutcome(StrEnum):
+    """How an execution ended, as recorded: the outcomes `stayops.automation.executed`
+    announces, and `skipped` — an event the automation matched but did not act on
+    (its filter was false, a debounce window dropped it), kept so "why did it not
+    fire?" has an answer. A skipped execution is never announced and is neither a
+    success nor a failure in the metrics."""
+
+    SUCCESS = ExecutionOutcome.SUCCESS.value
+    FAILURE = ExecutionOutcome.FAILURE.value
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class Execution:
     """One firing of an automation; `outcome` is None while it runs. A scheduled
@@ -164,7 +176,7 @@ class Execution:
     org_id: str
     started_at: datetime
     finished_at: datetime | None = None
-    outcome: ExecutionOutcome | None = None
+    outcome: RecordedOutcome | None = None
     error: str | None = None
     scheduled_for: datetime | None = None
     trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
@@ -177,6 +189,7 @@ class Execution:
     action_outcomes: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     run_status: RunStatus | None = None
+    reason: str | None = None  # why a skipped execution did not act
 
     @property
     def duration_ms(self) -> int | None:
@@ -194,6 +207,7 @@ class ExecutionStats:
     successes: int
     failures: int
     last_run: Execution | None
+    skipped: int = 0
     # The same counts over the last days (STATS_WINDOWS_DAYS), newest window first.
     windows: list[WindowStats] = field(default_factory=list)
 
@@ -214,6 +228,7 @@ class WindowStats:
     runs: int
     successes: int
     failures: int
+    skipped: int = 0
 
     @property
     def success_rate(self) -> float | None:

@@ -3,6 +3,7 @@ the caller's unit of work."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from automation_service.domain import (
     InvalidAction,
     Notification,
     OverlapPolicy,
+    RecordedOutcome,
     RunStatus,
     StartWorkflow,
     automated_action,
@@ -327,14 +329,15 @@ async def _conclude(uow: UnitOfWork, execution: Execution, outcomes: list[dict[s
 
 async def _finish_execution(uow: UnitOfWork, execution: Execution, outcomes: list[dict[str, Any]],
                             error: str | None) -> Execution:
-    outcome = ExecutionOutcome.SUCCESS if error is None else ExecutionOutcome.FAILURE
+    outcome = RecordedOutcome.SUCCESS if error is None else RecordedOutcome.FAILURE
     execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
                         error=error, action_outcomes=outcomes)
     await store.finish_execution(uow.conn, execution)
     await uow.announce(
         "stayops.automation.executed",
         AutomationExecuted(automation_id=execution.automation_id, execution_id=execution.id,
-                           org_id=execution.org_id, outcome=outcome, duration_ms=execution.duration_ms or 0,
+                           org_id=execution.org_id, outcome=ExecutionOutcome(outcome.value),
+                           duration_ms=execution.duration_ms or 0,
                            error=error),
         org_id=execution.org_id, key=execution.automation_id, correlation_id=execution.id,
     )
@@ -558,23 +561,24 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
         failure: str | None = f"filter or key cannot be evaluated: {exc}"
     else:
         failure = None
-        if not passed:
-            log.debug("automation %s: filter %r is false for %s %s", automation.id, automation.filter,
-                      event.type, event.id)
-            return
     now = await store.database_now(uow.conn)
+    if failure is None and not passed:
+        await _record_skipped(uow, automation, event, trigger, now, passed,
+                              f"the filter {automation.filter!r} is {_as_json(passed)} for this event")
+        return
     if debounce_key is not None:
         await store.lock_debounce(uow.conn, automation.id, debounce_key)
         since = now - timedelta(seconds=automation.debounce_s)
         if await store.fired_since(uow.conn, automation.org_id, automation.id, debounce_key, since):
-            log.info("automation %s: %s %s debounced (key %r fired within %ds)", automation.id,
-                     event.type, event.id, debounce_key, automation.debounce_s)
+            await _record_skipped(uow, automation, event, trigger, now, passed,
+                                  f"debounced: it fired for the key {debounce_key!r} less than "
+                                  f"{automation.debounce_s}s earlier")
             return
     execution = Execution(
         id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now,
         trigger=trigger, event_id=event.id, event_type=event.platform_type or event.type,
         dedupe_key=dedupe_key, debounce_key=debounce_key,
-        filter_value=passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed),
+        filter_value=_filter_record(passed),
     )
     if not await store.insert_execution(uow.conn, execution):
         log.info("automation %s already fired for key %r: %s %s changes nothing", automation.id,
@@ -599,6 +603,27 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
         if failed:
             failure = "; ".join(f"{o['action']}: {o['detail']}" for o in failed)
     await _conclude(uow, execution, outcomes, failure)
+
+
+async def _record_skipped(uow: UnitOfWork, automation: Automation, event: CanonicalEvent,
+                          trigger: ExecutionTrigger, now: datetime, passed: Any, reason: str) -> None:
+    """Record that the automation matched the event but did not fire, and why. It
+    claims neither the dedupe nor the debounce key — a later event with the same key
+    may still fire — and announces nothing: nothing happened."""
+    log.debug("automation %s skipped %s %s: %s", automation.id, event.type, event.id, reason)
+    await store.insert_execution(uow.conn, Execution(
+        id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now, finished_at=now,
+        outcome=RecordedOutcome.SKIPPED, reason=reason, trigger=trigger, event_id=event.id,
+        event_type=event.platform_type or event.type, filter_value=_filter_record(passed)))
+
+
+def _filter_record(passed: Any) -> Any:
+    """What a filter evaluated to, as the execution keeps it (JSON scalars as they are)."""
+    return passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed)
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool | int | float | str) or value is None else repr(value)
 
 
 def _requested_by(automation: Automation) -> str:

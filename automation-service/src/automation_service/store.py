@@ -22,11 +22,12 @@ from automation_service.domain import (
     ExecutionTrigger,
     Notification,
     OverlapPolicy,
+    RecordedOutcome,
     RunStatus,
     WindowStats,
 )
 from stayops_kit.tenancy import OrgScope
-from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
+from stayops_schemas.events.automations import AutomationType
 
 metadata = sa.MetaData()
 
@@ -94,7 +95,8 @@ executions = sa.Table(
     sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"),
     sa.Column("run_id", sa.Text),
     sa.Column("run_status", sa.Text),
-    sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
+    sa.Column("reason", sa.Text),
+    sa.CheckConstraint("outcome IN ('success', 'failure', 'skipped')", name="automation_executions_outcome"),
     sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event', 'condition')",
                        name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
@@ -253,7 +255,7 @@ class TaskLink:
 def _to_execution(row: Any) -> Execution:
     values = dict(row._mapping)
     if values["outcome"] is not None:
-        values["outcome"] = ExecutionOutcome(values["outcome"])
+        values["outcome"] = RecordedOutcome(values["outcome"])
     values["trigger"] = ExecutionTrigger(values["trigger"])
     if values["run_status"] is not None:
         values["run_status"] = RunStatus(values["run_status"])
@@ -493,7 +495,7 @@ async def fired_since(conn: AsyncConnection, org_id: str, automation_id: str, ke
 
 
 async def recent_executions(
-    conn: AsyncConnection, org_id: str, automation_id: str, *, limit: int = 20
+    conn: AsyncConnection, org_id: str, automation_id: str, *, limit: int = 20, fired_only: bool = False
 ) -> list[Execution]:
     query = (
         OrgScope(executions, org_id)
@@ -502,29 +504,35 @@ async def recent_executions(
         .order_by(executions.c.started_at.desc(), executions.c.id)
         .limit(limit)
     )
+    if fired_only:
+        query = query.where(executions.c.outcome.is_distinct_from(RecordedOutcome.SKIPPED.value))
     return [_to_execution(r) for r in (await conn.execute(query)).all()]
+
+
+def _outcome_counts() -> tuple[Any, ...]:
+    """(firings, successes, failures, skipped): a skipped execution did not fire, so
+    it is neither a run nor a failure."""
+    outcome = executions.c.outcome
+    return (
+        sa.func.count().filter(outcome.is_distinct_from(RecordedOutcome.SKIPPED.value)),
+        sa.func.count().filter(outcome == RecordedOutcome.SUCCESS.value),
+        sa.func.count().filter(outcome == RecordedOutcome.FAILURE.value),
+        sa.func.count().filter(outcome == RecordedOutcome.SKIPPED.value),
+    )
 
 
 async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str) -> ExecutionStats:
     scope = OrgScope(executions, org_id)
-    query = scope.select(
-        sa.func.count(),
-        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
-        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
-    ).where(executions.c.automation_id == automation_id)
-    runs, successes, failures = (await conn.execute(query)).one()
+    query = scope.select(*_outcome_counts()).where(executions.c.automation_id == automation_id)
+    runs, successes, failures, skipped = (await conn.execute(query)).one()
     windows = []
     for days in STATS_WINDOWS_DAYS:
         recent = executions.c.started_at >= sa.func.now() - sa.func.make_interval(0, 0, 0, days)
-        counted = scope.select(
-            sa.func.count(),
-            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
-            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
-        ).where(executions.c.automation_id == automation_id, recent)
+        counted = scope.select(*_outcome_counts()).where(executions.c.automation_id == automation_id, recent)
         in_window = (await conn.execute(counted)).one()
         windows.append(WindowStats(days, *in_window))
-    last = await recent_executions(conn, org_id, automation_id, limit=1)
-    return ExecutionStats(runs=runs, successes=successes, failures=failures,
+    last = await recent_executions(conn, org_id, automation_id, limit=1, fired_only=True)
+    return ExecutionStats(runs=runs, successes=successes, failures=failures, skipped=skipped,
                           last_run=last[0] if last else None, windows=windows)
 
 

@@ -169,8 +169,18 @@ async def test_a_bad_review_alerts_once_and_a_good_one_not_at_all(service: Servi
     [alert] = await eventually(lambda: announced(service, org, "stayops.task.requested"), what="alert")
     assert (alert["priority"], alert["assigned_to"], alert["title"]) == ("urgent", "u-owner", "A 2-star review")
     assert alert["data"]["text"] == "Dirty towels" and alert["data"]["reservation_id"] == "r-9"
-    [run] = await executions(service, org, automation["id"])
-    assert (run["dedupe_key"], run["filter_value"], run["outcome"]) == ("rv-2", True, "success")
+    by_outcome = {e["outcome"]: e for e in await executions(service, org, automation["id"])}
+    assert sorted(by_outcome) == ["skipped", "success"]
+    fired, skipped = by_outcome["success"], by_outcome["skipped"]
+    assert (fired["dedupe_key"], fired["filter_value"], fired["outcome"]) == ("rv-2", True, "success")
+    # Why did the 5-star review not fire? Its execution says so, and is no failure.
+    assert (skipped["outcome"], skipped["filter_value"], skipped["dedupe_key"]) == ("skipped", False, None)
+    assert skipped["reason"] == "the filter 'data.rating <= 3' is false for this event"
+    stats = (await service.client.get(f"/v1/automations/{automation['id']}",
+                                      headers=service.auth(org))).json()["stats"]
+    assert (stats["runs"], stats["failures"], stats["skipped"], stats["success_rate"]) == (1, 0, 1, 1.0)
+    assert stats["last_run"]["id"] == fired["id"]
+    assert [(w["runs"], w["skipped"]) for w in stats["windows"]] == [(1, 1), (1, 1)]
     # A later review on the same partition: once it is applied, so is the duplicate.
     await service.publish("airbnb.review.created", review(org, "rv-3", 3), key="l-1")
     await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
@@ -198,7 +208,10 @@ async def test_debounce_fires_once_per_key_within_the_window(service: ServiceUnd
 
     await eventually(lambda: _contains(subjects, "marker"), what="every event before the marker applied")
     assert await subjects() == ["l-1 synced", "l-2 synced", "marker"]
-    assert len(await executions(service, org, automation["id"])) == 2
+    recorded = await executions(service, org, automation["id"])
+    assert sorted(e["outcome"] for e in recorded) == ["skipped", "success", "success"]
+    [debounced] = [e for e in recorded if e["outcome"] == "skipped"]
+    assert debounced["reason"] == "debounced: it fired for the key 'l-1' less than 3600s earlier"
 
 
 async def _contains(read: Any, item: str) -> bool:
