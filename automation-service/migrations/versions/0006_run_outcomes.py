@@ -24,8 +24,12 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Text),
         sa.Column("status", sa.Text, nullable=False),
         sa.Column("reason", sa.Text),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("org_id", "request_id"),
     )
+    # What the scheduler looks up: requests no run has answered yet.
+    op.create_index("automation_execution_runs_unanswered", "automation_execution_runs", ["requested_at"],
+                    postgresql_where=sa.text("status = 'requested'"))
     op.create_index("automation_execution_runs_run", "automation_execution_runs", ["org_id", "run_id"],
                     postgresql_where=sa.text("run_id IS NOT NULL"))
     op.create_index("automation_execution_runs_execution", "automation_execution_runs", ["execution_id"])

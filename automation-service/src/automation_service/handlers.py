@@ -392,7 +392,25 @@ async def _follow_awaited_run(uow: UnitOfWork, org_id: str, reported: tuple[str,
     run = await store.awaited_run(uow.conn, org_id, request_id=request_id, run_id=run_id)
     if run is None or run.ended:
         return
-    run = replace(run, run_id=run_id, status=status, reason=reason)
+    await _settle_awaited_run(uow, replace(run, run_id=run_id, status=status, reason=reason))
+
+
+async def fail_unanswered_runs(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> int:
+    """Fail the runs asked for more than a day ago that no run ever answered
+    (workflow-service refused or lost the request), so their executions end instead
+    of waiting for ever. Returns how many."""
+    unanswered = await store.unanswered_runs(uow.conn, limit=limit)
+    for run in unanswered:
+        await _settle_awaited_run(uow, replace(run, status=RunStatus.FAILED, reason=(
+            f"no run started for the request within {store.STALE_REQUEST}: workflow-service refused or "
+            "lost it (see its dead letters)")))
+    return len(unanswered)
+
+
+async def _settle_awaited_run(uow: UnitOfWork, run: AwaitedRun) -> None:
+    """Save how `run` stands and write it into its execution's action outcome; the
+    last of the execution's runs to end finishes the execution."""
+    org_id = run.org_id
     await store.update_awaited_run(uow.conn, run)
     execution = await store.execution_by_id(uow.conn, org_id, run.execution_id)
     if execution is None:

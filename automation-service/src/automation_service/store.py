@@ -126,7 +126,10 @@ execution_runs = sa.Table(
     sa.Column("run_id", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("reason", sa.Text),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+sa.Index("automation_execution_runs_unanswered", execution_runs.c.requested_at,
+         postgresql_where=execution_runs.c.status == RunStatus.REQUESTED.value)
 sa.Index("automation_execution_runs_run", execution_runs.c.org_id, execution_runs.c.run_id,
          postgresql_where=execution_runs.c.run_id.is_not(None))
 sa.Index("automation_execution_runs_execution", execution_runs.c.execution_id)
@@ -457,6 +460,17 @@ async def awaited_run(conn: AsyncConnection, org_id: str, *, request_id: str | N
     where = execution_runs.c.request_id == request_id if request_id else execution_runs.c.run_id == run_id
     row = (await conn.execute(scope.select().where(where).with_for_update())).first()
     return _to_awaited_run(row) if row else None
+
+
+async def unanswered_runs(conn: AsyncConnection, *, limit: int) -> list[AwaitedRun]:
+    """Runs asked for longer ago than STALE_REQUEST that no run has answered (the
+    request was refused or lost). Like the schedule claim, this works for every org
+    and skips rows another scheduler holds."""
+    query = (sa.select(execution_runs)
+             .where(execution_runs.c.status == RunStatus.REQUESTED.value,
+                    execution_runs.c.requested_at < sa.func.now() - sa.text(f"interval '{STALE_REQUEST}'"))
+             .order_by(execution_runs.c.requested_at).limit(limit).with_for_update(skip_locked=True))
+    return [_to_awaited_run(row) for row in (await conn.execute(query)).all()]
 
 
 async def update_awaited_run(conn: AsyncConnection, run: AwaitedRun) -> None:
