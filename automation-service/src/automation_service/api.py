@@ -17,6 +17,7 @@ from automation_service.domain import (
     ExecutionTrigger,
     Notification,
     OverlapPolicy,
+    RecordedOutcome,
     RunStatus,
 )
 from automation_service.reactions import EventAction
@@ -25,7 +26,7 @@ from stayops_kit.auth import Caller
 from stayops_kit.fields import Integer
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
-from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
+from stayops_schemas.events.automations import AutomationType
 
 router = APIRouter(tags=["automations"])
 notifications_router = APIRouter(tags=["notifications"])
@@ -187,8 +188,10 @@ class ExecutionOut(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None
-    outcome: ExecutionOutcome | None
+    outcome: RecordedOutcome | None = Field(description="null while it runs (a run it started has not ended); "
+                                            "skipped: the event matched but did not fire, see reason.")
     error: str | None
+    reason: str | None = Field(default=None, description="Why a skipped execution did not fire.")
     event_id: str | None = Field(default=None, description="The event that fired it.")
     event_type: str | None = None
     dedupe_key: str | None = None
@@ -212,6 +215,7 @@ class WindowOut(BaseModel):
     runs: int
     successes: int
     failures: int
+    skipped: int = Field(default=0, description="Matched events it did not fire for (not runs, not failures).")
     success_rate: float | None
 
 
@@ -219,17 +223,18 @@ class StatsOut(BaseModel):
     runs: int
     successes: int
     failures: int
+    skipped: int = Field(default=0, description="Matched events it did not fire for (not runs, not failures).")
     success_rate: float | None = Field(description="Successes over finished runs; null before the first.")
     last_run: ExecutionOut | None
     windows: list[WindowOut] = Field(default_factory=list, description="The same over the last 7 and 30 days.")
 
     @classmethod
     def of(cls, stats: ExecutionStats) -> StatsOut:
-        return cls(runs=stats.runs, successes=stats.successes, failures=stats.failures,
+        return cls(runs=stats.runs, successes=stats.successes, failures=stats.failures, skipped=stats.skipped,
                    success_rate=stats.success_rate,
                    last_run=ExecutionOut.of(stats.last_run) if stats.last_run else None,
                    windows=[WindowOut(days=w.days, runs=w.runs, successes=w.successes, failures=w.failures,
-                                      success_rate=w.success_rate) for w in stats.windows])
+                                      skipped=w.skipped, success_rate=w.success_rate) for w in stats.windows])
 
 
 class AutomationDetail(AutomationOut):

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from automation_service import expressions
+from stayops_kit import expressions
 from stayops_kit.errors import InvalidRequest, NotFound
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.tasks import SIDE_EFFECTING_ACTIONS, WORKFLOW_CREATOR, TaskAssigned, TaskType
@@ -151,6 +151,18 @@ class ExecutionTrigger(StrEnum):
     CONDITION = "condition"
 
 
+class RecordedOutcome(StrEnum):
+    """How an execution ended, as recorded: the outcomes `stayops.automation.executed`
+    announces, and `skipped` — an event the automation matched but did not act on
+    (its filter was false, a debounce window dropped it), kept so "why did it not
+    fire?" has an answer. A skipped execution is never announced and is neither a
+    success nor a failure in the metrics."""
+
+    SUCCESS = ExecutionOutcome.SUCCESS.value
+    FAILURE = ExecutionOutcome.FAILURE.value
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class Execution:
     """One firing of an automation; `outcome` is None while it runs. A scheduled
@@ -164,7 +176,7 @@ class Execution:
     org_id: str
     started_at: datetime
     finished_at: datetime | None = None
-    outcome: ExecutionOutcome | None = None
+    outcome: RecordedOutcome | None = None
     error: str | None = None
     scheduled_for: datetime | None = None
     trigger: ExecutionTrigger = ExecutionTrigger.SCHEDULE
@@ -177,6 +189,7 @@ class Execution:
     action_outcomes: list[dict[str, Any]] = field(default_factory=list)
     run_id: str | None = None
     run_status: RunStatus | None = None
+    reason: str | None = None  # why a skipped execution did not act
 
     @property
     def duration_ms(self) -> int | None:
@@ -194,6 +207,7 @@ class ExecutionStats:
     successes: int
     failures: int
     last_run: Execution | None
+    skipped: int = 0
     # The same counts over the last days (STATS_WINDOWS_DAYS), newest window first.
     windows: list[WindowStats] = field(default_factory=list)
 
@@ -214,6 +228,7 @@ class WindowStats:
     runs: int
     successes: int
     failures: int
+    skipped: int = 0
 
     @property
     def success_rate(self) -> float | None:
@@ -330,6 +345,49 @@ class RunStatus(StrEnum):
 
 
 OPEN_RUN_STATUSES = frozenset({RunStatus.REQUESTED, RunStatus.RUNNING, RunStatus.WAITING})
+
+
+@dataclass(frozen=True)
+class AwaitedRun:
+    """A run an execution asked for (`request_id`) and waits on: an execution that
+    started workflows succeeds when all of them completed, fails when one failed
+    or was cancelled — not when it asked for them (the request may yet be refused,
+    the run may fail at its third step)."""
+
+    org_id: str
+    request_id: str
+    execution_id: str
+    run_id: str | None = None
+    status: RunStatus = RunStatus.REQUESTED
+    reason: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in OPEN_RUN_STATUSES
+
+
+def with_run_status(outcomes: list[dict[str, Any]], run: AwaitedRun) -> list[dict[str, Any]]:
+    """The execution's action outcomes, the one that asked for `run` saying how the
+    run stands now (`running`, `completed`, `failed: <reason>`...)."""
+    def updated(outcome: dict[str, Any]) -> dict[str, Any]:
+        if outcome.get("request_id") != run.request_id:
+            return outcome
+        changed = {**outcome, "outcome": run.status.value, "run_id": run.run_id}
+        if run.reason:
+            changed["detail"] = run.reason
+        return changed
+
+    return [updated(outcome) for outcome in outcomes]
+
+
+def runs_verdict(runs: list[AwaitedRun]) -> str | None:
+    """Why the runs of an execution, all ended, make it a failure; None when every
+    one of them completed."""
+    unsuccessful = [run for run in runs if run.status is not RunStatus.COMPLETED]
+    if not unsuccessful:
+        return None
+    return "; ".join(f"start_workflow: run {run.run_id} {run.status.value}"
+                     + (f": {run.reason}" if run.reason else "") for run in unsuccessful)
 
 
 class FiringDecision(StrEnum):

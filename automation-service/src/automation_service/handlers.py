@@ -3,12 +3,13 @@ the caller's unit of work."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from automation_service import expressions, reactions, store
+from automation_service import reactions, store
 from automation_service.actions import ActionRegistry
 from automation_service.domain import (
     OPEN_RUN_STATUSES,
@@ -16,6 +17,7 @@ from automation_service.domain import (
     AutomatedAction,
     Automation,
     AutomationNotFound,
+    AwaitedRun,
     ConditionCheck,
     Execution,
     ExecutionStats,
@@ -24,6 +26,7 @@ from automation_service.domain import (
     InvalidAction,
     Notification,
     OverlapPolicy,
+    RecordedOutcome,
     RunStatus,
     StartWorkflow,
     automated_action,
@@ -32,11 +35,14 @@ from automation_service.domain import (
     missed_beyond_window,
     occupancy_metrics,
     overlap_decision,
+    runs_verdict,
+    with_run_status,
 )
-from automation_service.expressions import ExpressionError
+from stayops_kit import expressions
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import Conflict
+from stayops_kit.expressions import ExpressionError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.policies import store_policy
 from stayops_schemas.canonical import CanonicalEvent, canonical_of
@@ -66,7 +72,7 @@ from stayops_schemas.events.tasks import (
     TaskRequested,
     TaskRescheduleRequested,
 )
-from stayops_schemas.events.workflows import WorkflowRunRequested
+from stayops_schemas.events.workflows import WorkflowRunCancelled, WorkflowRunFailed, WorkflowRunRequested
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +285,8 @@ async def _fire(
                                                           f"(overlap: {automation.overlap.value})"}
         except (InvalidAction, ExpressionError) as exc:
             error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
-    return await _finish_firing(uow, automation, replace(execution, run_status=run_status),
-                                [{"action": "start_workflow", **detail}], error)
+    return await _conclude(uow, replace(execution, run_status=run_status),
+                           [{"action": "start_workflow", **detail}], error)
 
 
 async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execution,
@@ -303,17 +309,37 @@ async def _request_run(uow: UnitOfWork, automation: Automation, execution: Execu
             "workflow_version": start.workflow_version}
 
 
-async def _finish_firing(uow: UnitOfWork, automation: Automation, execution: Execution,
-                         outcomes: list[dict[str, Any]], error: str | None) -> Execution:
-    outcome = ExecutionOutcome.SUCCESS if error is None else ExecutionOutcome.FAILURE
+async def _conclude(uow: UnitOfWork, execution: Execution, outcomes: list[dict[str, Any]],
+                    error: str | None) -> Execution:
+    """Finish the execution, unless it started workflow runs and nothing has failed
+    yet: then it waits for them and succeeds or fails when they end (`run_reported`),
+    so its outcome and the automation's metrics say what the runs did, not that a
+    request was sent."""
+    requested = [o["request_id"] for o in outcomes
+                 if o.get("action") == "start_workflow" and o.get("outcome") == "requested"]
+    for request_id in requested:
+        await store.await_run(uow.conn, AwaitedRun(org_id=execution.org_id, request_id=request_id,
+                                                   execution_id=execution.id))
+    if requested and error is None:
+        execution = replace(execution, action_outcomes=outcomes)
+        await store.finish_execution(uow.conn, execution)  # still running: no finish time, no outcome
+        return execution
+    return await _finish_execution(uow, execution, outcomes, error)
+
+
+async def _finish_execution(uow: UnitOfWork, execution: Execution, outcomes: list[dict[str, Any]],
+                            error: str | None) -> Execution:
+    outcome = RecordedOutcome.SUCCESS if error is None else RecordedOutcome.FAILURE
     execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
                         error=error, action_outcomes=outcomes)
     await store.finish_execution(uow.conn, execution)
     await uow.announce(
         "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=automation.org_id,
-                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=error),
-        org_id=automation.org_id, key=automation.id, correlation_id=execution.id,
+        AutomationExecuted(automation_id=execution.automation_id, execution_id=execution.id,
+                           org_id=execution.org_id, outcome=ExecutionOutcome(outcome.value),
+                           duration_ms=execution.duration_ms or 0,
+                           error=error),
+        org_id=execution.org_id, key=execution.automation_id, correlation_id=execution.id,
     )
     return execution
 
@@ -331,8 +357,9 @@ _RUN_STATUS = {
 
 async def run_reported(ctx: EventContext, event: Payload) -> None:
     """Follow the run a firing asked for (the overlap policy needs to know whether
-    it ended); when it ends, fire the firing buffered behind it. Event automations
-    then react to the run event like to any other."""
+    it ended); when it ends, fire the firing buffered behind it, and finish the
+    execution that waits on it. Event automations then react to the run event like
+    to any other."""
     status = _RUN_STATUS[ctx.envelope.type]
     run_id = str(event.run_id)
     request_id = getattr(event, "request_id", None)
@@ -342,7 +369,58 @@ async def run_reported(ctx: EventContext, event: Payload) -> None:
         await store.set_run(ctx.uow.conn, replace(execution, run_id=run_id, run_status=status))
         if status not in OPEN_RUN_STATUSES:
             await _release_buffered(ctx.uow, execution)
+    await _follow_awaited_run(ctx.uow, ctx.org_id, _run_report(event, status), request_id)
     await event_received(ctx, event)
+
+
+def _run_report(event: Payload, status: RunStatus) -> tuple[str, RunStatus, str | None]:
+    """(run id, status, why it did not complete) of a run event."""
+    reason: str | None = None
+    if isinstance(event, WorkflowRunFailed):
+        reason = event.reason
+    elif isinstance(event, WorkflowRunCancelled):
+        reason = f"cancelled by {event.cancelled_by}" + (f": {event.reason}" if event.reason else "")
+    return str(event.run_id), status, reason
+
+
+async def _follow_awaited_run(uow: UnitOfWork, org_id: str, reported: tuple[str, RunStatus, str | None],
+                              request_id: str | None) -> None:
+    """Record how a run an execution waits on stands, in its action outcome; once
+    every run of the execution has ended, the execution succeeds (all completed) or
+    fails (one failed or was cancelled)."""
+    run_id, status, reason = reported
+    run = await store.awaited_run(uow.conn, org_id, request_id=request_id, run_id=run_id)
+    if run is None or run.ended:
+        return
+    await _settle_awaited_run(uow, replace(run, run_id=run_id, status=status, reason=reason))
+
+
+async def fail_unanswered_runs(uow: UnitOfWork, *, limit: int = FIRE_BATCH) -> int:
+    """Fail the runs asked for more than a day ago that no run ever answered
+    (workflow-service refused or lost the request), so their executions end instead
+    of waiting for ever. Returns how many."""
+    unanswered = await store.unanswered_runs(uow.conn, limit=limit)
+    for run in unanswered:
+        await _settle_awaited_run(uow, replace(run, status=RunStatus.FAILED, reason=(
+            f"no run started for the request within {store.STALE_REQUEST}: workflow-service refused or "
+            "lost it (see its dead letters)")))
+    return len(unanswered)
+
+
+async def _settle_awaited_run(uow: UnitOfWork, run: AwaitedRun) -> None:
+    """Save how `run` stands and write it into its execution's action outcome; the
+    last of the execution's runs to end finishes the execution."""
+    org_id = run.org_id
+    await store.update_awaited_run(uow.conn, run)
+    execution = await store.execution_by_id(uow.conn, org_id, run.execution_id)
+    if execution is None:
+        return
+    outcomes = with_run_status(execution.action_outcomes, run)
+    runs = await store.runs_of_execution(uow.conn, org_id, execution.id)
+    if execution.outcome is not None or not all(r.ended for r in runs):
+        await store.finish_execution(uow.conn, replace(execution, action_outcomes=outcomes))
+        return
+    await _finish_execution(uow, execution, outcomes, runs_verdict(runs))
 
 
 async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
@@ -357,8 +435,8 @@ async def _release_buffered(uow: UnitOfWork, ended: Execution) -> None:
         detail = await _request_run(uow, automation, buffered, StartWorkflow.of(automation))
     except (InvalidAction, ExpressionError) as exc:
         error, detail = str(exc), {"outcome": "failed", "detail": str(exc)}
-    await _finish_firing(uow, automation, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
-                         [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
+    await _conclude(uow, replace(buffered, run_status=None if error else RunStatus.REQUESTED),
+                    [{"action": "start_workflow", "buffered_behind": ended.id, **detail}], error)
 
 
 async def seconds_until_next_fire(uow: UnitOfWork) -> float | None:
@@ -501,23 +579,24 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
         failure: str | None = f"filter or key cannot be evaluated: {exc}"
     else:
         failure = None
-        if not passed:
-            log.debug("automation %s: filter %r is false for %s %s", automation.id, automation.filter,
-                      event.type, event.id)
-            return
     now = await store.database_now(uow.conn)
+    if failure is None and not passed:
+        await _record_skipped(uow, automation, event, trigger, now, passed,
+                              f"the filter {automation.filter!r} is {_as_json(passed)} for this event")
+        return
     if debounce_key is not None:
         await store.lock_debounce(uow.conn, automation.id, debounce_key)
         since = now - timedelta(seconds=automation.debounce_s)
         if await store.fired_since(uow.conn, automation.org_id, automation.id, debounce_key, since):
-            log.info("automation %s: %s %s debounced (key %r fired within %ds)", automation.id,
-                     event.type, event.id, debounce_key, automation.debounce_s)
+            await _record_skipped(uow, automation, event, trigger, now, passed,
+                                  f"debounced: it fired for the key {debounce_key!r} less than "
+                                  f"{automation.debounce_s}s earlier")
             return
     execution = Execution(
         id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now,
         trigger=trigger, event_id=event.id, event_type=event.platform_type or event.type,
         dedupe_key=dedupe_key, debounce_key=debounce_key,
-        filter_value=passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed),
+        filter_value=_filter_record(passed),
     )
     if not await store.insert_execution(uow.conn, execution):
         log.info("automation %s already fired for key %r: %s %s changes nothing", automation.id,
@@ -541,16 +620,28 @@ async def _fire_on_event(uow: UnitOfWork, automation: Automation, event: Canonic
         failed = [o for o in outcomes if o["outcome"] == "failed"]
         if failed:
             failure = "; ".join(f"{o['action']}: {o['detail']}" for o in failed)
-    outcome = ExecutionOutcome.SUCCESS if failure is None else ExecutionOutcome.FAILURE
-    execution = replace(execution, finished_at=await store.database_clock(uow.conn), outcome=outcome,
-                        error=failure, action_outcomes=outcomes)
-    await store.finish_execution(uow.conn, execution)
-    await uow.announce(
-        "stayops.automation.executed",
-        AutomationExecuted(automation_id=automation.id, execution_id=execution.id, org_id=org,
-                           outcome=outcome, duration_ms=execution.duration_ms or 0, error=failure),
-        org_id=org, key=automation.id, correlation_id=correlation,
-    )
+    await _conclude(uow, execution, outcomes, failure)
+
+
+async def _record_skipped(uow: UnitOfWork, automation: Automation, event: CanonicalEvent,
+                          trigger: ExecutionTrigger, now: datetime, passed: Any, reason: str) -> None:
+    """Record that the automation matched the event but did not fire, and why. It
+    claims neither the dedupe nor the debounce key — a later event with the same key
+    may still fire — and announces nothing: nothing happened."""
+    log.debug("automation %s skipped %s %s: %s", automation.id, event.type, event.id, reason)
+    await store.insert_execution(uow.conn, Execution(
+        id=uow.ids(), automation_id=automation.id, org_id=automation.org_id, started_at=now, finished_at=now,
+        outcome=RecordedOutcome.SKIPPED, reason=reason, trigger=trigger, event_id=event.id,
+        event_type=event.platform_type or event.type, filter_value=_filter_record(passed)))
+
+
+def _filter_record(passed: Any) -> Any:
+    """What a filter evaluated to, as the execution keeps it (JSON scalars as they are)."""
+    return passed if isinstance(passed, bool | int | float | str) or passed is None else str(passed)
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool | int | float | str) or value is None else repr(value)
 
 
 def _requested_by(automation: Automation) -> str:

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from automation_service import expressions
 from automation_service.domain import InvalidAction, InvalidTrigger
-from automation_service.expressions import ExpressionError
+from stayops_kit import expressions
+from stayops_kit.expressions import ExpressionError
 from stayops_kit.fields import IsoDuration, IsoTime
 from stayops_schemas.canonical import CanonicalEvent
 from stayops_schemas.events.tasks import Priority, TaskType

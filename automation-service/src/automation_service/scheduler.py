@@ -1,4 +1,5 @@
-"""The scheduler: a background loop that fires due schedules, then sleeps until the
+"""The scheduler: a background loop that fires due schedules (and fails the runs
+asked for a day ago that no run ever answered), then sleeps until the
 earliest next fire time (at most MAX_SLEEP_S), a wake-up from a changed schedule
 (PostgreSQL NOTIFY) or the service's stop — never a busy loop. The waiting, the
 re-LISTEN and the restarts are the kit's loop helper (`stayops_kit.loops`)."""
@@ -32,6 +33,8 @@ class Scheduler:
                 claimed = await handlers.fire_due_automations(uow)
             if claimed < handlers.FIRE_BATCH:
                 break
+        async with self._uow.begin() as uow:
+            await handlers.fail_unanswered_runs(uow)
         async with self._uow.begin() as uow:
             seconds = await handlers.seconds_until_next_fire(uow)
         if seconds is None:

@@ -16,16 +16,18 @@ from automation_service.domain import (
     ActionStatus,
     AutomatedAction,
     Automation,
+    AwaitedRun,
     Execution,
     ExecutionStats,
     ExecutionTrigger,
     Notification,
     OverlapPolicy,
+    RecordedOutcome,
     RunStatus,
     WindowStats,
 )
 from stayops_kit.tenancy import OrgScope
-from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
+from stayops_schemas.events.automations import AutomationType
 
 metadata = sa.MetaData()
 
@@ -93,7 +95,8 @@ executions = sa.Table(
     sa.Column("action_outcomes", pg.JSONB, nullable=False, server_default="[]"),
     sa.Column("run_id", sa.Text),
     sa.Column("run_status", sa.Text),
-    sa.CheckConstraint("outcome IN ('success', 'failure')", name="automation_executions_outcome"),
+    sa.Column("reason", sa.Text),
+    sa.CheckConstraint("outcome IN ('success', 'failure', 'skipped')", name="automation_executions_outcome"),
     sa.CheckConstraint("trigger IN ('schedule', 'manual', 'event', 'condition')",
                        name="automation_executions_trigger"),
     # One execution per scheduled time: two schedulers, or a restart, cannot fire it twice.
@@ -111,6 +114,25 @@ sa.Index("automation_executions_debounce", executions.c.automation_id, execution
          executions.c.started_at.desc(), postgresql_where=executions.c.debounce_key.is_not(None))
 sa.Index("automation_executions_org_automation", executions.c.org_id, executions.c.automation_id,
          executions.c.started_at.desc())
+
+# The runs an execution started and waits on, by the request that asked for each.
+execution_runs = sa.Table(
+    "automation_execution_runs",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("execution_id", sa.Text, sa.ForeignKey("automation_executions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+sa.Index("automation_execution_runs_unanswered", execution_runs.c.requested_at,
+         postgresql_where=execution_runs.c.status == RunStatus.REQUESTED.value)
+sa.Index("automation_execution_runs_run", execution_runs.c.org_id, execution_runs.c.run_id,
+         postgresql_where=execution_runs.c.run_id.is_not(None))
+sa.Index("automation_execution_runs_execution", execution_runs.c.execution_id)
 
 automated_actions = sa.Table(
     "automated_actions",
@@ -236,7 +258,7 @@ class TaskLink:
 def _to_execution(row: Any) -> Execution:
     values = dict(row._mapping)
     if values["outcome"] is not None:
-        values["outcome"] = ExecutionOutcome(values["outcome"])
+        values["outcome"] = RecordedOutcome(values["outcome"])
     values["trigger"] = ExecutionTrigger(values["trigger"])
     if values["run_status"] is not None:
         values["run_status"] = RunStatus(values["run_status"])
@@ -418,6 +440,51 @@ async def set_run(conn: AsyncConnection, execution: Execution) -> None:
     )
 
 
+def _to_awaited_run(row: Any) -> AwaitedRun:
+    return AwaitedRun(org_id=row.org_id, request_id=row.request_id, execution_id=row.execution_id,
+                      run_id=row.run_id, status=RunStatus(row.status), reason=row.reason)
+
+
+async def await_run(conn: AsyncConnection, run: AwaitedRun) -> None:
+    """Record that `run.execution_id` waits on the run `run.request_id` asks for."""
+    await conn.execute(OrgScope(execution_runs, run.org_id).insert(
+        request_id=run.request_id, execution_id=run.execution_id, run_id=run.run_id,
+        status=run.status.value, reason=run.reason).on_conflict_do_nothing())
+
+
+async def awaited_run(conn: AsyncConnection, org_id: str, *, request_id: str | None,
+                      run_id: str) -> AwaitedRun | None:
+    """The awaited run a run event speaks of: by its request (a start names it),
+    else by the run id a start recorded."""
+    scope = OrgScope(execution_runs, org_id)
+    where = execution_runs.c.request_id == request_id if request_id else execution_runs.c.run_id == run_id
+    row = (await conn.execute(scope.select().where(where).with_for_update())).first()
+    return _to_awaited_run(row) if row else None
+
+
+async def unanswered_runs(conn: AsyncConnection, *, limit: int) -> list[AwaitedRun]:
+    """Runs asked for longer ago than STALE_REQUEST that no run has answered (the
+    request was refused or lost). Like the schedule claim, this works for every org
+    and skips rows another scheduler holds."""
+    query = (sa.select(execution_runs)
+             .where(execution_runs.c.status == RunStatus.REQUESTED.value,
+                    execution_runs.c.requested_at < sa.func.now() - sa.text(f"interval '{STALE_REQUEST}'"))
+             .order_by(execution_runs.c.requested_at).limit(limit).with_for_update(skip_locked=True))
+    return [_to_awaited_run(row) for row in (await conn.execute(query)).all()]
+
+
+async def update_awaited_run(conn: AsyncConnection, run: AwaitedRun) -> None:
+    await conn.execute(OrgScope(execution_runs, run.org_id).update()
+                       .where(execution_runs.c.request_id == run.request_id)
+                       .values(run_id=run.run_id, status=run.status.value, reason=run.reason))
+
+
+async def runs_of_execution(conn: AsyncConnection, org_id: str, execution_id: str) -> list[AwaitedRun]:
+    query = (OrgScope(execution_runs, org_id).select().where(execution_runs.c.execution_id == execution_id)
+             .order_by(execution_runs.c.request_id))
+    return [_to_awaited_run(row) for row in (await conn.execute(query)).all()]
+
+
 async def active_listing_ids(conn: AsyncConnection, org_id: str) -> list[str]:
     query = (OrgScope(listings, org_id).select(listings.c.listing_id)
              .where(listings.c.active).order_by(listings.c.listing_id))
@@ -442,7 +509,7 @@ async def fired_since(conn: AsyncConnection, org_id: str, automation_id: str, ke
 
 
 async def recent_executions(
-    conn: AsyncConnection, org_id: str, automation_id: str, *, limit: int = 20
+    conn: AsyncConnection, org_id: str, automation_id: str, *, limit: int = 20, fired_only: bool = False
 ) -> list[Execution]:
     query = (
         OrgScope(executions, org_id)
@@ -451,29 +518,35 @@ async def recent_executions(
         .order_by(executions.c.started_at.desc(), executions.c.id)
         .limit(limit)
     )
+    if fired_only:
+        query = query.where(executions.c.outcome.is_distinct_from(RecordedOutcome.SKIPPED.value))
     return [_to_execution(r) for r in (await conn.execute(query)).all()]
+
+
+def _outcome_counts() -> tuple[Any, ...]:
+    """(firings, successes, failures, skipped): a skipped execution did not fire, so
+    it is neither a run nor a failure."""
+    outcome = executions.c.outcome
+    return (
+        sa.func.count().filter(outcome.is_distinct_from(RecordedOutcome.SKIPPED.value)),
+        sa.func.count().filter(outcome == RecordedOutcome.SUCCESS.value),
+        sa.func.count().filter(outcome == RecordedOutcome.FAILURE.value),
+        sa.func.count().filter(outcome == RecordedOutcome.SKIPPED.value),
+    )
 
 
 async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str) -> ExecutionStats:
     scope = OrgScope(executions, org_id)
-    query = scope.select(
-        sa.func.count(),
-        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
-        sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
-    ).where(executions.c.automation_id == automation_id)
-    runs, successes, failures = (await conn.execute(query)).one()
+    query = scope.select(*_outcome_counts()).where(executions.c.automation_id == automation_id)
+    runs, successes, failures, skipped = (await conn.execute(query)).one()
     windows = []
     for days in STATS_WINDOWS_DAYS:
         recent = executions.c.started_at >= sa.func.now() - sa.func.make_interval(0, 0, 0, days)
-        counted = scope.select(
-            sa.func.count(),
-            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.SUCCESS.value),
-            sa.func.count().filter(executions.c.outcome == ExecutionOutcome.FAILURE.value),
-        ).where(executions.c.automation_id == automation_id, recent)
+        counted = scope.select(*_outcome_counts()).where(executions.c.automation_id == automation_id, recent)
         in_window = (await conn.execute(counted)).one()
         windows.append(WindowStats(days, *in_window))
-    last = await recent_executions(conn, org_id, automation_id, limit=1)
-    return ExecutionStats(runs=runs, successes=successes, failures=failures,
+    last = await recent_executions(conn, org_id, automation_id, limit=1, fired_only=True)
+    return ExecutionStats(runs=runs, successes=successes, failures=failures, skipped=skipped,
                           last_run=last[0] if last else None, windows=windows)
 
 

@@ -38,6 +38,7 @@ from stayops_schemas.events.sync import (
     SyncCounts,
 )
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
+from stayops_schemas.events.workflows import WorkflowRunCompleted, WorkflowRunStarted
 
 pytestmark = pytest.mark.stack
 
@@ -201,15 +202,24 @@ async def test_run_now_requests_the_workflow_run_and_records_the_execution(servi
     assert requested.data["parameters"] == START_PRICING["parameters"]
     assert requested.data["requested_by"] == automation["id"]
     triggered = await service.announced.one("stayops.automation.triggered", org, execution_id=execution["id"])
+    assert requested.correlationid == triggered.correlationid == execution["id"]
+    # Asking for the run is not succeeding: the execution waits for the run to end.
+    assert (execution["outcome"], execution["action_outcomes"][0]["outcome"]) == (None, "requested")
+
+    await service.publish("stayops.workflow.run.started", WorkflowRunStarted(
+        run_id="run-now-1", org_id=org, workflow_key="dynamic-pricing", workflow_version=1,
+        request_id=execution["id"]), key="run-now-1")
+    await service.publish("stayops.workflow.run.completed", WorkflowRunCompleted(
+        run_id="run-now-1", org_id=org, workflow_key="dynamic-pricing", workflow_version=1), key="run-now-1")
     executed = await service.announced.one("stayops.automation.executed", org, execution_id=execution["id"])
     assert executed.data["outcome"] == "success"
-    assert requested.correlationid == triggered.correlationid == execution["id"]
 
     executions = await service.client.get(f"/v1/automations/{automation['id']}/executions", headers=auth)
     detail = await service.client.get(f"/v1/automations/{automation['id']}", headers=auth)
     [listed] = executions.json()["items"]
     assert (listed["id"], listed["trigger"], listed["outcome"], listed["error"]) == (
         execution["id"], "manual", "success", None)
+    assert [(o["outcome"], o["run_id"]) for o in listed["action_outcomes"]] == [("completed", "run-now-1")]
     assert listed["scheduled_for"] is not None and listed["duration_ms"] >= 0
     stats = detail.json()["stats"]
     assert (stats["runs"], stats["success_rate"], stats["last_run"]["id"]) == (1, 1.0, execution["id"])
@@ -443,7 +453,8 @@ async def test_two_schedulers_fire_a_missed_schedule_exactly_once_for_its_latest
     [execution] = executions
     assert count == 1
     assert len(service.announced.matching("stayops.workflow.run.requested", org)) == 1
-    assert execution.trigger.value == "schedule" and execution.outcome is ExecutionOutcome.SUCCESS
+    # It asked for its run once and waits for it to end before it succeeds or fails.
+    assert execution.trigger.value == "schedule" and execution.outcome is None
     assert execution.skipped_runs in (3, 4)  # 4 or 5 Sundays in 29 days, all but the latest skipped
     assert execution.scheduled_for is not None
     fired_local = execution.scheduled_for.astimezone(ZoneInfo("Europe/Paris"))

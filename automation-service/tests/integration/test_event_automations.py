@@ -27,6 +27,7 @@ from stayops_schemas.events.sync import (
     ReservationStatus,
     ReviewCreated,
 )
+from stayops_schemas.events.workflows import WorkflowRunCompleted, WorkflowRunFailed, WorkflowRunStarted
 
 pytestmark = pytest.mark.stack
 
@@ -168,8 +169,18 @@ async def test_a_bad_review_alerts_once_and_a_good_one_not_at_all(service: Servi
     [alert] = await eventually(lambda: announced(service, org, "stayops.task.requested"), what="alert")
     assert (alert["priority"], alert["assigned_to"], alert["title"]) == ("urgent", "u-owner", "A 2-star review")
     assert alert["data"]["text"] == "Dirty towels" and alert["data"]["reservation_id"] == "r-9"
-    [run] = await executions(service, org, automation["id"])
-    assert (run["dedupe_key"], run["filter_value"], run["outcome"]) == ("rv-2", True, "success")
+    by_outcome = {e["outcome"]: e for e in await executions(service, org, automation["id"])}
+    assert sorted(by_outcome) == ["skipped", "success"]
+    fired, skipped = by_outcome["success"], by_outcome["skipped"]
+    assert (fired["dedupe_key"], fired["filter_value"], fired["outcome"]) == ("rv-2", True, "success")
+    # Why did the 5-star review not fire? Its execution says so, and is no failure.
+    assert (skipped["outcome"], skipped["filter_value"], skipped["dedupe_key"]) == ("skipped", False, None)
+    assert skipped["reason"] == "the filter 'data.rating <= 3' is false for this event"
+    stats = (await service.client.get(f"/v1/automations/{automation['id']}",
+                                      headers=service.auth(org))).json()["stats"]
+    assert (stats["runs"], stats["failures"], stats["skipped"], stats["success_rate"]) == (1, 0, 1, 1.0)
+    assert stats["last_run"]["id"] == fired["id"]
+    assert [(w["runs"], w["skipped"]) for w in stats["windows"]] == [(1, 1), (1, 1)]
     # A later review on the same partition: once it is applied, so is the duplicate.
     await service.publish("airbnb.review.created", review(org, "rv-3", 3), key="l-1")
     await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
@@ -197,7 +208,10 @@ async def test_debounce_fires_once_per_key_within_the_window(service: ServiceUnd
 
     await eventually(lambda: _contains(subjects, "marker"), what="every event before the marker applied")
     assert await subjects() == ["l-1 synced", "l-2 synced", "marker"]
-    assert len(await executions(service, org, automation["id"])) == 2
+    recorded = await executions(service, org, automation["id"])
+    assert sorted(e["outcome"] for e in recorded) == ["skipped", "success", "success"]
+    [debounced] = [e for e in recorded if e["outcome"] == "skipped"]
+    assert debounced["reason"] == "debounced: it fired for the key 'l-1' less than 3600s earlier"
 
 
 async def _contains(read: Any, item: str) -> bool:
@@ -226,6 +240,60 @@ async def test_an_action_that_fails_fails_the_execution_with_the_reason(service:
     assert (stats["runs"], stats["successes"], stats["failures"]) == (2, 1, 1)
     assert [(w["days"], w["runs"], w["failures"], w["success_rate"]) for w in stats["windows"]] == [
         (7, 1, 1, 0.0), (30, 1, 1, 0.0)]
+
+
+async def test_an_execution_that_starts_a_run_succeeds_or_fails_with_the_run(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, {
+        "name": "Bad review: re-price the listing", "kind": "event", "on": "review.created",
+        "dedupe_key": "${data.review_id}",
+        "actions": [{"type": "start_workflow", "workflow_key": "dynamic-pricing",
+                     "parameters": {"listing_ids": ["${data.listing_id}"]}}]})
+
+    async def run_of(review_id: str) -> tuple[dict[str, Any], str]:
+        await service.publish("airbnb.review.created", review(org, review_id, 2), key="l-1")
+
+        async def asked() -> tuple[dict[str, Any], str] | None:
+            for execution in await executions(service, org, automation["id"]):
+                if execution["dedupe_key"] == review_id and execution["action_outcomes"]:
+                    return execution, execution["action_outcomes"][0]["request_id"]
+            return None
+
+        return await eventually(asked, what=f"the run {review_id} asks for")
+
+    async def ended(review_id: str) -> dict[str, Any] | None:
+        found = [e for e in await executions(service, org, automation["id"]) if e["dedupe_key"] == review_id]
+        return found[0] if found and found[0]["outcome"] is not None else None
+
+    started, request_id = await run_of("rv-ok")
+    assert (started["outcome"], started["action_outcomes"][0]["outcome"]) == (None, "requested")
+    await service.publish("stayops.workflow.run.started", WorkflowRunStarted(
+        run_id="run-ok", org_id=org, workflow_key="dynamic-pricing", workflow_version=1,
+        request_id=request_id), key="run-ok")
+    await service.publish("stayops.workflow.run.completed", WorkflowRunCompleted(
+        run_id="run-ok", org_id=org, workflow_key="dynamic-pricing", workflow_version=1), key="run-ok")
+    succeeded = await eventually(lambda: ended("rv-ok"), what="the execution to succeed with its run")
+    assert (succeeded["outcome"], succeeded["error"]) == ("success", None)
+    assert [(o["outcome"], o["run_id"]) for o in succeeded["action_outcomes"]] == [("completed", "run-ok")]
+
+    _, request_id = await run_of("rv-bad")
+    await service.publish("stayops.workflow.run.started", WorkflowRunStarted(
+        run_id="run-bad", org_id=org, workflow_key="dynamic-pricing", workflow_version=1,
+        request_id=request_id), key="run-bad")
+    await service.publish("stayops.workflow.run.failed", WorkflowRunFailed(
+        run_id="run-bad", org_id=org, workflow_key="dynamic-pricing", workflow_version=1, step="analysis",
+        reason="the pricing agent timed out", compensated=True), key="run-bad")
+    failed = await eventually(lambda: ended("rv-bad"), what="the execution to fail with its run")
+    assert failed["outcome"] == "failure" and "the pricing agent timed out" in failed["error"]
+    assert [(o["outcome"], o["detail"]) for o in failed["action_outcomes"]] == [
+        ("failed", "the pricing agent timed out")]
+
+    executed = {e["execution_id"]: e["outcome"] for e in await announced(service, org, "stayops.automation.executed")}
+    assert executed == {succeeded["id"]: "success", failed["id"]: "failure"}
+    stats = (await service.client.get(f"/v1/automations/{automation['id']}",
+                                      headers=service.auth(org))).json()["stats"]
+    assert [(w["days"], w["runs"], w["successes"], w["failures"]) for w in stats["windows"]] == [
+        (7, 2, 1, 1), (30, 2, 1, 1)]
 
 
 async def test_an_event_automation_with_a_forbidden_expression_is_refused(service: ServiceUnderTest) -> None:

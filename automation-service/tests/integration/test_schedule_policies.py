@@ -139,7 +139,7 @@ async def test_buffer_one_fires_the_buffered_time_when_the_previous_run_ends(ser
     await wait_run_status(service, org, automation, 1, "requested", 3)
     buffered = (await executions(service, org, automation, 3))[1]
     assert [r["request_id"] for r in await requested_runs(service, org)] == [first["id"], buffered["id"]]
-    assert buffered["outcome"] == "success"
+    assert buffered["outcome"] is None  # it waits for the run it asked for
 
 
 async def test_a_time_missed_beyond_the_catch_up_window_is_skipped_and_recorded(service: ServiceUnderTest) -> None:
@@ -153,6 +153,28 @@ async def test_a_time_missed_beyond_the_catch_up_window_is_skipped_and_recorded(
     await due(service, automation, ago=dt.timedelta(minutes=5))
     await executions(service, org, automation, 2)
     assert len(await requested_runs(service, org)) == 1
+
+
+async def test_a_run_no_workflow_ever_started_fails_its_execution_after_a_day(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await schedule(service, org)
+    await due(service, automation)
+    [fired] = await executions(service, org, automation, 1)
+    assert fired["outcome"] is None  # waiting for a run.started that will never come
+
+    async with service.runtime.uow.begin() as uow:  # as if asked for two days ago
+        await uow.conn.execute(sa.update(store.execution_runs).where(
+            store.execution_runs.c.execution_id == fired["id"]).values(
+            requested_at=sa.func.now() - sa.text("interval '2 days'")))
+        await store.wake_schedulers(uow.conn)
+
+    async def failed() -> dict[str, Any] | None:
+        [execution] = await executions(service, org, automation, 1)
+        return execution if execution["outcome"] is not None else None
+
+    execution = await eventually(failed, what="the unanswered request to fail its execution")
+    assert execution["outcome"] == "failure" and "no run started for the request" in execution["error"]
+    assert execution["action_outcomes"][0]["outcome"] == "failed"
 
 
 async def test_parameters_are_resolved_when_it_fires_and_a_pinned_version_is_asked_for(

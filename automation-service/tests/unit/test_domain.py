@@ -11,14 +11,18 @@ import pytest
 from automation_service.domain import (
     ActionStatus,
     AutomatedAction,
+    AwaitedRun,
     ConditionCheck,
     InvalidTrigger,
+    RunStatus,
     automated_action,
     check_trigger,
     condition_fires,
     occupancy_metrics,
+    runs_verdict,
+    with_run_status,
 )
-from automation_service.expressions import ExpressionError
+from stayops_kit.expressions import ExpressionError
 from stayops_schemas.events.automations import AutomationType, ExecutionOutcome
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
@@ -135,3 +139,22 @@ def test_a_condition_outside_the_language_or_of_unknown_shape_is_refused() -> No
             ConditionCheck.of(bad)
     assert occupancy_metrics(7, 1, 14)["occupancy"] == 0.5
     assert occupancy_metrics(0, 0, 14)["occupancy"] == 0.0
+
+
+def test_a_runs_status_is_written_into_the_action_that_asked_for_it() -> None:
+    outcomes = [{"action": "notify", "outcome": "notified"},
+                {"action": "start_workflow", "outcome": "requested", "request_id": "q-1"}]
+    failed = AwaitedRun("org-1", "q-1", "e-1", run_id="run-1", status=RunStatus.FAILED, reason="no prices")
+    assert with_run_status(outcomes, failed) == [
+        {"action": "notify", "outcome": "notified"},
+        {"action": "start_workflow", "outcome": "failed", "request_id": "q-1", "run_id": "run-1",
+         "detail": "no prices"}]
+
+
+def test_an_execution_succeeds_only_when_every_run_it_started_completed() -> None:
+    completed = AwaitedRun("org-1", "q-1", "e-1", run_id="run-1", status=RunStatus.COMPLETED)
+    cancelled = AwaitedRun("org-1", "q-2", "e-1", run_id="run-2", status=RunStatus.CANCELLED,
+                           reason="cancelled by u-1")
+    assert runs_verdict([completed]) is None
+    assert runs_verdict([completed, cancelled]) == "start_workflow: run run-2 cancelled: cancelled by u-1"
+    assert completed.ended and not AwaitedRun("org-1", "q-3", "e-1", status=RunStatus.WAITING).ended

@@ -12,8 +12,8 @@ import pytest
 
 from automation_service import reactions
 from automation_service.domain import InvalidAction
-from automation_service.expressions import ExpressionError, render
 from automation_service.reactions import CancelPlan, NotPlanned, TaskPlan, local_instant, plan_actions
+from stayops_kit.expressions import ExpressionError
 from stayops_schemas.canonical import canonical_of
 from stayops_schemas.envelope import Envelope
 
@@ -58,13 +58,6 @@ def test_the_dedupe_key_defaults_to_the_event_id_and_renders_a_template() -> Non
     assert reactions.key_of(None, reactions.DEFAULT_DEDUPE_KEY, names, "fallback") == "e-1"
     assert reactions.key_of("${data.reservation_id}", reactions.DEFAULT_DEDUPE_KEY, names, "x") == "r-1"
     assert reactions.key_of("${data.missing}", reactions.DEFAULT_DEDUPE_KEY, names, "e-1") == "e-1"
-
-
-def test_templates_keep_a_whole_value_typed_and_interpolate_inside_text() -> None:
-    names = {"data": {"guests": 3, "name": "Ana"}}
-    assert render("${data.guests}", names) == 3
-    assert render("For ${data.name} (${data.guests})", names) == "For Ana (3)"
-    assert render({"n": ["${data.guests}"]}, names) == {"n": [3]}
 
 
 def test_cleaning_is_due_at_eleven_on_check_out_day_in_the_listings_zone() -> None:

@@ -5,7 +5,6 @@ package's own files."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -17,11 +16,11 @@ import yaml
 from jsonschema import Draft202012Validator
 from pydantic import TypeAdapter, ValidationError
 
+from stayops_kit import expressions
 from stayops_kit.errors import InvalidRequest
+from stayops_kit.expressions import ExpressionError, templates_in
 from stayops_schemas.catalog import CATALOG
 from stayops_schemas.ownership import WORKFLOW_COMMANDS
-from workflow_service import expressions
-from workflow_service.expressions import ExpressionError
 
 END = "end"  # a `goto` target that ends the run
 # The action whose prices the engine itself fills from the approving decision.
@@ -41,7 +40,6 @@ class StepKind(StrEnum):
     COMPENSATABLE = "compensatable"
     PIVOT = "pivot"
     RETRIABLE = "retriable"
-_TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 _DURATION = TypeAdapter(timedelta)
 
 
@@ -320,9 +318,9 @@ def _semantic_errors(definition: Definition) -> Any:
             if spec.data.get("action") == PUBLISH_PRICES:
                 yield {"path": f"{at}.compensation[{j}].data.action",
                        "message": "a compensation cannot publish prices: only an approved publish step can"}
-        for text in _templates_in(step.raw):
+        for text in templates_in(step.raw):
             yield from _expression_errors(at, text)
-    for text in _templates_in(definition.result):
+    for text in templates_in(definition.result):
         yield from _expression_errors("$.result", text)
     try:
         Draft202012Validator.check_schema(definition.parameters)
@@ -378,38 +376,6 @@ def _expression_errors(path: str, text: object) -> Any:
         expressions.check(text)
     except ExpressionError as exc:
         yield {"path": path, "message": str(exc)}
-
-
-def _templates_in(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return _TEMPLATE.findall(value)
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _templates_in(v)]
-    if isinstance(value, list):
-        return [t for v in value for t in _templates_in(v)]
-    return []
-
-
-def render(template: Any, names: dict[str, Any]) -> Any:
-    """Fill a template: a string that is exactly `${expr}` becomes the expression's
-    value (a list stays a list); `${expr}` inside a longer string is written in."""
-    if isinstance(template, str):
-        whole = _TEMPLATE.fullmatch(template)
-        if whole:
-            return expressions.evaluate(whole.group(1), names)
-        return expressions.bounded_text(
-            _TEMPLATE.sub(lambda m: _as_text(expressions.evaluate(m.group(1), names)), template))
-    if isinstance(template, dict):
-        return {key: render(value, names) for key, value in template.items()}
-    if isinstance(template, list):
-        return [render(value, names) for value in template]
-    return template
-
-
-def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 # A parameter schema's `x-default: caller` defaults it to the person who starts the run.

@@ -13,13 +13,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from stayops_kit.errors import Conflict, NotFound
+from stayops_kit.expressions import ExpressionError, evaluate, render
 from stayops_schemas.catalog import event_type
 from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, TaskCompleted, TaskFailed
 from stayops_schemas.events.workflows import RunStatus, WaitKind
 from stayops_schemas.guardrails import check_prices, default_policy, needs_person
-from workflow_service.definitions import COMPENSATION_RETRY, END, Definition, Step, StepKind, TaskSpec, render
-from workflow_service.expressions import ExpressionError, evaluate
+from workflow_service.definitions import COMPENSATION_RETRY, END, Definition, Step, StepKind, TaskSpec
 
 # Who a log entry names when the event does not say who acted.
 TASK_SERVICE_ACTOR = "task-service"

@@ -12,7 +12,6 @@ from workflow_service.definitions import (
     builtin_documents,
     load_document,
     parse,
-    render,
     resolve_parameters,
 )
 
@@ -66,12 +65,6 @@ def test_unknown_targets_duplicate_names_bad_expressions_and_events_are_refused(
     for expected in ("no step named 'nowhere'", "used twice", "Call", "'_' are not fields",
                      "not in the event catalog", "not an ISO 8601 duration"):
         assert expected in messages
-
-
-def test_templates_keep_lists_whole_and_write_values_into_text() -> None:
-    names = {"params": {"ids": ["a", "b"], "n": 3}, "steps": {}}
-    assert render({"ids": "${params.ids}", "text": "n=${params.n}, x=${steps.x.result}", "k": 1}, names) == {
-        "ids": ["a", "b"], "text": "n=3, x=", "k": 1}
 
 
 def test_parameters_get_their_defaults_and_are_checked() -> None:

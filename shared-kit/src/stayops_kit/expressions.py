@@ -1,13 +1,18 @@
-"""The safe expression language of workflow definitions: comparisons, boolean logic
-and arithmetic over `params` and `steps`, nothing else — no calls, no dunders — and
-bounded: every value an operator makes, and the work of one evaluation, has a cap,
-so no expression can make a consumer allocate more than that for any tenant."""
+"""The one safe expression language of StayOps — workflow definitions (`when`,
+`${...}` templates over `params` and `steps`) and automations (filters, templates,
+dedupe keys and checks over an event or metrics): comparisons, boolean logic,
+arithmetic and field access over plain JSON data, nothing else — no calls, no
+dunders — and bounded: every value an operator makes, a template's text and the
+work of one evaluation have a cap, so no expression can make a consumer allocate
+more than that for any tenant."""
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator as op
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +36,9 @@ MAX_DEPTH = 50
 
 # JSON's spelling of the constants, for definitions written in JSON or YAML.
 _JSON_NAMES = {"true": True, "false": False, "null": None}
+# `${expr}`; an expression holds no braces (no dict or set literals), so the first
+# `}` ends it.
+_TEMPLATE = re.compile(r"\$\{([^{}]+)\}")
 
 
 class ExpressionError(InvalidRequest):
@@ -94,13 +102,18 @@ def _unary(name: str, function: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
+def _contains(container: Any, item: Any) -> bool:
+    """`x in field` over a missing field (null) is false, as reading it is null."""
+    return container is not None and item in container
+
+
 _OPERATORS: dict[type, Any] = {
     ast.Add: _add, ast.Sub: _arithmetic("-", op.sub), ast.Mult: _arithmetic("*", op.mul),
     ast.Div: _arithmetic("/", op.truediv), ast.FloorDiv: _arithmetic("//", op.floordiv),
     ast.Mod: _arithmetic("%", op.mod),
     ast.Eq: op.eq, ast.NotEq: op.ne, ast.Lt: op.lt, ast.LtE: op.le, ast.Gt: op.gt, ast.GtE: op.ge,
     ast.Not: op.not_, ast.USub: _unary("-", op.neg), ast.UAdd: _unary("+", op.pos),
-    ast.In: lambda x, y: op.contains(y, x), ast.NotIn: lambda x, y: not op.contains(y, x),
+    ast.In: lambda x, y: _contains(y, x), ast.NotIn: lambda x, y: not _contains(y, x),
 }
 _NUMBERS_ONLY = (ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 
@@ -222,8 +235,46 @@ def evaluate(text: str, names: Mapping[str, Any]) -> Any:
     return _run(text, lambda evaluator: evaluator.eval(text.strip()), names)
 
 
-def bounded_text(text: str) -> str:
-    """A string a template wrote, refused past the cap like any operator's."""
-    if len(text) > MAX_TEXT:
-        raise ExpressionError(f"a template made a string of {len(text)} characters; at most {MAX_TEXT}")
-    return text
+def templates_in(value: Any) -> list[str]:
+    """The `${...}` expressions of a template: a string, or lists and objects of them."""
+    if isinstance(value, str):
+        return _TEMPLATE.findall(value)
+    if isinstance(value, Mapping):
+        return [found for item in value.values() for found in templates_in(item)]
+    if isinstance(value, list):
+        return [found for item in value for found in templates_in(item)]
+    return []
+
+
+def check_template(value: Any) -> None:
+    """Refuse a template whose `${...}` parts are not in the language or beyond its
+    limits, before it is ever rendered."""
+    for text in templates_in(value):
+        check(text)
+
+
+def render(template: Any, names: Mapping[str, Any]) -> Any:
+    """Fill in a template. A string that is exactly one `${expr}` is that
+    expression's value (a number stays a number, a list a list); `${expr}` inside
+    longer text is written in (null as nothing, other non-text as JSON), the text
+    capped like any operator's; lists and objects are rendered item by item;
+    anything else is itself."""
+    if isinstance(template, str):
+        whole = _TEMPLATE.fullmatch(template)
+        if whole:
+            return evaluate(whole.group(1), names)
+        text = _TEMPLATE.sub(lambda match: _as_text(evaluate(match.group(1), names)), template)
+        if len(text) > MAX_TEXT:
+            raise ExpressionError(f"a template made a string of {len(text)} characters; at most {MAX_TEXT}")
+        return text
+    if isinstance(template, Mapping):
+        return {key: render(item, names) for key, item in template.items()}
+    if isinstance(template, list):
+        return [render(item, names) for item in template]
+    return template
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)

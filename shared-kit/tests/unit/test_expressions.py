@@ -1,4 +1,5 @@
-"""The expression language: what it computes, and everything it refuses."""
+"""The expression language: what it computes, what its templates write, and
+everything it refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import tracemalloc
 
 import pytest
 
-from workflow_service.expressions import MAX_ITEMS, MAX_TEXT, ExpressionError, check, evaluate
+from stayops_kit.expressions import (
+    MAX_ITEMS,
+    MAX_TEXT,
+    ExpressionError,
+    check,
+    check_template,
+    evaluate,
+    render,
+    templates_in,
+)
 
 NAMES = {"params": {"threshold_pct": 10, "ids": ["a", "b"]},
          "steps": {"analysis": {"result": {"max_abs_change_pct": 4.5, "needs_review": False}}}}
@@ -18,6 +28,8 @@ NAMES = {"params": {"threshold_pct": 10, "ids": ["a", "b"]},
     ("params.threshold_pct * 2 + 1 - 3 / 3", 20.0),
     ("params.threshold_pct % 3 == 1 or false_name", True),
     ("'a' in params.ids", True),
+    ("'a' in params.missing", False),
+    ("'a' not in params.missing", True),
     ("params['threshold_pct'] >= 10", True),
     ("params.ids[1]", "b"),
     ("steps.missing.result.x", None),
@@ -99,3 +111,26 @@ def test_values_within_the_limits_are_computed() -> None:
     assert evaluate("params.ids + params.ids", names) == ["a", "a"]
     assert evaluate("params.n * params.n", names) == 10**12
     assert evaluate("params.n % 7", names) == 10**6 % 7
+
+
+def test_templates_keep_a_whole_value_typed_and_write_values_into_text() -> None:
+    names = {"params": {"ids": ["a", "b"], "n": 3, "ok": True}, "steps": {}}
+    assert render({"ids": "${params.ids}", "text": "n=${params.n}, x=${steps.x.result}", "k": 1}, names) == {
+        "ids": ["a", "b"], "text": "n=3, x=", "k": 1}
+    assert render("${params.n}", names) == 3
+    assert render(["ids ${params.ids}, ok ${params.ok}"], names) == ['ids ["a", "b"], ok true']
+
+
+def test_a_template_finds_and_checks_every_expression_it_holds() -> None:
+    template = {"title": "Clean ${data.title}", "data": {"guests": ["${data.guests}"]}, "n": 1}
+    assert templates_in(template) == ["data.title", "data.guests"]
+    check_template(template)
+    with pytest.raises(ExpressionError, match="Call"):
+        check_template({"title": "Clean ${data.title.upper()}"})
+
+
+def test_a_template_cannot_write_more_text_than_an_operator_could() -> None:
+    names = {"data": {"s": "x" * (MAX_TEXT // 2 + 1)}}
+    assert render("${data.s}", names) == names["data"]["s"]
+    with pytest.raises(ExpressionError, match="characters"):
+        render("${data.s} and ${data.s}", names)
