@@ -362,3 +362,13 @@ def test_each_decision_is_scored_on_what_it_earned() -> None:
 
     assert (sold.sold, sold.picked_up, sold.score_pct) == (True, True, 100.0)
     assert (unsold.sold, unsold.realised_revenue, unsold.score_pct) == (False, Decimal("0.00"), -100.0)
+
+
+def test_absurd_premiums_still_give_prices_within_the_owners_bounds() -> None:
+    # A what-if may send any rules: a premium of 1e300 % must price (clamped by the
+    # owner's bounds), not overflow the money arithmetic into a server error.
+    absurd = DEFAULT_RULES.overridden({"premiums": {"weekend_pct": 1e300, "weekend_nights": [0, 1, 2, 3, 4, 5, 6]}})
+    unbounded = priced(listing(base="9999999999.00", low=None, high=None, rules=absurd))
+    assert unbounded and all(n.recommended_price > 0 for n in unbounded.values())
+    bounded = priced(listing(rules=absurd))
+    assert all(Decimal("60.00") <= n.recommended_price <= Decimal("300.00") for n in bounded.values())

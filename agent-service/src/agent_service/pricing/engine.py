@@ -15,6 +15,7 @@ runs from compounding one effect week after week."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,6 +128,18 @@ def price_listing(listing: ListingPricingInput, *, today: dt.date, horizon_days:
     return [_price_night(context, night) for night in nights if night not in booked]
 
 
+# However extreme the inputs (a what-if may send any market), the factors together
+# never take a night below 1 % or above 100x its base before the owner's bounds:
+# beyond that the arithmetic, not the market, would be speaking.
+MIN_MULTIPLIER, MAX_MULTIPLIER = 0.01, 100.0
+
+
+def _bounded(multiplier: float) -> float:
+    if math.isnan(multiplier):
+        return 1.0
+    return min(max(multiplier, MIN_MULTIPLIER), MAX_MULTIPLIER)
+
+
 def orphan_gaps(nights: Sequence[dt.date], booked: frozenset[dt.date], max_nights: int) -> dict[dt.date, int]:
     """Runs of at most `max_nights` open nights with a booking right after them and a
     booking (or today: nobody checks in yesterday) right before; each open night
@@ -166,7 +179,7 @@ def _price_night(context: _Context, night: dt.date) -> NightRecommendation:
     multiplier = 1.0
     for factor in factors:
         multiplier *= 1 + factor.effect_pct / 100
-    raw = money(listing.base_price * Decimal(str(round(multiplier, 6))))
+    raw = money(listing.base_price * Decimal(str(round(_bounded(multiplier), 6))))
     current = listing.current_prices.get(night)
     reference = current if current is not None else listing.base_price
     limited, max_change = _max_change(raw, reference, rules)
