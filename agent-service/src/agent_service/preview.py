@@ -19,7 +19,7 @@ from agent_service.pricing import (
     local_today,
     price_listing,
 )
-from stayops_kit.fields import Integer, IsoDate, IsoDateTime
+from stayops_kit.fields import Integer, IsoDate, IsoDateTime, PositiveAmount
 
 MAX_HORIZON_DAYS = 365
 
@@ -30,9 +30,9 @@ class _Body(BaseModel):
 
 class PreviewListing(_Body):
     listing_id: str = Field(default="preview", min_length=1)
-    base_price: Decimal = Field(gt=0, decimal_places=2)
-    min_price: Decimal | None = Field(default=None, gt=0, decimal_places=2)
-    max_price: Decimal | None = Field(default=None, gt=0, decimal_places=2)
+    base_price: PositiveAmount
+    min_price: PositiveAmount | None = None
+    max_price: PositiveAmount | None = None
     min_stay: Integer | None = Field(default=None, ge=1, description="The listing's usual minimum stay, in nights.")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     timezone: str = Field(default="UTC", description="IANA time zone; it defines the listing's today.")
@@ -50,7 +50,7 @@ class PreviewBooking(_Body):
     check_in: IsoDate
     check_out: IsoDate
     booked_at: IsoDateTime
-    nightly_rate: Decimal | None = Field(default=None, gt=0, decimal_places=2)
+    nightly_rate: PositiveAmount | None = None
 
     @model_validator(mode="after")
     def _at_least_one_night(self) -> PreviewBooking:
@@ -61,14 +61,14 @@ class PreviewBooking(_Body):
 
 class PreviewPrice(_Body):
     date: IsoDate
-    price: Decimal = Field(gt=0, decimal_places=2)
+    price: PositiveAmount
 
 
 class PreviewMarketNight(_Body):
     """Comparable listings on one night; past nights tell the market's typical level."""
 
     date: IsoDate
-    median_price: Decimal = Field(gt=0, decimal_places=2)
+    median_price: PositiveAmount
     occupancy: float = Field(ge=0, le=1)
     sample_size: Integer | None = Field(default=None, ge=0)
     local_event: str | None = None

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 
 def _text_only(what: str, example: str) -> Callable[[Any], Any]:
@@ -36,3 +37,23 @@ def _not_a_boolean(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+
+
+def _amount_text(value: Any) -> Any:
+    if not isinstance(value, str | Decimal):
+        raise ValueError("an amount is decimal text with at most two decimals, e.g. '129.00', not a number")
+    return value
+
+
+# A price above zero, as text (exact money never travels as a float).
+PositiveAmount = Annotated[
+    Decimal,
+    BeforeValidator(_amount_text),
+    Field(gt=0, max_digits=12, decimal_places=2),
+    WithJsonSchema({
+        "type": "string",
+        "pattern": r"^(?!0+(\.0{1,2})?$)[0-9]{1,10}(\.[0-9]{1,2})?$",
+        "description": "An amount above zero, as a decimal string with at most two decimals.",
+        "examples": ["129.00"],
+    }),
+]
