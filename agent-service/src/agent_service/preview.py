@@ -19,7 +19,7 @@ from agent_service.pricing import (
     local_today,
     price_listing,
 )
-from stayops_kit.fields import Integer, IsoDate, IsoDateTime, PositiveAmount
+from stayops_kit.fields import Integer, IsoDate, IsoDateTime, Number, PositiveAmount
 
 MAX_HORIZON_DAYS = 365
 
@@ -69,7 +69,7 @@ class PreviewMarketNight(_Body):
 
     date: IsoDate
     median_price: PositiveAmount
-    occupancy: float = Field(ge=0, le=1)
+    occupancy: Number = Field(ge=0, le=1)
     sample_size: Integer | None = Field(default=None, ge=0)
     local_event: str | None = None
 

@@ -37,6 +37,7 @@ def _not_a_boolean(value: Any) -> Any:
 
 
 Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 def _amount_text(value: Any) -> Any:
