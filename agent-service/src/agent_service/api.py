@@ -14,7 +14,7 @@ from agent_service.domain import Activity, AgentProfile, Autonomy
 from agent_service.preview import PREVIEW_EXAMPLE, PreviewRequest, PreviewResponse, preview_prices
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import Number
+from stayops_kit.fields import ExactNumbers
 from stayops_kit.permissions import Permission, require
 
 router = APIRouter(tags=["agents"])
@@ -133,14 +133,14 @@ async def pricing_preview(
 Manager = Annotated[Caller, require(Permission.AGENTS_MANAGE)]
 
 
-class AgentChange(BaseModel):
+class AgentChange(ExactNumbers):
     """What an owner may change on an agent; a field left out stays as it is."""
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
         {"autonomy": "act_within_limits", "confidence_threshold": 0.8, "skills": ["pricing"]}]}}
 
     autonomy: Autonomy | None = None
-    confidence_threshold: Number | None = Field(
+    confidence_threshold: float | None = Field(
         default=None, ge=0, le=1, description="Below this confidence a person reviews the agent's proposal.")
     skills: list[str] | None = None
 

@@ -19,12 +19,12 @@ from agent_service.pricing import (
     local_today,
     price_listing,
 )
-from stayops_kit.fields import Integer, IsoDate, IsoDateTime, Number, PositiveAmount
+from stayops_kit.fields import ExactNumbers, IsoDate, IsoDateTime, PositiveAmount
 
 MAX_HORIZON_DAYS = 365
 
 
-class _Body(BaseModel):
+class _Body(ExactNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -33,7 +33,7 @@ class PreviewListing(_Body):
     base_price: PositiveAmount
     min_price: PositiveAmount | None = None
     max_price: PositiveAmount | None = None
-    min_stay: Integer | None = Field(default=None, ge=1, description="The listing's usual minimum stay, in nights.")
+    min_stay: int | None = Field(default=None, ge=1, description="The listing's usual minimum stay, in nights.")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     timezone: str = Field(default="UTC", description="IANA time zone; it defines the listing's today.")
 
@@ -69,8 +69,8 @@ class PreviewMarketNight(_Body):
 
     date: IsoDate
     median_price: PositiveAmount
-    occupancy: Number = Field(ge=0, le=1)
-    sample_size: Integer | None = Field(default=None, ge=0)
+    occupancy: float = Field(ge=0, le=1)
+    sample_size: int | None = Field(default=None, ge=0)
     local_event: str | None = None
 
 
@@ -80,7 +80,7 @@ class PreviewRequest(_Body):
     current_prices: list[PreviewPrice] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS * 2)
     market: list[PreviewMarketNight] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS * 3)
     today: IsoDate | None = Field(default=None, description="Default: today in the listing's time zone.")
-    horizon_days: Integer = Field(default=90, ge=1, le=MAX_HORIZON_DAYS)
+    horizon_days: int = Field(default=90, ge=1, le=MAX_HORIZON_DAYS)
     rules: dict[str, dict[str, Any]] | None = Field(
         default=None, description="Rule overrides, e.g. {\"last_minute\": {\"days\": 10, \"max_discount_pct\": 25}}.")
 

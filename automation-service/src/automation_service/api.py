@@ -23,7 +23,7 @@ from automation_service.domain import (
 from automation_service.reactions import EventAction
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import Integer
+from stayops_kit.fields import ExactNumbers
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.automations import AutomationType
@@ -64,26 +64,26 @@ TimeZone = Annotated[str, AfterValidator(_known_zone),
 Text = Annotated[str, Field(max_length=10_000)]
 
 
-class StartWorkflowIn(BaseModel):
+class StartWorkflowIn(ExactNumbers):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["start_workflow"]
     workflow_key: str = Field(pattern="^[a-z0-9][a-z0-9-]{0,62}$", examples=["dynamic-pricing"])
-    workflow_version: Integer | None = Field(default=None, ge=1, le=2**31 - 1,
+    workflow_version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                          description="A pinned version; null: the latest.")
     parameters: dict[str, Any] = Field(default_factory=dict, description="May hold `${...}` templates resolved "
                                        "when it fires, e.g. `${org.active_listings}`.")
 
 
-class DebounceIn(BaseModel):
+class DebounceIn(ExactNumbers):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: Integer = Field(ge=1, le=7 * 24 * 3600)
+    seconds: int = Field(ge=1, le=7 * 24 * 3600)
     key: Text | None = Field(default=None, description="Template of the key debounced per; default the "
                              "event type.", examples=["${data.listing_id}"])
 
 
-class ScheduledAutomationIn(BaseModel):
+class ScheduledAutomationIn(ExactNumbers):
     """Fires on its schedule: `cron` (five fields) in `timezone`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -96,12 +96,12 @@ class ScheduledAutomationIn(BaseModel):
     action: StartWorkflowIn
     overlap: OverlapPolicy = Field(default=OverlapPolicy.SKIP, description="When the previous run has not "
                                    "ended: skip this time, buffer one firing until it ends, or allow both.")
-    catch_up_s: Integer | None = Field(default=None, ge=0, le=366 * 24 * 3600,
+    catch_up_s: int | None = Field(default=None, ge=0, le=366 * 24 * 3600,
                                    description="A time missed longer ago than this is skipped (and "
                                    "recorded), not run late; null: a missed time runs once.")
 
 
-class EventAutomationIn(BaseModel):
+class EventAutomationIn(ExactNumbers):
     """Fires on each event `on` names (a type or a pattern such as `reservation.*`,
     in canonical form whatever the platform) whose `filter` holds, once per
     `dedupe_key`, at most once per `debounce` window, running its `actions`;
@@ -121,15 +121,15 @@ class EventAutomationIn(BaseModel):
     actions: list[EventAction] = Field(min_length=1, max_length=20)
 
 
-class ConditionIn(BaseModel):
+class ConditionIn(ExactNumbers):
     model_config = ConfigDict(extra="forbid")
 
     expression: str = Field(min_length=1, max_length=1000, examples=["occupancy < 0.5"])
-    window_days: Integer = Field(default=14, ge=1, le=365)
-    every_s: Integer = Field(default=3600, ge=1, le=31 * 24 * 3600)
+    window_days: int = Field(default=14, ge=1, le=365)
+    every_s: int = Field(default=3600, ge=1, le=31 * 24 * 3600)
 
 
-class ConditionalAutomationIn(BaseModel):
+class ConditionalAutomationIn(ExactNumbers):
     """Checks `condition` over the next nights' occupancy every `every_s` seconds and
     runs its `actions` once each time it turns from false to true."""
 
@@ -184,7 +184,7 @@ class ExecutionOut(BaseModel):
     id: str
     trigger: ExecutionTrigger
     scheduled_for: datetime | None
-    skipped_runs: Integer = Field(description="Older missed scheduled times this run stands for (not run).")
+    skipped_runs: int = Field(description="Older missed scheduled times this run stands for (not run).")
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None

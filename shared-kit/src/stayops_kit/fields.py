@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
 
 def _text_only(what: str, example: str) -> Callable[[Any], Any]:
@@ -30,14 +30,25 @@ IsoDateTime = Annotated[dt.datetime, BeforeValidator(_text_only("a time", "2025-
 IsoDuration = Annotated[dt.timedelta, BeforeValidator(_text_only("a duration", "PT2H"))]
 
 
-def _not_a_boolean(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("a whole number, not true or false")
-    return value
+def _takes_numbers_not_booleans(annotation: Any) -> bool:
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
-Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
-Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+class ExactNumbers(BaseModel):
+    """A request body whose integer and number fields refuse `true`/`false` (which
+    pydantic reads as 1/0). A model validator, not a field type, so each field's
+    published schema keeps its `minimum`/`maximum`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                for key in {name, field.alias or name}:
+                    if isinstance(data.get(key), bool) and _takes_numbers_not_booleans(field.annotation):
+                        raise ValueError(f"{key} is a number, not true or false")
+        return data
 
 
 def _amount_text(value: Any) -> Any:
