@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from stayops_kit.api import MAX_INT32, CurrentCaller, Runtime
 from stayops_kit.auth import Caller
+from stayops_kit.fields import ExactNumbers
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.workflows import RunStatus
@@ -98,7 +99,7 @@ class RunOut(BaseModel):
         )
 
 
-class StartRun(BaseModel):
+class StartRun(ExactNumbers):
     """Start a run of an org's own workflow: `parameters` must fit its definition's
     parameter schema (else 422)."""
 
@@ -125,6 +126,10 @@ def inline_definitions(json_schema: dict[str, Any]) -> dict[str, Any]:
     return inlined
 
 
+class _BuiltinRun(ExactNumbers):
+    model_config = ConfigDict(extra="forbid")
+
+
 def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[BaseModel]:
     """The body of a run of a built-in workflow: its parameter schema, published."""
     required = bool(parameters_schema.get("required"))
@@ -142,7 +147,7 @@ def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[Base
                        ... if required else Field(default_factory=dict))
     model: type[BaseModel] = create_model(
         "".join(part.title() for part in key.split("-")) + "Run",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_BuiltinRun,
         __doc__=f"Start a run of the built-in {key!r}; parameters as its definition declares them.",
         parameters=parameters,
         workflow_version=(WorkflowVersion, None),

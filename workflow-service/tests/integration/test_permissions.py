@@ -108,8 +108,9 @@ async def test_any_member_reads_workflows_runs_and_the_schema(service: ServiceUn
 @pytest.mark.parametrize("body", [
     {"parameters": {"listing_ids": ["l-1"]}, "workflow_version": 5897362464.0},
     {"parameters": {"listing_ids": ["l-1"]}, "workflow_version": 2**63},
+    {"parameters": {"listing_ids": ["l-1"]}, "workflow_version": True},
 ])
-async def test_an_oversized_workflow_version_is_a_422_problem(service: ServiceUnderTest,
+async def test_an_oversized_or_boolean_workflow_version_is_a_422_problem(service: ServiceUnderTest,
                                                              body: dict[str, Any]) -> None:
     response = await service.client.post("/v1/workflows/dynamic-pricing/runs", json=body,
                                          headers=service.auth(str(uuid.uuid4())))

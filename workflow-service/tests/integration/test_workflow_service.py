@@ -655,3 +655,14 @@ async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_a
     run = await service.run_finished(org, run_id)
     assert (run["status"], run["needs_attention"]) == ("failed", True)
     assert "no longer passes the workflow checks" in run["failure_reason"]
+
+
+async def test_a_run_of_an_org_workflow_refuses_true_as_its_version(service: RunningService) -> None:
+    org = new_org()
+    published = await service.client.post("/v1/workflows", headers=service.auth(org), json=TURNOVER)
+    assert published.status_code == 201
+
+    response = await service.client.post("/v1/workflows/turnover/runs", headers=service.auth(org),
+                                         json={"workflow_version": True})
+    assert response.status_code == 422, response.text
+    assert "not true or false" in response.text
