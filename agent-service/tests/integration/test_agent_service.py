@@ -32,6 +32,7 @@ from stayops_schemas.events.sync import (
     ReservationStatus,
 )
 from stayops_schemas.events.tasks import TaskAssigned, TaskType
+from stayops_schemas.results import check_result
 
 pytestmark = pytest.mark.stack
 
@@ -275,6 +276,7 @@ async def test_a_review_of_repriced_nights_that_earned_less_alerts_the_owner(ser
     assert review["result"]["booked_revenue"] == "0.00"
     assert Decimal(review["result"]["forecast_revenue"]) > 0
     assert (review["result"]["shortfall_pct"], review["result"]["fell_short"]) == (100.0, True)
+    check_result("performance-review", review["result"])  # what task-service will accept
     alert = seen[("stayops.task.requested", f"{review_task}:alert")].data
     assert (alert["task_type"], alert["priority"], alert["role_id"]) == ("manual", "high", "owner")
     assert alert["requested_by"] == "u-ai-rm"

@@ -103,15 +103,47 @@ class PricingResult(_Result):
         return self
 
 
+class ScoredDecisions(_Result):
+    """Realised against forecast over a set of pricing decisions (nights already past)."""
+
+    weeks: int | None = Field(ge=0, description="The scorecard window in weeks; null for one run's decisions.")
+    decisions: int = Field(ge=0)
+    nights_sold: int = Field(ge=0)
+    picked_up: int = Field(ge=0, description="Nights booked after the run that priced them.")
+    realised_revenue: Amount
+    forecast_revenue: Amount
+    realised_occupancy: float = Field(ge=0, le=1)
+    forecast_occupancy: float = Field(ge=0, le=1)
+    revenue_vs_forecast_pct: float
+    beat_forecast: int = Field(ge=0)
+
+
+class ScoredDecision(_Result):
+    """One night a run priced, against what it earned."""
+
+    listing_id: NonEmptyStr
+    date: dt.date
+    recommended_price: Amount
+    forecast_revenue: Amount
+    realised_revenue: Amount
+    sold: bool
+    picked_up: bool
+    score_pct: float
+
+
 class PerformanceReviewResult(_Result):
     """The result of the `performance-review` skill: booked revenue of the repriced
-    nights against their forecast."""
+    nights against their forecast, and the run's decisions scored."""
 
     booked_revenue: Amount
     forecast_revenue: Amount
     shortfall_pct: float
     fell_short: bool
     nights_reviewed: int = Field(ge=0)
+    run_id: str | None = Field(default=None, description="The run whose decisions were reviewed.")
+    decisions: ScoredDecisions | None = None
+    worst_decisions: list[ScoredDecision] = Field(default_factory=list, max_length=20,
+                                                  description="The worst-scored decisions first.")
 
     @model_validator(mode="after")
     def _shortfall_agrees_with_the_revenue(self) -> Self:
