@@ -27,7 +27,9 @@ import pytest
 from stayops_infra import simulate
 from stayops_infra.automations import create_seed_automations
 from stayops_infra.hostawaysim import HostawaySimulator, reservation_webhook
-from stayops_infra.orgsim import Member, Org, member_event, publish_events
+from stayops_infra.orgsim import Member, Org, member_event, publish_events, publish_policy
+from stayops_infra.scenario import OrgHandle, PricingClient, sources_of_run
+from stayops_infra.services import SERVICES
 from stayops_infra.syncsim import SOURCE as AIRBNB
 from stayops_infra.system import LocalSystem
 from stayops_kit.testing import eventually
@@ -250,3 +252,24 @@ async def test_a_reservation_acted_on_by_a_killed_automation_service_makes_its_t
 
 async def _dead(process: Any) -> bool:
     return not process.is_alive()
+
+
+async def test_a_pricing_run_for_hostaway_listings_is_synced_and_published_by_sync_hostaway(
+    system: LocalSystem, solo_org: dict[str, Any],
+) -> None:
+    await publish_policy(system.bootstrap, solo_org["org_id"], {"pricing": {"approval_threshold_pct": 1000,
+                                                                            "max_change_pct": 1000}})
+    handle = OrgHandle.from_seed(solo_org)
+    async with httpx.AsyncClient(timeout=20) as http:
+        pricing = PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
+        run_id = await pricing.start_run(handle, threshold_pct=1000, platform="hostaway")
+        run = await pricing.wait_until(handle, run_id, timeout_s=180)
+        tasks = await pricing.run_tasks(handle, run_id)
+
+    assert run["status"] == "completed", run["log"]
+    analysis = next(t for t in tasks if t["task_type"] == "analysis" and t["data"].get("skill") == "pricing")
+    assert analysis["result"]["recommendations"], "agent-service priced from Hostaway's listing and market data"
+    [publish] = [t for t in tasks if (t.get("data") or {}).get("action") == "publish_prices"]
+    assert (publish["status"], publish["data"]["platform"]) == ("completed", "hostaway")
+    sources = await sources_of_run(system.bootstrap, run_id)
+    assert "/sync-hostaway" in sources and "/sync-airbnb" not in sources, sources

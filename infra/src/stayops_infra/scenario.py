@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer
+
+from stayops_schemas.catalog import TOPICS
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -52,16 +55,20 @@ class PricingClient:
 
     async def start_run(
         self, org: OrgHandle, *, threshold_pct: float = 10, monitor_days: int = 0,
-        idempotency_key: str | None = None, listing_ids: list[str] | None = None,
+        idempotency_key: str | None = None, listing_ids: list[str] | None = None, platform: str | None = None,
     ) -> str:
+        """Start `dynamic-pricing` for the org's listings (or `listing_ids`) on
+        `platform` (the definition's default, Airbnb, if None)."""
         headers = dict(org.headers)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        parameters: dict[str, Any] = {"listing_ids": listing_ids or org.listing_ids, "threshold_pct": threshold_pct,
+                                      "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}
+        if platform is not None:
+            parameters["platform"] = platform
         response = await self.http.post(
             f"{self.urls['workflow-service']}/v1/workflows/dynamic-pricing/runs",
-            json={"parameters": {"listing_ids": listing_ids or org.listing_ids, "threshold_pct": threshold_pct,
-                                 "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}},
-            headers=headers,
+            json={"parameters": parameters}, headers=headers,
         )
         if response.status_code not in (200, 201):
             raise ScenarioError(f"starting dynamic-pricing failed: {response.status_code} {response.text}")
@@ -128,6 +135,25 @@ class PricingClient:
             return []
         items: list[dict[str, Any]] = response.json()["items"]
         return sorted(items, key=lambda t: t["created_at"])
+
+
+async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
+    """Who announced something with `correlationid` = the run id, on every topic."""
+    consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    sources: set[str] = set()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
+            if not batch:
+                return sources
+            for record in (r for part in batch.values() for r in part):
+                headers = dict(record.headers)
+                if headers.get("ce_correlationid") == run_id.encode():
+                    sources.add(headers["ce_source"].decode())
+    finally:
+        await consumer.stop()
 
 
 def _last_log(run: dict[str, Any]) -> str:
