@@ -211,8 +211,8 @@ async def run_sync_simulator(config: StackConfig, bootstrap: str, stop: asyncio.
     """The sync-airbnb and sync-hostaway simulators, restarted after a pause if one
     crashes, until `stop`. Listing ids written one a line to
     `<data dir>/syncsim/fail-listings` get their price updates refused (to see a
-    pricing run compensate); `<data dir>/syncsim/listings.json` gives listings their
-    segment and tags."""
+    pricing run compensate); `<data dir>/syncsim/listings.json` (written by `stayops
+    seed propco`) gives listings their segment and tags."""
     simulators = platform_simulators(config.data_dir / "syncsim")
     while not stop.is_set():
         try:
@@ -230,6 +230,10 @@ def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) 
         return
     console.print(f"[bold]Org[/] {seeded['name']}  org_id={seeded['org_id']}")
     console.print(f"  listings: {', '.join(seeded['listing_ids'])}")
+    for segment, listing_ids in seeded.get("segments", {}).items():
+        console.print(f"  segment {segment}: {len(listing_ids)} listings, {', '.join(listing_ids)}")
+    for department, members in seeded.get("departments", {}).items():
+        console.print(f"  department {department}: {', '.join(members)}")
     for key, user in seeded["users"].items():
         console.print(
             f"  {key}: {user['display_name']} ({user['user_type']}, role {user['role_id']}) user_id={user['user_id']}"
