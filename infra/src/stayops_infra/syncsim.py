@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
 from stayops_schemas.binding import from_kafka, to_kafka
+from stayops_schemas.canonical import AirbnbMessage
 from stayops_schemas.catalog import AUTOMATIONS, event_type, sync_event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
@@ -142,6 +143,17 @@ def write_listing_profiles(path: Path, profiles: Mapping[str, ListingProfile]) -
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(current, indent=2))
     partial.replace(path)
+
+
+def guest_message(*, message_id: str, thread_id: str, listing_id: str, text: str,
+                  confirmation_code: str | None = None, first_name: str = "Simulated guest",
+                  role: str = "guest", created_at: dt.datetime) -> AirbnbMessage:
+    """A message of an Airbnb thread as Airbnb's messaging API sends it."""
+    return AirbnbMessage.model_validate({
+        "id": message_id, "thread_id": thread_id, "listing_id": listing_id,
+        "confirmation_code": confirmation_code, "sender": {"role": role, "first_name": first_name},
+        "message": text, "created_at": created_at.isoformat(), "attachments": [],
+    })
 
 
 def refused_nights(listing: SimListing, nights: list[auto.PriceChange]) -> list[str]:
