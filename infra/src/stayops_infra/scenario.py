@@ -1,11 +1,13 @@
 """Driving the weekly dynamic-pricing scenario over the services' REST APIs, as a
 client would: start a run, follow it, take the owner's decision, read the timeline.
-Used by `stayops demo`, the end-to-end tests and the pricing benchmark."""
+Used by `stayops demo`, the end-to-end tests and the pricing benchmark; the
+reactive scenarios' tasks are read by what they are linked to (`linked_tasks`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +137,27 @@ class PricingClient:
             return []
         items: list[dict[str, Any]] = response.json()["items"]
         return sorted(items, key=lambda t: t["created_at"])
+
+
+    async def linked_tasks(self, org: OrgHandle, link: str, *, count: int,
+                           until: Callable[[list[dict[str, Any]]], bool] = lambda tasks: True,
+                           timeout_s: float = 30) -> list[dict[str, Any]]:
+        """The tasks an event automation linked to `link` (a reservation id, a review),
+        once there are `count` of them and `until` holds for them."""
+        deadline = time.monotonic() + timeout_s
+        tasks: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            response = await self.http.get(f"{self.urls['task-service']}/v1/tasks", params={"limit": 200},
+                                           headers=org.headers)
+            if response.status_code != 200:
+                raise ScenarioError(f"reading the tasks failed: {response.status_code} {response.text}")
+            tasks = sorted((t for t in response.json()["items"] if (t.get("data") or {}).get("link") == link),
+                           key=lambda t: str(t["data"].get("link_key")))
+            if len(tasks) >= count and until(tasks):
+                return tasks
+            await asyncio.sleep(0.2)
+        raise ScenarioError(f"{count} task(s) linked to {link} not as expected after {timeout_s:.0f}s: "
+                            f"{[(t['title'], t['status']) for t in tasks]}")
 
 
 async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
