@@ -338,3 +338,26 @@ async def test_a_guest_message_on_either_platform_fires_a_message_received_autom
     assert sorted((e["event_type"], e["outcome"]) for e in runs) == [
         ("airbnb.message.received", "success"), ("hostaway.message.received", "skipped"),
         ("hostaway.message.received", "success")]
+
+
+async def test_a_filter_reads_the_listings_segment_and_tags_from_its_sync(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, {
+        "name": "Luxury stays: a welcome basket", "kind": "event", "on": "reservation.created",
+        "filter": "listing.segment == 'luxury' and 'pool' in listing.tags",
+        "actions": [{"type": "create_task", "key": "basket", "link": "${data.reservation_id}",
+                     "title": "Welcome basket for ${listing.title}", "assigned_to": "u-owner"}]})
+    for listing_id, segment, tags in (("lux", "luxury", ["luxury", "pool"]), ("cheap", "budget", ["budget"])):
+        await service.publish("airbnb.listing.synced", ListingSynced(
+            listing_id=listing_id, org_id=org, title=f"Flat {listing_id}", city="Lisbon", capacity=2,
+            base_price=Decimal("100"), currency="EUR", timezone="Europe/Lisbon", synced_at=T0, segment=segment,
+            tags=tags), key=listing_id)
+    for listing_id in ("cheap", "lux"):
+        stay = reservation(org, f"r-{listing_id}").model_copy(update={"listing_id": listing_id})
+        await service.publish("airbnb.reservation.created", stay, key=listing_id)
+
+    outcomes = await eventually(lambda: _at_least(lambda: executions(service, org, automation["id"]), 2),
+                                what="both reservations judged")
+    assert sorted(e["outcome"] for e in outcomes) == ["skipped", "success"]
+    [basket] = await announced(service, org, "stayops.task.requested")
+    assert basket["title"] == "Welcome basket for Flat lux"
