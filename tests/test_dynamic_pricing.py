@@ -10,13 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from stayops_infra.orgsim import publish_policy
-from stayops_infra.scenario import OrgHandle, PricingClient
+from stayops_infra.scenario import OrgHandle, PricingClient, sources_of_run
 from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
-from stayops_schemas.catalog import TOPICS
 
 pytestmark = pytest.mark.stack
 
@@ -77,25 +75,6 @@ async def test_small_changes_are_approved_by_rule_and_published(
     sources = await sources_of_run(system.bootstrap, run_id)
     assert sources >= {"/workflow-service", "/task-service", "/automation-service", "/agent-service",
                        "/sync-airbnb"}, f"correlationid = run id in every service: {sources}"
-
-
-async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
-    """Who announced something with `correlationid` = the run id, on every topic."""
-    consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    sources: set[str] = set()
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
-            if not batch:
-                return sources
-            for record in (r for part in batch.values() for r in part):
-                headers = dict(record.headers)
-                if headers.get("ce_correlationid") == run_id.encode():
-                    sources.add(headers["ce_source"].decode())
-    finally:
-        await consumer.stop()
 
 
 async def test_big_changes_wait_for_the_owner_who_approves_an_edited_proposal(

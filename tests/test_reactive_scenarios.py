@@ -27,7 +27,9 @@ import pytest
 from stayops_infra import simulate
 from stayops_infra.automations import create_seed_automations
 from stayops_infra.hostawaysim import HostawaySimulator, reservation_webhook
-from stayops_infra.orgsim import Member, Org, member_event, publish_events
+from stayops_infra.orgsim import Member, Org, OrgRegistry, member_event, publish_events, publish_policy, seed_propco
+from stayops_infra.scenario import OrgHandle, PricingClient, sources_of_run
+from stayops_infra.services import SERVICES
 from stayops_infra.syncsim import SOURCE as AIRBNB
 from stayops_infra.system import LocalSystem
 from stayops_kit.testing import eventually
@@ -250,3 +252,91 @@ async def test_a_reservation_acted_on_by_a_killed_automation_service_makes_its_t
 
 async def _dead(process: Any) -> bool:
     return not process.is_alive()
+
+
+async def test_a_pricing_run_for_hostaway_listings_is_synced_and_published_by_sync_hostaway(
+    system: LocalSystem, solo_org: dict[str, Any],
+) -> None:
+    await publish_policy(system.bootstrap, solo_org["org_id"], {"pricing": {"approval_threshold_pct": 1000,
+                                                                            "max_change_pct": 1000}})
+    handle = OrgHandle.from_seed(solo_org)
+    async with httpx.AsyncClient(timeout=20) as http:
+        pricing = PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
+        run_id = await pricing.start_run(handle, threshold_pct=1000, platform="hostaway")
+        run = await pricing.wait_until(handle, run_id, timeout_s=180)
+        tasks = await pricing.run_tasks(handle, run_id)
+
+    assert run["status"] == "completed", run["log"]
+    analysis = next(t for t in tasks if t["task_type"] == "analysis" and t["data"].get("skill") == "pricing")
+    assert analysis["result"]["recommendations"], "agent-service priced from Hostaway's listing and market data"
+    [publish] = [t for t in tasks if (t.get("data") or {}).get("action") == "publish_prices"]
+    assert (publish["status"], publish["data"]["platform"]) == ("completed", "hostaway")
+    sources = await sources_of_run(system.bootstrap, run_id)
+    assert "/sync-hostaway" in sources and "/sync-airbnb" not in sources, sources
+
+
+async def test_a_guests_message_on_hostaway_fires_an_event_automation_on_message_received(org: ReactiveOrg) -> None:
+    response = await org.http.post(f"{org.system.url('automation-service')}/v1/automations", headers=org.headers(),
+                                   json={"name": "Guest message: answer within the hour", "kind": "event",
+                                         "on": "message.received", "actions": [{
+                                             "type": "create_task", "key": "answer",
+                                             "link": "message:${platform}:${data.message_id}",
+                                             "title": "Answer ${data.guest_name}", "description": "${data.text}",
+                                             "assigned_to": org.owner, "priority": "high",
+                                             "data": {"thread_id": "${data.thread_id}", "platform": "${platform}",
+                                                      "reservation_id": "${data.reservation_id}"}}]})
+    assert response.status_code == 201, response.text
+    [received] = simulate.message(org.org_id, org.listing_id, "Can we check in at noon?", platform=Platform.HOSTAWAY,
+                                  reservation_id="hx-77", guest_name="Ana", now=NOW)
+    await org.publish([received])
+
+    [task] = (await org.linked(f"message:hostaway:{received.data['message_id']}", 1)).values()
+    assert (task["title"], task["description"], task["assigned_to"]) == (
+        "Answer Ana", "Can we check in at noon?", org.owner)
+    assert (task["data"]["platform"], task["data"]["reservation_id"]) == ("hostaway", "hx-77")
+
+
+async def test_a_seeded_propco_has_50_listings_3_departments_its_automations_and_reacts_to_a_reservation(
+    system: LocalSystem, stack: Any, tmp_path: Any,
+) -> None:
+    seeded = (await seed_propco(stack.kafka_bootstrap, stack.keys, OrgRegistry(tmp_path / "orgs.json"),
+                                system.listing_profiles_file)).as_json()
+    assert len(seeded["listing_ids"]) == 50
+    assert {segment: len(ids) for segment, ids in seeded["segments"].items()} == {
+        "luxury": 10, "standard": 25, "budget": 15}
+    assert sorted(seeded["departments"]) == ["Guest Experience", "Operations", "Revenue"]
+    assert seeded["departments"]["Operations"] == ["operations", "operations-2", "operations-3"]
+    assert seeded["departments"]["Revenue"] == ["revenue-manager", "revenue_manager_agent"]
+
+    await create_seed_automations(seeded, automation_url=system.url("automation-service"))
+    async with httpx.AsyncClient(timeout=20) as http:
+        headers = {"Authorization": f"Bearer {seeded['tokens']['owner']}"}
+        response = await http.get(f"{system.url('automation-service')}/v1/automations", headers=headers)
+        assert response.status_code == 200, response.text
+        automations = response.json()["items"]
+        pricing = [a for a in automations if a["kind"] == "scheduled"]
+        priced = [lid for a in pricing for lid in a["action"]["parameters"]["listing_ids"]]
+        assert sorted(priced) == sorted(seeded["listing_ids"]), "every listing priced weekly, once"
+        assert all(len(a["action"]["parameters"]["listing_ids"]) <= 10 for a in pricing)
+        assert len(pricing) == 6  # luxury 10; standard 9 + 8 + 8; budget 8 + 7
+        assert {a["name"] for a in automations if a["kind"] == "event"} == {
+            "Reservation: guest welcome and cleaning", "Bad review: alert the owner"}
+
+        luxury = seeded["segments"]["luxury"][0]
+        booked = simulate.SimulatedStay(org_id=seeded["org_id"], listing_id=luxury,
+                                        reservation_id=f"res-{uuid.uuid4().hex[:8]}", check_in=CHECK_IN, nights=2)
+        await simulate.publish(system.bootstrap, simulate.airbnb_reservation(booked, change=False, cancel=False,
+                                                                             now=NOW))
+        cleaners = {seeded["users"][key]["user_id"] for key in seeded["departments"]["Operations"]}
+
+        async def its_tasks() -> dict[str, dict[str, Any]]:
+            response = await http.get(f"{system.url('task-service')}/v1/tasks", headers=headers,
+                                      params={"limit": 200})
+            tasks = {t["data"]["link_key"]: t for t in response.json()["items"]
+                     if t["data"].get("link") == booked.reservation_id}
+            assigned = len(tasks) == 2 and tasks["cleaning"]["assigned_to"] in cleaners
+            return tasks if assigned else {}
+
+        tasks = await eventually(its_tasks, timeout=30, what="the propco reservation's tasks")
+    assert tasks["guest-welcome"]["assigned_to"] == seeded["users"]["guest-relations"]["user_id"]
+    assert utc(tasks["cleaning"]["due_at"]) == dt.datetime(2026, 7, 8, 10, 0, tzinfo=dt.UTC)  # 11:00 in Lisbon

@@ -1,10 +1,12 @@
 """`stayops simulate` makes the sync simulators speak on the real broker: a Hostaway
 reservation created then cancelled (as Hostaway's update) in two separate runs of the
-command, and a review."""
+command, a review, a guest's message; `stayops seed propco` announces a property
+manager and writes its listings' segments for the sync simulators."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +17,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stayops_infra.ports import free_port
+from stayops_infra.syncsim import listing_profiles_file
 from stayops_kit.testing import decoded, eventually
-from stayops_schemas.catalog import SYNC_AIRBNB, SYNC_HOSTAWAY, TOPICS
+from stayops_schemas.catalog import ORG_DIRECTORY, SYNC_AIRBNB, SYNC_HOSTAWAY, TOPICS
 from stayops_schemas.envelope import Envelope
 
 pytestmark = pytest.mark.stack
@@ -70,3 +74,42 @@ async def test_simulate_a_hostaway_reservation_then_its_cancellation_and_a_revie
         "hostaway.reservation.created", "hostaway.reservation.cancelled"]
     [review] = await events_of(stack.kafka_bootstrap, SYNC_AIRBNB, org)
     assert (review.type, review.source, review.data["rating"]) == ("airbnb.review.created", "/sync-airbnb", 2)
+
+
+async def test_simulate_a_guest_message_on_hostaway(stack: Any, tmp_path: Path) -> None:
+    env = {"STAYOPS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap, "STAYOPS_DATA_DIR": str(tmp_path)}
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    out = await asyncio.to_thread(stayops, ["simulate", "message", "--org", org, "--listing", "l-1", "--platform",
+                                            "hostaway", "--text", "Is the pool heated?", "--guest", "Ana"], env)
+    assert "hostaway.message.received" in out, out
+
+    async def messages() -> list[Envelope]:
+        return await events_of(stack.kafka_bootstrap, SYNC_HOSTAWAY, org)
+
+    [message] = await eventually(messages, what="the Hostaway message")
+    assert (message.type, message.source) == ("hostaway.message.received", "/sync-hostaway")
+    assert (message.data["text"], message.data["guest_name"]) == ("Is the pool heated?", "Ana")
+
+
+async def test_seed_propco_announces_its_members_and_writes_its_segments_for_the_sync_simulators(
+    stack: Any, tmp_path: Path,
+) -> None:
+    env = {"STAYOPS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap, "STAYOPS_DATA_DIR": str(tmp_path),
+           # No automation-service here: the seed says its automations were not created.
+           "STAYOPS_AUTOMATION_URL": f"http://127.0.0.1:{free_port()}"}
+    out = await asyncio.to_thread(stayops, ["seed", "propco", "--json"], env)
+    assert "automations were not created" in out
+    seeded = json.loads(out[out.index("\n{") + 1:])
+    assert len(seeded["listing_ids"]) == 50 and sorted(seeded["departments"]) == [
+        "Guest Experience", "Operations", "Revenue"]
+    profiles = listing_profiles_file(tmp_path / "syncsim" / "listings.json")()
+    assert {lid: p.segment for lid, p in profiles.items()} == {
+        lid: segment for segment, ids in seeded["segments"].items() for lid in ids}
+
+    async def joined() -> list[Envelope]:
+        found = [e for e in await events_of(stack.kafka_bootstrap, ORG_DIRECTORY, seeded["org_id"])
+                 if e.type == "org.member.joined"]
+        return found if len(found) == 7 else []
+
+    assert {e.data["department_name"] for e in await eventually(joined, what="7 members joined")} == {
+        None, "Revenue", "Operations", "Guest Experience"}

@@ -1,14 +1,24 @@
-"""The sync simulator answers sync and price requests as sync-airbnb would."""
+"""The sync simulators answer sync and price requests as sync-airbnb and sync-hostaway would."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
-from stayops_infra.syncsim import HORIZON_DAYS, SyncSimulator, listing_of
-from stayops_schemas.catalog import event_type, parse_payload
+from stayops_infra.syncsim import (
+    HORIZON_DAYS,
+    ListingProfile,
+    SyncSimulator,
+    listing_of,
+    listing_profiles_file,
+    write_listing_profiles,
+)
+from stayops_schemas.catalog import SYNC_HOSTAWAY, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events import automations as auto
+from stayops_schemas.events.sync import Platform
+from stayops_schemas.ownership import check_source
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 
@@ -85,3 +95,49 @@ def test_a_price_outside_the_listings_bounds_or_in_another_currency_is_refused()
         assert answer.type == "airbnb.price.update_failed"
         assert says in answer.data["reason"]
         assert sim.prices == {}, "no night of the listing is applied"
+
+
+def test_the_hostaway_simulator_answers_hostaway_requests_as_sync_hostaway_and_ignores_airbnb_ones() -> None:
+    hostaway = SyncSimulator(clock=lambda: NOW, platform=Platform.HOSTAWAY)
+    sync_request = auto.SyncRequested(org_id="o1", request_id="task-h", platform="hostaway",
+                                      listing_ids=["l1"], requested_by="automation")
+    answers = hostaway.handle(request("stayops.sync.requested", sync_request))
+
+    assert {a.type.split(".")[0] for a in answers} == {"hostaway"}
+    assert answers[-1].type == "hostaway.sync.completed"
+    for answer in answers:
+        parse_payload(answer)
+        check_source(answer)  # published as /sync-hostaway, the owner of hostaway.*
+        assert event_type(answer.type).topic == SYNC_HOSTAWAY
+    airbnb = auto.SyncRequested(org_id="o1", request_id="task-a", platform="airbnb", listing_ids=["l1"],
+                                requested_by="automation")
+    assert hostaway.handle(request("stayops.sync.requested", airbnb)) == []
+
+    listing = listing_of("o1", "l1")
+    prices = [auto.PriceChange(listing_id="l1", date=dt.date(2026, 12, 1), price=listing.base_price,
+                               currency="EUR"),
+              auto.PriceChange(listing_id="l1", date=dt.date(2026, 12, 2), price=listing.max_price * 2,
+                               currency="EUR")]
+    approved = auto.PricingApproved(org_id="o1", request_id="task-p", platform="hostaway", listing_ids=["l1"],
+                                    prices=prices[:1], approved_by="u-owner")
+    [applied] = hostaway.handle(request("stayops.pricing.approved", approved))
+    assert applied.type == "hostaway.price.updated"
+    [refused] = hostaway.handle(request("stayops.pricing.approved", approved.model_copy(
+        update={"request_id": "task-q", "prices": prices})))
+    assert refused.type == "hostaway.price.update_failed"
+    assert refused.data["reason"].startswith("Hostaway refused the calendar update")
+
+
+def test_listing_profiles_give_a_listing_its_segment_tags_and_price_range(tmp_path: Path) -> None:
+    profiles = tmp_path / "listings.json"
+    write_listing_profiles(profiles, {"lux": ListingProfile("luxury", ("segment:luxury", "pool")),
+                                      "cheap": ListingProfile("budget", ("segment:budget",))})
+    sim = SyncSimulator(clock=lambda: NOW, listing_profiles=listing_profiles_file(profiles))
+    sync_request = auto.SyncRequested(org_id="o1", request_id="task-s", platform="airbnb",
+                                      listing_ids=["lux", "cheap", "plain"], requested_by="automation")
+    listings = {a.data["listing_id"]: a.data for a in sim.handle(request("stayops.sync.requested", sync_request))
+                if a.type == "airbnb.listing.synced"}
+
+    assert (listings["lux"]["segment"], listings["lux"]["tags"]) == ("luxury", ["segment:luxury", "pool"])
+    assert (listings["plain"]["segment"], listings["plain"]["tags"]) == (None, [])
+    assert Decimal(listings["cheap"]["base_price"]) < 95 <= 260 <= Decimal(listings["lux"]["base_price"])

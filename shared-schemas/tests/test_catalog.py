@@ -201,6 +201,15 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
         "text": "Noisy",
         "submitted_at": NOW,
     },
+    sync.MessageReceived: {
+        "message_id": "msg-1",
+        "thread_id": "thr-1",
+        "listing_id": "lst-1",
+        "org_id": "org-1",
+        "reservation_id": "res-1",
+        "text": "What is the wifi password?",
+        "received_at": NOW,
+    },
     sync.PriceUpdated: {
         "request_id": "req-4",
         "listing_id": "lst-1",

@@ -81,6 +81,7 @@ PUBLIC_API = {
     "ReservationChanged",
     "ReservationCancelled",
     "ReviewCreated",
+    "MessageReceived",
     "PriceUpdated",
     "PriceUpdateFailed",
     "SyncCompleted",

@@ -9,8 +9,8 @@ from automation_service.actions import ActionRegistry, action_registry
 from stayops_kit.consumer import Subscriptions
 from stayops_schemas.events.sync import Platform
 
-# Besides every platform's listing, reservation and review facts, the StayOps facts an
-# event automation may name in `on:`.
+# Besides every platform's listing, reservation, review and guest-message facts, the
+# StayOps facts an event automation may name in `on:`.
 REACTED_TO = ("stayops.task.completed", "stayops.task.failed", "stayops.task.cancelled")
 # The run events a firing's run is followed by (event automations see them too).
 RUN_EVENTS = ("stayops.workflow.run.started", "stayops.workflow.run.waiting", "stayops.workflow.run.completed",
@@ -30,5 +30,5 @@ def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
         subs.on(f"{platform}.listing.synced")(handlers.listing_synced)
         subs.on(*(f"{platform}.reservation.{name}" for name in ("created", "changed", "cancelled")))(
             handlers.reservation_reported)
-        subs.on(f"{platform}.review.created")(handlers.event_received)
+        subs.on(f"{platform}.review.created", f"{platform}.message.received")(handlers.event_received)
     return subs

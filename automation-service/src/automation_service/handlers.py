@@ -534,6 +534,7 @@ async def listing_synced(ctx: EventContext, event: ListingSynced) -> None:
     await store.store_listing(ctx.uow.conn, event.org_id, {
         "listing_id": event.listing_id, "platform": platform, "title": event.title, "city": event.city,
         "timezone": event.timezone, "active": event.active, "synced_at": event.synced_at,
+        "segment": event.segment, "tags": event.tags,
     })
     await event_received(ctx, event)
 

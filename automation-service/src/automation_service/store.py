@@ -205,6 +205,9 @@ listings = sa.Table(
     sa.Column("timezone", sa.Text),
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    # The owner's segment and labels of the listing (filters read `listing.segment`).
+    sa.Column("segment", sa.Text),
+    sa.Column("tags", pg.JSONB, nullable=False, server_default="[]"),
 )
 
 # The reservations the sync services announced, for conditions over occupancy.

@@ -21,6 +21,7 @@ from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.events.automations import ExecutionOutcome
 from stayops_schemas.events.sync import (
     ListingSynced,
+    MessageReceived,
     ReservationCancelled,
     ReservationChanged,
     ReservationCreated,
@@ -301,3 +302,62 @@ async def test_an_event_automation_with_a_forbidden_expression_is_refused(servic
         **BAD_REVIEW, "filter": "data.__class__"})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+GUEST_MESSAGE: dict[str, Any] = {
+    "name": "Guest message: answer it", "kind": "event", "on": "message.received",
+    "filter": "data.reservation_id != null",
+    "actions": [{"type": "create_task", "key": "answer", "link": "message:${platform}:${data.message_id}",
+                 "title": "Answer ${data.guest_name} on ${platform}", "assigned_to": "u-owner",
+                 "description": "${data.text}",
+                 "data": {"thread_id": "${data.thread_id}", "reservation_id": "${data.reservation_id}"}}],
+}
+
+
+def message(org: str, message_id: str, reservation_id: str | None) -> MessageReceived:
+    return MessageReceived(message_id=message_id, thread_id="t-1", listing_id="l-1", org_id=org,
+                           reservation_id=reservation_id, guest_name="Ana", text="Is there parking?",
+                           received_at=T0)
+
+
+async def test_a_guest_message_on_either_platform_fires_a_message_received_automation(
+    service: ServiceUnderTest,
+) -> None:
+    org = new_org()
+    automation = await create(service, org, GUEST_MESSAGE)
+    await service.publish("airbnb.message.received", message(org, "m-1", "r-1"), key="l-1")
+    await service.publish("hostaway.message.received", message(org, "m-2", None), key="l-1")  # filter false
+    await service.publish("hostaway.message.received", message(org, "m-3", "r-2"), key="l-1")
+
+    requested = await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
+                                 what="a task per guest message")
+    assert sorted((t["title"], t["data"]["reservation_id"]) for t in requested) == [
+        ("Answer Ana on airbnb", "r-1"), ("Answer Ana on hostaway", "r-2")]
+    assert {t["description"] for t in requested} == {"Is there parking?"}
+    runs = await executions(service, org, automation["id"])
+    assert sorted((e["event_type"], e["outcome"]) for e in runs) == [
+        ("airbnb.message.received", "success"), ("hostaway.message.received", "skipped"),
+        ("hostaway.message.received", "success")]
+
+
+async def test_a_filter_reads_the_listings_segment_and_tags_from_its_sync(service: ServiceUnderTest) -> None:
+    org = new_org()
+    automation = await create(service, org, {
+        "name": "Luxury stays: a welcome basket", "kind": "event", "on": "reservation.created",
+        "filter": "listing.segment == 'luxury' and 'pool' in listing.tags",
+        "actions": [{"type": "create_task", "key": "basket", "link": "${data.reservation_id}",
+                     "title": "Welcome basket for ${listing.title}", "assigned_to": "u-owner"}]})
+    for listing_id, segment, tags in (("lux", "luxury", ["luxury", "pool"]), ("cheap", "budget", ["budget"])):
+        await service.publish("airbnb.listing.synced", ListingSynced(
+            listing_id=listing_id, org_id=org, title=f"Flat {listing_id}", city="Lisbon", capacity=2,
+            base_price=Decimal("100"), currency="EUR", timezone="Europe/Lisbon", synced_at=T0, segment=segment,
+            tags=tags), key=listing_id)
+    for listing_id in ("cheap", "lux"):
+        stay = reservation(org, f"r-{listing_id}").model_copy(update={"listing_id": listing_id})
+        await service.publish("airbnb.reservation.created", stay, key=listing_id)
+
+    outcomes = await eventually(lambda: _at_least(lambda: executions(service, org, automation["id"]), 2),
+                                what="both reservations judged")
+    assert sorted(e["outcome"] for e in outcomes) == ["skipped", "success"]
+    [basket] = await announced(service, org, "stayops.task.requested")
+    assert basket["title"] == "Welcome basket for Flat lux"

@@ -1,6 +1,7 @@
 """The automations a seeded org starts with, created over automation-service's REST
-API as the org's owner would: the weekly price run, and the two reactive ones — a
-reservation sets guest welcome and cleaning in motion, a bad review alerts the owner."""
+API as the org's owner would: the weekly price run (one per chunk of a property
+manager's segments), and the two reactive ones — a reservation sets guest welcome and
+cleaning in motion, a bad review alerts the owner."""
 
 from __future__ import annotations
 
@@ -19,21 +20,31 @@ CHECK_IN_AT = "15:00"
 WELCOME_AFTER = "PT2H"
 CLEANING_AT = "11:00"
 BAD_REVIEW_MAX_RATING = 3
+# The most listings one pricing run prices. The AI Revenue Manager's result for a run
+# travels as one event, and a result for more than ~15 listings (90 nights each) is
+# refused at write time (EventTooLarge) until results are stored and announced by
+# reference (a claim check); so an org with more listings is priced per segment, in
+# runs of at most this many listings, each on its own schedule.
+PRICING_RUN_MAX_LISTINGS = 10
+# Runs of one org start this many minutes apart from 09:00, not all at once.
+PRICING_RUN_STAGGER_MIN = 10
 
 
-def weekly_price_optimisation(seeded: dict[str, Any]) -> dict[str, Any]:
-    """Sundays 09:00 in the org's time zone: start `dynamic-pricing` for its listings."""
+def weekly_price_optimisation(seeded: dict[str, Any], listing_ids: list[str] | None = None,
+                              name: str = "Weekly price optimisation", minute: int = 0) -> dict[str, Any]:
+    """Sundays 09:00 in the org's time zone: start `dynamic-pricing` for its listings
+    (or `listing_ids`)."""
     return {
-        "name": "Weekly price optimisation",
+        "name": name,
         "description": "Sync, let the AI Revenue Manager propose prices, approve small changes by rule",
         "kind": "scheduled",
-        "cron": "0 9 * * 0",
+        "cron": f"{minute} 9 * * 0",
         "timezone": ORG_TIME_ZONE,
         "action": {
             "type": "start_workflow",
             "workflow_key": "dynamic-pricing",
             "parameters": {
-                "listing_ids": seeded["listing_ids"],
+                "listing_ids": listing_ids or seeded["listing_ids"],
                 "threshold_pct": 10,
                 "monitor_days": 7,
                 "owner_user_id": seeded["users"]["owner"]["user_id"],
@@ -42,9 +53,36 @@ def weekly_price_optimisation(seeded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pricing_schedules(seeded: dict[str, Any]) -> list[dict[str, Any]]:
+    """One weekly price run for a small org; per segment, in chunks of at most
+    `PRICING_RUN_MAX_LISTINGS` listings, for an org with segments (see there why)."""
+    segments: dict[str, list[str]] = seeded.get("segments") or {}
+    if not segments and len(seeded["listing_ids"]) <= PRICING_RUN_MAX_LISTINGS:
+        return [weekly_price_optimisation(seeded)]
+    groups = segments or {"all": seeded["listing_ids"]}
+    schedules: list[dict[str, Any]] = []
+    for segment, listing_ids in groups.items():
+        count = -(-len(listing_ids) // PRICING_RUN_MAX_LISTINGS)
+        size, rest = divmod(len(listing_ids), count)  # even chunks: 25 listings are 9 + 8 + 8
+        start = 0
+        for i in range(count):
+            end = start + size + (1 if i < rest else 0)
+            schedules.append(weekly_price_optimisation(
+                seeded, listing_ids[start:end], name=f"Weekly price optimisation: {segment} ({i + 1}/{count})",
+                minute=(len(schedules) * PRICING_RUN_STAGGER_MIN) % 60))
+            start = end
+    return schedules
+
+
+def _welcomer(seeded: dict[str, Any]) -> str:
+    """Who welcomes guests: the guest manager where the org has one, else the owner."""
+    users = seeded["users"]
+    return str((users.get("guest-relations") or users["owner"])["user_id"])
+
+
 def reservation_guest_welcome_and_cleaning(seeded: dict[str, Any]) -> dict[str, Any]:
-    """Any platform's reservation: the owner welcomes the guests two hours after
-    check-in, Operations cleans at 11:00 on check-out day, both in the listing's
+    """Any platform's reservation: the owner (or the guest manager) welcomes the
+    guests two hours after check-in, Operations cleans at 11:00 on check-out day, both in the listing's
     local time and linked to the reservation; a change moves them, a cancellation
     cancels them."""
     not_cancelled = "type != 'reservation.cancelled'"
@@ -60,7 +98,7 @@ def reservation_guest_welcome_and_cleaning(seeded: dict[str, Any]) -> dict[str, 
         "actions": [
             {"type": "create_task", "key": "guest-welcome", "link": "${data.reservation_id}",
              "title": "Welcome the guests of reservation ${data.reservation_id}",
-             "assigned_to": seeded["users"]["owner"]["user_id"], "priority": "medium",
+             "assigned_to": _welcomer(seeded), "priority": "medium",
              "due": {"date": "data.check_in", "at": CHECK_IN_AT, "offset": WELCOME_AFTER},
              "data": reservation, "when": not_cancelled},
             {"type": "create_task", "key": "cleaning", "link": "${data.reservation_id}",
@@ -95,7 +133,9 @@ def bad_review_alert(seeded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SEED_AUTOMATIONS = (weekly_price_optimisation, reservation_guest_welcome_and_cleaning, bad_review_alert)
+def seed_automations(seeded: dict[str, Any]) -> list[dict[str, Any]]:
+    """A seeded org's automations: its weekly pricing, then the two reactive ones."""
+    return [*pricing_schedules(seeded), reservation_guest_welcome_and_cleaning(seeded), bad_review_alert(seeded)]
 
 
 async def create_seed_automations(seeded: dict[str, Any], automation_url: str | None = None) -> list[dict[str, Any]]:
@@ -103,10 +143,10 @@ async def create_seed_automations(seeded: dict[str, Any], automation_url: str | 
     url = automation_url or os.environ.get("STAYOPS_AUTOMATION_URL", DEFAULT_AUTOMATION_URL)
     created: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as client:
-        for automation in SEED_AUTOMATIONS:
+        for automation in seed_automations(seeded):
             response = await client.post(
                 f"{url}/v1/automations",
-                json=automation(seeded),
+                json=automation,
                 headers={"Authorization": f"Bearer {seeded['tokens']['owner']}"},
             )
             response.raise_for_status()

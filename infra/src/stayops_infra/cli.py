@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import uuid
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -25,9 +26,9 @@ from stayops_infra.errors import StackError
 from stayops_infra.eventtail import tail_events
 from stayops_infra.hostawaysim import HostawaySimulator
 from stayops_infra.kafka.jars import ensure_kafka_jars, find_java, java_major_version
-from stayops_infra.keys import ensure_keys
+from stayops_infra.keys import KeyPair, ensure_keys
 from stayops_infra.launcher import org_registry, print_seed, run_system
-from stayops_infra.orgsim import PolicyChange, seed_solo, set_policy
+from stayops_infra.orgsim import OrgRegistry, PolicyChange, SeededOrg, seed_propco, seed_solo, set_policy
 from stayops_infra.stack import SERVICE_DATABASES, EmbeddedStack, tansu_is_running
 from stayops_infra.tokens import mint_token
 from stayops_infra.topics import topic_partitions
@@ -40,7 +41,7 @@ seed_app = typer.Typer(help="Create demo organisations through the org-service s
 events_app = typer.Typer(help="Look at the events on the broker.")
 policy_app = typer.Typer(help="An org's policy (price guardrails, AI decisions) in the org-service simulator.")
 schemas_app = typer.Typer(help="The event payload JSON Schemas.")
-simulate_app = typer.Typer(help="Make the sync simulators report a reservation or a review.")
+simulate_app = typer.Typer(help="Make the sync simulators report a reservation, a review or a guest's message.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(events_app, name="events")
@@ -249,15 +250,28 @@ def seed_solo_command(
 ) -> None:
     """Create a solo-host org (owner + AI Revenue Manager, two listings) and announce it."""
     config = StackConfig.from_env()
+    _seed(config, lambda bootstrap, keys, registry, idempotent: seed_solo(
+        bootstrap, keys, registry, idempotent=idempotent), as_json)
+
+
+@seed_app.command("propco")
+def seed_propco_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a property manager: 50 listings (luxury, standard, budget), the Revenue,
+    Operations and Guest Experience departments with their people and the AI Revenue
+    Manager; weekly pricing per segment in runs of at most 10 listings."""
+    config = StackConfig.from_env()
+    _seed(config, lambda bootstrap, keys, registry, idempotent: seed_propco(
+        bootstrap, keys, registry, config.data_dir / "syncsim" / "listings.json", idempotent=idempotent), as_json)
+
+
+def _seed(config: StackConfig, seed: Callable[[str, KeyPair, OrgRegistry, bool], Coroutine[Any, Any, SeededOrg]],
+          as_json: bool) -> None:
+    """Seed an org through the org-service simulator, create its automations, print it."""
     try:
-        seeded = asyncio.run(
-            seed_solo(
-                bootstrap_servers_from_env(config),
-                ensure_keys(config.keys_dir),
-                org_registry(config),
-                idempotent=not tansu_is_running(config),
-            )
-        )
+        seeded = asyncio.run(seed(bootstrap_servers_from_env(config), ensure_keys(config.keys_dir),
+                                  org_registry(config), not tansu_is_running(config)))
     except Exception as exc:
         raise _fail(StackError(f"seeding failed (is the stack up?): {exc!r}")) from exc
     result = seeded.as_json()
@@ -419,6 +433,21 @@ def simulate_review(
     config = StackConfig.from_env()
     _publish_simulated(config, simulate.review(org, listing, rating, text=text, reservation_id=reservation,
                                                review_id=review_id, platform=platform, now=datetime.now(UTC)))
+
+
+@simulate_app.command("message")
+def simulate_message(
+    org: Annotated[str, typer.Option("--org")],
+    listing: Annotated[str, typer.Option("--listing")],
+    text: Annotated[str, typer.Option("--text", help="What the guest wrote.")],
+    platform: Annotated[Platform, typer.Option("--platform")] = Platform.AIRBNB,
+    reservation: Annotated[str | None, typer.Option("--reservation", help="The guest's reservation id.")] = None,
+    guest: Annotated[str, typer.Option("--guest", help="The guest's first name.")] = "Guest",
+) -> None:
+    """Report a guest's message to the host (message.received) on a platform."""
+    config = StackConfig.from_env()
+    _publish_simulated(config, simulate.message(org, listing, text, platform=platform, reservation_id=reservation,
+                                                guest_name=guest, now=datetime.now(UTC)))
 
 
 def main() -> None:

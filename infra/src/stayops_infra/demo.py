@@ -1,23 +1,36 @@
-"""`stayops demo`: an ephemeral stack, a fresh solo org, the weekly dynamic-pricing
-scenario run twice — approved by rule, then through the owner's decision over REST —
-and a readable timeline of both runs. Exits 0 when both runs completed."""
+"""`stayops demo`: an ephemeral stack, a fresh solo org with its seed automations,
+the weekly dynamic-pricing scenario run twice — approved by rule, then through the
+owner's decision over REST — and a readable timeline of both runs; then the reactive
+scenarios: a reservation on Airbnb sets guest welcome and cleaning in motion, a
+reservation cancelled on Hostaway (as Hostaway's update) cancels its tasks, and a
+2-star review alerts the owner. Exits 0 when both runs completed and every reactive
+scenario happened."""
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from rich.console import Console
 
+from stayops_infra import simulate
+from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig, default_kafka_cache
-from stayops_infra.orgsim import OrgRegistry, publish_policy, seed_solo
+from stayops_infra.hostawaysim import HostawaySimulator
+from stayops_infra.orgsim import Member, Org, OrgRegistry, member_event, publish_events, publish_policy, seed_solo
 from stayops_infra.ports import free_port, free_port_pair
-from stayops_infra.scenario import OrgHandle, PricingClient, timeline
+from stayops_infra.scenario import OrgHandle, PricingClient, ScenarioError, timeline
 from stayops_infra.services import SERVICES
 from stayops_infra.stack import EmbeddedStack
+from stayops_infra.syncsim import CITY_ZONES, listing_of
 from stayops_infra.system import LocalSystem
+from stayops_schemas.events.sync import Platform
 
 # A threshold no change reaches approves by rule (unless the agent asks for review),
 # once the org's policy lets rules approve that much (a run's threshold can only lower
@@ -47,19 +60,28 @@ async def run_demo(console: Console) -> int:
             await system.start()
             seeded = await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))
             await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
+            automations = await create_seed_automations(seeded.as_json(), system.url("automation-service"))
+            cleaner = await _hire_a_cleaner(stack.broker.bootstrap, seeded.org.org_id)
             org = OrgHandle.from_seed(seeded.as_json())
-            console.print(f"Seeded a solo host: org {org.org_id}, listings {', '.join(org.listing_ids)}")
+            console.print(f"Seeded a solo host: org {org.org_id}, listings {', '.join(org.listing_ids)}; "
+                          f"automations: {', '.join(a['name'] for a in automations)}; a cleaner in Operations")
             urls = {spec.name: system.url(spec.name) for spec in SERVICES}
             async with httpx.AsyncClient(timeout=15) as http:
                 client = PricingClient(urls, http)
-                return await _two_runs(console, client, org)
+                priced = await _two_runs(console, client, org)
+                reacted = await _reactive(console, client, org, system.bootstrap,
+                                          {**org.names, cleaner.user_id: cleaner.display_name})
+                ok = priced and reacted
+                console.print("[green]Both runs completed and every reactive scenario happened.[/]" if ok
+                              else "[red]Something did not happen as it should (see above).[/]")
+                return 0 if ok else 1
         finally:
             if system is not None:
                 await system.stop()
             stack.stop()
 
 
-async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> int:
+async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> bool:
     console.rule("Run 1: small changes, approved by rule")
     first = await client.start_run(org, threshold_pct=BY_RULE_THRESHOLD_PCT, monitor_days=0,
                                    idempotency_key=f"demo-rule-{org.org_id}")
@@ -75,9 +97,77 @@ async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> 
     second_run = await client.wait_until(org, second, timeout_s=180)
     _print(console, second_run, await client.run_tasks(org, second), org.names)
 
-    ok = first_run["status"] == "completed" and second_run["status"] == "completed"
+    ok = bool(first_run["status"] == "completed" and second_run["status"] == "completed")
     console.print("[green]Both runs completed.[/]" if ok else "[red]A run did not complete.[/]")
-    return 0 if ok else 1
+    return ok
+
+
+async def _hire_a_cleaner(bootstrap: str, org_id: str) -> Member:
+    """The solo host's cleaner joins the Operations role, so cleaning tasks reach someone."""
+    cleaner = Member(str(uuid.uuid4()), "human", "Cleaner", "operations", "Operations", None, None,
+                     dt.datetime.now(dt.UTC).isoformat())
+    await publish_events(bootstrap, [member_event("joined", Org(org_id, "Solo host", "solo", []), cleaner)])
+    return cleaner
+
+
+async def _reactive(console: Console, client: PricingClient, org: OrgHandle, bootstrap: str,
+                    names: dict[str, str]) -> bool:
+    """The reactive scenarios on the running system, as the sync simulators report them."""
+    listing = org.listing_ids[0]
+    check_in = dt.date.today() + dt.timedelta(days=14)
+    # The listing's zone, as the sync simulator reported it: due times are local there.
+    zone = ZoneInfo(CITY_ZONES[listing_of(org.org_id, listing).city])
+
+    def show(task: dict[str, Any]) -> str:
+        who = names.get(str(task.get("assigned_to")), task.get("assigned_to") or "unassigned")
+        due = ""
+        if task.get("due_at"):
+            local = dt.datetime.fromisoformat(str(task["due_at"]).replace("Z", "+00:00")).astimezone(zone)
+            due = f", due {local:%Y-%m-%d %H:%M} {zone.key}"
+        return f"    {task['status']:<9} {task['title']} ({task['priority']}, for {who}{due})"
+
+    try:
+        console.rule("Reactive 1: a reservation on Airbnb")
+        booked = simulate.SimulatedStay(org.org_id, listing, f"res-{uuid.uuid4().hex[:8]}", check_in, nights=3)
+        await simulate.publish(bootstrap, simulate.airbnb_reservation(booked, change=False, cancel=False,
+                                                                      now=dt.datetime.now(dt.UTC)))
+        tasks = await client.linked_tasks(org, booked.reservation_id, count=2)
+        console.print(f"Reservation {booked.reservation_id} on Airbnb ({check_in}, 3 nights): "
+                      f"{len(tasks)} tasks appeared", highlight=False)
+        for task in tasks:
+            console.print(show(task), highlight=False, markup=False)
+
+        console.rule("Reactive 2: a reservation on Hostaway, cancelled by Hostaway's update")
+        hostaway = HostawaySimulator()
+        stay = simulate.SimulatedStay(org.org_id, listing, f"hx-{uuid.uuid4().hex[:8]}",
+                                      check_in + dt.timedelta(days=7), nights=2)
+        await simulate.publish(bootstrap, simulate.hostaway_reservation(hostaway, stay, change=False, cancel=False,
+                                                                        now=dt.datetime.now(dt.UTC)))
+        await client.linked_tasks(org, stay.reservation_id, count=2)
+        console.print(f"Reservation {stay.reservation_id} on Hostaway: 2 tasks appeared", highlight=False)
+        cancel = simulate.hostaway_reservation(hostaway, stay, change=False, cancel=True,
+                                               now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        await simulate.publish(bootstrap, cancel)
+        cancelled = await client.linked_tasks(org, stay.reservation_id, count=2, until=lambda tasks: all(
+            t["status"] == "cancelled" for t in tasks))
+        console.print(f"Hostaway sent an update with status cancelled ({', '.join(e.type for e in cancel)}): "
+                      f"{len(cancelled)} tasks cancelled", highlight=False)
+        for task in cancelled:
+            console.print(show(task), highlight=False, markup=False)
+
+        console.rule("Reactive 3: a 2-star review")
+        review = simulate.review(org.org_id, listing, 2, text="The shower was cold and nobody answered",
+                                 reservation_id=booked.reservation_id, review_id=f"rv-{uuid.uuid4().hex[:8]}",
+                                 platform=Platform.AIRBNB, now=dt.datetime.now(dt.UTC))
+        started = time.monotonic()
+        await simulate.publish(bootstrap, review)
+        [alert] = await client.linked_tasks(org, f"review:airbnb:{review[0].data['review_id']}", count=1)
+        console.print(f"Owner alert {time.monotonic() - started:.1f}s after the review:", highlight=False)
+        console.print(show(alert), highlight=False, markup=False)
+    except ScenarioError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        return False
+    return True
 
 
 def _print(console: Console, run: dict[str, Any], tasks: list[dict[str, Any]], names: dict[str, str]) -> None:

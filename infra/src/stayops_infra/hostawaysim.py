@@ -7,7 +7,11 @@ is an update whose status is cancelled, an update may arrive before its create, 
 a webhook may arrive twice. The simulator builds those webhooks as Hostaway does and
 runs them through `stayops_schemas.canonical.HostawayReservations`, whose last known
 state per reservation it keeps in a JSON file so that separate `stayops simulate`
-runs agree."""
+runs agree. A guest's message arrives as Hostaway's `message.received` webhook and is
+announced as `hostaway.message.received` (the host's own messages are not).
+
+Sync and price requests for Hostaway listings are answered by
+`stayops_infra.syncsim.SyncSimulator(platform=Platform.HOSTAWAY)`, beside sync-airbnb."""
 
 from __future__ import annotations
 
@@ -20,7 +24,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from stayops_schemas.canonical import HostawayReservations, HostawayWebhook, KnownReservation
+from stayops_schemas.canonical import (
+    HostawayMessageWebhook,
+    HostawayReservations,
+    HostawayWebhook,
+    KnownReservation,
+    hostaway_message,
+)
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.sync import ReservationStatus
@@ -40,6 +50,17 @@ def reservation_webhook(event: str, *, reservation_id: str, listing_id: str, che
         "numberOfGuests": guests, "totalPrice": str(total), "currency": currency,
         "guestName": "Simulated guest", "insertedOn": inserted_on.isoformat(),
         "updatedOn": updated_on.isoformat(),
+    }})
+
+
+def message_webhook(*, message_id: int, conversation_id: int, listing_id: str, body: str,
+                    reservation_id: str | None = None, guest_name: str = "Simulated guest",
+                    incoming: bool = True, inserted_on: dt.datetime) -> HostawayMessageWebhook:
+    """A conversation message webhook as Hostaway sends it (numeric ids, `isIncoming`)."""
+    return HostawayMessageWebhook.model_validate({"event": "message.received", "data": {
+        "id": message_id, "conversationId": conversation_id, "reservationId": reservation_id,
+        "listingMapId": listing_id, "body": body, "isIncoming": 1 if incoming else 0, "guestName": guest_name,
+        "communicationType": "channel", "insertedOn": inserted_on.isoformat(), "status": "sent",
     }})
 
 
@@ -91,3 +112,12 @@ class HostawaySimulator:
             )
             for name, payload in self.normaliser.receive(org_id, webhook)
         ]
+
+    def receive_message(self, org_id: str, webhook: HostawayMessageWebhook) -> list[Envelope]:
+        """A guest's message as `hostaway.message.received`; nothing for the host's own."""
+        message = hostaway_message(org_id, webhook)
+        if message is None:
+            return []
+        return [event_type("hostaway.message.received").envelope(
+            message, id=str(uuid.uuid4()), source=SOURCE, partitionkey=message.listing_id, time=self.clock(),
+            subject=message.thread_id)]

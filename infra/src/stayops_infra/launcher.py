@@ -25,8 +25,7 @@ from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.services import SERVICES, ServiceProcess, ServiceSpec, service_env
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.supervisor import Supervisor
-from stayops_infra.syncsim import SyncSimulator, fail_list_file
-from stayops_infra.syncsim import run as sync_simulator_run
+from stayops_infra.syncsim import platform_simulators, run_all
 
 HEALTH_DEADLINE_S = 120
 _COLOURS = ("cyan", "magenta", "green", "yellow")
@@ -209,13 +208,15 @@ async def _run_until_stopped(
 
 
 async def run_sync_simulator(config: StackConfig, bootstrap: str, stop: asyncio.Event, console: Console) -> None:
-    """The sync-airbnb simulator, restarted after a pause if it crashes, until `stop`.
-    Listing ids written one a line to `<data dir>/syncsim/fail-listings` get their
-    price updates refused (to see a pricing run compensate)."""
-    simulator = SyncSimulator(fail_listings=fail_list_file(config.data_dir / "syncsim" / "fail-listings"))
+    """The sync-airbnb and sync-hostaway simulators, restarted after a pause if one
+    crashes, until `stop`. Listing ids written one a line to
+    `<data dir>/syncsim/fail-listings` get their price updates refused (to see a
+    pricing run compensate); `<data dir>/syncsim/listings.json` (written by `stayops
+    seed propco`) gives listings their segment and tags."""
+    simulators = platform_simulators(config.data_dir / "syncsim")
     while not stop.is_set():
         try:
-            await sync_simulator_run(bootstrap, simulator, stop)
+            await run_all(bootstrap, simulators, stop)
         except Exception as exc:
             console.print(f"[red]sync simulator crashed ({escape(str(exc))}); restarting in 2s[/]")
             with contextlib.suppress(TimeoutError):
@@ -229,6 +230,10 @@ def print_seed(console: Console, seeded: dict[str, Any], as_json: bool = False) 
         return
     console.print(f"[bold]Org[/] {seeded['name']}  org_id={seeded['org_id']}")
     console.print(f"  listings: {', '.join(seeded['listing_ids'])}")
+    for segment, listing_ids in seeded.get("segments", {}).items():
+        console.print(f"  segment {segment}: {len(listing_ids)} listings, {', '.join(listing_ids)}")
+    for department, members in seeded.get("departments", {}).items():
+        console.print(f"  department {department}: {', '.join(members)}")
     for key, user in seeded["users"].items():
         console.print(
             f"  {key}: {user['display_name']} ({user['user_type']}, role {user['role_id']}) user_id={user['user_id']}"

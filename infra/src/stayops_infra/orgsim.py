@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from stayops_infra.keys import KeyPair
 from stayops_infra.roles import grants_of
+from stayops_infra.syncsim import ListingProfile, write_listing_profiles
 from stayops_infra.tokens import UserType, mint_token
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import ORG_DIRECTORY, event_type
@@ -59,6 +60,9 @@ class Org:
     roles: dict[str, list[str]] = field(default_factory=dict)
     # The org's policy as `org.policy.updated` carries it (without org_id/updated_at).
     policy: dict[str, Any] = field(default_factory=dict)
+    # A property manager's market segments: segment -> its listing ids (the sync
+    # simulators carry them as the listings' segment and tags).
+    segments: dict[str, list[str]] = field(default_factory=dict)
 
     def grants(self, role_id: str) -> list[str]:
         return sorted(self.roles.get(role_id) or grants_of(role_id))
@@ -113,6 +117,36 @@ def solo_host_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
             "Owner",
             joined,
         ),
+    ]
+    return org
+
+
+# A property-management company's portfolio: 50 listings in three segments.
+PROPCO_SEGMENTS: tuple[tuple[str, int], ...] = (("luxury", 10), ("standard", 25), ("budget", 15))
+REVENUE, OPERATIONS, GUEST_EXPERIENCE = "Revenue", "Operations", "Guest Experience"
+
+
+def propco_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
+    """A property manager: the owner, and three departments — Revenue (a revenue
+    manager and the AI Revenue Manager), Operations (three cleaners) and Guest
+    Experience (a guest manager) — over 50 listings in three segments."""
+    joined = clock().isoformat()
+    departments = {name: ids() for name in (REVENUE, OPERATIONS, GUEST_EXPERIENCE)}
+    segments = {segment: [ids() for _ in range(count)] for segment, count in PROPCO_SEGMENTS}
+    org = Org(org_id=ids(), name="Atlantic Stays (property manager)", kind="propco",
+              listing_ids=[listing for listings in segments.values() for listing in listings], segments=segments)
+
+    def member(user_type: UserType, name: str, role_id: str, role_name: str, department: str | None) -> Member:
+        return Member(ids(), user_type, name, role_id, role_name,
+                      departments[department] if department else None, department, joined)
+
+    org.members = [
+        member("human", "Owner", "owner", "Owner", None),
+        member("human", "Rita (revenue manager)", "revenue-manager", "Revenue Manager", REVENUE),
+        member("ai_agent", "AI Revenue Manager", "revenue-manager", "Revenue Manager", REVENUE),
+        *(member("human", f"Cleaner {name}", "operations", "Cleaner", OPERATIONS)
+          for name in ("Ana", "Bruno", "Carla")),
+        member("human", "Gil (guest manager)", "guest-relations", "Guest Manager", GUEST_EXPERIENCE),
     ]
     return org
 
@@ -263,17 +297,37 @@ class SeededOrg:
     tokens: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        departments: dict[str, list[str]] = {}
+        for key, member in member_keys(self.org.members).items():
+            if member.department_name:
+                departments.setdefault(member.department_name, []).append(key)
+        seeded = {
             "org_id": self.org.org_id,
             "name": self.org.name,
+            "kind": self.org.kind,
             "listing_ids": self.org.listing_ids,
-            "users": {_member_key(m): asdict(m) for m in self.org.members},
+            "users": {key: asdict(m) for key, m in member_keys(self.org.members).items()},
+            "departments": departments,
             "tokens": self.tokens,
         }
+        if self.org.segments:
+            seeded["segments"] = self.org.segments
+        return seeded
 
 
-def _member_key(member: Member) -> str:
-    return "revenue_manager_agent" if member.user_type == "ai_agent" else member.role_id
+def member_keys(members: list[Member]) -> dict[str, Member]:
+    """Each member under a key that says who they are: the role (`owner`,
+    `operations`, `guest-relations`), `revenue_manager_agent` for the AI agent; a
+    second member of a role gets `-2`, and so on."""
+    keys: dict[str, Member] = {}
+    for member in members:
+        base = "revenue_manager_agent" if member.user_type == "ai_agent" else member.role_id
+        key, n = base, 1
+        while key in keys:
+            n += 1
+            key = f"{base}-{n}"
+        keys[key] = member
+    return keys
 
 
 async def seed_solo(
@@ -285,7 +339,37 @@ async def seed_solo(
     idempotent: bool = True,
 ) -> SeededOrg:
     """Create a solo-host org, remember it, announce both members and mint their tokens."""
-    org = solo_host_org(clock, ids)
+    return await seed_org(bootstrap, keys, registry, solo_host_org(clock, ids), clock, ids, idempotent)
+
+
+async def seed_propco(
+    bootstrap: str,
+    keys: KeyPair,
+    registry: OrgRegistry,
+    listing_profiles: Path,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
+    idempotent: bool = True,
+) -> SeededOrg:
+    """Create a property-management org (`propco_org`): its listings' segments go to
+    the sync simulators' `listing_profiles` file, then it is seeded as any org."""
+    org = propco_org(clock, ids)
+    write_listing_profiles(listing_profiles, {
+        listing_id: ListingProfile(segment=segment, tags=(segment,))
+        for segment, listing_ids in org.segments.items() for listing_id in listing_ids})
+    return await seed_org(bootstrap, keys, registry, org, clock, ids, idempotent)
+
+
+async def seed_org(
+    bootstrap: str,
+    keys: KeyPair,
+    registry: OrgRegistry,
+    org: Org,
+    clock: Clock = utc_now,
+    ids: IdFactory = new_id,
+    idempotent: bool = True,
+) -> SeededOrg:
+    """Announce an org's policy and members, remember it and mint its members' tokens."""
     correlationid = ids()
     await publish_events(
         bootstrap,
@@ -295,5 +379,5 @@ async def seed_solo(
     )
     # Saved only once announced, so a failed seed leaves no org the services never heard of.
     registry.save(org)
-    tokens = {_member_key(m): member_token(keys, org, m) for m in org.members}
+    tokens = {key: member_token(keys, org, m) for key, m in member_keys(org.members).items()}
     return SeededOrg(org, tokens)

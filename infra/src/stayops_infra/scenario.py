@@ -1,15 +1,20 @@
 """Driving the weekly dynamic-pricing scenario over the services' REST APIs, as a
 client would: start a run, follow it, take the owner's decision, read the timeline.
-Used by `stayops demo`, the end-to-end tests and the pricing benchmark."""
+Used by `stayops demo`, the end-to-end tests and the pricing benchmark; the
+reactive scenarios' tasks are read by what they are linked to (`linked_tasks`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer
+
+from stayops_schemas.catalog import TOPICS
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -52,16 +57,20 @@ class PricingClient:
 
     async def start_run(
         self, org: OrgHandle, *, threshold_pct: float = 10, monitor_days: int = 0,
-        idempotency_key: str | None = None, listing_ids: list[str] | None = None,
+        idempotency_key: str | None = None, listing_ids: list[str] | None = None, platform: str | None = None,
     ) -> str:
+        """Start `dynamic-pricing` for the org's listings (or `listing_ids`) on
+        `platform` (the definition's default, Airbnb, if None)."""
         headers = dict(org.headers)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        parameters: dict[str, Any] = {"listing_ids": listing_ids or org.listing_ids, "threshold_pct": threshold_pct,
+                                      "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}
+        if platform is not None:
+            parameters["platform"] = platform
         response = await self.http.post(
             f"{self.urls['workflow-service']}/v1/workflows/dynamic-pricing/runs",
-            json={"parameters": {"listing_ids": listing_ids or org.listing_ids, "threshold_pct": threshold_pct,
-                                 "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}},
-            headers=headers,
+            json={"parameters": parameters}, headers=headers,
         )
         if response.status_code not in (200, 201):
             raise ScenarioError(f"starting dynamic-pricing failed: {response.status_code} {response.text}")
@@ -128,6 +137,46 @@ class PricingClient:
             return []
         items: list[dict[str, Any]] = response.json()["items"]
         return sorted(items, key=lambda t: t["created_at"])
+
+
+    async def linked_tasks(self, org: OrgHandle, link: str, *, count: int,
+                           until: Callable[[list[dict[str, Any]]], bool] = lambda tasks: True,
+                           timeout_s: float = 30) -> list[dict[str, Any]]:
+        """The tasks an event automation linked to `link` (a reservation id, a review),
+        once there are `count` of them and `until` holds for them."""
+        deadline = time.monotonic() + timeout_s
+        tasks: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            response = await self.http.get(f"{self.urls['task-service']}/v1/tasks", params={"limit": 200},
+                                           headers=org.headers)
+            if response.status_code != 200:
+                raise ScenarioError(f"reading the tasks failed: {response.status_code} {response.text}")
+            tasks = sorted((t for t in response.json()["items"] if (t.get("data") or {}).get("link") == link),
+                           key=lambda t: str(t["data"].get("link_key")))
+            if len(tasks) >= count and until(tasks):
+                return tasks
+            await asyncio.sleep(0.2)
+        raise ScenarioError(f"{count} task(s) linked to {link} not as expected after {timeout_s:.0f}s: "
+                            f"{[(t['title'], t['status']) for t in tasks]}")
+
+
+async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
+    """Who announced something with `correlationid` = the run id, on every topic."""
+    consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    sources: set[str] = set()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
+            if not batch:
+                return sources
+            for record in (r for part in batch.values() for r in part):
+                headers = dict(record.headers)
+                if headers.get("ce_correlationid") == run_id.encode():
+                    sources.add(headers["ce_source"].decode())
+    finally:
+        await consumer.stop()
 
 
 def _last_log(run: dict[str, Any]) -> str:

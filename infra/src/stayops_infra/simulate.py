@@ -1,7 +1,8 @@
 """`stayops simulate`: make the sync simulators say what a platform would — a
-reservation made, changed or cancelled, a review left — so anyone can watch the
-reactive automations on a running system. Airbnb events are published as
-sync-airbnb publishes them; Hostaway's go through its webhook normaliser."""
+reservation made, changed or cancelled, a review left, a guest's message — so anyone
+can watch the reactive automations on a running system. Airbnb events are published as
+sync-airbnb publishes them; Hostaway's go through its webhook normaliser. A message is
+built in the platform's own shape and normalised to `<platform>.message.received`."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from stayops_infra.hostawaysim import SOURCE as HOSTAWAY_SOURCE
-from stayops_infra.hostawaysim import HostawaySimulator, reservation_webhook
-from stayops_infra.syncsim import CURRENCY
+from stayops_infra.hostawaysim import HostawaySimulator, message_webhook, reservation_webhook
+from stayops_infra.syncsim import CURRENCY, guest_message
 from stayops_infra.syncsim import SOURCE as AIRBNB_SOURCE
 from stayops_schemas.binding import to_kafka
+from stayops_schemas.canonical import airbnb_message
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.base import Payload
@@ -94,6 +96,22 @@ def review(org_id: str, listing_id: str, rating: int, *, text: str, reservation_
     source = AIRBNB_SOURCE if platform is Platform.AIRBNB else HOSTAWAY_SOURCE
     return [event_type(f"{platform}.review.created").envelope(
         payload, id=str(uuid.uuid4()), source=source, partitionkey=listing_id, time=now)]
+
+
+def message(org_id: str, listing_id: str, text: str, *, platform: Platform, reservation_id: str | None,
+            guest_name: str, now: dt.datetime) -> list[Envelope]:
+    """A guest's message: Airbnb's thread message or Hostaway's webhook, normalised
+    to `<platform>.message.received`."""
+    if platform is Platform.HOSTAWAY:
+        number = uuid.uuid4().int % 10**9
+        webhook = message_webhook(message_id=number, conversation_id=number // 7, listing_id=listing_id,
+                                  body=text, reservation_id=reservation_id, guest_name=guest_name, inserted_on=now)
+        return HostawaySimulator(clock=lambda: now).receive_message(org_id, webhook)
+    raw = guest_message(message_id=f"msg-{uuid.uuid4().hex[:10]}", thread_id=f"thr-{listing_id}-{guest_name}",
+                        listing_id=listing_id, text=text, confirmation_code=reservation_id, first_name=guest_name,
+                        created_at=now)
+    payload = airbnb_message(org_id, raw)
+    return [] if payload is None else [_airbnb("airbnb.message.received", payload, listing_id, now)]
 
 
 async def publish(bootstrap: str, envelopes: list[Envelope], *, idempotent: bool = True) -> None:

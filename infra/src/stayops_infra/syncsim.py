@@ -1,41 +1,55 @@
-"""The sync-service simulator (sync-airbnb): seeded, realistic listings, reservations
-and market data; answers `stayops.sync.requested` with listing, reservation and
-market-rate events and `airbnb.sync.completed`; applies `stayops.pricing.approved`
-and answers `airbnb.price.updated` per listing, or `airbnb.price.update_failed` for
-listings it is told to fail.
+"""The sync-service simulators (sync-airbnb, and sync-hostaway for Hostaway
+listings): seeded, realistic listings, reservations and market data; each answers the
+`stayops.sync.requested` of its platform with listing, reservation and market-rate
+events and `<platform>.sync.completed`; applies the `stayops.pricing.approved` of its
+platform and answers `<platform>.price.updated` per listing, or
+`<platform>.price.update_failed` for listings it is told to fail or whose prices the
+platform refuses.
 
 Everything it publishes carries the request's `correlationid`, and its `causationid`
-is the request's id. It consumes as the group `sync-simulator` and commits a record's
-offset after its answers are acknowledged (at least once: consumers dedupe)."""
+is the request's id. Each platform's simulator consumes as its own group
+(`sync-simulator` for Airbnb, `sync-hostaway-simulator` for Hostaway, so both see
+every request) and commits a record's offset after its answers are acknowledged (at
+least once: consumers dedupe). A listing's segment and tags (a property manager's
+luxury / standard / budget) come from a listing profiles file the seed writes."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
 from stayops_schemas.binding import from_kafka, to_kafka
-from stayops_schemas.catalog import AUTOMATIONS, event_type
+from stayops_schemas.canonical import AirbnbMessage
+from stayops_schemas.catalog import AUTOMATIONS, event_type, sync_event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.errors import SchemaError
 from stayops_schemas.events import automations as auto
 from stayops_schemas.events import sync
 from stayops_schemas.events.base import Payload
+from stayops_schemas.events.sync import Platform
+from stayops_schemas.ownership import SYNC_AIRBNB, SYNC_HOSTAWAY
 
 log = logging.getLogger(__name__)
 
 GROUP = "sync-simulator"
-SOURCE = "/sync-airbnb"
+SOURCE = SYNC_AIRBNB
+# Each platform's simulator: its consumer group and the source it publishes as.
+GROUPS: Mapping[Platform, str] = {Platform.AIRBNB: GROUP, Platform.HOSTAWAY: "sync-hostaway-simulator"}
+SOURCES: Mapping[Platform, str] = {Platform.AIRBNB: SYNC_AIRBNB, Platform.HOSTAWAY: SYNC_HOSTAWAY}
+PLATFORM_NAMES: Mapping[Platform, str] = {Platform.AIRBNB: "Airbnb", Platform.HOSTAWAY: "Hostaway"}
 CURRENCY = "EUR"
 HORIZON_DAYS = 90
 CITIES = ("Lisbon", "Porto", "Barcelona", "Nice", "Seville", "Valencia")
@@ -47,6 +61,20 @@ KINDS = ("Seaside loft", "Old-town flat", "Garden studio", "Rooftop apartment", 
 SEASON = {1: 0.80, 2: 0.82, 3: 0.90, 4: 1.00, 5: 1.05, 6: 1.18, 7: 1.32, 8: 1.35, 9: 1.12, 10: 0.98,
           11: 0.85, 12: 0.95}
 EVENTS = ("Jazz festival", "Football derby", "Marathon", "Wine fair")
+# A segment's nightly base price range (EUR) and the kinds of place in it; a listing
+# without a segment gets the plain range and kinds.
+SEGMENT_PRICES = {"luxury": (260, 480), "standard": (110, 200), "budget": (50, 95)}
+SEGMENT_KINDS = {"luxury": ("Penthouse", "Villa with pool", "Designer loft"),
+                 "standard": KINDS, "budget": ("Studio", "Room with a view", "Compact flat")}
+
+
+@dataclass(frozen=True)
+class ListingProfile:
+    """What the owner says about a listing on the platform beyond the world the
+    simulator draws for it: its segment and tags."""
+
+    segment: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 def _money(value: float | Decimal) -> Decimal:
@@ -69,21 +97,63 @@ class SimListing:
     base_price: Decimal
     min_price: Decimal
     max_price: Decimal
+    segment: str | None = None
+    tags: tuple[str, ...] = ()
 
 
-def listing_of(org_id: str, listing_id: str) -> SimListing:
+def listing_of(org_id: str, listing_id: str, profile: ListingProfile | None = None) -> SimListing:
     rng = _rng(org_id, listing_id, "listing")
-    base = _money(rng.randrange(80, 220))
+    profile = profile or ListingProfile()
+    low, high = SEGMENT_PRICES.get(profile.segment or "", (80, 220))
+    base = _money(rng.randrange(low, high))
     return SimListing(
         listing_id=listing_id,
         org_id=org_id,
-        title=f"{rng.choice(KINDS)} {rng.randrange(1, 40)}",
+        title=f"{rng.choice(SEGMENT_KINDS.get(profile.segment or '', KINDS))} {rng.randrange(1, 40)}",
         city=rng.choice(CITIES),
         capacity=rng.randrange(2, 7),
         base_price=base,
         min_price=_money(base * Decimal("0.6")),
         max_price=_money(base * Decimal("1.8")),
+        segment=profile.segment,
+        tags=profile.tags,
     )
+
+
+def listing_profiles_file(path: Path) -> Callable[[], dict[str, ListingProfile]]:
+    """Listing profiles by listing id from a JSON file (`{"<id>": {"segment": "luxury",
+    "tags": ["sea view"]}}`), read at each request; no file: none."""
+
+    def read() -> dict[str, ListingProfile]:
+        if not path.exists():
+            return {}
+        raw: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return {listing_id: ListingProfile(segment=entry.get("segment") or None,
+                                           tags=tuple(str(tag) for tag in entry.get("tags") or ()))
+                for listing_id, entry in raw.items()}
+
+    return read
+
+
+def write_listing_profiles(path: Path, profiles: Mapping[str, ListingProfile]) -> None:
+    """Add (or replace) listing profiles in the file `listing_profiles_file` reads."""
+    current: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    current.update({listing_id: {"segment": p.segment, "tags": list(p.tags)} for listing_id, p in profiles.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(current, indent=2))
+    partial.replace(path)
+
+
+def guest_message(*, message_id: str, thread_id: str, listing_id: str, text: str,
+                  confirmation_code: str | None = None, first_name: str = "Simulated guest",
+                  role: str = "guest", created_at: dt.datetime) -> AirbnbMessage:
+    """A message of an Airbnb thread as Airbnb's messaging API sends it."""
+    return AirbnbMessage.model_validate({
+        "id": message_id, "thread_id": thread_id, "listing_id": listing_id,
+        "confirmation_code": confirmation_code, "sender": {"role": role, "first_name": first_name},
+        "message": text, "created_at": created_at.isoformat(), "attachments": [],
+    })
 
 
 def refused_nights(listing: SimListing, nights: list[auto.PriceChange]) -> list[str]:
@@ -149,20 +219,34 @@ def reservations(listing: SimListing, today: dt.date, now: dt.datetime) -> list[
 
 @dataclass
 class SyncSimulator:
-    """Answers requests; `handle` is pure of Kafka: it returns the envelopes to publish."""
+    """Answers its platform's requests; `handle` is pure of Kafka: it returns the
+    envelopes to publish. `listing_profiles` gives listings their segment and tags."""
 
     fail_listings: Callable[[], set[str]] = set
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     prices: dict[tuple[str, str], dict[dt.date, Decimal]] = field(default_factory=dict)
+    platform: Platform = Platform.AIRBNB
+    listing_profiles: Callable[[], Mapping[str, ListingProfile]] = dict
+
+    @property
+    def source(self) -> str:
+        return SOURCES[self.platform]
+
+    @property
+    def group(self) -> str:
+        return GROUPS[self.platform]
 
     def handle(self, request: Envelope) -> list[Envelope]:
         if request.type == "stayops.sync.requested":
             payload = auto.SyncRequested.model_validate(request.data)
-            return self._sync(request, payload) if payload.platform == sync.Platform.AIRBNB else []
+            return self._sync(request, payload) if payload.platform == self.platform else []
         if request.type == "stayops.pricing.approved":
             approved = auto.PricingApproved.model_validate(request.data)
-            return self._apply_prices(request, approved) if approved.platform == sync.Platform.AIRBNB else []
+            return self._apply_prices(request, approved) if approved.platform == self.platform else []
         return []
+
+    def _listing(self, org_id: str, listing_id: str) -> SimListing:
+        return listing_of(org_id, listing_id, self.listing_profiles().get(listing_id))
 
     def _sync(self, request: Envelope, payload: auto.SyncRequested) -> list[Envelope]:
         now = self.clock()
@@ -170,23 +254,23 @@ class SyncSimulator:
         out: list[Envelope] = []
         counts = {"listings": 0, "reservations": 0, "market_rates": 0}
         for listing_id in payload.listing_ids:
-            listing = listing_of(payload.org_id, listing_id)
-            out.append(self._event(request, "airbnb.listing.synced", listing_id, sync.ListingSynced(
+            listing = self._listing(payload.org_id, listing_id)
+            out.append(self._event(request, "listing.synced", listing_id, sync.ListingSynced(
                 listing_id=listing_id, org_id=payload.org_id, title=listing.title, city=listing.city,
                 capacity=listing.capacity, base_price=listing.base_price, min_price=listing.min_price,
                 max_price=listing.max_price, currency=CURRENCY, timezone=CITY_ZONES[listing.city],
-                synced_at=now,
+                synced_at=now, segment=listing.segment, tags=list(listing.tags),
             )))
             for stay in reservations(listing, today, now):
-                out.append(self._event(request, "airbnb.reservation.created", listing_id, stay))
+                out.append(self._event(request, "reservation.created", listing_id, stay))
                 counts["reservations"] += 1
-            out.append(self._event(request, "airbnb.market.rates.synced", listing_id, sync.MarketRatesSynced(
+            out.append(self._event(request, "market.rates.synced", listing_id, sync.MarketRatesSynced(
                 org_id=payload.org_id, listing_id=listing_id, currency=CURRENCY,
                 rates=market_rates(listing, today), synced_at=now,
             )))
             counts["listings"] += 1
             counts["market_rates"] += HORIZON_DAYS
-        out.append(self._event(request, "airbnb.sync.completed", payload.request_id, sync.SyncCompleted(
+        out.append(self._event(request, "sync.completed", payload.request_id, sync.SyncCompleted(
             request_id=payload.request_id, org_id=payload.org_id, listing_ids=payload.listing_ids,
             counts=sync.SyncCounts(**counts), completed_at=now,
         )))
@@ -194,27 +278,28 @@ class SyncSimulator:
 
     def _apply_prices(self, request: Envelope, approved: auto.PricingApproved) -> list[Envelope]:
         failing = self.fail_listings()
+        name = PLATFORM_NAMES[self.platform]
         out: list[Envelope] = []
         for listing_id in approved.listing_ids:
             if listing_id in failing:
-                out.append(self._event(request, "airbnb.price.update_failed", listing_id, sync.PriceUpdateFailed(
+                out.append(self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
                     request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
-                    reason="Airbnb refused the calendar update (simulated failure)",
+                    reason=f"{name} refused the calendar update (simulated failure)",
                 )))
                 continue
             nights = [p for p in approved.prices if p.listing_id == listing_id]
-            refused = refused_nights(listing_of(approved.org_id, listing_id), nights)
+            refused = refused_nights(self._listing(approved.org_id, listing_id), nights)
             if refused:
                 # Like the platform: the whole calendar update of the listing is refused.
-                out.append(self._event(request, "airbnb.price.update_failed", listing_id, sync.PriceUpdateFailed(
+                out.append(self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
                     request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
-                    reason="Airbnb refused the calendar update: " + "; ".join(refused),
+                    reason=f"{name} refused the calendar update: " + "; ".join(refused),
                 )))
                 continue
             calendar = self.prices.setdefault((approved.org_id, listing_id), {})
             for price in nights:
                 calendar[price.date] = price.price
-            out.append(self._event(request, "airbnb.price.updated", listing_id, sync.PriceUpdated(
+            out.append(self._event(request, "price.updated", listing_id, sync.PriceUpdated(
                 request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
                 prices=[sync.NightlyPrice(date=p.date, price=p.price, currency=p.currency) for p in nights]
                 or [sync.NightlyPrice(date=self.clock().date(), price=Decimal("0.01"), currency=CURRENCY)],
@@ -222,9 +307,10 @@ class SyncSimulator:
             )))
         return out
 
-    def _event(self, request: Envelope, type_: str, key: str, payload: Payload) -> Envelope:
-        return event_type(type_).envelope(
-            payload, id=str(uuid.uuid4()), source=SOURCE, partitionkey=key, time=self.clock(),
+    def _event(self, request: Envelope, name: str, key: str, payload: Payload) -> Envelope:
+        """`name` is the platform's event without its prefix (`listing.synced`)."""
+        return sync_event_type(self.platform, name).envelope(
+            payload, id=str(uuid.uuid4()), source=self.source, partitionkey=key, time=self.clock(),
             correlationid=request.correlationid, causationid=request.id,
         )
 
@@ -240,12 +326,38 @@ def fail_list_file(path: Path) -> Callable[[], set[str]]:
     return read
 
 
+def platform_simulators(directory: Path) -> list[SyncSimulator]:
+    """sync-airbnb and sync-hostaway, each refusing the price updates of the listings
+    in `<directory>/fail-listings` and profiling listings from `<directory>/listings.json`."""
+    return [SyncSimulator(fail_listings=fail_list_file(directory / "fail-listings"),
+                          listing_profiles=listing_profiles_file(directory / "listings.json"), platform=platform)
+            for platform in Platform]
+
+
+async def run_all(bootstrap: str, simulators: list[SyncSimulator], stop: asyncio.Event,
+                  started: asyncio.Event | None = None) -> None:
+    """Run several simulators until `stop`; `started` is set once all consume."""
+    ready = [asyncio.Event() for _ in simulators]
+    tasks = [asyncio.create_task(run(bootstrap, simulator, stop, event))
+             for simulator, event in zip(simulators, ready, strict=True)]
+    all_ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(event.wait() for event in ready)))
+    try:
+        done, _ = await asyncio.wait([all_ready, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if started is not None and all_ready in done:
+            started.set()
+        await asyncio.gather(*tasks)
+    finally:
+        all_ready.cancel()
+        for task in tasks:
+            task.cancel()
+
+
 async def run(bootstrap: str, simulator: SyncSimulator, stop: asyncio.Event,
               started: asyncio.Event | None = None) -> None:
-    consumer = AIOKafkaConsumer(AUTOMATIONS, bootstrap_servers=bootstrap, group_id=GROUP,
+    consumer = AIOKafkaConsumer(AUTOMATIONS, bootstrap_servers=bootstrap, group_id=simulator.group,
                                 enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=10)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                client_id="sync-simulator")
+                                client_id=simulator.group)
     await producer.start()
     await consumer.start()
     if started is not None:
@@ -286,7 +398,7 @@ async def _publish(producer: AIOKafkaProducer, envelopes: list[Envelope]) -> Non
 
 
 def main() -> None:
-    """`python -m stayops_infra.syncsim`: run until SIGTERM/SIGINT."""
+    """`python -m stayops_infra.syncsim`: both platforms' simulators until SIGTERM/SIGINT."""
     import os
     import signal
 
@@ -295,14 +407,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     config = StackConfig.from_env()
     bootstrap = os.environ.get("STAYOPS_KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap)
-    simulator = SyncSimulator(fail_listings=fail_list_file(config.data_dir / "syncsim" / "fail-listings"))
+    simulators = platform_simulators(config.data_dir / "syncsim")
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(bootstrap, simulator, stop)
+        await run_all(bootstrap, simulators, stop)
 
     asyncio.run(serve())
 

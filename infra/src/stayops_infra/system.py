@@ -1,6 +1,6 @@
 """The whole system on one machine for end-to-end tests, the demo and benchmarks:
-the four services as processes on free ports and the sync simulator, on a broker
-and a PostgreSQL someone else runs."""
+the four services as processes on free ports and the sync simulators (sync-airbnb
+and sync-hostaway), on a broker and a PostgreSQL someone else runs."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 
 from stayops_infra.ports import free_port
 from stayops_infra.services import SERVICES, ServiceProcess, service_env
-from stayops_infra.syncsim import SyncSimulator, fail_list_file
-from stayops_infra.syncsim import run as run_simulator
+from stayops_infra.syncsim import platform_simulators, run_all
 
 
 @dataclass
 class LocalSystem:
     """`database_url(name)` returns (creating it if needed) the URL of a service's
     database. Listing ids written to `fail_listings_file` get their price updates
-    refused by the simulator."""
+    refused by the simulators; `listing_profiles_file` gives listings their segment
+    and tags (`stayops_infra.syncsim.write_listing_profiles`)."""
 
     bootstrap: str
     database_url: Callable[[str], Awaitable[str]]
@@ -34,6 +34,10 @@ class LocalSystem:
     @property
     def fail_listings_file(self) -> Path:
         return self.work_dir / "syncsim" / "fail-listings"
+
+    @property
+    def listing_profiles_file(self) -> Path:
+        return self.work_dir / "syncsim" / "listings.json"
 
     def url(self, service: str) -> str:
         return self.processes[service].base_url
@@ -56,8 +60,8 @@ class LocalSystem:
         await asyncio.gather(*(asyncio.to_thread(p.wait_healthy, 120) for p in self.processes.values()))
         self.fail_listings_file.parent.mkdir(parents=True, exist_ok=True)
         started = asyncio.Event()
-        simulator = SyncSimulator(fail_listings=fail_list_file(self.fail_listings_file))
-        self._simulator = asyncio.create_task(run_simulator(self.bootstrap, simulator, self._stop, started))
+        simulators = platform_simulators(self.fail_listings_file.parent)
+        self._simulator = asyncio.create_task(run_all(self.bootstrap, simulators, self._stop, started))
         await asyncio.wait_for(started.wait(), 60)
 
     def kill(self, service: str) -> None:

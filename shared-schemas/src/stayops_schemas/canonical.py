@@ -6,7 +6,9 @@ platform's event to it, keeping the platform and the platform's ids. Hostaway's
 webhook speaks differently (only "reservation created" and "reservation updated", a
 cancellation is an update whose status is cancelled, an update may come before the
 create or twice): `HostawayReservations` keeps the last known state per reservation
-and yields each canonical event once. Pure: no I/O."""
+and yields each canonical event once. A guest's message is `message.received`
+whichever platform's shape it came in (`airbnb_message`, `hostaway_message`); the
+host's own messages are not announced. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.sync import (
+    MessageReceived,
     Platform,
     ReservationCancelled,
     ReservationChanged,
@@ -185,3 +188,76 @@ class HostawayReservations:
         if name == "reservation.changed":
             return [(name, ReservationChanged(**common))]
         return [(name, ReservationCancelled(**common, cancelled_at=raw.updatedOn))]
+
+
+# --- Guest messages ----------------------------------------------------------------
+
+
+class AirbnbSender(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: str  # "guest" or "host" (a co-host is a host)
+    first_name: str | None = None
+
+
+class AirbnbMessage(BaseModel):
+    """A message of an Airbnb thread as its messaging API sends it (the fields StayOps
+    reads): the thread, the listing and the booking's confirmation code."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    thread_id: str
+    listing_id: str
+    confirmation_code: str | None = None
+    sender: AirbnbSender
+    message: str
+    created_at: dt.datetime
+
+
+class HostawayConversationMessage(BaseModel):
+    """A conversation message as Hostaway's webhook sends it: `isIncoming` 1 is the
+    guest's, 0 the host's; ids are numbers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int | str
+    conversationId: int | str
+    reservationId: int | str | None = None
+    listingMapId: int | str
+    body: str
+    isIncoming: int
+    insertedOn: dt.datetime
+    guestName: str | None = None
+
+
+class HostawayMessageWebhook(BaseModel):
+    """One webhook call: `{"event": "message.received", "data": {...}}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event: Literal["message.received"]
+    data: HostawayConversationMessage
+
+
+def airbnb_message(org_id: str, raw: AirbnbMessage) -> MessageReceived | None:
+    """A guest's Airbnb message as `message.received`; None for the host's own."""
+    if raw.sender.role.lower() != "guest":
+        return None
+    return MessageReceived(
+        message_id=raw.id, thread_id=raw.thread_id, listing_id=raw.listing_id, org_id=org_id,
+        reservation_id=raw.confirmation_code, guest_name=raw.sender.first_name, text=raw.message,
+        received_at=raw.created_at,
+    )
+
+
+def hostaway_message(org_id: str, webhook: HostawayMessageWebhook) -> MessageReceived | None:
+    """A guest's Hostaway message as `message.received`; None for an outgoing one."""
+    raw = webhook.data
+    if raw.isIncoming != 1:
+        return None
+    return MessageReceived(
+        message_id=str(raw.id), thread_id=str(raw.conversationId), listing_id=str(raw.listingMapId),
+        org_id=org_id, reservation_id=None if raw.reservationId is None else str(raw.reservationId),
+        guest_name=raw.guestName, text=raw.body, received_at=raw.insertedOn,
+    )

@@ -123,6 +123,7 @@ _SYNC_EVENTS: tuple[tuple[str, type[Payload]], ...] = (
     ("reservation.changed", sync.ReservationChanged),
     ("reservation.cancelled", sync.ReservationCancelled),
     ("review.created", sync.ReviewCreated),
+    ("message.received", sync.MessageReceived),
     ("price.updated", sync.PriceUpdated),
     ("price.update_failed", sync.PriceUpdateFailed),
     ("sync.completed", sync.SyncCompleted),

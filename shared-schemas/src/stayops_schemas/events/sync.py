@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
@@ -58,6 +58,11 @@ class ListingSynced(Payload):
     )
     synced_at: dt.datetime
     min_stay: int | None = Field(default=None, ge=1, description="The owner's usual minimum stay, in nights.")
+    segment: str | None = Field(
+        default=None, max_length=100, description="The owner's market segment of the listing.",
+        examples=["luxury", "standard", "budget"])
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=50, description="The owner's labels of the listing on the platform.")
 
     @model_validator(mode="after")
     def _prices_within_bounds(self) -> Self:
@@ -114,6 +119,20 @@ class ReviewCreated(Payload):
     rating: int = Field(ge=1, le=5)
     text: str = ""
     submitted_at: dt.datetime
+
+
+class MessageReceived(Payload):
+    """`<platform>.message.received`: a guest wrote to the host in a conversation
+    (thread) on the platform. The host's own messages are not announced."""
+
+    message_id: NonEmptyStr
+    thread_id: NonEmptyStr = Field(description="The platform's conversation (thread) id.")
+    listing_id: NonEmptyStr
+    org_id: NonEmptyStr
+    reservation_id: str | None = None
+    guest_name: str | None = None
+    text: str = Field(max_length=10_000)
+    received_at: dt.datetime
 
 
 class PriceUpdated(Payload):

@@ -1,0 +1,59 @@
+"""The seeded orgs and their automations: a solo host prices its listings in one weekly
+run; a property manager's 50 listings are priced per segment in runs small enough for
+one pricing result event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stayops_infra.automations import PRICING_RUN_MAX_LISTINGS, seed_automations
+from stayops_infra.orgsim import SeededOrg, propco_org, solo_host_org
+from stayops_infra.syncsim import ListingProfile, listing_profiles_file, write_listing_profiles
+
+
+def seeded(org_kind: str) -> dict[str, Any]:
+    org = propco_org() if org_kind == "propco" else solo_host_org()
+    return SeededOrg(org, {"owner": "token"}).as_json()
+
+
+def test_a_solo_host_has_one_weekly_pricing_run_and_the_two_reactive_automations(tmp_path: Path) -> None:
+    solo = seeded("solo")
+    automations = seed_automations(solo)
+    assert [a["name"] for a in automations] == [
+        "Weekly price optimisation", "Reservation: guest welcome and cleaning", "Bad review: alert the owner"]
+    assert automations[0]["action"]["parameters"]["listing_ids"] == solo["listing_ids"]
+    assert automations[1]["actions"][0]["assigned_to"] == solo["users"]["owner"]["user_id"]
+
+
+def test_a_propco_prices_each_segment_in_runs_of_at_most_ten_listings_every_listing_once(tmp_path: Path) -> None:
+    propco = seeded("propco")
+    pricing = [a for a in seed_automations(propco) if a["kind"] == "scheduled"]
+    chunks = [a["action"]["parameters"]["listing_ids"] for a in pricing]
+
+    assert [len(c) for c in chunks] == [10, 9, 8, 8, 8, 7]
+    assert all(len(c) <= PRICING_RUN_MAX_LISTINGS for c in chunks)
+    assert sorted(lid for c in chunks for lid in c) == sorted(propco["listing_ids"])
+    segments = propco["segments"]
+    for automation, chunk in zip(pricing, chunks, strict=True):
+        segment = automation["name"].split(": ")[1].split(" ")[0]
+        assert set(chunk) <= set(segments[segment]), "a run prices one segment"
+    assert len({a["cron"] for a in pricing}) == len(pricing), "the runs start apart"
+
+
+def test_a_propcos_members_and_the_segments_the_simulators_read(tmp_path: Path) -> None:
+    org = propco_org()
+    roles = sorted((m.department_name or "-", m.role_id, m.user_type) for m in org.members)
+    assert roles == [
+        ("-", "owner", "human"),
+        ("Guest Experience", "guest-relations", "human"),
+        ("Operations", "operations", "human"), ("Operations", "operations", "human"),
+        ("Operations", "operations", "human"),
+        ("Revenue", "revenue-manager", "ai_agent"), ("Revenue", "revenue-manager", "human"),
+    ]
+    assert len({m.department_id for m in org.members if m.department_id}) == 3
+    profiles = tmp_path / "listings.json"
+    write_listing_profiles(profiles, {lid: ListingProfile(segment, (segment,))
+                                      for segment, ids in org.segments.items() for lid in ids})
+    read = listing_profiles_file(profiles)()
+    assert len(read) == 50 and {p.segment for p in read.values()} == {"luxury", "standard", "budget"}
