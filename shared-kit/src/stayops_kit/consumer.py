@@ -43,6 +43,7 @@ from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.ownership import check_source
+from stayops_schemas.subscriptions import consumed_by
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +79,39 @@ Handler = Callable[[EventContext, Any], Awaitable[None]]
 
 
 class Subscriptions:
-    """The event types one consumer group handles, each with its handler."""
+    """The event types one consumer group handles, each with its handler. Given its
+    group, it takes only the types `stayops_schemas.subscriptions` declares for it,
+    and `complete()` refuses a declared type left without a handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: str | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._group = group
+        self._declared = consumed_by(group) if group is not None else None
 
     def on(self, *event_types: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             for name in event_types:
                 event_type(name)  # fails at start-up for a type missing from the catalog
+                if self._declared is not None and name not in self._declared:
+                    raise ValueError(f"{self._group} does not declare {name} in stayops_schemas.subscriptions")
                 if name in self._handlers:
                     raise ValueError(f"{name} already has a handler")
                 self._handlers[name] = handler
             return handler
 
         return register
+
+    def complete(self) -> Subscriptions:
+        """These subscriptions, once every type declared for the group has a handler."""
+        missing = sorted((self._declared or frozenset()) - self._handlers.keys())
+        if missing:
+            raise ValueError(f"{self._group} declares {missing} in stayops_schemas.subscriptions "
+                             "but has no handler for them")
+        return self
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
 
     def handler_for(self, name: str) -> Handler | None:
         return self._handlers.get(name)
