@@ -359,7 +359,7 @@ def backtest(
 
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
-    """Write every event type's JSON Schema into DIRECTORY."""
+    """Write every event type's JSON Schema, their index and the AsyncAPI document into DIRECTORY."""
     from stayops_schemas.export import export_schemas
 
     written = export_schemas(directory)
