@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_kit.db import inbox, outbox
-from stayops_kit.errors import InvalidRequest
 from stayops_kit.tenancy import OrgScope
 
 router = APIRouter(tags=["events"])
@@ -67,7 +66,8 @@ class EventHistory(BaseModel):
     items: list[HistoryEvent] = Field(description="Published events, oldest first.")
     consumed: list[ConsumedEvent] = Field(description=(
         "Events of the same correlation or id this service's consumer group applied, oldest first, with the "
-        f"first page (at most {MAX_CONSUMED}); for a subject, the inbox records of this page's items."))
+        f"first page (at most {MAX_CONSUMED}); for a subject or no filter, the inbox records of this page's "
+        "items."))
     next_after: int | None = Field(description="Pass as `after` for the next page of items; null on the last.")
     limit: int
 
@@ -107,9 +107,8 @@ async def list_events(
     after: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="Items after this cursor.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> EventHistory:
-    """The caller's org only: another org's events are never returned, whatever the filter."""
-    if correlation_id is None and event_id is None and subject is None:
-        raise InvalidRequest("name what to look for: correlation_id, event_id or subject")
+    """The caller's org only: another org's events are never returned, whatever the
+    filter. With no filter, all of the org's events this service still keeps."""
     published = OrgScope(outbox, caller.org_id)
     query = published.select().where(outbox.c.id > after)
     if correlation_id is not None:
@@ -124,13 +123,13 @@ async def list_events(
         rows = (await conn.execute(query.order_by(outbox.c.id).limit(limit + 1))).all()
         items = [_published(row) for row in rows[:limit]]
         consumed_query = applied.select()
-        if after and subject is None:
+        if after and (correlation_id is not None or event_id is not None) and subject is None:
             consumed_query = consumed_query.where(sa.false())  # given with the first page
         if correlation_id is not None:
             consumed_query = consumed_query.where(inbox.c.correlation_id == correlation_id)
         if event_id is not None:
             consumed_query = consumed_query.where(inbox.c.event_id == event_id)
-        if subject is not None:
+        if subject is not None or (correlation_id is None and event_id is None):
             # The inbox keeps no subject: the records of the events on this page.
             consumed_query = consumed_query.where(inbox.c.event_id.in_([item.id for item in items]))
         consumed = (await conn.execute(

@@ -79,8 +79,12 @@ async def test_the_history_is_paged_oldest_first(service: ServiceUnderTest) -> N
     assert [e["data"]["title"] for e in rest["items"]] == ["third"] and rest["next_after"] is None
 
 
-async def test_it_needs_something_to_look_for(service: ServiceUnderTest) -> None:
-    response = await service.client.get("/v1/events", headers=service.auth(str(uuid.uuid4())))
-    assert response.status_code == 422
-    assert response.headers["content-type"] == "application/problem+json"
-    assert "correlation_id" in response.json()["detail"]
+async def test_with_no_filter_it_is_the_orgs_whole_history(service: ServiceUnderTest) -> None:
+    org = str(uuid.uuid4())
+    response = await service.client.post("/v1/tasks", json={"title": "mine", "task_type": "manual"},
+                                         headers=service.auth(org))
+    assert response.status_code == 201, response.text
+
+    found = await history(service, org)
+    assert [e["data"]["title"] for e in found["items"]] == ["mine"]
+    assert (await history(service, str(uuid.uuid4())))["items"] == []
