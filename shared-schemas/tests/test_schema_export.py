@@ -23,11 +23,11 @@ def test_the_committed_schemas_match_the_catalog(tmp_path: Path) -> None:
     )
 
 
-def test_the_export_is_one_schema_per_event_type_and_an_index(tmp_path: Path) -> None:
+def test_the_export_is_one_schema_per_event_type_an_index_and_the_asyncapi_document(tmp_path: Path) -> None:
     written = export_schemas(tmp_path)
 
     assert sorted(path.name for path in written) == sorted(
-        [entry.schema_file for entry in CATALOG.values()] + ["index.json"]
+        [entry.schema_file for entry in CATALOG.values()] + ["index.json", "asyncapi.yaml"]
     )
     index = json.loads((tmp_path / "index.json").read_text())["events"]
     for entry in CATALOG.values():
@@ -44,7 +44,7 @@ def test_the_export_is_deterministic(tmp_path: Path) -> None:
     export_schemas(second)
     for path in first.iterdir():
         text = path.read_text()
-        assert text.endswith("}\n") and not text.endswith("\n\n")
+        assert text.endswith("}\n" if path.suffix == ".json" else "\n") and not text.endswith("\n\n")
         assert (second / path.name).read_text() == text
 
 

@@ -371,9 +371,41 @@ def backtest(
     print_backtest(results, console)
 
 
+@app.command()
+def trace(
+    id_: Annotated[str, typer.Argument(metavar="ID", help="An event id, run id, task id or correlation id.")],
+    org: Annotated[str | None, typer.Option(help="The org to look in (a token for its owner is minted "
+                                                 "with the org-service simulator's key).")] = None,
+    token: Annotated[str | None, typer.Option(help="A bearer token instead of --org.")] = None,
+    url: Annotated[list[str] | None, typer.Option(help="SERVICE=URL of a service not on its default "
+                                                       "port (repeatable).")] = None,
+) -> None:
+    """Print the causal tree of everything that followed from ID, across the four services:
+    time, service, type, subject and which consumer groups applied each event."""
+    from stayops_infra.services import SERVICES
+    from stayops_infra.trace import TraceError, collect_trace, render_trace
+
+    if (org is None) == (token is None):
+        raise _fail(StackError("name the org (--org ORG) or give a token (--token JWT)"))
+    if token is None:
+        keys = ensure_keys(StackConfig.from_env().keys_dir)
+        token = mint_token(keys.private_pem(), org_id=str(org), user_id="stayops-trace", role_id="owner")
+    urls = {spec.name: f"http://127.0.0.1:{spec.port}" for spec in SERVICES}
+    for given in url or []:
+        name, _, value = given.partition("=")
+        if name not in urls or not value:
+            raise _fail(StackError(f"--url takes SERVICE=URL with SERVICE one of {', '.join(urls)}, not {given!r}"))
+        urls[name] = value.rstrip("/")
+    try:
+        found = asyncio.run(collect_trace(urls, {"Authorization": f"Bearer {token}"}, id_))
+    except TraceError as exc:
+        raise _fail(exc) from exc
+    render_trace(found, console)
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
-    """Write every event type's JSON Schema into DIRECTORY."""
+    """Write every event type's JSON Schema, their index and the AsyncAPI document into DIRECTORY."""
     from stayops_schemas.export import export_schemas
 
     written = export_schemas(directory)

@@ -41,13 +41,14 @@ from stayops_schemas.events import sync
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.sync import Platform
 from stayops_schemas.ownership import SYNC_AIRBNB, SYNC_HOSTAWAY
+from stayops_schemas.subscriptions import SYNC_HOSTAWAY_SIMULATOR, SYNC_SIMULATOR
 
 log = logging.getLogger(__name__)
 
-GROUP = "sync-simulator"
+GROUP = SYNC_SIMULATOR
 SOURCE = SYNC_AIRBNB
 # Each platform's simulator: its consumer group and the source it publishes as.
-GROUPS: Mapping[Platform, str] = {Platform.AIRBNB: GROUP, Platform.HOSTAWAY: "sync-hostaway-simulator"}
+GROUPS: Mapping[Platform, str] = {Platform.AIRBNB: GROUP, Platform.HOSTAWAY: SYNC_HOSTAWAY_SIMULATOR}
 SOURCES: Mapping[Platform, str] = {Platform.AIRBNB: SYNC_AIRBNB, Platform.HOSTAWAY: SYNC_HOSTAWAY}
 PLATFORM_NAMES: Mapping[Platform, str] = {Platform.AIRBNB: "Airbnb", Platform.HOSTAWAY: "Hostaway"}
 CURRENCY = "EUR"

@@ -1,5 +1,6 @@
 """The FastAPI application every service is: problem+json errors, health and
-readiness, metrics, correlation-aware logs, authenticated /v1 routes, and a
+readiness, metrics, correlation-aware logs, authenticated /v1 routes (the
+service's own and its event history), and a
 lifespan that starts and gracefully stops the service runtime."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stayops_kit import history
 from stayops_kit.api import current_caller, require_service_key
 from stayops_kit.clock import Clock, IdFactory, new_id
 from stayops_kit.logs import configure_logging, correlation_scope
@@ -39,7 +41,9 @@ def create_app(
     title: str | None = None,
 ) -> FastAPI:
     """Routers in `routers` are mounted under /v1 and need a valid JWT; those in
-    `internal_routers` under /internal and need the service API key."""
+    `internal_routers` under /internal and need the service API key. Every service
+    also serves its event history, GET /v1/events (stayops_kit.history)."""
+    routers = [*routers, history.router]
     settings = settings or ServiceSettings(service_name=spec.name)
     runtime = ServiceRuntime(spec, settings, clock=clock, ids=ids)
 

@@ -43,6 +43,7 @@ from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.ownership import check_source
+from stayops_schemas.subscriptions import consumed_by
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,12 @@ REDRIVE_HEADER = "stayops_redrive_count"
 # One statement for a whole batch, whatever its size (arrays, not a VALUES list).
 _MARK_HANDLED = sa.text(
     """
-    INSERT INTO inbox (consumer_group, source, event_id, event_type, org_id)
-    SELECT :group, e.source, e.id, e.type, e.org
+    INSERT INTO inbox (consumer_group, source, event_id, event_type, org_id, occurred_at, correlation_id,
+                       causation_id, attempts)
+    SELECT :group, e.source, e.id, e.type, e.org, e.occurred, e.correlation, e.causation, :attempts
     FROM unnest(CAST(:sources AS text[]), CAST(:ids AS text[]), CAST(:types AS text[]),
-                CAST(:orgs AS text[])) AS e(source, id, type, org)
+                CAST(:orgs AS text[]), CAST(:times AS timestamptz[]), CAST(:correlations AS text[]),
+                CAST(:causations AS text[])) AS e(source, id, type, org, occurred, correlation, causation)
     ON CONFLICT DO NOTHING
     RETURNING source, event_id
     """
@@ -78,21 +81,39 @@ Handler = Callable[[EventContext, Any], Awaitable[None]]
 
 
 class Subscriptions:
-    """The event types one consumer group handles, each with its handler."""
+    """The event types one consumer group handles, each with its handler. Given its
+    group, it takes only the types `stayops_schemas.subscriptions` declares for it,
+    and `complete()` refuses a declared type left without a handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: str | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._group = group
+        self._declared = consumed_by(group) if group is not None else None
 
     def on(self, *event_types: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             for name in event_types:
                 event_type(name)  # fails at start-up for a type missing from the catalog
+                if self._declared is not None and name not in self._declared:
+                    raise ValueError(f"{self._group} does not declare {name} in stayops_schemas.subscriptions")
                 if name in self._handlers:
                     raise ValueError(f"{name} already has a handler")
                 self._handlers[name] = handler
             return handler
 
         return register
+
+    def complete(self) -> Subscriptions:
+        """These subscriptions, once every type declared for the group has a handler."""
+        missing = sorted((self._declared or frozenset()) - self._handlers.keys())
+        if missing:
+            raise ValueError(f"{self._group} declares {missing} in stayops_schemas.subscriptions "
+                             "but has no handler for them")
+        return self
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
 
     def handler_for(self, name: str) -> Handler | None:
         return self._handlers.get(name)
@@ -295,9 +316,10 @@ class InboxConsumer:
             await writes.flush(conn)
             failpoint("consumer.before_commit")
 
-    async def _mark_handled(self, conn: Any, pending: list[_Pending]) -> set[tuple[str, str]]:
-        """Record the batch in the inbox in one statement; returns the (source, id)
-        pairs that were not there yet (the others are redeliveries)."""
+    async def _mark_handled(self, conn: Any, pending: list[_Pending], attempts: int = 1) -> set[tuple[str, str]]:
+        """Record the batch in the inbox in one statement (with the try it took);
+        returns the (source, id) pairs that were not there yet (the others are
+        redeliveries)."""
         result = await conn.execute(
             _MARK_HANDLED,
             {
@@ -306,6 +328,10 @@ class InboxConsumer:
                 "ids": [item.envelope.id for item in pending],
                 "types": [item.envelope.type for item in pending],
                 "orgs": [item.envelope.orgid for item in pending],
+                "times": [item.envelope.time for item in pending],
+                "correlations": [item.envelope.correlationid for item in pending],
+                "causations": [item.envelope.causationid for item in pending],
+                "attempts": attempts,
             },
         )
         fresh = {(row.source, row.event_id) for row in result}
@@ -325,7 +351,7 @@ class InboxConsumer:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with self._engine.begin() as conn:
-                        await self._apply(conn, item)
+                        await self._apply(conn, item, attempts)
         except Exception as exc:
             if is_database_unavailable(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
@@ -334,8 +360,8 @@ class InboxConsumer:
             await self._dead_letter_or_hold(
                 item.record, DeadLetter(str(exc) or repr(exc), type(exc).__name__, attempts), held)
 
-    async def _apply(self, conn: Any, item: _Pending) -> None:
-        if await self._mark_handled(conn, [item]):
+    async def _apply(self, conn: Any, item: _Pending, attempts: int) -> None:
+        if await self._mark_handled(conn, [item], attempts):
             writes = PendingWrites()
             await self._handle(conn, item, writes)
             await writes.flush(conn)

@@ -40,6 +40,9 @@ sa.Index("outbox_unsent", outbox.c.id,
          postgresql_where=sa.and_(outbox.c.sent_at.is_(None), outbox.c.parked_at.is_(None)))
 sa.Index("outbox_sent_at", outbox.c.sent_at, postgresql_where=outbox.c.sent_at.is_not(None))
 sa.Index("outbox_correlation", outbox.c.org_id, outbox.c.correlation_id)
+# GET /v1/events by subject: an event's subject or its aggregate (partition key).
+sa.Index("outbox_subject", outbox.c.org_id, outbox.c.subject)
+sa.Index("outbox_partition_key", outbox.c.org_id, outbox.c.partition_key)
 
 inbox = sa.Table(
     "inbox",
@@ -51,8 +54,17 @@ inbox = sa.Table(
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column("org_id", sa.Text, nullable=False),
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # For GET /v1/events: the event's time, correlation and cause (so an event no
+    # StayOps outbox holds, a sync platform's, still has its place in a trace), and
+    # the tries its application took.
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("correlation_id", sa.Text),
+    sa.Column("causation_id", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
 )
 sa.Index("inbox_handled_at", inbox.c.handled_at)  # pruning by age
+sa.Index("inbox_correlation", inbox.c.org_id, inbox.c.correlation_id)
+sa.Index("inbox_event", inbox.c.event_id)
 
 # One payload-less NOTIFY per inserting statement: PostgreSQL folds identical
 # notifications of one transaction into one, and delivers it at commit.

@@ -46,6 +46,29 @@ def upgrade_messaging_tables(connection: Connection) -> None:
         connection.execute(sa.text(statement))
 
 
+# The columns and indexes GET /v1/events reads (stayops_kit.history); no-ops on a
+# database whose first migration already made them.
+_EVENT_HISTORY = (
+    "ALTER TABLE inbox ADD COLUMN IF NOT EXISTS occurred_at timestamptz",
+    "ALTER TABLE inbox ADD COLUMN IF NOT EXISTS correlation_id text",
+    "ALTER TABLE inbox ADD COLUMN IF NOT EXISTS causation_id text",
+    "ALTER TABLE inbox ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 1",
+    "CREATE INDEX IF NOT EXISTS outbox_correlation ON outbox (org_id, correlation_id)",
+    "CREATE INDEX IF NOT EXISTS outbox_subject ON outbox (org_id, subject)",
+    "CREATE INDEX IF NOT EXISTS outbox_partition_key ON outbox (org_id, partition_key)",
+    "CREATE INDEX IF NOT EXISTS inbox_correlation ON inbox (org_id, correlation_id)",
+    "CREATE INDEX IF NOT EXISTS inbox_event ON inbox (event_id)",
+)
+
+
+def add_event_history(connection: Connection) -> None:
+    """A service's `_event_history` migration: the inbox keeps each event's time,
+    correlation, cause and attempts, and the outbox and inbox are indexed by what
+    GET /v1/events filters on."""
+    for statement in _EVENT_HISTORY:
+        connection.execute(sa.text(statement))
+
+
 def run_env(target_metadata: sa.MetaData | None) -> None:
     """Body of a service's `migrations/env.py`: online migrations over asyncpg."""
     config = context.config

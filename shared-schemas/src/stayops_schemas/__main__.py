@@ -1,4 +1,4 @@
-"""`python -m stayops_schemas DIRECTORY` writes the catalog's JSON Schemas into DIRECTORY."""
+"""`python -m stayops_schemas DIRECTORY` writes the catalog's JSON Schemas and AsyncAPI document into DIRECTORY."""
 
 import sys
 from pathlib import Path

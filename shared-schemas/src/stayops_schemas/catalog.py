@@ -105,6 +105,7 @@ CONSUMER_GROUPS: tuple[str, ...] = (
     "automation-service",
     "agent-service",
     "sync-simulator",
+    "sync-hostaway-simulator",
 )
 
 

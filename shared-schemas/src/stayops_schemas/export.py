@@ -1,5 +1,6 @@
-"""Writes the catalog's JSON Schemas, one file per event type and version, plus an
-`index.json`; the committed copy lives in `shared-schemas/schemas/`."""
+"""Writes the catalog's JSON Schemas, one file per event type and version, an
+`index.json` and the AsyncAPI document over them (`asyncapi.yaml`); the committed
+copy lives in `shared-schemas/schemas/`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stayops_schemas.asyncapi import ASYNCAPI_FILE, asyncapi_document, render_asyncapi
 from stayops_schemas.catalog import CATALOG, EventType
 
 INDEX_FILE = "index.json"
@@ -43,8 +45,8 @@ def _render(document: Mapping[str, Any]) -> str:
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write one `<type>.v<version>.json` per catalog entry and `index.json` into
-    `directory`, and remove schema files a previous export listed that the catalog no
+    """Write one `<type>.v<version>.json` per catalog entry, `index.json` and
+    `asyncapi.yaml` into `directory`, and remove schema files a previous export listed that the catalog no
     longer has. The output depends only on the catalog, so it can be committed and
     checked for drift. Returns the written files, sorted."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -53,10 +55,12 @@ def export_schemas(directory: Path) -> list[Path]:
     documents[INDEX_FILE] = schema_index(CATALOG)
     for stale in sorted(_previously_exported(index_path) - documents.keys()):
         (directory / stale).unlink(missing_ok=True)
+    rendered = {name: _render(document) for name, document in documents.items()}
+    rendered[ASYNCAPI_FILE] = render_asyncapi(asyncapi_document())
     written = []
-    for name, document in sorted(documents.items()):
+    for name, text in sorted(rendered.items()):
         path = directory / name
-        path.write_bytes(_render(document).encode("utf-8"))
+        path.write_bytes(text.encode("utf-8"))
         written.append(path)
     return written
 

@@ -1,13 +1,15 @@
-"""Events task-service reacts to, each routed to its handler."""
+"""Events task-service reacts to, each routed to its handler; the types are the
+ones `stayops_schemas.subscriptions` declares for task-service."""
 
 from __future__ import annotations
 
 from stayops_kit.consumer import Subscriptions
+from stayops_schemas.subscriptions import TASK_SERVICE
 from task_service import handlers
 
 
 def subscriptions() -> Subscriptions:
-    subs = Subscriptions()
+    subs = Subscriptions(TASK_SERVICE)
     subs.on("org.member.joined")(handlers.member_joined)
     subs.on("org.member.updated")(handlers.member_updated)
     subs.on("org.member.left")(handlers.member_left)
@@ -17,4 +19,4 @@ def subscriptions() -> Subscriptions:
     subs.on("stayops.task.reschedule.requested")(handlers.task_reschedule_requested)
     subs.on("stayops.agent.result.produced")(handlers.agent_result_produced)
     subs.on("stayops.automation.action.finished")(handlers.action_finished)
-    return subs
+    return subs.complete()

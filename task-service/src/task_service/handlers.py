@@ -242,9 +242,10 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     task = task.start(now)
     await store.update_task(uow.conn, task)
     if claim is not None:
-        await uow.announce("stayops.task.assigned", task_assigned(task, claim), org_id=task.org_id, key=task.id)
+        await uow.announce("stayops.task.assigned", task_assigned(task, claim), org_id=task.org_id, key=task.id,
+                           correlation_id=_correlation(uow, task))
     await uow.announce("stayops.task.started", TaskStarted(**_ids(task), started_by=caller.user_id),
-                       org_id=task.org_id, key=task.id)
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
     return task
 
 
@@ -281,7 +282,7 @@ async def block_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str)
     await store.update_task(uow.conn, task)
     await uow.announce("stayops.task.blocked",
                        TaskBlocked(**_ids(task), reason=reason, blocked_by=caller.user_id),
-                       org_id=task.org_id, key=task.id)
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
     return task
 
 
@@ -399,13 +400,20 @@ async def _save_completed(
         comment=decision.comment if decision else None,
         changes=decision.changes if decision else {},
     )
-    await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id)
+    await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id,
+                       correlation_id=_correlation(uow, task))
 
 
 async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, failed_by: str) -> None:
     await store.update_task(uow.conn, task)
     await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=failed_by),
-                       org_id=task.org_id, key=task.id)
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+
+
+def _correlation(uow: UnitOfWork, task: Task) -> str | None:
+    """A person's action on a run's task (over REST, with no correlation of its own)
+    belongs to the run: its events carry the run's id, so the run's trace shows them."""
+    return uow.correlation_id or task.workflow_run_id
 
 
 def _ids(task: Task) -> dict[str, Any]:

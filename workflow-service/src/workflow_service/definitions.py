@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from stayops_kit import expressions
 from stayops_kit.errors import InvalidRequest
 from stayops_kit.expressions import ExpressionError, templates_in
+from stayops_schemas import subscriptions
 from stayops_schemas.catalog import CATALOG
 from stayops_schemas.ownership import WORKFLOW_COMMANDS
 
@@ -30,9 +31,6 @@ ENGINE_APPROVAL_FIELDS = ("prices", "approved_by", "approval_step")
 # Fields of an emitted command that only the engine writes: the run's tenant and request.
 ENGINE_EMIT_FIELDS = ("request_id", "org_id", "workflow_run_id")
 # Request-shaped events that are not replies an `emit_and_await` step could wait for.
-_NOT_REPLIES = ("stayops.task.", "stayops.workflow.", "org.")
-
-
 class StepKind(StrEnum):
     """The classic saga taxonomy: compensatable steps can be undone, the pivot is the
     point of no return, retriable steps after it are only ever retried."""
@@ -117,11 +115,8 @@ class TaskSpec:
 
 def reply_types() -> list[str]:
     """Catalog events that answer a request by its `request_id`: what an
-    `emit_and_await` step may wait for."""
-    return sorted(
-        name for name, entry in CATALOG.items()
-        if "request_id" in entry.model.model_fields and not name.startswith(_NOT_REPLIES)
-    )
+    `emit_and_await` step may wait for (declared in `stayops_schemas.subscriptions`)."""
+    return list(subscriptions.reply_types())
 
 
 @dataclass(frozen=True)
