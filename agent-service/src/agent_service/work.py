@@ -42,7 +42,13 @@ async def perform_ready_work(runtime: ServiceRuntime) -> bool:
     """Run every queued task whose data is here; True while some work still waits."""
     waiting = False
     async with runtime.engine.begin() as conn:
-        for row in await store.claim_work(conn):
+        rows = await store.claim_work(conn)
+        # Claimed before the agents' rows were locked: a kill switch pulled in between
+        # is seen here, and one pulled from now on waits for this pass to commit.
+        working = await store.lock_working_agents(conn, [(row.org_id, row.assignee) for row in rows])
+        for row in rows:
+            if (row.org_id, row.assignee) not in working:
+                continue  # held until its agent takes work again
             assignment = TaskAssigned.model_validate(row.assignment)
             if not await _ready(conn, row, assignment, runtime.clock.now()):
                 waiting = True
