@@ -515,17 +515,19 @@ async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assign
     await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
-async def claim_work(conn: AsyncConnection, limit: int = 20) -> list[Any]:
+async def claim_work(conn: AsyncConnection, limit: int = 20, skip: Sequence[tuple[str, str]] = ()) -> list[Any]:
     """Pending work of every org, oldest first, locked so two replicas never share it,
     leaving out the work of paused or switched-off agents and paused orgs (it waits
-    for them to resume). Cross-org by design: the loop acts on each row with that
-    row's org_id."""
+    for them to resume) and the (org id, task id) rows in `skip`. Cross-org by
+    design: the loop acts on each row with that row's org_id."""
     held_agent = sa.exists().where(
         profiles.c.org_id == agent_work.c.org_id, profiles.c.user_id == agent_work.c.assignee,
         sa.or_(profiles.c.paused_at.is_not(None), profiles.c.autonomy == "off"))
     held_org = sa.exists().where(org_pauses.c.org_id == agent_work.c.org_id)
     return list((await conn.execute(
-        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org)
+        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org,
+                                    *([sa.tuple_(agent_work.c.org_id, agent_work.c.task_id).not_in(list(skip))]
+                                      if skip else []))
         .order_by(agent_work.c.received_at).limit(limit).with_for_update(of=agent_work, skip_locked=True)
     )).all())
 
