@@ -83,13 +83,19 @@ async def _agent(uow: UnitOfWork, caller: Caller, user_id: str) -> AgentProfile:
     return profile
 
 
-async def _announce_standing(uow: UnitOfWork, type_: str, profile: AgentProfile, *, by: str | None,
-                             switch: KillSwitch | None = None) -> None:
-    """Tell the other services where the agent stands now (task-service routes by it)."""
+async def _announce_standing(uow: UnitOfWork, profile: AgentProfile, *, by: str | None,
+                             switch: KillSwitch | None = None, pulled: bool = False) -> None:
+    """Tell the other services where the agent stands now (task-service routes by it):
+    `stayops.agent.updated`, or with `switch` the kill switch `pulled` or released."""
     fields = standing(profile, org_paused=await store.org_paused(uow.conn, profile.org_id), at=uow.clock.now(),
                       by=by)
-    payload = (AgentUpdated(**fields) if switch is None else
-               (AgentPaused if type_ == "stayops.agent.paused" else AgentResumed)(**fields, switch=switch))
+    payload: AgentUpdated | AgentPaused | AgentResumed
+    if switch is None:
+        type_, payload = "stayops.agent.updated", AgentUpdated(**fields)
+    elif pulled:
+        type_, payload = "stayops.agent.paused", AgentPaused(**fields, switch=switch)
+    else:
+        type_, payload = "stayops.agent.resumed", AgentResumed(**fields, switch=switch)
     await uow.announce(type_, payload, org_id=profile.org_id, key=profile.user_id)
 
 
@@ -102,7 +108,7 @@ async def update_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, autonom
     await store.append_activity(uow.conn, governance_activity(
         changed, kind="profile.updated", summary="profile changed", by=caller.user_id, at=uow.clock.now(),
         id=uow.ids()))
-    await _announce_standing(uow, "stayops.agent.updated", changed, by=caller.user_id)
+    await _announce_standing(uow, changed, by=caller.user_id)
     await store.wake_work(uow.conn)  # an agent switched back on picks its held work up
     return changed
 
@@ -120,8 +126,7 @@ async def pause_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, paused: 
         changed, kind="agent.paused" if paused else "agent.resumed",
         summary=(f"paused; {len(held)} queued task(s) held" if paused else f"resumed; {len(held)} queued task(s)"),
         by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
-    await _announce_standing(uow, "stayops.agent.paused" if paused else "stayops.agent.resumed", changed,
-                             by=caller.user_id, switch=KillSwitch.AGENT)
+    await _announce_standing(uow, changed, by=caller.user_id, switch=KillSwitch.AGENT, pulled=paused)
     if not paused:
         await store.wake_work(uow.conn)
     return changed
@@ -140,8 +145,7 @@ async def pause_org_agents(uow: UnitOfWork, caller: Caller, *, paused: bool) -> 
             agent, kind="org.agents.paused" if paused else "org.agents.resumed",
             summary="every agent of the org paused" if paused else "the org's agents resumed",
             by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
-        await _announce_standing(uow, "stayops.agent.paused" if paused else "stayops.agent.resumed", agent,
-                                 by=caller.user_id, switch=KillSwitch.ORG)
+        await _announce_standing(uow, agent, by=caller.user_id, switch=KillSwitch.ORG, pulled=paused)
     return agents
 
 
@@ -158,7 +162,7 @@ async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
     )
     if await store.insert_profile_if_missing(ctx.uow.conn, profile):
         await store.append_activity(ctx.uow.conn, joined_activity(profile, event.role_name, id=ctx.uow.ids()))
-        await _announce_standing(ctx.uow, "stayops.agent.updated", profile, by=None)
+        await _announce_standing(ctx.uow, profile, by=None)
     else:
         log.debug("agent %s of org %s already has a profile", event.user_id, event.org_id)
 

@@ -66,10 +66,6 @@ class _AgentGovernance(Payload):
     changed_by: str | None = Field(
         default=None, description="The user who made the change; None for the profile an agent gets when it joins.")
 
-    @property
-    def takes_work(self) -> bool:
-        return not self.paused and not self.org_paused and self.autonomy is not Autonomy.OFF
-
 
 class AgentPaused(_AgentGovernance):
     """`stayops.agent.paused`: a kill switch was pulled. An org's switch is announced
