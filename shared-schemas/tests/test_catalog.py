@@ -52,6 +52,18 @@ MEMBER = {
     "department_id": "dep-rev",
     "department_name": "Revenue Management",
 }
+AGENT_GOVERNANCE = {
+    "agent_user_id": "usr-ai-rev",
+    "org_id": "org-1",
+    "role_id": "revenue-manager",
+    "skills": ["pricing"],
+    "autonomy": "suggest",
+    "confidence_threshold": 0.7,
+    "paused": False,
+    "org_paused": False,
+    "changed_at": NOW,
+    "changed_by": "usr-owner",
+}
 RUN = {
     "run_id": "run-1",
     "org_id": "org-1",
@@ -168,6 +180,9 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
         "confidence": 0.82,
         "result": {"recommendations": []},
     },
+    agents.AgentPaused: {**AGENT_GOVERNANCE, "paused": True, "switch": "agent"},
+    agents.AgentResumed: {**AGENT_GOVERNANCE, "switch": "org"},
+    agents.AgentUpdated: {**AGENT_GOVERNANCE, "changed_by": None},
     org.MemberJoined: {**MEMBER, "joined_at": NOW},
     org.MemberUpdated: {**MEMBER, "updated_at": NOW},
     org.MemberLeft: {"org_id": "org-1", "user_id": "usr-1", "left_at": NOW},

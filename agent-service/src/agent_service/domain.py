@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from stayops_kit.errors import InvalidRequest, NotFound
+from stayops_schemas.events.agents import Autonomy as Autonomy  # re-exported: the events' vocabulary
 from stayops_schemas.events.sync import (
     ListingSynced,
     MarketRatesSynced,
@@ -28,16 +28,6 @@ class AgentNotFound(NotFound):
 
     def __init__(self, user_id: str) -> None:
         super().__init__(f"no AI agent {user_id} in your organisation")
-
-
-class Autonomy(StrEnum):
-    """How far an agent may go on its own. `suggest`: it proposes, and a rule or a
-    person decides. `act_within_limits`: it applies results whose confidence reaches
-    its threshold, within the org's guardrails. `off`: it takes no work."""
-
-    SUGGEST = "suggest"
-    ACT_WITHIN_LIMITS = "act_within_limits"
-    OFF = "off"
 
 
 DEFAULT_AUTONOMY = Autonomy.SUGGEST
@@ -88,6 +78,23 @@ def governed(profile: AgentProfile, *, autonomy: Autonomy | None, confidence_thr
         else profile.confidence_threshold,
         skills=tuple(dict.fromkeys(skills)) if skills is not None else profile.skills,
     )
+
+
+def standing(profile: AgentProfile, *, org_paused: bool, at: dt.datetime, by: str | None) -> dict[str, Any]:
+    """Where the agent stands, as the governance events announce it whole."""
+    return {"agent_user_id": profile.user_id, "org_id": profile.org_id, "role_id": profile.role_id,
+            "skills": list(profile.skills), "autonomy": profile.autonomy,
+            "confidence_threshold": float(profile.confidence_threshold), "paused": profile.paused_at is not None,
+            "org_paused": org_paused, "changed_at": at, "changed_by": by}
+
+
+def dropped_activity(agent_user_id: str, org_id: str, *, task_id: str, now_with: str | None, at: dt.datetime,
+                     id: str) -> Activity:
+    """Work the agent had queued for a task that went to someone else: it is not done."""
+    where = f"to {now_with}" if now_with else "back to its queue"
+    return Activity(id=id, org_id=org_id, agent_user_id=agent_user_id, at=at, kind="work.dropped", task_id=task_id,
+                    summary=f"task {task_id} was reassigned {where}; its queued work was dropped",
+                    details={"assigned_to": now_with})
 
 
 def governance_activity(profile: AgentProfile, *, kind: str, summary: str, by: str, at: dt.datetime,

@@ -23,6 +23,7 @@ from agent_service.domain import (
     analysis_activity,
     area_market_scope,
     default_profile,
+    dropped_activity,
     failed_outcome,
     governance_activity,
     governed,
@@ -33,6 +34,7 @@ from agent_service.domain import (
     platform_of,
     reservation_from,
     review_from,
+    standing,
 )
 from agent_service.pricing import (
     DEFAULT_RULES,
@@ -51,7 +53,7 @@ from agent_service.pricing import (
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.outbox import UnitOfWork
-from stayops_schemas.events.agents import AgentResultProduced
+from stayops_schemas.events.agents import AgentPaused, AgentResultProduced, AgentResumed, AgentUpdated, KillSwitch
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import (
     ListingSynced,
@@ -74,29 +76,48 @@ async def agent_activity(uow: UnitOfWork, caller: Caller, user_id: str, *, limit
 
 
 async def _agent(uow: UnitOfWork, caller: Caller, user_id: str) -> AgentProfile:
-    profile = await store.get_profile(uow.conn, caller.org_id, user_id)
+    """The agent, locked until the change commits (see `store.lock_working_agents`)."""
+    profile = await store.get_profile(uow.conn, caller.org_id, user_id, for_update=True)
     if profile is None:
         raise AgentNotFound(user_id)
     return profile
 
 
+async def _announce_standing(uow: UnitOfWork, profile: AgentProfile, *, by: str | None,
+                             switch: KillSwitch | None = None, pulled: bool = False) -> None:
+    """Tell the other services where the agent stands now (task-service routes by it):
+    `stayops.agent.updated`, or with `switch` the kill switch `pulled` or released."""
+    fields = standing(profile, org_paused=await store.org_paused(uow.conn, profile.org_id), at=uow.clock.now(),
+                      by=by)
+    payload: AgentUpdated | AgentPaused | AgentResumed
+    if switch is None:
+        type_, payload = "stayops.agent.updated", AgentUpdated(**fields)
+    elif pulled:
+        type_, payload = "stayops.agent.paused", AgentPaused(**fields, switch=switch)
+    else:
+        type_, payload = "stayops.agent.resumed", AgentResumed(**fields, switch=switch)
+    await uow.announce(type_, payload, org_id=profile.org_id, key=profile.user_id)
+
+
 async def update_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, autonomy: Autonomy | None,
                        confidence_threshold: Decimal | None, skills: tuple[str, ...] | None) -> AgentProfile:
-    """The owner tunes an agent: autonomy, confidence threshold, skills."""
+    """The owner tunes an agent: autonomy, confidence threshold, skills; announced."""
     changed = governed(await _agent(uow, caller, user_id), autonomy=autonomy,
                        confidence_threshold=confidence_threshold, skills=skills)
     await store.save_profile(uow.conn, changed)
     await store.append_activity(uow.conn, governance_activity(
         changed, kind="profile.updated", summary="profile changed", by=caller.user_id, at=uow.clock.now(),
         id=uow.ids()))
+    await _announce_standing(uow, changed, by=caller.user_id)
     await store.wake_work(uow.conn)  # an agent switched back on picks its held work up
     return changed
 
 
 async def pause_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, paused: bool) -> AgentProfile:
-    """The kill switch of one agent: while paused it takes no work and proposes
-    nothing; its queued work waits (or goes to the role's people when task-service
-    hands the agent's open tasks back to the role's queue)."""
+    """The kill switch of one agent: once it is pulled the agent starts no work and
+    proposes nothing (a work pass under way finishes first: the switch waits for
+    it); its queued work waits here, and task-service hands its open tasks back to
+    the role when it hears `stayops.agent.paused`."""
     profile = await _agent(uow, caller, user_id)
     changed = replace(profile, paused_at=(profile.paused_at or uow.clock.now()) if paused else None)
     await store.save_profile(uow.conn, changed)
@@ -105,13 +126,15 @@ async def pause_agent(uow: UnitOfWork, caller: Caller, user_id: str, *, paused: 
         changed, kind="agent.paused" if paused else "agent.resumed",
         summary=(f"paused; {len(held)} queued task(s) held" if paused else f"resumed; {len(held)} queued task(s)"),
         by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+    await _announce_standing(uow, changed, by=caller.user_id, switch=KillSwitch.AGENT, pulled=paused)
     if not paused:
         await store.wake_work(uow.conn)
     return changed
 
 
 async def pause_org_agents(uow: UnitOfWork, caller: Caller, *, paused: bool) -> list[AgentProfile]:
-    """The kill switch of every agent of the org."""
+    """The kill switch of every agent of the org, announced once per agent."""
+    await store.list_profiles(uow.conn, caller.org_id, for_update=True)
     if paused:
         await store.pause_org(uow.conn, caller.org_id, at=uow.clock.now(), by=caller.user_id)
     else:
@@ -122,6 +145,7 @@ async def pause_org_agents(uow: UnitOfWork, caller: Caller, *, paused: bool) -> 
             agent, kind="org.agents.paused" if paused else "org.agents.resumed",
             summary="every agent of the org paused" if paused else "the org's agents resumed",
             by=caller.user_id, at=uow.clock.now(), id=uow.ids()))
+        await _announce_standing(uow, agent, by=caller.user_id, switch=KillSwitch.ORG, pulled=paused)
     return agents
 
 
@@ -138,6 +162,7 @@ async def member_joined(ctx: EventContext, event: MemberJoined) -> None:
     )
     if await store.insert_profile_if_missing(ctx.uow.conn, profile):
         await store.append_activity(ctx.uow.conn, joined_activity(profile, event.role_name, id=ctx.uow.ids()))
+        await _announce_standing(ctx.uow, profile, by=None)
     else:
         log.debug("agent %s of org %s already has a profile", event.user_id, event.org_id)
 
@@ -177,7 +202,13 @@ MAX_HORIZON_DAYS = 365
 async def task_assigned(ctx: EventContext, event: TaskAssigned) -> None:
     """An analysis task assigned to one of this org's agents is queued for the work
     loop (`agent_service.work`), which runs it once the sync data it needs is here.
-    Other tasks are someone else's."""
+    Other tasks are someone else's; work queued for a task that went to someone
+    else is dropped."""
+    for agent_user_id in await store.drop_reassigned_work(ctx.uow.conn, ctx.org_id, event.task_id,
+                                                          event.assigned_to, ctx.uow.clock.now()):
+        await store.append_activity(ctx.uow.conn, dropped_activity(
+            agent_user_id, ctx.org_id, task_id=event.task_id, now_with=event.assigned_to, at=ctx.uow.clock.now(),
+            id=ctx.uow.ids()))
     if event.assigned_to is None or event.task_type is not TaskType.ANALYSIS:
         return
     if await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to) is None:

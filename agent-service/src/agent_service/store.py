@@ -232,16 +232,42 @@ async def insert_profile_if_missing(conn: AsyncConnection, profile: AgentProfile
     return (await conn.execute(statement)).first() is not None
 
 
-async def get_profile(conn: AsyncConnection, org_id: str, user_id: str) -> AgentProfile | None:
-    row = (
-        await conn.execute(OrgScope(profiles, org_id).select().where(profiles.c.user_id == user_id))
-    ).first()
+async def get_profile(conn: AsyncConnection, org_id: str, user_id: str, *,
+                      for_update: bool = False) -> AgentProfile | None:
+    query = OrgScope(profiles, org_id).select().where(profiles.c.user_id == user_id)
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
     return _to_profile(row) if row else None
 
 
-async def list_profiles(conn: AsyncConnection, org_id: str) -> list[AgentProfile]:
+async def list_profiles(conn: AsyncConnection, org_id: str, *, for_update: bool = False) -> list[AgentProfile]:
+    """The org's agents; `for_update` locks them (in user id order, as the work loop
+    locks them) until the transaction ends, so a kill switch waits for the work loop's
+    pass under way and no pass starts work for them after it."""
+    if for_update:
+        locked = OrgScope(profiles, org_id).select(profiles.c.user_id).order_by(profiles.c.user_id).with_for_update()
+        await conn.execute(locked)
     query = OrgScope(profiles, org_id).select().order_by(profiles.c.created_at, profiles.c.user_id)
     return [_to_profile(r) for r in (await conn.execute(query)).all()]
+
+
+async def lock_working_agents(conn: AsyncConnection, agents: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Of these (org id, user id) agents, those that may work now (not paused, not
+    off, their org not paused), share-locked until the transaction ends: a kill switch
+    pulled meanwhile waits for this transaction, so it never overtakes work begun
+    under it. Locked in (org, user) order, as a kill switch locks them."""
+    if not agents:
+        return set()
+    found = (await conn.execute(
+        sa.select(profiles.c.org_id, profiles.c.user_id, profiles.c.paused_at, profiles.c.autonomy)
+        .where(sa.tuple_(profiles.c.org_id, profiles.c.user_id).in_(sorted(set(agents))))
+        .order_by(profiles.c.org_id, profiles.c.user_id)
+        .with_for_update(read=True)
+    )).all()
+    orgs = sorted({org_id for org_id, _ in agents})
+    paused_orgs = set((await conn.execute(
+        sa.select(org_pauses.c.org_id).where(org_pauses.c.org_id.in_(orgs)))).scalars().all())
+    return {(r.org_id, r.user_id) for r in found
+            if r.paused_at is None and r.autonomy != Autonomy.OFF.value and r.org_id not in paused_orgs}
 
 
 async def save_profile(conn: AsyncConnection, profile: AgentProfile) -> None:
@@ -474,26 +500,34 @@ async def queue_work(conn: AsyncConnection, org_id: str, task_id: str, *, assign
                      assigned_at: dt.datetime, event_id: str, correlation_id: str | None,
                      received_at: dt.datetime) -> None:
     """Keep an assignment for the work loop (once per task) and wake the loop."""
-    await conn.execute(
-        OrgScope(agent_work, org_id).insert(
-            task_id=task_id, assignment=assignment, assigned_at=assigned_at, event_id=event_id,
-            correlation_id=correlation_id, received_at=received_at, assignee=assignment.get("assigned_to"),
-        ).on_conflict_do_nothing()
+    statement = OrgScope(agent_work, org_id).insert(
+        task_id=task_id, assignment=assignment, assigned_at=assigned_at, event_id=event_id,
+        correlation_id=correlation_id, received_at=received_at, assignee=assignment.get("assigned_to"),
     )
+    # A task that comes back to an agent after its work was dropped (or done by
+    # another) is queued again; the same agent's repeated assignment is not.
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[agent_work.c.org_id, agent_work.c.task_id],
+        set_={name: statement.excluded[name] for name in
+              ("assignment", "assigned_at", "event_id", "correlation_id", "received_at", "assignee", "done_at")},
+        where=agent_work.c.assignee.is_distinct_from(statement.excluded.assignee),
+    ))
     await conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, "")))
 
 
-async def claim_work(conn: AsyncConnection, limit: int = 20) -> list[Any]:
+async def claim_work(conn: AsyncConnection, limit: int = 20, skip: Sequence[tuple[str, str]] = ()) -> list[Any]:
     """Pending work of every org, oldest first, locked so two replicas never share it,
     leaving out the work of paused or switched-off agents and paused orgs (it waits
-    for them to resume). Cross-org by design: the loop acts on each row with that
-    row's org_id."""
+    for them to resume) and the (org id, task id) rows in `skip`. Cross-org by
+    design: the loop acts on each row with that row's org_id."""
     held_agent = sa.exists().where(
         profiles.c.org_id == agent_work.c.org_id, profiles.c.user_id == agent_work.c.assignee,
         sa.or_(profiles.c.paused_at.is_not(None), profiles.c.autonomy == "off"))
     held_org = sa.exists().where(org_pauses.c.org_id == agent_work.c.org_id)
     return list((await conn.execute(
-        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org)
+        sa.select(agent_work).where(agent_work.c.done_at.is_(None), ~held_agent, ~held_org,
+                                    *([sa.tuple_(agent_work.c.org_id, agent_work.c.task_id).not_in(list(skip))]
+                                      if skip else []))
         .order_by(agent_work.c.received_at).limit(limit).with_for_update(of=agent_work, skip_locked=True)
     )).all())
 
@@ -504,6 +538,24 @@ async def held_work(conn: AsyncConnection, org_id: str, assignee: str | None = N
     if assignee is not None:
         query = query.where(agent_work.c.assignee == assignee)
     return list((await conn.execute(query.order_by(agent_work.c.received_at))).scalars().all())
+
+
+async def drop_reassigned_work(conn: AsyncConnection, org_id: str, task_id: str, assigned_to: str | None,
+                               at: dt.datetime) -> list[str]:
+    """The task went to someone else: the work an agent had queued for it and not
+    done is dropped (its assignee cleared, so the task may come back to it). Returns
+    the agents whose work was dropped."""
+    scope = OrgScope(agent_work, org_id)
+    pending = list((await conn.execute(
+        scope.select(agent_work.c.assignee)
+        .where(agent_work.c.task_id == task_id, agent_work.c.done_at.is_(None),
+               agent_work.c.assignee.is_distinct_from(assigned_to))
+        .with_for_update()
+    )).scalars().all())
+    if pending:
+        await conn.execute(scope.update().where(agent_work.c.task_id == task_id, agent_work.c.done_at.is_(None))
+                           .values(done_at=at, assignee=None))
+    return [str(a) for a in pending if a is not None]
 
 
 async def finish_work(conn: AsyncConnection, org_id: str, task_id: str, at: dt.datetime) -> None:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 WAIT_FOR_SYNC = dt.timedelta(seconds=30)
 RECHECK_S = 0.2  # while work waits for sync data
 IDLE_S = 5.0  # NOTIFY wakes the loop sooner
+TASKS_PER_PASS = 20
 
 
 async def work_loop(runtime: ServiceRuntime) -> None:
@@ -39,10 +40,22 @@ async def work_loop(runtime: ServiceRuntime) -> None:
 
 
 async def perform_ready_work(runtime: ServiceRuntime) -> bool:
-    """Run every queued task whose data is here; True while some work still waits."""
+    """Run queued tasks whose data is here, each in a transaction of its own (so a
+    kill switch waits for one task at most); True while some work still waits or
+    more is queued than one pass takes."""
     waiting = False
-    async with runtime.engine.begin() as conn:
-        for row in await store.claim_work(conn):
+    seen: list[tuple[str, str]] = []
+    for _ in range(TASKS_PER_PASS):
+        async with runtime.engine.begin() as conn:
+            claimed = await store.claim_work(conn, limit=1, skip=seen)
+            if not claimed:
+                return waiting
+            row = claimed[0]
+            seen.append((row.org_id, row.task_id))
+            # Claimed before its agent's row was locked: a kill switch pulled in between
+            # is seen here, and one pulled from now on waits for this task to commit.
+            if not await store.lock_working_agents(conn, [(row.org_id, row.assignee)]):
+                continue  # held until its agent takes work again
             assignment = TaskAssigned.model_validate(row.assignment)
             if not await _ready(conn, row, assignment, runtime.clock.now()):
                 waiting = True
@@ -61,7 +74,7 @@ async def perform_ready_work(runtime: ServiceRuntime) -> bool:
                     await handlers.report_failure(EventContext(uow, _envelope(row)), assignment, exc)
                     await uow.flush()
             await store.finish_work(conn, row.org_id, assignment.task_id, runtime.clock.now())
-    return waiting
+    return True  # more may be queued than this pass took
 
 
 async def _ready(conn: Any, row: Any, assignment: TaskAssigned, now: dt.datetime) -> bool:

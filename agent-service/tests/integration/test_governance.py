@@ -1,7 +1,7 @@
 """Agents an owner governs, through agent-service's public entries on real
 PostgreSQL and Apache Kafka: PATCH needs agents.manage, the kill switch holds an
-agent's work under load until it resumes, a failure fails the task with its reason,
-and a pricing task waits for its own run's sync data."""
+agent's work under load until it resumes, every change is announced, a failure fails
+the task with its reason, and a pricing task waits for its own run's sync data."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 
 from agent_service import store, work
 from agent_service.app import NAME, create_app
+from stayops_kit.db import outbox
 from stayops_kit.testing import ServiceUnderTest, decoded, eventually, service_under_test
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import ListingSynced, MarketRate, MarketRatesSynced
@@ -171,3 +172,51 @@ async def test_a_pricing_task_waits_for_its_own_runs_sync_not_an_earlier_one(ser
         return await pending(service, org) == 0
 
     await eventually(done, timeout=20, what="the pricing once this run's data arrived")
+
+
+async def announced(service: ServiceUnderTest, org: str) -> list[tuple[str, dict[str, Any]]]:
+    """The governance events agent-service announced for the org, in order."""
+    async with service.runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.event_type, outbox.c.payload, outbox.c.partition_key).where(
+            outbox.c.org_id == org, outbox.c.event_type.in_(
+                ["stayops.agent.updated", "stayops.agent.paused", "stayops.agent.resumed"])).order_by(outbox.c.id))
+        return [(row.event_type, row.payload) for row in rows if row.partition_key == row.payload["agent_user_id"]]
+
+
+async def test_every_governance_change_is_announced_with_where_the_agent_stands(service: ServiceUnderTest) -> None:
+    org = await org_with_agent(service)
+    await service.publish("org.member.joined", MemberJoined(
+        org_id=org, user_id="u-ai-2", user_type=UserType.AI_AGENT, display_name="AI 2", role_id="revenue-manager",
+        role_name="Revenue Manager", joined_at=NOW), key=org)
+
+    async def both_joined() -> bool:
+        return len(await announced(service, org)) == 2
+
+    await eventually(both_joined, timeout=20, what="both agents' profiles announced")
+    owner = service.auth(org)
+    for method, path, body in [
+        ("PATCH", "/v1/agents/u-ai-rm", {"autonomy": "off", "skills": ["pricing"]}),
+        ("POST", "/v1/agents/u-ai-rm/pause", None),
+        ("POST", "/v1/org/agents/pause", None),
+        ("POST", "/v1/agents/u-ai-rm/resume", None),
+        ("POST", "/v1/org/agents/resume", None),
+    ]:
+        response = await service.client.request(method, path, json=body, headers=owner)
+        assert response.status_code == 200, response.text
+
+    seen = [(type_, p["agent_user_id"], p.get("switch"), p["paused"], p["org_paused"], p["autonomy"], p["skills"])
+            for type_, p in await announced(service, org)]
+    both = ["pricing", "performance-review"]
+    assert seen == [
+        ("stayops.agent.updated", "u-ai-rm", None, False, False, "suggest", both),
+        ("stayops.agent.updated", "u-ai-2", None, False, False, "suggest", both),
+        ("stayops.agent.updated", "u-ai-rm", None, False, False, "off", ["pricing"]),
+        ("stayops.agent.paused", "u-ai-rm", "agent", True, False, "off", ["pricing"]),
+        ("stayops.agent.paused", "u-ai-rm", "org", True, True, "off", ["pricing"]),
+        ("stayops.agent.paused", "u-ai-2", "org", False, True, "suggest", both),
+        ("stayops.agent.resumed", "u-ai-rm", "agent", False, True, "off", ["pricing"]),
+        ("stayops.agent.resumed", "u-ai-rm", "org", False, False, "off", ["pricing"]),
+        ("stayops.agent.resumed", "u-ai-2", "org", False, False, "suggest", both),
+    ]
+    [first, *_] = await announced(service, org)
+    assert first[1]["changed_by"] is None, "a profile made on joining was changed by nobody"

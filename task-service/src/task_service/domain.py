@@ -3,12 +3,13 @@ I/O, no framework."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import OrgPolicyUpdated, UserType
 from stayops_schemas.events.tasks import (
     AUTOMATION_ASSIGNEE,
@@ -373,28 +374,71 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class AgentStanding:
+    """An AI agent's governance as agent-service last announced it."""
+
+    skills: frozenset[str]
+    autonomy: Autonomy
+    paused: bool
+    org_paused: bool
+
+    def refuses(self, task_type: TaskType, skill: str | None) -> str | None:
+        """Why the agent may not hold a task of this type and skill now; None: it may."""
+        if self.paused:
+            return "paused"
+        if self.org_paused:
+            return "its org's agents are paused"
+        if self.autonomy is Autonomy.OFF:
+            return "autonomy off"
+        if task_type is TaskType.ANALYSIS and (skill is None or skill not in self.skills):
+            return f"lacks the skill {skill!r}" if skill else "the task names no skill"
+        return None
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """An active member of a role, as the assignment rule sees them."""
+    """An active member of a role, as the assignment rule sees them. `standing`: an
+    AI agent's governance, None for a person or an agent not yet announced."""
 
     user_id: str
     user_type: UserType
     joined_at: datetime
     open_tasks: int
+    standing: AgentStanding | None = None
+
+    def refuses(self, task_type: TaskType, skill: str | None) -> str | None:
+        """Why the role's rule passes this member over for the task; None: it may have it.
+        People take any task. An AI agent takes only analysis tasks (agent-service does
+        nothing else), and only while it takes work and has the task's skill."""
+        if self.user_type is not UserType.AI_AGENT:
+            return None
+        if task_type is not TaskType.ANALYSIS:
+            return f"an AI agent takes no {task_type.value} task"
+        return self.standing.refuses(task_type, skill) if self.standing is not None else None
 
 
-def assign_by_role(role_id: str, candidates: Sequence[Candidate]) -> Assignment:
-    """The member with the fewest open tasks, then the oldest membership, then the
-    smallest user id; people and AI agents alike. No member: the role's queue."""
+def assign_by_role(role_id: str, candidates: Sequence[Candidate], *, task_type: TaskType,
+                   skill: str | None = None) -> Assignment:
+    """Among the members who may have the task (`Candidate.refuses`): the one with the
+    fewest open tasks, then the oldest membership, then the smallest user id; people
+    and AI agents alike. Nobody: the role's queue. The rule names who was passed over."""
     if not candidates:
         return Assignment(None, None, f"role:{role_id} -> role queue (no active member)")
-    chosen = min(candidates, key=lambda c: (c.open_tasks, c.joined_at, c.user_id))
-    if len(candidates) == 1:
-        return Assignment(chosen.user_id, chosen.user_type, f"role:{role_id} -> only active member")
+    refusals = {c.user_id: why for c in candidates if (why := c.refuses(task_type, skill)) is not None}
+    passed = "; passed over: " + ", ".join(f"{user} ({why})" for user, why in sorted(refusals.items()))
+    eligible = [c for c in candidates if c.user_id not in refusals]
+    if not eligible:
+        return Assignment(None, None, f"role:{role_id} -> role queue (no active member may take it{passed})")
+    passed = passed if refusals else ""
+    chosen = min(eligible, key=lambda c: (c.open_tasks, c.joined_at, c.user_id))
+    if len(eligible) == 1:
+        only = "only member who may take it" if refusals else "only active member"
+        return Assignment(chosen.user_id, chosen.user_type, f"role:{role_id} -> {only}{passed}")
     return Assignment(
         chosen.user_id,
         chosen.user_type,
-        f"role:{role_id} -> fewest open tasks ({chosen.open_tasks}) among {len(candidates)} "
-        "active members, then oldest membership, then user id",
+        f"role:{role_id} -> fewest open tasks ({chosen.open_tasks}) among {len(eligible)} "
+        f"active members, then oldest membership, then user id{passed}",
     )
 
 
@@ -407,6 +451,7 @@ def choose_assignment(
     requested_by: str,
     explicit_assignee_type: UserType | None,
     candidates: Sequence[Candidate],
+    skill: str | None = None,
 ) -> Assignment | None:
     """An explicit assignee wins; else the role's rule; else the department's queue.
     None: the task has nobody and no queue, so nothing is announced."""
@@ -419,18 +464,21 @@ def choose_assignment(
             assigned_to, explicit_assignee_type or UserType.HUMAN, f"assigned by user {requested_by}"
         )
     if role_id is not None:
-        return assign_by_role(role_id, candidates)
+        return assign_by_role(role_id, candidates, task_type=task_type, skill=skill)
     if department_id is not None:
         return Assignment(None, None, f"department:{department_id} -> department queue (no role given)")
     return None
 
 
 def reassign_open_work(
-    leaver: str, open_tasks: Sequence[Task], candidates_by_role: Mapping[str, Sequence[Candidate]]
+    holder: str, open_tasks: Sequence[Task], candidates_by_role: Mapping[str, Sequence[Candidate]],
+    *, why: Callable[[Task], str] | None = None,
 ) -> list[tuple[Task, Assignment]]:
-    """A member left: each of their open tasks goes to its role by the same rule
-    (counting what this reassignment already handed out), else to its department's
-    queue, else to nobody."""
+    """The holder's open tasks go each to its role by the same rule (counting what
+    this reassignment already handed out, never back to the holder), else to its
+    department's queue, else to nobody. `why`: why a task leaves the holder (by
+    default, they left the organisation)."""
+    reason = why or (lambda _: f"{holder} left the organisation")
     handed_out: dict[str, int] = {}
     plan: list[tuple[Task, Assignment]] = []
     for task in open_tasks:
@@ -438,14 +486,20 @@ def reassign_open_work(
             candidates = [
                 replace(c, open_tasks=c.open_tasks + handed_out.get(c.user_id, 0))
                 for c in candidates_by_role.get(task.role_id, ())
-                if c.user_id != leaver
+                if c.user_id != holder
             ]
-            chosen = assign_by_role(task.role_id, candidates)
+            chosen = assign_by_role(task.role_id, candidates, task_type=task.task_type, skill=task.skill)
         elif task.department_id is not None:
             chosen = Assignment(None, None, f"department:{task.department_id} -> department queue")
         else:
             chosen = Assignment(None, None, "unassigned: no role or department to hand it to")
         if chosen.assigned_to is not None:
             handed_out[chosen.assigned_to] = handed_out.get(chosen.assigned_to, 0) + 1
-        plan.append((task, replace(chosen, rule=f"{leaver} left the organisation; {chosen.rule}")))
+        plan.append((task, replace(chosen, rule=f"{reason(task)}; {chosen.rule}")))
     return plan
+
+
+def work_to_hand_back(standing: AgentStanding, open_tasks: Sequence[Task]) -> list[Task]:
+    """The agent's open tasks it may no longer hold: all of them when it is paused or
+    off; an analysis task whose skill it lost."""
+    return [task for task in open_tasks if standing.refuses(task.task_type, task.skill) is not None]

@@ -4,6 +4,7 @@ caller's unit of work."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from stayops_kit.errors import PermanentError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.permissions import MissingPermission, Permission
 from stayops_kit.policies import policy_of, store_policy
-from stayops_schemas.events.agents import AgentResultProduced
+from stayops_schemas.events.agents import AgentPaused, AgentResultProduced, AgentResumed, AgentUpdated
 from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
 from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, OrgPolicyUpdated, UserType
 from stayops_schemas.events.tasks import (
@@ -39,6 +40,7 @@ from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import store
 from task_service.domain import (
     AUTOMATION,
+    AgentStanding,
     Assignment,
     Decision,
     ParentTaskInvalid,
@@ -49,6 +51,7 @@ from task_service.domain import (
     check_side_effects,
     choose_assignment,
     reassign_open_work,
+    work_to_hand_back,
 )
 
 log = logging.getLogger(__name__)
@@ -158,6 +161,7 @@ async def _choose_assignment(uow: UnitOfWork, task: Task) -> Assignment | None:
     if task.assigned_to is None and task.role_id is not None:
         candidates = await store.lock_role_candidates(uow.conn, task.org_id, task.role_id)
     return choose_assignment(
+        skill=task.skill,
         task_type=task.task_type,
         assigned_to=task.assigned_to,
         role_id=task.role_id,
@@ -453,13 +457,42 @@ async def _assign_queued(ctx: EventContext, org_id: str, role_id: str) -> None:
 
 async def member_left(ctx: EventContext, event: MemberLeft) -> None:
     """The leaver's open work is handed on by the assignment rule, and announced."""
+    await store.deactivate_member(ctx.uow.conn, event.org_id, event.user_id)
+    open_tasks = await store.lock_open_tasks_of(ctx.uow.conn, event.org_id, event.user_id)
+    await _hand_on(ctx, event.org_id, event.user_id, open_tasks)
+
+
+async def agent_standing_changed(ctx: EventContext, event: AgentPaused | AgentResumed | AgentUpdated) -> None:
+    """agent-service says where an AI agent stands (kill switches, autonomy, skills):
+    the assignment rule follows it from now on, and the agent's open tasks that it
+    may no longer hold (all of them once it is paused or off) are handed on by the
+    rule — to another member of the role, or the role's queue — and announced. A
+    resume pulls nothing back."""
+    conn, org_id, agent = ctx.uow.conn, event.org_id, event.agent_user_id
+    # Taken first, as an assignment to the role takes them: no task is given to the
+    # agent by the standing this event replaces once its open tasks are counted.
+    await store.lock_member_and_role(conn, org_id, agent)
+    standing = AgentStanding(skills=frozenset(event.skills), autonomy=event.autonomy, paused=event.paused,
+                             org_paused=event.org_paused)
+    if not await store.save_standing(conn, org_id, agent, standing, event.changed_at):
+        log.info("%s for agent %s is older than its kept standing: ignored", ctx.envelope.type, agent)
+        return
+    handed = work_to_hand_back(standing, await store.lock_open_tasks_of(conn, org_id, agent))
+
+    def why(task: Task) -> str:
+        return f"AI agent {agent} may no longer hold it ({standing.refuses(task.task_type, task.skill)})"
+
+    await _hand_on(ctx, org_id, agent, handed, why=why)
+
+
+async def _hand_on(ctx: EventContext, org_id: str, holder: str, tasks: list[Task],
+                   why: Callable[[Task], str] | None = None) -> None:
+    """Hand tasks leaving their holder on by the assignment rule, and announce each."""
     conn = ctx.uow.conn
-    await store.deactivate_member(conn, event.org_id, event.user_id)
-    open_tasks = await store.lock_open_tasks_of(conn, event.org_id, event.user_id)
-    roles = sorted({t.role_id for t in open_tasks if t.role_id is not None})
-    candidates = {role: await store.lock_role_candidates(conn, event.org_id, role) for role in roles}
+    roles = sorted({t.role_id for t in tasks if t.role_id is not None})
+    candidates = {role: await store.lock_role_candidates(conn, org_id, role) for role in roles}
     now = ctx.uow.clock.now()
-    for task, assignment in reassign_open_work(event.user_id, open_tasks, candidates):
+    for task, assignment in reassign_open_work(holder, tasks, candidates, why=why):
         handed_on = replace(task.assign(assignment), updated_at=now)
         await store.update_task(conn, handed_on)
         await ctx.uow.announce("stayops.task.assigned", task_assigned(handed_on, assignment),

@@ -3,7 +3,9 @@ tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,9 +13,10 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stayops_kit.tenancy import OrgScope
+from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
-from task_service.domain import OPEN_STATUSES, Candidate, Task
+from task_service.domain import OPEN_STATUSES, AgentStanding, Candidate, Task
 
 metadata = sa.MetaData()
 
@@ -70,6 +73,19 @@ members = sa.Table(
 sa.Index("directory_members_role", members.c.org_id, members.c.role_id)
 sa.Index("directory_members_role_active", members.c.org_id, members.c.role_id, members.c.user_id,
          postgresql_where=members.c.active)
+
+# Each AI agent's standing as agent-service last announced it (the newest wins).
+agent_standing = sa.Table(
+    "agent_standing",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("skills", pg.JSONB, nullable=False),
+    sa.Column("autonomy", sa.Text, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("org_paused", sa.Boolean, nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 _TASK_FIELDS = [f.name for f in fields(Task)]
 
@@ -253,15 +269,53 @@ async def lock_role_candidates(conn: AsyncConnection, org_id: str, role_id: str)
             )
         ).all()
     )
+    # Read after the members' locks: a kill switch applied meanwhile is seen.
+    standings = await standings_of(conn, org_id, [row.user_id for row in locked
+                                                  if row.user_type == UserType.AI_AGENT.value])
     return [
         Candidate(
             user_id=row.user_id,
             user_type=UserType(row.user_type),
             joined_at=row.joined_at,
             open_tasks=int(open_counts.get(row.user_id, 0)),
+            standing=standings.get(row.user_id),
         )
         for row in locked
     ]
+
+
+async def standings_of(conn: AsyncConnection, org_id: str, user_ids: Sequence[str]) -> dict[str, AgentStanding]:
+    if not user_ids:
+        return {}
+    rows = (await conn.execute(
+        OrgScope(agent_standing, org_id).select().where(agent_standing.c.user_id.in_(list(user_ids)))
+    )).all()
+    return {row.user_id: AgentStanding(skills=frozenset(row.skills), autonomy=Autonomy(row.autonomy),
+                                       paused=row.paused, org_paused=row.org_paused) for row in rows}
+
+
+async def save_standing(conn: AsyncConnection, org_id: str, user_id: str, standing: AgentStanding,
+                        changed_at: datetime) -> bool:
+    """Keep the agent's standing unless a newer one is kept; whether this one was."""
+    statement = OrgScope(agent_standing, org_id).upsert_newest(
+        [{"user_id": user_id, "skills": sorted(standing.skills), "autonomy": standing.autonomy.value,
+          "paused": standing.paused, "org_paused": standing.org_paused, "changed_at": changed_at}],
+        key=["user_id"], version="changed_at",
+    ).returning(agent_standing.c.user_id)
+    return (await conn.execute(statement)).first() is not None
+
+
+async def lock_member_and_role(conn: AsyncConnection, org_id: str, user_id: str) -> None:
+    """Hold the directory rows of a member and of everyone in its role, in user id
+    order as the assignment rule takes them (`lock_role_candidates`), so a change to
+    the member and an assignment to its role happen one after the other."""
+    role = sa.select(members.c.role_id).where(members.c.org_id == org_id, members.c.user_id == user_id)
+    await conn.execute(
+        OrgScope(members, org_id).select(members.c.user_id)
+        .where(sa.or_(members.c.user_id == user_id, members.c.role_id == role.scalar_subquery()))
+        .order_by(members.c.user_id)
+        .with_for_update()
+    )
 
 
 async def member_type(conn: AsyncConnection, org_id: str, user_id: str) -> UserType | None:
