@@ -52,7 +52,8 @@ _CONSUMES: dict[str, tuple[str, ...]] = {
     TASK_SERVICE: (
         "org.member.joined", "org.member.updated", "org.member.left", "org.policy.updated",
         "stayops.task.requested", "stayops.task.cancel.requested", "stayops.task.reschedule.requested",
-        "stayops.agent.result.produced", "stayops.automation.action.finished",
+        "stayops.agent.result.produced", "stayops.agent.paused", "stayops.agent.resumed",
+        "stayops.agent.updated", "stayops.automation.action.finished",
     ),
     WORKFLOW_SERVICE: (
         "stayops.workflow.run.requested", "stayops.task.completed", "stayops.task.failed",
