@@ -54,17 +54,21 @@ async def main(args: argparse.Namespace) -> None:
             await system.start()
             registry = OrgRegistry(work / "orgs.json")
             orgs = []
+            policies = []
             for _ in range(args.orgs):
                 seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
                 # Approval by rule: the org's policy lets a rule approve what the agent proposes.
-                await publish_policy(stack.broker.bootstrap, seeded["org_id"],
-                                     {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}})
+                policies.append(await publish_policy(
+                    stack.broker.bootstrap, seeded["org_id"],
+                    {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}))
                 seeded["listing_ids"] = [str(uuid.uuid4()) for _ in range(args.listings)]
                 orgs.append(OrgHandle.from_seed(seeded))
             await asyncio.sleep(2)  # the directory events reach task-service and agent-service
             urls = {spec.name: system.url(spec.name) for spec in SERVICES}
             async with httpx.AsyncClient(timeout=30) as http:
                 client = PricingClient(urls, http)
+                for org, policy in zip(orgs, policies, strict=True):
+                    await client.policy_applied(org, policy)
                 say(f"starting {args.orgs} runs ({args.orgs * args.listings} listings) at once")
 
                 async def one(org: OrgHandle) -> float:

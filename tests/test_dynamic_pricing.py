@@ -55,7 +55,7 @@ async def notifications(system: LocalSystem, org: OrgHandle) -> list[dict[str, A
 async def test_small_changes_are_approved_by_rule_and_published(
     system: LocalSystem, pricing: PricingClient, org: OrgHandle
 ) -> None:
-    await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL)
+    await pricing.policy_applied(org, await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL))
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
@@ -115,7 +115,7 @@ async def test_a_failed_price_update_compensates_and_tells_the_owner(
 ) -> None:
     with system.fail_listings_file.open("a") as fail:
         fail.write(f"{org.listing_ids[0]}\n")
-    await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL)
+    await pricing.policy_applied(org, await publish_policy(system.bootstrap, org.org_id, RULES_APPROVE_ALL))
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, statuses=frozenset({"failed"}), timeout_s=180)
 

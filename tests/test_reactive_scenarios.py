@@ -257,11 +257,12 @@ async def _dead(process: Any) -> bool:
 async def test_a_pricing_run_for_hostaway_listings_is_synced_and_published_by_sync_hostaway(
     system: LocalSystem, solo_org: dict[str, Any],
 ) -> None:
-    await publish_policy(system.bootstrap, solo_org["org_id"], {"pricing": {"approval_threshold_pct": 1000,
-                                                                            "max_change_pct": 1000}})
+    policy = await publish_policy(system.bootstrap, solo_org["org_id"], {"pricing": {"approval_threshold_pct": 1000,
+                                                                                     "max_change_pct": 1000}})
     handle = OrgHandle.from_seed(solo_org)
     async with httpx.AsyncClient(timeout=20) as http:
         pricing = PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
+        await pricing.policy_applied(handle, policy)
         run_id = await pricing.start_run(handle, threshold_pct=1000, platform="hostaway")
         run = await pricing.wait_until(handle, run_id, timeout_s=180)
         tasks = await pricing.run_tasks(handle, run_id)

@@ -59,7 +59,7 @@ async def run_demo(console: Console) -> int:
             console.print("Starting the four services and the sync simulator...")
             await system.start()
             seeded = await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))
-            await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
+            policy = await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
             automations = await create_seed_automations(seeded.as_json(), system.url("automation-service"))
             cleaner = await _hire_a_cleaner(stack.broker.bootstrap, seeded.org.org_id)
             org = OrgHandle.from_seed(seeded.as_json())
@@ -68,6 +68,7 @@ async def run_demo(console: Console) -> int:
             urls = {spec.name: system.url(spec.name) for spec in SERVICES}
             async with httpx.AsyncClient(timeout=15) as http:
                 client = PricingClient(urls, http)
+                await client.policy_applied(org, policy)
                 priced = await _two_runs(console, client, org)
                 reacted = await _reactive(console, client, org, system.bootstrap,
                                           {**org.names, cleaner.user_id: cleaner.display_name})

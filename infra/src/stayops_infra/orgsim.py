@@ -286,9 +286,12 @@ async def publish_events(bootstrap: str, envelopes: list[Envelope], idempotent: 
         await producer.stop()
 
 
-async def publish_policy(bootstrap: str, org_id: str, policy: dict[str, Any], idempotent: bool = True) -> None:
-    """Announce an org's whole policy, as org-service does when an owner changes it."""
-    await publish_events(bootstrap, [policy_envelope(org_id, policy)], idempotent)
+async def publish_policy(bootstrap: str, org_id: str, policy: dict[str, Any], idempotent: bool = True) -> str:
+    """Announce an org's whole policy, as org-service does when an owner changes it;
+    returns the event's id (`PricingClient.policy_applied` waits for it)."""
+    envelope = policy_envelope(org_id, policy)
+    await publish_events(bootstrap, [envelope], idempotent)
+    return envelope.id
 
 
 @dataclass(frozen=True)

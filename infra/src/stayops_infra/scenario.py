@@ -15,8 +15,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from stayops_schemas.catalog import TOPICS
+from stayops_schemas.subscriptions import consumers_of
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# The services that read `org.policy.updated`: the saga's guardrails, the decision
+# checks and the publish guard.
+POLICY_CONSUMERS = consumers_of("org.policy.updated")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,25 @@ class PricingClient:
         items: list[dict[str, Any]] = response.json()["items"]
         return sorted(items, key=lambda t: t["created_at"])
 
+
+    async def policy_applied(self, org: OrgHandle, event_id: str, timeout_s: float = 60) -> None:
+        """Wait until every service that bounds prices by the org's policy has applied
+        `org.policy.updated` event `event_id` (its inbox record in `GET /v1/events`), so
+        a run started next is judged by that policy, not by the one before it."""
+        deadline = time.monotonic() + timeout_s
+        waiting = list(POLICY_CONSUMERS)
+        while waiting and time.monotonic() < deadline:
+            service = waiting[0]
+            response = await self.http.get(f"{self.urls[service]}/v1/events", params={"event_id": event_id},
+                                           headers=org.headers)
+            if response.status_code != 200:
+                raise ScenarioError(f"reading {service}'s events failed: {response.status_code} {response.text}")
+            if any(c["event_id"] == event_id for c in response.json()["consumed"]):
+                waiting.pop(0)
+                continue
+            await asyncio.sleep(0.1)
+        if waiting:
+            raise ScenarioError(f"policy {event_id} not applied by {', '.join(waiting)} after {timeout_s:.0f}s")
 
     async def linked_tasks(self, org: OrgHandle, link: str, *, count: int,
                            until: Callable[[list[dict[str, Any]]], bool] = lambda tasks: True,
