@@ -76,7 +76,7 @@ class RunAlreadyFinished(Conflict):
     code = "run-already-finished"
 
     def __init__(self, run_id: str, status: RunStatus) -> None:
-        super().__init__(f"workflow run {run_id} is already {status.value}; only a running or waiting "
+        super().__init__(f"workflow run {run_id} is already {status.value}; only a queued, running, waiting or paused "
                          "run can be cancelled")
 
 
