@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from jsonschema import Draft202012Validator
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, create_model
 
 from stayops_kit.api import MAX_INT32, CurrentCaller, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.errors import InvalidRequest
-from stayops_kit.fields import ExactNumbers, IsoDateTime
+from stayops_kit.fields import ExactNumbers, IsoDateTimeQuery
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.workflows import RunStatus
@@ -160,7 +157,7 @@ def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[Base
 
 class CancelRun(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
-    compensate: bool = Field(default=False, description=(
+    compensate: StrictBool = Field(default=False, description=(
         "Undo first: the compensations of the completed compensatable steps run in reverse order, "
         "as after a failure (none past a completed pivot); the run is cancelled when they are done."))
 
@@ -194,23 +191,20 @@ class RunPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
 
 
-class CursorInvalid(InvalidRequest):
-    code = "cursor-invalid"
-
-    def __init__(self) -> None:
-        super().__init__("cursor is not one this service gave out; pass next_cursor as it came")
+# A cursor is the position of the last run of a page: its start in microseconds since
+# 1970 (16 digits reach the year 2286) and its id; any text of this form is a position.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[A-Za-z0-9-]{1,64}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _cursor_of(run: Any) -> str:
-    return base64.urlsafe_b64encode(f"{run.started_at.isoformat()}|{run.id}".encode()).decode()
+    micros = (run.started_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{run.id}"
 
 
 def _cursor_after(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, _, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), run_id
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise CursorInvalid() from exc
+    micros, _, run_id = cursor.partition(".")
+    return _EPOCH + timedelta(microseconds=int(micros)), run_id
 
 
 @router.get("/workflow-schema")
@@ -333,18 +327,18 @@ async def resume_run(run_id: str, caller: Canceller, runtime: Runtime) -> RunOut
 MAX_PAGE = 200
 
 
-@router.get("/runs", response_model=RunPage, responses=problem_responses(422))
+@router.get("/runs", response_model=RunPage)
 async def list_runs(
     caller: CurrentCaller, runtime: Runtime,
     workflow_key: Annotated[str | None, Query(pattern=KEY_PATTERN)] = None,
     status: Annotated[list[RunStatus] | None, Query(description="One or more; any of them matches.")] = None,
-    started_after: Annotated[IsoDateTime | None, Query(description="Started at or after.")] = None,
-    started_before: Annotated[IsoDateTime | None, Query(description="Started before.")] = None,
+    started_after: Annotated[IsoDateTimeQuery | None, Query(description="Started at or after.")] = None,
+    started_before: Annotated[IsoDateTimeQuery | None, Query(description="Started before.")] = None,
     started_by: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     listing_id: Annotated[str | None, Query(min_length=1, max_length=200, description=(
         "Runs whose parameters name this listing (`listing_ids` holds it, or `listing_id` is it)."))] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=500, pattern="^[A-Za-z0-9_=-]+$")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the page before.")] = None,
 ) -> RunPage:
     """The org's runs, newest first, filtered; cursor-paginated (runs started after the
     first page was read do not shift the later pages)."""

@@ -738,8 +738,8 @@ async def test_runs_are_listed_filtered_and_paged_by_a_cursor_inserts_do_not_shi
     second = await page(limit=2, cursor=first["next_cursor"])
     ids = [r["id"] for r in first["items"] + second["items"]]
     assert ids == [r["id"] for r in everything["items"]] and second["next_cursor"] is None
-    bad = await service.client.get("/v1/runs", headers=service.auth(org), params={"cursor": "bm9wZQ"})
-    assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith("application/problem+json")
+    bad = await service.client.get("/v1/runs", headers=service.auth(org), params={"cursor": "nope"})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
     theirs = await service.client.get("/v1/runs", headers=service.auth(other))
     assert [r["parameters"]["listing_ids"] for r in theirs.json()["items"]] == [["l-a"]]
 
