@@ -27,7 +27,7 @@ def subscriptions(actions: ActionRegistry | None = None) -> Subscriptions:
     subs.on("stayops.task.assigned")(partial(handlers.task_assigned, actions or action_registry()))
     subs.on("org.policy.updated")(handlers.policy_updated)
     # Facts event automations react to (`on:`), from every platform in canonical form.
-    subs.on(*REACTED_TO)(handlers.event_received)
+    subs.on(*REACTED_TO)(handlers.task_outcome)
     subs.on(*RUN_EVENTS)(handlers.run_reported)
     subs.on(*each_platform("sync.completed", "sync.failed"))(handlers.sync_answered)
     subs.on(*each_platform("price.updated", "price.update_failed"))(handlers.price_answered)

@@ -421,6 +421,8 @@ class ActionStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Its task was withdrawn (the run was cancelled) before the action was done.
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -474,6 +476,9 @@ class AutomatedAction:
                     f"{self.created_by or 'an unknown creator'} outside any workflow run: refused, "
                     "nothing published")
         return None
+
+    def cancelled(self, reason: str, at: datetime) -> AutomatedAction:
+        return replace(self, status=ActionStatus.CANCELLED, error=f"cancelled: {reason}", finished_at=at)
 
     def finished(self, finish: ActionFinish, at: datetime) -> AutomatedAction:
         status = ActionStatus.SUCCEEDED if finish.error is None else ActionStatus.FAILED

@@ -550,6 +550,20 @@ async def reservation_reported(ctx: EventContext, event: ReservationCreated | Re
     await event_received(ctx, event)
 
 
+async def task_outcome(ctx: EventContext, payload: Payload) -> None:
+    """A task's outcome: a withdrawn task's pending action is cancelled (an answer
+    that arrives for it later is ignored, and nothing more is done for it); then the
+    event automations that react to the outcome fire."""
+    if ctx.envelope.type == "stayops.task.cancelled":
+        task_id = str(getattr(payload, "task_id", ""))
+        action = await store.get_action(ctx.uow.conn, ctx.org_id, task_id, for_update=True)
+        if action is not None and action.is_pending:
+            reason = str(getattr(payload, "reason", "") or "the task was withdrawn")
+            await store.update_action(ctx.uow.conn, action.cancelled(reason, ctx.uow.clock.now()))
+            log.info("task %s was cancelled: its pending %s action is dropped", task_id, action.action)
+    await event_received(ctx, payload)
+
+
 async def event_received(ctx: EventContext, _payload: Payload) -> None:
     """Fire every active event automation of the event's org whose `on:` matches
     it and whose filter holds — each once per dedupe key, in this transaction."""

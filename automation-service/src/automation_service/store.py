@@ -152,7 +152,7 @@ automated_actions = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="automated_actions_status"),
+    sa.CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'cancelled')", name="automated_actions_status"),
 )
 
 notifications = sa.Table(

@@ -37,7 +37,7 @@ from stayops_schemas.events.sync import (
     SyncCompleted,
     SyncCounts,
 )
-from stayops_schemas.events.tasks import TaskAssigned, TaskType
+from stayops_schemas.events.tasks import TaskAssigned, TaskCancelled, TaskType
 from stayops_schemas.events.workflows import WorkflowRunCompleted, WorkflowRunStarted
 
 pytestmark = pytest.mark.stack
@@ -463,3 +463,25 @@ async def test_two_schedulers_fire_a_missed_schedule_exactly_once_for_its_latest
     next_local = next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
     assert (next_local.weekday(), next_local.hour) == (6, 9)
     assert next_fire_at <= now + timedelta(days=7)
+
+
+async def test_a_cancelled_tasks_pending_action_is_dropped_and_its_late_answer_ignored(
+    service: RunningService,
+) -> None:
+    org, task_id, other_id = new_org(), f"task-{uuid.uuid4().hex[:8]}", f"task-{uuid.uuid4().hex[:8]}"
+    for task in (task_id, other_id):
+        await service.publish("stayops.task.assigned", automated(org, task, {
+            "action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}), key=org)
+    await service.announced.one("stayops.sync.requested", org, request_id=task_id)
+
+    # The run was cancelled: task-service withdrew the task; then the sync answers anyway.
+    await service.publish("stayops.task.cancelled", TaskCancelled(
+        task_id=task_id, org_id=org, workflow_run_id="run-1", workflow_step="sync", reason="the run was cancelled",
+        cancelled_by="u-owner"), key=org)
+    for task in (task_id, other_id):
+        await service.publish("airbnb.sync.completed", SyncCompleted(
+            request_id=task, org_id=org, listing_ids=["l-1"], counts=SyncCounts(listings=1, reservations=0),
+            completed_at=NOW), key=org)
+
+    await service.announced.one("stayops.automation.action.finished", org, task_id=other_id)
+    assert service.announced.matching("stayops.automation.action.finished", org, task_id=task_id) == []

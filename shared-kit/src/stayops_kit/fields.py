@@ -30,6 +30,22 @@ IsoDateTime = Annotated[dt.datetime, BeforeValidator(_text_only("a time", "2025-
 IsoDuration = Annotated[dt.timedelta, BeforeValidator(_text_only("a duration", "PT2H"))]
 
 
+def _date_time_text(value: Any) -> Any:
+    """A query parameter is always text: refuse text that is a number (pydantic would
+    read "0.5" as seconds since 1970), which `format: date-time` does not allow."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("a time is ISO 8601 text, e.g. '2025-03-02T09:00:00+01:00', not a number")
+    return _text_only("a time", "2025-03-02T09:00:00+01:00")(value)
+
+
+# A date-time in a query string (where every value arrives as text).
+IsoDateTimeQuery = Annotated[dt.datetime, BeforeValidator(_date_time_text)]
+
+
 def _takes_numbers_not_booleans(annotation: Any) -> bool:
     kinds = set(get_args(annotation)) or {annotation}
     return bool(kinds & {int, float}) and bool not in kinds

@@ -39,7 +39,7 @@ _BY_PREFIX: tuple[tuple[str, frozenset[str]], ...] = (
 # Commands that more than one service may send.
 _COMMANDS: Mapping[str, frozenset[str]] = MappingProxyType({
     "stayops.task.requested": frozenset({WORKFLOW_SERVICE, AGENT_SERVICE, AUTOMATION_SERVICE}),
-    "stayops.task.cancel.requested": frozenset({AUTOMATION_SERVICE}),
+    "stayops.task.cancel.requested": frozenset({AUTOMATION_SERVICE, WORKFLOW_SERVICE}),
     "stayops.task.reschedule.requested": frozenset({AUTOMATION_SERVICE}),
     "stayops.workflow.run.requested": frozenset({AUTOMATION_SERVICE}),
     "stayops.sync.requested": frozenset({AUTOMATION_SERVICE, WORKFLOW_SERVICE}),

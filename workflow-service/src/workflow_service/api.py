@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from jsonschema import Draft202012Validator
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, create_model
 
 from stayops_kit.api import MAX_INT32, CurrentCaller, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import ExactNumbers
+from stayops_kit.fields import ExactNumbers, IsoDateTimeQuery
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.workflows import RunStatus
-from workflow_service import handlers
+from workflow_service import handlers, store
 from workflow_service.definitions import builtin_documents, load_document, schema
 from workflow_service.domain import RunLogEntry, WorkflowDefinition
 
@@ -157,6 +157,54 @@ def _builtin_run_model(key: str, parameters_schema: dict[str, Any]) -> type[Base
 
 class CancelRun(BaseModel):
     reason: str | None = Field(default=None, max_length=1000)
+    compensate: StrictBool = Field(default=False, description=(
+        "Undo first: the compensations of the completed compensatable steps run in reverse order, "
+        "as after a failure (none past a completed pivot); the run is cancelled when they are done."))
+
+
+class PauseRun(BaseModel):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class RunSummary(BaseModel):
+    """A run as GET /v1/runs lists it (GET /v1/runs/{id} has its steps and log)."""
+
+    id: str
+    workflow_key: str
+    workflow_version: int
+    status: RunStatus
+    current_step: str | None
+    parameters: dict[str, Any]
+    started_by: str | None
+    started_at: datetime
+    updated_at: datetime
+    parent_run_id: str | None
+    failure_reason: str | None
+
+    @classmethod
+    def of(cls, run: Any) -> RunSummary:
+        return cls.model_validate(run, from_attributes=True)
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+# A cursor is the position of the last run of a page: its start in microseconds since
+# 1970 (16 digits reach the year 2286) and its id; any text of this form is a position.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[A-Za-z0-9-]{1,64}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cursor_of(run: Any) -> str:
+    micros = (run.started_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{run.id}"
+
+
+def _cursor_after(cursor: str) -> tuple[datetime, str]:
+    micros, _, run_id = cursor.partition(".")
+    return _EPOCH + timedelta(microseconds=int(micros)), run_id
 
 
 @router.get("/workflow-schema")
@@ -249,10 +297,63 @@ async def get_run(run_id: str, caller: CurrentCaller, runtime: Runtime) -> RunOu
     return RunOut.of(found)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=problem_responses(409))
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=problem_responses(404, 409))
 async def cancel_run(run_id: str, caller: Canceller, runtime: Runtime, body: CancelRun | None = None) -> RunOut:
     async with runtime.uow.begin() as uow:
-        found = await handlers.cancel_run(uow, caller, run_id, body.reason if body else None)
+        found = await handlers.cancel_run(uow, caller, run_id, body.reason if body else None,
+                                          compensate=body.compensate if body else False)
     return RunOut.of(found)
 
 
+
+
+@router.post("/runs/{run_id}/pause", response_model=RunOut, responses=problem_responses(404, 409))
+async def pause_run(run_id: str, caller: Canceller, runtime: Runtime, body: PauseRun | None = None) -> RunOut:
+    """Hold a running or waiting run: it takes no new step; task outcomes, replies and
+    timers that arrive meanwhile are recorded and applied, in order, on resume."""
+    async with runtime.uow.begin() as uow:
+        found = await handlers.pause_run(uow, caller, run_id, body.reason if body else None)
+    return RunOut.of(found)
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut, responses=problem_responses(404, 409))
+async def resume_run(run_id: str, caller: Canceller, runtime: Runtime) -> RunOut:
+    """Go on with a paused run, applying first what arrived while it was paused."""
+    async with runtime.uow.begin() as uow:
+        found = await handlers.resume_run(uow, caller, run_id)
+    return RunOut.of(found)
+
+
+MAX_PAGE = 200
+
+
+@router.get("/runs", response_model=RunPage)
+async def list_runs(
+    caller: CurrentCaller, runtime: Runtime,
+    workflow_key: Annotated[str | None, Query(pattern=KEY_PATTERN)] = None,
+    status: Annotated[list[RunStatus] | None, Query(description="One or more; any of them matches.")] = None,
+    started_after: Annotated[IsoDateTimeQuery | None, Query(description="Started at or after.")] = None,
+    started_before: Annotated[IsoDateTimeQuery | None, Query(description="Started before.")] = None,
+    started_by: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    listing_id: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+        "Runs whose parameters name this listing (`listing_ids` holds it, or `listing_id` is it)."))] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the page before.")] = None,
+) -> RunPage:
+    """The org's runs, newest first, filtered; cursor-paginated (runs started after the
+    first page was read do not shift the later pages)."""
+    filters = store.RunFilter(
+        limit=limit, workflow_key=workflow_key, statuses=tuple(status or ()), started_after=started_after,
+        started_before=started_before, started_by=started_by, listing_id=listing_id,
+        after=_cursor_after(cursor) if cursor else None)
+    async with runtime.uow.begin() as uow:
+        found, more = await handlers.list_runs(uow, caller, filters)
+    return RunPage(items=[RunSummary.of(r) for r in found], next_cursor=_cursor_of(found[-1]) if more else None)
+
+
+@router.get("/runs/{run_id}/children", response_model=RunPage, responses=problem_responses(404))
+async def run_children(run_id: str, caller: CurrentCaller, runtime: Runtime) -> RunPage:
+    """The runs this run started (a map step's child runs), oldest first."""
+    async with runtime.uow.begin() as uow:
+        found = await handlers.children_of(uow, caller, run_id)
+    return RunPage(items=[RunSummary.of(r) for r in found], next_cursor=None)

@@ -194,6 +194,8 @@ class Definition:
     parameters: dict[str, Any]
     result: dict[str, Any]
     steps: tuple[Step, ...]
+    # Overlapping runs: {key: <template over params>, policy: skip | queue | cancel_previous}.
+    concurrency: dict[str, str] | None = None
 
     def index_of(self, name: str) -> int:
         for i, step in enumerate(self.steps):
@@ -224,7 +226,8 @@ def parse(document: dict[str, Any]) -> Definition:
     steps = tuple(_step_of(raw, kind) for raw, kind in zip(document["steps"], _kinds(document["steps"]), strict=True))
     definition = Definition(key=document["key"], name=document["name"],
                             parameters=document.get("parameters") or {"type": "object"},
-                            result=document.get("result") or {}, steps=steps)
+                            result=document.get("result") or {}, steps=steps,
+                            concurrency=document.get("concurrency"))
     errors = list(_semantic_errors(definition))
     if errors:
         raise DefinitionInvalid(errors)
@@ -317,6 +320,8 @@ def _semantic_errors(definition: Definition) -> Any:
             yield from _expression_errors(at, text)
     for text in templates_in(definition.result):
         yield from _expression_errors("$.result", text)
+    for text in templates_in((definition.concurrency or {}).get("key")):
+        yield from _expression_errors("$.concurrency.key", text)
     try:
         Draft202012Validator.check_schema(definition.parameters)
     except Exception as exc:
@@ -371,6 +376,20 @@ def _expression_errors(path: str, text: object) -> Any:
         expressions.check(text)
     except ExpressionError as exc:
         yield {"path": path, "message": str(exc)}
+
+
+def concurrency_key(definition: Definition, parameters: dict[str, Any]) -> str | None:
+    """The key overlapping runs share (None without a `concurrency`): the template
+    filled from the parameters; a list is sorted and joined with commas, so the same
+    listings in another order are the same key."""
+    if not definition.concurrency:
+        return None
+    value = expressions.render(definition.concurrency["key"], {"params": parameters, "parameters": parameters})
+    if isinstance(value, list):
+        value = ",".join(sorted(str(v) for v in value))
+    elif isinstance(value, dict):
+        value = json.dumps(value, sort_keys=True)
+    return str(value)[:1000]
 
 
 # A parameter schema's `x-default: caller` defaults it to the person who starts the run.

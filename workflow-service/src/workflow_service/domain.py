@@ -42,6 +42,10 @@ _WAIT_KINDS = {"task": WaitKind.TASK, "compensation": WaitKind.TASK, "event": Wa
 # The waits a timer ends.
 _TIMED_WAITS = frozenset({"timer", "event", "retry", "compensation_retry"})
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+# The `workflow_step` of the notification a failed run (compensated) asks for.
+FAILED_STEP = "run_failed"
+# The waits whose task a cancel withdraws in task-service.
+_TASK_WAITS = frozenset({"task", "compensation"})
 
 
 class RunNotFound(NotFound):
@@ -59,11 +63,20 @@ class WorkflowNotFound(NotFound):
                          "POST /v1/workflows to publish one")
 
 
+class RunNotPausable(Conflict):
+    code = "run-not-pausable"
+
+    def __init__(self, run_id: str, status: RunStatus, wanted: str) -> None:
+        super().__init__(f"workflow run {run_id} is {status.value}; only a "
+                         + ("running or waiting run can be paused" if wanted == "pause" else
+                            "paused run can be resumed"))
+
+
 class RunAlreadyFinished(Conflict):
     code = "run-already-finished"
 
     def __init__(self, run_id: str, status: RunStatus) -> None:
-        super().__init__(f"workflow run {run_id} is already {status.value}; only a running or waiting "
+        super().__init__(f"workflow run {run_id} is already {status.value}; only a queued, running, waiting or paused "
                          "run can be cancelled")
 
 
@@ -102,6 +115,9 @@ class WorkflowRun:
     result: dict[str, Any] | None = None
     compensated: bool | None = None
     failure_reason: str | None = None
+    # The key overlapping runs share (the definition's `concurrency`), if it has one.
+    concurrency_key: str | None = None
+    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +184,15 @@ class TimerToSet:
 
 
 @dataclass(frozen=True)
+class TaskToCancel:
+    """A `stayops.task.cancel.requested` for the task a run no longer waits for."""
+
+    request_id: str
+    reason: str
+    requested_by: str
+
+
+@dataclass(frozen=True)
 class EventToEmit:
     event_type: str
     data: dict[str, Any]
@@ -189,11 +214,15 @@ class Transition:
     tasks: list[TaskToRequest] = field(default_factory=list)
     timers: list[TimerToSet] = field(default_factory=list)
     emits: list[EventToEmit] = field(default_factory=list)
+    cancels: list[TaskToCancel] = field(default_factory=list)
     log: list[LogLine] = field(default_factory=list)
     result: dict[str, Any] | None = None
     failure_reason: str | None = None
     compensated: bool | None = None
     applied: bool = True
+    # Who cancelled the run and why, once it is cancelled.
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
 
     @property
     def waiting(self) -> dict[str, Any] | None:
@@ -251,6 +280,10 @@ class Saga:
     def task_completed(self, workflow_step: str, *, request_id: str | None, actor: str, result: dict[str, Any],
                        outcome: str | None = None, comment: str | None = None,
                        changes: dict[str, Any] | None = None) -> Transition:
+        if self._paused():
+            return self._hold("task_completed", f"{workflow_step} completed by {actor}", workflow_step=workflow_step,
+                              request_id=request_id, actor=actor, result=result, outcome=outcome, comment=comment,
+                              changes=changes)
         waiting = self._waiting_for("task", workflow_step, request_id)
         if waiting is None:
             return self._compensation_done(workflow_step, request_id) or self._stale()
@@ -281,6 +314,9 @@ class Saga:
         return self._out
 
     def task_failed(self, workflow_step: str, *, request_id: str | None, actor: str, reason: str) -> Transition:
+        if self._paused():
+            return self._hold("task_failed", f"{workflow_step} failed", workflow_step=workflow_step,
+                              request_id=request_id, actor=actor, reason=reason)
         waiting = self._waiting_for("task", workflow_step, request_id)
         if waiting is None:
             return self._compensation_failed(workflow_step, request_id, reason) or self._stale()
@@ -289,6 +325,8 @@ class Saga:
         return self._out
 
     def timer_fired(self, step_name: str, timer_id: str | None = None) -> Transition:
+        if self._paused():
+            return self._hold("timer_fired", f"timer of {step_name} fired", step_name=step_name, timer_id=timer_id)
         waiting = self.state.get("waiting") or {}
         if waiting.get("step") != step_name or waiting.get("kind") not in _TIMED_WAITS:
             return self._stale()
@@ -313,6 +351,9 @@ class Saga:
         return self._out
 
     def reply_received(self, event_type: str, request_id: str, data: dict[str, Any], actor: str) -> Transition:
+        if self._paused():
+            return self._hold("reply_received", f"{event_type} received", event_type=event_type,
+                              request_id=request_id, data=data, actor=actor)
         waiting = self.state.get("waiting") or {}
         if waiting.get("kind") != "event" or waiting.get("request_id") != request_id:
             return self._stale()
@@ -329,10 +370,64 @@ class Saga:
         self._after(self.definition.step(name))
         return self._out
 
-    def cancel(self, actor: str, reason: str | None) -> Transition:
-        self.state.pop("waiting", None)
-        self._out.status = RunStatus.CANCELLED
-        self._say(actor, "run cancelled" + (f": {reason}" if reason else ""))
+    def cancel(self, actor: str, reason: str | None, *, compensate: bool = False) -> Transition:
+        """End the run: the task it waits for is withdrawn (task-service cancels it,
+        naming who and why); with `compensate`, the completed compensatable steps
+        are undone first, in reverse order, as a failure would undo them (never
+        past a completed pivot), and the run is cancelled when they are done."""
+        why = reason or "the run was cancelled"
+        if compensate and "compensating" in self.state:
+            # The failure's compensation goes on (its task stays); the run ends cancelled.
+            self.state["compensating"]["cancel"] = {"by": actor, "reason": reason}
+            self.state.pop("paused", None)
+            if self._out.status is RunStatus.PAUSED:
+                self._out.status = RunStatus.WAITING
+            self._say(actor, "run cancelled" + (f": {reason}" if reason else "")
+                      + "; already compensating, it ends when that is done")
+            return self._out
+        self._withdraw_task(actor, why)
+        self.state.pop("held", None)
+        self.state.pop("paused", None)
+        self._out.cancelled_by, self._out.cancel_reason = actor, reason
+        self._say(actor, "run cancelled" + (f": {reason}" if reason else "")
+                  + (", compensating what it did" if compensate else ""))
+        if compensate:
+            queue = self._compensations_of_completed()
+            if queue:
+                self.state["failure"] = {"step": self._out.current_step, "reason": f"cancelled: {why}", "by": actor}
+                self.state["compensating"] = {"reason": f"cancelled: {why}", "queue": queue, "attempt": 0,
+                                              "cancel": {"by": actor, "reason": reason}}
+                self._say(SERVICE_ACTOR, f"compensating, one at a time: {', '.join(queue)}")
+                self._request_compensation()
+                return self._out
+        self._finish_cancelled(compensated=True if compensate else None)
+        return self._out
+
+    def pause(self, actor: str, reason: str | None = None) -> Transition:
+        """Hold the run: it takes no new step; task outcomes, replies and timers that
+        arrive are recorded and applied, in order, on resume."""
+        self.state["paused"] = {"status": self._out.status.value, "by": actor, "reason": reason}
+        self.state.setdefault("held", [])
+        self._out.status = RunStatus.PAUSED
+        self._say(actor, "run paused" + (f": {reason}" if reason else ""))
+        return self._out
+
+    def resume(self, actor: str) -> Transition:
+        """Go on where the run was paused, first applying what arrived meanwhile."""
+        paused = self.state.pop("paused", None) or {}
+        held = self.state.pop("held", None) or []
+        self._out.status = RunStatus(paused.get("status", RunStatus.WAITING.value))
+        self._say(actor, "run resumed" + (f"; applying {len(held)} happening(s) recorded while paused"
+                                          if held else ""))
+        for happening in held:
+            if self._out.status in FINISHED:
+                self._say(SERVICE_ACTOR, f"recorded while paused, not applied (run is {self._out.status.value}): "
+                          f"{happening['what']}")
+                continue
+            getattr(self, happening["kind"])(**happening["args"])
+            if not self._out.applied:  # stale: nothing changed; the resume itself still applies
+                self._out.applied = True
+                self._say(SERVICE_ACTOR, f"recorded while paused, ignored on resume: {happening['what']}")
         return self._out
 
     # moving through the steps
@@ -577,10 +672,42 @@ class Saga:
         self._say(SERVICE_ACTOR, f"compensating, one at a time: {', '.join(queue)}")
         self._request_compensation()
 
+    def _compensations_of_completed(self) -> list[str]:
+        """The compensations a cancel runs: of the completed compensatable steps, last
+        first; none once a pivot has completed (what is past it is never undone)."""
+        steps = self.state["steps"]
+        done = [s for s in self.definition.steps if steps.get(s.name, {}).get("status") == "completed"]
+        if any(s.kind is StepKind.PIVOT for s in done):
+            self._say(SERVICE_ACTOR, "nothing is compensated: the run is past its pivot")
+            return []
+        return [f"{s.name}.compensation.{i}" for s in reversed(done) if s.kind is StepKind.COMPENSATABLE
+                for i in range(1, len(s.compensation) + 1)]
+
+    def _withdraw_task(self, actor: str, reason: str) -> None:
+        waiting = self.state.pop("waiting", None) or {}
+        if waiting.get("kind") in _TASK_WAITS and waiting.get("request_id"):
+            self._out.cancels.append(TaskToCancel(waiting["request_id"], reason, actor))
+            self._say(SERVICE_ACTOR, f"task {waiting['request_id']} of step {waiting['step']} withdrawn")
+
+    def _finish_cancelled(self, *, compensated: bool | None) -> None:
+        self.state.pop("waiting", None)
+        self.state.pop("compensating", None)
+        self._out.status = RunStatus.CANCELLED
+        self._out.compensated = compensated
+        cancel = self.state.get("cancelled") or {}
+        self._out.cancelled_by = self._out.cancelled_by or cancel.get("by")
+        self._out.cancel_reason = self._out.cancel_reason or cancel.get("reason")
+
     def _request_compensation(self) -> None:
         """Ask for the next compensation in the queue (or the same one again)."""
         compensating = self.state["compensating"]
         if not compensating["queue"]:
+            cancel = compensating.get("cancel")
+            if cancel is not None:
+                self.state["cancelled"] = cancel
+                self._say(SERVICE_ACTOR, "compensation done; run cancelled")
+                self._finish_cancelled(compensated=True)
+                return
             self._finish_failed(compensating["reason"], compensated=True)
             return
         workflow_step = compensating["queue"][0]
@@ -645,8 +772,31 @@ class Saga:
         self._out.compensated = compensated
         self._out.failure_reason = reason if compensated else f"{reason}; {why} - needs attention"
         self._say(SERVICE_ACTOR, "run failed" + ("" if compensated else " and needs attention: " + (why or "")))
+        if compensated:
+            self._notify_owners(FAILED_STEP, f"A run of {self.definition.name} failed",
+                                f"Run {self.run_id} failed: {reason}. What it had done was compensated.")
+
+    def _notify_owners(self, workflow_step: str, subject: str, body: str) -> None:
+        """An automated `notify` task to the org's owner role about this run."""
+        self._out.tasks.append(TaskToRequest(
+            workflow_step=workflow_step, request_id=f"{self.run_id}:{workflow_step}:1",
+            title=subject[:MAX_TITLE], task_type="automated", priority="high", description=None, role_id=None,
+            assigned_to=AUTOMATION_ASSIGNEE,
+            data={"action": "notify", "role_id": OWNER_ROLE, "user_id": None, "run_id": self.run_id,
+                  "subject": subject, "body": body},
+        ))
+        self._say(SERVICE_ACTOR, f"the org's owners are told about run {self.run_id}")
 
     # helpers
+
+    def _paused(self) -> bool:
+        return self._out.status is RunStatus.PAUSED
+
+    def _hold(self, kind: str, what: str, **args: Any) -> Transition:
+        """Record a happening of a paused run, to apply on resume."""
+        self.state.setdefault("held", []).append({"kind": kind, "what": what, "args": args})
+        self._say(SERVICE_ACTOR, f"recorded while paused: {what}")
+        return self._out
 
     def _waiting_for(self, kind: str, step: str, request_id: str | None) -> dict[str, Any] | None:
         """What the run waits for, if this happening answers it: the same step, and the

@@ -15,7 +15,14 @@ from stayops_kit.policies import policy_of, store_policy
 from stayops_schemas.catalog import event_type as catalog_entry
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import OrgPolicyUpdated
-from stayops_schemas.events.tasks import Priority, TaskCompleted, TaskFailed, TaskRequested, TaskType
+from stayops_schemas.events.tasks import (
+    Priority,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskRequested,
+    TaskType,
+)
 from stayops_schemas.events.workflows import (
     RunStatus,
     WaitKind,
@@ -27,13 +34,21 @@ from stayops_schemas.events.workflows import (
     WorkflowRunWaiting,
 )
 from workflow_service import store
-from workflow_service.definitions import Definition, DefinitionInvalid, builtin_documents, parse, resolve_parameters
+from workflow_service.definitions import (
+    Definition,
+    DefinitionInvalid,
+    builtin_documents,
+    concurrency_key,
+    parse,
+    resolve_parameters,
+)
 from workflow_service.domain import (
     FINISHED,
     SERVICE_ACTOR,
     RunAlreadyFinished,
     RunLogEntry,
     RunNotFound,
+    RunNotPausable,
     Saga,
     Transition,
     WorkflowDefinition,
@@ -66,6 +81,7 @@ class RunRequest:
     # Set when a person (not an automation, not an AI agent) starts the run: the
     # parameters that default to the caller take their user id.
     person: str | None = None
+    parent_run_id: str | None = None
 
 
 # --- definitions ----------------------------------------------------------------
@@ -134,12 +150,19 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
     definition = parse(stored.document)
     parameters = resolve_parameters(definition, request.parameters, caller=request.person)
     now = uow.clock.now()
+    key = concurrency_key(definition, parameters)
     run = WorkflowRun(
         id=uow.ids(), org_id=request.org_id, workflow_key=stored.key, workflow_version=stored.version,
         status=RunStatus.RUNNING, started_at=now, updated_at=now, parameters=parameters,
         started_by=request.requested_by, request_id=request.request_id, definition_org_id=stored.org_id,
+        concurrency_key=key, parent_run_id=request.parent_run_id,
     )
     run = replace(run, correlation_id=run.id)
+    overlapping: list[WorkflowRun] = []
+    if key is not None:
+        # Serialise the starts of one key, so two overlapping starts see each other.
+        await store.lock_concurrency_key(uow.conn, run.org_id, run.workflow_key, key)
+        overlapping = await store.open_runs_of_key(uow.conn, run.org_id, run.workflow_key, key)
     if not await store.insert_run_once(uow.conn, run):
         # Someone else started it for this request id a moment ago.
         existing = await store.run_by_request(uow.conn, request.org_id, request.request_id or "")
@@ -150,24 +173,102 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
         parameters=parameters, request_id=request.request_id, started_by=request.requested_by,
     ), org_id=run.org_id, key=run.id, correlation_id=run.id)
-    saga = Saga(definition, run.id, parameters, org_id=run.org_id, policy=await policy_of(uow.conn, run.org_id))
-    run = await _apply(uow, run, definition, saga.start())
-    return run, True
+    policy = (definition.concurrency or {}).get("policy")
+    if overlapping and policy == "skip":
+        saga = Saga(definition, run.id, parameters, org_id=run.org_id)
+        reason = f"skipped: run {overlapping[0].id} is still open for {key}"
+        run = await _apply(uow, run, definition, saga.cancel(SERVICE_ACTOR, reason))
+        return run, True
+    if overlapping and policy == "queue":
+        run = replace(run, status=RunStatus.QUEUED,
+                      state={"steps": {}, "attempts": {}, "queued_behind": overlapping[0].id})
+        await store.update_run(uow.conn, run)
+        await store.append_log(uow.conn, RunLogEntry(
+            run.id, run.org_id, now, SERVICE_ACTOR,
+            f"queued: run {overlapping[0].id} is still open for {key}; this run starts when it ends"))
+        return run, True
+    for previous in overlapping:  # cancel_previous
+        await _cancel_loaded(uow, previous, SERVICE_ACTOR,
+                             f"superseded by run {run.id} of {run.workflow_key} for {key}", compensate=False)
+    return await _begin(uow, run, definition), True
 
 
-async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
+async def _begin(uow: UnitOfWork, run: WorkflowRun, definition: Definition) -> WorkflowRun:
+    saga = Saga(definition, run.id, run.parameters, org_id=run.org_id, policy=await policy_of(uow.conn, run.org_id))
+    return await _apply(uow, run, definition, saga.start())
+
+
+async def _start_queued(uow: UnitOfWork, ended: WorkflowRun) -> None:
+    """A run of a `queue` key ended: the oldest run queued behind the key starts."""
+    if ended.concurrency_key is None:
+        return
+    queued = await store.next_queued_run(uow.conn, ended.org_id, ended.workflow_key, ended.concurrency_key)
+    if queued is None:
+        return
+    definition = await _parsed_definition(uow, queued)
+    if definition is None:
+        return
+    await store.append_log(uow.conn, RunLogEntry(queued.id, queued.org_id, uow.clock.now(), SERVICE_ACTOR,
+                                                 f"run {ended.id} ended ({ended.status.value}); starting"))
+    await _begin(uow, replace(queued, status=RunStatus.RUNNING, state={}), definition)
+
+
+async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None,
+                     compensate: bool = False) -> RunWithLog:
     run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
     if run is None:
         raise RunNotFound(run_id)
     if run.status in FINISHED:
         raise RunAlreadyFinished(run_id, run.status)
+    await _cancel_loaded(uow, run, caller.user_id, reason, compensate=compensate)
+    return await get_run(uow, caller, run_id)
+
+
+async def _cancel_loaded(uow: UnitOfWork, run: WorkflowRun, actor: str, reason: str | None, *,
+                         compensate: bool) -> None:
     definition = await _parsed_definition(uow, run)
     if definition is None:
-        return await get_run(uow, caller, run_id)
+        return
     saga = await _saga_of(uow, definition, run)
-    await _apply(uow, run, definition, saga.cancel(caller.user_id, reason),
-                 cancelled_by=caller.user_id, reason=reason)
+    await _apply(uow, run, definition, saga.cancel(actor, reason, compensate=compensate))
+
+
+async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
+    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
+        raise RunNotPausable(run_id, run.status, "pause")
+    definition = await _parsed_definition(uow, run)
+    if definition is not None:
+        saga = await _saga_of(uow, definition, run)
+        await _apply(uow, run, definition, saga.pause(caller.user_id, reason))
     return await get_run(uow, caller, run_id)
+
+
+async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
+    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status is not RunStatus.PAUSED:
+        raise RunNotPausable(run_id, run.status, "resume")
+    definition = await _parsed_definition(uow, run)
+    if definition is not None:
+        saga = await _saga_of(uow, definition, run)
+        await _apply(uow, run, definition, saga.resume(caller.user_id))
+    return await get_run(uow, caller, run_id)
+
+
+async def list_runs(uow: UnitOfWork, caller: Caller, filters: store.RunFilter) -> tuple[list[WorkflowRun], bool]:
+    """The org's runs, newest first, as filtered; and whether more follow."""
+    found = await store.list_runs(uow.conn, caller.org_id, filters)
+    return found[: filters.limit], len(found) > filters.limit
+
+
+async def children_of(uow: UnitOfWork, caller: Caller, run_id: str) -> list[WorkflowRun]:
+    if await store.get_run(uow.conn, caller.org_id, run_id) is None:
+        raise RunNotFound(run_id)
+    return await store.children_of(uow.conn, caller.org_id, run_id)
 
 
 async def run_requested(ctx: EventContext, event: WorkflowRunRequested) -> None:
@@ -320,8 +421,7 @@ async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun) ->
                 policy=await policy_of(uow.conn, run.org_id))
 
 
-async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition, *,
-                 cancelled_by: str | None = None, reason: str | None = None) -> WorkflowRun:
+async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition) -> WorkflowRun:
     """Save a transition: log lines, task requests, timers, events and the run row."""
     if not transition.applied:
         return run
@@ -339,6 +439,9 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
             assigned_to=task.assigned_to, data=task.data, workflow_run_id=run.id, workflow_step=task.workflow_step,
             requested_by=SERVICE_ACTOR,
         ))
+    for cancel in transition.cancels:
+        await announce("stayops.task.cancel.requested", TaskCancelRequested(
+            request_id=cancel.request_id, org_id=run.org_id, reason=cancel.reason, requested_by=cancel.requested_by))
     wake_at = None
     for timer in transition.timers:
         timer_id = uow.ids()
@@ -369,7 +472,8 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
             **common, reason=transition.failure_reason or "failed", compensated=bool(transition.compensated)))
     elif status is RunStatus.CANCELLED:
         await announce("stayops.workflow.run.cancelled", WorkflowRunCancelled(
-            **common, cancelled_by=cancelled_by or SERVICE_ACTOR, reason=reason))
+            **common, cancelled_by=transition.cancelled_by or SERVICE_ACTOR,
+            reason=transition.cancel_reason))
     if status in FINISHED:
         await store.cancel_timers(uow.conn, run.org_id, run.id)
     previous_timer = (run.state.get("waiting") or {}).get("timer_id")
@@ -379,4 +483,6 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
                       updated_at=now, result=transition.result, compensated=transition.compensated,
                       failure_reason=transition.failure_reason)
     await store.update_run(uow.conn, updated)
+    if status in FINISHED and run.status not in FINISHED:
+        await _start_queued(uow, updated)
     return updated

@@ -3,7 +3,7 @@ tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,6 +50,8 @@ runs = sa.Table(
     sa.Column("result", pg.JSONB),
     sa.Column("compensated", sa.Boolean),
     sa.Column("failure_reason", sa.Text),
+    sa.Column("concurrency_key", sa.Text),
+    sa.Column("parent_run_id", sa.Text, sa.ForeignKey("workflow_runs.id", ondelete="SET NULL")),
     sa.ForeignKeyConstraint(
         ["definition_org_id", "workflow_key", "workflow_version"],
         [definitions.c.org_id, definitions.c.key, definitions.c.version],
@@ -58,6 +60,14 @@ runs = sa.Table(
 )
 sa.Index("workflow_runs_org_started", runs.c.org_id, runs.c.started_at.desc(), runs.c.id)
 sa.Index("workflow_runs_org_status", runs.c.org_id, runs.c.status)
+sa.Index("workflow_runs_org_key_started", runs.c.org_id, runs.c.workflow_key, runs.c.started_at.desc(), runs.c.id)
+sa.Index("workflow_runs_org_started_by", runs.c.org_id, runs.c.started_by, runs.c.started_at.desc())
+sa.Index("workflow_runs_parameters", runs.c.parameters, postgresql_using="gin",
+         postgresql_ops={"parameters": "jsonb_path_ops"})
+sa.Index("workflow_runs_open_key", runs.c.org_id, runs.c.workflow_key, runs.c.concurrency_key, runs.c.started_at,
+         postgresql_where=runs.c.status.in_(["queued", "running", "waiting", "paused"]))
+sa.Index("workflow_runs_parent", runs.c.org_id, runs.c.parent_run_id,
+         postgresql_where=runs.c.parent_run_id.is_not(None))
 sa.Index("workflow_runs_request", runs.c.org_id, runs.c.request_id, unique=True,
          postgresql_where=runs.c.request_id.is_not(None))
 
@@ -245,3 +255,77 @@ async def run_log_of(conn: AsyncConnection, org_id: str, run_id: str) -> list[Ru
         .order_by(run_log.c.at, run_log.c.id)
     )
     return [RunLogEntry(**r._mapping) for r in (await conn.execute(query)).all()]
+
+
+_OPEN = [RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING.value, RunStatus.PAUSED.value]
+
+
+async def lock_concurrency_key(conn: AsyncConnection, org_id: str, workflow_key: str, key: str) -> None:
+    """Serialise the starts of runs sharing one concurrency key."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+        sa.func.hashtext(f"run-key/{org_id}/{workflow_key}/{key}"))))
+
+
+async def open_runs_of_key(conn: AsyncConnection, org_id: str, workflow_key: str, key: str) -> list[WorkflowRun]:
+    """The not yet finished runs of a workflow for a concurrency key, oldest first, locked."""
+    query = (OrgScope(runs, org_id).select()
+             .where(runs.c.workflow_key == workflow_key, runs.c.concurrency_key == key, runs.c.status.in_(_OPEN))
+             .order_by(runs.c.started_at, runs.c.id).with_for_update())
+    return [_to_run(r) for r in (await conn.execute(query)).all()]
+
+
+async def next_queued_run(conn: AsyncConnection, org_id: str, workflow_key: str, key: str) -> WorkflowRun | None:
+    query = (OrgScope(runs, org_id).select()
+             .where(runs.c.workflow_key == workflow_key, runs.c.concurrency_key == key,
+                    runs.c.status == RunStatus.QUEUED.value)
+             .order_by(runs.c.started_at, runs.c.id).limit(1).with_for_update(skip_locked=True))
+    row = (await conn.execute(query)).first()
+    return _to_run(row) if row else None
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What GET /v1/runs filters on; `after` is the (started_at, id) of the last run
+    of the previous page (newest first)."""
+
+    limit: int
+    workflow_key: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    started_by: str | None = None
+    parameters: dict[str, Any] | None = None
+    listing_id: str | None = None
+    after: tuple[datetime, str] | None = None
+
+
+async def list_runs(conn: AsyncConnection, org_id: str, f: RunFilter) -> list[WorkflowRun]:
+    """Up to limit + 1 runs, newest first (so the caller knows whether more follow)."""
+    query = OrgScope(runs, org_id).select()
+    if f.workflow_key is not None:
+        query = query.where(runs.c.workflow_key == f.workflow_key)
+    if f.statuses:
+        query = query.where(runs.c.status.in_([s.value for s in f.statuses]))
+    if f.started_after is not None:
+        query = query.where(runs.c.started_at >= f.started_after)
+    if f.started_before is not None:
+        query = query.where(runs.c.started_at < f.started_before)
+    if f.started_by is not None:
+        query = query.where(runs.c.started_by == f.started_by)
+    if f.parameters:
+        query = query.where(runs.c.parameters.contains(f.parameters))
+    if f.listing_id is not None:
+        # A run for one listing (`listing_id`) or for several (`listing_ids`).
+        query = query.where(runs.c.parameters.contains({"listing_ids": [f.listing_id]})
+                            | runs.c.parameters.contains({"listing_id": f.listing_id}))
+    if f.after is not None:
+        query = query.where(sa.tuple_(runs.c.started_at, runs.c.id) < sa.tuple_(
+            sa.literal(f.after[0], sa.DateTime(timezone=True)), sa.literal(f.after[1])))
+    query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(f.limit + 1)
+    return [_to_run(r) for r in (await conn.execute(query)).all()]
+
+
+async def children_of(conn: AsyncConnection, org_id: str, run_id: str) -> list[WorkflowRun]:
+    query = (OrgScope(runs, org_id).select().where(runs.c.parent_run_id == run_id)
+             .order_by(runs.c.started_at, runs.c.id))
+    return [_to_run(r) for r in (await conn.execute(query)).all()]

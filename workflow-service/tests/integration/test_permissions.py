@@ -131,3 +131,19 @@ async def test_the_builtin_parameter_schema_is_published_and_enforced(service: S
         str(uuid.uuid4())), json={"parameters": {"listing_ids": []}})
     assert (refused.status_code, refused.json()["code"]) == (422, "validation-failed")
     assert "listing_ids" in refused.json()["errors"][0]["msg"]
+
+
+async def test_pausing_and_resuming_a_run_need_runs_cancel(service: ServiceUnderTest) -> None:
+    org = str(uuid.uuid4())
+    started = await service.client.post("/v1/workflows/dynamic-pricing/runs", json=PRICING,
+                                        headers=service.auth(org))
+    run_id = started.json()["id"]
+
+    for action in ("pause", "resume"):
+        refused = await service.client.post(f"/v1/runs/{run_id}/{action}",
+                                            headers=lacking(service, org, Permission.RUNS_CANCEL))
+        assert_refused_for_lacking(refused, Permission.RUNS_CANCEL)
+        allowed = await service.client.post(f"/v1/runs/{run_id}/{action}",
+                                            headers=holding(service, org, Permission.RUNS_CANCEL))
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["status"] == ("paused" if action == "pause" else "waiting")

@@ -172,7 +172,7 @@ async def test_definitions_are_validated_versioned_per_org_and_listed_with_the_b
 
     listed = await service.client.get("/v1/workflows", headers=service.auth(mine))
     assert {(w["key"], w["version"], w["builtin"]) for w in listed.json()["items"]} == {
-        ("turnover", 2, False), ("dynamic-pricing", 2, True)}
+        ("turnover", 2, False), ("dynamic-pricing", 3, True)}
 
 
 async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(service: RunningService) -> None:
@@ -187,7 +187,7 @@ async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(se
     assert data["data"] == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
     assert request.orgid == org
     run = await service.run(org, run_id)
-    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 2)
+    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 3)
 
 
 async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service: RunningService) -> None:
@@ -666,3 +666,131 @@ async def test_a_run_of_an_org_workflow_refuses_true_as_its_version(service: Run
                                          json={"workflow_version": True})
     assert response.status_code == 422, response.text
     assert "not true or false" in response.text
+
+
+# --- the run lifecycle ----------------------------------------------------------
+
+async def test_cancel_asks_task_service_to_withdraw_the_open_task_with_who_and_why(service: RunningService) -> None:
+    org = new_org()
+    run_id = await start_pricing(service, org)
+    request_id = await service.request_of(org, run_id, "sync")
+
+    response = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org),
+                                         json={"reason": "wrong listings"})
+    assert response.status_code == 200, response.text
+
+    def withdrawals() -> list[Envelope]:
+        return [e for e in service.seen if e.type == "stayops.task.cancel.requested" and e.correlationid == run_id]
+    [withdrawal] = await eventually(lambda: _async(withdrawals()), timeout=30, what="the task's withdrawal")
+    assert (withdrawal.data["request_id"], withdrawal.data["reason"], withdrawal.orgid) == (
+        request_id, "wrong listings", org)
+    assert withdrawal.data["requested_by"] == response.json()["log"][-1]["actor"]
+
+
+async def test_a_paused_run_applies_a_completion_that_came_meanwhile_on_resume(service: RunningService) -> None:
+    org = new_org()
+    run_id = await start_pricing(service, org)
+    await service.run_waiting_at(org, run_id, "sync")
+    paused = await service.client.post(f"/v1/runs/{run_id}/pause", headers=service.auth(org), json={"reason": "hold"})
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+
+    await service.complete(org, run_id, "sync", request_id=f"{run_id}:sync:1")
+
+    async def recorded() -> dict[str, Any] | None:
+        run = await service.run(org, run_id)
+        return run if any("recorded while paused" in e["message"] for e in run["log"]) else None
+    held = await eventually(recorded, timeout=30, what="the completion recorded while paused")
+    assert held["status"] == "paused" and service.requested(run_id, "analysis") == []
+    again = await service.client.post(f"/v1/runs/{run_id}/pause", headers=service.auth(org))
+    assert again.status_code == 409 and again.json()["code"] == "run-not-pausable"
+
+    resumed = await service.client.post(f"/v1/runs/{run_id}/resume", headers=service.auth(org))
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["status"], resumed.json()["current_step"]) == ("waiting", "analysis")
+
+
+async def test_runs_are_listed_filtered_and_paged_by_a_cursor_inserts_do_not_shift(service: RunningService) -> None:
+    org, other = new_org(), new_org()
+    for listing in ("l-a", "l-b", "l-c"):
+        await start_pricing(service, org, listing_ids=[listing])
+    await service.client.post("/v1/workflows", headers=service.auth(org), json=TURNOVER)
+    turnover = await service.client.post("/v1/workflows/turnover/runs", headers=service.auth(org), json={})
+    assert turnover.status_code == 201, turnover.text
+    await start_pricing(service, other, listing_ids=["l-a"])
+
+    async def page(**params: Any) -> dict[str, Any]:
+        response = await service.client.get("/v1/runs", headers=service.auth(org), params=params)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    everything = await page()
+    assert len(everything["items"]) == 4 and everything["next_cursor"] is None
+    assert {r["workflow_key"] for r in (await page(workflow_key="dynamic-pricing"))["items"]} == {"dynamic-pricing"}
+    assert [r["parameters"]["listing_ids"] for r in (await page(listing_id="l-b"))["items"]] == [["l-b"]]
+    assert len((await page(status=["waiting", "paused"]))["items"]) == 4
+    assert (await page(status="completed"))["items"] == []
+    assert len((await page(started_by="u-1"))["items"]) in (0, 4)
+
+    first = await page(limit=2)
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    await start_pricing(service, org, listing_ids=["l-d"])  # newer: never on a later page
+    second = await page(limit=2, cursor=first["next_cursor"])
+    ids = [r["id"] for r in first["items"] + second["items"]]
+    assert ids == [r["id"] for r in everything["items"]] and second["next_cursor"] is None
+    bad = await service.client.get("/v1/runs", headers=service.auth(org), params={"cursor": "nope"})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    theirs = await service.client.get("/v1/runs", headers=service.auth(other))
+    assert [r["parameters"]["listing_ids"] for r in theirs.json()["items"]] == [["l-a"]]
+
+
+async def test_children_of_a_run_are_empty_and_another_orgs_run_is_not_found(service: RunningService) -> None:
+    mine, theirs = new_org(), new_org()
+    run_id = await start_pricing(service, mine)
+    children = await service.client.get(f"/v1/runs/{run_id}/children", headers=service.auth(mine))
+    assert children.status_code == 200 and children.json()["items"] == []
+    for path in (f"/v1/runs/{run_id}/children", f"/v1/runs/{run_id}/pause", f"/v1/runs/{run_id}/resume"):
+        method = service.client.get if path.endswith("children") else service.client.post
+        response = await method(path, headers=service.auth(theirs))
+        assert response.status_code == 404 and response.json()["code"] == "run-not-found", path
+
+
+async def test_a_new_run_for_the_same_listings_cancels_the_open_one(service: RunningService) -> None:
+    org = new_org()
+    old = await start_pricing(service, org, listing_ids=["l-1", "l-2"])
+    await service.run_waiting_at(org, old, "sync")
+    new = await start_pricing(service, org, listing_ids=["l-2", "l-1"])
+    other_listings = await start_pricing(service, org, listing_ids=["l-3"])
+
+    cancelled = await service.run(org, old)
+    assert cancelled["status"] == "cancelled"
+    assert f"superseded by run {new}" in cancelled["log"][-1]["message"] or any(
+        f"superseded by run {new}" in e["message"] for e in cancelled["log"])
+    assert (await service.run(org, new))["status"] == "waiting"
+    assert (await service.run(org, other_listings))["status"] == "waiting"
+
+
+async def test_skip_and_queue_policies_for_overlapping_runs(service: RunningService) -> None:
+    org = new_org()
+    for key, policy in (("skipper", "skip"), ("queuer", "queue")):
+        definition = {**TURNOVER, "key": key, "parameters": {"type": "object", "properties": {
+            "listing_id": {"type": "string"}}}, "concurrency": {"key": "${params.listing_id}", "policy": policy}}
+        published = await service.client.post("/v1/workflows", headers=service.auth(org), json=definition)
+        assert published.status_code == 201, published.text
+
+    async def start(key: str) -> dict[str, Any]:
+        response = await service.client.post(f"/v1/workflows/{key}/runs", headers=service.auth(org),
+                                             json={"parameters": {"listing_id": "l-1"}})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    first, skipped = await start("skipper"), await start("skipper")
+    assert first["status"] == "waiting" and skipped["status"] == "cancelled"
+    assert f"skipped: run {first['id']}" in (skipped["log"][-1]["message"])
+
+    running, queued = await start("queuer"), await start("queuer")
+    assert queued["status"] == "queued" and service.task_requests(queued["id"]) == []
+    await service.complete(org, running["id"], "clean", task_type=TaskType.MANUAL, by="u-cleaner")
+    await service.run_finished(org, running["id"])
+    await service.run_waiting_at(org, queued["id"], "clean")

@@ -14,8 +14,15 @@ import pytest
 
 from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.workflows import RunStatus, WaitKind
-from workflow_service.definitions import Definition, builtin_documents, parse, resolve_parameters
-from workflow_service.domain import ATTENTION_STEP, RULE_ACTOR, Saga, Transition
+from workflow_service.definitions import (
+    Definition,
+    DefinitionInvalid,
+    builtin_documents,
+    concurrency_key,
+    parse,
+    resolve_parameters,
+)
+from workflow_service.domain import ATTENTION_STEP, FAILED_STEP, RULE_ACTOR, Saga, Transition
 
 PRICING = parse(builtin_documents()["dynamic-pricing"])
 RUN = "run-1"
@@ -450,7 +457,7 @@ def test_data_that_exceeds_the_expression_limits_fails_the_step_and_requests_not
 
     t = Saga(definition, RUN, {"s": "x" * 4000}).start()
 
-    assert t.status is RunStatus.FAILED and t.tasks == []
+    assert t.status is RunStatus.FAILED and [x.workflow_step for x in t.tasks] == [FAILED_STEP]  # owners told
     assert t.failure_reason is not None and "exceeds the expression limits" in t.failure_reason
 
 
@@ -523,7 +530,7 @@ def test_a_publish_step_whose_decision_did_not_approve_publishes_nothing() -> No
 
     t = run.complete("d", actor="u-owner", outcome="rejected")
 
-    assert t.status is RunStatus.FAILED and t.tasks == []
+    assert t.status is RunStatus.FAILED and [x.workflow_step for x in t.tasks] == [FAILED_STEP]  # owners told
     assert t.failure_reason is not None and "decision d did not approve any price" in t.failure_reason
 
 
@@ -550,3 +557,122 @@ def test_next_rules_that_loop_without_waiting_fail_the_run_instead_of_spinning()
 
     assert t.status is RunStatus.FAILED
     assert t.failure_reason is not None and "loop" in t.failure_reason
+
+
+# --- the run lifecycle: cancel, pause and resume, overlapping runs ---------------
+
+def test_a_cancel_withdraws_the_task_the_run_waits_for_naming_who_and_why() -> None:
+    run = pricing_run(threshold_pct=10)
+    up_to_publish(run, 25.0)  # waits at the owner's decision
+    decision_request = run.request_id
+
+    t = run._keep(run.saga().cancel("u-owner", "listing sold"))
+
+    assert t.status is RunStatus.CANCELLED and t.waiting is None
+    assert [(c.request_id, c.reason, c.requested_by) for c in t.cancels] == [
+        (decision_request, "listing sold", "u-owner")]
+    assert (t.cancelled_by, t.cancel_reason, t.compensated) == ("u-owner", "listing sold", None)
+    assert t.tasks == []  # nothing compensated unless asked
+
+
+def test_a_cancel_with_compensate_undoes_the_completed_steps_in_reverse_order_then_ends_cancelled() -> None:
+    spec = {"task_type": "manual", "role_id": "ops"}
+    definition = parse({"key": "k", "name": "n", "steps": [
+        {"name": "a", "type": "task", "title": "A", **spec, "compensation": [{**spec, "title": "undo a"}]},
+        {"name": "b", "type": "task", "title": "B", **spec,
+         "compensation": [{**spec, "title": "undo b1"}, {**spec, "title": "undo b2"}]},
+        {"name": "c", "type": "task", "title": "C", **spec, "compensation": [{**spec, "title": "undo c"}]},
+    ]})
+    run = Run(definition)
+    run.start()
+    run.complete("a")
+    run.complete("b")  # waits at c, which has not completed: its compensation does not run
+
+    t = run._keep(run.saga().cancel("u-1", "not needed", compensate=True))
+    assert [c.request_id for c in t.cancels] == ["run-1:c:1"]
+    assert t.status is RunStatus.WAITING and t.tasks[0].workflow_step == "b.compensation.1"
+    undone = [t.tasks[0].title]
+    while run.t is not None and run.t.status is RunStatus.WAITING:
+        t = run.complete(run.waiting_step)
+        undone += [task.title for task in t.tasks]
+
+    assert undone == ["undo b1", "undo b2", "undo a"]
+    assert (t.status, t.compensated, t.cancelled_by, t.cancel_reason) == (
+        RunStatus.CANCELLED, True, "u-1", "not needed")
+
+
+def test_a_cancel_with_compensate_past_the_pivot_undoes_nothing() -> None:
+    run = pricing_run(threshold_pct=10)
+    up_to_publish(run, 4.0)  # approved by rule, waits at publish
+    run.complete("publish")  # the pivot is done; waits on the monitor timer
+
+    t = run._keep(run.saga().cancel("u-1", None, compensate=True))
+
+    assert t.status is RunStatus.CANCELLED and t.tasks == [] and t.cancels == []
+    assert ("workflow-service", "nothing is compensated: the run is past its pivot") in run.log()
+
+
+def test_a_paused_run_records_a_completion_and_applies_it_on_resume() -> None:
+    run = pricing_run()
+    sync_request = run.request_id
+    paused = run._keep(run.saga().pause("u-1", "checking the calendar"))
+    assert paused.status is RunStatus.PAUSED
+
+    held = run.complete("sync", request_id=sync_request)
+    assert held.applied and held.status is RunStatus.PAUSED and held.tasks == []  # no new step
+    assert run.saga().timer_fired("sync").tasks == []
+
+    resumed = run._keep(run.saga().resume("u-1"))
+
+    assert resumed.status is RunStatus.WAITING
+    assert [task.workflow_step for task in resumed.tasks] == ["analysis"]
+    assert "held" not in resumed.state and "paused" not in resumed.state
+
+
+def test_a_timer_that_fires_while_paused_is_applied_on_resume() -> None:
+    run = pricing_run(threshold_pct=10)
+    up_to_publish(run, 4.0)
+    run.complete("publish")  # waits on the monitor timer
+    run._keep(run.saga().pause("u-1"))
+
+    assert run.fire().status is RunStatus.PAUSED
+    resumed = run._keep(run.saga().resume("u-1"))
+
+    assert [task.workflow_step for task in resumed.tasks] == ["review"]
+    assert ("timer", "step monitor: wait over") in run.log()
+
+
+def test_a_stale_completion_recorded_while_paused_is_ignored_on_resume() -> None:
+    run = pricing_run()
+    run._keep(run.saga().pause("u-1"))
+    run.complete("sync", request_id="run-1:sync:7")  # no such attempt
+
+    resumed = run._keep(run.saga().resume("u-1"))
+
+    assert resumed.applied and resumed.status is RunStatus.WAITING and resumed.tasks == []
+    assert resumed.waiting == {"kind": "task", "step": "sync", "request_id": "run-1:sync:1"}
+
+
+def test_a_failed_run_tells_the_orgs_owners() -> None:
+    run = pricing_run(threshold_pct=10)
+    t = run.fail("sync", "platform down", request_id="run-1:sync:1")
+
+    assert t.status is RunStatus.FAILED and t.compensated is True
+    [notify] = t.tasks
+    assert (notify.workflow_step, notify.data["action"], notify.data["role_id"]) == (FAILED_STEP, "notify", "owner")
+
+
+def test_the_concurrency_key_is_the_same_for_the_same_listings_in_any_order() -> None:
+    assert PRICING.concurrency == {"key": "${params.listing_ids}", "policy": "cancel_previous"}
+    one = concurrency_key(PRICING, {"listing_ids": ["l-2", "l-1"]})
+    assert one == "l-1,l-2" == concurrency_key(PRICING, {"listing_ids": ["l-1", "l-2"]})
+    assert concurrency_key(PRICING, {"listing_ids": ["l-3"]}) != one
+    assert concurrency_key(parse({"key": "k", "name": "n", "steps": [
+        {"name": "w", "type": "wait", "duration": "PT1S"}]}), {}) is None
+
+
+def test_a_concurrency_key_outside_the_language_is_refused_at_publish() -> None:
+    with pytest.raises(DefinitionInvalid) as refused:
+        parse({"key": "k", "name": "n", "concurrency": {"key": "${__import__('os')}", "policy": "skip"},
+               "steps": [{"name": "w", "type": "wait", "duration": "PT1S"}]})
+    assert any(e["path"] == "$.concurrency.key" for e in refused.value.errors)

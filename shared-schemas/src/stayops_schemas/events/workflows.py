@@ -17,8 +17,12 @@ from stayops_schemas.events.base import NonEmptyStr, Payload
 
 
 class RunStatus(StrEnum):
+    # Waits for an overlapping run of the same concurrency key to end.
+    QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
+    # Held by a person: takes no new step; what arrives meanwhile is applied on resume.
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
