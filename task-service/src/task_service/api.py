@@ -139,7 +139,9 @@ class TaskPatch(BaseModel):
 class HistoryEntry(BaseModel):
     at: datetime
     actor: str
-    actor_type: str = Field(description="person, ai_agent, automation, workflow, system, or a service's name")
+    actor_type: str = Field(description="person, ai_agent, automation (the automation user, or an "
+                            "automation of automation-service), workflow, system (task-service's own "
+                            "rules), or another service's name")
     action: str
     changes: dict[str, Any] = Field(description="Each changed field as {from, to}.")
     version: int

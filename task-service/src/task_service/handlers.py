@@ -37,7 +37,7 @@ from stayops_schemas.events.tasks import (
     TaskStatus,
     TaskType,
 )
-from stayops_schemas.ownership import WORKFLOW_SERVICE
+from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
 from task_service import store
 from task_service.domain import (
     AUTOMATION,
@@ -429,8 +429,9 @@ def _actor(caller: Caller, action: str) -> Actor:
 
 
 def _source_type(ctx: EventContext) -> str:
-    """A change asked for by another service's event: a workflow's, or that service's."""
-    return "workflow" if ctx.envelope.source == WORKFLOW_SERVICE else ctx.envelope.source
+    """Who asked, by another service's event: a workflow, an automation, or that service."""
+    return {WORKFLOW_SERVICE: "workflow", AUTOMATION_SERVICE: "automation"}.get(
+        ctx.envelope.source, ctx.envelope.source.lstrip("/"))
 
 
 def _correlation(uow: UnitOfWork, task: Task) -> str | None:

@@ -11,8 +11,16 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
 
 from stayops_kit.db import outbox
+from stayops_kit.testing import eventually
+from stayops_schemas.binding import to_kafka
+from stayops_schemas.catalog import event_type
+from stayops_schemas.envelope import Envelope
+from stayops_schemas.events.base import Payload
+from stayops_schemas.events.tasks import TaskCancelRequested, TaskRequested, TaskType
+from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
 from task_service import handlers, store
 
 pytestmark = pytest.mark.stack
@@ -44,6 +52,17 @@ async def history(client: httpx.AsyncClient, headers: dict[str, str], task_id: s
     response = await client.get(f"/v1/tasks/{task_id}/history", headers=headers)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
+    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
+                                     partitionkey=key, time=datetime.now(UTC))
+
+
+async def publish(producer: AIOKafkaProducer, event: Envelope) -> None:
+    record = to_kafka(event)
+    await producer.send_and_wait(event_type(event.type).topic, value=record.value, key=record.key,
+                                 headers=record.headers)
 
 
 async def join(runtime: Any, org: str, user: str, role: str, department: str | None = None) -> None:
@@ -243,3 +262,36 @@ async def test_a_mention_notifies_the_member_and_makes_them_watch(service: Servi
     assert watched.json()["watchers"] == ["bob", "carl", "owner-1"]
     left = await client.delete(f"/v1/tasks/{task['id']}/watchers/bob", headers=owner)
     assert left.json()["watchers"] == ["carl", "owner-1"]
+
+
+async def test_changes_made_by_events_are_in_the_history(service: Service, stack: Any) -> None:
+    """A workflow's request creates the task and an automation's cancel (a cancelled
+    reservation) cancels it: both are in the history, with who asked and through what."""
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    request_id = f"run-1:step-{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+            request_id=request_id, org_id=org, title="Clean flat 3", task_type=TaskType.MANUAL,
+            requested_by="wf-owner"), org, source=WORKFLOW_SERVICE))
+
+        async def requested() -> Any:
+            items = (await client.get("/v1/tasks", headers=auth(stack, org))).json()["items"]
+            return items[0] if items else None
+
+        task = await eventually(requested, timeout=30)
+        await publish(producer, envelope("stayops.task.cancel.requested", TaskCancelRequested(
+            request_id=request_id, org_id=org, reason="reservation cancelled", requested_by="wf-owner"), org))
+
+        async def cancelled() -> Any:
+            entries = await history(client, auth(stack, org), task["id"])
+            return entries if len(entries) == 2 else None
+
+        entries = await eventually(cancelled, timeout=30)
+    finally:
+        await producer.stop()
+    assert [(e["action"], e["actor"], e["actor_type"]) for e in entries] == [
+        ("created", "wf-owner", "workflow"), ("cancelled", "wf-owner", "automation")]
+    assert entries[1]["changes"]["status"] == {"from": "pending", "to": "cancelled"}
