@@ -6,12 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from stayops_kit import idempotency
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.errors import InvalidRequest
 from stayops_kit.fields import IsoDateTime
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
@@ -53,7 +52,7 @@ class TaskIn(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     parent_task_id: str | None = None
     labels: Labels = Field(default_factory=list)
-    required: bool = Field(default=True, description="As a subtask: its parent cannot complete while it is open.")
+    required: StrictBool = Field(default=True, description="As a subtask: its parent cannot complete while it is open.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_AUTOMATION_RUNS_AUTOMATED_TASKS)
 
@@ -115,24 +114,29 @@ class TaskPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=300)
+    # Title and priority are never cleared: their schema has no null.
+    title: str = Field(default=None, min_length=1, max_length=300)  # type: ignore[assignment]
     description: str | None = Field(default=None, max_length=10_000)
-    priority: Priority | None = None
+    priority: Priority = None  # type: ignore[assignment]
     due_at: IsoDateTime | None = None
     labels: Labels | None = None
-    assigned_to: str | None = Field(default=None, min_length=1, max_length=200)
+    assigned_to: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra={"not": {"const": AUTOMATION_ASSIGNEE}},
+        description=f"A person or an AI agent; {AUTOMATION_ASSIGNEE!r} takes automated tasks only as they are "
+                    "created.")
     role_id: str | None = Field(default=None, min_length=1, max_length=200)
     department_id: str | None = Field(default=None, min_length=1, max_length=200)
 
+    @model_validator(mode="after")
+    def _automation_only_at_creation(self) -> TaskPatch:
+        if self.assigned_to == AUTOMATION_ASSIGNEE:
+            raise ValueError(f"{AUTOMATION_ASSIGNEE!r} takes automated tasks only as they are created")
+        return self
+
     def changes(self) -> dict[str, Any]:
         changes = self.model_dump(exclude_unset=True)
-        for needed in ("title", "priority"):
-            if needed in changes and changes[needed] is None:
-                raise InvalidRequest(f"{needed} cannot be cleared")
         if "labels" in changes:
             changes["labels"] = tuple(changes["labels"] or ())
-        if changes.get("assigned_to") == AUTOMATION_ASSIGNEE:
-            raise InvalidRequest(f"{AUTOMATION_ASSIGNEE!r} runs automated tasks only as they are created")
         return changes
 
 
