@@ -17,9 +17,10 @@ ROLE_TEMPLATES: Mapping[str, frozenset[Permission]] = MappingProxyType({
     # A revenue manager prices: decides proposals and publishes them, starts and
     # cancels pricing runs. An AI agent in this role never decides (the kit drops
     # `decisions.decide` for agents unless the org's policy allows it).
-    "revenue-manager": frozenset({P.TASKS_CREATE, P.TASKS_ACT, P.DECISIONS_DECIDE, P.PRICES_PUBLISH,
+    "revenue-manager": frozenset({P.TASKS_CREATE, P.TASKS_ACT, P.TASKS_MANAGE, P.DECISIONS_DECIDE, P.PRICES_PUBLISH,
                                   P.RUNS_START, P.RUNS_CANCEL}),
-    "operations": frozenset({P.TASKS_CREATE, P.TASKS_ACT}),
+    # Operations run the team's queues: they edit, reassign, cancel and reopen tasks.
+    "operations": frozenset({P.TASKS_CREATE, P.TASKS_ACT, P.TASKS_MANAGE}),
     "guest-relations": frozenset({P.TASKS_CREATE, P.TASKS_ACT}),
     # Anyone else in an org can work on the tasks given to them, and nothing more.
     "member": frozenset({P.TASKS_ACT}),

@@ -52,6 +52,13 @@ class InvalidRequest(DomainError):
     code = "invalid-request"
 
 
+class PreconditionFailed(DomainError):
+    """The request's precondition (`If-Match`) names a version the object no longer has."""
+
+    title = "Precondition failed"
+    code = "precondition-failed"
+
+
 class Unauthorized(StayOpsError):
     """The caller could not be authenticated; the message says why, without secrets."""
 

@@ -23,6 +23,7 @@ class Permission(StrEnum):
 
     TASKS_CREATE = "tasks.create"
     TASKS_ACT = "tasks.act"
+    TASKS_MANAGE = "tasks.manage"
     DECISIONS_DECIDE = "decisions.decide"
     PRICES_PUBLISH = "prices.publish"
     WORKFLOWS_PUBLISH = "workflows.publish"

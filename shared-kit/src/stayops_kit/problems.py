@@ -30,6 +30,7 @@ from stayops_kit.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    PreconditionFailed,
     Unauthorized,
 )
 
@@ -43,6 +44,7 @@ STATUS_OF: dict[type[Exception], int] = {
     Conflict: 409,
     PermissionDenied: 403,
     InvalidRequest: 422,
+    PreconditionFailed: 412,
     Unauthorized: 401,
 }
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from stayops_kit import idempotency
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
@@ -24,6 +24,11 @@ router = APIRouter(tags=["tasks"])
 Creator = Annotated[Caller, require(Permission.TASKS_CREATE)]
 Actor = Annotated[Caller, require(Permission.TASKS_ACT)]
 Decider = Annotated[Caller, require(Permission.DECISIONS_DECIDE)]
+Manager = Annotated[Caller, require(Permission.TASKS_MANAGE)]
+
+Label = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^,\s][^,]*$")]
+Labels = Annotated[list[Label], Field(max_length=20)]
+Paging = Annotated[int, Query(ge=1, le=200)]
 
 # The system user executes automated tasks only; said in the schema too, so a
 # client (and the contract test) knows it before sending.
@@ -46,6 +51,8 @@ class TaskIn(BaseModel):
     due_at: IsoDateTime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     parent_task_id: str | None = None
+    labels: Labels = Field(default_factory=list)
+    required: StrictBool = Field(default=True, description="As a subtask: its parent cannot complete while it is open.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_AUTOMATION_RUNS_AUTOMATED_TASKS)
 
@@ -83,10 +90,96 @@ class TaskOut(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    labels: list[str]
+    required: bool
+    version: int = Field(description="Bumped by every change; the ETag header is this number, quoted.")
+    progress: Progress | None = Field(
+        default=None, description="Its subtasks done (completed or cancelled) of all; null: it has none.")
 
     @classmethod
-    def of(cls, task: Task) -> TaskOut:
-        return cls.model_validate(task, from_attributes=True)
+    def of(cls, task: Task, progress: tuple[int, int] | None = None) -> TaskOut:
+        out = cls.model_validate(task, from_attributes=True)
+        if progress is not None:
+            out.progress = Progress(done=progress[0], total=progress[1])
+        return out
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class TaskPatch(BaseModel):
+    """The fields to change; a field left out stays as it is, `null` clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Title and priority are never cleared: their schema has no null.
+    title: str = Field(default=None, min_length=1, max_length=300)  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=10_000)
+    priority: Priority = None  # type: ignore[assignment]
+    due_at: IsoDateTime | None = None
+    labels: Labels | None = None
+    assigned_to: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra={"not": {"const": AUTOMATION_ASSIGNEE}},
+        description=f"A person or an AI agent; {AUTOMATION_ASSIGNEE!r} takes automated tasks only as they are "
+                    "created.")
+    role_id: str | None = Field(default=None, min_length=1, max_length=200)
+    department_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _automation_only_at_creation(self) -> TaskPatch:
+        if self.assigned_to == AUTOMATION_ASSIGNEE:
+            raise ValueError(f"{AUTOMATION_ASSIGNEE!r} takes automated tasks only as they are created")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        changes = self.model_dump(exclude_unset=True)
+        if "labels" in changes:
+            changes["labels"] = tuple(changes["labels"] or ())
+        return changes
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor: str
+    actor_type: str = Field(description="person, ai_agent, automation (the automation user, or an "
+                            "automation of automation-service), workflow, system (task-service's own "
+                            "rules), or another service's name")
+    action: str
+    changes: dict[str, Any] = Field(description="Each changed field as {from, to}.")
+    version: int
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=10_000, description="`@user_id` mentions notify that member.")
+
+
+class CommentOut(BaseModel):
+    id: str
+    task_id: str
+    author: str
+    body: str
+    mentions: list[str]
+    created_at: datetime
+
+
+class CommentAdded(CommentOut):
+    notified: list[str] = Field(description="The mentioned members a notification was sent to.")
+
+
+class Watchers(BaseModel):
+    task_id: str
+    watchers: list[str]
+
+
+class WatcherIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                description="Who watches; default the caller.")
 
 
 class CompleteIn(BaseModel):
@@ -122,6 +215,17 @@ IdempotencyKey = Annotated[str | None, Header(
                 "the same key with another body is a 422 (code idempotency-key-reused).")]
 
 
+IfMatch = Annotated[str | None, Header(
+    min_length=1, max_length=200,
+    description="The ETag the caller read; a stale one is a 412 (code stale-version). Optional: "
+                "without it the change applies to the task as it is.")]
+
+
+def _answer(task: Task, response: Response, progress: tuple[int, int] | None = None) -> TaskOut:
+    response.headers["ETag"] = task.etag
+    return TaskOut.of(task, progress)
+
+
 @router.post("/tasks", status_code=status.HTTP_201_CREATED, response_model=TaskOut,
              responses={200: {"model": TaskOut, "description": "A retry: the task its Idempotency-Key made."}})
 async def create_task(body: TaskIn, caller: Creator, runtime: Runtime, response: Response,
@@ -155,14 +259,116 @@ async def list_tasks(
             conn, caller.org_id, status=status_, task_type=task_type, assigned_to=assigned_to,
             role_id=role_id, workflow_run_id=workflow_run_id, limit=limit, offset=offset,
         )
-    return TaskPage(items=[TaskOut.of(t) for t in items], total=total, limit=limit, offset=offset)
+        progress = await store.progress_of(conn, caller.org_id, [t.id for t in items])
+    return TaskPage(items=[TaskOut.of(t, progress.get(t.id)) for t in items], total=total, limit=limit,
+                    offset=offset)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
-async def get_task(task_id: str, caller: CurrentCaller, runtime: Runtime) -> TaskOut:
+async def get_task(task_id: str, caller: CurrentCaller, runtime: Runtime, response: Response) -> TaskOut:
     async with runtime.uow.begin() as uow:
         task = await handlers.get_task(uow, caller, task_id)
-    return TaskOut.of(task)
+        progress = (await store.progress_of(uow.conn, caller.org_id, [task.id])).get(task.id)
+    return _answer(task, response, progress)
+
+
+@router.patch("/tasks/{task_id}", response_model=TaskOut, responses=problem_responses(409, 412))
+async def edit_task(task_id: str, body: TaskPatch, caller: Manager, runtime: Runtime, response: Response,
+                    correlation_id: CorrelationId, if_match: IfMatch = None) -> TaskOut:
+    changes = body.changes()
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.edit_task(uow, caller, task_id, changes, if_match)
+    return _answer(task, response)
+
+
+@router.post("/tasks/{task_id}/claim", response_model=TaskOut, responses=problem_responses(409))
+async def claim_task(task_id: str, caller: Actor, runtime: Runtime, response: Response,
+                     correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.claim_task(uow, caller, task_id)
+    return _answer(task, response)
+
+
+@router.post("/tasks/{task_id}/release", response_model=TaskOut, responses=problem_responses(409))
+async def release_task(task_id: str, caller: Actor, runtime: Runtime, response: Response,
+                       correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.release_task(uow, caller, task_id)
+    return _answer(task, response)
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=problem_responses(409))
+async def cancel_task(task_id: str, body: ReasonIn, caller: Manager, runtime: Runtime, response: Response,
+                      correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.cancel_task(uow, caller, task_id, body.reason)
+    return _answer(task, response)
+
+
+@router.post("/tasks/{task_id}/reopen", response_model=TaskOut, responses=problem_responses(409))
+async def reopen_task(task_id: str, caller: Manager, runtime: Runtime, response: Response,
+                      correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.reopen_task(uow, caller, task_id)
+    return _answer(task, response)
+
+
+@router.get("/tasks/{task_id}/history", response_model=list[HistoryEntry])
+async def task_history(task_id: str, caller: CurrentCaller, runtime: Runtime, limit: Paging = 100,
+                       offset: Offset = 0) -> list[HistoryEntry]:
+    """Every change to the task, oldest first: what changed, who (and of what kind), when."""
+    async with runtime.uow.begin() as uow:
+        await handlers.get_task(uow, caller, task_id)
+        rows = await store.history_of(uow.conn, caller.org_id, task_id, limit=limit, offset=offset)
+    return [HistoryEntry.model_validate(row) for row in rows]
+
+
+@router.get("/tasks/{task_id}/subtasks", response_model=list[TaskOut])
+async def subtasks(task_id: str, caller: CurrentCaller, runtime: Runtime) -> list[TaskOut]:
+    async with runtime.uow.begin() as uow:
+        await handlers.get_task(uow, caller, task_id)
+        items = await store.subtasks_of(uow.conn, caller.org_id, task_id)
+        progress = await store.progress_of(uow.conn, caller.org_id, [t.id for t in items])
+    return [TaskOut.of(t, progress.get(t.id)) for t in items]
+
+
+@router.get("/tasks/{task_id}/comments", response_model=list[CommentOut])
+async def comments(task_id: str, caller: CurrentCaller, runtime: Runtime, limit: Paging = 100,
+                   offset: Offset = 0) -> list[CommentOut]:
+    async with runtime.uow.begin() as uow:
+        await handlers.get_task(uow, caller, task_id)
+        rows = await store.comments_of(uow.conn, caller.org_id, task_id, limit=limit, offset=offset)
+    return [CommentOut.model_validate(row) for row in rows]
+
+
+@router.post("/tasks/{task_id}/comments", response_model=CommentAdded, status_code=status.HTTP_201_CREATED)
+async def add_comment(task_id: str, body: CommentIn, caller: Actor, runtime: Runtime,
+                      correlation_id: CorrelationId) -> CommentAdded:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        comment = await handlers.add_comment(uow, caller, task_id, body.body)
+    return CommentAdded.model_validate(comment)
+
+
+@router.get("/tasks/{task_id}/watchers", response_model=Watchers)
+async def watchers(task_id: str, caller: CurrentCaller, runtime: Runtime) -> Watchers:
+    async with runtime.uow.begin() as uow:
+        await handlers.get_task(uow, caller, task_id)
+        found = await store.watchers_of(uow.conn, caller.org_id, task_id)
+    return Watchers(task_id=task_id, watchers=found)
+
+
+@router.post("/tasks/{task_id}/watchers", response_model=Watchers)
+async def watch(task_id: str, body: WatcherIn, caller: Actor, runtime: Runtime) -> Watchers:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.watch(uow, caller, task_id, body.user_id or caller.user_id, on=True)
+    return Watchers(task_id=task_id, watchers=found)
+
+
+@router.delete("/tasks/{task_id}/watchers/{user_id}", response_model=Watchers)
+async def unwatch(task_id: str, user_id: str, caller: Actor, runtime: Runtime) -> Watchers:
+    async with runtime.uow.begin() as uow:
+        found = await handlers.watch(uow, caller, task_id, user_id, on=False)
+    return Watchers(task_id=task_id, watchers=found)
 
 
 @router.get("/inbox", response_model=TaskPage)
@@ -175,10 +381,12 @@ async def inbox(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
 ) -> TaskPage:
-    """Tasks assigned to the caller, and tasks of the caller's role nobody has yet."""
+    """Tasks assigned to the caller, and tasks of the caller's role or department
+    nobody has yet ("unassigned in my team")."""
     async with runtime.engine.connect() as conn:
         items, total = await store.inbox(
-            conn, caller.org_id, user_id=caller.user_id, role_id=caller.role_id, status=status_,
+            conn, caller.org_id, user_id=caller.user_id, role_id=caller.role_id,
+            department_id=caller.department_id, status=status_,
             task_type=task_type, priority=priority, limit=limit, offset=offset,
         )
     return TaskPage(items=[TaskOut.of(t) for t in items], total=total, limit=limit, offset=offset)

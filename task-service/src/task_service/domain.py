@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import OrgPolicyUpdated, UserType
 from stayops_schemas.events.tasks import (
@@ -226,6 +226,15 @@ class Task:
     workflow_step: str | None = None
     request_id: str | None = None
     completed_by: str | None = None
+    labels: tuple[str, ...] = ()
+    # A subtask that must be done (completed or cancelled) before its parent completes.
+    required: bool = True
+    # Bumped by every change: the ETag a client sends back in If-Match.
+    version: int = 1
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
 
     @property
     def is_open(self) -> bool:
@@ -328,6 +337,143 @@ class Task:
 
     def rescheduled(self, due_at: datetime, now: datetime) -> Task:
         return replace(self, due_at=due_at, updated_at=now)
+
+    def check_version(self, if_match: str | None) -> None:
+        """An If-Match naming another version than the task's: 412. Absent: no check."""
+        if if_match is None:
+            return
+        wanted = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+        if "*" not in wanted and self.etag not in wanted:
+            raise StaleVersion(self)
+
+    def edited(self, changes: Mapping[str, Any], now: datetime) -> Task:
+        """The task with the edited fields (of EDITABLE_FIELDS); only an open task is edited."""
+        if not self.is_open:
+            raise NotOpen(self.id, self.status, "edited")
+        unknown = set(changes) - EDITABLE_FIELDS
+        if unknown:
+            raise InvalidRequest(f"fields {sorted(unknown)} cannot be edited")
+        values = dict(changes)
+        if "labels" in values:
+            values["labels"] = tuple(dict.fromkeys(values["labels"] or ()))
+        return replace(self, **values, updated_at=now)
+
+    def claimed(self, user_id: str, user_type: UserType, role_id: str | None,
+                department_id: str | None, now: datetime) -> tuple[Task, Assignment]:
+        """A queued open task becomes the caller's: a member of its role (or, for a
+        department's task, the department), or anyone for a task with no queue."""
+        if not self.is_open:
+            raise NotOpen(self.id, self.status, "claimed")
+        if self.assigned_to is not None:
+            raise AlreadyAssigned(self)
+        if self.role_id is not None and role_id != self.role_id:
+            raise NotInQueue(self)
+        if self.role_id is None and self.department_id is not None and department_id != self.department_id:
+            raise NotInQueue(self)
+        assignment = Assignment(user_id, user_type, f"claimed by {user_id} from the queue of {self.queue}")
+        return replace(self.assign(assignment), updated_at=now), assignment
+
+    def released(self, user_id: str, now: datetime) -> tuple[Task, Assignment]:
+        """Its assignee gives it back to its queue; a started task waits again."""
+        if not self.is_open:
+            raise NotOpen(self.id, self.status, "released")
+        if self.assigned_to != user_id:
+            raise NotYourTask(self.id)
+        assignment = Assignment(None, None, f"released by {user_id} to the queue of {self.queue}")
+        status = TaskStatus.PENDING if self.status is TaskStatus.IN_PROGRESS else self.status
+        return replace(self.assign(assignment), status=status, updated_at=now), assignment
+
+    def reopened(self, now: datetime) -> Task:
+        """A finished task (completed, failed or cancelled) waits again, result kept in history."""
+        if self.is_open:
+            raise NotOpen(self.id, self.status, "reopened", finished=True)
+        return replace(self, status=TaskStatus.PENDING, status_reason=None, result=None, completed_by=None,
+                       updated_at=now)
+
+    def check_subtasks_done(self, subtasks: Sequence[Task]) -> None:
+        """A parent completes only once each required subtask is completed or cancelled."""
+        open_ones = [t for t in subtasks if t.required and t.status not in DONE_STATUSES]
+        if open_ones:
+            raise SubtasksOpen(self.id, open_ones)
+
+
+# What PATCH /v1/tasks/{id} may change.
+EDITABLE_FIELDS: frozenset[str] = frozenset(
+    {"title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id"})
+# The fields a history entry compares, before and after a change.
+TRACKED_FIELDS: tuple[str, ...] = (
+    "title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id",
+    "status", "status_reason", "result", "completed_by")
+# A subtask in one of these no longer holds its parent back.
+DONE_STATUSES: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
+
+
+def changed_fields(before: Task | None, after: Task) -> dict[str, dict[str, Any]]:
+    """Each tracked field that differs, as `{field: {"from": old, "to": new}}` in JSON terms."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, tuple):
+            return list(value)
+        return getattr(value, "value", value)
+
+    return {
+        name: {"from": plain(getattr(before, name)) if before else None, "to": plain(getattr(after, name))}
+        for name in TRACKED_FIELDS
+        if before is None or getattr(before, name) != getattr(after, name)
+    }
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, for the task's history: a person, an AI agent, the
+    automation user, a workflow, or task-service's own rules (`system`)."""
+
+    id: str
+    type: str
+    action: str
+
+
+def actor_of(user_id: str, user_type: UserType | None, action: str) -> Actor:
+    if user_id == AUTOMATION:
+        return Actor(user_id, "automation", action)
+    return Actor(user_id, "ai_agent" if user_type is UserType.AI_AGENT else "person", action)
+
+
+class StaleVersion(PreconditionFailed):
+    code = "stale-version"
+    title = "Stale version"
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"task {task.id} is now at version {task.etag}: read it again (GET its ETag) "
+                         "and send that in If-Match")
+
+
+class NotOpen(Conflict):
+    code = "transition-not-allowed"
+    title = "Transition not allowed"
+
+    def __init__(self, task_id: str, status: TaskStatus, what: str, *, finished: bool = False) -> None:
+        needed = "finished (completed, failed or cancelled)" if finished else "open"
+        super().__init__(f"task {task_id} is {status.value}; only a {needed} task can be {what}")
+
+
+class AlreadyAssigned(Conflict):
+    code = "already-assigned"
+    title = "Already assigned"
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"task {task.id} is assigned to {task.assigned_to}; only a queued task is claimed")
+
+
+class SubtasksOpen(Conflict):
+    code = "subtasks-open"
+    title = "Subtasks open"
+
+    def __init__(self, task_id: str, open_ones: Sequence[Task]) -> None:
+        self.open_subtasks = [t.id for t in open_ones]
+        names = ", ".join(f"{t.id} ({t.title!r}, {t.status.value})" for t in open_ones)
+        super().__init__(f"task {task_id} cannot complete while its required subtasks are open: {names}")
 
 
 def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:

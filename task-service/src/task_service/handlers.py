@@ -4,6 +4,7 @@ caller's unit of work."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -36,10 +37,11 @@ from stayops_schemas.events.tasks import (
     TaskStatus,
     TaskType,
 )
-from stayops_schemas.ownership import WORKFLOW_SERVICE
+from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
 from task_service import store
 from task_service.domain import (
     AUTOMATION,
+    Actor,
     AgentStanding,
     Assignment,
     Decision,
@@ -48,6 +50,7 @@ from task_service.domain import (
     SideEffectNeedsWorkflow,
     Task,
     TaskNotFound,
+    actor_of,
     check_side_effects,
     choose_assignment,
     reassign_open_work,
@@ -72,11 +75,13 @@ class CreateTask:
     workflow_run_id: str | None = None
     workflow_step: str | None = None
     request_id: str | None = None
+    labels: tuple[str, ...] = ()
+    required: bool = True
 
 
 async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> Task:
     check_side_effects(command.task_type, command.data)
-    return await _create(uow, caller.org_id, caller.user_id, command)
+    return await _create(uow, caller.org_id, caller.user_id, command, by=_actor(caller, "created"))
 
 
 async def task_requested(ctx: EventContext, event: TaskRequested) -> None:
@@ -100,10 +105,11 @@ async def task_requested(ctx: EventContext, event: TaskRequested) -> None:
         workflow_step=event.workflow_step,
         request_id=event.request_id,
     )
-    await _create(ctx.uow, event.org_id, event.requested_by, command)
+    await _create(ctx.uow, event.org_id, event.requested_by, command,
+                  by=Actor(event.requested_by, _source_type(ctx), "created"))
 
 
-async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: CreateTask) -> Task:
+async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: CreateTask, *, by: Actor) -> Task:
     if command.request_id is not None:
         existing = await store.find_by_request(uow.conn, org_id, command.request_id)
         if existing is not None:
@@ -135,11 +141,13 @@ async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: Create
         workflow_run_id=command.workflow_run_id,
         workflow_step=command.workflow_step,
         request_id=command.request_id,
+        labels=tuple(dict.fromkeys(command.labels)),
+        required=command.required,
     )
     assignment = await _choose_assignment(uow, task)
     if assignment is not None:
         task = task.assign(assignment)
-    inserted = await store.insert_task(uow.conn, task)
+    inserted = await store.insert_task(uow.conn, task, by)
     if not inserted and command.request_id is not None:
         # The same request raced us and won: its task is the answer; announce nothing.
         winner = await store.find_by_request(uow.conn, org_id, command.request_id)
@@ -244,7 +252,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     if claim is not None:
         task = replace(task.assign(claim), updated_at=now)
     task = task.start(now)
-    await store.update_task(uow.conn, task)
+    task = await store.update_task(uow.conn, task, _actor(caller, "claimed and started" if claim else "started"))
     if claim is not None:
         await uow.announce("stayops.task.assigned", task_assigned(task, claim), org_id=task.org_id, key=task.id,
                            correlation_id=_correlation(uow, task))
@@ -254,9 +262,10 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 
 
 async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: dict[str, Any]) -> Task:
-    task = (await _lock_for(uow, caller, task_id)).complete(result, caller.user_id, uow.clock.now())
-    await _save_completed(uow, task, completed_by=caller.user_id)
-    return task
+    task = await _lock_for(uow, caller, task_id)
+    task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
+    task = task.complete(result, caller.user_id, uow.clock.now())
+    return await _save_completed(uow, task, by=_actor(caller, "completed"))
 
 
 async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
@@ -269,21 +278,21 @@ async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: D
             f"{Permission.PRICES_PUBLISH.value!r} besides {Permission.DECISIONS_DECIDE.value!r}; "
             "your role does not grant it: ask an owner to decide, or to grant it to your role",
         )
+    task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
     policy = await policy_of(uow.conn, task.org_id)
     task = task.decide(decision, caller.user_id, uow.clock.now(), policy)
-    await _save_completed(uow, task, completed_by=caller.user_id, decision=decision)
-    return task
+    return await _save_completed(uow, task, by=_actor(caller, f"decided ({decision.outcome.value})"),
+                                 decision=decision)
 
 
 async def fail_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock_for(uow, caller, task_id)).fail(reason, caller.user_id, uow.clock.now())
-    await _save_failed(uow, task, reason, failed_by=caller.user_id)
-    return task
+    return await _save_failed(uow, task, reason, by=_actor(caller, "failed"))
 
 
 async def block_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock_for(uow, caller, task_id)).block(reason, uow.clock.now())
-    await store.update_task(uow.conn, task)
+    task = await store.update_task(uow.conn, task, _actor(caller, "blocked"))
     await uow.announce("stayops.task.blocked",
                        TaskBlocked(**_ids(task), reason=reason, blocked_by=caller.user_id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
@@ -304,12 +313,12 @@ async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -
             return
         reason = event.error or event.summary
         failed = task.fail(reason, event.agent_user_id, ctx.uow.clock.now())
-        await _save_failed(ctx.uow, failed, reason, failed_by=event.agent_user_id)
+        await _save_failed(ctx.uow, failed, reason, by=Actor(event.agent_user_id, "ai_agent", "failed"))
         return
     if not task.can_become(TaskStatus.COMPLETED):
         log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
         return
-    await _complete_reported(ctx.uow, task, event.result, by=event.agent_user_id)
+    await _complete_reported(ctx.uow, task, event.result, by=Actor(event.agent_user_id, "ai_agent", "completed"))
 
 
 async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
@@ -322,26 +331,27 @@ async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
         if not task.can_become(TaskStatus.COMPLETED):
             log.info("ignoring finished action for task %s: it is %s", task.id, task.status.value)
             return
-        await _complete_reported(ctx.uow, task, event.result, by=AUTOMATION)
+        await _complete_reported(ctx.uow, task, event.result, by=Actor(AUTOMATION, "automation", "completed"))
     else:
         if not task.can_become(TaskStatus.FAILED):
             log.info("ignoring failed action for task %s: it is %s", task.id, task.status.value)
             return
         reason = event.error or f"action {event.action} failed"
-        await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now), reason, failed_by=AUTOMATION)
+        await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now), reason,
+                           by=Actor(AUTOMATION, "automation", "failed"))
 
 
-async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any], *, by: str) -> None:
+async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any], *, by: Actor) -> None:
     """Complete a task from its assignee's report; a result that does not fit the
     task's skill fails the task instead, saying why (a saga then compensates)."""
     now = uow.clock.now()
     try:
-        done = task.complete(result, by, now)
+        done = task.complete(result, by.id, now)
     except ResultInvalid as exc:
         reason = str(exc)
-        await _save_failed(uow, task.fail(reason, by, now), reason, failed_by=by)
+        await _save_failed(uow, task.fail(reason, by.id, now), reason, by=replace(by, action="failed"))
         return
-    await _save_completed(uow, done, completed_by=by)
+    await _save_completed(uow, done, by=by)
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
@@ -364,7 +374,7 @@ async def task_cancel_requested(ctx: EventContext, event: TaskCancelRequested) -
     if task is None or not task.can_become(TaskStatus.CANCELLED):
         return
     task = task.cancel(event.reason, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task)
+    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "cancelled"))
     await ctx.uow.announce("stayops.task.cancelled",
                            TaskCancelled(**_ids(task), reason=event.reason, cancelled_by=event.requested_by),
                            org_id=task.org_id, key=task.id)
@@ -377,7 +387,7 @@ async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequ
         return
     previous = task.due_at
     task = task.rescheduled(event.due_at, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task)
+    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "rescheduled"))
     await ctx.uow.announce("stayops.task.rescheduled",
                            TaskRescheduled(**_ids(task), due_at=event.due_at, previous_due_at=previous,
                                            reason=event.reason),
@@ -391,14 +401,12 @@ async def _lock_reported(ctx: EventContext, task_id: str) -> Task:
     return task
 
 
-async def _save_completed(
-    uow: UnitOfWork, task: Task, *, completed_by: str, decision: Decision | None = None
-) -> None:
-    await store.update_task(uow.conn, task)
+async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: Decision | None = None) -> Task:
+    task = await store.update_task(uow.conn, task, by)
     event = TaskCompleted(
         **_ids(task),
         task_type=task.task_type,
-        completed_by=completed_by,
+        completed_by=by.id,
         result=task.result or {},
         outcome=decision.outcome if decision else None,
         comment=decision.comment if decision else None,
@@ -406,12 +414,24 @@ async def _save_completed(
     )
     await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id,
                        correlation_id=_correlation(uow, task))
+    return task
 
 
-async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, failed_by: str) -> None:
-    await store.update_task(uow.conn, task)
-    await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=failed_by),
+async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, by: Actor) -> Task:
+    task = await store.update_task(uow.conn, task, by)
+    await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=by.id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+    return task
+
+
+def _actor(caller: Caller, action: str) -> Actor:
+    return actor_of(caller.user_id, UserType(caller.user_type.value), action)
+
+
+def _source_type(ctx: EventContext) -> str:
+    """Who asked, by another service's event: a workflow, an automation, or that service."""
+    return {WORKFLOW_SERVICE: "workflow", AUTOMATION_SERVICE: "automation"}.get(
+        ctx.envelope.source, ctx.envelope.source.lstrip("/"))
 
 
 def _correlation(uow: UnitOfWork, task: Task) -> str | None:
@@ -450,7 +470,7 @@ async def _assign_queued(ctx: EventContext, org_id: str, role_id: str) -> None:
         if assignment is None or assignment.assigned_to is None:
             continue
         assigned = replace(task.assign(assignment), updated_at=now)
-        await store.update_task(ctx.uow.conn, assigned)
+        await store.update_task(ctx.uow.conn, assigned, Actor("task-service", "system", assignment.rule))
         await ctx.uow.announce("stayops.task.assigned", task_assigned(assigned, assignment),
                                org_id=org_id, key=task.id)
 
@@ -494,7 +514,7 @@ async def _hand_on(ctx: EventContext, org_id: str, holder: str, tasks: list[Task
     now = ctx.uow.clock.now()
     for task, assignment in reassign_open_work(holder, tasks, candidates, why=why):
         handed_on = replace(task.assign(assignment), updated_at=now)
-        await store.update_task(conn, handed_on)
+        await store.update_task(conn, handed_on, Actor("task-service", "system", assignment.rule))
         await ctx.uow.announce("stayops.task.assigned", task_assigned(handed_on, assignment),
                                org_id=task.org_id, key=task.id)
 
@@ -522,3 +542,124 @@ async def create_task_once(uow: UnitOfWork, caller: Caller, command: CreateTask,
     task = await create_task(uow, caller, command)
     await idempotency.settle(uow.conn, caller.org_id, caller.user_id, key, task.id)
     return task, True
+
+
+# -- the task product: edit, claim, release, cancel, reopen, comments, watchers --------
+
+MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.:-]{0,99})")
+
+
+async def edit_task(uow: UnitOfWork, caller: Caller, task_id: str, changes: dict[str, Any],
+                    if_match: str | None) -> Task:
+    """Edit an open task's fields, at the version the caller read (If-Match). A new
+    assignee, role or department is announced as an assignment; a new due time as a
+    rescheduling."""
+    before = await _lock(uow, caller, task_id)
+    before.check_version(if_match)
+    now = uow.clock.now()
+    task = before.edited(changes, now)
+    moved = {"assigned_to", "role_id", "department_id"} & changes.keys() and (
+        (task.assigned_to, task.role_id, task.department_id)
+        != (before.assigned_to, before.role_id, before.department_id))
+    assignment = None
+    if moved:
+        if task.assigned_to is not None and task.assigned_to != before.assigned_to:
+            explicit = await store.member_type(uow.conn, task.org_id, task.assigned_to)
+            assignment = choose_assignment(
+                task_type=task.task_type, assigned_to=task.assigned_to, role_id=task.role_id,
+                department_id=task.department_id, requested_by=caller.user_id,
+                explicit_assignee_type=explicit, candidates=[], skill=task.skill)
+        elif task.assigned_to is None:
+            assignment = Assignment(None, None, f"moved by {caller.user_id} to the queue of {task.queue}")
+        else:
+            assignment = Assignment(task.assigned_to, task.assignee_type,
+                                    f"kept by {task.assigned_to}; team changed by {caller.user_id}")
+        if assignment is not None:
+            task = task.assign(assignment)
+    task = await store.update_task(uow.conn, task, _actor(caller, "edited"))
+    correlation = _correlation(uow, task)
+    if assignment is not None:
+        await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
+                           key=task.id, correlation_id=correlation)
+    if task.due_at != before.due_at and task.due_at is not None:
+        await uow.announce("stayops.task.rescheduled",
+                           TaskRescheduled(**_ids(task), due_at=task.due_at, previous_due_at=before.due_at,
+                                           reason=f"edited by {caller.user_id}"),
+                           org_id=task.org_id, key=task.id, correlation_id=correlation)
+    return task
+
+
+async def claim_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    """A queued task becomes the caller's (it stays pending until started)."""
+    task = await _lock(uow, caller, task_id)
+    task, assignment = task.claimed(caller.user_id, UserType(caller.user_type.value), caller.role_id,
+                                    caller.department_id, uow.clock.now())
+    task = await store.update_task(uow.conn, task, _actor(caller, "claimed"))
+    await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
+                       key=task.id, correlation_id=_correlation(uow, task))
+    return task
+
+
+async def release_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    """Its assignee hands it back to its queue."""
+    task = await _lock(uow, caller, task_id)
+    task, assignment = task.released(caller.user_id, uow.clock.now())
+    task = await store.update_task(uow.conn, task, _actor(caller, "released"))
+    await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
+                       key=task.id, correlation_id=_correlation(uow, task))
+    return task
+
+
+async def cancel_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
+    task = (await _lock(uow, caller, task_id)).cancel(reason, uow.clock.now())
+    task = await store.update_task(uow.conn, task, _actor(caller, "cancelled"))
+    await uow.announce("stayops.task.cancelled",
+                       TaskCancelled(**_ids(task), reason=reason, cancelled_by=caller.user_id),
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+    return task
+
+
+async def reopen_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
+    """A finished task waits again, with its assignee (or in its queue). No event
+    says so yet: the task's history does."""
+    task = (await _lock(uow, caller, task_id)).reopened(uow.clock.now())
+    return await store.update_task(uow.conn, task, _actor(caller, "reopened"))
+
+
+def mentions_in(body: str) -> list[str]:
+    return list(dict.fromkeys(MENTION.findall(body)))
+
+
+async def add_comment(uow: UnitOfWork, caller: Caller, task_id: str, body: str) -> dict[str, Any]:
+    """A comment on a task. Each `@user` it names who is a member of the org is
+    notified (a `notify` task for automation-service, which leaves the notification
+    GET /v1/notifications shows) and watches the task from then on, as the author does."""
+    task = await _lock(uow, caller, task_id)
+    now = uow.clock.now()
+    mentioned = mentions_in(body)
+    comment = {"id": uow.ids(), "org_id": task.org_id, "task_id": task.id, "author": caller.user_id,
+               "body": body, "mentions": mentioned, "created_at": now}
+    await store.add_comment(uow.conn, comment)
+    await store.add_watcher(uow.conn, task.org_id, task.id, caller.user_id, now)
+    notified = []
+    for user_id in mentioned:
+        if user_id == caller.user_id or await store.member_type(uow.conn, task.org_id, user_id) is None:
+            continue
+        await store.add_watcher(uow.conn, task.org_id, task.id, user_id, now)
+        await _create(uow, task.org_id, caller.user_id, CreateTask(
+            title=f"{caller.user_id} mentioned you on {task.title}"[:300], task_type=TaskType.AUTOMATED,
+            assigned_to=AUTOMATION,
+            data={"action": "notify", "user_id": user_id, "subject": f"{caller.user_id} mentioned you",
+                  "body": body[:2_000], "about_task_id": task.id}),
+            by=_actor(caller, "mentioned"))
+        notified.append(user_id)
+    return {**comment, "notified": notified}
+
+
+async def watch(uow: UnitOfWork, caller: Caller, task_id: str, user_id: str, *, on: bool) -> list[str]:
+    task = await _lock(uow, caller, task_id)
+    if on:
+        await store.add_watcher(uow.conn, task.org_id, task.id, user_id, uow.clock.now())
+    else:
+        await store.remove_watcher(uow.conn, task.org_id, task.id, user_id)
+    return await store.watchers_of(uow.conn, task.org_id, task.id)

@@ -4,7 +4,7 @@ tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,15 @@ from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
-from task_service.domain import OPEN_STATUSES, AgentStanding, Candidate, Task
+from task_service.domain import (
+    DONE_STATUSES,
+    OPEN_STATUSES,
+    Actor,
+    AgentStanding,
+    Candidate,
+    Task,
+    changed_fields,
+)
 
 metadata = sa.MetaData()
 
@@ -47,7 +55,15 @@ tasks = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("labels", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("required", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
 )
+sa.Index("tasks_org_parent", tasks.c.org_id, tasks.c.parent_task_id,
+         postgresql_where=tasks.c.parent_task_id.is_not(None))
+sa.Index("tasks_org_department_status", tasks.c.org_id, tasks.c.department_id, tasks.c.status,
+         postgresql_where=tasks.c.assigned_to.is_(None))
+sa.Index("tasks_labels", tasks.c.labels, postgresql_using="gin")
 sa.Index("tasks_org_created", tasks.c.org_id, tasks.c.created_at.desc(), tasks.c.id)
 sa.Index("tasks_org_assignee_status", tasks.c.org_id, tasks.c.assigned_to, tasks.c.status)
 sa.Index("tasks_org_role_status", tasks.c.org_id, tasks.c.role_id, tasks.c.status)
@@ -87,6 +103,44 @@ agent_standing = sa.Table(
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Every change to a task, with who made it and when, written in the change's transaction.
+history = sa.Table(
+    "task_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("actor_type", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("changes", pg.JSONB, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+sa.Index("task_history_task", history.c.org_id, history.c.task_id, history.c.id)
+
+comments = sa.Table(
+    "task_comments",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("org_id", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("author", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("mentions", pg.ARRAY(sa.Text), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("task_comments_task", comments.c.org_id, comments.c.task_id, comments.c.created_at, comments.c.id)
+
+watchers = sa.Table(
+    "task_watchers",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 _TASK_FIELDS = [f.name for f in fields(Task)]
 
 
@@ -97,38 +151,57 @@ def _to_task(row: Any) -> Task:
     values["priority"] = Priority(values["priority"])
     if values["assignee_type"] is not None:
         values["assignee_type"] = UserType(values["assignee_type"])
+    values["labels"] = tuple(values["labels"] or ())
     return Task(**{name: values[name] for name in _TASK_FIELDS})
 
 
-async def insert_task(conn: AsyncConnection, task: Task) -> bool:
-    """Insert a new task; False when a task of the org already answers its request
-    id (a repeated request), in which case nothing is written."""
+def _row(task: Task) -> dict[str, Any]:
+    return {**asdict(task), "labels": list(task.labels)}
+
+
+async def insert_task(conn: AsyncConnection, task: Task, by: Actor) -> bool:
+    """Insert a new task and its first history entry; False when a task of the org
+    already answers its request id (a repeated request), in which case nothing is written."""
     scope = OrgScope(tasks, task.org_id)
     if task.request_id is None:
-        await conn.execute(scope.insert(**asdict(task)))
+        await conn.execute(scope.insert(**_row(task)))
+        await _record(conn, None, task, by)
         return True
     # The request-id clash is decided by the unique index, not by a read before the
     # insert, so two deliveries racing each other still create one task.
     statement = (
         pg.insert(tasks)
-        .values({**asdict(task), "org_id": scope.org_id})
+        .values({**_row(task), "org_id": scope.org_id})
         .on_conflict_do_nothing(
             index_elements=[tasks.c.org_id, tasks.c.request_id],
             index_where=tasks.c.request_id.is_not(None),
         )
         .returning(tasks.c.id)
     )
-    return (await conn.execute(statement)).first() is not None
+    inserted = (await conn.execute(statement)).first() is not None
+    if inserted:
+        await _record(conn, None, task, by)
+    return inserted
 
 
-async def update_task(conn: AsyncConnection, task: Task) -> None:
-    """Write the fields a task's life changes: status, assignee, result, reason, who
-    finished it, due time."""
+async def update_task(conn: AsyncConnection, task: Task, by: Actor) -> Task:
+    """Write what a change made of the task, one version on, and the history entry
+    saying what changed, who changed it and when (in the same transaction). The
+    caller holds the task's row lock. Answers the task as written."""
     scope = OrgScope(tasks, task.org_id)
+    before = await get_task(conn, task.org_id, task.id)
+    task = replace(task, version=(before.version if before else task.version) + 1)
     await conn.execute(
         scope.update()
         .where(tasks.c.id == task.id)
         .values(
+            title=task.title,
+            description=task.description,
+            priority=task.priority.value,
+            role_id=task.role_id,
+            department_id=task.department_id,
+            labels=list(task.labels),
+            version=task.version,
             status=task.status.value,
             assigned_to=task.assigned_to,
             assignee_type=task.assignee_type.value if task.assignee_type else None,
@@ -140,6 +213,71 @@ async def update_task(conn: AsyncConnection, task: Task) -> None:
             updated_at=task.updated_at,
         )
     )
+    await _record(conn, before, task, by)
+    return task
+
+
+async def _record(conn: AsyncConnection, before: Task | None, after: Task, by: Actor) -> None:
+    await conn.execute(OrgScope(history, after.org_id).insert(
+        task_id=after.id, at=after.updated_at, actor=by.id, actor_type=by.type, action=by.action,
+        changes=changed_fields(before, after), version=after.version))
+
+
+async def history_of(conn: AsyncConnection, org_id: str, task_id: str, *, limit: int, offset: int
+                     ) -> list[dict[str, Any]]:
+    rows = (await conn.execute(
+        OrgScope(history, org_id).select().where(history.c.task_id == task_id)
+        .order_by(history.c.id).limit(limit).offset(offset))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def subtasks_of(conn: AsyncConnection, org_id: str, parent_id: str) -> list[Task]:
+    rows = (await conn.execute(
+        OrgScope(tasks, org_id).select().where(tasks.c.parent_task_id == parent_id)
+        .order_by(tasks.c.created_at, tasks.c.id))).all()
+    return [_to_task(r) for r in rows]
+
+
+async def progress_of(conn: AsyncConnection, org_id: str, parent_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """For each parent among these: (subtasks done, subtasks in all); cancelled ones count as done."""
+    if not parent_ids:
+        return {}
+    done = sa.func.count().filter(tasks.c.status.in_([s.value for s in DONE_STATUSES]))
+    rows = (await conn.execute(
+        OrgScope(tasks, org_id).select(tasks.c.parent_task_id, done, sa.func.count())
+        .where(tasks.c.parent_task_id.in_(list(parent_ids))).group_by(tasks.c.parent_task_id))).all()
+    return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+
+async def add_comment(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(OrgScope(comments, values["org_id"]).insert(
+        **{k: v for k, v in values.items() if k != "org_id"}))
+
+
+async def comments_of(conn: AsyncConnection, org_id: str, task_id: str, *, limit: int, offset: int
+                      ) -> list[dict[str, Any]]:
+    rows = (await conn.execute(
+        OrgScope(comments, org_id).select().where(comments.c.task_id == task_id)
+        .order_by(comments.c.created_at, comments.c.id).limit(limit).offset(offset))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def add_watcher(conn: AsyncConnection, org_id: str, task_id: str, user_id: str, at: datetime) -> bool:
+    statement = (pg.insert(watchers).values(org_id=org_id, task_id=task_id, user_id=user_id, added_at=at)
+                 .on_conflict_do_nothing().returning(watchers.c.user_id))
+    return (await conn.execute(statement)).first() is not None
+
+
+async def remove_watcher(conn: AsyncConnection, org_id: str, task_id: str, user_id: str) -> bool:
+    result = await conn.execute(OrgScope(watchers, org_id).delete()
+                                .where(watchers.c.task_id == task_id, watchers.c.user_id == user_id))
+    return bool(result.rowcount)
+
+
+async def watchers_of(conn: AsyncConnection, org_id: str, task_id: str) -> list[str]:
+    rows = (await conn.execute(OrgScope(watchers, org_id).select(watchers.c.user_id)
+                               .where(watchers.c.task_id == task_id).order_by(watchers.c.user_id))).all()
+    return [r.user_id for r in rows]
 
 
 async def get_task(
@@ -336,16 +474,24 @@ async def inbox(
     *,
     user_id: str,
     role_id: str | None,
+    department_id: str | None = None,
     status: TaskStatus | None = None,
     task_type: TaskType | None = None,
     priority: Priority | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Task], int]:
-    """Tasks assigned to the user, or waiting unassigned in the user's role."""
+    """Tasks assigned to the user, or waiting unassigned in the user's team: their
+    role's queue, or their department's (a department task that names no role, or a
+    role nobody of the department holds, is seen by the department's members)."""
     mine: sa.ColumnElement[bool] = tasks.c.assigned_to == user_id
+    teams: list[sa.ColumnElement[bool]] = []
     if role_id is not None:
-        mine = sa.or_(mine, sa.and_(tasks.c.role_id == role_id, tasks.c.assigned_to.is_(None)))
+        teams.append(tasks.c.role_id == role_id)
+    if department_id is not None:
+        teams.append(tasks.c.department_id == department_id)
+    if teams:
+        mine = sa.or_(mine, sa.and_(tasks.c.assigned_to.is_(None), sa.or_(*teams)))
     conditions = [mine]
     if status is not None:
         conditions.append(tasks.c.status == status.value)
