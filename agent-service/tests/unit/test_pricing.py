@@ -27,6 +27,7 @@ from agent_service.pricing import (
     review_performance,
     score_decisions,
 )
+from agent_service.pricing.signals import booking_curve
 
 TODAY = date(2025, 4, 1)  # a Tuesday
 AT = datetime(2025, 3, 20, 9, 0, tzinfo=UTC)
@@ -144,6 +145,20 @@ def test_a_night_booking_faster_than_usual_at_its_lead_time_rises() -> None:
 
     assert effect(nights[hot], "demand") > 10
     assert nights[hot].recommended_price > nights[hot - timedelta(days=7)].recommended_price
+
+
+def test_the_usual_pace_is_unbiased_at_both_edges_of_the_window() -> None:
+    # Nights fill as their date nears: booked 80 % when past, 0.4 points less per day
+    # of lead. Every night ahead is exactly on the usual pace for its lead time.
+    market = flat_market(TODAY - timedelta(days=60), 60, occupancy=0.8)
+    market |= {TODAY + timedelta(days=lead): MarketNight(Decimal("120.00"), 0.8 - 0.004 * lead, 30)
+               for lead in range(120)}
+
+    curve = booking_curve(market, TODAY)
+    nights = priced(listing(market=market))
+
+    assert curve == pytest.approx([(0.8 - 0.004 * lead) / 0.8 for lead in range(120)])
+    assert all(effect(nights[TODAY + timedelta(days=lead)], "demand") == 0 for lead in (0, 1, 60, 118, 119))
 
 
 def test_a_listing_booking_ahead_of_the_market_is_cheap_and_rises() -> None:
