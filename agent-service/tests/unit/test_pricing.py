@@ -192,6 +192,23 @@ def test_the_last_minute_discount_is_smaller_when_the_market_books_that_night_fa
     assert effect(busy[TODAY + timedelta(days=2)], "lead_time") > effect(slow[TODAY + timedelta(days=2)], "lead_time")
 
 
+def test_the_last_minute_discount_is_smaller_where_the_market_books_late() -> None:
+    # Both markets end 60 % booked and every night is on its market's usual pace; in
+    # the early market nights are as booked as they will be a month ahead, in the late
+    # one a night a week ahead still has most of its guests to come.
+    history = flat_market(TODAY - timedelta(days=60), 60, occupancy=0.6)
+    early = history | flat_market(TODAY, 130, occupancy=0.6)
+    late = history | {TODAY + timedelta(days=lead): MarketNight(Decimal("120.00"), 0.6 * max(0.0, 1 - lead / 20), 30)
+                      for lead in range(130)}
+
+    in_early, in_late = priced(listing(market=early, min_stay=1)), priced(listing(market=late, min_stay=1))
+
+    week = TODAY + timedelta(days=7)
+    assert effect(in_early[week], "lead_time") < effect(in_late[week], "lead_time") < 0
+    assert effect(in_late[week], "lead_time") > effect(in_early[week], "lead_time") / 2
+    assert effect(in_late[TODAY], "lead_time") == effect(in_early[TODAY], "lead_time") == -30.0
+
+
 def test_far_out_nights_get_the_far_out_premium() -> None:
     nights = priced(listing(), horizon=120)
 

@@ -32,6 +32,18 @@ class MarketSignals:
         curve = self.booking_curve
         return self.typical_occupancy * curve[min(lead, len(curve) - 1)]
 
+    def sell_chance(self, lead: int) -> float | None:
+        """How likely a night still open `lead` days ahead is to sell, against a night
+        whose bookings are all still to come: the bookings the market usually still
+        makes on it from now, over the share of it still free. Near 1 where most
+        bookings come late; near 0 where the nights are usually full by then."""
+        if not self.typical_occupancy:
+            return None
+        curve = self.booking_curve
+        booked = min(1.0, curve[min(lead, len(curve) - 1)])
+        free = 1 - self.typical_occupancy * booked
+        return min(1.0, (1 - booked) / free) if free > 0 else 0.0
+
     def night_premium(self, night: dt.date, market: MarketNight) -> float:
         """How much dearer the market is on this night than its season and weekday
         explain (an event, known or not), as a ratio."""
