@@ -27,6 +27,7 @@ from agent_service.pricing import (
     review_performance,
     score_decisions,
 )
+from agent_service.pricing.signals import booking_curve
 
 TODAY = date(2025, 4, 1)  # a Tuesday
 AT = datetime(2025, 3, 20, 9, 0, tzinfo=UTC)
@@ -146,6 +147,20 @@ def test_a_night_booking_faster_than_usual_at_its_lead_time_rises() -> None:
     assert nights[hot].recommended_price > nights[hot - timedelta(days=7)].recommended_price
 
 
+def test_the_usual_pace_is_unbiased_at_both_edges_of_the_window() -> None:
+    # Nights fill as their date nears: booked 80 % when past, 0.4 points less per day
+    # of lead. Every night ahead is exactly on the usual pace for its lead time.
+    market = flat_market(TODAY - timedelta(days=60), 60, occupancy=0.8)
+    market |= {TODAY + timedelta(days=lead): MarketNight(Decimal("120.00"), 0.8 - 0.004 * lead, 30)
+               for lead in range(120)}
+
+    curve = booking_curve(market, TODAY)
+    nights = priced(listing(market=market))
+
+    assert curve == pytest.approx([(0.8 - 0.004 * lead) / 0.8 for lead in range(120)])
+    assert all(effect(nights[TODAY + timedelta(days=lead)], "demand") == 0 for lead in (0, 1, 60, 118, 119))
+
+
 def test_a_listing_booking_ahead_of_the_market_is_cheap_and_rises() -> None:
     stays = tuple(stay(TODAY + timedelta(days=d), 1) for d in range(0, 30) if d % 5)  # 24 of 30 nights
 
@@ -175,6 +190,23 @@ def test_the_last_minute_discount_is_smaller_when_the_market_books_that_night_fa
     busy = priced(listing(market=market))
 
     assert effect(busy[TODAY + timedelta(days=2)], "lead_time") > effect(slow[TODAY + timedelta(days=2)], "lead_time")
+
+
+def test_the_last_minute_discount_is_smaller_where_the_market_books_late() -> None:
+    # Both markets end 60 % booked and every night is on its market's usual pace; in
+    # the early market nights are as booked as they will be a month ahead, in the late
+    # one a night a week ahead still has most of its guests to come.
+    history = flat_market(TODAY - timedelta(days=60), 60, occupancy=0.6)
+    early = history | flat_market(TODAY, 130, occupancy=0.6)
+    late = history | {TODAY + timedelta(days=lead): MarketNight(Decimal("120.00"), 0.6 * max(0.0, 1 - lead / 20), 30)
+                      for lead in range(130)}
+
+    in_early, in_late = priced(listing(market=early, min_stay=1)), priced(listing(market=late, min_stay=1))
+
+    week = TODAY + timedelta(days=7)
+    assert effect(in_early[week], "lead_time") < effect(in_late[week], "lead_time") < 0
+    assert effect(in_late[week], "lead_time") > effect(in_early[week], "lead_time") / 2
+    assert effect(in_late[TODAY], "lead_time") == effect(in_early[TODAY], "lead_time") == -30.0
 
 
 def test_far_out_nights_get_the_far_out_premium() -> None:

@@ -171,7 +171,7 @@ def _price_night(context: _Context, night: dt.date) -> NightRecommendation:
         _market_night(night_premium, market, rules),
         _demand(signals, lead, market, rules),
         context.occupancy,
-        _lead_time(lead, demand_ratio(signals, lead, market), rules),
+        _lead_time(lead, demand_ratio(signals, lead, market), signals.sell_chance(lead), rules),
         _orphan_gap(context.gaps.get(night), rules),
         _weekend(night, rules),
         _local_event(market, night_premium, rules),
@@ -303,16 +303,22 @@ def _occupancy(listing: ListingPricingInput, today: dt.date, booked: frozenset[d
                                        f"{rule.window_days} vs market {market:.0%}")
 
 
-def _lead_time(lead: int, pace: float, rules: PricingRules) -> Factor:
-    """The last-minute discount grows over the last days; the faster the market books
-    that night, the less of it is needed (all of it when the market is behind)."""
+def _lead_time(lead: int, pace: float, sell_chance: float | None, rules: PricingRules) -> Factor:
+    """The last-minute discount grows over the last days, as far as the market's own
+    booking curve says an open night is unlikely to sell by now (in a market that
+    books late, a night open a week ahead still has most of its guests to come);
+    the faster the market books that night, the less of it is needed (all of it
+    when the market is behind)."""
     last, far = rules.last_minute, rules.far_out
     if lead < last.days:
         share = max(LAST_MINUTE_MIN_SHARE, min(1.0, 1 - pace))
-        effect = -round(last.max_discount_pct * (last.days - lead) / last.days * share, 2)
+        unsold = 1.0 if sell_chance is None else 1 - sell_chance
+        effect = -round(last.max_discount_pct * (last.days - lead) / last.days * share * unsold, 2)
         return Factor("lead_time", effect, f"open {lead} days ahead: last-minute discount "
-                                           f"(up to {last.max_discount_pct:g}% over the last {last.days} days, "
-                                           f"{share:.0%} of it at this night's booking pace)")
+                                           f"(up to {last.max_discount_pct:g}% over the last {last.days} days; "
+                                           f"{share:.0%} of it at this night's booking pace, "
+                                           f"{unsold:.0%} of that as the market's remaining bookings "
+                                           "are unlikely to fill it)")
     if lead >= far.from_days:
         return Factor("lead_time", far.premium_pct, f"{lead} days ahead: far-out premium")
     return Factor("lead_time", 0.0, f"{lead} days ahead")

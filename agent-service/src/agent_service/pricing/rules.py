@@ -23,7 +23,9 @@ class InvalidRules(InvalidRequest):
 @dataclass(frozen=True)
 class LastMinute:
     """An open night close to its date is unlikely to sell at full price: the
-    discount grows linearly from 0 at `days` ahead to `max_discount_pct` on the day."""
+    discount grows linearly from 0 at `days` ahead to `max_discount_pct` on the day,
+    scaled down where the market's booking curve still expects guests for the night
+    and where the market books that night faster than usual."""
 
     days: int = 15
     max_discount_pct: float = 30.0

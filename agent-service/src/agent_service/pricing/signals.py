@@ -32,6 +32,18 @@ class MarketSignals:
         curve = self.booking_curve
         return self.typical_occupancy * curve[min(lead, len(curve) - 1)]
 
+    def sell_chance(self, lead: int) -> float | None:
+        """How likely a night still open `lead` days ahead is to sell, against a night
+        whose bookings are all still to come: the bookings the market usually still
+        makes on it from now, over the share of it still free. Near 1 where most
+        bookings come late; near 0 where the nights are usually full by then."""
+        if not self.typical_occupancy:
+            return None
+        curve = self.booking_curve
+        booked = min(1.0, curve[min(lead, len(curve) - 1)])
+        free = 1 - self.typical_occupancy * booked
+        return min(1.0, (1 - booked) / free) if free > 0 else 0.0
+
     def night_premium(self, night: dt.date, market: MarketNight) -> float:
         """How much dearer the market is on this night than its season and weekday
         explain (an event, known or not), as a ratio."""
@@ -74,7 +86,7 @@ def booking_curve(market: Mapping[dt.date, MarketNight], today: dt.date) -> list
     past = [market[d].occupancy for d in market if d < today]
     if not ahead:
         return [1.0]
-    pace = _moving_average(ahead, [market[d].occupancy for d in ahead], CURVE_WINDOW_DAYS)
+    pace = _centred_mean(ahead, [market[d].occupancy for d in ahead], CURVE_WINDOW_DAYS)
     typical = statistics.fmean(past) if len(past) >= MIN_PAST_NIGHTS else max(pace.values())
     by_lead = {(d - today).days: pace[d] for d in ahead}
     curve, level = [], 1.0
@@ -98,4 +110,25 @@ def _moving_average(dates: list[dt.date], values: list[float], half_window: int)
             total -= values[low]
             low += 1
         found[d] = total / (high - low)
+    return found
+
+
+def _centred_mean(dates: list[dt.date], values: list[float], half_window: int) -> dict[dt.date, float]:
+    """The mean of the values dated within `half` days of each date, where `half` is
+    `half_window` shrunk to the days there are on both sides (dates sorted): the
+    window stays centred at the edges. A one-sided window there would average a
+    trend (occupancy falls with lead time) into a level that is not the date's: too
+    low on the first nights, too high on the last."""
+    if not dates:
+        return {}
+    first, last = dates[0], dates[-1]
+    found: dict[dt.date, float] = {}
+    for i, d in enumerate(dates):
+        half = min(half_window, (d - first).days, (last - d).days)
+        low = high = i
+        while low > 0 and (d - dates[low - 1]).days <= half:
+            low -= 1
+        while high + 1 < len(dates) and (dates[high + 1] - d).days <= half:
+            high += 1
+        found[d] = statistics.fmean(values[low:high + 1])
     return found
