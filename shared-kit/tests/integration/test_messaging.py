@@ -387,10 +387,13 @@ async def _is_zero(value: Any) -> bool:
 
 
 async def _listener_pids(probe: ProbeDb) -> list[int]:
+    """The relay's sessions that are listening: a session still logging in already
+    shows its application name (and is refused by the login trigger), so only one
+    whose last statement was its LISTEN counts."""
     async with probe.engine.connect() as conn:
         rows = await conn.execute(
             sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name "
-                    "AND datname = current_database()"),
+                    "AND datname = current_database() AND query ILIKE 'LISTEN %'"),
             {"name": LISTENER_APPLICATION_NAME},
         )
         return [r.pid for r in rows]
