@@ -54,7 +54,7 @@ class RunningService(ServiceUnderTest):
     async def run_finished(self, org: str, run_id: str) -> dict[str, Any]:
         async def finished() -> dict[str, Any] | None:
             run = await self.run(org, run_id)
-            return run if run["status"] in ("completed", "failed", "cancelled") else None
+            return run if run["status"] in ("completed", "failed", "needs_attention", "cancelled") else None
         return await eventually(finished, timeout=30, what=f"run {run_id} finished")
 
     async def request_of(self, org: str, run_id: str, step: str) -> str:
@@ -172,7 +172,7 @@ async def test_definitions_are_validated_versioned_per_org_and_listed_with_the_b
 
     listed = await service.client.get("/v1/workflows", headers=service.auth(mine))
     assert {(w["key"], w["version"], w["builtin"]) for w in listed.json()["items"]} == {
-        ("turnover", 2, False), ("dynamic-pricing", 3, True)}
+        ("turnover", 2, False), ("dynamic-pricing", 4, True)}
 
 
 async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(service: RunningService) -> None:
@@ -187,7 +187,7 @@ async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(se
     assert data["data"] == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
     assert request.orgid == org
     run = await service.run(org, run_id)
-    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 3)
+    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 4)
 
 
 async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service: RunningService) -> None:
@@ -437,7 +437,7 @@ async def test_a_failed_compensation_leaves_the_run_failed_and_needing_attention
 
     run = await service.run_finished(org, run_id)
 
-    assert (run["status"], run["compensated"], run["needs_attention"]) == ("failed", False, True)
+    assert (run["status"], run["compensated"], run["needs_attention"]) == ("needs_attention", False, True)
     assert "sync down too" in run["failure_reason"]
     assert [e.data["request_id"] for e in service.requested(run_id, "publish.compensation.2")] == [
         f"{run_id}:publish.compensation.2:{n}" for n in (1, 2, 3)]
@@ -653,7 +653,7 @@ async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_a
     await service.complete(org, run_id, "clean", task_type=TaskType.MANUAL, by="u-cleaner")
 
     run = await service.run_finished(org, run_id)
-    assert (run["status"], run["needs_attention"]) == ("failed", True)
+    assert (run["status"], run["needs_attention"]) == ("needs_attention", True)
     assert "no longer passes the workflow checks" in run["failure_reason"]
 
 
