@@ -463,7 +463,12 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     common: dict[str, Any] = {"run_id": run.id, "org_id": run.org_id, "workflow_key": run.workflow_key,
                               "workflow_version": run.workflow_version, "step": transition.current_step}
     status = transition.status
-    started_waiting = bool(transition.tasks or transition.timers or transition.emits)
+    # An escalation asks for a notification but the run still waits for the same task:
+    # that is no new wait to announce.
+    before_wait, now_wait = run.state.get("waiting") or {}, transition.waiting or {}
+    same_wait = run.status is RunStatus.WAITING and bool(before_wait) and all(
+        before_wait.get(k) == now_wait.get(k) for k in ("kind", "step", "request_id", "attempt"))
+    started_waiting = bool(transition.tasks or transition.timers or transition.emits) and not same_wait
     if status is RunStatus.WAITING and transition.wait_kind is not None and started_waiting:
         waiting = transition.waiting or {}
         kind = transition.wait_kind

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
+from stayops_kit.db import outbox
 from stayops_kit.policies import policy_of
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.binding import from_kafka
@@ -794,3 +796,36 @@ async def test_skip_and_queue_policies_for_overlapping_runs(service: RunningServ
     await service.complete(org, running["id"], "clean", task_type=TaskType.MANUAL, by="u-cleaner")
     await service.run_finished(org, running["id"])
     await service.run_waiting_at(org, queued["id"], "clean")
+
+
+ESCALATED = {"key": "refund", "name": "Refund", "steps": [
+    {"name": "approve", "type": "decision", "title": "Approve the refund", "role_id": "manager",
+     "proposal": "${params.listing_ids}", "deadline": "PT1H", "escalate_after": "PT1S",
+     "escalate_to": {"role": "owner"}}]}
+
+
+async def test_an_escalation_asks_task_service_to_reassign_on_a_durable_timer_and_the_run_keeps_waiting(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    run_id = await start_custom(service, org, ESCALATED)
+    request_id = await service.request_of(org, run_id, "approve")
+    [decision] = await service.task_request(run_id, request_id)
+
+    def reassigned() -> list[Envelope]:
+        return [e for e in service.seen if e.type == "stayops.task.reassign.requested" and e.correlationid == run_id]
+    [reassign] = await eventually(lambda: _async(reassigned()), timeout=30, what="the reassignment")
+
+    assert (reassign.data["request_id"], reassign.data["role_id"], reassign.data["assigned_to"]) == (
+        request_id, "owner", None)
+    due = datetime.fromisoformat(decision.data["due_at"]) - decision.time
+    assert 3590 < due.total_seconds() <= 3600
+    [notify] = await eventually(lambda: _async(service.requested(run_id, "escalation")), timeout=30,
+                                what="the escalation's notification")
+    assert (notify.data["data"]["action"], notify.data["data"]["role_id"]) == ("notify", "owner")
+    run = await service.run(org, run_id)
+    assert (run["status"], run["waiting_for"]["request_id"]) == ("waiting", request_id)
+    async with service.runtime.engine.connect() as conn:
+        waits = (await conn.execute(sa.select(outbox.c.id).where(
+            outbox.c.org_id == org, outbox.c.event_type == "stayops.workflow.run.waiting"))).all()
+    assert len(waits) == 1  # still the same wait: not announced again
