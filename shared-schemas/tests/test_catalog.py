@@ -120,6 +120,9 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
                                 "requested_by": "automation-a1"},
     tasks.TaskRescheduleRequested: {"request_id": "req-1", "org_id": "org-1",
                                     "due_at": "2025-04-05T10:00:00Z", "requested_by": "automation-a1"},
+    tasks.TaskReassignRequested: {"request_id": "run-1:decision:1", "org_id": "org-1", "role_id": "owner",
+                                  "reason": "not decided within P1D: escalated to role owner",
+                                  "requested_by": "workflow-service"},
     workflows.WorkflowRunRequested: {
         "request_id": "req-2",
         "org_id": "org-1",

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from stayops_schemas.catalog import TOPICS
 from stayops_schemas.subscriptions import consumers_of
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TERMINAL = frozenset({"completed", "failed", "needs_attention", "cancelled"})
 # The services that read `org.policy.updated`: the saga's guardrails, the decision
 # checks and the publish guard.
 POLICY_CONSUMERS = consumers_of("org.policy.updated")

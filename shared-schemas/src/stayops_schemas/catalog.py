@@ -156,6 +156,7 @@ _ENTRIES: tuple[EventType, ...] = (
     EventType("stayops.task.rescheduled", TASKS, tasks.TaskRescheduled),
     EventType("stayops.task.cancel.requested", TASKS, tasks.TaskCancelRequested),
     EventType("stayops.task.reschedule.requested", TASKS, tasks.TaskRescheduleRequested),
+    EventType("stayops.task.reassign.requested", TASKS, tasks.TaskReassignRequested),
     EventType("stayops.workflow.run.requested", WORKFLOWS, workflows.WorkflowRunRequested),
     EventType("stayops.workflow.run.started", WORKFLOWS, workflows.WorkflowRunStarted),
     EventType("stayops.workflow.run.waiting", WORKFLOWS, workflows.WorkflowRunWaiting),

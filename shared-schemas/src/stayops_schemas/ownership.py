@@ -41,6 +41,7 @@ _COMMANDS: Mapping[str, frozenset[str]] = MappingProxyType({
     "stayops.task.requested": frozenset({WORKFLOW_SERVICE, AGENT_SERVICE, AUTOMATION_SERVICE}),
     "stayops.task.cancel.requested": frozenset({AUTOMATION_SERVICE, WORKFLOW_SERVICE}),
     "stayops.task.reschedule.requested": frozenset({AUTOMATION_SERVICE}),
+    "stayops.task.reassign.requested": frozenset({WORKFLOW_SERVICE}),
     "stayops.workflow.run.requested": frozenset({AUTOMATION_SERVICE}),
     "stayops.sync.requested": frozenset({AUTOMATION_SERVICE, WORKFLOW_SERVICE}),
 })

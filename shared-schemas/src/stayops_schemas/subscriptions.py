@@ -52,6 +52,7 @@ _CONSUMES: dict[str, tuple[str, ...]] = {
     TASK_SERVICE: (
         "org.member.joined", "org.member.updated", "org.member.left", "org.policy.updated",
         "stayops.task.requested", "stayops.task.cancel.requested", "stayops.task.reschedule.requested",
+        "stayops.task.reassign.requested",
         "stayops.agent.result.produced", "stayops.agent.paused", "stayops.agent.resumed",
         "stayops.agent.updated", "stayops.automation.action.finished",
     ),

@@ -17,6 +17,7 @@ def subscriptions() -> Subscriptions:
     subs.on("stayops.task.requested")(handlers.task_requested)
     subs.on("stayops.task.cancel.requested")(handlers.task_cancel_requested)
     subs.on("stayops.task.reschedule.requested")(handlers.task_reschedule_requested)
+    subs.on("stayops.task.reassign.requested")(handlers.task_reassign_requested)
     subs.on("stayops.agent.result.produced")(handlers.agent_result_produced)
     subs.on("stayops.agent.paused", "stayops.agent.resumed", "stayops.agent.updated")(
         handlers.agent_standing_changed)

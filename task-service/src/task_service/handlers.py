@@ -30,6 +30,7 @@ from stayops_schemas.events.tasks import (
     TaskCompleted,
     TaskCreated,
     TaskFailed,
+    TaskReassignRequested,
     TaskRequested,
     TaskRescheduled,
     TaskRescheduleRequested,
@@ -392,6 +393,28 @@ async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequ
                            TaskRescheduled(**_ids(task), due_at=event.due_at, previous_due_at=previous,
                                            reason=event.reason),
                            org_id=task.org_id, key=task.id)
+
+
+async def task_reassign_requested(ctx: EventContext, event: TaskReassignRequested) -> None:
+    """The requester hands its open task to a user, or to a role's queue (whose member
+    the usual rules choose): an escalated decision. The new assignment is announced
+    as any other, so the assignee sees the task in their inbox."""
+    task = await _requested_task(ctx, event.request_id)
+    if task is None or not task.is_open:
+        return
+    if event.assigned_to is not None and task.assigned_to == event.assigned_to:
+        return
+    moved = replace(task, assigned_to=event.assigned_to, assignee_type=None, assignment_rule=None,
+                    role_id=event.role_id if event.role_id is not None else task.role_id,
+                    updated_at=ctx.uow.clock.now())
+    chosen = await _choose_assignment(ctx.uow, moved)
+    if chosen is None:  # the event names a user or a role, so someone or a queue is chosen
+        return
+    assignment = replace(chosen, rule=f"{event.reason} ({chosen.rule})")
+    moved = moved.assign(assignment)
+    await store.update_task(ctx.uow.conn, moved, Actor(event.requested_by, _source_type(ctx), "reassigned"))
+    await ctx.uow.announce("stayops.task.assigned", task_assigned(moved, assignment),
+                           org_id=moved.org_id, key=moved.id)
 
 
 async def _lock_reported(ctx: EventContext, task_id: str) -> Task:

@@ -19,7 +19,7 @@ from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.tasks import TaskCancelRequested, TaskRequested, TaskType
+from stayops_schemas.events.tasks import TaskCancelRequested, TaskReassignRequested, TaskRequested, TaskType
 from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
 from task_service import handlers, store
 
@@ -295,3 +295,44 @@ async def test_changes_made_by_events_are_in_the_history(service: Service, stack
     assert [(e["action"], e["actor"], e["actor_type"]) for e in entries] == [
         ("created", "wf-owner", "workflow"), ("cancelled", "wf-owner", "automation")]
     assert entries[1]["changes"]["status"] == {"from": "pending", "to": "cancelled"}
+
+
+async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(service: Service, stack: Any) -> None:
+    """An escalated decision: the workflow that asked for the task hands it to a user,
+    then to a role's queue; each move is announced as an assignment and in the history."""
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    request_id = f"run-1:approve-{uuid.uuid4().hex[:6]}:1"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+            request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
+            role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
+
+        async def requested() -> Any:
+            items = (await client.get("/v1/tasks", headers=auth(stack, org))).json()["items"]
+            return items[0] if items else None
+
+        task = await eventually(requested, timeout=30)
+        for moved in ({"assigned_to": "boss-1"}, {"role_id": "owner"}):
+            await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+                request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
+                **moved), org))
+
+        async def reassigned() -> Any:
+            entries = await history(client, auth(stack, org), task["id"])
+            return entries if len(entries) == 3 else None
+
+        entries = await eventually(reassigned, timeout=30)
+    finally:
+        await producer.stop()
+    assert [(e["action"], e["actor_type"]) for e in entries] == [
+        ("created", "workflow"), ("reassigned", "workflow"), ("reassigned", "workflow")]
+    assert entries[1]["changes"]["assigned_to"] == {"from": None, "to": "boss-1"}
+    assert entries[2]["changes"]["role_id"] == {"from": "night-auditor", "to": "owner"}
+    body = (await client.get(f"/v1/tasks/{task['id']}", headers=auth(stack, org))).json()
+    assert (body["status"], body["assigned_to"], body["role_id"]) == ("pending", None, "owner")
+    assigned = await events(runtime, org, "stayops.task.assigned")
+    assert [(e["assigned_to"], e["rule"].startswith("not decided within PT1S")) for e in assigned][-2:] == [
+        ("boss-1", True), (None, True)]

@@ -92,7 +92,8 @@ class RunOut(BaseModel):
             workflow_version=run.workflow_version, status=run.status, current_step=run.current_step,
             waiting_for=run.state.get("waiting"), parameters=run.parameters, steps=run.state.get("steps", {}),
             result=run.result, compensated=run.compensated, failure_reason=run.failure_reason,
-            needs_attention=run.status is RunStatus.FAILED and run.compensated is False,
+            needs_attention=run.status is RunStatus.NEEDS_ATTENTION
+            or (run.status is RunStatus.FAILED and run.compensated is False),
             started_by=run.started_by, request_id=run.request_id, correlation_id=run.correlation_id,
             started_at=run.started_at, updated_at=run.updated_at,
             log=[RunLogEntryOut.of(e) for e in found.log],

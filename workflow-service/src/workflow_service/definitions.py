@@ -157,6 +157,18 @@ COMPENSATION_RETRY = RetryPolicy(max_attempts=3)
 RETRIABLE_ATTEMPTS = 3
 
 
+# What a step's `on_timeout` may say (besides `{goto: <step>}`). `retry`, the default,
+# treats the timeout as a failed attempt: tried again while the retry policy allows.
+ON_TIMEOUT_FAIL = "fail"
+ON_TIMEOUT_RETRY = "retry"
+ON_TIMEOUT_GOTO = "goto"
+# A decision's `default_action` when its deadline passes undecided.
+DEFAULT_ACTION_FAIL = "fail"
+DEFAULT_ACTIONS = ("approve", "reject", DEFAULT_ACTION_FAIL)
+# The step types a `timeout` applies to.
+TIMED_STEP_TYPES = ("task", "decision", "emit_and_await")
+
+
 @dataclass(frozen=True)
 class NextRule:
     goto: str
@@ -174,6 +186,16 @@ class Step:
     kind: StepKind = StepKind.COMPENSATABLE
     retry: RetryPolicy = RetryPolicy()
     approval: str | None = None
+    # How long one attempt may take (task, decision and emit_and_await steps), and what
+    # then: `fail`, `retry` (a new attempt, as its retry policy allows) or `goto` a step.
+    timeout: timedelta | None = None
+    on_timeout: str = ON_TIMEOUT_RETRY
+    timeout_goto: str | None = None
+    # A decision's deadline, escalation and the action the deadline takes.
+    deadline: timedelta | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: dict[str, str] | None = None
+    default_action: str = DEFAULT_ACTION_FAIL
 
     @property
     def task(self) -> TaskSpec:
@@ -246,8 +268,18 @@ def _kinds(raws: list[dict[str, Any]]) -> list[StepKind]:
     return kinds
 
 
+def _duration_of(raw: dict[str, Any], name: str) -> timedelta | None:
+    return _DURATION.validate_python(raw[name]) if name in raw else None
+
+
 def _step_of(raw: dict[str, Any], kind: StepKind) -> Step:
+    on_timeout = raw.get("on_timeout", ON_TIMEOUT_RETRY)
+    goto = on_timeout.get("goto") if isinstance(on_timeout, dict) else None
     return Step(name=raw["name"], type=raw["type"], raw=raw, when=raw.get("when"),
+                timeout=_duration_of(raw, "timeout"),
+                on_timeout=ON_TIMEOUT_GOTO if goto is not None else str(on_timeout), timeout_goto=goto,
+                deadline=_duration_of(raw, "deadline"), escalate_after=_duration_of(raw, "escalate_after"),
+                escalate_to=raw.get("escalate_to"), default_action=raw.get("default_action", DEFAULT_ACTION_FAIL),
                 next=tuple(NextRule(goto=r["goto"], when=r.get("when")) for r in raw.get("next", ())),
                 compensation=tuple(TaskSpec.of(c) for c in raw.get("compensation", ())), kind=kind,
                 retry=RetryPolicy.of(raw.get("retry"), default_attempts=RETRIABLE_ATTEMPTS
@@ -279,8 +311,48 @@ def _kind_and_retry_errors(raws: list[dict[str, Any]]) -> Any:
                     durations[where] = _DURATION.validate_python(retry[where])
                 except ValidationError:
                     yield {"path": f"{at}.retry.{where}", "message": f"{retry[where]!r} is not an ISO 8601 duration"}
+        for where, value in durations.items():
+            if value <= timedelta(0):
+                yield {"path": f"{at}.retry.{where}", "message": f"{retry[where]!r} is not longer than zero"}
         if len(durations) == 2 and durations["max_interval"] < durations["initial_interval"]:
             yield {"path": f"{at}.retry.max_interval", "message": "max_interval is shorter than initial_interval"}
+        yield from _timing_errors(at, raw)
+
+
+def _timing_errors(at: str, raw: dict[str, Any]) -> Any:
+    """A step's timeout, and a decision's deadline and escalation: durations longer
+    than zero, on the step types they apply to, in an order that can happen."""
+    durations: dict[str, timedelta] = {}
+    for where in ("timeout", "deadline", "escalate_after"):
+        if where not in raw:
+            continue
+        try:
+            durations[where] = _DURATION.validate_python(raw[where])
+        except ValidationError:
+            yield {"path": f"{at}.{where}", "message": f"{raw[where]!r} is not an ISO 8601 duration"}
+            continue
+        if durations[where] <= timedelta(0):
+            yield {"path": f"{at}.{where}", "message": f"{raw[where]!r} is not longer than zero"}
+    if "timeout" in raw and raw["type"] not in TIMED_STEP_TYPES:
+        yield {"path": f"{at}.timeout", "message": f"a timeout applies to {', '.join(TIMED_STEP_TYPES)} steps; "
+               "a wait step waits as long as it says"}
+    if "on_timeout" in raw and "timeout" not in raw:
+        yield {"path": f"{at}.on_timeout", "message": "on_timeout needs a timeout"}
+    for where in ("deadline", "escalate_after", "escalate_to", "default_action"):
+        if where in raw and raw["type"] != "decision":
+            yield {"path": f"{at}.{where}", "message": f"{where} belongs to a decision step"}
+    if raw["type"] == "decision" and "timeout" in raw and "deadline" in raw:
+        yield {"path": f"{at}.timeout", "message": "a decision has a deadline (with its default_action) or a "
+               "timeout, not both"}
+    if "default_action" in raw and "deadline" not in raw:
+        yield {"path": f"{at}.default_action", "message": "default_action is what the deadline does: it needs a "
+               "deadline"}
+    if ("escalate_after" in raw) != ("escalate_to" in raw):
+        yield {"path": f"{at}.escalate_to" if "escalate_after" in raw else f"{at}.escalate_after",
+               "message": "escalate_after and escalate_to go together: when, and to whom"}
+    if "escalate_after" in durations and "deadline" in durations \
+            and durations["escalate_after"] >= durations["deadline"]:
+        yield {"path": f"{at}.escalate_after", "message": "escalate_after is not before the deadline"}
 
 
 def _semantic_errors(definition: Definition) -> Any:
@@ -294,13 +366,15 @@ def _semantic_errors(definition: Definition) -> Any:
         for j, rule in enumerate(step.next):
             if rule.goto != END and rule.goto not in names:
                 yield {"path": f"{at}.next[{j}].goto", "message": f"no step named {rule.goto!r}"}
+        if step.timeout_goto is not None and step.timeout_goto != END and step.timeout_goto not in names:
+            yield {"path": f"{at}.on_timeout.goto", "message": f"no step named {step.timeout_goto!r}"}
         expressions_of = [("when", step.when), *[(f"next[{j}].when", r.when) for j, r in enumerate(step.next)],
                           ("rule", step.raw.get("rule")), ("days", step.raw.get("days")),
                           ("until", step.raw.get("until"))]
         for where, text in expressions_of:
             if text is not None:
                 yield from _expression_errors(f"{at}.{where}", text)
-        for where in ("duration", "timeout"):
+        for where in ("duration",):
             if where in step.raw:
                 try:
                     step.timedelta_of(where)

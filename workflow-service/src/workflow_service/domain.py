@@ -19,7 +19,16 @@ from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, TaskCompleted, TaskFailed
 from stayops_schemas.events.workflows import RunStatus, WaitKind
 from stayops_schemas.guardrails import check_prices, default_policy, needs_person
-from workflow_service.definitions import COMPENSATION_RETRY, END, Definition, Step, StepKind, TaskSpec
+from workflow_service.definitions import (
+    COMPENSATION_RETRY,
+    END,
+    ON_TIMEOUT_FAIL,
+    ON_TIMEOUT_GOTO,
+    Definition,
+    Step,
+    StepKind,
+    TaskSpec,
+)
 
 # Who a log entry names when the event does not say who acted.
 TASK_SERVICE_ACTOR = "task-service"
@@ -27,6 +36,13 @@ TASK_SERVICE_ACTOR = "task-service"
 SERVICE_ACTOR = "workflow-service"
 RULE_ACTOR = "rule"
 TIMER_ACTOR = "timer"
+# Who a log entry names when a decision's deadline acted.
+DEADLINE_ACTOR = "deadline"
+# The purposes of the timers an open task or decision has besides its step's own
+# (a timer's step is `<step>@<purpose>`).
+TIMEOUT, DEADLINE, ESCALATION = "timeout", "deadline", "escalation"
+# The `workflow_step` of the notification an escalation sends.
+ESCALATION_STEP = "escalation"
 # Steps one happening may run through before the run must wait: a `next` loop stops here.
 MAX_STEPS_PER_TRANSITION = 200
 # A `days` wait longer than this is a mistake (and past what a timedelta holds).
@@ -41,7 +57,7 @@ _WAIT_KINDS = {"task": WaitKind.TASK, "compensation": WaitKind.TASK, "event": Wa
                "timer": WaitKind.TIMER, "retry": WaitKind.TIMER, "compensation_retry": WaitKind.TIMER}
 # The waits a timer ends.
 _TIMED_WAITS = frozenset({"timer", "event", "retry", "compensation_retry"})
-FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.NEEDS_ATTENTION, RunStatus.CANCELLED})
 # The `workflow_step` of the notification a failed run (compensated) asks for.
 FAILED_STEP = "run_failed"
 # The waits whose task a cancel withdraws in task-service.
@@ -172,6 +188,20 @@ class TaskToRequest:
     role_id: str | None
     assigned_to: str | None
     data: dict[str, Any]
+    # Due this long after the request (a decision's deadline), if it is due at all.
+    due_in: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class TaskToReassign:
+    """A `stayops.task.reassign.requested`: an escalation hands the open task to a
+    user or to a role's queue."""
+
+    request_id: str
+    assigned_to: str | None
+    role_id: str | None
+    reason: str
+    requested_by: str
 
 
 @dataclass(frozen=True)
@@ -215,6 +245,7 @@ class Transition:
     timers: list[TimerToSet] = field(default_factory=list)
     emits: list[EventToEmit] = field(default_factory=list)
     cancels: list[TaskToCancel] = field(default_factory=list)
+    reassigns: list[TaskToReassign] = field(default_factory=list)
     log: list[LogLine] = field(default_factory=list)
     result: dict[str, Any] | None = None
     failure_reason: str | None = None
@@ -293,25 +324,35 @@ class Saga:
         record = self._record(name)
         record.update(status="completed", result=result, by=actor)
         if step.type == "decision":
-            if outcome not in ("approved", "rejected"):
-                self._failed(step, actor, f"step {name} failed: the decision came back without an outcome",
-                             retryable=False)
-                return self._out
-            approved = outcome == "approved"
-            prices = approved_prices(record.get("proposal"), changes or {}, record.get("currency")) \
-                if approved else []
-            record.update(outcome=outcome, comment=comment, changes=changes or {},
-                          approved_by=actor if approved else None)
-            record["result"] = {"outcome": outcome, "comment": comment, "changes": changes or {}, "prices": prices}
-            refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
-            if refused:
-                record["refused"] = [r.as_dict() for r in refused]
-                self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
-                             "policy, nothing was published: "
-                             + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
-                return self._out
+            self._decided(step, actor, outcome, comment, changes)
+            return self._out
         self._after(step)
         return self._out
+
+    def _decided(self, step: Step, actor: str, outcome: str | None, comment: str | None,
+                 changes: dict[str, Any] | None) -> None:
+        """A decision taken (by a person, or by its deadline): the prices it approves,
+        bounded by the org's price policy, and on to the next step."""
+        name = step.name
+        record = self._record(name)
+        if outcome not in ("approved", "rejected"):
+            self._failed(step, actor, f"step {name} failed: the decision came back without an outcome",
+                         retryable=False)
+            return
+        approved = outcome == "approved"
+        prices = approved_prices(record.get("proposal"), changes or {}, record.get("currency")) \
+            if approved else []
+        record.update(outcome=outcome, comment=comment, changes=changes or {},
+                      approved_by=actor if approved else None)
+        record["result"] = {"outcome": outcome, "comment": comment, "changes": changes or {}, "prices": prices}
+        refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
+        if refused:
+            record["refused"] = [r.as_dict() for r in refused]
+            self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
+                         "policy, nothing was published: "
+                         + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+            return
+        self._after(step)
 
     def task_failed(self, workflow_step: str, *, request_id: str | None, actor: str, reason: str) -> Transition:
         if self._paused():
@@ -328,6 +369,8 @@ class Saga:
         if self._paused():
             return self._hold("timer_fired", f"timer of {step_name} fired", step_name=step_name, timer_id=timer_id)
         waiting = self.state.get("waiting") or {}
+        if "@" in step_name:
+            return self._task_timer_fired(step_name, timer_id)
         if waiting.get("step") != step_name or waiting.get("kind") not in _TIMED_WAITS:
             return self._stale()
         if timer_id is not None and waiting.get("timer_id") not in (None, timer_id):
@@ -339,8 +382,8 @@ class Saga:
             return self._out
         step = self.definition.step(step_name)
         if kind == "event":
-            self._failed(step, TIMER_ACTOR, f"step {step_name}: no {waiting['reply_type']} within "
-                         f"{step.raw['timeout']}")
+            self._timed_out(step, f"step {step_name} timed out: no {waiting['reply_type']} within "
+                            f"{step.raw['timeout']}")
         elif kind == "retry":
             self._say(TIMER_ACTOR, f"step {step_name}: attempt {waiting['attempt']} of {step.retry.max_attempts}")
             self._enter(self.definition.index_of(step_name), retrying=True)
@@ -349,6 +392,89 @@ class Saga:
             self._say(TIMER_ACTOR, f"step {step_name}: wait over")
             self._after(step)
         return self._out
+
+    def _task_timer_fired(self, timer_step: str, timer_id: str | None) -> Transition:
+        """A timer of the open task or decision: its timeout, its deadline or its
+        escalation. A timer of an earlier attempt (or one already dealt with) is stale."""
+        name, _, purpose = timer_step.partition("@")
+        waiting = self.state.get("waiting") or {}
+        timers = waiting.get("timers") or {}
+        if waiting.get("kind") != "task" or waiting.get("step") != name or purpose not in timers:
+            return self._stale()
+        if timer_id is not None and timers[purpose] not in (None, timer_id):
+            return self._stale()
+        step = self.definition.step(name)
+        if purpose == ESCALATION:
+            del timers[purpose]
+            self._escalate(step, waiting["request_id"])
+            return self._out
+        self._withdraw_task(TIMER_ACTOR if purpose == TIMEOUT else DEADLINE_ACTOR,
+                            f"step {name} timed out" if purpose == TIMEOUT else f"the deadline of {name} passed")
+        self._out.current_step = name
+        if purpose == TIMEOUT:
+            self._timed_out(step, f"step {name} timed out after {step.raw['timeout']}")
+            return self._out
+        action = step.default_action
+        self._say(DEADLINE_ACTOR, f"step {name}: the deadline ({step.raw['deadline']}) passed undecided; "
+                  f"default action: {action}")
+        if action == "fail":
+            self._failed(step, DEADLINE_ACTOR, f"step {name} failed: not decided by its deadline", retryable=False)
+            return self._out
+        record = self._record(name)
+        outcome = "approved" if action == "approve" else "rejected"
+        if outcome == "approved" and self.definition.approves_prices(name):
+            # Nobody looked: the deadline approves no more than a rule could.
+            prices = approved_prices(record.get("proposal"), {}, record.get("currency"))
+            why = needs_person(self.policy, prices, run_threshold_pct=self._run_threshold())
+            if why is not None:
+                self._failed(step, DEADLINE_ACTOR, f"step {name} failed: its deadline cannot approve what the org's "
+                             f"price policy wants a person for: {why}", retryable=False)
+                return self._out
+        record.update(status="completed", by=DEADLINE_ACTOR)
+        self._decided(step, DEADLINE_ACTOR, outcome, f"{action} by the deadline", {})
+        return self._out
+
+    def _timed_out(self, step: Step, reason: str) -> None:
+        """An attempt took longer than the step's timeout: its `on_timeout` applies."""
+        if step.on_timeout == ON_TIMEOUT_GOTO:
+            self._record(step.name).update(status="timed_out", error=reason, by=TIMER_ACTOR)
+            self._out.current_step = step.name
+            self._say(TIMER_ACTOR, f"{reason}; going on at {step.timeout_goto}")
+            target = step.timeout_goto or END
+            self._enter(len(self.definition.steps) if target == END else self.definition.index_of(target))
+            return
+        self._failed(step, TIMER_ACTOR, reason, retryable=step.on_timeout != ON_TIMEOUT_FAIL)
+
+    def _escalate(self, step: Step, request_id: str) -> None:
+        """An undecided decision past `escalate_after`: the task goes to the escalation's
+        user (or role), who is told."""
+        try:
+            target = render(step.escalate_to or {}, self._names())
+        except ExpressionError as exc:
+            self._say(SERVICE_ACTOR, f"step {step.name}: not escalated: {exc}")
+            return
+        user = target.get("user_id") if isinstance(target.get("user_id"), str) and target.get("user_id") else None
+        role = None if user else target.get("role")
+        if not user and not role:
+            self._say(SERVICE_ACTOR, f"step {step.name}: not escalated: escalate_to names nobody for this run")
+            return
+        who = user or f"role {role}"
+        reason = f"not decided within {step.raw['escalate_after']}: escalated to {who}"
+        self._out.reassigns.append(TaskToReassign(request_id, user, role, reason, SERVICE_ACTOR))
+        self._record(step.name)["escalated_to"] = {"user_id": user, "role": role}
+        self._say(TIMER_ACTOR, f"step {step.name}: {reason}")
+        self._out.tasks.append(TaskToRequest(
+            workflow_step=ESCALATION_STEP, request_id=f"{self.run_id}:{step.name}:{ESCALATION_STEP}:"
+            f"{self.state['attempts'].get(step.name, 1)}",
+            title=f"Escalated: {step.raw['title']}"[:MAX_TITLE], task_type="automated", priority="high",
+            description=None, role_id=None, assigned_to=AUTOMATION_ASSIGNEE,
+            data={"action": "notify", "role_id": role, "user_id": user, "run_id": self.run_id,
+                  "subject": f"Escalated to you: {step.raw['title']}"[:MAX_TITLE],
+                  "body": f"The decision {step.name} of run {self.run_id} ({self.definition.name}) was "
+                          f"not taken within {step.raw['escalate_after']}; it is now yours to decide"
+                          + (f", by its deadline ({step.raw['deadline']} after it was asked)." if step.deadline
+                             else ".")},
+        ))
 
     def reply_received(self, event_type: str, request_id: str, data: dict[str, Any], actor: str) -> Transition:
         if self._paused():
@@ -485,14 +611,33 @@ class Saga:
         if step.type == "task":
             self._request(step.name, request_id, step.task,
                           engine_data=self._approval_of(step) if step.publishes_prices else None)
+            self._set_task_timers(step)
             return True
         if step.type == "decision":
-            return self._decide(step, request_id)
+            waits = self._decide(step, request_id)
+            if waits:
+                self._set_task_timers(step)
+            return waits
         if step.type == "wait":
             self._wait(step)
             return True
         self._emit_and_await(step, request_id)
         return True
+
+    def _set_task_timers(self, step: Step) -> None:
+        """The durable timers of the task just requested: its timeout, a decision's
+        deadline and escalation; each named `<step>@<purpose>`."""
+        wanted = {TIMEOUT: step.timeout, DEADLINE: step.deadline,
+                  ESCALATION: step.escalate_after if step.escalate_to else None}
+        timers = {purpose: delay for purpose, delay in wanted.items() if delay is not None}
+        if not timers:
+            return
+        self.state["waiting"]["timers"] = {purpose: None for purpose in timers}
+        for purpose, delay in timers.items():
+            self._out.timers.append(TimerToSet(f"{step.name}@{purpose}", delay=delay))
+        fields = {TIMEOUT: "timeout", DEADLINE: "deadline", ESCALATION: "escalate_after"}
+        self._say(SERVICE_ACTOR, f"step {step.name}: " + ", ".join(
+            f"{purpose} after {step.raw[fields[purpose]]}" for purpose in timers))
 
     def _approval_of(self, step: Step) -> dict[str, Any]:
         """What the engine, and only the engine, writes into a publish step: the prices
@@ -531,7 +676,7 @@ class Saga:
         spec = TaskSpec(title=step.raw["title"], task_type="decision", role_id=step.raw["role_id"],
                         priority=step.raw.get("priority", "medium"), description=step.raw.get("description"),
                         data={**(step.raw.get("data") or {}), "proposal": "${steps." + step.name + ".proposal}"})
-        self._request(step.name, request_id, spec)
+        self._request(step.name, request_id, spec, due_in=step.deadline)
         return True
 
     def _run_threshold(self) -> float | None:
@@ -577,7 +722,8 @@ class Saga:
                   f"awaiting {step.raw['reply_type']}")
 
     def _request(self, workflow_step: str, request_id: str, spec: TaskSpec, *,
-                 engine_data: dict[str, Any] | None = None, kind: str = "task") -> None:
+                 engine_data: dict[str, Any] | None = None, kind: str = "task",
+                 due_in: timedelta | None = None) -> None:
         """Ask for a task and wait for it. `engine_data` is written in after the
         definition's templates are filled, so no template can reach it."""
         names = self._names()
@@ -589,7 +735,7 @@ class Saga:
             workflow_step=workflow_step, request_id=request_id, title=title,
             task_type=spec.task_type, priority=spec.priority, description=spec.description,
             role_id=spec.role_id, assigned_to=spec.assigned_to,
-            data={**render(spec.data, names), **(engine_data or {})},
+            data={**render(spec.data, names), **(engine_data or {})}, due_in=due_in,
         ))
         self.state["waiting"] = {"kind": kind, "step": workflow_step, "request_id": request_id}
         self._out.status = RunStatus.WAITING
@@ -755,6 +901,7 @@ class Saga:
         """The run cannot be put right by itself: it ends needing attention, and the
         org's owners are told."""
         self._finish_failed(reason, compensated=False, why=why)
+        self._out.status = RunStatus.NEEDS_ATTENTION
         self._out.tasks.append(TaskToRequest(
             workflow_step=ATTENTION_STEP, request_id=f"{self.run_id}:{ATTENTION_STEP}:1",
             title=f"{self.definition.name}: a run needs attention"[:MAX_TITLE], task_type="automated",

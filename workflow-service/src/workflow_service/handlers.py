@@ -20,6 +20,7 @@ from stayops_schemas.events.tasks import (
     TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
+    TaskReassignRequested,
     TaskRequested,
     TaskType,
 )
@@ -409,9 +410,9 @@ async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInval
     await store.cancel_timers(uow.conn, run.org_id, run.id)
     await uow.announce("stayops.workflow.run.failed", WorkflowRunFailed(
         run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
-        step=run.current_step, reason=reason, compensated=False,
+        step=run.current_step, reason=reason, compensated=False, status=RunStatus.NEEDS_ATTENTION,
     ), org_id=run.org_id, key=run.id, correlation_id=run.id)
-    await store.update_run(uow.conn, replace(run, status=RunStatus.FAILED, updated_at=uow.clock.now(),
+    await store.update_run(uow.conn, replace(run, status=RunStatus.NEEDS_ATTENTION, updated_at=uow.clock.now(),
                                              compensated=False, failure_reason=reason))
 
 
@@ -434,6 +435,7 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
 
     for task in transition.tasks:
         await announce("stayops.task.requested", TaskRequested(
+            due_at=None if task.due_in is None else now + task.due_in,
             request_id=task.request_id, org_id=run.org_id, title=task.title, task_type=TaskType(task.task_type),
             priority=Priority(task.priority), description=task.description, role_id=task.role_id,
             assigned_to=task.assigned_to, data=task.data, workflow_run_id=run.id, workflow_step=task.workflow_step,
@@ -442,19 +444,31 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     for cancel in transition.cancels:
         await announce("stayops.task.cancel.requested", TaskCancelRequested(
             request_id=cancel.request_id, org_id=run.org_id, reason=cancel.reason, requested_by=cancel.requested_by))
+    for reassign in transition.reassigns:
+        await announce("stayops.task.reassign.requested", TaskReassignRequested(
+            request_id=reassign.request_id, org_id=run.org_id, assigned_to=reassign.assigned_to,
+            role_id=reassign.role_id, reason=reassign.reason, requested_by=reassign.requested_by))
     wake_at = None
     for timer in transition.timers:
         timer_id = uow.ids()
         wake_at = await store.insert_timer(uow.conn, timer_id=timer_id, run_id=run.id, org_id=run.org_id,
                                            step=timer.step, delay=timer.delay, at=timer.at)
-        if transition.waiting and transition.waiting.get("step") == timer.step:
-            transition.waiting["timer_id"] = timer_id
+        waiting_now = transition.waiting or {}
+        if waiting_now.get("step") == timer.step:
+            waiting_now["timer_id"] = timer_id
+        elif timer.step.partition("@")[0] == waiting_now.get("step") and "timers" in waiting_now:
+            waiting_now["timers"][timer.step.partition("@")[2]] = timer_id
     for emit in transition.emits:  # checked by the saga, which failed the step if invalid
         await announce(emit.event_type, catalog_entry(emit.event_type).model.model_validate(emit.data))
     common: dict[str, Any] = {"run_id": run.id, "org_id": run.org_id, "workflow_key": run.workflow_key,
                               "workflow_version": run.workflow_version, "step": transition.current_step}
     status = transition.status
-    started_waiting = bool(transition.tasks or transition.timers or transition.emits)
+    # An escalation asks for a notification but the run still waits for the same task:
+    # that is no new wait to announce.
+    before_wait, now_wait = run.state.get("waiting") or {}, transition.waiting or {}
+    same_wait = run.status is RunStatus.WAITING and bool(before_wait) and all(
+        before_wait.get(k) == now_wait.get(k) for k in ("kind", "step", "request_id", "attempt"))
+    started_waiting = bool(transition.tasks or transition.timers or transition.emits) and not same_wait
     if status is RunStatus.WAITING and transition.wait_kind is not None and started_waiting:
         waiting = transition.waiting or {}
         kind = transition.wait_kind
@@ -467,18 +481,23 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
         ))
     elif status is RunStatus.COMPLETED:
         await announce("stayops.workflow.run.completed", WorkflowRunCompleted(**common, result=transition.result or {}))
-    elif status is RunStatus.FAILED:
+    elif status in (RunStatus.FAILED, RunStatus.NEEDS_ATTENTION):
         await announce("stayops.workflow.run.failed", WorkflowRunFailed(
-            **common, reason=transition.failure_reason or "failed", compensated=bool(transition.compensated)))
+            **common, status=status, reason=transition.failure_reason or "failed",
+            compensated=bool(transition.compensated)))
     elif status is RunStatus.CANCELLED:
         await announce("stayops.workflow.run.cancelled", WorkflowRunCancelled(
             **common, cancelled_by=transition.cancelled_by or SERVICE_ACTOR,
             reason=transition.cancel_reason))
     if status in FINISHED:
         await store.cancel_timers(uow.conn, run.org_id, run.id)
-    previous_timer = (run.state.get("waiting") or {}).get("timer_id")
-    if previous_timer and (transition.waiting or {}).get("timer_id") != previous_timer:
-        await store.drop_timer(uow.conn, run.org_id, previous_timer)
+    # Timers nobody waits for any more (a reply came before the timeout, a decision
+    # before its deadline) are forgotten.
+    before, after = run.state.get("waiting") or {}, transition.waiting or {}
+    still = {after.get("timer_id"), *(after.get("timers") or {}).values()}
+    for previous_timer in (before.get("timer_id"), *(before.get("timers") or {}).values()):
+        if previous_timer and previous_timer not in still:
+            await store.drop_timer(uow.conn, run.org_id, previous_timer)
     updated = replace(run, status=status, current_step=transition.current_step, state=transition.state,
                       updated_at=now, result=transition.result, compensated=transition.compensated,
                       failure_reason=transition.failure_reason)

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
+from stayops_kit.db import outbox
 from stayops_kit.policies import policy_of
 from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
 from stayops_schemas.binding import from_kafka
@@ -54,7 +56,7 @@ class RunningService(ServiceUnderTest):
     async def run_finished(self, org: str, run_id: str) -> dict[str, Any]:
         async def finished() -> dict[str, Any] | None:
             run = await self.run(org, run_id)
-            return run if run["status"] in ("completed", "failed", "cancelled") else None
+            return run if run["status"] in ("completed", "failed", "needs_attention", "cancelled") else None
         return await eventually(finished, timeout=30, what=f"run {run_id} finished")
 
     async def request_of(self, org: str, run_id: str, step: str) -> str:
@@ -172,7 +174,7 @@ async def test_definitions_are_validated_versioned_per_org_and_listed_with_the_b
 
     listed = await service.client.get("/v1/workflows", headers=service.auth(mine))
     assert {(w["key"], w["version"], w["builtin"]) for w in listed.json()["items"]} == {
-        ("turnover", 2, False), ("dynamic-pricing", 3, True)}
+        ("turnover", 2, False), ("dynamic-pricing", 4, True)}
 
 
 async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(service: RunningService) -> None:
@@ -187,7 +189,7 @@ async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(se
     assert data["data"] == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
     assert request.orgid == org
     run = await service.run(org, run_id)
-    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 3)
+    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 4)
 
 
 async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service: RunningService) -> None:
@@ -437,7 +439,7 @@ async def test_a_failed_compensation_leaves_the_run_failed_and_needing_attention
 
     run = await service.run_finished(org, run_id)
 
-    assert (run["status"], run["compensated"], run["needs_attention"]) == ("failed", False, True)
+    assert (run["status"], run["compensated"], run["needs_attention"]) == ("needs_attention", False, True)
     assert "sync down too" in run["failure_reason"]
     assert [e.data["request_id"] for e in service.requested(run_id, "publish.compensation.2")] == [
         f"{run_id}:publish.compensation.2:{n}" for n in (1, 2, 3)]
@@ -653,7 +655,7 @@ async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_a
     await service.complete(org, run_id, "clean", task_type=TaskType.MANUAL, by="u-cleaner")
 
     run = await service.run_finished(org, run_id)
-    assert (run["status"], run["needs_attention"]) == ("failed", True)
+    assert (run["status"], run["needs_attention"]) == ("needs_attention", True)
     assert "no longer passes the workflow checks" in run["failure_reason"]
 
 
@@ -794,3 +796,36 @@ async def test_skip_and_queue_policies_for_overlapping_runs(service: RunningServ
     await service.complete(org, running["id"], "clean", task_type=TaskType.MANUAL, by="u-cleaner")
     await service.run_finished(org, running["id"])
     await service.run_waiting_at(org, queued["id"], "clean")
+
+
+ESCALATED = {"key": "refund", "name": "Refund", "steps": [
+    {"name": "approve", "type": "decision", "title": "Approve the refund", "role_id": "manager",
+     "proposal": "${params.listing_ids}", "deadline": "PT1H", "escalate_after": "PT1S",
+     "escalate_to": {"role": "owner"}}]}
+
+
+async def test_an_escalation_asks_task_service_to_reassign_on_a_durable_timer_and_the_run_keeps_waiting(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    run_id = await start_custom(service, org, ESCALATED)
+    request_id = await service.request_of(org, run_id, "approve")
+    [decision] = await service.task_request(run_id, request_id)
+
+    def reassigned() -> list[Envelope]:
+        return [e for e in service.seen if e.type == "stayops.task.reassign.requested" and e.correlationid == run_id]
+    [reassign] = await eventually(lambda: _async(reassigned()), timeout=30, what="the reassignment")
+
+    assert (reassign.data["request_id"], reassign.data["role_id"], reassign.data["assigned_to"]) == (
+        request_id, "owner", None)
+    due = datetime.fromisoformat(decision.data["due_at"]) - decision.time
+    assert 3590 < due.total_seconds() <= 3600
+    [notify] = await eventually(lambda: _async(service.requested(run_id, "escalation")), timeout=30,
+                                what="the escalation's notification")
+    assert (notify.data["data"]["action"], notify.data["data"]["role_id"]) == ("notify", "owner")
+    run = await service.run(org, run_id)
+    assert (run["status"], run["waiting_for"]["request_id"]) == ("waiting", request_id)
+    async with service.runtime.engine.connect() as conn:
+        waits = (await conn.execute(sa.select(outbox.c.id).where(
+            outbox.c.org_id == org, outbox.c.event_type == "stayops.workflow.run.waiting"))).all()
+    assert len(waits) == 1  # still the same wait: not announced again

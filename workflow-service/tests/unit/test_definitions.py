@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -151,7 +152,7 @@ def test_expression_bombs_are_refused_when_the_definition_is_published() -> None
 def test_step_kinds_default_around_the_pivot_and_are_checked() -> None:
     definition = parse(builtin_documents()["dynamic-pricing"])
     kinds = {s.name: (s.kind.value, s.retry.max_attempts) for s in definition.steps}
-    assert kinds == {"sync": ("compensatable", 1), "analysis": ("compensatable", 1),
+    assert kinds == {"sync": ("compensatable", 4), "analysis": ("compensatable", 3),
                      "decision": ("compensatable", 1), "publish": ("pivot", 1), "monitor": ("retriable", 3),
                      "review": ("retriable", 3), "summary": ("retriable", 3)}
 
@@ -176,3 +177,41 @@ def test_a_parameter_may_default_to_the_person_who_starts_the_run() -> None:
     assert "owner_user_id" not in resolve_parameters(definition, {"listing_ids": ["l-1"]})
     assert resolve_parameters(definition, {"listing_ids": ["l-1"], "owner_user_id": "u-1"},
                               caller="u-7")["owner_user_id"] == "u-1"
+
+
+DECISION = {"name": "approve", "type": "decision", "title": "Approve", "role_id": "owner", "proposal": "${params.p}"}
+
+
+@pytest.mark.parametrize(("step", "path", "says"), [
+    ({**TASK, "retry": {"initial_interval": "-PT1S"}}, "$.steps[0].retry.initial_interval", "does not match"),
+    ({**TASK, "retry": {"initial_interval": "PT0S"}}, "$.steps[0].retry.initial_interval", "not longer than zero"),
+    ({**TASK, "timeout": "PT0S"}, "$.steps[0].timeout", "not longer than zero"),
+    ({**TASK, "timeout": "two hours"}, "$.steps[0].timeout", "does not match"),
+    ({**TASK, "timeout": "PT1H", "on_timeout": {"goto": "nowhere"}}, "$.steps[0].on_timeout.goto", "no step named"),
+    ({**TASK, "timeout": "PT1H", "on_timeout": "later"}, "$.steps[0].on_timeout", "is not valid"),
+    ({**TASK, "on_timeout": "fail"}, "$.steps[0].on_timeout", "needs a timeout"),
+    ({"name": "w", "type": "wait", "duration": "PT1H", "timeout": "PT2H"}, "$.steps[0].timeout", "a wait step"),
+    ({**TASK, "deadline": "PT1H"}, "$.steps[0].deadline", "belongs to a decision"),
+    ({**DECISION, "default_action": "approve"}, "$.steps[0].default_action", "needs a deadline"),
+    ({**DECISION, "deadline": "PT1H", "default_action": "maybe"}, "$.steps[0].default_action", "is not one of"),
+    ({**DECISION, "deadline": "PT1H", "escalate_after": "PT2H", "escalate_to": {"role": "owner"}},
+     "$.steps[0].escalate_after", "not before the deadline"),
+    ({**DECISION, "escalate_after": "PT2H"}, "$.steps[0].escalate_to", "go together"),
+    ({**DECISION, "escalate_after": "PT2H", "escalate_to": {}}, "$.steps[0].escalate_to", "should be non-empty"),
+    ({**DECISION, "deadline": "PT1H", "timeout": "PT1H"}, "$.steps[0].timeout", "not both"),
+])
+def test_step_timing_that_cannot_work_is_refused_where_it_is(step: dict[str, Any], path: str, says: str) -> None:
+    errors = errors_of(document(step))
+    assert any(e["path"] == path and says in e["message"] for e in errors), errors
+
+
+def test_timeouts_deadlines_and_escalation_are_read_from_the_definition() -> None:
+    definition = parse(document(
+        {**TASK, "timeout": "PT2H", "on_timeout": {"goto": "approve"}},
+        {**DECISION, "deadline": "P2D", "escalate_after": "P1D", "escalate_to": {"role": "owner"},
+         "default_action": "reject"}))
+    clean, approve = definition.steps
+    assert (clean.timeout, clean.on_timeout, clean.timeout_goto) == (timedelta(hours=2), "goto", "approve")
+    assert (approve.deadline, approve.escalate_after, approve.default_action) == (
+        timedelta(days=2), timedelta(days=1), "reject")
+    assert parse(document(TASK)).steps[0].on_timeout == "retry"

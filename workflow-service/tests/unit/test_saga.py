@@ -92,8 +92,9 @@ class Run:
         return self._keep(self.saga().task_failed(step, request_id=request_id or self.request_id,
                                                   actor="automation", reason=reason))
 
-    def fire(self) -> Transition:
-        return self._keep(self.saga().timer_fired(self.waiting_step))
+    def fire(self, timer_step: str | None = None) -> Transition:
+        """The timer of the wait (a wait, a retry), or the one named `<step>@<purpose>`."""
+        return self._keep(self.saga().timer_fired(timer_step or self.waiting_step))
 
     def log(self) -> list[tuple[str, str]]:
         return [(line.actor, line.message) for t in self.history for line in t.log]
@@ -301,7 +302,7 @@ def test_compensations_run_in_reverse_order_and_a_failing_one_is_retried_then_ne
         assert [task.request_id for task in t.tasks] == [f"run-1:pay.compensation.1:{attempt + 1}"]
     t = run.fail("pay.compensation.1", "the bank is down")
 
-    assert (t.status, t.compensated) == (RunStatus.FAILED, False)
+    assert (t.status, t.compensated) == (RunStatus.NEEDS_ATTENTION, False)
     assert t.failure_reason is not None and "needs attention" in t.failure_reason
     assert "not compensated: book.compensation.1" in t.failure_reason
     [attention] = t.tasks
@@ -650,12 +651,17 @@ def test_a_stale_completion_recorded_while_paused_is_ignored_on_resume() -> None
     resumed = run._keep(run.saga().resume("u-1"))
 
     assert resumed.applied and resumed.status is RunStatus.WAITING and resumed.tasks == []
-    assert resumed.waiting == {"kind": "task", "step": "sync", "request_id": "run-1:sync:1"}
+    assert resumed.waiting is not None
+    assert {k: resumed.waiting[k] for k in ("kind", "step", "request_id")} == {
+        "kind": "task", "step": "sync", "request_id": "run-1:sync:1"}
 
 
 def test_a_failed_run_tells_the_orgs_owners() -> None:
     run = pricing_run(threshold_pct=10)
-    t = run.fail("sync", "platform down", request_id="run-1:sync:1")
+    for _ in range(3):  # the sync's retry policy: four attempts
+        run.fail("sync", "platform down")
+        run.fire()
+    t = run.fail("sync", "platform down", request_id="run-1:sync:4")
 
     assert t.status is RunStatus.FAILED and t.compensated is True
     [notify] = t.tasks
@@ -676,3 +682,139 @@ def test_a_concurrency_key_outside_the_language_is_refused_at_publish() -> None:
         parse({"key": "k", "name": "n", "concurrency": {"key": "${__import__('os')}", "policy": "skip"},
                "steps": [{"name": "w", "type": "wait", "duration": "PT1S"}]})
     assert any(e["path"] == "$.concurrency.key" for e in refused.value.errors)
+
+
+# --- timeouts, deadlines and escalation ---------------------------------------------
+
+def timed(on_timeout: Any = None, **retry: Any) -> Definition:
+    """A task with a one-hour timeout, then a fallback and a last step."""
+    ask = {"name": "ask", "type": "task", "task_type": "manual", "title": "Ask the guest", "role_id": "ops",
+           "timeout": "PT1H", **({"on_timeout": on_timeout} if on_timeout is not None else {}),
+           **({"retry": retry} if retry else {})}
+    return parse({"key": "k", "name": "Timed", "steps": [
+        ask, {"name": "done", "type": "task", "task_type": "manual", "title": "Done", "role_id": "ops",
+              "next": [{"goto": "end"}]},
+        {"name": "fallback", "type": "task", "task_type": "manual", "title": "Call instead", "role_id": "ops"}]})
+
+
+def test_a_timeout_that_goes_to_another_step_withdraws_the_task_and_moves_on() -> None:
+    run = Run(timed({"goto": "fallback"}))
+    t = run.start()
+    assert [(timer.step, timer.delay) for timer in t.timers] == [("ask@timeout", timedelta(hours=1))]
+
+    t = run.fire("ask@timeout")
+
+    assert [c.request_id for c in t.cancels] == ["run-1:ask:1"]
+    assert [task.workflow_step for task in t.tasks] == ["fallback"]
+    assert t.state["steps"]["ask"]["status"] == "timed_out"
+    assert any("ask timed out after PT1H; going on at fallback" in message for _, message in run.log())
+    late = run.saga().task_completed("ask", request_id="run-1:ask:1", actor="u", result={})
+    assert not late.applied
+
+
+def test_a_timeout_that_fails_is_not_retried_whatever_the_retry_policy() -> None:
+    run = Run(timed("fail", max_attempts=3))
+    run.start()
+
+    t = run.fire("ask@timeout")
+
+    assert (t.status, t.compensated, t.timers) == (RunStatus.FAILED, True, [])
+    assert [c.request_id for c in t.cancels] == ["run-1:ask:1"]
+    assert t.state["failure"]["reason"] == "step ask timed out after PT1H"
+    assert run.requested() == ["run-1:ask:1", "run-1:run_failed:1"]
+
+
+def test_a_timeout_that_retries_asks_again_with_a_new_request_id_and_the_old_timer_is_stale() -> None:
+    run = Run(timed("retry", max_attempts=2))
+    run.start()
+    run.fire("ask@timeout")
+    t = run.fire()  # the retry's backoff timer
+    assert [task.request_id for task in t.tasks] == ["run-1:ask:2"]
+    assert [timer.step for timer in t.timers] == ["ask@timeout"]
+    t.state["waiting"]["timers"]["timeout"] = "timer-2"  # as the handler names each timer it sets
+
+    stale = run.saga().timer_fired("ask@timeout", "timer-1")
+    assert not stale.applied
+    t = run.complete("ask")
+    assert [task.workflow_step for task in t.tasks] == ["done"]
+    assert not run.saga().timer_fired("ask@timeout").applied  # the step is done
+
+
+def test_a_task_answered_in_time_ignores_its_timeout() -> None:
+    run = Run(timed({"goto": "fallback"}))
+    run.start()
+    run.complete("ask")
+    assert not run.saga().timer_fired("ask@timeout").applied
+
+
+APPROVAL = {"key": "k", "name": "Approval", "steps": [
+    {"name": "approve", "type": "decision", "title": "Approve the refund", "role_id": "manager",
+     "proposal": "${params.refund}", "deadline": "PT4H", "default_action": "approve",
+     "escalate_after": "PT2H", "escalate_to": {"user_id": "${params.boss}", "role": "owner"}},
+    {"name": "refund", "type": "task", "task_type": "manual", "title": "Refund", "role_id": "ops",
+     "when": "steps.approve.outcome == 'approved'"}]}
+
+
+def test_a_decision_is_due_by_its_deadline_and_the_deadline_approves_it() -> None:
+    run = Run(parse(APPROVAL), {"refund": [{"amount": 40}]})
+    t = run.start()
+    [decision] = t.tasks
+    assert decision.due_in == timedelta(hours=4)
+    assert sorted((timer.step, timer.delay) for timer in t.timers) == [
+        ("approve@deadline", timedelta(hours=4)), ("approve@escalation", timedelta(hours=2))]
+
+    t = run.fire("approve@deadline")
+
+    assert [c.request_id for c in t.cancels] == ["run-1:approve:1"]
+    record = t.state["steps"]["approve"]
+    assert (record["outcome"], record["by"], record["approved_by"]) == ("approved", "deadline", "deadline")
+    assert ("deadline", "step approve: the deadline (PT4H) passed undecided; default action: approve") in run.log()
+    assert [task.workflow_step for task in t.tasks] == ["refund"]
+
+
+def test_an_escalation_reassigns_the_open_decision_and_tells_the_new_decider() -> None:
+    run = Run(parse(APPROVAL), {"refund": [], "boss": "u-boss"})
+    run.start()
+
+    t = run.fire("approve@escalation")
+
+    assert [(r.request_id, r.assigned_to, r.role_id) for r in t.reassigns] == [("run-1:approve:1", "u-boss", None)]
+    [notify] = t.tasks
+    assert (notify.workflow_step, notify.data["action"], notify.data["user_id"]) == ("escalation", "notify", "u-boss")
+    assert (t.status, t.cancels, run.request_id) == (RunStatus.WAITING, [], "run-1:approve:1")
+    assert not run.saga().timer_fired("approve@escalation").applied  # escalated once
+    t = run.complete("approve", actor="u-boss", outcome="rejected")
+    assert (t.status, t.state["steps"]["approve"]["by"]) == (RunStatus.COMPLETED, "u-boss")
+
+
+def test_an_escalation_without_the_user_goes_to_the_role() -> None:
+    run = Run(parse(APPROVAL), {"refund": []})
+    run.start()
+    t = run.fire("approve@escalation")
+    assert [(r.assigned_to, r.role_id) for r in t.reassigns] == [(None, "owner")]
+
+
+def test_the_builtin_pricing_decision_escalates_to_the_owner_and_its_deadline_rejects() -> None:
+    run = pricing_run(owner_user_id="u-owner")
+    t = up_to_publish(run, change=30.0)
+    assert t.tasks[0].due_in == timedelta(days=2)
+    t = run.fire("decision@escalation")
+    assert [(r.assigned_to, r.role_id) for r in t.reassigns] == [("u-owner", None)]
+
+    t = run.fire("decision@deadline")
+
+    assert t.state["steps"]["decision"]["outcome"] == "rejected"
+    assert "publish" not in run.requested() and [task.workflow_step for task in t.tasks] == ["summary"]
+
+
+def test_a_deadline_cannot_approve_prices_the_org_policy_wants_a_person_for() -> None:
+    document = builtin_documents()["dynamic-pricing"]
+    steps = [{**s, "default_action": "approve"} if s["name"] == "decision" else s for s in document["steps"]]
+    run = Run(parse({**document, "steps": steps}), resolve_parameters(PRICING, {"listing_ids": ["l-1"]}))
+    run.start()
+    up_to_publish(run, change=30.0)
+
+    t = run.fire("decision@deadline")
+
+    assert t.status is RunStatus.FAILED and "publish" not in [task.workflow_step for task in t.tasks]
+    assert "its deadline cannot approve" in t.state["failure"]["reason"]

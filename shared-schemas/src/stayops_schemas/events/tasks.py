@@ -218,6 +218,26 @@ class TaskRescheduleRequested(Payload):
     requested_by: NonEmptyStr
 
 
+class TaskReassignRequested(Payload):
+    """`stayops.task.reassign.requested`: the requester of a task hands it, still
+    open, to another user (`assigned_to`) or to a role's queue (`role_id`) — a
+    decision escalated when nobody took it in time. task-service announces the new
+    assignment as `stayops.task.assigned`."""
+
+    request_id: NonEmptyStr
+    org_id: NonEmptyStr
+    assigned_to: str | None = None
+    role_id: str | None = None
+    reason: NonEmptyStr
+    requested_by: NonEmptyStr
+
+    @model_validator(mode="after")
+    def _names_one_assignee(self) -> Self:
+        if (self.assigned_to is None) == (self.role_id is None):
+            raise ValueError("a reassignment names either assigned_to or role_id")
+        return self
+
+
 class TaskCancelled(_TaskEvent):
     """`stayops.task.cancelled`: the task was withdrawn before it was done."""
 

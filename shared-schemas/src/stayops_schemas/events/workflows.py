@@ -25,6 +25,9 @@ class RunStatus(StrEnum):
     PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
+    # Failed and could not be put right by itself (a compensation kept failing, a step
+    # past the pivot could not go on): it takes no further step; the org's owners are told.
+    NEEDS_ATTENTION = "needs_attention"
     CANCELLED = "cancelled"
 
 
@@ -102,9 +105,9 @@ class WorkflowRunCompleted(_RunEvent):
 
 class WorkflowRunFailed(_RunEvent):
     """`stayops.workflow.run.failed`: the run stopped at `step`. `compensated` is False
-    when compensation could not finish: the run needs attention."""
+    when compensation could not finish: the run needs attention (its `status` says so)."""
 
-    status: Literal[RunStatus.FAILED] = RunStatus.FAILED
+    status: Literal[RunStatus.FAILED, RunStatus.NEEDS_ATTENTION] = RunStatus.FAILED
     reason: NonEmptyStr
     compensated: bool
 
