@@ -245,8 +245,8 @@ def test_a_running_runs_timeline_polls_and_a_finished_one_stops(
     run = {"id": "run-1", "workflow_key": "dynamic-pricing", "workflow_version": 1, "status": "waiting",
            "current_step": "approve", "waiting_for": {"reply_type": "task.decided"}, "compensated": None,
            "failure_reason": None, "correlation_id": "run-1",
-           "steps": {"analyse": {"status": "completed", "by": agent.user_id},
-                     "approve": {"status": "waiting", "attempt": 1}},
+           "steps": {"approve": {"status": "waiting", "attempt": 1},
+                     "analyse": {"status": "completed", "by": agent.user_id}},
            "log": [{"at": "2026-01-01T00:00:00Z", "actor": "workflow-service", "message": "run started"},
                    {"at": "2026-01-01T00:00:01Z", "actor": agent.user_id, "message": "step analyse done"},
                    {"at": "2026-01-01T00:00:02Z", "actor": "timer", "message": "step publish: attempt 2 of 3"},
@@ -255,6 +255,7 @@ def test_a_running_runs_timeline_polls_and_a_finished_one_stops(
     router.get(f"{RUNS}/v1/runs/run-1").respond(json=run)
     page = client.get("/runs/run-1").text
     assert 'data-live="/runs/run-1/timeline"' in page
+    assert page.index('<th scope="row">analyse') < page.index('<th scope="row">approve'), "in the order reached"
     assert re.search(r"AI agent</span>\s*<strong[^>]*>AI Revenue Manager", page)
     assert re.search(r"timer</span>\s*<strong[^>]*>timer</strong>\s*<span class=\"tag\">retry", page)
     assert re.search(r"person</span>\s*<strong[^>]*>Owner", page)

@@ -191,8 +191,19 @@ def entry_kind(message: str) -> str:
     return "step"
 
 
+def _first_mention(log: list[dict[str, Any]], step: str) -> int:
+    """Where the log first speaks of a step: the steps in the order the run reached them."""
+    marks = (f"step {step}:", f"step {step} ", f"(step {step})", f"for {step}:")
+    for position, entry in enumerate(log):
+        message = str(entry.get("message", ""))
+        if any(mark in message for mark in marks):
+            return position
+    return len(log)
+
+
 def timeline(run: dict[str, Any], agents: set[str], names: Mapping[str, str]) -> Timeline:
-    """A run's steps and its log, each line saying who acted and what kind of thing it was."""
+    """A run's steps, in the order it reached them, and its log, each line saying who
+    acted and what kind of thing it was."""
     steps = []
     for name, record in (run.get("steps") or {}).items():
         if not isinstance(record, dict):
@@ -202,6 +213,8 @@ def timeline(run: dict[str, Any], agents: set[str], names: Mapping[str, str]) ->
                       "by_name": names.get(by, by), "by_kind": actor_kind(by, agents) if by else "",
                       "attempt": record.get("attempt"), "outcome": record.get("outcome"),
                       "error": record.get("error")})
+    log = [e for e in run.get("log") or [] if isinstance(e, dict)]
+    steps.sort(key=lambda step: _first_mention(log, step["name"]))
     entries = [TimelineEntry(at=str(e.get("at", "")), actor=str(e.get("actor", "")),
                              actor_name=names.get(str(e.get("actor", "")), str(e.get("actor", ""))),
                              actor_kind=actor_kind(str(e.get("actor", "")), agents),
@@ -210,14 +223,15 @@ def timeline(run: dict[str, Any], agents: set[str], names: Mapping[str, str]) ->
     return Timeline(run, steps, entries)
 
 
-def short_time(value: Any) -> str:
-    """An ISO timestamp as `YYYY-MM-DD HH:MM:SS` (UTC as the services give it)."""
+def short_time(value: Any, millis: bool = False) -> str:
+    """An ISO timestamp as `YYYY-MM-DD HH:MM:SS` (`.mmm` with `millis`), UTC as the
+    services give it."""
     if not value:
         return ""
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
     text = str(value)
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return text
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return shown[:-3] if millis else shown[:-7]

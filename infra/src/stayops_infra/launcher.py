@@ -22,6 +22,7 @@ from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
 from stayops_infra.kafka.tansu import TansuBroker
 from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.ports import port_is_free
 from stayops_infra.services import (
     CONSOLE,
     CONSOLE_MODULE,
@@ -71,8 +72,8 @@ def _service_processes(
         )
         for spec in services
     ]
-    if importlib.util.find_spec(CONSOLE_MODULE) is not None:
-        # The ops console: a client of the services' REST APIs, signing in the
+    if _console_wanted(services, console):
+        # The ops console: a client of the four services' REST APIs, signing in the
         # simulator's seeded members in dev.
         env = console_env(
             service_urls={p.name: p.base_url for p in processes},
@@ -83,6 +84,16 @@ def _service_processes(
         )
         processes.append(console_process(env, log_file=stack.config.logs_dir / "console.log", echo=echo))
     return processes
+
+
+def _console_wanted(services: tuple[ServiceSpec, ...], console: Console) -> bool:
+    """The console, when it is installed and the four services it is a client of run."""
+    if importlib.util.find_spec(CONSOLE_MODULE) is None or {s.name for s in SERVICES} - {s.name for s in services}:
+        return False
+    if not port_is_free(CONSOLE_PORT):
+        console.print(f"[yellow]port {CONSOLE_PORT} is taken: the ops console is not started[/]")
+        return False
+    return True
 
 
 def _missing_services(services: tuple[ServiceSpec, ...]) -> list[ServiceSpec]:
