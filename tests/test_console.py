@@ -60,7 +60,8 @@ async def test_the_owner_approves_a_proposal_in_the_console_and_follows_the_run_
     nights = decision["data"]["proposal"]
     ARTIFACTS.mkdir(exist_ok=True)
 
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    laptop = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await laptop.new_page()
     await page.goto(f"{console_url}/inbox")
     assert "/sign-in" in page.url, "signed out: the console asks who you are"
     await page.get_by_role("button", name="Sign in as Owner").click()
@@ -76,18 +77,26 @@ async def test_the_owner_approves_a_proposal_in_the_console_and_follows_the_run_
     first_row = await table.locator("tbody tr").first.inner_text()
     assert "%" in first_row and re.search(r"\d+\.\d\d", first_row), first_row
     await page.screenshot(path=str(ARTIFACTS / "console-inbox.png"), full_page=False)
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("() => document.activeElement.textContent.trim()") == "Skip to content"
+
+    # The run's page, opened while the run waits for the owner, is never reloaded:
+    # its timeline refreshes itself every 2 s until the run is over.
+    watching = await laptop.new_page()
+    await watching.goto(f"{console_url}/runs/{run_id}")
+    status = watching.get_by_test_id("run-status")
+    assert await status.inner_text() != "completed"
+    assert await watching.locator("#timeline[data-live]").count() == 1
 
     await section.get_by_role("button", name="Approve", exact=True).click()
     await page.wait_for_url(re.compile(r"/inbox\?done="))
     assert await page.get_by_text("Decision sent").is_visible()
 
-    await page.goto(f"{console_url}/runs/{run_id}")
-    status = page.get_by_test_id("run-status")
-    # The page is not reloaded: the timeline fragment refreshes itself every 2 s.
-    await page.wait_for_function(
+    await watching.wait_for_function(
         "() => document.querySelector('[data-testid=run-status]').textContent.trim() === 'completed'",
         timeout=RUN_TIMEOUT_MS)
-    assert await status.inner_text() == "completed"
+    assert await watching.locator("#timeline[data-live]").count() == 0, "a finished run stops polling"
+    page = watching
     timeline = await page.locator("ol.timeline").inner_text()
     assert "person" in timeline and "Owner" in timeline, "the owner's approval is on the timeline"
     assert "AI agent" in timeline, "so is the AI Revenue Manager's analysis"
@@ -102,8 +111,9 @@ async def test_the_owner_approves_a_proposal_in_the_console_and_follows_the_run_
         assert kind in picture, f"{kind} missing from the trace:\n{picture}"
     await page.screenshot(path=str(ARTIFACTS / "console-trace.png"), full_page=False)
 
-    phone = await browser.new_page(viewport={"width": 390, "height": 844})
-    await phone.context.add_cookies(await page.context.cookies())
+    handheld = await browser.new_context(viewport={"width": 390, "height": 844})
+    await handheld.add_cookies(await laptop.cookies())
+    phone = await handheld.new_page()
     await phone.goto(f"{console_url}/runs/{run_id}")
     width = await phone.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, f"the run page fits a phone's width ({width}px)"

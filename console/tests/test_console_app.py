@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,70 @@ def test_dead_letters_of_this_org_and_a_redrive_only_for_the_owner(
     assert "/redrive" not in client.get("/dead-letters/task-service").text
     response = client.post("/dead-letters/task-service/redrive", data={"csrf": csrf_of(client)})
     assert response.status_code == 403 and dead_letters.redriven == ["task-service"]
+
+
+def test_the_calendar_uses_task_services_days_or_falls_back_to_due_dates(
+        client: TestClient, router: respx.Router, org: Any) -> None:
+    sign_in(client, router, org)
+    calendar = router.get(f"{TASKS}/v1/calendar").respond(
+        json={"days": [{"date": "2026-02-01", "tasks": [task(title="Inspect the roof")]}]})
+    page = client.get("/calendar").text
+    assert "GET /v1/calendar" in page and "2026-02-01" in page and "Inspect the roof" in page
+    assert {"from", "to"} <= set(calendar.calls.last.request.url.params)
+    router.get(f"{TASKS}/v1/calendar").respond(404, json={"detail": "Not Found"})
+    router.get(f"{TASKS}/v1/tasks").respond(json={"items": [
+        task(title="Later", due_at="2026-03-02T10:00:00Z"), task(title="Sooner", due_at="2026-03-01T10:00:00Z"),
+        task(title="Whenever")], "total": 3})
+    page = client.get("/calendar").text
+    assert "not available" in page and page.index("2026-03-01") < page.index("Sooner") < page.index("2026-03-02")
+    assert "Whenever" not in page
+
+
+class _Markup(HTMLParser):
+    """What the accessibility rules look at: labels, controls, headers, landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labelled: set[str] = set()
+        self.controls: list[dict[str, str | None]] = []
+        self.headers: list[dict[str, str | None]] = []
+        self.tags: list[str] = []
+        self.in_thead = False
+        self.skip_link = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self.tags.append(tag)
+        if tag == "label" and found.get("for"):
+            self.labelled.add(str(found["for"]))
+        if tag in ("input", "select", "textarea") and found.get("type") != "hidden":
+            self.controls.append(found)
+        if tag == "thead":
+            self.in_thead = True
+        if tag == "th" and self.in_thead:
+            self.headers.append(found)
+        if tag == "a" and found.get("href") == "#main" and found.get("class") == "skip":
+            self.skip_link = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "thead":
+            self.in_thead = False
+
+
+def test_pages_are_accessible_markup(client: TestClient, router: respx.Router, org: Any) -> None:
+    sign_in(client, router, org)
+    router.get(f"{TASKS}/v1/inbox", params={"limit": "200"}).respond(json={"items": [DECISION], "total": 1})
+    router.get(f"{RUNS}/v1/runs").respond(json={"items": [], "next_cursor": None})
+    router.get(f"{TASKS}/v1/board").respond(404)
+    router.get(f"{TASKS}/v1/tasks").respond(json={"items": [], "total": 0})
+    for path in ("/inbox", "/runs", "/board", "/trace", "/dead-letters"):
+        markup = _Markup()
+        markup.feed(client.get(path).text)
+        assert markup.skip_link and {"header", "nav", "main"} <= set(markup.tags), path
+        unlabelled = [c for c in markup.controls if c.get("id") not in markup.labelled]
+        assert not unlabelled, f"{path}: inputs without a label: {unlabelled}"
+        assert all(h.get("scope") == "col" for h in markup.headers), path
+    client.cookies.delete(TOKEN_COOKIE)
+    markup = _Markup()
+    markup.feed(client.get("/sign-in").text)
+    assert markup.controls and all(c.get("id") in markup.labelled for c in markup.controls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +39,8 @@ from stayops_schemas.catalog import CONSUMER_GROUPS
 
 HERE = Path(__file__).parent
 DLQ_TIMEOUT_S = 20.0
+BOARD_GROUPS = ("status", "assignee", "priority")
+CALENDAR_DAYS = 28
 RUN_FILTERS = ("workflow_key", "status", "started_after", "started_before", "started_by", "listing_id", "cursor")
 
 
@@ -246,30 +249,33 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
         return RedirectResponse(f"/inbox?done={quote(task_id)}", status_code=303)
 
     @app.get("/board", response_class=HTMLResponse)
-    async def board(request: Request) -> HTMLResponse:
+    async def board(request: Request, group_by: str = "status") -> HTMLResponse:
         who = member(request)
         client = services(request, who)
-        found, missing = await optional(client.get("task-service", "/v1/board"))
+        group_by = group_by if group_by in BOARD_GROUPS else "status"
+        found, missing = await optional(client.get("task-service", "/v1/board", {"group_by": group_by}))
         columns = views.board_columns(found) if found is not None else None
         source = "GET /v1/board"
         if columns is None:
             tasks = await client.get("task-service", "/v1/tasks", {"limit": 200})
             columns, source = views.by_status(tasks["items"]), "GET /v1/tasks, by status"
-        return page(request, "board.html", who, columns=columns, source=source,
-                    fallback=missing is not None and missing.not_available)
+        return page(request, "board.html", who, columns=columns, source=source, group_by=group_by,
+                    groups=BOARD_GROUPS if found is not None else (), fallback=missing is not None)
 
     @app.get("/calendar", response_class=HTMLResponse)
     async def calendar(request: Request) -> HTMLResponse:
         who = member(request)
         client = services(request, who)
-        found, missing = await optional(client.get("task-service", "/v1/calendar"))
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        window = {"from": (today - timedelta(days=7)).isoformat(),
+                  "to": (today + timedelta(days=CALENDAR_DAYS)).isoformat()}
+        found, missing = await optional(client.get("task-service", "/v1/calendar", window))
         days = views.calendar_days(found) if found is not None else None
         source = "GET /v1/calendar"
         if days is None:
             tasks = await client.get("task-service", "/v1/tasks", {"limit": 200})
             days, source = views.by_day(tasks["items"]), "GET /v1/tasks, by due date"
-        return page(request, "calendar.html", who, days=days, source=source,
-                    fallback=missing is not None and missing.not_available)
+        return page(request, "calendar.html", who, days=days, source=source, fallback=missing is not None)
 
     # --- runs ------------------------------------------------------------------
 

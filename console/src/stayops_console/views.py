@@ -108,11 +108,12 @@ def board_columns(board: Any) -> list[Column] | None:
     for column in columns:
         if not isinstance(column, dict):
             return None
-        title = column.get("title") or column.get("name") or column.get("status") or column.get("key")
+        title = next((column[k] for k in ("title", "label", "name", "value", "status", "key", "group")
+                      if column.get(k) not in (None, "")), None)
         tasks = column.get("tasks") if isinstance(column.get("tasks"), list) else column.get("items")
-        if title is None or not isinstance(tasks, list):
+        if not isinstance(tasks, list):
             return None
-        found.append(Column(str(title), [t for t in tasks if isinstance(t, dict)]))
+        found.append(Column("(none)" if title is None else str(title), [t for t in tasks if isinstance(t, dict)]))
     return found
 
 
@@ -137,9 +138,10 @@ def calendar_days(calendar: Any) -> list[Column] | None:
         found = []
         for day in days:
             tasks = day.get("tasks") if isinstance(day.get("tasks"), list) else day.get("items")
-            if not day.get("date") or not isinstance(tasks, list):
+            date = day.get("date") or day.get("day")
+            if not date or not isinstance(tasks, list):
                 return None
-            found.append(Column(str(day["date"]), tasks))
+            found.append(Column(str(date), tasks))
         return found
     items = calendar.get("items") if isinstance(calendar, dict) else None
     if isinstance(items, list) and all(isinstance(t, dict) for t in items):
