@@ -109,7 +109,7 @@ async def test_the_owner_approves_a_proposal_in_the_console_and_follows_the_run_
     for kind in ("workflow-service", "task-service", "agent-service", "automation-service", "pricing.approved",
                  "price.updated"):
         assert kind in picture, f"{kind} missing from the trace:\n{picture}"
-    await page.screenshot(path=str(ARTIFACTS / "console-trace.png"), full_page=False)
+    await page.screenshot(path=str(ARTIFACTS / "console-trace.png"), full_page=True)
 
     handheld = await browser.new_context(viewport={"width": 390, "height": 844})
     await handheld.add_cookies(await laptop.cookies())

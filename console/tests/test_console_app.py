@@ -47,11 +47,14 @@ class FakeDeadLetters:
     def __init__(self) -> None:
         self.letters: list[dict[str, str]] = []
         self.redriven: list[str] = []
+        self.broken = False
 
     async def list_dead_letters(self, bootstrap: str, group: str, limit: int = 1000) -> list[dict[str, str]]:
         return self.letters
 
     async def redrive(self, bootstrap: str, group: str, limit: int = 1000) -> tuple[int, int]:
+        if self.broken:
+            raise ConnectionError("no broker")
         self.redriven.append(group)
         return len(self.letters), 0
 
@@ -375,3 +378,28 @@ def test_pages_are_accessible_markup(client: TestClient, router: respx.Router, o
     markup = _Markup()
     markup.feed(client.get("/sign-in").text)
     assert markup.controls and all(c.get("id") in markup.labelled for c in markup.controls)
+
+
+def test_a_redrive_kafka_refuses_is_said_not_a_500(
+        client: TestClient, router: respx.Router, org: Any, dead_letters: FakeDeadLetters) -> None:
+    sign_in(client, router, org)
+    dead_letters.broken = True
+    response = client.post("/dead-letters/task-service/redrive", data={"csrf": csrf_of(client)})
+    assert response.status_code == 503 and "Redrive failed" in response.text
+
+
+def test_alike_leaves_of_a_trace_fold_into_one_line_and_a_count() -> None:
+    from stayops_console.views import alike_runs
+    from stayops_infra.trace import build_tree
+
+    def event(id_: str, type_: str, cause: str | None, second: int) -> dict[str, Any]:
+        return {"id": id_, "type": type_, "source": "/sync-airbnb", "time": f"2026-01-01T00:00:{second:02d}+00:00",
+                "causationid": cause}
+
+    items = [event("root", "stayops.sync.requested", None, 0),
+             *(event(f"r{i}", "airbnb.reservation.created", "root", i) for i in range(1, 6)),
+             event("done", "airbnb.sync.completed", "root", 9)]
+    [root] = build_tree([{"items": items, "consumed": []}])
+    runs = alike_runs(root.children)
+    assert [(run[0].type, len(run)) for run in runs] == [("airbnb.reservation.created", 5),
+                                                         ("airbnb.sync.completed", 1)]

@@ -63,6 +63,7 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = views.short_time
     templates.env.globals["quote"] = quote
+    templates.env.globals["alike_runs"] = views.alike_runs
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,9 +177,11 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
             who = member_of(token)
             await services(request, who).get("task-service", "/v1/inbox", {"limit": 1})
         except (BadToken, ServiceError) as exc:
-            return page(request, "sign_in.html", None, 400, orgs=directory.orgs() if directory else [],
-                        dev=directory is not None, next=next_path, expired=False,
-                        problem=f"That token was refused: {exc}")
+            orgs = []
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                orgs = directory.orgs() if directory else []
+            return page(request, "sign_in.html", None, 400, orgs=orgs, dev=directory is not None, next=next_path,
+                        expired=False, problem=f"That token was refused: {exc}")
         response = RedirectResponse(_local(next_path), status_code=303)
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="lax", secure=settings.secure_cookies,
                             path="/")
@@ -399,8 +402,12 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
         if group not in CONSUMER_GROUPS or settings.kafka_bootstrap_servers is None:
             return page(request, "error.html", who, 404, title="Not available",
                         message="Dead letters are not available here.")
-        sent, parked = await asyncio.wait_for(dlq().redrive(settings.kafka_bootstrap_servers, group),
-                                              DLQ_TIMEOUT_S)
+        try:
+            sent, parked = await asyncio.wait_for(dlq().redrive(settings.kafka_bootstrap_servers, group),
+                                                  DLQ_TIMEOUT_S)
+        except Exception as exc:
+            return page(request, "error.html", who, 503, title="Redrive failed",
+                        message=f"Kafka could not be reached or refused the redrive: {exc!r}")
         return RedirectResponse(f"/dead-letters/{quote(group)}?redriven={sent}+sent,+{parked}+left+parked",
                                 status_code=303)
 

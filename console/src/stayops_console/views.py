@@ -237,3 +237,17 @@ def short_time(value: Any, millis: bool = False) -> str:
         return text
     shown = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
     return shown[:-3] if millis else shown[:-7]
+
+
+def alike_runs(events: list[Any]) -> list[list[Any]]:
+    """Siblings of a trace in runs of alike leaves (same type and service, no effects
+    of their own): a sync's dozens of reservations read as one line and a count."""
+    runs: list[list[Any]] = []
+    for event in events:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and not event.children and not last.children and last.type == event.type
+                and last.service == event.service):
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    return runs
