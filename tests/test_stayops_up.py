@@ -19,7 +19,7 @@ import pytest
 
 from stayops_infra.testing import free_port, free_port_pair
 
-SERVICE_PORTS = (8001, 8002, 8003, 8004)
+SERVICE_PORTS = (8000, 8001, 8002, 8003, 8004)  # the console, then the four services
 
 
 def _ports_free() -> bool:
@@ -35,7 +35,7 @@ def _ports_free() -> bool:
 @pytest.mark.stack
 def test_stayops_up_reaches_the_ready_line_and_every_service_is_healthy(tmp_path: Path) -> None:
     if not _ports_free():
-        pytest.skip("ports 8001-8004 are taken (a `stayops up` is running here)")
+        pytest.skip("ports 8000-8004 are taken (a `stayops up` is running here)")
     env = {
         **os.environ,
         "STAYOPS_DATA_DIR": str(tmp_path / "data"),
@@ -71,6 +71,8 @@ def test_stayops_up_reaches_the_ready_line_and_every_service_is_healthy(tmp_path
         assert (weekly["cron"], weekly["action"]["workflow_key"]) == ("0 9 * * 0", "dynamic-pricing")
         next_fire = datetime.fromisoformat(weekly["next_fire_at"]).astimezone(ZoneInfo(weekly["timezone"]))
         assert (next_fire.weekday(), next_fire.hour, next_fire.minute) == (6, 9, 0), "Sundays 09:00, local time"
+        sign_in = httpx.get("http://127.0.0.1:8000/sign-in", timeout=5)
+        assert sign_in.status_code == 200 and "Sign in as Owner" in sign_in.text, "the console lists the demo org"
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -56,3 +56,20 @@ async def test_supervisor_restarts_a_service_that_dies(fake_service_env: dict[st
         stop.set()
         await watching
     assert not process.is_alive()
+
+
+def test_the_console_is_configured_with_the_service_urls_and_dev_sign_in(tmp_path: Path) -> None:
+    from stayops_infra.services import console_env, console_process
+
+    env = console_env(service_urls={"task-service": "http://127.0.0.1:9001", "agent-service": "http://a:9004"},
+                      http_port=9000, kafka_bootstrap="127.0.0.1:9092", registry_file=tmp_path / "orgs.json",
+                      private_key_file=tmp_path / "jwt-private.pem")
+    assert env["STAYOPS_CONSOLE_TASK_SERVICE_URL"] == "http://127.0.0.1:9001"
+    assert env["STAYOPS_CONSOLE_AGENT_SERVICE_URL"] == "http://a:9004"
+    assert env["STAYOPS_CONSOLE_REGISTRY_FILE"] == str(tmp_path / "orgs.json")
+    process = console_process(env)
+    assert (process.module, process.base_url) == ("stayops_console", "http://127.0.0.1:9000")
+    settings_module = pytest.importorskip("stayops_console.settings")
+    fields = {k.removeprefix("STAYOPS_CONSOLE_").lower(): v for k, v in env.items()}
+    settings = settings_module.ConsoleSettings(**fields)
+    assert settings.service_urls()["task-service"] == "http://127.0.0.1:9001" and settings.dev_sign_in

@@ -22,13 +22,25 @@ from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
 from stayops_infra.kafka.tansu import TansuBroker
 from stayops_infra.orgsim import OrgRegistry, seed_solo
-from stayops_infra.services import SERVICES, ServiceProcess, ServiceSpec, service_env
+from stayops_infra.ports import port_is_free
+from stayops_infra.services import (
+    CONSOLE,
+    CONSOLE_MODULE,
+    CONSOLE_PORT,
+    SERVICES,
+    ServiceProcess,
+    ServiceSpec,
+    console_env,
+    console_process,
+    service_env,
+)
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.supervisor import Supervisor
 from stayops_infra.syncsim import platform_simulators, run_all
 
 HEALTH_DEADLINE_S = 120
-_COLOURS = ("cyan", "magenta", "green", "yellow")
+CONSOLE_URL = f"http://127.0.0.1:{CONSOLE_PORT}"
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue")
 
 
 def org_registry(config: StackConfig) -> OrgRegistry:
@@ -38,13 +50,14 @@ def org_registry(config: StackConfig) -> OrgRegistry:
 def _service_processes(
     stack: EmbeddedStack, console: Console, services: tuple[ServiceSpec, ...]
 ) -> list[ServiceProcess]:
-    colours = {spec.name: _COLOURS[i % len(_COLOURS)] for i, spec in enumerate(services)}
-    width = max(len(spec.name) for spec in services)
+    names = [spec.name for spec in services] + [CONSOLE]
+    colours = {name: _COLOURS[i % len(_COLOURS)] for i, name in enumerate(names)}
+    width = max(len(name) for name in names)
 
     def echo(name: str, line: str) -> None:
         console.print(f"[{colours[name]}]{name:>{width}} |[/] {escape(line)}", highlight=False)
 
-    return [
+    processes = [
         ServiceProcess(
             spec.name,
             service_env(
@@ -59,6 +72,28 @@ def _service_processes(
         )
         for spec in services
     ]
+    if _console_wanted(services, console):
+        # The ops console: a client of the four services' REST APIs, signing in the
+        # simulator's seeded members in dev.
+        env = console_env(
+            service_urls={p.name: p.base_url for p in processes},
+            http_port=CONSOLE_PORT,
+            kafka_bootstrap=stack.broker.bootstrap,
+            registry_file=org_registry(stack.config).path,
+            private_key_file=stack.keys.private_key,
+        )
+        processes.append(console_process(env, log_file=stack.config.logs_dir / "console.log", echo=echo))
+    return processes
+
+
+def _console_wanted(services: tuple[ServiceSpec, ...], console: Console) -> bool:
+    """The console, when it is installed and the four services it is a client of run."""
+    if importlib.util.find_spec(CONSOLE_MODULE) is None or {s.name for s in SERVICES} - {s.name for s in services}:
+        return False
+    if not port_is_free(CONSOLE_PORT):
+        console.print(f"[yellow]port {CONSOLE_PORT} is taken: the ops console is not started[/]")
+        return False
+    return True
 
 
 def _missing_services(services: tuple[ServiceSpec, ...]) -> list[ServiceSpec]:
@@ -71,7 +106,8 @@ def ready_table(processes: list[ServiceProcess]) -> Table:
     table.add_column("URL")
     table.add_column("API docs")
     for process in processes:
-        table.add_row(process.name, process.base_url, f"{process.base_url}/docs")
+        docs = "the ops console (sign in there)" if process.name == CONSOLE else f"{process.base_url}/docs"
+        table.add_row(process.name, process.base_url, docs)
     return table
 
 
@@ -175,8 +211,10 @@ async def _run_until_stopped(
                 result["automations"] = [{"id": a["id"], "name": a["name"]} for a in automations]
             print_seed(console, result)
         console.print(
-            f"StayOps is ready: {len(processes)} services, Kafka at {stack.broker.bootstrap}, "
-            f"PostgreSQL at 127.0.0.1:{config.pg_port}. Ctrl-C stops it."
+            f"StayOps is ready: {len(services)} services, Kafka at {stack.broker.bootstrap}, "
+            f"PostgreSQL at 127.0.0.1:{config.pg_port}"
+            + (f", the console at {CONSOLE_URL}" if any(p.name == CONSOLE for p in processes) else "")
+            + ". Ctrl-C stops it."
         )
 
     starting = asyncio.create_task(start_everything())

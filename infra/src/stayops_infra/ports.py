@@ -14,6 +14,15 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port_pair() -> int:
     """A free port whose successor is free too: Kafka's controller listens on port + 1."""
     for _ in range(50):

@@ -19,6 +19,10 @@ import httpx
 from stayops_infra.errors import StackError
 
 DEFAULT_API_KEY = "dev-internal-key"
+# The ops console (`stayops_console`), served beside the services by `stayops up`.
+CONSOLE = "console"
+CONSOLE_MODULE = "stayops_console"
+CONSOLE_PORT = 8000
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,35 @@ def service_env(
     }
 
 
+def console_env(
+    *,
+    service_urls: dict[str, str],
+    http_port: int,
+    kafka_bootstrap: str,
+    registry_file: Path | None = None,
+    private_key_file: Path | None = None,
+    http_host: str = "127.0.0.1",
+) -> dict[str, str]:
+    """The `STAYOPS_CONSOLE_*` variables `stayops_console.settings.ConsoleSettings`
+    reads; with the org-service simulator's registry and key, its dev sign-in."""
+    env = {
+        "STAYOPS_CONSOLE_HTTP_HOST": http_host,
+        "STAYOPS_CONSOLE_HTTP_PORT": str(http_port),
+        "STAYOPS_CONSOLE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        **{f"STAYOPS_CONSOLE_{name.replace('-', '_').upper()}_URL": url for name, url in service_urls.items()},
+    }
+    if registry_file is not None and private_key_file is not None:
+        env["STAYOPS_CONSOLE_REGISTRY_FILE"] = str(registry_file)
+        env["STAYOPS_CONSOLE_DEV_PRIVATE_KEY_FILE"] = str(private_key_file)
+    return env
+
+
+def console_process(env: dict[str, str], *, log_file: Path | None = None,
+                    echo: Callable[[str, str], None] | None = None) -> ServiceProcess:
+    url = f"http://{env['STAYOPS_CONSOLE_HTTP_HOST']}:{env['STAYOPS_CONSOLE_HTTP_PORT']}"
+    return ServiceProcess(CONSOLE, env, log_file=log_file, echo=echo, module=CONSOLE_MODULE, base_url=url)
+
+
 class ServiceProcess:
     """One service run as `python -m <module>`; output goes to a log file and, when
     `echo` is given, to the console line by line."""
@@ -76,9 +109,12 @@ class ServiceProcess:
         *,
         log_file: Path | None = None,
         echo: Callable[[str, str], None] | None = None,
+        module: str | None = None,
+        base_url: str | None = None,
     ) -> None:
         self.name = name
-        self.module = name.replace("-", "_")
+        self.module = module or name.replace("-", "_")
+        self._base_url = base_url
         self.env = env
         self.log_file = log_file
         self.echo = echo
@@ -89,6 +125,8 @@ class ServiceProcess:
 
     @property
     def base_url(self) -> str:
+        if self._base_url is not None:
+            return self._base_url
         host = self.env.get("STAYOPS_HTTP_HOST", "127.0.0.1")
         return f"http://{host}:{self.env['STAYOPS_HTTP_PORT']}"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stayops_infra.ports import free_port
-from stayops_infra.services import SERVICES, ServiceProcess, service_env
+from stayops_infra.services import CONSOLE, SERVICES, ServiceProcess, console_env, console_process, service_env
 from stayops_infra.syncsim import platform_simulators, run_all
 
 
@@ -63,6 +63,21 @@ class LocalSystem:
         simulators = platform_simulators(self.fail_listings_file.parent)
         self._simulator = asyncio.create_task(run_all(self.bootstrap, simulators, self._stop, started))
         await asyncio.wait_for(started.wait(), 60)
+
+    async def start_console(self, registry_file: Path, private_key_file: Path) -> str:
+        """The ops console on a free port, beside the running services, signing
+        members of `registry_file` in with `private_key_file`; returns its URL."""
+        env = console_env(service_urls={spec.name: self.url(spec.name) for spec in SERVICES},
+                          http_port=free_port(), kafka_bootstrap=self.bootstrap, registry_file=registry_file,
+                          private_key_file=private_key_file)
+        previous = self.processes.get(CONSOLE)
+        if previous is not None:
+            previous.terminate()
+        process = console_process(env, log_file=self.work_dir / "logs" / "console.log")
+        self.processes[CONSOLE] = process
+        process.start()
+        await asyncio.to_thread(process.wait_healthy, 60)
+        return process.base_url
 
     def kill(self, service: str) -> None:
         """SIGKILL one service: a crash."""
