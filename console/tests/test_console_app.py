@@ -40,7 +40,8 @@ def settings(tmp_path: Path, org: Any) -> ConsoleSettings:
     keys = ensure_keys(tmp_path / "keys")
     return ConsoleSettings(task_service_url=TASKS, workflow_service_url=RUNS, agent_service_url=AGENTS,
                            automation_service_url="http://automations.test", registry_file=tmp_path / "orgs.json",
-                           dev_private_key_file=keys.private_key, kafka_bootstrap_servers="kafka.test:9092")
+                           dev_private_key_file=keys.private_key, kafka_bootstrap_servers="kafka.test:9092",
+                           operator_redrive=True)
 
 
 class FakeDeadLetters:
@@ -311,6 +312,17 @@ def test_dead_letters_of_this_org_and_a_redrive_only_for_the_owner(
     assert "/redrive" not in client.get("/dead-letters/task-service").text
     response = client.post("/dead-letters/task-service/redrive", data={"csrf": csrf_of(client)})
     assert response.status_code == 403 and dead_letters.redriven == ["task-service"]
+
+
+def test_only_an_operators_console_redrives_as_the_topic_holds_every_orgs_records(
+        settings: ConsoleSettings, router: respx.Router, org: Any, dead_letters: FakeDeadLetters) -> None:
+    tenant_console = create_app(settings.model_copy(update={"operator_redrive": False}),
+                                transport=httpx.MockTransport(router.handler), dead_letters=dead_letters)
+    with TestClient(tenant_console, follow_redirects=False) as client:
+        sign_in(client, router, org)
+        assert "/redrive" not in client.get("/dead-letters/task-service").text
+        response = client.post("/dead-letters/task-service/redrive", data={"csrf": csrf_of(client)})
+    assert response.status_code == 403 and dead_letters.redriven == []
 
 
 def test_the_calendar_uses_task_services_days_or_falls_back_to_due_dates(

@@ -366,11 +366,14 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
 
         return module
 
+    def may_redrive(who: Member) -> bool:
+        return settings.operator_redrive and who.is_owner
+
     @app.get("/dead-letters", response_class=HTMLResponse)
     async def dead_letter_groups(request: Request) -> HTMLResponse:
         who = member(request)
         return page(request, "dead_letters.html", who, groups=sorted(CONSUMER_GROUPS), group=None, letters=[],
-                    available=settings.kafka_bootstrap_servers is not None, may_redrive=who.is_owner,
+                    available=settings.kafka_bootstrap_servers is not None, may_redrive=may_redrive(who),
                     problem=None, redriven=None)
 
     @app.get("/dead-letters/{group}", response_class=HTMLResponse)
@@ -389,16 +392,16 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
             except Exception as exc:
                 problem = f"Kafka could not be read: {exc!r}"
         return page(request, "dead_letters.html", who, groups=sorted(CONSUMER_GROUPS), group=group,
-                    letters=letters, available=available, may_redrive=who.is_owner, problem=problem,
+                    letters=letters, available=available, may_redrive=may_redrive(who), problem=problem,
                     redriven=redriven)
 
     @app.post("/dead-letters/{group}/redrive")
     async def redrive(request: Request, group: str) -> Response:
         who = member(request)
         await form(request)
-        if not who.is_owner:
+        if not may_redrive(who):
             return page(request, "error.html", who, 403, title="Not allowed",
-                        message="Only an org owner or admin may redrive dead letters.")
+                        message="Only an org owner or admin, on the operator's console, may redrive dead letters.")
         if group not in CONSUMER_GROUPS or settings.kafka_bootstrap_servers is None:
             return page(request, "error.html", who, 404, title="Not available",
                         message="Dead letters are not available here.")

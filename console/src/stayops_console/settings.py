@@ -28,6 +28,10 @@ class ConsoleSettings(BaseSettings):
     dev_token_ttl_s: int = 12 * 3600
     # Dead letters: read straight from Kafka.
     kafka_bootstrap_servers: str | None = None
+    # An operator's console may redrive: the dead-letter topic is shared by every org,
+    # so a redrive sends back all orgs' parked records of the group. Off unless the
+    # console is the platform operator's own (the local system turns it on).
+    operator_redrive: bool = False
     # Send the cookies only over HTTPS (set in production, behind TLS).
     secure_cookies: bool = False
     request_timeout_s: float = 20.0

@@ -89,6 +89,7 @@ def console_env(
     if registry_file is not None and private_key_file is not None:
         env["STAYOPS_CONSOLE_REGISTRY_FILE"] = str(registry_file)
         env["STAYOPS_CONSOLE_DEV_PRIVATE_KEY_FILE"] = str(private_key_file)
+        env["STAYOPS_CONSOLE_OPERATOR_REDRIVE"] = "true"  # the local system's operator is its user
     return env
 
 
