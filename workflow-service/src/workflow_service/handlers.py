@@ -228,7 +228,7 @@ async def _start_queued(uow: UnitOfWork, ended: WorkflowRun) -> None:
 
 async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None,
                      compensate: bool = False) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status in FINISHED:
@@ -247,7 +247,7 @@ async def _cancel_loaded(uow: UnitOfWork, run: WorkflowRun, actor: str, reason: 
 
 
 async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
@@ -260,7 +260,7 @@ async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | 
 
 
 async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status is not RunStatus.PAUSED:
@@ -294,13 +294,23 @@ async def run_requested(ctx: EventContext, event: WorkflowRunRequested) -> None:
         raise PermanentError(f"cannot start {event.workflow_key} for request {event.request_id}: {exc}") from exc
 
 
+async def _locked_run(uow: UnitOfWork, org_id: str, run_id: str) -> WorkflowRun | None:
+    """A run locked for its transition, its parent (and theirs) locked first: a
+    child's end locks its parent to report, and a parent's cancel locks its children,
+    so every transaction takes a family's locks in the same order, parents first."""
+    run = await store.get_run(uow.conn, org_id, run_id)
+    if run is not None and run.parent_run_id is not None:
+        await _locked_run(uow, org_id, run.parent_run_id)
+    return await store.get_run(uow.conn, org_id, run_id, for_update=True)
+
+
 async def _run_of(ctx: EventContext, org_id: str, run_id: str | None) -> WorkflowRun | None:
     """The run a task event names, if it is one of this org's runs. Tasks outside any
     run, and runs of another org, are not this service's business."""
     if run_id is None:
         return None
     # Locked so that the saga's writes to one run are serialised.
-    run = await store.get_run(ctx.uow.conn, org_id, run_id, for_update=True)
+    run = await _locked_run(ctx.uow, org_id, run_id)
     if run is None:
         log.debug("%s names run %s, which org %s does not have", ctx.envelope.type, run_id, org_id)
     return run
@@ -376,7 +386,7 @@ async def fire_due_timers(uow: UnitOfWork) -> int:
         announced_before = len(uow.announced)
         try:
             async with uow.conn.begin_nested():
-                run = await store.get_run(uow.conn, timer.org_id, timer.run_id, for_update=True)
+                run = await _locked_run(uow, timer.org_id, timer.run_id)
                 if run is None or run.status in FINISHED:
                     continue
                 definition = await _parsed_definition(uow, run)
@@ -480,7 +490,8 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     before_wait, now_wait = run.state.get("waiting") or {}, transition.waiting or {}
     same_wait = run.status is RunStatus.WAITING and bool(before_wait) and all(
         before_wait.get(k) == now_wait.get(k) for k in ("kind", "step", "request_id", "attempt"))
-    started_waiting = bool(transition.tasks or transition.timers or transition.emits) and not same_wait
+    started_waiting = bool(transition.tasks or transition.timers or transition.emits or transition.children) \
+        and not same_wait
     if status is RunStatus.WAITING and transition.wait_kind is not None and started_waiting:
         waiting = transition.waiting or {}
         kind = transition.wait_kind

@@ -635,7 +635,8 @@ async def test_a_run_whose_data_exceeds_the_expression_limits_fails_cleanly(serv
     assert response.status_code == 201, response.text
     run = response.json()
     assert run["status"] == "failed" and "exceeds the expression limits" in run["failure_reason"]
-    assert service.task_requests(run["id"]) == []
+    # The owners are told of the failure (run_failed); the step itself asked for no task.
+    assert [e for e in service.task_requests(run["id"]) if e.data["workflow_step"] != "run_failed"] == []
 
 
 async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_attention(
@@ -894,7 +895,7 @@ async def test_a_map_over_five_items_runs_at_most_two_children_at_a_time_and_com
     assert [o["result"] for o in parent["result"]["outcomes"]] == [{"cleaned": listing} for listing in listings]
 
 
-async def test_cancelling_a_map_run_cancels_its_open_children(service: RunningService) -> None:
+async def test_pausing_resuming_and_cancelling_a_map_run_reach_its_open_children(service: RunningService) -> None:
     org = new_org()
     run_id = await map_run(service, org, ["l-1", "l-2", "l-3"], max_concurrency=2)
 
@@ -902,6 +903,12 @@ async def test_cancelling_a_map_run_cancels_its_open_children(service: RunningSe
         found = await children(service, org, run_id)
         return found if len(found) == 2 and all(c["status"] == "waiting" for c in found) else None
     await eventually(two_open, timeout=30, what="two open child runs")
+    paused = await service.client.post(f"/v1/runs/{run_id}/pause", headers=service.auth(org), json={})
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+    assert [c["status"] for c in await children(service, org, run_id)] == ["paused", "paused"]
+    resumed = await service.client.post(f"/v1/runs/{run_id}/resume", headers=service.auth(org))
+    assert resumed.status_code == 200 and resumed.json()["status"] == "waiting", resumed.text
+    assert [c["status"] for c in await children(service, org, run_id)] == ["waiting", "waiting"]
     response = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org),
                                          json={"reason": "not today"})
     assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
