@@ -167,6 +167,12 @@ DEFAULT_ACTION_FAIL = "fail"
 DEFAULT_ACTIONS = ("approve", "reject", DEFAULT_ACTION_FAIL)
 # The step types a `timeout` applies to.
 TIMED_STEP_TYPES = ("task", "decision", "emit_and_await")
+# A map step: how many child runs it keeps open at once by default, and what a failed
+# item does: `continue` (the step completes, the failures listed) or `fail_fast` (the
+# open children are cancelled and the step fails).
+DEFAULT_MAX_CONCURRENCY = 10
+ON_ITEM_FAILURE_CONTINUE = "continue"
+ON_ITEM_FAILURE_FAIL_FAST = "fail_fast"
 
 
 @dataclass(frozen=True)
@@ -370,7 +376,7 @@ def _semantic_errors(definition: Definition) -> Any:
             yield {"path": f"{at}.on_timeout.goto", "message": f"no step named {step.timeout_goto!r}"}
         expressions_of = [("when", step.when), *[(f"next[{j}].when", r.when) for j, r in enumerate(step.next)],
                           ("rule", step.raw.get("rule")), ("days", step.raw.get("days")),
-                          ("until", step.raw.get("until"))]
+                          ("until", step.raw.get("until")), ("items", step.raw.get("items"))]
         for where, text in expressions_of:
             if text is not None:
                 yield from _expression_errors(f"{at}.{where}", text)
@@ -385,6 +391,8 @@ def _semantic_errors(definition: Definition) -> Any:
                 yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not in the event catalog"}
         if step.type == "emit_and_await":
             yield from _emit_errors(at, step)
+        if step.type == "map":
+            yield from _map_errors(at, step, definition.key)
         yield from _approval_errors(at, step, definition.steps[:i])
         for j, spec in enumerate(step.compensation):
             if spec.data.get("action") == PUBLISH_PRICES:
@@ -419,6 +427,23 @@ def _emit_errors(at: str, step: Step) -> Any:
         if name in (step.raw.get("data") or {}):
             yield {"path": f"{at}.data.{name}", "message": f"{name} is set by the engine (the run's own), "
                    "not by the definition"}
+
+
+def _map_errors(at: str, step: Step, own_key: str) -> Any:
+    """What the schema cannot say of a map step (whether its workflow exists is
+    checked at publish, where the org's definitions are known)."""
+    if step.raw["workflow"] == own_key:
+        yield {"path": f"{at}.workflow", "message": f"a map step cannot start runs of its own workflow "
+               f"{own_key!r}: each child would map again"}
+    if "retry" in step.raw:
+        yield {"path": f"{at}.retry", "message": "a map step is not retried as a whole; each child run has its "
+               "own steps' retries"}
+
+
+def map_targets(definition: Definition) -> list[tuple[str, str, int | None]]:
+    """Each map step's workflow: (path, key, version or None), for the publish check."""
+    return [(f"$.steps[{i}].workflow", step.raw["workflow"], step.raw.get("version"))
+            for i, step in enumerate(definition.steps) if step.type == "map"]
 
 
 def _approval_errors(at: str, step: Step, earlier: tuple[Step, ...]) -> Any:

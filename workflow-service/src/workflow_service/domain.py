@@ -6,6 +6,7 @@ I/O, no framework."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,10 @@ from stayops_schemas.events.workflows import RunStatus, WaitKind
 from stayops_schemas.guardrails import check_prices, default_policy, needs_person
 from workflow_service.definitions import (
     COMPENSATION_RETRY,
+    DEFAULT_MAX_CONCURRENCY,
     END,
+    ON_ITEM_FAILURE_CONTINUE,
+    ON_ITEM_FAILURE_FAIL_FAST,
     ON_TIMEOUT_FAIL,
     ON_TIMEOUT_GOTO,
     Definition,
@@ -54,7 +58,8 @@ ATTENTION_STEP = "needs_attention"
 OWNER_ROLE = "owner"
 # What a run waits for (state["waiting"]["kind"]) as the run.waiting event names it.
 _WAIT_KINDS = {"task": WaitKind.TASK, "compensation": WaitKind.TASK, "event": WaitKind.EVENT,
-               "timer": WaitKind.TIMER, "retry": WaitKind.TIMER, "compensation_retry": WaitKind.TIMER}
+               "timer": WaitKind.TIMER, "retry": WaitKind.TIMER, "compensation_retry": WaitKind.TIMER,
+               "map": WaitKind.RUNS}
 # The waits a timer ends.
 _TIMED_WAITS = frozenset({"timer", "event", "retry", "compensation_retry"})
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.NEEDS_ATTENTION, RunStatus.CANCELLED})
@@ -62,6 +67,15 @@ FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.NEEDS_ATT
 FAILED_STEP = "run_failed"
 # The waits whose task a cancel withdraws in task-service.
 _TASK_WAITS = frozenset({"task", "compensation"})
+# A map step's bounds: items in one map, and the JSON size of a child's result kept in
+# the parent's step result (a bigger one is named, not copied: read the child run).
+MAX_MAP_ITEMS = 1000
+MAX_CHILD_RESULT_CHARS = 1000
+# A map item's status: pending (not started yet), running (its child run is open), the
+# child run's end (completed, failed, needs_attention, cancelled), or not_started (the
+# step ended before it started: fail_fast, or the parent was cancelled).
+ITEM_PENDING, ITEM_RUNNING, ITEM_NOT_STARTED = "pending", "running", "not_started"
+ITEM_SUCCEEDED = "completed"
 
 
 class RunNotFound(NotFound):
@@ -223,6 +237,29 @@ class TaskToCancel:
 
 
 @dataclass(frozen=True)
+class ChildToStart:
+    """A child run a map step starts: in the same transaction, the way a run request
+    is handled, once per request id (`<run>:<step>:<attempt>:<index>`)."""
+
+    request_id: str
+    workflow_key: str
+    workflow_version: int | None
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChildToControl:
+    """What the parent's cancel, pause or resume (or a fail_fast map) does to an open
+    child run: `cancel`, `pause` or `resume`."""
+
+    run_id: str
+    action: str
+    actor: str
+    reason: str | None = None
+    compensate: bool = False
+
+
+@dataclass(frozen=True)
 class EventToEmit:
     event_type: str
     data: dict[str, Any]
@@ -246,6 +283,8 @@ class Transition:
     emits: list[EventToEmit] = field(default_factory=list)
     cancels: list[TaskToCancel] = field(default_factory=list)
     reassigns: list[TaskToReassign] = field(default_factory=list)
+    children: list[ChildToStart] = field(default_factory=list)
+    child_controls: list[ChildToControl] = field(default_factory=list)
     log: list[LogLine] = field(default_factory=list)
     result: dict[str, Any] | None = None
     failure_reason: str | None = None
@@ -496,6 +535,33 @@ class Saga:
         self._after(self.definition.step(name))
         return self._out
 
+    def children_started(self, started: dict[str, str],
+                         finished: list[dict[str, Any]] | None = None) -> Transition:
+        """The child runs a map step asked for exist: `started` maps each request id to
+        its run id; `finished` holds the children that ended as they started (each as
+        `child_finished` takes it), applied here since they could not report yet."""
+        waiting = self.state.get("waiting") or {}
+        record = self._record(waiting["step"]) if waiting.get("kind") == "map" else {}
+        for item in record.get("items") or []:
+            if item["request_id"] in started and item.get("run_id") is None:
+                item["run_id"] = started[item["request_id"]]
+                self._say(SERVICE_ACTOR, f"step {waiting['step']}: item {item['index']} runs as {item['run_id']}")
+        for child in finished or []:
+            self._child_done(**child)
+        return self._out
+
+    def child_finished(self, request_id: str, run_id: str, status: str, result: dict[str, Any] | None = None,
+                       reason: str | None = None) -> Transition:
+        """A child run a map step started has ended (its terminal transition reports
+        here by the child's request id). An item the step no longer waits for (the
+        parent was cancelled, the map failed fast, an earlier attempt) is stale."""
+        if self._paused():
+            return self._hold("child_finished", f"child run {run_id} {status}", request_id=request_id,
+                              run_id=run_id, status=status, result=result, reason=reason)
+        if not self._child_done(request_id, run_id, status, result, reason):
+            return self._stale()
+        return self._out
+
     def cancel(self, actor: str, reason: str | None, *, compensate: bool = False) -> Transition:
         """End the run: the task it waits for is withdrawn (task-service cancels it,
         naming who and why); with `compensate`, the completed compensatable steps
@@ -511,6 +577,7 @@ class Saga:
             self._say(actor, "run cancelled" + (f": {reason}" if reason else "")
                       + "; already compensating, it ends when that is done")
             return self._out
+        self._stop_children(actor, why, compensate=compensate)
         self._withdraw_task(actor, why)
         self.state.pop("held", None)
         self.state.pop("paused", None)
@@ -536,6 +603,7 @@ class Saga:
         self.state.setdefault("held", [])
         self._out.status = RunStatus.PAUSED
         self._say(actor, "run paused" + (f": {reason}" if reason else ""))
+        self._control_children("pause", actor, reason)
         return self._out
 
     def resume(self, actor: str) -> Transition:
@@ -545,6 +613,7 @@ class Saga:
         self._out.status = RunStatus(paused.get("status", RunStatus.WAITING.value))
         self._say(actor, "run resumed" + (f"; applying {len(held)} happening(s) recorded while paused"
                                           if held else ""))
+        self._control_children("resume", actor, None)
         for happening in held:
             if self._out.status in FINISHED:
                 self._say(SERVICE_ACTOR, f"recorded while paused, not applied (run is {self._out.status.value}): "
@@ -621,6 +690,8 @@ class Saga:
         if step.type == "wait":
             self._wait(step)
             return True
+        if step.type == "map":
+            return self._map(step, attempt)
         self._emit_and_await(step, request_id)
         return True
 
@@ -704,6 +775,133 @@ class Saga:
         self._out.status = RunStatus.WAITING
         self._say(SERVICE_ACTOR, f"step {step.name}: waiting "
                   + (f"{timer.delay}" if timer.delay is not None else f"until {timer.at}"))
+
+    # map: child runs, at most max_concurrency at a time
+
+    def _map(self, step: Step, attempt: int) -> bool:
+        """Start a map step: one child run per item, at most `max_concurrency` open at
+        once; True when the run now waits for them (False for an empty list)."""
+        names = self._names()
+        items = evaluate(step.raw["items"], names)
+        if not isinstance(items, list):
+            raise ExpressionError(f"{step.raw['items']!r} gives {type(items).__name__}, not a list of items")
+        if len(items) > MAX_MAP_ITEMS:
+            raise ExpressionError(f"{step.raw['items']!r} gives {len(items)} items; a map takes at most "
+                                  f"{MAX_MAP_ITEMS}")
+        template = step.raw.get("parameters") or {}
+        queue = [[i, render(template, {**names, "item": item, "index": i})] for i, item in enumerate(items)]
+        prefix = f"{self.run_id}:{step.name}:{attempt}"
+        record = self._record(step.name)
+        record["items"] = [{"index": i, "status": ITEM_PENDING, "run_id": None, "request_id": f"{prefix}:{i}"}
+                           for i in range(len(items))]
+        record.pop("result", None)
+        if not items:
+            record.update(status="completed", result=[], by=SERVICE_ACTOR)
+            self._say(SERVICE_ACTOR, f"step {step.name}: no items to map")
+            return False
+        self.state.setdefault("maps", {})[step.name] = queue
+        self.state["waiting"] = {"kind": "map", "step": step.name, "attempt": attempt}
+        self._out.status = RunStatus.WAITING
+        self._say(SERVICE_ACTOR, f"step {step.name}: {len(items)} item(s) over {step.raw['workflow']}, at most "
+                  f"{self._max_concurrency(step)} at a time ({self._on_item_failure(step)})")
+        self._start_items(step)
+        return True
+
+    @staticmethod
+    def _max_concurrency(step: Step) -> int:
+        return int(step.raw.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
+
+    @staticmethod
+    def _on_item_failure(step: Step) -> str:
+        return str(step.raw.get("on_item_failure", ON_ITEM_FAILURE_CONTINUE))
+
+    def _start_items(self, step: Step) -> None:
+        """Start pending items while fewer than `max_concurrency` children are open."""
+        record = self._record(step.name)
+        queue = self.state["maps"][step.name]
+        running = sum(1 for item in record["items"] if item["status"] == ITEM_RUNNING)
+        started = []
+        while queue and running < self._max_concurrency(step):
+            index, parameters = queue.pop(0)
+            item = record["items"][index]
+            item["status"] = ITEM_RUNNING
+            running += 1
+            started.append(index)
+            self._out.children.append(ChildToStart(item["request_id"], step.raw["workflow"], step.raw.get("version"),
+                                                   parameters))
+        if started:
+            self._say(SERVICE_ACTOR, f"step {step.name}: starting item(s) {', '.join(map(str, started))}")
+
+    def _child_done(self, request_id: str, run_id: str, status: str, result: dict[str, Any] | None = None,
+                    reason: str | None = None) -> bool:
+        waiting = self.state.get("waiting") or {}
+        if waiting.get("kind") != "map":
+            return False
+        step = self.definition.step(waiting["step"])
+        record = self._record(step.name)
+        item = next((i for i in record.get("items") or [] if i["request_id"] == request_id), None)
+        if item is None or item["status"] != ITEM_RUNNING:
+            return False
+        item.update(status=status, run_id=run_id)
+        if status == ITEM_SUCCEEDED:
+            item["result"] = _small(result or {}, run_id)
+            self._say(SERVICE_ACTOR, f"step {step.name}: item {item['index']} ({run_id}) completed")
+        else:
+            item["error"] = (reason or status)[:500]
+            self._say(SERVICE_ACTOR, f"step {step.name}: item {item['index']} ({run_id}) {status}: {item['error']}")
+            if self._on_item_failure(step) == ON_ITEM_FAILURE_FAIL_FAST:
+                self._stop_children(SERVICE_ACTOR, f"item {item['index']} of step {step.name} failed "
+                                    f"(fail_fast)", compensate=False)
+                self.state.pop("waiting", None)
+                record["result"] = _outcomes(record["items"])
+                self._failed(step, SERVICE_ACTOR, f"step {step.name} failed: item {item['index']} ({run_id}) "
+                             f"{status}: {item['error']}", retryable=False)
+                return True
+        self._start_items(step)
+        if any(i["status"] in (ITEM_PENDING, ITEM_RUNNING) for i in record["items"]):
+            return True
+        self.state.pop("waiting", None)
+        self.state.get("maps", {}).pop(step.name, None)
+        failed = [i for i in record["items"] if i["status"] != ITEM_SUCCEEDED]
+        record.update(status="completed", result=_outcomes(record["items"]), by=SERVICE_ACTOR)
+        self._say(SERVICE_ACTOR, f"step {step.name}: all {len(record['items'])} item(s) done"
+                  + (f"; {len(failed)} failed: " + "; ".join(f"item {i['index']} ({i['run_id']}) {i['status']}: "
+                                                             f"{i.get('error')}" for i in failed) if failed else ""))
+        self._after(step)
+        return True
+
+    def _open_children(self) -> list[dict[str, Any]]:
+        waiting = self.state.get("waiting") or {}
+        if waiting.get("kind") != "map":
+            return []
+        return [i for i in self._record(waiting["step"]).get("items") or []
+                if i["status"] == ITEM_RUNNING and i.get("run_id")]
+
+    def _stop_children(self, actor: str, reason: str, *, compensate: bool) -> None:
+        """The map step the run waits at ends early: its open children are cancelled
+        and its pending items are never started."""
+        waiting = self.state.get("waiting") or {}
+        if waiting.get("kind") != "map":
+            return
+        for item in self._open_children():
+            self._out.child_controls.append(ChildToControl(item["run_id"], "cancel", actor, reason, compensate))
+            item["status"] = RunStatus.CANCELLED.value
+            item["error"] = reason[:500]
+        for item in self._record(waiting["step"])["items"]:
+            if item["status"] == ITEM_PENDING:
+                item["status"] = ITEM_NOT_STARTED
+        self.state.get("maps", {}).pop(waiting["step"], None)
+        if self._out.child_controls:
+            self._say(SERVICE_ACTOR, f"step {waiting['step']}: cancelling child run(s) "
+                      + ", ".join(c.run_id for c in self._out.child_controls if c.action == "cancel"))
+
+    def _control_children(self, action: str, actor: str, reason: str | None) -> None:
+        """Pause (or resume) the open children of the map step the run waits at."""
+        for item in self._open_children():
+            self._out.child_controls.append(ChildToControl(item["run_id"], action, actor, reason))
+        if self._out.child_controls:
+            self._say(SERVICE_ACTOR, f"{action} asked of child run(s) "
+                      + ", ".join(c.run_id for c in self._out.child_controls))
 
     def _emit_and_await(self, step: Step, request_id: str) -> None:
         # The run's own tenant and request id, whatever the definition's data says.
@@ -967,6 +1165,19 @@ class Saga:
 
     def _say(self, actor: str, message: str) -> None:
         self._out.log.append(LogLine(actor, message))
+
+
+def _small(result: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """A child's result as the parent keeps it: itself when small, else a pointer."""
+    size = len(json.dumps(result, default=str))
+    if size <= MAX_CHILD_RESULT_CHARS:
+        return result
+    return {"omitted": f"{size} characters; GET /v1/runs/{run_id}"}
+
+
+def _outcomes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A map step's result: each item's status, child run and result or error."""
+    return [{k: v for k, v in item.items() if k != "request_id"} for item in items]
 
 
 def approved_prices(proposal: Any, changes: dict[str, Any], currency: Any) -> list[dict[str, Any]]:

@@ -40,12 +40,15 @@ from workflow_service.definitions import (
     DefinitionInvalid,
     builtin_documents,
     concurrency_key,
+    map_targets,
     parse,
     resolve_parameters,
 )
 from workflow_service.domain import (
     FINISHED,
     SERVICE_ACTOR,
+    ChildToControl,
+    ChildToStart,
     RunAlreadyFinished,
     RunLogEntry,
     RunNotFound,
@@ -90,6 +93,15 @@ class RunRequest:
 async def publish_definition(uow: UnitOfWork, caller: Caller, document: dict[str, Any]) -> WorkflowDefinition:
     """Validate a definition document and store it as the next version of its key."""
     definition = parse(document)
+    unknown = []
+    for path, key, version in map_targets(definition):
+        try:
+            await _definition_for(uow, caller.org_id, key, version)
+        except WorkflowNotFound:
+            unknown.append({"path": path, "message": f"the org has no workflow {key!r}"
+                            + (f" v{version}" if version else "") + " and none is built in; publish it first"})
+    if unknown:
+        raise DefinitionInvalid(unknown)
     await store.lock_definition_key(uow.conn, caller.org_id, definition.key)
     version = await store.latest_version(uow.conn, caller.org_id, definition.key) + 1
     published = WorkflowDefinition(
@@ -216,7 +228,7 @@ async def _start_queued(uow: UnitOfWork, ended: WorkflowRun) -> None:
 
 async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None,
                      compensate: bool = False) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status in FINISHED:
@@ -235,7 +247,7 @@ async def _cancel_loaded(uow: UnitOfWork, run: WorkflowRun, actor: str, reason: 
 
 
 async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in (RunStatus.RUNNING, RunStatus.WAITING):
@@ -248,7 +260,7 @@ async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | 
 
 
 async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
-    run = await store.get_run(uow.conn, caller.org_id, run_id, for_update=True)
+    run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status is not RunStatus.PAUSED:
@@ -282,13 +294,23 @@ async def run_requested(ctx: EventContext, event: WorkflowRunRequested) -> None:
         raise PermanentError(f"cannot start {event.workflow_key} for request {event.request_id}: {exc}") from exc
 
 
+async def _locked_run(uow: UnitOfWork, org_id: str, run_id: str) -> WorkflowRun | None:
+    """A run locked for its transition, its parent (and theirs) locked first: a
+    child's end locks its parent to report, and a parent's cancel locks its children,
+    so every transaction takes a family's locks in the same order, parents first."""
+    run = await store.get_run(uow.conn, org_id, run_id)
+    if run is not None and run.parent_run_id is not None:
+        await _locked_run(uow, org_id, run.parent_run_id)
+    return await store.get_run(uow.conn, org_id, run_id, for_update=True)
+
+
 async def _run_of(ctx: EventContext, org_id: str, run_id: str | None) -> WorkflowRun | None:
     """The run a task event names, if it is one of this org's runs. Tasks outside any
     run, and runs of another org, are not this service's business."""
     if run_id is None:
         return None
     # Locked so that the saga's writes to one run are serialised.
-    run = await store.get_run(ctx.uow.conn, org_id, run_id, for_update=True)
+    run = await _locked_run(ctx.uow, org_id, run_id)
     if run is None:
         log.debug("%s names run %s, which org %s does not have", ctx.envelope.type, run_id, org_id)
     return run
@@ -364,7 +386,7 @@ async def fire_due_timers(uow: UnitOfWork) -> int:
         announced_before = len(uow.announced)
         try:
             async with uow.conn.begin_nested():
-                run = await store.get_run(uow.conn, timer.org_id, timer.run_id, for_update=True)
+                run = await _locked_run(uow, timer.org_id, timer.run_id)
                 if run is None or run.status in FINISHED:
                     continue
                 definition = await _parsed_definition(uow, run)
@@ -468,7 +490,8 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     before_wait, now_wait = run.state.get("waiting") or {}, transition.waiting or {}
     same_wait = run.status is RunStatus.WAITING and bool(before_wait) and all(
         before_wait.get(k) == now_wait.get(k) for k in ("kind", "step", "request_id", "attempt"))
-    started_waiting = bool(transition.tasks or transition.timers or transition.emits) and not same_wait
+    started_waiting = bool(transition.tasks or transition.timers or transition.emits or transition.children) \
+        and not same_wait
     if status is RunStatus.WAITING and transition.wait_kind is not None and started_waiting:
         waiting = transition.waiting or {}
         kind = transition.wait_kind
@@ -504,4 +527,101 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     await store.update_run(uow.conn, updated)
     if status in FINISHED and run.status not in FINISHED:
         await _start_queued(uow, updated)
+    for control in transition.child_controls:
+        await _control_child(uow, run.org_id, control)
+    if transition.children:
+        updated = await _start_children(uow, updated, definition, transition.children)
+    if status in FINISHED and run.status not in FINISHED and run.parent_run_id is not None:
+        await _report_to_parent(uow, updated)
     return updated
+
+
+# --- child runs of a map step -------------------------------------------------------
+
+def _outcome_of(child: WorkflowRun) -> dict[str, Any]:
+    """A finished child run as its parent's `child_finished` takes it."""
+    return {"request_id": child.request_id or "", "run_id": child.id, "status": child.status.value,
+            "result": child.result, "reason": child.failure_reason or (child.state.get("cancelled") or {}).get(
+                "reason") or (f"run {child.status.value}" if child.status is not RunStatus.COMPLETED else None)}
+
+
+async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Definition,
+                          children: list[ChildToStart]) -> WorkflowRun:
+    """Start a map step's child runs in the parent's transaction, as a run request is
+    started (once per request id), then record their run ids on the parent. Children
+    that ended as they started (or could not start) are applied here: they could not
+    report to a parent that did not know their run id yet. A loop, not recursion, as
+    each such end may start the next items."""
+    while children:
+        started: dict[str, str] = {}
+        finished: list[dict[str, Any]] = []
+        for child in children:
+            try:
+                run, _ = await start_run(uow, RunRequest(
+                    org_id=parent.org_id, workflow_key=child.workflow_key, parameters=child.parameters,
+                    requested_by=parent.started_by or SERVICE_ACTOR, request_id=child.request_id,
+                    workflow_version=child.workflow_version, parent_run_id=parent.id))
+            except DomainError as exc:  # checked before anything of the child is written
+                finished.append({"request_id": child.request_id, "run_id": "", "status": RunStatus.FAILED.value,
+                                 "result": None, "reason": f"the child run could not start: {exc}"})
+                continue
+            started[child.request_id] = run.id
+            if run.status in FINISHED:
+                finished.append(_outcome_of(run))
+        current = await store.get_run(uow.conn, parent.org_id, parent.id, for_update=True)
+        if current is None:
+            return parent
+        parent = current
+        saga = await _saga_of(uow, definition, parent)
+        transition = saga.children_started(started, finished)
+        children, transition.children = transition.children, []
+        parent = await _apply(uow, parent, definition, transition)
+    return parent
+
+
+async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) -> None:
+    """The parent's cancel, pause or resume reaching one of its open children."""
+    child = await store.get_run(uow.conn, org_id, control.run_id, for_update=True)
+    if child is None or child.status in FINISHED:
+        return
+    if control.action == "cancel":
+        await _cancel_loaded(uow, child, control.actor, control.reason, compensate=control.compensate)
+        return
+    wanted = (RunStatus.RUNNING, RunStatus.WAITING) if control.action == "pause" else (RunStatus.PAUSED,)
+    if child.status not in wanted:
+        return
+    definition = await _parsed_definition(uow, child)
+    if definition is None:
+        return
+    saga = await _saga_of(uow, definition, child)
+    transition = saga.pause(control.actor, control.reason) if control.action == "pause" else \
+        saga.resume(control.actor)
+    await _apply(uow, child, definition, transition)
+
+
+async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun) -> None:
+    """A child run has just ended: its parent's map step learns it in this same
+    transaction, by the child's request id. Crash-safe without an event: the child's
+    end and the parent's step either both commit or neither does."""
+    parent = await store.get_run(uow.conn, child.org_id, child.parent_run_id or "", for_update=True)
+    if parent is None:
+        return
+    step = (child.request_id or "").split(":")[1:2]
+    items = ((parent.state.get("steps") or {}).get(step[0] if step else "") or {}).get("items") or []
+    item = next((i for i in items if i.get("request_id") == child.request_id), None)
+    if item is not None and item.get("run_id") is None:
+        return  # still being started in this transaction: `_start_children` applies it
+    message = f"child run {child.id} {child.status.value}"
+    if parent.status in FINISHED:
+        await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
+                                                     f"{message} - ignored: run is {parent.status.value}"))
+        return
+    definition = await _parsed_definition(uow, parent)
+    if definition is None:
+        return
+    saga = await _saga_of(uow, definition, parent)
+    transition = saga.child_finished(**_outcome_of(child))
+    if not transition.applied:
+        await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
+                                                     f"{message} - ignored: the run no longer waits for it"))
+    await _apply(uow, parent, definition, transition)

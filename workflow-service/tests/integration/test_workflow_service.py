@@ -635,7 +635,8 @@ async def test_a_run_whose_data_exceeds_the_expression_limits_fails_cleanly(serv
     assert response.status_code == 201, response.text
     run = response.json()
     assert run["status"] == "failed" and "exceeds the expression limits" in run["failure_reason"]
-    assert service.task_requests(run["id"]) == []
+    # The owners are told of the failure (run_failed); the step itself asked for no task.
+    assert [e for e in service.task_requests(run["id"]) if e.data["workflow_step"] != "run_failed"] == []
 
 
 async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_attention(
@@ -829,3 +830,95 @@ async def test_an_escalation_asks_task_service_to_reassign_on_a_durable_timer_an
         waits = (await conn.execute(sa.select(outbox.c.id).where(
             outbox.c.org_id == org, outbox.c.event_type == "stayops.workflow.run.waiting"))).all()
     assert len(waits) == 1  # still the same wait: not announced again
+
+
+CLEAN_ONE = {"key": "clean-one", "name": "Clean one listing", "parameters": {
+    "type": "object", "required": ["listing_id"], "properties": {"listing_id": {"type": "string"}}},
+    "result": {"cleaned": "${params.listing_id}"}, "steps": [
+        {"name": "clean", "type": "task", "task_type": "automated", "assigned_to": "automation",
+         "title": "Clean ${params.listing_id}", "data": {"action": "notify", "listing_id": "${params.listing_id}"}}]}
+
+
+def fan_out(**map_step: Any) -> dict[str, Any]:
+    return {"key": "clean-all", "name": "Clean every listing", "result": {"outcomes": "${steps.each.result}"},
+            "steps": [{"name": "each", "type": "map", "items": "params.listing_ids", "workflow": "clean-one",
+                       "parameters": {"listing_id": "${item}"}, **map_step}]}
+
+
+async def map_run(service: RunningService, org: str, listings: list[str], **map_step: Any) -> str:
+    for document in (CLEAN_ONE, fan_out(**map_step)):
+        published = await service.client.post("/v1/workflows", headers=service.auth(org), json=document)
+        assert published.status_code == 201, published.text
+    started = await service.client.post("/v1/workflows/clean-all/runs", headers=service.auth(org),
+                                        json={"parameters": {"listing_ids": listings}})
+    assert started.status_code == 201, started.text
+    run_id: str = started.json()["id"]
+    return run_id
+
+
+async def children(service: RunningService, org: str, run_id: str) -> list[dict[str, Any]]:
+    response = await service.client.get(f"/v1/runs/{run_id}/children", headers=service.auth(org))
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def test_a_map_over_five_items_runs_at_most_two_children_at_a_time_and_completes(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    listings = [f"l-{i}" for i in range(5)]
+    run_id = await map_run(service, org, listings, max_concurrency=2)
+    done: set[str] = set()
+    peak = 0
+    while len(done) < 5:
+        async def open_children() -> list[dict[str, Any]] | None:
+            found = [c for c in await children(service, org, run_id) if c["id"] not in done]
+            return found or None
+        waiting = await eventually(open_children, timeout=30, what="an open child run")
+        assert all(c["status"] == "waiting" for c in waiting), waiting
+        peak = max(peak, len(waiting))
+        child = waiting[0]
+        await service.complete(org, child["id"], "clean")
+        await service.run_finished(org, child["id"])
+        done.add(child["id"])
+    parent = await service.run_finished(org, run_id)
+    assert parent["status"] == "completed", parent["log"]
+    assert peak == 2
+    every = await children(service, org, run_id)
+    assert len(every) == 5 and {c["status"] for c in every} == {"completed"}
+    assert {c["parameters"]["listing_id"] for c in every} == set(listings)
+    assert {c["parent_run_id"] for c in every} == {run_id}
+    items = parent["steps"]["each"]["items"]
+    assert [i["status"] for i in items] == ["completed"] * 5
+    assert {i["run_id"] for i in items} == {c["id"] for c in every}
+    assert [o["result"] for o in parent["result"]["outcomes"]] == [{"cleaned": listing} for listing in listings]
+
+
+async def test_pausing_resuming_and_cancelling_a_map_run_reach_its_open_children(service: RunningService) -> None:
+    org = new_org()
+    run_id = await map_run(service, org, ["l-1", "l-2", "l-3"], max_concurrency=2)
+
+    async def two_open() -> list[dict[str, Any]] | None:
+        found = await children(service, org, run_id)
+        return found if len(found) == 2 and all(c["status"] == "waiting" for c in found) else None
+    await eventually(two_open, timeout=30, what="two open child runs")
+    paused = await service.client.post(f"/v1/runs/{run_id}/pause", headers=service.auth(org), json={})
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+    assert [c["status"] for c in await children(service, org, run_id)] == ["paused", "paused"]
+    resumed = await service.client.post(f"/v1/runs/{run_id}/resume", headers=service.auth(org))
+    assert resumed.status_code == 200 and resumed.json()["status"] == "waiting", resumed.text
+    assert [c["status"] for c in await children(service, org, run_id)] == ["waiting", "waiting"]
+    response = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org),
+                                         json={"reason": "not today"})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
+    assert [i["status"] for i in response.json()["steps"]["each"]["items"]] == ["cancelled", "cancelled",
+                                                                                 "not_started"]
+    cancelled = await children(service, org, run_id)
+    assert [c["status"] for c in cancelled] == ["cancelled", "cancelled"]
+
+
+async def test_a_map_over_a_workflow_the_org_does_not_have_is_refused_at_publish(service: RunningService) -> None:
+    response = await service.client.post("/v1/workflows", headers=service.auth(new_org()), json=fan_out())
+    assert response.status_code == 422, response.text
+    assert [e["path"] for e in response.json()["errors"]] == ["$.steps[0].workflow"]

@@ -37,6 +37,8 @@ class WaitKind(StrEnum):
     TASK = "task"
     EVENT = "event"
     TIMER = "timer"
+    # Child runs a `map` step started (their own run.* events say when each ends).
+    RUNS = "runs"
 
 
 class WorkflowRunRequested(Payload):
@@ -89,6 +91,7 @@ class WorkflowRunWaiting(_RunEvent):
             WaitKind.TASK: self.task_id is None,
             WaitKind.EVENT: self.event_type is None,
             WaitKind.TIMER: self.wake_at is None,
+            WaitKind.RUNS: False,
         }[self.waiting_for]
         if missing:
             field = {"task": "task_id", "event": "event_type", "timer": "wake_at"}[self.waiting_for]
