@@ -77,6 +77,8 @@ class Problem(BaseModel):
     missing_permission: str | None = Field(default=None, description="On permission-missing: what to grant.")
 
 
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "instance"})
+
 # What each declared status means, in the OpenAPI document.
 _DESCRIPTIONS: Mapping[int, str] = {
     401: "No valid token (problem+json, code unauthorized).",
@@ -147,6 +149,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = getattr(exc, "errors", None)
         if isinstance(errors, list):
             extra["errors"] = errors
+        # Members a problem names beyond the standard ones (the tasks of a cycle, ...).
+        members = getattr(exc, "problem_members", None)
+        if isinstance(members, dict):
+            extra.update({k: v for k, v in members.items() if k not in _STANDARD_MEMBERS})
         return problem(status_for(exc), str(exc), code=code_of(exc), title=title,
                        instance=request.url.path, **extra)
 

@@ -17,7 +17,7 @@ from stayops_kit.problems import problem_responses
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, DecisionOutcome, Priority, TaskStatus, TaskType
 from task_service import handlers, store
-from task_service.domain import Decision, Task
+from task_service.domain import DONE_STATUSES, Decision, Task, open_blockers
 
 router = APIRouter(tags=["tasks"])
 
@@ -95,6 +95,15 @@ class TaskOut(BaseModel):
     version: int = Field(description="Bumped by every change; the ETag header is this number, quoted.")
     progress: Progress | None = Field(
         default=None, description="Its subtasks done (completed or cancelled) of all; null: it has none.")
+    project_id: str | None = None
+    milestone_id: str | None = None
+    listing_id: str | None = None
+    blocked_by: list[Dependency] | None = Field(
+        default=None, description="The tasks it is blocked by (GET of one task and its dependency routes; "
+        "null in lists).")
+    blocks: list[Dependency] | None = Field(default=None, description="The tasks it blocks (as blocked_by).")
+    blocked: bool | None = Field(
+        default=None, description="Whether a task it is blocked by is still open: it cannot start or complete.")
 
     @classmethod
     def of(cls, task: Task, progress: tuple[int, int] | None = None) -> TaskOut:
@@ -102,6 +111,31 @@ class TaskOut(BaseModel):
         if progress is not None:
             out.progress = Progress(done=progress[0], total=progress[1])
         return out
+
+    def with_dependencies(self, blockers: list[Task], blocked: list[Task]) -> TaskOut:
+        self.blocked_by = [Dependency.of(t) for t in blockers]
+        self.blocks = [Dependency.of(t) for t in blocked]
+        self.blocked = bool(open_blockers(blockers))
+        return self
+
+
+class Dependency(BaseModel):
+    task_id: str
+    title: str
+    status: TaskStatus
+    project_id: str | None
+    done: bool = Field(description="Completed or cancelled: it no longer holds anything back.")
+
+    @classmethod
+    def of(cls, task: Task) -> Dependency:
+        return cls(task_id=task.id, title=task.title, status=task.status, project_id=task.project_id,
+                   done=task.status in DONE_STATUSES)
+
+
+class DependencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    blocked_by: str = Field(min_length=1, max_length=200, description="The task this one waits for (same org).")
 
 
 class Progress(BaseModel):
@@ -269,7 +303,34 @@ async def get_task(task_id: str, caller: CurrentCaller, runtime: Runtime, respon
     async with runtime.uow.begin() as uow:
         task = await handlers.get_task(uow, caller, task_id)
         progress = (await store.progress_of(uow.conn, caller.org_id, [task.id])).get(task.id)
-    return _answer(task, response, progress)
+        out = await _with_dependencies(uow.conn, _answer(task, response, progress))
+    return out
+
+
+async def _with_dependencies(conn: Any, out: TaskOut) -> TaskOut:
+    return out.with_dependencies(await store.blockers_of(conn, out.org_id, out.id),
+                                 await store.blocked_by_this(conn, out.org_id, out.id))
+
+
+@router.post("/tasks/{task_id}/dependencies", response_model=TaskOut, responses=problem_responses(422))
+async def add_dependency(task_id: str, body: DependencyIn, caller: Manager, runtime: Runtime,
+                         response: Response) -> TaskOut:
+    """The task is blocked by `blocked_by` (any project of the org) until that task is
+    completed or cancelled; a dependency that would close a cycle is a 422
+    (`dependency-cycle`, its task ids in `cycle`)."""
+    async with runtime.uow.begin() as uow:
+        task = await handlers.add_dependency(uow, caller, task_id, body.blocked_by)
+        out = await _with_dependencies(uow.conn, _answer(task, response))
+    return out
+
+
+@router.delete("/tasks/{task_id}/dependencies/{blocker_id}", response_model=TaskOut)
+async def remove_dependency(task_id: str, blocker_id: str, caller: Manager, runtime: Runtime,
+                            response: Response, correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.remove_dependency(uow, caller, task_id, blocker_id)
+        out = await _with_dependencies(uow.conn, _answer(task, response))
+    return out
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskOut, responses=problem_responses(409, 412))

