@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from stayops_kit import idempotency
+from stayops_kit import idempotency, pages
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import IsoDateTime
+from stayops_kit.fields import IsoDate, IsoDateTime
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import problem_responses
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, DecisionOutcome, Priority, TaskStatus, TaskType
-from task_service import handlers, store
+from task_service import handlers, projects, store
 from task_service.domain import DONE_STATUSES, Decision, Task, open_blockers
 
 router = APIRouter(tags=["tasks"])
@@ -53,6 +53,12 @@ class TaskIn(BaseModel):
     parent_task_id: str | None = None
     labels: Labels = Field(default_factory=list)
     required: StrictBool = Field(default=True, description="As a subtask: its parent cannot complete while it is open.")
+    project_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="A project of the org (404 otherwise).")
+    milestone_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="A milestone of the project (it places the task in its project).")
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="The listing it is about; default the data's `listing_id`.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_AUTOMATION_RUNS_AUTOMATED_TASKS)
 
@@ -160,6 +166,10 @@ class TaskPatch(BaseModel):
                     "created.")
     role_id: str | None = Field(default=None, min_length=1, max_length=200)
     department_id: str | None = Field(default=None, min_length=1, max_length=200)
+    project_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="Moving it to another project leaves its milestone.")
+    milestone_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="A milestone places the task in the milestone's project.")
 
     @model_validator(mode="after")
     def _automation_only_at_creation(self) -> TaskPatch:
@@ -492,3 +502,190 @@ async def decide_task(task_id: str, body: DecisionIn, caller: Decider, runtime: 
     async with runtime.uow.begin(correlation_id=correlation_id) as uow:
         task = await handlers.decide_task(uow, caller, task_id, decision)
     return TaskOut.of(task)
+
+
+# -- projects and milestones ------------------------------------------------------------
+
+ProjectStatus = Literal["active", "done", "archived"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RollupOut(BaseModel):
+    done: int = Field(description="Tasks completed or cancelled.")
+    total: int
+    open: int
+    expected_finish: datetime | None = Field(description=(
+        "The later of the latest due time of the open tasks and now + open tasks times the median time a "
+        "completed task (of the project) took from created to completed; null when nothing is open, or no "
+        "open task has a due time and none was completed yet."))
+
+    @classmethod
+    def of(cls, rollup: projects.Rollup | None) -> RollupOut:
+        if rollup is None:
+            return cls(done=0, total=0, open=0, expected_finish=None)
+        return cls(done=rollup.done, total=rollup.total, open=rollup.open, expected_finish=rollup.expected_finish)
+
+
+class MilestoneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    target_date: IsoDate | None = None
+
+
+class MilestoneOut(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    target_date: date | None
+    created_at: datetime
+    progress: RollupOut
+
+
+class ProjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: str | None = Field(default=None, max_length=10_000)
+    owner_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="The listing it is about; null: the portfolio.")
+    status: ProjectStatus = "active"
+    start_date: IsoDate | None = None
+    target_date: IsoDate | None = None
+
+
+class ProjectPatch(BaseModel):
+    """The fields to change; left out stays, `null` clears (name and status never)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = None  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=10_000)
+    owner_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200)
+    status: ProjectStatus = None  # type: ignore[assignment]
+    start_date: IsoDate | None = None
+    target_date: IsoDate | None = None
+
+
+class ProjectOut(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    description: str | None
+    owner_user_id: str | None
+    listing_id: str | None
+    scope: Literal["listing", "portfolio"]
+    status: ProjectStatus
+    start_date: date | None
+    target_date: date | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    progress: RollupOut
+    milestones: list[MilestoneOut] | None = Field(default=None, description="On GET of one project.")
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+class Timeline(BaseModel):
+    project: ProjectOut
+    milestones: list[TimelineMilestone] = Field(description="By target date (none last).")
+    unscheduled: list[TaskOut] = Field(description="The project's tasks in no milestone, by due date.")
+    truncated: bool = Field(description="More tasks than `limit`: the latest due are left out.")
+
+
+class TimelineMilestone(MilestoneOut):
+    tasks: list[TaskOut] = Field(description="By due date (none last), then creation.")
+
+
+async def _project_out(conn: Any, project: dict[str, Any], *, with_milestones: bool = False) -> ProjectOut:
+    now = datetime.now(UTC)
+    total, per = projects.rollups(await store.project_rollup(conn, project["org_id"], project["id"]), now)
+    out = ProjectOut(**project, scope="listing" if project["listing_id"] else "portfolio",
+                     progress=RollupOut.of(total))
+    if with_milestones:
+        out.milestones = [MilestoneOut(**m, progress=RollupOut.of(per.get(m["id"])))
+                          for m in await store.milestones_of(conn, project["org_id"], project["id"])]
+    return out
+
+
+@router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
+async def create_project(body: ProjectIn, caller: Manager, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.create_project(uow, caller, body.model_dump())
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.get("/projects", response_model=ProjectPage)
+async def list_projects(
+    caller: CurrentCaller, runtime: Runtime,
+    status_: Annotated[list[ProjectStatus] | None, Query(alias="status", description="Any of them.")] = None,
+    listing: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Paging = 50,
+    cursor: Annotated[str | None, Query(pattern=pages.CURSOR_PATTERN, description="next_cursor of the page before.")
+                      ] = None,
+) -> ProjectPage:
+    """The org's projects, oldest first, with their roll-ups."""
+    after = None
+    if cursor is not None:
+        keys, last = pages.decode_cursor(cursor, "projects", 1)
+        after = (keys[0], last)
+    async with runtime.engine.connect() as conn:
+        found = await store.list_projects(conn, caller.org_id, status=status_ or [], listing_id=listing,
+                                          limit=limit, after=after)
+        items = [await _project_out(conn, p) for p in found[:limit]]
+    more = len(found) > limit
+    return ProjectPage(items=items, next_cursor=pages.encode_cursor(
+        "projects", [found[limit - 1]["created_at"]], found[limit - 1]["id"]) if more else None)
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut)
+async def get_project(project_id: str, caller: CurrentCaller, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.get_project(uow, caller, project_id)
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut)
+async def edit_project(project_id: str, body: ProjectPatch, caller: Manager, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.edit_project(uow, caller, project_id, body.model_dump(exclude_unset=True))
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.post("/projects/{project_id}/milestones", status_code=status.HTTP_201_CREATED, response_model=MilestoneOut)
+async def add_milestone(project_id: str, body: MilestoneIn, caller: Manager, runtime: Runtime) -> MilestoneOut:
+    async with runtime.uow.begin() as uow:
+        milestone = await projects.add_milestone(uow, caller, project_id, body.model_dump())
+    return MilestoneOut(**milestone, progress=RollupOut.of(None))
+
+
+@router.get("/projects/{project_id}/milestones", response_model=list[MilestoneOut])
+async def milestones(project_id: str, caller: CurrentCaller, runtime: Runtime) -> list[MilestoneOut]:
+    async with runtime.uow.begin() as uow:
+        project = await projects.get_project(uow, caller, project_id)
+        return (await _project_out(uow.conn, project, with_milestones=True)).milestones or []
+
+
+@router.get("/projects/{project_id}/timeline", response_model=Timeline)
+async def timeline(project_id: str, caller: CurrentCaller, runtime: Runtime,
+                   limit: Annotated[int, Query(ge=1, le=2_000)] = 500) -> Timeline:
+    """The project's milestones by target date, each with its tasks by due date, and
+    the tasks in no milestone."""
+    async with runtime.uow.begin() as uow:
+        project = await _project_out(uow.conn, await projects.get_project(uow, caller, project_id),
+                                     with_milestones=True)
+        found = await store.project_tasks(uow.conn, caller.org_id, project_id, limit=limit + 1)
+    listed = [TaskOut.of(t) for t in found[:limit]]
+    return Timeline(
+        project=project,
+        milestones=[TimelineMilestone(**m.model_dump(), tasks=[t for t in listed if t.milestone_id == m.id])
+                    for m in project.milestones or []],
+        unscheduled=[t for t in listed if t.milestone_id is None],
+        truncated=len(found) > limit,
+    )

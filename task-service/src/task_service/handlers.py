@@ -39,7 +39,7 @@ from stayops_schemas.events.tasks import (
     TaskUnblocked,
 )
 from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
-from task_service import store
+from task_service import projects, store
 from task_service.domain import (
     AUTOMATION,
     Actor,
@@ -82,6 +82,9 @@ class CreateTask:
     request_id: str | None = None
     labels: tuple[str, ...] = ()
     required: bool = True
+    project_id: str | None = None
+    milestone_id: str | None = None
+    listing_id: str | None = None
 
 
 async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> Task:
@@ -125,9 +128,16 @@ async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: Create
             raise ParentTaskInvalid(
                 f"parent task {command.parent_task_id} does not exist in your organisation"
             )
+    project_id, milestone_id = await projects.placement(uow, org_id, command.project_id, command.milestone_id)
+    listing_id = command.listing_id
+    if listing_id is None and isinstance(command.data.get("listing_id"), str):
+        listing_id = command.data["listing_id"]
     now = uow.clock.now()
     task = Task(
         id=uow.ids(),
+        project_id=project_id,
+        milestone_id=milestone_id,
+        listing_id=listing_id,
         org_id=org_id,
         title=command.title,
         task_type=command.task_type,
@@ -567,6 +577,14 @@ async def edit_task(uow: UnitOfWork, caller: Caller, task_id: str, changes: dict
     rescheduling."""
     before = await _lock(uow, caller, task_id)
     before.check_version(if_match)
+    if {"project_id", "milestone_id"} & changes.keys():
+        project_id = changes.get("project_id", before.project_id)
+        # A task moved to another project leaves the milestone of the one before.
+        milestone_id = changes.get("milestone_id", before.milestone_id if project_id == before.project_id else None)
+        if "milestone_id" in changes and "project_id" not in changes and milestone_id is not None:
+            project_id = None
+        changes = {**changes, **dict(zip(("project_id", "milestone_id"), await projects.placement(
+            uow, before.org_id, project_id, milestone_id), strict=True))}
     now = uow.clock.now()
     task = before.edited(changes, now)
     moved = {"assigned_to", "role_id", "department_id"} & changes.keys() and (

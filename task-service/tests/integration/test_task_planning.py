@@ -7,6 +7,7 @@ search, cursor pages stable under inserts, count, board, calendar) and bulk acti
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -137,3 +138,112 @@ async def test_dependencies_stay_in_the_org_and_need_tasks_manage(service: Servi
     blocker = await create(client, owner)
     refused = await depend(client, member, mine["id"], blocker["id"])
     assert refused.status_code == 403, refused.text
+
+
+async def project(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+    response = await client.post("/v1/projects", json={"name": "A project", **fields}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def milestone(client: httpx.AsyncClient, headers: dict[str, str], project_id: str, name: str,
+                    target: str | None) -> dict[str, Any]:
+    response = await client.post(f"/v1/projects/{project_id}/milestones", json={"name": name, "target_date": target},
+                                 headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_renovating_a_listing_waits_for_the_photos_of_another_project(service: Service, stack: Any) -> None:
+    """The seed's example: "renovate listing X" with milestones inspection, works,
+    photos and relist, whose relist task is blocked by the photos task of another project."""
+    client, runtime, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    renovate = await project(client, owner, name="Renovate listing X", listing_id="listing-x",
+                             owner_user_id="owner-1", start_date="2030-03-01", target_date="2030-05-31")
+    assert (renovate["scope"], renovate["status"], renovate["progress"]["total"]) == ("listing", "active", 0)
+    steps = {}
+    for name, target in (("relist", "2030-05-31"), ("inspection", "2030-03-10"), ("works", "2030-04-30"),
+                         ("photos", "2030-05-15")):
+        steps[name] = await milestone(client, owner, renovate["id"], name, target)
+    shoot = await project(client, owner, name="Photos for the portfolio")
+    assert shoot["scope"] == "portfolio"
+    tasks = {}
+    for name, due in (("inspection", "2030-03-09T10:00:00Z"), ("works", "2030-04-29T10:00:00Z"),
+                      ("photos", "2030-05-14T10:00:00Z"), ("relist", "2030-05-30T10:00:00Z")):
+        tasks[name] = await create(client, owner, title=name, milestone_id=steps[name]["id"], due_at=due,
+                                   assigned_to="owner-1")
+        assert (tasks[name]["project_id"], tasks[name]["milestone_id"]) == (renovate["id"], steps[name]["id"])
+    shoot_task = await create(client, owner, title="Shoot listing X", project_id=shoot["id"], assigned_to="owner-1",
+                              data={"listing_id": "listing-x"})
+    assert shoot_task["listing_id"] == "listing-x"
+    assert (await depend(client, owner, tasks["relist"]["id"], shoot_task["id"])).status_code == 200
+    blocked = await client.post(f"/v1/tasks/{tasks['relist']['id']}/start", headers=owner)
+    assert blocked.status_code == 409 and blocked.json()["blockers"] == [shoot_task["id"]]
+
+    assert (await client.post(f"/v1/tasks/{tasks['inspection']['id']}/complete", json={},
+                              headers=owner)).status_code == 200
+    read = (await client.get(f"/v1/projects/{renovate['id']}", headers=owner)).json()
+    assert (read["progress"]["done"], read["progress"]["total"], read["progress"]["open"]) == (1, 4, 3)
+    assert [m["name"] for m in read["milestones"]] == ["inspection", "works", "photos", "relist"]
+    assert [(m["progress"]["done"], m["progress"]["total"]) for m in read["milestones"]] == [(1, 1), (0, 1), (0, 1),
+                                                                                              (0, 1)]
+    # The latest due of the open work, unless three times the median completion takes longer.
+    finish = datetime.fromisoformat(read["progress"]["expected_finish"])
+    assert finish >= datetime(2030, 5, 30, 10, tzinfo=UTC)
+    assert read["milestones"][0]["progress"]["expected_finish"] is None
+
+    line = (await client.get(f"/v1/projects/{renovate['id']}/timeline", headers=owner)).json()
+    assert [(m["name"], [t["title"] for t in m["tasks"]]) for m in line["milestones"]] == [
+        ("inspection", ["inspection"]), ("works", ["works"]), ("photos", ["photos"]), ("relist", ["relist"])]
+    assert line["unscheduled"] == [] and line["truncated"] is False
+
+    assert (await client.post(f"/v1/tasks/{shoot_task['id']}/complete", json={}, headers=owner)).status_code == 200
+    assert [e["task_id"] for e in await events(runtime, org, "stayops.task.unblocked")] == [tasks["relist"]["id"]]
+    assert (await client.post(f"/v1/tasks/{tasks['relist']['id']}/start", headers=owner)).status_code == 200
+
+
+async def test_projects_are_edited_listed_and_stay_in_their_org(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org, other = str(uuid.uuid4()), str(uuid.uuid4())
+    owner = auth(stack, org)
+    first = await project(client, owner, name="First")
+    second = await project(client, owner, name="Second", listing_id="l-2")
+    edited = await client.patch(f"/v1/projects/{first['id']}", json={"status": "done", "target_date": "2031-01-01",
+                                                                    "listing_id": "l-1"}, headers=owner)
+    assert edited.status_code == 200, edited.text
+    assert (edited.json()["status"], edited.json()["target_date"], edited.json()["scope"]) == (
+        "done", "2031-01-01", "listing")
+    page = (await client.get("/v1/projects", params={"limit": 1}, headers=owner)).json()
+    assert [p["name"] for p in page["items"]] == ["First"]
+    rest = (await client.get("/v1/projects", params={"limit": 1, "cursor": page["next_cursor"]}, headers=owner)).json()
+    assert [p["name"] for p in rest["items"]] == ["Second"] and rest["next_cursor"] is None
+    assert [p["id"] for p in (await client.get("/v1/projects", params={"status": "active"},
+                                               headers=owner)).json()["items"]] == [second["id"]]
+
+    theirs = auth(stack, other)
+    assert (await client.get(f"/v1/projects/{first['id']}", headers=theirs)).status_code == 404
+    assert (await client.patch(f"/v1/projects/{first['id']}", json={"name": "x"}, headers=theirs)).status_code == 404
+    assert (await client.get(f"/v1/projects/{first['id']}/timeline", headers=theirs)).status_code == 404
+    assert (await client.post(f"/v1/projects/{first['id']}/milestones", json={"name": "m"},
+                              headers=theirs)).status_code == 404
+    assert (await client.get("/v1/projects", headers=theirs)).json()["items"] == []
+    placed = await client.post("/v1/tasks", json={"title": "t", "task_type": "manual", "project_id": first["id"]},
+                               headers=theirs)
+    assert placed.status_code == 404 and placed.json()["code"] == "project-not-found"
+    step = await milestone(client, owner, first["id"], "m", None)
+    wrong = await client.post("/v1/tasks", json={"title": "t", "task_type": "manual", "project_id": second["id"],
+                                                 "milestone_id": step["id"]}, headers=owner)
+    assert wrong.status_code == 404 and wrong.json()["code"] == "milestone-not-found"
+    member = auth(stack, org, "mia", "member")
+    assert (await client.post("/v1/projects", json={"name": "x"}, headers=member)).status_code == 403
+    assert (await client.patch(f"/v1/projects/{first['id']}", json={"name": "x"}, headers=member)).status_code == 403
+    assert (await client.get(f"/v1/projects/{first['id']}", headers=member)).status_code == 200
+
+    task = await create(client, owner, milestone_id=step["id"])
+    moved = await client.patch(f"/v1/tasks/{task['id']}", json={"project_id": second["id"]}, headers=owner)
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["project_id"], moved.json()["milestone_id"]) == (second["id"], None)
+    changes = (await history(client, owner, task["id"]))[-1]["changes"]
+    assert changes["project_id"] == {"from": first["id"], "to": second["id"]}
