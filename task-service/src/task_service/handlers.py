@@ -13,7 +13,7 @@ from typing import Any
 from stayops_kit import idempotency
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
-from stayops_kit.errors import PermanentError
+from stayops_kit.errors import DomainError, InvalidRequest, PermanentError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.permissions import MissingPermission, Permission
 from stayops_kit.policies import policy_of, store_policy
@@ -764,3 +764,46 @@ async def _announce_unblocked(uow: UnitOfWork, task: Task, blockers: list[Task],
                        TaskUnblocked(**_ids(task), blocker_ids=[b.id for b in blockers], released_by=released_by,
                                      unblocked_by=by.id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+
+
+# -- bulk actions -------------------------------------------------------------------------
+
+MAX_LABELS = 20
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    task_id: str
+    task: Task | None = None
+    error: DomainError | None = None
+
+
+async def bulk(uow: UnitOfWork, caller: Caller, action: str, task_ids: list[str], params: dict[str, Any]
+               ) -> list[BulkOutcome]:
+    """One action on many tasks, each as its single route would do it (the same checks
+    and events, its history entry), each in its own savepoint: a task refused keeps
+    its state and the others still change. The tasks are locked in id order first."""
+    await store.lock_tasks(uow.conn, caller.org_id, sorted(set(task_ids)))
+    outcomes = []
+    for task_id in dict.fromkeys(task_ids):
+        try:
+            async with uow.conn.begin_nested():
+                done = await _bulk_one(uow, caller, action, task_id, params)
+            outcomes.append(BulkOutcome(task_id, task=done))
+        except DomainError as exc:
+            outcomes.append(BulkOutcome(task_id, error=exc))
+    return outcomes
+
+
+async def _bulk_one(uow: UnitOfWork, caller: Caller, action: str, task_id: str, params: dict[str, Any]) -> Task:
+    if action == "cancel":
+        return await cancel_task(uow, caller, task_id, params["reason"])
+    if action == "label":
+        task = await get_task(uow, caller, task_id)
+        labels = [label for label in dict.fromkeys((*task.labels, *params.get("add", ())))
+                  if label not in set(params.get("remove", ()))]
+        if len(labels) > MAX_LABELS:
+            raise InvalidRequest(f"task {task_id} would have {len(labels)} labels; at most {MAX_LABELS}")
+        return await edit_task(uow, caller, task_id, {"labels": tuple(labels)}, None)
+    # assign and move: the fields given, as PATCH would change them.
+    return await edit_task(uow, caller, task_id, params, None)

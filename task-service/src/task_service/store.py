@@ -4,7 +4,7 @@ tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stayops_kit import pages
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
@@ -67,7 +68,7 @@ tasks = sa.Table(
         "CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 WHEN 'high' THEN 3 ELSE 4 END", persisted=True)),
 )
 # Sorted by a due date, a task with none comes last.
-DUE_KEY = sa.func.coalesce(tasks.c.due_at, sa.text("'infinity'::timestamptz"))
+due_key = sa.func.coalesce(tasks.c.due_at, sa.text("'infinity'::timestamptz"))
 sa.Index("tasks_org_parent", tasks.c.org_id, tasks.c.parent_task_id,
          postgresql_where=tasks.c.parent_task_id.is_not(None))
 sa.Index("tasks_org_department_status", tasks.c.org_id, tasks.c.department_id, tasks.c.status,
@@ -406,33 +407,6 @@ async def find_by_request(conn: AsyncConnection, org_id: str, request_id: str) -
     return _to_task(row) if row else None
 
 
-async def list_tasks(
-    conn: AsyncConnection,
-    org_id: str,
-    *,
-    status: TaskStatus | None = None,
-    task_type: TaskType | None = None,
-    assigned_to: str | None = None,
-    role_id: str | None = None,
-    workflow_run_id: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Task], int]:
-    scope = OrgScope(tasks, org_id)
-    conditions = []
-    if workflow_run_id is not None:
-        conditions.append(tasks.c.workflow_run_id == workflow_run_id)
-    if status is not None:
-        conditions.append(tasks.c.status == status.value)
-    if task_type is not None:
-        conditions.append(tasks.c.task_type == task_type.value)
-    if assigned_to is not None:
-        conditions.append(tasks.c.assigned_to == assigned_to)
-    if role_id is not None:
-        conditions.append(tasks.c.role_id == role_id)
-    return await _page(conn, scope.select().where(*conditions), limit, offset)
-
-
 async def upsert_member(conn: AsyncConnection, values: dict[str, Any], *, joined: bool) -> None:
     """Record a membership as it now stands. Only a join moves `joined_at`: an update
     keeps the membership's age, which the assignment rule ranks by."""
@@ -689,8 +663,6 @@ async def update_project(conn: AsyncConnection, org_id: str, project_id: str, va
 
 async def list_projects(conn: AsyncConnection, org_id: str, *, status: Sequence[str], listing_id: str | None,
                         limit: int, after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
-    from stayops_kit import pages
-
     query = OrgScope(projects, org_id).select()
     if status:
         query = query.where(projects.c.status.in_(list(status)))
@@ -742,5 +714,124 @@ async def project_rollup(conn: AsyncConnection, org_id: str, project_id: str) ->
 async def project_tasks(conn: AsyncConnection, org_id: str, project_id: str, *, limit: int) -> list[Task]:
     rows = (await conn.execute(
         OrgScope(tasks, org_id).select(*TASK_COLUMNS).where(tasks.c.project_id == project_id)
-        .order_by(DUE_KEY, tasks.c.created_at, tasks.c.id).limit(limit))).all()
+        .order_by(due_key, tasks.c.created_at, tasks.c.id).limit(limit))).all()
     return [_to_task(r) for r in rows]
+
+
+# -- list views: one filter language, keyset pages, counts, board, calendar -------------
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What a list view shows; each tuple matches any of its values (empty: no filter).
+    `None` among assignees, parents or projects matches a task with none."""
+
+    statuses: tuple[str, ...] = ()
+    assignees: tuple[str | None, ...] = ()
+    roles: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    projects: tuple[str | None, ...] = ()
+    milestones: tuple[str, ...] = ()
+    listings: tuple[str, ...] = ()
+    parents: tuple[str | None, ...] = ()
+    workflow_run_id: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    q: str | None = None
+
+
+def _any_of(column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    named = [v for v in values if v is not None]
+    either = []
+    if named:
+        either.append(column.in_(named))
+    if len(named) < len(values):
+        either.append(column.is_(None))
+    return sa.or_(*either)
+
+
+def filter_conditions(f: TaskFilter) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    for column, values in ((tasks.c.status, f.statuses), (tasks.c.assigned_to, f.assignees),
+                           (tasks.c.role_id, f.roles), (tasks.c.department_id, f.departments),
+                           (tasks.c.priority, f.priorities), (tasks.c.task_type, f.types),
+                           (tasks.c.project_id, f.projects), (tasks.c.milestone_id, f.milestones),
+                           (tasks.c.listing_id, f.listings), (tasks.c.parent_task_id, f.parents)):
+        if values:
+            conditions.append(_any_of(column, values))
+    if f.labels:
+        conditions.append(tasks.c.labels.overlap(sa.cast(list(f.labels), pg.ARRAY(sa.Text))))
+    if f.workflow_run_id is not None:
+        conditions.append(tasks.c.workflow_run_id == f.workflow_run_id)
+    if f.due_before is not None:
+        conditions.append(tasks.c.due_at < f.due_before)
+    if f.due_after is not None:
+        conditions.append(tasks.c.due_at >= f.due_after)
+    if f.q:
+        conditions.append(tasks.c.search.op("@@")(sa.func.websearch_to_tsquery("english", f.q)))
+    return conditions
+
+
+# Each sort's key (before the id, which breaks ties): `-key` reads it backwards.
+SORT_KEYS: dict[str, Any] = {
+    "created": tasks.c.created_at,
+    "updated": tasks.c.updated_at,
+    "due": due_key,
+    "priority": tasks.c.priority_rank,
+}
+
+
+async def list_page(conn: AsyncConnection, org_id: str, f: TaskFilter, *, sort: str, limit: int,
+                    after: tuple[Any, str] | None = None, extra: Sequence[sa.ColumnElement[bool]] = ()
+                    ) -> tuple[list[Task], Any | None]:
+    """One keyset page: up to `limit` tasks after the position `after` (key, id) in
+    the sort, and the position of the last one if there are more (None: the last page)."""
+    descending = sort.startswith("-")
+    key = SORT_KEYS[sort.lstrip("-")].label("sort_key")
+    query = OrgScope(tasks, org_id).select(*TASK_COLUMNS, key).where(*filter_conditions(f), *extra)
+    if after is not None:
+        query = query.where(pages.after([SORT_KEYS[sort.lstrip("-")], tasks.c.id], after, descending=descending))
+    order = [SORT_KEYS[sort.lstrip("-")], tasks.c.id]
+    query = query.order_by(*(c.desc() if descending else c.asc() for c in order)).limit(limit + 1)
+    rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_to_task(r) for r in rows], ((rows[-1].sort_key, rows[-1].id) if more and rows else None)
+
+
+async def count_tasks(conn: AsyncConnection, org_id: str, f: TaskFilter) -> int:
+    query = OrgScope(tasks, org_id).select(sa.func.count()).where(*filter_conditions(f))
+    return int((await conn.execute(query)).scalar_one())
+
+
+BOARD_GROUPS: dict[str, Any] = {"status": tasks.c.status, "assignee": tasks.c.assigned_to,
+                                "priority": tasks.c.priority}
+
+
+async def board_counts(conn: AsyncConnection, org_id: str, f: TaskFilter, group_by: str, *, columns: int
+                       ) -> list[tuple[str | None, int]]:
+    """The board's columns: each value of the grouped field among the filtered tasks
+    and how many have it, the fullest first (at most `columns`)."""
+    group = BOARD_GROUPS[group_by]
+    rows = (await conn.execute(
+        OrgScope(tasks, org_id).select(group, sa.func.count().label("n")).where(*filter_conditions(f))
+        .group_by(group).order_by(sa.desc("n"), group.asc().nulls_last()).limit(columns))).all()
+    return [(row[0], int(row.n)) for row in rows]
+
+
+async def due_between(conn: AsyncConnection, org_id: str, f: TaskFilter, start: datetime, end: datetime, *,
+                      limit: int) -> list[Task]:
+    """Tasks due in [start, end), soonest first (the due-date index serves it)."""
+    rows = (await conn.execute(
+        OrgScope(tasks, org_id).select(*TASK_COLUMNS)
+        .where(due_key >= start, due_key < end, *filter_conditions(f))
+        .order_by(due_key, tasks.c.id).limit(limit))).all()
+    return [_to_task(r) for r in rows]
+
+
+async def lock_tasks(conn: AsyncConnection, org_id: str, task_ids: Sequence[str]) -> None:
+    """Lock these tasks of the org in id order (a bulk action takes them as any other would)."""
+    await conn.execute(OrgScope(tasks, org_id).select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)))
+                       .order_by(tasks.c.id).with_for_update())

@@ -247,3 +247,180 @@ async def test_projects_are_edited_listed_and_stay_in_their_org(service: Service
     assert (moved.json()["project_id"], moved.json()["milestone_id"]) == (second["id"], None)
     changes = (await history(client, owner, task["id"]))[-1]["changes"]
     assert changes["project_id"] == {"from": first["id"], "to": second["id"]}
+
+
+async def ids(client: httpx.AsyncClient, headers: dict[str, str], path: str = "/v1/tasks", **params: Any
+              ) -> list[str]:
+    response = await client.get(path, params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return [t["id"] for t in response.json()["items"]]
+
+
+async def test_one_query_language_filters_sorts_and_searches(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    plan = await project(client, owner, name="Winter")
+    step = await milestone(client, owner, plan["id"], "first", "2030-01-31")
+    boiler = await create(client, owner, title="Service the boiler", description="The heating is noisy",
+                          priority="urgent", labels=["plumbing"], due_at="2030-01-03T09:00:00Z",
+                          assigned_to="owner-1", milestone_id=step["id"], listing_id="l-1")
+    towels = await create(client, owner, title="Restock towels", priority="low", labels=["linen"],
+                          due_at="2030-01-01T09:00:00Z", role_id="housekeeping", department_id="ops")
+    roof = await create(client, owner, title="Inspect the roof", priority="high", assigned_to="ana",
+                        data={"listing_id": "l-2"})
+    child = await create(client, owner, title="Order the part", parent_task_id=boiler["id"], assigned_to="ana")
+    await client.post(f"/v1/tasks/{roof['id']}/comments", json={"body": "Slates look cracked near the chimney"},
+                      headers=owner)
+    await client.post(f"/v1/tasks/{towels['id']}/start", headers=auth(stack, org, "hk-1", "housekeeping"))
+
+    assert await ids(client, owner, status="pending,in_progress", sort="created") == [
+        boiler["id"], towels["id"], roof["id"], child["id"]]
+    assert await ids(client, owner, status="in_progress") == [towels["id"]]
+    assert set(await ids(client, owner, assignee="me")) == {boiler["id"]}
+    assert set(await ids(client, owner, assignee="ana,none")) == {roof["id"], child["id"]}
+    assert await ids(client, owner, role="housekeeping") == [towels["id"]]
+    assert await ids(client, owner, department="ops") == [towels["id"]]
+    assert await ids(client, owner, label="plumbing,linen", sort="due") == [towels["id"], boiler["id"]]
+    assert set(await ids(client, owner, priority="urgent,high")) == {boiler["id"], roof["id"]}
+    assert await ids(client, owner, due_before="2030-01-02T00:00:00Z") == [towels["id"]]
+    assert await ids(client, owner, due_after="2030-01-02T00:00:00Z") == [boiler["id"]]
+    assert await ids(client, owner, project=plan["id"]) == [boiler["id"]]
+    assert await ids(client, owner, milestone=step["id"]) == [boiler["id"]]
+    assert set(await ids(client, owner, listing="l-1,l-2")) == {boiler["id"], roof["id"]}
+    assert await ids(client, owner, type="decision") == []
+    assert await ids(client, owner, parent=boiler["id"]) == [child["id"]]
+    assert child["id"] not in await ids(client, owner, parent="none")
+    # Sorts: due soonest first (none last), priority low to urgent, `-` reversed.
+    assert await ids(client, owner, sort="due", parent="none") == [towels["id"], boiler["id"], roof["id"]]
+    assert await ids(client, owner, sort="-priority", parent="none") == [boiler["id"], roof["id"], towels["id"]]
+    assert (await ids(client, owner, sort="-updated"))[0] == towels["id"]
+    # Full text: title, description (stemmed), comments.
+    assert await ids(client, owner, q="boiler") == [boiler["id"]]
+    assert await ids(client, owner, q="heat") == [boiler["id"]]
+    assert await ids(client, owner, q="chimney slates") == [roof["id"]]
+    assert await ids(client, owner, q="towels -boiler") == [towels["id"]]
+    counted = await client.get("/v1/tasks/count", params={"status": "pending"}, headers=owner)
+    assert counted.json() == {"count": 3}
+    assert (await client.get("/v1/tasks/count", headers=auth(stack, str(uuid.uuid4())))).json() == {"count": 0}
+    refused = await client.get("/v1/tasks", params={"status": "pending,nonsense"}, headers=owner)
+    assert refused.status_code == 422
+
+
+async def test_cursor_pages_neither_repeat_nor_skip_while_tasks_are_inserted(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    before = []
+    for n in range(24):
+        due = f"2030-02-{1 + n % 12:02d}T09:00:00Z" if n % 5 else None
+        made = await create(client, owner, title=f"task {n}", due_at=due, priority=("low", "high")[n % 2])
+        before.append(made["id"])
+    for sort in ("due", "-created", "created", "-priority"):
+        seen: list[str] = []
+        params: dict[str, Any] = {"sort": sort, "limit": 5}
+        inserted = 0
+        while True:
+            page = (await client.get("/v1/tasks", params=params, headers=owner)).json()
+            seen.extend(t["id"] for t in page["items"])
+            # Inserted between pages: due anywhere in the month, created now.
+            await create(client, owner, title=f"new {sort} {inserted}", priority="high",
+                         due_at=f"2030-02-{1 + inserted % 12:02d}T08:00:00Z")
+            inserted += 1
+            if page["next_cursor"] is None:
+                break
+            params = {"sort": sort, "limit": 5, "cursor": page["next_cursor"]}
+        assert len(seen) == len(set(seen)), f"{sort}: a task came twice"
+        assert set(before) <= set(seen), f"{sort}: a task there from the start was skipped"
+    wrong = await client.get("/v1/tasks", params={"sort": "due", "cursor": page["next_cursor"] or "AAAA"},
+                             headers=owner)
+    assert wrong.status_code == 422 and wrong.json()["code"] == "cursor-invalid"
+
+
+async def test_the_board_and_the_calendar(service: Service, stack: Any) -> None:
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    late = await create(client, owner, title="late evening", due_at="2030-03-01T23:30:00Z", assigned_to="ana")
+    morning = await create(client, owner, title="morning", due_at="2030-03-02T08:00:00Z", priority="urgent")
+    await create(client, owner, title="undated", assigned_to="ana")
+    done = await create(client, owner, title="done", due_at="2030-03-05T12:00:00Z", assigned_to="owner-1")
+    await client.post(f"/v1/tasks/{done['id']}/complete", json={}, headers=owner)
+
+    board = (await client.get("/v1/board", params={"group_by": "status", "limit": 1}, headers=owner)).json()
+    columns = {c["value"]: c for c in board["columns"]}
+    assert [c["value"] for c in board["columns"]] == ["pending", "in_progress", "completed", "failed", "blocked",
+                                                      "cancelled"]
+    assert (columns["pending"]["count"], len(columns["pending"]["items"])) == (3, 1)
+    rest = await ids(client, owner, status="pending", cursor=columns["pending"]["next_cursor"], limit=5)
+    assert len(rest) == 2 and columns["pending"]["items"][0]["id"] not in rest
+    assert columns["completed"]["count"] == 1 and columns["failed"] == {
+        "value": "failed", "count": 0, "items": [], "next_cursor": None}
+    by_assignee = (await client.get("/v1/board", params={"group_by": "assignee", "status": "pending"},
+                                    headers=owner)).json()
+    assert [(c["value"], c["count"]) for c in by_assignee["columns"]] == [("ana", 2), (None, 1)]
+    assert by_assignee["columns"][1]["items"][0]["id"] == morning["id"]
+    urgent = (await client.get("/v1/board", params={"group_by": "priority"}, headers=owner)).json()["columns"]
+    assert [(c["value"], c["count"]) for c in urgent] == [("low", 0), ("medium", 3), ("high", 0), ("urgent", 1)]
+
+    lisbon = (await client.get("/v1/calendar", params={"from": "2030-03-01", "to": "2030-03-31", "tz": "Europe/Lisbon"},
+                               headers=owner)).json()
+    assert [(d["date"], [t["title"] for t in d["items"]]) for d in lisbon["days"]] == [
+        ("2030-03-01", ["late evening"]), ("2030-03-02", ["morning"]), ("2030-03-05", ["done"])]
+    tokyo = (await client.get("/v1/calendar", params={"from": "2030-03-02", "to": "2030-03-02", "tz": "Asia/Tokyo",
+                                                       "status": "pending"}, headers=owner)).json()
+    assert [(d["date"], [t["id"] for t in d["items"]]) for d in tokyo["days"]] == [
+        ("2030-03-02", [late["id"], morning["id"]])]
+    assert tokyo["truncated"] is False
+    assert (await client.get("/v1/calendar", params={"from": "2030-03-01", "to": "2030-03-31"},
+                             headers=auth(stack, str(uuid.uuid4())))).json()["days"] == []
+    bad = await client.get("/v1/calendar", params={"from": "2030-03-01", "to": "2030-03-31", "tz": "Mars/Base"},
+                           headers=owner)
+    assert bad.status_code == 422
+
+
+async def test_bulk_actions_report_each_task(service: Service, stack: Any) -> None:
+    client, runtime, _ = service
+    org, other = str(uuid.uuid4()), str(uuid.uuid4())
+    owner = auth(stack, org)
+    a, b = await create(client, owner, labels=["old"]), await create(client, owner, labels=["old", "keep"])
+    finished = await create(client, owner, assigned_to="owner-1")
+    await client.post(f"/v1/tasks/{finished['id']}/complete", json={}, headers=owner)
+    theirs = await create(client, auth(stack, other))
+    everyone = [a["id"], b["id"], finished["id"], theirs["id"]]
+
+    async def run(**body: Any) -> dict[str, Any]:
+        response = await client.post("/v1/tasks/bulk", json=body, headers=owner)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    labelled = await run(action="label", task_ids=everyone, add=["winter"], remove=["old"])
+    assert [(r["task_id"], r["ok"], r["status"], r["code"]) for r in labelled["results"]] == [
+        (a["id"], True, 200, None), (b["id"], True, 200, None),
+        (finished["id"], False, 409, "transition-not-allowed"), (theirs["id"], False, 404, "task-not-found")]
+    assert (labelled["succeeded"], labelled["refused"]) == (2, 2)
+    assert (await client.get(f"/v1/tasks/{b['id']}", headers=owner)).json()["labels"] == ["keep", "winter"]
+    assert [e["action"] for e in await history(client, owner, a["id"])] == ["created", "edited"]
+
+    assigned = await run(action="assign", task_ids=[a["id"], b["id"]], assigned_to="ana")
+    assert assigned["succeeded"] == 2
+    assert [e["assigned_to"] for e in await events(runtime, org, "stayops.task.assigned")][-2:] == ["ana", "ana"]
+    plan = await project(client, owner, name="Bulk")
+    moved = await run(action="move", task_ids=[a["id"]], project_id=plan["id"])
+    assert moved["succeeded"] == 1
+    assert await ids(client, owner, project=plan["id"]) == [a["id"]]
+    nowhere = await run(action="move", task_ids=[b["id"]], project_id="no-such-project")
+    assert nowhere["results"][0]["code"] == "project-not-found"
+
+    cancelled = await run(action="cancel", task_ids=[a["id"], a["id"], finished["id"]], reason="season over")
+    assert [(r["task_id"], r["ok"]) for r in cancelled["results"]] == [(a["id"], True), (finished["id"], False)]
+    assert (await client.get(f"/v1/tasks/{a['id']}", headers=owner)).json()["status"] == "cancelled"
+    assert (await client.get(f"/v1/tasks/{theirs['id']}", headers=auth(stack, other))).json()["labels"] == []
+
+    member = auth(stack, org, "mia", "member")
+    refused = await client.post("/v1/tasks/bulk", json={"action": "cancel", "task_ids": [b["id"]], "reason": "x"},
+                                headers=member)
+    assert refused.status_code == 403
+    too_many = await client.post("/v1/tasks/bulk", json={"action": "cancel", "reason": "x",
+                                                         "task_ids": [str(n) for n in range(501)]}, headers=owner)
+    assert too_many.status_code == 422
