@@ -200,9 +200,15 @@ _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI document gives the request's path."""
+    """The methods the OpenAPI document gives the request's path. A path written out
+    in the document (`/v1/tasks/count`) is that resource alone, not also the template
+    it happens to match (`/v1/tasks/{task_id}`)."""
+    paths = request.app.openapi().get("paths", {})
+    exact = paths.get(request.url.path)
+    if exact is not None:
+        return sorted({m.upper() for m in exact if m in _METHODS})
     allowed: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
+    for template, operations in paths.items():
         if compile_path(template)[0].match(request.url.path):
             allowed |= {m.upper() for m in operations if m in _METHODS}
     return sorted(allowed)
