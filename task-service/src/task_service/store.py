@@ -783,11 +783,20 @@ SORT_KEYS: dict[str, Any] = {
 }
 
 
+async def custom_plans(conn: AsyncConnection) -> None:
+    """Plan this transaction's statements for their values. asyncpg prepares each
+    statement, and after five runs PostgreSQL may switch to a generic plan that cannot
+    see where a cursor's position or an org falls: measured on a million tasks, the
+    50th page by cursor took 175 ms with it and 4 ms planned for its values."""
+    await conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 async def list_page(conn: AsyncConnection, org_id: str, f: TaskFilter, *, sort: str, limit: int,
                     after: tuple[Any, str] | None = None, extra: Sequence[sa.ColumnElement[bool]] = ()
                     ) -> tuple[list[Task], Any | None]:
     """One keyset page: up to `limit` tasks after the position `after` (key, id) in
     the sort, and the position of the last one if there are more (None: the last page)."""
+    await custom_plans(conn)
     descending = sort.startswith("-")
     key = SORT_KEYS[sort.lstrip("-")].label("sort_key")
     query = OrgScope(tasks, org_id).select(*TASK_COLUMNS, key).where(*filter_conditions(f), *extra)
@@ -824,6 +833,7 @@ async def board_counts(conn: AsyncConnection, org_id: str, f: TaskFilter, group_
 async def due_between(conn: AsyncConnection, org_id: str, f: TaskFilter, start: datetime, end: datetime, *,
                       limit: int) -> list[Task]:
     """Tasks due in [start, end), soonest first (the due-date index serves it)."""
+    await custom_plans(conn)
     rows = (await conn.execute(
         OrgScope(tasks, org_id).select(*TASK_COLUMNS)
         .where(due_key >= start, due_key < end, *filter_conditions(f))
