@@ -42,18 +42,17 @@ def percentile(samples: list[float], q: float) -> float:
 async def linked_tasks(http: httpx.AsyncClient, url: str, token: str) -> dict[str, list[dict[str, Any]]]:
     """The org's tasks by the reservation they are linked to."""
     found: dict[str, list[dict[str, Any]]] = {}
-    offset = 0
+    params: dict[str, Any] = {"limit": 200}
     while True:
-        response = await http.get(f"{url}/v1/tasks", params={"limit": 200, "offset": offset},
-                                  headers={"Authorization": f"Bearer {token}"})
+        response = await http.get(f"{url}/v1/tasks", params=params, headers={"Authorization": f"Bearer {token}"})
         response.raise_for_status()
         page = response.json()
         for task in page["items"]:
             if task["data"].get("link"):
                 found.setdefault(task["data"]["link"], []).append(task)
-        offset += len(page["items"])
-        if offset >= page["total"] or not page["items"]:
+        if page["next_cursor"] is None:
             return found
+        params = {"limit": 200, "cursor": page["next_cursor"]}
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -114,6 +114,7 @@ EXAMPLES: dict[type[Payload], dict[str, Any]] = {
     },
     tasks.TaskFailed: {**TASK, "reason": "market data unavailable"},
     tasks.TaskBlocked: {**TASK, "reason": "waiting for owner input"},
+    tasks.TaskUnblocked: {**TASK, "blocker_ids": ["t-0"], "released_by": "t-0", "unblocked_by": "u-1"},
     tasks.TaskCancelled: {**TASK, "reason": "reservation cancelled", "cancelled_by": "automation"},
     tasks.TaskRescheduled: {**TASK, "due_at": "2025-04-05T10:00:00Z"},
     tasks.TaskCancelRequested: {"request_id": "req-1", "org_id": "org-1", "reason": "reservation cancelled",

@@ -48,6 +48,7 @@ PUBLIC_API = {
     "TaskCompleted",
     "TaskFailed",
     "TaskBlocked",
+    "TaskUnblocked",
     "RunStatus",
     "WaitKind",
     "WorkflowRunRequested",

@@ -46,6 +46,18 @@ def _date_time_text(value: Any) -> Any:
 IsoDateTimeQuery = Annotated[dt.datetime, BeforeValidator(_date_time_text)]
 
 
+def _date_text(value: Any) -> Any:
+    """A date in a query string: refuse text that is a number (pydantic would read
+    "20250302" as seconds since 1970), which `format: date` does not allow."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("a date is ISO 8601 text, e.g. '2025-03-02', not a number")
+    return _text_only("a date", "2025-03-02")(value)
+
+
+# A date in a query string.
+IsoDateQuery = Annotated[dt.date, BeforeValidator(_date_text)]
+
+
 def _takes_numbers_not_booleans(annotation: Any) -> bool:
     kinds = set(get_args(annotation)) or {annotation}
     return bool(kinds & {int, float}) and bool not in kinds

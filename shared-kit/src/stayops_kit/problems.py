@@ -77,6 +77,8 @@ class Problem(BaseModel):
     missing_permission: str | None = Field(default=None, description="On permission-missing: what to grant.")
 
 
+_STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "instance"})
+
 # What each declared status means, in the OpenAPI document.
 _DESCRIPTIONS: Mapping[int, str] = {
     401: "No valid token (problem+json, code unauthorized).",
@@ -147,6 +149,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = getattr(exc, "errors", None)
         if isinstance(errors, list):
             extra["errors"] = errors
+        # Members a problem names beyond the standard ones (the tasks of a cycle, ...).
+        members = getattr(exc, "problem_members", None)
+        if isinstance(members, dict):
+            extra.update({k: v for k, v in members.items() if k not in _STANDARD_MEMBERS})
         return problem(status_for(exc), str(exc), code=code_of(exc), title=title,
                        instance=request.url.path, **extra)
 
@@ -194,9 +200,15 @@ _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI document gives the request's path."""
+    """The methods the OpenAPI document gives the request's path. A path written out
+    in the document (`/v1/tasks/count`) is that resource alone, not also the template
+    it happens to match (`/v1/tasks/{task_id}`)."""
+    paths = request.app.openapi().get("paths", {})
+    exact = paths.get(request.url.path)
+    if exact is not None:
+        return sorted({m.upper() for m in exact if m in _METHODS})
     allowed: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
+    for template, operations in paths.items():
         if compile_path(template)[0].match(request.url.path):
             allowed |= {m.upper() for m in operations if m in _METHODS}
     return sorted(allowed)

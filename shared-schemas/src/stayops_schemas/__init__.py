@@ -73,6 +73,7 @@ from stayops_schemas.events.tasks import (
     TaskStarted,
     TaskStatus,
     TaskType,
+    TaskUnblocked,
 )
 from stayops_schemas.events.workflows import (
     RunStatus,
@@ -148,6 +149,7 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskType",
+    "TaskUnblocked",
     "Topic",
     "UnknownEventType",
     "UserType",

@@ -152,6 +152,7 @@ _ENTRIES: tuple[EventType, ...] = (
     EventType("stayops.task.completed", TASKS, tasks.TaskCompleted),
     EventType("stayops.task.failed", TASKS, tasks.TaskFailed),
     EventType("stayops.task.blocked", TASKS, tasks.TaskBlocked),
+    EventType("stayops.task.unblocked", TASKS, tasks.TaskUnblocked),
     EventType("stayops.task.cancelled", TASKS, tasks.TaskCancelled),
     EventType("stayops.task.rescheduled", TASKS, tasks.TaskRescheduled),
     EventType("stayops.task.cancel.requested", TASKS, tasks.TaskCancelRequested),

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, available_timezones
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from stayops_kit import idempotency
+from stayops_kit import idempotency, pages
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import IsoDateTime
+from stayops_kit.fields import IsoDate, IsoDateQuery, IsoDateTime, IsoDateTimeQuery
 from stayops_kit.permissions import Permission, require
-from stayops_kit.problems import problem_responses
+from stayops_kit.problems import code_of, problem_responses, status_for
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, DecisionOutcome, Priority, TaskStatus, TaskType
-from task_service import handlers, store
-from task_service.domain import Decision, Task
+from task_service import handlers, projects, store
+from task_service.domain import DONE_STATUSES, Decision, Task, open_blockers
 
 router = APIRouter(tags=["tasks"])
 
@@ -53,6 +55,12 @@ class TaskIn(BaseModel):
     parent_task_id: str | None = None
     labels: Labels = Field(default_factory=list)
     required: StrictBool = Field(default=True, description="As a subtask: its parent cannot complete while it is open.")
+    project_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="A project of the org (404 otherwise).")
+    milestone_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="A milestone of the project (it places the task in its project).")
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="The listing it is about; default the data's `listing_id`.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_AUTOMATION_RUNS_AUTOMATED_TASKS)
 
@@ -95,6 +103,15 @@ class TaskOut(BaseModel):
     version: int = Field(description="Bumped by every change; the ETag header is this number, quoted.")
     progress: Progress | None = Field(
         default=None, description="Its subtasks done (completed or cancelled) of all; null: it has none.")
+    project_id: str | None = None
+    milestone_id: str | None = None
+    listing_id: str | None = None
+    blocked_by: list[Dependency] | None = Field(
+        default=None, description="The tasks it is blocked by (GET of one task and its dependency routes; "
+        "null in lists).")
+    blocks: list[Dependency] | None = Field(default=None, description="The tasks it blocks (as blocked_by).")
+    blocked: bool | None = Field(
+        default=None, description="Whether a task it is blocked by is still open: it cannot start or complete.")
 
     @classmethod
     def of(cls, task: Task, progress: tuple[int, int] | None = None) -> TaskOut:
@@ -102,6 +119,31 @@ class TaskOut(BaseModel):
         if progress is not None:
             out.progress = Progress(done=progress[0], total=progress[1])
         return out
+
+    def with_dependencies(self, blockers: list[Task], blocked: list[Task]) -> TaskOut:
+        self.blocked_by = [Dependency.of(t) for t in blockers]
+        self.blocks = [Dependency.of(t) for t in blocked]
+        self.blocked = bool(open_blockers(blockers))
+        return self
+
+
+class Dependency(BaseModel):
+    task_id: str
+    title: str
+    status: TaskStatus
+    project_id: str | None
+    done: bool = Field(description="Completed or cancelled: it no longer holds anything back.")
+
+    @classmethod
+    def of(cls, task: Task) -> Dependency:
+        return cls(task_id=task.id, title=task.title, status=task.status, project_id=task.project_id,
+                   done=task.status in DONE_STATUSES)
+
+
+class DependencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    blocked_by: str = Field(min_length=1, max_length=200, description="The task this one waits for (same org).")
 
 
 class Progress(BaseModel):
@@ -126,6 +168,10 @@ class TaskPatch(BaseModel):
                     "created.")
     role_id: str | None = Field(default=None, min_length=1, max_length=200)
     department_id: str | None = Field(default=None, min_length=1, max_length=200)
+    project_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="Moving it to another project leaves its milestone.")
+    milestone_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="A milestone places the task in the milestone's project.")
 
     @model_validator(mode="after")
     def _automation_only_at_creation(self) -> TaskPatch:
@@ -227,7 +273,8 @@ def _answer(task: Task, response: Response, progress: tuple[int, int] | None = N
 
 
 @router.post("/tasks", status_code=status.HTTP_201_CREATED, response_model=TaskOut,
-             responses={200: {"model": TaskOut, "description": "A retry: the task its Idempotency-Key made."}})
+             responses={200: {"model": TaskOut, "description": "A retry: the task its Idempotency-Key made."},
+                        **problem_responses(404)})
 async def create_task(body: TaskIn, caller: Creator, runtime: Runtime, response: Response,
                       correlation_id: CorrelationId, idempotency_key: IdempotencyKey = None) -> TaskOut:
     command = handlers.CreateTask(**body.model_dump())
@@ -239,29 +286,275 @@ async def create_task(body: TaskIn, caller: Creator, runtime: Runtime, response:
             task, created = await handlers.create_task_once(uow, caller, command, idempotency_key, digest)
             if not created:
                 response.status_code = status.HTTP_200_OK
-    return TaskOut.of(task)
+                async with runtime.engine.connect() as conn:
+                    return await _with_dependencies(conn, TaskOut.of(task))
+    # A new task has no dependencies yet.
+    return TaskOut.of(task).with_dependencies([], [])
 
 
-@router.get("/tasks", response_model=TaskPage)
-async def list_tasks(
+def _values_of(kind: type[StrEnum]) -> str:
+    one = "|".join(v.value for v in kind)
+    return f"^({one})(,({one}))*$"
+
+
+_IDS = r"^[^,]{1,200}(,[^,]{1,200}){0,49}$"
+
+
+def _ids(description: str) -> Any:
+    return Query(pattern=_IDS, description=description + " Comma-separated; any of them matches.")
+
+
+def task_filter(
     caller: CurrentCaller,
-    runtime: Runtime,
-    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
-    task_type: TaskType | None = None,
-    assigned_to: str | None = None,
-    role_id: str | None = None,
-    workflow_run_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
-) -> TaskPage:
+    status_: Annotated[str | None, Query(alias="status", pattern=_values_of(TaskStatus),
+                                         description="e.g. `pending,in_progress`; any of them.")] = None,
+    assignee: Annotated[str | None, _ids("User ids; `me` is the caller, `none` a task nobody has.")] = None,
+    role: Annotated[str | None, _ids("Role ids.")] = None,
+    department: Annotated[str | None, _ids("Department ids.")] = None,
+    label: Annotated[str | None, _ids("Labels; a task with any of them.")] = None,
+    priority: Annotated[str | None, Query(pattern=_values_of(Priority), description="Any of them.")] = None,
+    type_: Annotated[str | None, Query(alias="type", pattern=_values_of(TaskType), description="Any of them.")] = None,
+    project: Annotated[str | None, _ids("Project ids; `none`: in no project.")] = None,
+    milestone: Annotated[str | None, _ids("Milestone ids.")] = None,
+    listing: Annotated[str | None, _ids("Listing ids.")] = None,
+    parent: Annotated[str | None, _ids("Parent task ids; `none`: top-level tasks.")] = None,
+    workflow_run_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    due_before: Annotated[IsoDateTimeQuery | None, Query(description="Due before this time.")] = None,
+    due_after: Annotated[IsoDateTimeQuery | None, Query(description="Due at or after this time.")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+        "Full-text search over title, description and comments (PostgreSQL websearch syntax: words, "
+        "\"a phrase\", -not, or).") )] = None,
+) -> store.TaskFilter:
+    """The filters every list view takes."""
+    def split(text: str | None, *, me: bool = False, none: bool = False) -> tuple[Any, ...]:
+        if text is None:
+            return ()
+        values: list[str | None] = []
+        for value in dict.fromkeys(text.split(",")):
+            if me and value == "me":
+                values.append(caller.user_id)
+            elif none and value == "none":
+                values.append(None)
+            else:
+                values.append(value)
+        return tuple(values)
+
+    return store.TaskFilter(
+        statuses=split(status_), assignees=split(assignee, me=True, none=True), roles=split(role),
+        departments=split(department), labels=split(label), priorities=split(priority), types=split(type_),
+        projects=split(project, none=True), milestones=split(milestone), listings=split(listing),
+        parents=split(parent, none=True), workflow_run_id=workflow_run_id, due_before=due_before,
+        due_after=due_after, q=q,
+    )
+
+
+Filters = Annotated[store.TaskFilter, Depends(task_filter)]
+Sort = Literal["created", "-created", "updated", "-updated", "due", "-due", "priority", "-priority"]
+Cursor = Annotated[str | None, Query(pattern=pages.CURSOR_PATTERN, description="next_cursor of the page before.")]
+
+
+class TaskList(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` (with the same filters and sort) for the next "
+                                    "page; null on the last one.")
+
+
+async def _page(conn: Any, caller: Caller, filters: store.TaskFilter, sort: str, limit: int, cursor: str | None,
+                extra: Any = ()) -> TaskList:
+    after = None
+    if cursor is not None:
+        keys, last = pages.decode_cursor(cursor, sort, 1)
+        after = (keys[0], last)
+    items, end = await store.list_page(conn, caller.org_id, filters, sort=sort, limit=limit, after=after,
+                                       extra=extra)
+    progress = await store.progress_of(conn, caller.org_id, [t.id for t in items])
+    return TaskList(items=[TaskOut.of(t, progress.get(t.id)) for t in items],
+                    next_cursor=pages.encode_cursor(sort, [end[0]], end[1]) if end else None)
+
+
+@router.get("/tasks", response_model=TaskList, responses=problem_responses(422))
+async def list_tasks(caller: CurrentCaller, runtime: Runtime, filters: Filters, sort: Sort = "-created",
+                     limit: Paging = 50, cursor: Cursor = None) -> TaskList:
+    """The org's tasks, filtered and sorted (`due`: soonest first, none last; `priority`:
+    low to urgent; `-` reverses), a keyset page at a time: tasks added or changed while
+    paging never repeat or skip one that was there. No total: GET /v1/tasks/count."""
     async with runtime.engine.connect() as conn:
-        items, total = await store.list_tasks(
-            conn, caller.org_id, status=status_, task_type=task_type, assigned_to=assigned_to,
-            role_id=role_id, workflow_run_id=workflow_run_id, limit=limit, offset=offset,
-        )
-        progress = await store.progress_of(conn, caller.org_id, [t.id for t in items])
-    return TaskPage(items=[TaskOut.of(t, progress.get(t.id)) for t in items], total=total, limit=limit,
-                    offset=offset)
+        return await _page(conn, caller, filters, sort, limit, cursor)
+
+
+class Count(BaseModel):
+    count: int
+
+
+@router.get("/tasks/count", response_model=Count)
+async def count_tasks(caller: CurrentCaller, runtime: Runtime, filters: Filters) -> Count:
+    """How many tasks the same filters as GET /v1/tasks match (an exact count)."""
+    async with runtime.engine.connect() as conn:
+        return Count(count=await store.count_tasks(conn, caller.org_id, filters))
+
+
+class Column(BaseModel):
+    value: str | None = Field(description="The column's status, assignee or priority; null: nobody's.")
+    count: int
+    items: list[TaskOut]
+    next_cursor: str | None = Field(description="For GET /v1/tasks with the same filters and sort, and this "
+                                    "column's value as its filter.")
+
+
+class Board(BaseModel):
+    group_by: str
+    columns: list[Column]
+
+
+@router.get("/board", response_model=Board, responses=problem_responses(422))
+async def board(caller: CurrentCaller, runtime: Runtime, filters: Filters,
+                group_by: Literal["status", "assignee", "priority"] = "status", sort: Sort = "-created",
+                limit: Annotated[int, Query(ge=1, le=50, description="Tasks per column.")] = 20) -> Board:
+    """Kanban columns of the filtered tasks: every status or priority (in their order),
+    or each assignee who has some (the fullest 50, and `null` for nobody), each with
+    its count and first page."""
+    group = store.BOARD_GROUPS[group_by]
+    async with runtime.engine.connect() as conn:
+        counts = dict(await store.board_counts(conn, caller.org_id, filters, group_by, columns=51))
+        kinds: dict[str, type[StrEnum]] = {"status": TaskStatus, "priority": Priority}
+        values: list[str | None] = ([v.value for v in kinds[group_by]] if group_by in kinds else list(counts))
+        columns = []
+        for value in values:
+            found = counts.get(value, 0)
+            page = (await _page(conn, caller, filters, sort, limit, None,
+                                extra=[group.is_(None) if value is None else group == value])
+                    if found else TaskList(items=[], next_cursor=None))
+            columns.append(Column(value=value, count=found, items=page.items, next_cursor=page.next_cursor))
+    return Board(group_by=group_by, columns=columns)
+
+
+TimeZone = StrEnum("TimeZone", {name: name for name in sorted(available_timezones())})  # type: ignore[misc]
+
+
+class Day(BaseModel):
+    date: date
+    items: list[TaskOut]
+
+
+class Calendar(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+    tz: str
+    days: list[Day] = Field(description="Each day from `from` to `to` with a task due, in the time zone.")
+    truncated: bool = Field(description="More tasks are due than `limit`: the latest are left out.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+@router.get("/calendar", response_model=Calendar, response_model_by_alias=True, responses=problem_responses(422))
+async def calendar(caller: CurrentCaller, runtime: Runtime, filters: Filters,
+                   from_: Annotated[IsoDateQuery, Query(alias="from", description="First day (in `tz`).")],
+                   to: Annotated[IsoDateQuery, Query(description="Last day, included.")],
+                   tz: Annotated[TimeZone, Query(description="The caller's time zone (IANA name).")] = "UTC",  # type: ignore[assignment]
+                   limit: Annotated[int, Query(ge=1, le=2_000)] = 500) -> Calendar:
+    """The filtered tasks due from `from` to `to` (days in `tz`), by day, soonest first."""
+    zone = ZoneInfo(str(tz.value if isinstance(tz, StrEnum) else tz))
+    start = datetime.combine(from_, time(), zone)
+    end = datetime.combine(min(to, date.max - timedelta(days=1)) + timedelta(days=1), time(), zone)
+    found: list[Task] = []
+    if start < end:
+        async with runtime.engine.connect() as conn:
+            found = await store.due_between(conn, caller.org_id, filters, start, end, limit=limit + 1)
+    days: dict[date, list[TaskOut]] = {}
+    for task in found[:limit]:
+        assert task.due_at is not None
+        days.setdefault(task.due_at.astimezone(zone).date(), []).append(TaskOut.of(task))
+    return Calendar(from_=from_, to=to, tz=zone.key, days=[Day(date=d, items=i) for d, i in days.items()],
+                    truncated=len(found) > limit)
+
+
+TaskIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=500)]
+
+
+class BulkAssign(BaseModel):
+    """Each task to an assignee, a role's or a department's queue (the fields given, as PATCH)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["assign"]
+    task_ids: TaskIds
+    assigned_to: str | None = Field(default=None, min_length=1, max_length=200,
+                                    json_schema_extra={"not": {"const": AUTOMATION_ASSIGNEE}})
+    role_id: str | None = Field(default=None, min_length=1, max_length=200)
+    department_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _automation_only_at_creation(self) -> BulkAssign:
+        if self.assigned_to == AUTOMATION_ASSIGNEE:
+            raise ValueError(f"{AUTOMATION_ASSIGNEE!r} takes automated tasks only as they are created")
+        return self
+
+
+class BulkLabel(BaseModel):
+    """Labels added to and removed from each task (at most 20 on a task)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["label"]
+    task_ids: TaskIds
+    add: Labels = Field(default_factory=list)
+    remove: Labels = Field(default_factory=list)
+
+
+class BulkMove(BaseModel):
+    """Each task to a project and/or milestone (the fields given, as PATCH; null: out of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["move"]
+    task_ids: TaskIds
+    project_id: str | None = Field(default=None, min_length=1, max_length=200)
+    milestone_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class BulkCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["cancel"]
+    task_ids: TaskIds
+    reason: str = Field(min_length=1, max_length=2_000)
+
+
+BulkIn = Annotated[BulkAssign | BulkLabel | BulkMove | BulkCancel, Field(discriminator="action")]
+
+
+class BulkItem(BaseModel):
+    task_id: str
+    ok: bool
+    status: int = Field(description="What the single route would have answered: 200, or the problem's status.")
+    code: str | None = Field(description="The problem's code when refused (task-not-found, "
+                             "transition-not-allowed, ...).")
+    detail: str | None
+    version: int | None = Field(description="The task's version after the change.")
+
+
+class BulkOut(BaseModel):
+    action: str
+    succeeded: int
+    refused: int
+    results: list[BulkItem] = Field(description="One per task id, in the order given (repeats once).")
+
+
+@router.post("/tasks/bulk", response_model=BulkOut)
+async def bulk(body: BulkIn, caller: Manager, runtime: Runtime, correlation_id: CorrelationId) -> BulkOut:
+    """Assign, label, move or cancel up to 500 tasks: each as its single route (PATCH
+    or /cancel) would, with its events and history; a task refused (another org's, a
+    finished one) is reported with its problem code and the others still change."""
+    params = body.model_dump(exclude_unset=True, exclude={"action", "task_ids"})
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        outcomes = await handlers.bulk(uow, caller, body.action, body.task_ids, params)
+    results = [BulkItem(task_id=o.task_id, ok=o.error is None,
+                        status=200 if o.error is None else status_for(o.error),
+                        code=None if o.error is None else code_of(o.error),
+                        detail=None if o.error is None else str(o.error),
+                        version=o.task.version if o.task else None) for o in outcomes]
+    ok = sum(r.ok for r in results)
+    return BulkOut(action=body.action, succeeded=ok, refused=len(results) - ok, results=results)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
@@ -269,7 +562,34 @@ async def get_task(task_id: str, caller: CurrentCaller, runtime: Runtime, respon
     async with runtime.uow.begin() as uow:
         task = await handlers.get_task(uow, caller, task_id)
         progress = (await store.progress_of(uow.conn, caller.org_id, [task.id])).get(task.id)
-    return _answer(task, response, progress)
+        out = await _with_dependencies(uow.conn, _answer(task, response, progress))
+    return out
+
+
+async def _with_dependencies(conn: Any, out: TaskOut) -> TaskOut:
+    return out.with_dependencies(await store.blockers_of(conn, out.org_id, out.id),
+                                 await store.blocked_by_this(conn, out.org_id, out.id))
+
+
+@router.post("/tasks/{task_id}/dependencies", response_model=TaskOut, responses=problem_responses(422))
+async def add_dependency(task_id: str, body: DependencyIn, caller: Manager, runtime: Runtime,
+                         response: Response) -> TaskOut:
+    """The task is blocked by `blocked_by` (any project of the org) until that task is
+    completed or cancelled; a dependency that would close a cycle is a 422
+    (`dependency-cycle`, its task ids in `cycle`)."""
+    async with runtime.uow.begin() as uow:
+        task = await handlers.add_dependency(uow, caller, task_id, body.blocked_by)
+        out = await _with_dependencies(uow.conn, _answer(task, response))
+    return out
+
+
+@router.delete("/tasks/{task_id}/dependencies/{blocker_id}", response_model=TaskOut)
+async def remove_dependency(task_id: str, blocker_id: str, caller: Manager, runtime: Runtime,
+                            response: Response, correlation_id: CorrelationId) -> TaskOut:
+    async with runtime.uow.begin(correlation_id=correlation_id) as uow:
+        task = await handlers.remove_dependency(uow, caller, task_id, blocker_id)
+        out = await _with_dependencies(uow.conn, _answer(task, response))
+    return out
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskOut, responses=problem_responses(409, 412))
@@ -431,3 +751,190 @@ async def decide_task(task_id: str, body: DecisionIn, caller: Decider, runtime: 
     async with runtime.uow.begin(correlation_id=correlation_id) as uow:
         task = await handlers.decide_task(uow, caller, task_id, decision)
     return TaskOut.of(task)
+
+
+# -- projects and milestones ------------------------------------------------------------
+
+ProjectStatus = Literal["active", "done", "archived"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RollupOut(BaseModel):
+    done: int = Field(description="Tasks completed or cancelled.")
+    total: int
+    open: int
+    expected_finish: datetime | None = Field(description=(
+        "The later of the latest due time of the open tasks and now + open tasks times the median time a "
+        "completed task (of the project) took from created to completed; null when nothing is open, or no "
+        "open task has a due time and none was completed yet."))
+
+    @classmethod
+    def of(cls, rollup: projects.Rollup | None) -> RollupOut:
+        if rollup is None:
+            return cls(done=0, total=0, open=0, expected_finish=None)
+        return cls(done=rollup.done, total=rollup.total, open=rollup.open, expected_finish=rollup.expected_finish)
+
+
+class MilestoneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    target_date: IsoDate | None = None
+
+
+class MilestoneOut(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    target_date: date | None
+    created_at: datetime
+    progress: RollupOut
+
+
+class ProjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: str | None = Field(default=None, max_length=10_000)
+    owner_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="The listing it is about; null: the portfolio.")
+    status: ProjectStatus = "active"
+    start_date: IsoDate | None = None
+    target_date: IsoDate | None = None
+
+
+class ProjectPatch(BaseModel):
+    """The fields to change; left out stays, `null` clears (name and status never)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = None  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=10_000)
+    owner_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200)
+    status: ProjectStatus = None  # type: ignore[assignment]
+    start_date: IsoDate | None = None
+    target_date: IsoDate | None = None
+
+
+class ProjectOut(BaseModel):
+    id: str
+    org_id: str
+    name: str
+    description: str | None
+    owner_user_id: str | None
+    listing_id: str | None
+    scope: Literal["listing", "portfolio"]
+    status: ProjectStatus
+    start_date: date | None
+    target_date: date | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    progress: RollupOut
+    milestones: list[MilestoneOut] | None = Field(default=None, description="On GET of one project.")
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+class Timeline(BaseModel):
+    project: ProjectOut
+    milestones: list[TimelineMilestone] = Field(description="By target date (none last).")
+    unscheduled: list[TaskOut] = Field(description="The project's tasks in no milestone, by due date.")
+    truncated: bool = Field(description="More tasks than `limit`: the latest due are left out.")
+
+
+class TimelineMilestone(MilestoneOut):
+    tasks: list[TaskOut] = Field(description="By due date (none last), then creation.")
+
+
+async def _project_out(conn: Any, project: dict[str, Any], *, with_milestones: bool = False) -> ProjectOut:
+    now = datetime.now(UTC)
+    total, per = projects.rollups(await store.project_rollup(conn, project["org_id"], project["id"]), now)
+    out = ProjectOut(**project, scope="listing" if project["listing_id"] else "portfolio",
+                     progress=RollupOut.of(total))
+    if with_milestones:
+        out.milestones = [MilestoneOut(**m, progress=RollupOut.of(per.get(m["id"])))
+                          for m in await store.milestones_of(conn, project["org_id"], project["id"])]
+    return out
+
+
+@router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
+async def create_project(body: ProjectIn, caller: Manager, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.create_project(uow, caller, body.model_dump())
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.get("/projects", response_model=ProjectPage)
+async def list_projects(
+    caller: CurrentCaller, runtime: Runtime,
+    status_: Annotated[list[ProjectStatus] | None, Query(alias="status", description="Any of them.")] = None,
+    listing: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Paging = 50,
+    cursor: Annotated[str | None, Query(pattern=pages.CURSOR_PATTERN, description="next_cursor of the page before.")
+                      ] = None,
+) -> ProjectPage:
+    """The org's projects, oldest first, with their roll-ups."""
+    after = None
+    if cursor is not None:
+        keys, last = pages.decode_cursor(cursor, "projects", 1)
+        after = (keys[0], last)
+    async with runtime.engine.connect() as conn:
+        found = await store.list_projects(conn, caller.org_id, status=status_ or [], listing_id=listing,
+                                          limit=limit, after=after)
+        items = [await _project_out(conn, p) for p in found[:limit]]
+    more = len(found) > limit
+    return ProjectPage(items=items, next_cursor=pages.encode_cursor(
+        "projects", [found[limit - 1]["created_at"]], found[limit - 1]["id"]) if more else None)
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut)
+async def get_project(project_id: str, caller: CurrentCaller, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.get_project(uow, caller, project_id)
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut)
+async def edit_project(project_id: str, body: ProjectPatch, caller: Manager, runtime: Runtime) -> ProjectOut:
+    async with runtime.uow.begin() as uow:
+        project = await projects.edit_project(uow, caller, project_id, body.model_dump(exclude_unset=True))
+        return await _project_out(uow.conn, project, with_milestones=True)
+
+
+@router.post("/projects/{project_id}/milestones", status_code=status.HTTP_201_CREATED, response_model=MilestoneOut)
+async def add_milestone(project_id: str, body: MilestoneIn, caller: Manager, runtime: Runtime) -> MilestoneOut:
+    async with runtime.uow.begin() as uow:
+        milestone = await projects.add_milestone(uow, caller, project_id, body.model_dump())
+    return MilestoneOut(**milestone, progress=RollupOut.of(None))
+
+
+@router.get("/projects/{project_id}/milestones", response_model=list[MilestoneOut])
+async def milestones(project_id: str, caller: CurrentCaller, runtime: Runtime) -> list[MilestoneOut]:
+    async with runtime.uow.begin() as uow:
+        project = await projects.get_project(uow, caller, project_id)
+        return (await _project_out(uow.conn, project, with_milestones=True)).milestones or []
+
+
+@router.get("/projects/{project_id}/timeline", response_model=Timeline)
+async def timeline(project_id: str, caller: CurrentCaller, runtime: Runtime,
+                   limit: Annotated[int, Query(ge=1, le=2_000)] = 500) -> Timeline:
+    """The project's milestones by target date, each with its tasks by due date, and
+    the tasks in no milestone."""
+    async with runtime.uow.begin() as uow:
+        project = await _project_out(uow.conn, await projects.get_project(uow, caller, project_id),
+                                     with_milestones=True)
+        found = await store.project_tasks(uow.conn, caller.org_id, project_id, limit=limit + 1)
+    listed = [TaskOut.of(t) for t in found[:limit]]
+    return Timeline(
+        project=project,
+        milestones=[TimelineMilestone(**m.model_dump(), tasks=[t for t in listed if t.milestone_id == m.id])
+                    for m in project.milestones or []],
+        unscheduled=[t for t in listed if t.milestone_id is None],
+        truncated=len(found) > limit,
+    )

@@ -231,6 +231,10 @@ class Task:
     required: bool = True
     # Bumped by every change: the ETag a client sends back in If-Match.
     version: int = 1
+    project_id: str | None = None
+    milestone_id: str | None = None
+    # The listing the task is about (given, or its data's `listing_id`).
+    listing_id: str | None = None
 
     @property
     def etag(self) -> str:
@@ -399,11 +403,12 @@ class Task:
 
 # What PATCH /v1/tasks/{id} may change.
 EDITABLE_FIELDS: frozenset[str] = frozenset(
-    {"title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id"})
+    {"title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id",
+     "project_id", "milestone_id"})
 # The fields a history entry compares, before and after a change.
 TRACKED_FIELDS: tuple[str, ...] = (
     "title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id",
-    "status", "status_reason", "result", "completed_by")
+    "status", "status_reason", "result", "completed_by", "project_id", "milestone_id")
 # A subtask in one of these no longer holds its parent back.
 DONE_STATUSES: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
 
@@ -649,3 +654,50 @@ def work_to_hand_back(standing: AgentStanding, open_tasks: Sequence[Task]) -> li
     """The agent's open tasks it may no longer hold: all of them when it is paused or
     off; an analysis task whose skill it lost."""
     return [task for task in open_tasks if standing.refuses(task.task_type, task.skill) is not None]
+
+
+class DependencyCycle(InvalidRequest):
+    code = "dependency-cycle"
+    title = "Dependency cycle"
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.problem_members = {"cycle": list(cycle)}
+        super().__init__("this dependency would close a cycle: " + " is blocked by ".join(cycle)
+                         + "; remove one of its dependencies first")
+
+
+class Blocked(Conflict):
+    code = "blocked"
+    title = "Blocked"
+
+    def __init__(self, task: Task, blockers: Sequence[Task], what: str) -> None:
+        self.problem_members = {"blockers": [t.id for t in blockers]}
+        names = ", ".join(f"{t.id} ({t.title!r}, {t.status.value})" for t in blockers)
+        super().__init__(f"task {task.id} cannot be {what} while it is blocked by: {names}")
+
+
+class DependencyNotFound(NotFound):
+    code = "dependency-not-found"
+
+    def __init__(self, task_id: str, blocker_id: str) -> None:
+        super().__init__(f"task {task_id} is not blocked by task {blocker_id}")
+
+
+class ProjectNotFound(NotFound):
+    code = "project-not-found"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"project {project_id} does not exist in your organisation")
+
+
+class MilestoneNotFound(NotFound):
+    code = "milestone-not-found"
+
+    def __init__(self, milestone_id: str, project_id: str | None = None) -> None:
+        where = f"project {project_id}" if project_id else "your organisation"
+        super().__init__(f"milestone {milestone_id} does not exist in {where}")
+
+
+def open_blockers(blockers: Sequence[Task]) -> list[Task]:
+    """The blockers that still hold a task back: those not done (completed or cancelled)."""
+    return [t for t in blockers if t.status not in DONE_STATUSES]

@@ -13,7 +13,7 @@ from typing import Any
 from stayops_kit import idempotency
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
-from stayops_kit.errors import PermanentError
+from stayops_kit.errors import DomainError, InvalidRequest, PermanentError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.permissions import MissingPermission, Permission
 from stayops_kit.policies import policy_of, store_policy
@@ -37,15 +37,19 @@ from stayops_schemas.events.tasks import (
     TaskStarted,
     TaskStatus,
     TaskType,
+    TaskUnblocked,
 )
 from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
-from task_service import store
+from task_service import projects, store
 from task_service.domain import (
     AUTOMATION,
     Actor,
     AgentStanding,
     Assignment,
+    Blocked,
     Decision,
+    DependencyCycle,
+    DependencyNotFound,
     ParentTaskInvalid,
     ResultInvalid,
     SideEffectNeedsWorkflow,
@@ -54,6 +58,7 @@ from task_service.domain import (
     actor_of,
     check_side_effects,
     choose_assignment,
+    open_blockers,
     reassign_open_work,
     work_to_hand_back,
 )
@@ -78,6 +83,9 @@ class CreateTask:
     request_id: str | None = None
     labels: tuple[str, ...] = ()
     required: bool = True
+    project_id: str | None = None
+    milestone_id: str | None = None
+    listing_id: str | None = None
 
 
 async def create_task(uow: UnitOfWork, caller: Caller, command: CreateTask) -> Task:
@@ -121,9 +129,16 @@ async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: Create
             raise ParentTaskInvalid(
                 f"parent task {command.parent_task_id} does not exist in your organisation"
             )
+    project_id, milestone_id = await projects.placement(uow, org_id, command.project_id, command.milestone_id)
+    listing_id = command.listing_id
+    if listing_id is None and isinstance(command.data.get("listing_id"), str):
+        listing_id = command.data["listing_id"]
     now = uow.clock.now()
     task = Task(
         id=uow.ids(),
+        project_id=project_id,
+        milestone_id=milestone_id,
+        listing_id=listing_id,
         org_id=org_id,
         title=command.title,
         task_type=command.task_type,
@@ -248,6 +263,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     """Its assignee starts it; a task waiting in a queue is claimed by the member of
     the queue who starts it, and that is announced as its assignment."""
     task = await _lock(uow, caller, task_id)
+    await _check_unblocked(uow, task, "started")
     now = uow.clock.now()
     claim = task.claim(caller.user_id, UserType(caller.user_type.value), caller.role_id, caller.department_id)
     if claim is not None:
@@ -265,6 +281,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: dict[str, Any]) -> Task:
     task = await _lock_for(uow, caller, task_id)
     task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
+    await _check_unblocked(uow, task, "completed")
     task = task.complete(result, caller.user_id, uow.clock.now())
     return await _save_completed(uow, task, by=_actor(caller, "completed"))
 
@@ -280,6 +297,7 @@ async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: D
             "your role does not grant it: ask an owner to decide, or to grant it to your role",
         )
     task.check_subtasks_done(await store.subtasks_of(uow.conn, task.org_id, task.id))
+    await _check_unblocked(uow, task, "decided")
     policy = await policy_of(uow.conn, task.org_id)
     task = task.decide(decision, caller.user_id, uow.clock.now(), policy)
     return await _save_completed(uow, task, by=_actor(caller, f"decided ({decision.outcome.value})"),
@@ -375,10 +393,12 @@ async def task_cancel_requested(ctx: EventContext, event: TaskCancelRequested) -
     if task is None or not task.can_become(TaskStatus.CANCELLED):
         return
     task = task.cancel(event.reason, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "cancelled"))
+    by = Actor(event.requested_by, _source_type(ctx), "cancelled")
+    await store.update_task(ctx.uow.conn, task, by)
     await ctx.uow.announce("stayops.task.cancelled",
                            TaskCancelled(**_ids(task), reason=event.reason, cancelled_by=event.requested_by),
                            org_id=task.org_id, key=task.id)
+    await _release_dependents(ctx.uow, task, by)
 
 
 async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequested) -> None:
@@ -437,6 +457,7 @@ async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: D
     )
     await uow.announce("stayops.task.completed", event, org_id=task.org_id, key=task.id,
                        correlation_id=_correlation(uow, task))
+    await _release_dependents(uow, task, by)
     return task
 
 
@@ -579,6 +600,14 @@ async def edit_task(uow: UnitOfWork, caller: Caller, task_id: str, changes: dict
     rescheduling."""
     before = await _lock(uow, caller, task_id)
     before.check_version(if_match)
+    if {"project_id", "milestone_id"} & changes.keys():
+        project_id = changes.get("project_id", before.project_id)
+        # A task moved to another project leaves the milestone of the one before.
+        milestone_id = changes.get("milestone_id", before.milestone_id if project_id == before.project_id else None)
+        if "milestone_id" in changes and "project_id" not in changes and milestone_id is not None:
+            project_id = None
+        changes = {**changes, **dict(zip(("project_id", "milestone_id"), await projects.placement(
+            uow, before.org_id, project_id, milestone_id), strict=True))}
     now = uow.clock.now()
     task = before.edited(changes, now)
     moved = {"assigned_to", "role_id", "department_id"} & changes.keys() and (
@@ -635,10 +664,12 @@ async def release_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 
 async def cancel_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock(uow, caller, task_id)).cancel(reason, uow.clock.now())
-    task = await store.update_task(uow.conn, task, _actor(caller, "cancelled"))
+    by = _actor(caller, "cancelled")
+    task = await store.update_task(uow.conn, task, by)
     await uow.announce("stayops.task.cancelled",
                        TaskCancelled(**_ids(task), reason=reason, cancelled_by=caller.user_id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+    await _release_dependents(uow, task, by)
     return task
 
 
@@ -686,3 +717,116 @@ async def watch(uow: UnitOfWork, caller: Caller, task_id: str, user_id: str, *, 
     else:
         await store.remove_watcher(uow.conn, task.org_id, task.id, user_id)
     return await store.watchers_of(uow.conn, task.org_id, task.id)
+
+
+# -- dependencies: a task blocked by others starts and completes once they are done ------
+
+async def _check_unblocked(uow: UnitOfWork, task: Task, what: str) -> None:
+    """A person may not start, complete or decide a task while a task it is blocked by
+    is open (409 `blocked`, naming them)."""
+    waiting = open_blockers(await store.blockers_of(uow.conn, task.org_id, task.id))
+    if waiting:
+        raise Blocked(task, waiting, what)
+
+
+async def add_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_id: str) -> Task:
+    """`task_id` is blocked by `blocker_id` (both of the caller's org, any projects);
+    refused (422 `dependency-cycle`) when the blocker is, through others, blocked by
+    the task. Written to the task's history."""
+    task = await _lock(uow, caller, task_id)
+    blocker = await get_task(uow, caller, blocker_id)
+    await store.lock_dependencies(uow.conn, task.org_id)
+    cycle = await store.find_cycle(uow.conn, task.org_id, task.id, blocker.id)
+    if cycle is not None:
+        raise DependencyCycle(cycle)
+    before = [t.id for t in await store.blockers_of(uow.conn, task.org_id, task.id)]
+    now = uow.clock.now()
+    if await store.add_dependency(uow.conn, task.org_id, task.id, blocker.id, caller.user_id, now):
+        await store.note(uow.conn, task, _actor(caller, "dependency added"),
+                         {"blocked_by": {"from": before, "to": [*before, blocker.id]}}, now)
+    return task
+
+
+async def remove_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_id: str) -> Task:
+    """The task is no longer blocked by `blocker_id`; if that blocker was the last open
+    one, the task is announced unblocked."""
+    task = await _lock(uow, caller, task_id)
+    await store.lock_dependencies(uow.conn, task.org_id)
+    blockers = await store.blockers_of(uow.conn, task.org_id, task.id)
+    removed = next((b for b in blockers if b.id == blocker_id), None)
+    if removed is None or not await store.remove_dependency(uow.conn, task.org_id, task.id, blocker_id):
+        raise DependencyNotFound(task.id, blocker_id)
+    now = uow.clock.now()
+    by = _actor(caller, "dependency removed")
+    left = [b for b in blockers if b.id != blocker_id]
+    await store.note(uow.conn, task, by, {"blocked_by": {"from": [b.id for b in blockers],
+                                                         "to": [b.id for b in left]}}, now)
+    if open_blockers([removed]) and not open_blockers(left) and task.is_open:
+        await _announce_unblocked(uow, task, left, None, by)
+    return task
+
+
+async def _release_dependents(uow: UnitOfWork, finished: Task, by: Actor) -> None:
+    """A task just done (completed or cancelled): each open task it blocked whose
+    blockers are now all done is announced unblocked, and its history says so."""
+    for waiting in await store.blocked_by_this(uow.conn, finished.org_id, finished.id, lock=True):
+        if not waiting.is_open:
+            continue
+        blockers = await store.blockers_of(uow.conn, waiting.org_id, waiting.id)
+        if open_blockers(blockers):
+            continue
+        await _announce_unblocked(uow, waiting, blockers, finished.id, by)
+
+
+async def _announce_unblocked(uow: UnitOfWork, task: Task, blockers: list[Task], released_by: str | None,
+                              by: Actor) -> None:
+    await store.note(uow.conn, task, Actor("task-service", "system", "unblocked"), {
+        "open_blockers": {"from": [released_by] if released_by else [], "to": []},
+        "released_by": {"from": None, "to": released_by or f"dependency removed by {by.id}"}}, uow.clock.now())
+    await uow.announce("stayops.task.unblocked",
+                       TaskUnblocked(**_ids(task), blocker_ids=[b.id for b in blockers], released_by=released_by,
+                                     unblocked_by=by.id),
+                       org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
+
+
+# -- bulk actions -------------------------------------------------------------------------
+
+MAX_LABELS = 20
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    task_id: str
+    task: Task | None = None
+    error: DomainError | None = None
+
+
+async def bulk(uow: UnitOfWork, caller: Caller, action: str, task_ids: list[str], params: dict[str, Any]
+               ) -> list[BulkOutcome]:
+    """One action on many tasks, each as its single route would do it (the same checks
+    and events, its history entry), each in its own savepoint: a task refused keeps
+    its state and the others still change. The tasks are locked in id order first."""
+    await store.lock_tasks(uow.conn, caller.org_id, sorted(set(task_ids)))
+    outcomes = []
+    for task_id in dict.fromkeys(task_ids):
+        try:
+            async with uow.conn.begin_nested():
+                done = await _bulk_one(uow, caller, action, task_id, params)
+            outcomes.append(BulkOutcome(task_id, task=done))
+        except DomainError as exc:
+            outcomes.append(BulkOutcome(task_id, error=exc))
+    return outcomes
+
+
+async def _bulk_one(uow: UnitOfWork, caller: Caller, action: str, task_id: str, params: dict[str, Any]) -> Task:
+    if action == "cancel":
+        return await cancel_task(uow, caller, task_id, params["reason"])
+    if action == "label":
+        task = await get_task(uow, caller, task_id)
+        labels = [label for label in dict.fromkeys((*task.labels, *params.get("add", ())))
+                  if label not in set(params.get("remove", ()))]
+        if len(labels) > MAX_LABELS:
+            raise InvalidRequest(f"task {task_id} would have {len(labels)} labels; at most {MAX_LABELS}")
+        return await edit_task(uow, caller, task_id, {"labels": tuple(labels)}, None)
+    # assign and move: the fields given, as PATCH would change them.
+    return await edit_task(uow, caller, task_id, params, None)

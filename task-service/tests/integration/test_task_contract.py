@@ -26,8 +26,8 @@ async def service(stack: Any) -> AsyncIterator[ServiceUnderTest]:
 
 
 async def total(service: ServiceUnderTest, org: str) -> int:
-    listed = await service.client.get("/v1/tasks", headers=service.auth(org))
-    count: int = listed.json()["total"]
+    listed = await service.client.get("/v1/tasks/count", headers=service.auth(org))
+    count: int = listed.json()["count"]
     return count
 
 
@@ -75,7 +75,6 @@ async def test_concurrent_retries_make_one_task(service: ServiceUnderTest) -> No
 
 @pytest.mark.parametrize(("path", "params"), [
     ("/v1/inbox", {"offset": "18107948911111122944"}),
-    ("/v1/tasks", {"offset": "18107948911111122944"}),
     ("/v1/tasks", {"limit": "99999999999999999999"}),
 ])
 async def test_oversized_integers_are_422_problems(service: ServiceUnderTest, path: str,

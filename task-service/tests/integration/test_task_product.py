@@ -252,7 +252,7 @@ async def test_a_mention_notifies_the_member_and_makes_them_watch(service: Servi
 
     listed = (await client.get(f"/v1/tasks/{task['id']}/comments", headers=owner)).json()
     assert [c["body"] for c in listed] == ["@bob can you look? cc @ghost, mail me at a@b.c"]
-    notes = (await client.get("/v1/tasks", params={"assigned_to": "automation"}, headers=owner)).json()["items"]
+    notes = (await client.get("/v1/tasks", params={"assignee": "automation"}, headers=owner)).json()["items"]
     assert [(n["data"]["action"], n["data"]["user_id"], n["data"]["about_task_id"]) for n in notes] == [
         ("notify", "bob", task["id"])]
     assert (await client.get(f"/v1/tasks/{task['id']}/watchers", headers=owner)).json()["watchers"] == [

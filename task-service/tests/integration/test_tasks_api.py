@@ -112,8 +112,8 @@ async def test_another_orgs_task_is_404_on_read_and_on_write(service: Service, s
         headers=auth(stack, theirs),
     )
     assert as_parent.status_code == 422
-    listed = await client.get("/v1/tasks", headers=auth(stack, theirs))
-    assert listed.json()["total"] == 0
+    listed = await client.get("/v1/tasks/count", headers=auth(stack, theirs))
+    assert listed.json()["count"] == 0
 
 
 @pytest.mark.parametrize(
@@ -141,8 +141,8 @@ async def test_bad_bodies_are_422_problems_and_write_nothing(
     async with runtime.engine.connect() as conn:
         rows = await conn.execute(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.org_id == org))
         assert rows.scalar_one() == 0
-    listed = await client.get("/v1/tasks", headers=auth(stack, org))
-    assert listed.json()["total"] == 0
+    listed = await client.get("/v1/tasks/count", headers=auth(stack, org))
+    assert listed.json()["count"] == 0
 
 
 async def test_operational_endpoints(service: Service) -> None:

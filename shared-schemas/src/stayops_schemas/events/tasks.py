@@ -197,6 +197,18 @@ class TaskBlocked(_TaskEvent):
     blocked_by: str | None = None
 
 
+class TaskUnblocked(_TaskEvent):
+    """`stayops.task.unblocked`: the last of the tasks this task is blocked by is done
+    (completed or cancelled), or its last open dependency was removed; it may start."""
+
+    blocker_ids: list[NonEmptyStr] = Field(
+        default_factory=list, description="The tasks it is still blocked by, each of them done now.")
+    released_by: str | None = Field(
+        default=None, description="The blocker whose completion or cancellation unblocked it; null when "
+        "removing a dependency did.")
+    unblocked_by: NonEmptyStr = Field(description="Who finished that blocker or removed the dependency.")
+
+
 class TaskCancelRequested(Payload):
     """`stayops.task.cancel.requested`: the requester of a task (named by the
     `request_id` it asked with) withdraws it; task-service cancels it if still open."""
