@@ -187,7 +187,7 @@ async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(se
     assert data["data"] == {"action": "request_sync", "platform": "airbnb", "listing_ids": ["l-1"]}
     assert request.orgid == org
     run = await service.run(org, run_id)
-    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 3)
+    assert (run["status"], run["current_step"], run["workflow_version"]) == ("waiting", "sync", 4)
 
 
 async def test_a_small_change_is_approved_by_rule_and_the_run_completes(service: RunningService) -> None:
