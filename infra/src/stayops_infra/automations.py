@@ -62,7 +62,7 @@ def pricing_schedules(seeded: dict[str, Any]) -> list[dict[str, Any]]:
     schedules: list[dict[str, Any]] = []
     for segment, listing_ids in groups.items():
         count = -(-len(listing_ids) // PRICING_RUN_MAX_LISTINGS)
-        size, rest = divmod(len(listing_ids), count)  # even chunks: 25 listings are 9 + 8 + 8
+        size, rest = divmod(len(listing_ids), count)  # even chunks: 30 listings are 15 + 15
         start = 0
         for i in range(count):
             end = start + size + (1 if i < rest else 0)
