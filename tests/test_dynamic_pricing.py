@@ -82,8 +82,7 @@ async def test_big_changes_wait_for_the_owner_who_approves_an_edited_proposal(
 ) -> None:
     run_id = await pricing.start_run(org, threshold_pct=BY_OWNER, monitor_days=0)
     decision = await pricing.decision_task(org, run_id, timeout_s=180)
-    proposal = decision["data"]["proposal"]
-    first = proposal[0] if isinstance(proposal, list) else proposal["recommendations"][0]
+    first = (await pricing.proposal_of(org, decision))[0]
     # An edit the org's guardrails accept: 2 % over the night's current price.
     price = str((Decimal(first["current_price"]) * Decimal("1.02")).quantize(Decimal("0.01")))
     edited = {"listing_id": first["listing_id"], "date": first["date"], "price": price}
@@ -94,7 +93,9 @@ async def test_big_changes_wait_for_the_owner_who_approves_an_edited_proposal(
     assert run["status"] == "completed", messages(run)
     assert org.owner_user_id in messages(run), "the log says who approved"
     [publish] = by_action(await pricing.run_tasks(org, run_id), "publish_prices")
-    published = {(p["listing_id"], p["date"]): p["price"] for p in publish["data"]["prices"]}
+    # Inline, the publish step carries the prices; by reference, the owner's edits to the stored nights.
+    published = {(p["listing_id"], p["date"]): p["price"]
+                 for p in publish["data"].get("prices") or publish["data"]["price_edits"]}
     assert Decimal(str(published[(edited["listing_id"], edited["date"])])) == Decimal(price)
 
 

@@ -318,8 +318,8 @@ async def test_a_seeded_propco_has_50_listings_3_departments_its_automations_and
         pricing = [a for a in automations if a["kind"] == "scheduled"]
         priced = [lid for a in pricing for lid in a["action"]["parameters"]["listing_ids"]]
         assert sorted(priced) == sorted(seeded["listing_ids"]), "every listing priced weekly, once"
-        assert all(len(a["action"]["parameters"]["listing_ids"]) <= 10 for a in pricing)
-        assert len(pricing) == 6  # luxury 10; standard 9 + 8 + 8; budget 8 + 7
+        # Large results travel by reference: each segment is one run (luxury 10, standard 25, budget 15).
+        assert sorted(len(a["action"]["parameters"]["listing_ids"]) for a in pricing) == [10, 15, 25]
         assert {a["name"] for a in automations if a["kind"] == "event"} == {
             "Reservation: guest welcome and cleaning", "Bad review: alert the owner"}
 

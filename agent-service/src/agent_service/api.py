@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from agent_service import handlers, store
-from agent_service.domain import Activity, AgentProfile, Autonomy
+from agent_service.domain import Activity, AgentProfile, Autonomy, StoredResult
 from agent_service.preview import PREVIEW_EXAMPLE, PreviewRequest, PreviewResponse, preview_prices
 from stayops_kit.api import CurrentCaller, Runtime
 from stayops_kit.auth import Caller
@@ -181,3 +181,51 @@ async def pause_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
 async def resume_org_agents(caller: Manager, runtime: Runtime) -> AgentList:
     async with runtime.uow.begin() as uow:
         return AgentList(items=[AgentOut.of(a) for a in await handlers.pause_org_agents(uow, caller, paused=False)])
+
+
+class StoredResultOut(BaseModel):
+    """A result stored because it was too big for its event (claim check). `digest`
+    is the sha256 of the whole result's canonical JSON; with `listing_id` the
+    result holds only that listing's nights (`page_of`), and the digest is still
+    the whole's."""
+
+    id: str
+    kind: str
+    task_id: str
+    size: int
+    digest: str
+    summary: dict[str, Any]
+    created_at: datetime
+    page_of: str | None = None
+    result: dict[str, Any]
+
+    @classmethod
+    def of(cls, found: StoredResult, listing_id: str | None) -> StoredResultOut:
+        result = found.result if listing_id is None else found.of_listing(listing_id)
+        return cls(id=found.id, kind=found.kind, task_id=found.task_id, size=found.size, digest=found.digest,
+                   summary=found.summary, created_at=found.created_at, result=result, page_of=listing_id)
+
+
+ListingFilter = Annotated[str | None, Query(min_length=1, description="Only this listing's nights.")]
+
+
+@router.get("/results/{result_id}", response_model=StoredResultOut, tags=["results"])
+async def get_result(result_id: str, caller: CurrentCaller, runtime: Runtime,
+                     listing_id: ListingFilter = None) -> StoredResultOut:
+    """A stored result of the caller's org (another org's is a 404)."""
+    async with runtime.uow.begin() as uow:
+        found = await handlers.stored_result(uow, caller.org_id, result_id)
+    return StoredResultOut.of(found, listing_id)
+
+
+internal_router = APIRouter(tags=["internal"])
+
+
+@internal_router.get("/results/{org_id}/{result_id}", response_model=StoredResultOut)
+async def get_result_for_service(org_id: str, result_id: str, runtime: Runtime,
+                                 listing_id: ListingFilter = None) -> StoredResultOut:
+    """The same, for another service (with the service API key), which names the org
+    the event that carried the ref came from."""
+    async with runtime.uow.begin() as uow:
+        found = await handlers.stored_result(uow, org_id, result_id)
+    return StoredResultOut.of(found, listing_id)

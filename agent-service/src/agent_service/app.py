@@ -22,7 +22,8 @@ def spec() -> ServiceSpec:
 
 
 def create_app(**overrides: Any) -> FastAPI:
-    return create_service_app(spec(), routers=[api.router], title="StayOps agent-service", **overrides)
+    return create_service_app(spec(), routers=[api.router], internal_routers=[api.internal_router],
+                              title="StayOps agent-service", **overrides)
 
 
 def main() -> None:

@@ -138,6 +138,34 @@ class Activity:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class ResultNotFound(NotFound):
+    code = "result-not-found"
+
+    def __init__(self, result_id: str) -> None:
+        super().__init__(f"result {result_id} does not exist")
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A result kept here because it was too big for its event (claim check): the
+    event carried its id, digest and summary."""
+
+    id: str
+    org_id: str
+    kind: str
+    task_id: str
+    size: int
+    digest: str
+    summary: dict[str, Any]
+    created_at: dt.datetime
+    result: dict[str, Any]
+
+    def of_listing(self, listing_id: str) -> dict[str, Any]:
+        """The result with only one listing's nights (a page of a large result)."""
+        nights = [n for n in self.result.get("recommendations") or [] if n.get("listing_id") == listing_id]
+        return {**self.result, "recommendations": nights}
+
+
 def joined_activity(profile: AgentProfile, role_name: str, *, id: str) -> Activity:
     skills = ", ".join(profile.skills) or "none yet"
     return Activity(

@@ -18,8 +18,10 @@ from agent_service.domain import (
     InvalidTaskData,
     Listing,
     NothingToAnalyse,
+    ResultNotFound,
     SkillNotAvailable,
     SkillOutcome,
+    StoredResult,
     analysis_activity,
     area_market_scope,
     default_profile,
@@ -53,6 +55,14 @@ from agent_service.pricing import (
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
 from stayops_kit.outbox import UnitOfWork
+from stayops_schemas.claims import (
+    DEFAULT_INLINE_LIMIT_BYTES,
+    by_reference,
+    canonical_json,
+    fits_inline,
+    make_ref,
+    pricing_summary,
+)
 from stayops_schemas.events.agents import AgentPaused, AgentResultProduced, AgentResumed, AgentUpdated, KillSwitch
 from stayops_schemas.events.org import MemberJoined, UserType
 from stayops_schemas.events.sync import (
@@ -65,8 +75,11 @@ from stayops_schemas.events.sync import (
     ReviewCreated,
 )
 from stayops_schemas.events.tasks import Priority, TaskAssigned, TaskRequested, TaskType
+from stayops_schemas.results import check_result
 
 log = logging.getLogger(__name__)
+
+SERVICE = "agent-service"
 
 
 async def agent_activity(uow: UnitOfWork, caller: Caller, user_id: str, *, limit: int) -> list[Activity]:
@@ -220,7 +233,8 @@ async def task_assigned(ctx: EventContext, event: TaskAssigned) -> None:
     )
 
 
-async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
+async def perform_assigned_task(ctx: EventContext, event: TaskAssigned, *,
+                                inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES) -> None:
     """Run the skill the task asks for, log the decision, announce the result."""
     assert event.assigned_to is not None
     agent = await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to)
@@ -234,7 +248,7 @@ async def perform_assigned_task(ctx: EventContext, event: TaskAssigned) -> None:
     except (SkillNotAvailable, NothingToAnalyse, InvalidTaskData, InvalidRules, UnknownTimezone) as exc:
         log.info("agent %s cannot do task %s: %s", agent.user_id, event.task_id, exc)
         outcome = failed_outcome(skill, exc)
-    await _announce_outcome(ctx, agent, event, outcome)
+    await _announce_outcome(ctx, agent, event, outcome, inline_limit_bytes=inline_limit_bytes)
 
 
 async def report_failure(ctx: EventContext, event: TaskAssigned, error: Exception) -> None:
@@ -249,9 +263,11 @@ async def report_failure(ctx: EventContext, event: TaskAssigned, error: Exceptio
 
 
 async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskAssigned,
-                            outcome: SkillOutcome) -> None:
+                            outcome: SkillOutcome, *, inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES) -> None:
     await store.append_activity(ctx.uow.conn, analysis_activity(
         agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
+    if not outcome.failed and not fits_inline(outcome.result, inline_limit_bytes):
+        outcome = replace(outcome, result=await _store_result(ctx, event.task_id, outcome))
     await ctx.uow.announce(
         "stayops.agent.result.produced",
         AgentResultProduced(
@@ -270,6 +286,27 @@ async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskA
         org_id=ctx.org_id,
         key=event.task_id,
     )
+
+
+async def _store_result(ctx: EventContext, task_id: str, outcome: SkillOutcome) -> dict[str, Any]:
+    """Keep a result too big for its event and return what the event carries instead:
+    the summary and a ref (claim check). The result is checked here, whole, as
+    task-service would check it inline: readers of the ref trust this check and the
+    digest."""
+    check_result(outcome.skill, outcome.result)
+    summary = pricing_summary(outcome.result) if outcome.skill == "pricing" else {}
+    ref = make_ref(outcome.result, service=SERVICE, kind=outcome.skill, id=ctx.uow.ids(), org_id=ctx.org_id,
+                   summary=summary)
+    await store.store_result(ctx.uow.conn, ref, task_id=task_id, body=canonical_json(outcome.result),
+                             at=ctx.uow.clock.now())
+    return by_reference(ref)
+
+
+async def stored_result(uow: UnitOfWork, org_id: str, result_id: str) -> StoredResult:
+    found = await store.get_stored_result(uow.conn, org_id, result_id)
+    if found is None:
+        raise ResultNotFound(result_id)
+    return found
 
 
 async def _run_skill(

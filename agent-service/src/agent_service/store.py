@@ -4,6 +4,7 @@ tenant table goes through an `OrgScope`."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from decimal import Decimal
@@ -13,9 +14,19 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent_service.domain import Activity, AgentProfile, Autonomy, Listing, Reservation, Review, listing_market_scope
+from agent_service.domain import (
+    Activity,
+    AgentProfile,
+    Autonomy,
+    Listing,
+    Reservation,
+    Review,
+    StoredResult,
+    listing_market_scope,
+)
 from agent_service.pricing import ForecastNight, MarketNight, NightRecommendation, Stay
 from stayops_kit.tenancy import OrgScope
+from stayops_schemas.claims import ResultRef
 from stayops_schemas.events.sync import MarketRate, NightlyPrice
 
 metadata = sa.MetaData()
@@ -200,6 +211,22 @@ forecast_nights = sa.Table(
 sa.Index("pricing_forecast_nights_run", forecast_nights.c.org_id, forecast_nights.c.run_id)
 sa.Index("pricing_forecast_nights_agent_date", forecast_nights.c.org_id, forecast_nights.c.agent_user_id,
          forecast_nights.c.date)
+
+# Results too big for an event (claim check): the canonical JSON, as its digest was taken.
+stored_results = sa.Table(
+    "stored_results",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("summary", pg.JSONB, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("stored_results_task", stored_results.c.org_id, stored_results.c.task_id)
 
 _LISTING_FIELDS = [f.name for f in fields(Listing)]
 _RESERVATION_FIELDS = [f.name for f in fields(Reservation)]
@@ -589,3 +616,20 @@ async def listings_synced(conn: AsyncConnection, org_id: str, listing_ids: Seque
         .where(market_rates.c.scope.in_(scopes))
     )).scalar_one()
     return int(known) == len(set(scopes))
+
+
+async def store_result(conn: AsyncConnection, ref: ResultRef, *, task_id: str, body: bytes,
+                       at: dt.datetime) -> None:
+    await conn.execute(OrgScope(stored_results, ref.org_id).insert(
+        id=ref.id, kind=ref.kind, task_id=task_id, size=ref.size, digest=ref.digest,
+        summary=ref.summary, body=body.decode(), created_at=at))
+
+
+async def get_stored_result(conn: AsyncConnection, org_id: str, result_id: str) -> StoredResult | None:
+    row = (await conn.execute(OrgScope(stored_results, org_id).select().where(
+        stored_results.c.id == result_id))).first()
+    if row is None:
+        return None
+    return StoredResult(id=row.id, org_id=row.org_id, kind=row.kind, task_id=row.task_id, size=row.size,
+                        digest=row.digest, summary=dict(row.summary), created_at=row.created_at,
+                        result=json.loads(row.body))

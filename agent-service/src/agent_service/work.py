@@ -63,7 +63,9 @@ async def perform_ready_work(runtime: ServiceRuntime) -> bool:
             try:
                 async with conn.begin_nested():
                     uow = runtime.uow.bind(conn, correlation_id=row.correlation_id, causation_id=row.event_id)
-                    await handlers.perform_assigned_task(EventContext(uow, _envelope(row)), assignment)
+                    await handlers.perform_assigned_task(
+                        EventContext(uow, _envelope(row)), assignment,
+                        inline_limit_bytes=runtime.settings.result_inline_limit_bytes)
                     await uow.flush()
             except Exception as exc:
                 # Never block the queue on one task: the task fails with the reason,

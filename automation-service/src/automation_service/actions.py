@@ -9,15 +9,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from automation_service import store
 from automation_service.domain import ActionFinish, AutomatedAction, Notification, mixed_currencies, refused_prices
+from stayops_kit.claims import ResultReader
+from stayops_kit.errors import PermanentError, TransientError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.policies import policy_of
+from stayops_schemas.claims import ResultRef, apply_price_edits
 from stayops_schemas.events.automations import PriceChange, PricingApproved, SyncRequested
 from stayops_schemas.events.base import Currency
 from stayops_schemas.events.org import OrgPolicyUpdated
@@ -30,7 +33,8 @@ REQUESTED_BY = "automation"
 class Action(Protocol):
     name: str
 
-    async def start(self, uow: UnitOfWork, action: AutomatedAction) -> tuple[AutomatedAction, ActionFinish | None]:
+    async def start(self, uow: UnitOfWork, action: AutomatedAction, results: ResultReader | None = None,
+                    ) -> tuple[AutomatedAction, ActionFinish | None]:
         """Do the action's first step in the unit of work. Returns the action as it
         now stands (e.g. the listings it waits for) and how it ended, or None while
         it waits for an answer."""
@@ -62,13 +66,25 @@ class _Night(_TaskData):
 
 
 class _PricesData(_TaskData):
+    """Either the nights themselves, or (too many to travel) the stored pricing result
+    they come from and the decider's edits to it (claim check)."""
+
     platform: Platform
-    prices: list[_Night] = Field(min_length=1)
+    prices: list[_Night] = Field(default_factory=list)
+    prices_ref: ResultRef | None = None
+    price_edits: list[dict[str, Any]] = Field(default_factory=list)
+    currency: Currency | None = None
     listing_ids: list[str] | None = None
     # Filled by the workflow engine from the decision step that approved these
     # prices; never defaulted here: no approver, no publish.
     approved_by: str = Field(min_length=1)
     approval_step: str | None = None
+
+    @model_validator(mode="after")
+    def _some_prices(self) -> Self:
+        if not self.prices and self.prices_ref is None:
+            raise ValueError("no prices: give prices, or prices_ref to a stored pricing result")
+        return self
 
 
 class _NotifyData(_TaskData):
@@ -104,7 +120,8 @@ class RequestSync:
 
     name = "request_sync"
 
-    async def start(self, uow: UnitOfWork, action: AutomatedAction) -> tuple[AutomatedAction, ActionFinish | None]:
+    async def start(self, uow: UnitOfWork, action: AutomatedAction, results: ResultReader | None = None,
+                    ) -> tuple[AutomatedAction, ActionFinish | None]:
         try:
             data = _SyncData.model_validate(action.data)
         except ValidationError as exc:
@@ -129,9 +146,13 @@ class PublishPrices:
     def __init__(self, policies: PolicyLookup = policy_of) -> None:
         self._policies = policies
 
-    async def start(self, uow: UnitOfWork, action: AutomatedAction) -> tuple[AutomatedAction, ActionFinish | None]:
+    async def start(self, uow: UnitOfWork, action: AutomatedAction, results: ResultReader | None = None,
+                    ) -> tuple[AutomatedAction, ActionFinish | None]:
         try:
             data = _PricesData.model_validate(action.data)
+            by_reference = data.prices_ref is not None
+            if data.prices_ref is not None:
+                data = data.model_copy(update={"prices": await self._fetched_nights(data, action, results)})
         except ValidationError as exc:
             return action, _invalid(action, exc)
         nights = [night.model_dump() for night in data.prices]
@@ -139,19 +160,40 @@ class PublishPrices:
         refused = mixed_currencies(nights) + check_prices(policy, nights)
         if refused:
             return action, refused_prices(refused)
+        listing_ids = data.listing_ids or list(dict.fromkeys(p.listing_id for p in data.prices))
+        # Prices by reference can be many: one event per listing, so none grows with the org.
+        groups = [[lid] for lid in listing_ids] if by_reference else [listing_ids]
         try:
-            listing_ids = data.listing_ids or list(dict.fromkeys(p.listing_id for p in data.prices))
-            approved = PricingApproved(
+            approvals = [PricingApproved(
                 org_id=action.org_id, request_id=action.task_id, platform=data.platform,
-                listing_ids=listing_ids, approved_by=data.approved_by, workflow_run_id=action.workflow_run_id,
+                listing_ids=group, approved_by=data.approved_by, workflow_run_id=action.workflow_run_id,
                 prices=[PriceChange(listing_id=p.listing_id, date=p.date, price=p.price, currency=p.currency,
-                                    previous_price=p.previous_price) for p in data.prices],
-            )
+                                    previous_price=p.previous_price) for p in data.prices if p.listing_id in group],
+            ) for group in groups]
         except ValidationError as exc:
             return action, _invalid(action, exc)
-        await uow.announce("stayops.pricing.approved", approved, org_id=action.org_id,
-                           key=action.task_id, correlation_id=action.correlation_id)
+        for approved in approvals:
+            await uow.announce("stayops.pricing.approved", approved, org_id=action.org_id,
+                               key=action.task_id, correlation_id=action.correlation_id)
         return replace(action, awaiting=listing_ids), None
+
+    @staticmethod
+    async def _fetched_nights(data: _PricesData, action: AutomatedAction,
+                              results: ResultReader | None) -> list[_Night]:
+        """The approved nights of a stored pricing result: its recommendations with the
+        decider's edits applied. A fetch that fails is transient (the task event is
+        retried); another org's result is refused."""
+        ref = data.prices_ref
+        assert ref is not None
+        if ref.org_id != action.org_id or ref.kind != "pricing":
+            raise PermanentError(f"task {action.task_id}: prices_ref names a {ref.kind} result of another "
+                                 "org or skill")
+        if results is None:
+            raise TransientError(f"task {action.task_id}: no result reader to fetch {ref.id}")
+        detail = await results.fetch(ref)
+        prices = apply_price_edits(detail.get("recommendations") or [], data.price_edits,
+                                   data.currency or detail.get("currency"))
+        return [_Night.model_validate(night) for night in prices]
 
 
 class Notify:
@@ -160,7 +202,8 @@ class Notify:
 
     name = "notify"
 
-    async def start(self, uow: UnitOfWork, action: AutomatedAction) -> tuple[AutomatedAction, ActionFinish | None]:
+    async def start(self, uow: UnitOfWork, action: AutomatedAction, results: ResultReader | None = None,
+                    ) -> tuple[AutomatedAction, ActionFinish | None]:
         try:
             data = _NotifyData.model_validate(action.data)
         except ValidationError as exc:

@@ -466,7 +466,7 @@ async def task_assigned(actions: ActionRegistry, ctx: EventContext, event: TaskA
         await _finish(ctx.uow, action, ActionFinish(
             {}, error=f"unknown action {action.action!r} in the task data; automation knows {known}"))
         return
-    action, finish = await runner.start(ctx.uow, action)
+    action, finish = await runner.start(ctx.uow, action, ctx.results)
     if finish is not None:
         await _finish(ctx.uow, action, finish)
     else:

@@ -20,12 +20,11 @@ CHECK_IN_AT = "15:00"
 WELCOME_AFTER = "PT2H"
 CLEANING_AT = "11:00"
 BAD_REVIEW_MAX_RATING = 3
-# The most listings one pricing run prices. The AI Revenue Manager's result for a run
-# travels as one event, and a result for more than ~15 listings (90 nights each) is
-# refused at write time (EventTooLarge) until results are stored and announced by
-# reference (a claim check); so an org with more listings is priced per segment, in
-# runs of at most this many listings, each on its own schedule.
-PRICING_RUN_MAX_LISTINGS = 10
+# The most listings one pricing run prices. A large result travels by reference
+# (claim check: agent-service stores it, events carry its id and summary), so the
+# size of an event no longer bounds a run; this keeps one run to what one person
+# reviews in one decision: a PropCo segment (up to 25 listings) is one run.
+PRICING_RUN_MAX_LISTINGS = 25
 # Runs of one org start this many minutes apart from 09:00, not all at once.
 PRICING_RUN_STAGGER_MIN = 10
 
@@ -63,7 +62,7 @@ def pricing_schedules(seeded: dict[str, Any]) -> list[dict[str, Any]]:
     schedules: list[dict[str, Any]] = []
     for segment, listing_ids in groups.items():
         count = -(-len(listing_ids) // PRICING_RUN_MAX_LISTINGS)
-        size, rest = divmod(len(listing_ids), count)  # even chunks: 25 listings are 9 + 8 + 8
+        size, rest = divmod(len(listing_ids), count)  # even chunks: 30 listings are 15 + 15
         start = 0
         for i in range(count):
             end = start + size + (1 if i < rest else 0)

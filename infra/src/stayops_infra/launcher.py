@@ -66,6 +66,7 @@ def _service_processes(
                 http_port=spec.port,
                 kafka_bootstrap=stack.broker.bootstrap,
                 jwt_public_key_file=stack.keys.public_key,
+                agent_service_url=f"http://127.0.0.1:{_port_of('agent-service', services)}",
             ),
             log_file=stack.config.logs_dir / f"{spec.module}.log",
             echo=echo,
@@ -94,6 +95,10 @@ def _console_wanted(services: tuple[ServiceSpec, ...], console: Console) -> bool
         console.print(f"[yellow]port {CONSOLE_PORT} is taken: the ops console is not started[/]")
         return False
     return True
+
+
+def _port_of(name: str, services: tuple[ServiceSpec, ...]) -> int:
+    return next((spec.port for spec in (*services, *SERVICES) if spec.name == name), 8004)
 
 
 def _missing_services(services: tuple[ServiceSpec, ...]) -> list[ServiceSpec]:

@@ -135,12 +135,37 @@ class PricingClient:
         return task
 
     async def run_tasks(self, org: OrgHandle, run_id: str) -> list[dict[str, Any]]:
+        """The run's tasks, oldest first; a result that travelled by reference (claim
+        check) is shown as the stored result its owner serves."""
         response = await self.http.get(f"{self.urls['task-service']}/v1/tasks",
                                        params={"workflow_run_id": run_id, "limit": 200}, headers=org.headers)
         if response.status_code != 200:
             return []
         items: list[dict[str, Any]] = response.json()["items"]
+        for task in items:
+            ref = (task.get("result") or {}).get("result_ref")
+            if ref:
+                task["result"] = await self.stored_result(org, ref)
         return sorted(items, key=lambda t: t["created_at"])
+
+    async def stored_result(self, org: OrgHandle, ref: dict[str, Any],
+                            listing_id: str | None = None) -> dict[str, Any]:
+        """A result stored by its owner (agent-service), as the org may read it."""
+        response = await self.http.get(f"{self.urls['agent-service']}/v1/results/{ref['id']}",
+                                       params={"listing_id": listing_id} if listing_id else None,
+                                       headers=org.headers)
+        if response.status_code != 200:
+            raise ScenarioError(f"stored result {ref['id']}: {response.status_code} {response.text[:200]}")
+        result: dict[str, Any] = response.json()["result"]
+        return result
+
+    async def proposal_of(self, org: OrgHandle, decision: dict[str, Any]) -> list[dict[str, Any]]:
+        """The nights a decision task proposes, inline or by reference."""
+        data = decision.get("data") or {}
+        if data.get("proposal_ref"):
+            nights: list[dict[str, Any]] = (await self.stored_result(org, data["proposal_ref"]))["recommendations"]
+            return nights
+        return list(data.get("proposal") or [])
 
 
     async def policy_applied(self, org: OrgHandle, event_id: str, timeout_s: float = 60) -> None:

@@ -56,9 +56,12 @@ def service_env(
     jwt_public_key_file: Path,
     http_host: str = "127.0.0.1",
     service_api_key: str = DEFAULT_API_KEY,
+    agent_service_url: str | None = None,
 ) -> dict[str, str]:
-    """The `STAYOPS_*` variables `stayops_kit.settings.ServiceSettings` reads."""
+    """The `STAYOPS_*` variables `stayops_kit.settings.ServiceSettings` reads;
+    `agent_service_url` is where stored results (claim check) are fetched."""
     return {
+        **({"STAYOPS_AGENT_SERVICE_URL": agent_service_url} if agent_service_url else {}),
         "STAYOPS_SERVICE_NAME": service_name,
         "STAYOPS_DATABASE_URL": database_url,
         "STAYOPS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,

@@ -43,13 +43,15 @@ class LocalSystem:
         return self.processes[service].base_url
 
     async def start(self) -> None:
+        ports = {spec.name: free_port() for spec in SERVICES}
         for spec in SERVICES:
             env = service_env(
                 spec.name,
                 database_url=await self.database_url(spec.database),
-                http_port=free_port(),
+                http_port=ports[spec.name],
                 kafka_bootstrap=self.bootstrap,
                 jwt_public_key_file=self.public_key_file,
+                agent_service_url=f"http://127.0.0.1:{ports['agent-service']}",
             )
             env.update(self.extra_env)
             self.processes[spec.name] = ServiceProcess(

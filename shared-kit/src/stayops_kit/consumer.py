@@ -34,6 +34,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from stayops_kit.claims import ResultReader
 from stayops_kit.errors import PermanentError, TransientError
 from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
@@ -71,6 +72,8 @@ class EventContext:
 
     uow: UnitOfWork
     envelope: Envelope
+    # Fetches results stored elsewhere (claim check); None where nothing may fetch.
+    results: ResultReader | None = None
 
     @property
     def org_id(self) -> str:
@@ -212,6 +215,7 @@ class InboxConsumer:
         engine: AsyncEngine | None = None,
         batch_budget_s: float = 60.0,
         dead_letter_timeout_s: float = 10.0,
+        results: ResultReader | None = None,
     ) -> None:
         """`check_sources`: dead-letter an event whose source does not own its type
         (`stayops_schemas.ownership`); off only for the messaging probe. `engine`: the
@@ -225,6 +229,7 @@ class InboxConsumer:
         self._producer = producer
         self._metrics = metrics
         self._max_attempts = max_attempts
+        self._results = results
         self._retry_base_s = retry_base_s
         self._unavailable_backoff_s = unavailable_backoff_s
         self._engine = engine or uow_factory.engine
@@ -372,7 +377,7 @@ class InboxConsumer:
             conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes
         )
         with correlation_scope(envelope.correlationid):
-            await item.handler(EventContext(uow, envelope), item.payload)
+            await item.handler(EventContext(uow, envelope, self._results), item.payload)
         self._metrics.events_handled.labels(envelope.type).inc()
 
     async def dead_letter(self, record: Any, letter: DeadLetter) -> None:

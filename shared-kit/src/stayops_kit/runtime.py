@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.auth import JwtVerifier
+from stayops_kit.claims import ResultReader, result_reader
 from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
 from stayops_kit.consumer import InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
@@ -70,6 +71,7 @@ class ServiceRuntime:
         self.consumer_engine: AsyncEngine = create_engine(settings.database_url, pool_size=5,
                                                           pre_ping=False)
         self.uow = UnitOfWorkFactory(self.engine, f"/{spec.name}", self.clock, ids)
+        self.results: ResultReader = result_reader(settings)
         self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None
         self._consumer: InboxConsumer | None = None
@@ -132,6 +134,7 @@ class ServiceRuntime:
             metrics=self.metrics,
             max_attempts=settings.consumer_max_attempts,
             engine=self.consumer_engine,
+            results=self.results,
         )
         return producer, relay, consumer
 

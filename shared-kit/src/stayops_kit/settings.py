@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
     consumer_fetch_max_wait_ms: int = 10
     consumer_max_attempts: int = 5
     outbox_retention_days: int = 30
+    # The claim check (stayops_kit.claims): results above the limit are stored by
+    # the service that made them and fetched from it by URL.
+    result_inline_limit_bytes: int = Field(default=64 * 1024, ge=1024)
+    agent_service_url: str = "http://127.0.0.1:8004"
+    result_fetch_timeout_s: float = 10.0
     log_level: str = "INFO"
     log_json: bool = True
     run_migrations: bool = True

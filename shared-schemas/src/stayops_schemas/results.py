@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stayops_schemas.claims import RESULT_REF_KEY, ResultRef
 from stayops_schemas.errors import SchemaError
 from stayops_schemas.events.base import Amount, Currency, NonEmptyStr
 
@@ -103,6 +104,46 @@ class PricingResult(_Result):
         return self
 
 
+class PricingSummary(_Result):
+    """A pricing result whose nights are stored by the agent's service (claim check,
+    `stayops_schemas.claims`): the summary and the ref to the nights. The producer
+    checked the whole result against `PricingResult` before storing it; whoever
+    fetches the nights checks the digest and that this summary agrees with them."""
+
+    max_abs_change_pct: float = Field(ge=0)
+    min_confidence: float = Field(ge=0, le=1)
+    needs_review: bool
+    currency: Currency | None = None
+    nights: int = Field(ge=0)
+    listings: int = Field(ge=0)
+    result_ref: ResultRef
+
+    @model_validator(mode="after")
+    def _ref_is_a_pricing_result(self) -> Self:
+        if self.result_ref.kind != "pricing":
+            raise ValueError(f"result_ref names a {self.result_ref.kind!r} result, not a pricing one")
+        summary = self.model_dump(mode="json", exclude={"result_ref"})
+        if {k: self.result_ref.summary.get(k) for k in summary} != summary:
+            raise ValueError("the summary does not match the summary its result_ref carries")
+        return self
+
+
+def summary_disagrees(summary: Mapping[str, Any], detail: Mapping[str, Any]) -> list[str]:
+    """Where a travelling pricing summary differs from the stored result it names
+    (empty: it agrees). The detail is checked against `PricingResult` first."""
+    check_result("pricing", detail)
+    full = PricingResult.model_validate(dict(detail))
+    problems = []
+    for name in ("max_abs_change_pct", "min_confidence"):
+        if abs(float(summary.get(name, -1)) - float(getattr(full, name))) > SUMMARY_TOLERANCE:
+            problems.append(f"{name} {summary.get(name)} is not the stored result's {getattr(full, name)}")
+    if bool(summary.get("needs_review")) != full.needs_review:
+        problems.append(f"needs_review {summary.get('needs_review')} is not the stored result's {full.needs_review}")
+    if summary.get("nights") != len(full.recommendations):
+        problems.append(f"nights {summary.get('nights')} is not the stored result's {len(full.recommendations)}")
+    return problems
+
+
 class ScoredDecisions(_Result):
     """Realised against forecast over a set of pricing decisions (nights already past)."""
 
@@ -180,6 +221,8 @@ def check_result(skill: str | None, result: Mapping[str, Any]) -> None:
     model = SKILL_RESULTS.get(skill or "")
     if model is None:
         return
+    if skill == "pricing" and result.get(RESULT_REF_KEY) is not None:
+        model = PricingSummary
     try:
         model.model_validate(dict(result))
     except ValidationError as exc:

@@ -266,6 +266,13 @@ class Task:
             return []
         return [night for night in proposal if isinstance(night, dict)]
 
+    @property
+    def proposal_ref(self) -> dict[str, Any] | None:
+        """The stored result whose nights a decision task proposes, when they were too
+        many to travel in the task (claim check): its ref, with a summary."""
+        ref = self.data.get("proposal_ref")
+        return ref if isinstance(ref, dict) else None
+
     def can_become(self, wanted: TaskStatus) -> bool:
         return wanted in ALLOWED_TRANSITIONS[self.status]
 
@@ -490,6 +497,9 @@ def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:
     if not edits:
         return
     nights = {(str(n.get("listing_id")), str(n.get("date"))): n for n in task.proposal}
+    # A proposal by reference is not here: each edit is checked on its own here, and
+    # against its night by workflow-service, which fetches the nights to apply it.
+    by_reference = task.proposal_ref is not None and not nights
     problems: list[str] = []
     edited: list[dict[str, Any]] = []
     for index, edit in enumerate(edits):
@@ -497,6 +507,8 @@ def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:
             problems.append(f"changes[{index}] is not a {{listing_id, date, price}} edit")
             continue
         night = nights.get((str(edit["listing_id"]), str(edit["date"])))
+        if night is None and by_reference:
+            night = {"listing_id": edit["listing_id"], "date": edit["date"]}
         if night is None:
             problems.append(f"{edit['listing_id']} {edit['date']}: no such night in the proposal")
             continue

@@ -289,7 +289,8 @@ async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: d
 async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
     task = await _lock_for(uow, caller, task_id)
     # Approving prices puts them live: the decider must also be allowed to publish prices.
-    if task.proposal and decision.outcome is DecisionOutcome.APPROVED and not caller.may(Permission.PRICES_PUBLISH):
+    proposes_prices = bool(task.proposal) or task.proposal_ref is not None
+    if proposes_prices and decision.outcome is DecisionOutcome.APPROVED and not caller.may(Permission.PRICES_PUBLISH):
         raise MissingPermission(
             Permission.PRICES_PUBLISH,
             f"approving task {task.id} publishes its prices, which needs the permission "

@@ -113,6 +113,16 @@ def test_the_orgs_max_change_refuses_an_edit_and_a_rejection_is_not_checked() ->
     assert rejected.status is TaskStatus.COMPLETED
 
 
+def test_an_edit_of_a_proposal_by_reference_is_checked_on_its_own_and_its_night_later() -> None:
+    by_reference = replace(decision_task(), data={"proposal_ref": {"id": "r-1", "service": "agent-service"}})
+    unknown_here = {"listing_id": "L9", "date": "2026-12-01", "price": "100.00"}
+    done = by_reference.decide(Decision.of(DecisionOutcome.APPROVED, None, [unknown_here]), "owner-1", NOW, POLICY)
+    assert done.result is not None and done.result["changes"] == {"prices": [unknown_here]}
+    with pytest.raises(PriceEditsRefused, match="not above zero"):
+        by_reference.decide(Decision.of(DecisionOutcome.APPROVED, None, [{**unknown_here, "price": "0.00"}]),
+                            "owner-1", NOW, POLICY)
+
+
 def test_failing_and_blocking_keep_the_reason() -> None:
     assert task(TaskStatus.IN_PROGRESS).block("waiting for keys", NOW).status_reason == "waiting for keys"
     failed = task(TaskStatus.BLOCKED).fail("no keys", "u-7", NOW)

@@ -321,7 +321,7 @@ async def pause_run(run_id: str, caller: Canceller, runtime: Runtime, body: Paus
 async def resume_run(run_id: str, caller: Canceller, runtime: Runtime) -> RunOut:
     """Go on with a paused run, applying first what arrived while it was paused."""
     async with runtime.uow.begin() as uow:
-        found = await handlers.resume_run(uow, caller, run_id)
+        found = await handlers.resume_run(uow, caller, run_id, runtime.results)
     return RunOut.of(found)
 
 

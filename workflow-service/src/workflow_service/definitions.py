@@ -27,7 +27,7 @@ END = "end"  # a `goto` target that ends the run
 # The action whose prices the engine itself fills from the approving decision.
 PUBLISH_PRICES = "publish_prices"
 # Task data of a publish_prices step that only the engine writes.
-ENGINE_APPROVAL_FIELDS = ("prices", "approved_by", "approval_step")
+ENGINE_APPROVAL_FIELDS = ("prices", "prices_ref", "price_edits", "approved_by", "approval_step")
 # Fields of an emitted command that only the engine writes: the run's tenant and request.
 ENGINE_EMIT_FIELDS = ("request_id", "org_id", "workflow_run_id")
 # Request-shaped events that are not replies an `emit_and_await` step could wait for.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,10 +18,12 @@ from pydantic import TypeAdapter, ValidationError
 from stayops_kit.errors import Conflict, NotFound
 from stayops_kit.expressions import ExpressionError, evaluate, render
 from stayops_schemas.catalog import event_type
+from stayops_schemas.claims import ResultRef, apply_price_edits, ref_of, unknown_edits
 from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, TaskCompleted, TaskFailed
 from stayops_schemas.events.workflows import RunStatus, WaitKind
 from stayops_schemas.guardrails import check_prices, default_policy, needs_person
+from stayops_schemas.results import summary_disagrees
 from workflow_service.definitions import (
     COMPENSATION_RETRY,
     DEFAULT_MAX_CONCURRENCY,
@@ -311,6 +315,19 @@ class _StepRefused(Exception):
     with this reason, and no retry could change it."""
 
 
+class DetailNeeded(Exception):
+    """The saga needs a stored result's detail (claim check) it was not given: the
+    caller fetches it from its owner and runs the happening again with it."""
+
+    def __init__(self, ref: ResultRef) -> None:
+        self.ref = ref
+        super().__init__(f"result {ref.id} of {ref.service} is needed")
+
+
+# `${steps.<name>.result...}`: the steps whose results a template reads.
+_RESULT_OF_STEP = re.compile(r"steps\.([A-Za-z0-9_-]+)\.result\b")
+
+
 class Saga:
     """One run of one definition. Each public method applies one happening to the
     run's state and returns the `Transition`; `applied` is False for a happening the
@@ -328,8 +345,11 @@ class Saga:
     def __init__(self, definition: Definition, run_id: str, parameters: dict[str, Any],
                  state: dict[str, Any] | None = None, status: RunStatus = RunStatus.RUNNING,
                  current_step: str | None = None, *, org_id: str = "",
-                 policy: OrgPolicyUpdated | None = None) -> None:
+                 policy: OrgPolicyUpdated | None = None,
+                 details: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.definition = definition
+        # Stored results fetched for this happening, by ref id (claim check).
+        self.details: Mapping[str, dict[str, Any]] = details or {}
         self.org_id = org_id
         self.run_id = run_id
         self.parameters = parameters
@@ -379,11 +399,17 @@ class Saga:
                          retryable=False)
             return
         approved = outcome == "approved"
-        prices = approved_prices(record.get("proposal"), changes or {}, record.get("currency")) \
-            if approved else []
+        proposal_ref = record.get("proposal_ref")
+        proposal = self._proposal_nights(step)[1] if proposal_ref and approved else record.get("proposal")
+        prices = approved_prices(proposal, changes or {}, record.get("currency")) if approved else []
         record.update(outcome=outcome, comment=comment, changes=changes or {},
                       approved_by=actor if approved else None)
-        record["result"] = {"outcome": outcome, "comment": comment, "changes": changes or {}, "prices": prices}
+        record["result"] = self._decision_result(outcome, comment, changes or {}, prices, proposal_ref)
+        unknown = unknown_edits(proposal or [], _price_edits(changes or {})) if proposal_ref and approved else []
+        if unknown:
+            self._failed(step, actor, f"step {name} failed: the approved edits name no night of the "
+                         f"proposal: {', '.join(unknown)}; nothing was published", retryable=False)
+            return
         refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
         if refused:
             record["refused"] = [r.as_dict() for r in refused]
@@ -717,25 +743,65 @@ class Saga:
         if decision.get("status") != "completed" or decision.get("outcome") != "approved":
             raise _StepRefused(f"decision {step.approval} did not approve any price "
                                f"(it is {decision.get('outcome') or decision.get('status') or 'not taken'})")
-        prices = (decision.get("result") or {}).get("prices") or []
+        result = decision.get("result") or {}
+        if result.get("prices_ref"):
+            # Too many nights to travel: the publisher fetches them and applies the edits.
+            return {"prices_ref": result["prices_ref"], "price_edits": result.get("price_edits") or [],
+                    "currency": decision.get("currency"), "approved_by": decision["approved_by"],
+                    "approval_step": step.approval}
+        prices = result.get("prices") or []
         if not prices:
             raise _StepRefused(f"decision {step.approval} approved no price to publish")
         return {"prices": prices, "approved_by": decision["approved_by"], "approval_step": step.approval}
 
+    def _proposal_nights(self, step: Step) -> tuple[ResultRef | None, Any]:
+        """The nights a decision step proposes, and the stored result they come from
+        when its result travelled by reference (its detail is fetched, checked
+        against the summary the rule read, and never kept in the run)."""
+        names = self._names()
+        for source in _RESULT_OF_STEP.findall(str(step.raw["proposal"])):
+            record = self.state["steps"].get(source) or {}
+            ref = ref_of(record.get("result"))
+            if ref is None:
+                continue
+            detail = self.details.get(ref.id)
+            if detail is None:
+                raise DetailNeeded(ref)
+            disagree = summary_disagrees(record["result"], detail) if ref.kind == "pricing" else []
+            if disagree:
+                raise _StepRefused(f"the result of step {source} does not agree with its stored detail: "
+                                   + "; ".join(disagree))
+            resolved = {**names, "steps": {**names["steps"], source: {**record, "result": detail}}}
+            return ref, render(step.raw["proposal"], resolved)
+        return None, render(step.raw["proposal"], names)
+
+    @staticmethod
+    def _decision_result(outcome: str, comment: str | None, changes: dict[str, Any], prices: list[dict[str, Any]],
+                         proposal_ref: dict[str, Any] | None) -> dict[str, Any]:
+        """What a decision step's result says: the approved prices, or, for a proposal
+        by reference, its ref, the decider's edits and how many nights there are."""
+        if proposal_ref is None:
+            return {"outcome": outcome, "comment": comment, "changes": changes, "prices": prices}
+        return {"outcome": outcome, "comment": comment, "changes": changes, "prices": [],
+                "prices_ref": proposal_ref if prices else None, "price_edits": _price_edits(changes),
+                "nights": len(prices)}
+
     def _decide(self, step: Step, request_id: str) -> bool:
         names = self._names()
         record = self._record(step.name)
-        record["proposal"] = render(step.raw["proposal"], names)
+        proposal_ref, proposal = self._proposal_nights(step)
+        record["proposal"] = proposal if proposal_ref is None else None
+        record["proposal_ref"] = proposal_ref.model_dump(mode="json") if proposal_ref else None
         record["currency"] = render(step.raw.get("currency"), names)
         rule = step.raw.get("rule")
         if rule is not None and evaluate(rule, names):
-            prices = approved_prices(record["proposal"], {}, record["currency"])
+            prices = approved_prices(proposal, {}, record["currency"])
             why_a_person = needs_person(self.policy, prices, run_threshold_pct=self._run_threshold()) \
                 if self.definition.approves_prices(step.name) else None
             if why_a_person is None:
                 record.update(status="completed", outcome="approved", by=RULE_ACTOR, approved_by=f"rule:{rule}",
                               changes={})
-                record["result"] = {"outcome": "approved", "comment": None, "changes": {}, "prices": prices}
+                record["result"] = self._decision_result("approved", None, {}, prices, record["proposal_ref"])
                 self._say(RULE_ACTOR, f"step {step.name}: approved by rule: {rule}")
                 return False
             self._say(RULE_ACTOR, f"step {step.name}: the rule holds ({rule}) but the org's price policy wants a "
@@ -746,7 +812,9 @@ class Saga:
                       f"step {step.name}: {why}; decision asked of role {step.raw['role_id']}")
         spec = TaskSpec(title=step.raw["title"], task_type="decision", role_id=step.raw["role_id"],
                         priority=step.raw.get("priority", "medium"), description=step.raw.get("description"),
-                        data={**(step.raw.get("data") or {}), "proposal": "${steps." + step.name + ".proposal}"})
+                        data={**(step.raw.get("data") or {}), **(
+                            {"proposal_ref": "${steps." + step.name + ".proposal_ref}"} if proposal_ref else
+                            {"proposal": "${steps." + step.name + ".proposal}"})})
         self._request(step.name, request_id, spec, due_in=step.deadline)
         return True
 
@@ -1180,26 +1248,13 @@ def _outcomes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in item.items() if k != "request_id"} for item in items]
 
 
+def _price_edits(changes: dict[str, Any]) -> list[Any]:
+    edits = changes.get("prices") or changes.get("changes") or []
+    return edits if isinstance(edits, list) else []
+
+
 def approved_prices(proposal: Any, changes: dict[str, Any], currency: Any) -> list[dict[str, Any]]:
     """The prices to publish: each recommendation at its recommended price, unless the
     decider changed it. task-service hands the decider's list of `{listing_id, date,
     price}` over as `changes: {"prices": [...]}`."""
-    edits = changes.get("prices") or changes.get("changes") or []
-    overrides = {(c.get("listing_id"), c.get("date")): c.get("price")
-                 for c in (edits if isinstance(edits, list) else []) if isinstance(c, dict)}
-    prices = []
-    for item in proposal if isinstance(proposal, list) else []:
-        if not isinstance(item, dict):
-            continue
-        key = (item.get("listing_id"), item.get("date"))
-        night = {
-            "listing_id": item.get("listing_id"), "date": item.get("date"),
-            "price": overrides.get(key, item.get("recommended_price")),
-            "currency": item.get("currency") or currency,
-            "previous_price": item.get("current_price"),
-        }
-        # The listing owner's bounds travel with the night, so each later check
-        # (task-service's, automation-service's) sees them; only when known.
-        night.update({bound: item[bound] for bound in ("min_price", "max_price") if item.get(bound) is not None})
-        prices.append(night)
-    return prices
+    return apply_price_edits(proposal if isinstance(proposal, list) else [], _price_edits(changes), currency)

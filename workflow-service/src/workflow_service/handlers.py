@@ -4,12 +4,14 @@ announce — all in the caller's unit of work."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from stayops_kit.auth import Caller
+from stayops_kit.claims import ResultReader
 from stayops_kit.consumer import EventContext
-from stayops_kit.errors import DomainError, PermanentError
+from stayops_kit.errors import DomainError, PermanentError, TransientError
 from stayops_kit.outbox import UnitOfWork
 from stayops_kit.policies import policy_of, store_policy
 from stayops_schemas.catalog import event_type as catalog_entry
@@ -49,6 +51,7 @@ from workflow_service.domain import (
     SERVICE_ACTOR,
     ChildToControl,
     ChildToStart,
+    DetailNeeded,
     RunAlreadyFinished,
     RunLogEntry,
     RunNotFound,
@@ -259,7 +262,7 @@ async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | 
     return await get_run(uow, caller, run_id)
 
 
-async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
+async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str, results: ResultReader | None = None) -> RunWithLog:
     run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
@@ -267,8 +270,8 @@ async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog
         raise RunNotPausable(run_id, run.status, "resume")
     definition = await _parsed_definition(uow, run)
     if definition is not None:
-        saga = await _saga_of(uow, definition, run)
-        await _apply(uow, run, definition, saga.resume(caller.user_id))
+        transition = await _advance(uow, results, definition, run, lambda saga: saga.resume(caller.user_id))
+        await _apply(uow, run, definition, transition)
     return await get_run(uow, caller, run_id)
 
 
@@ -327,11 +330,10 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
         return
-    saga = await _saga_of(ctx.uow, definition, run)
-    transition = saga.task_completed(
+    transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_completed(
         event.workflow_step, request_id=event.request_id, actor=event.completed_by, result=event.result,
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
-    )
+    ))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition)
 
@@ -347,9 +349,8 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
         return
-    saga = await _saga_of(ctx.uow, definition, run)
-    transition = saga.task_failed(
-        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason)
+    transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_failed(
+        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition)
 
@@ -363,9 +364,8 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
         return
-    saga = await _saga_of(ctx.uow, definition, run)
-    transition = saga.reply_received(
-        ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source)
+    transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.reply_received(
+        ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source))
     await _apply(ctx.uow, run, definition, transition)
 
 
@@ -374,7 +374,7 @@ async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
     await store_policy(ctx.uow.conn, event)
 
 
-async def fire_due_timers(uow: UnitOfWork) -> int:
+async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) -> int:
     """Fire the timers due by the database clock, each advancing its run, in this
     transaction; returns how many fired. A timer whose run cannot advance is logged
     on the run and stays fired, so it cannot block the others."""
@@ -392,8 +392,8 @@ async def fire_due_timers(uow: UnitOfWork) -> int:
                 definition = await _parsed_definition(uow, run)
                 if definition is None:
                     continue
-                saga = await _saga_of(uow, definition, run)
-                await _apply(uow, run, definition, saga.timer_fired(timer.step, timer.id))
+                await _apply(uow, run, definition, await _advance(
+                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)))
         except Exception as exc:
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
@@ -438,10 +438,31 @@ async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInval
                                              compensated=False, failure_reason=reason))
 
 
-async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun) -> Saga:
+async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun,
+                   details: Mapping[str, dict[str, Any]] | None = None) -> Saga:
     """The run's saga, with the org's price policy as it stands now."""
     return Saga(definition, run.id, run.parameters, run.state, run.status, run.current_step, org_id=run.org_id,
-                policy=await policy_of(uow.conn, run.org_id))
+                policy=await policy_of(uow.conn, run.org_id), details=details)
+
+
+async def _advance(uow: UnitOfWork, results: ResultReader | None, definition: Definition, run: WorkflowRun,
+                   happening: Callable[[Saga], Transition]) -> Transition:
+    """Apply a happening to the run's saga; when the saga needs a stored result's
+    detail (claim check), fetch it from its owner and apply the happening again,
+    from the same state, with it. A fetch that fails is transient: the event is
+    retried, the run is unchanged."""
+    details: dict[str, dict[str, Any]] = {}
+    while True:
+        saga = await _saga_of(uow, definition, run, details)
+        try:
+            return happening(saga)
+        except DetailNeeded as needed:
+            ref = needed.ref
+            if ref.org_id != run.org_id:
+                raise PermanentError(f"run {run.id}: result {ref.id} belongs to another org") from needed
+            if results is None or ref.id in details:
+                raise TransientError(f"run {run.id}: cannot read result {ref.id} of {ref.service}") from needed
+            details[ref.id] = await results.fetch(ref)
 
 
 async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition) -> WorkflowRun:

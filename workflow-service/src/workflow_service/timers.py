@@ -20,7 +20,7 @@ async def fire_timers(runtime: ServiceRuntime) -> None:
     async def one_pass() -> float:
         while True:
             async with runtime.uow.begin() as uow:
-                fired = await handlers.fire_due_timers(uow)
+                fired = await handlers.fire_due_timers(uow, runtime.results)
             if not fired:
                 break
         async with runtime.engine.connect() as conn:

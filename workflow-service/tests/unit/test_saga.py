@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stayops_schemas.claims import by_reference, make_ref, pricing_summary
 from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.workflows import RunStatus, WaitKind
 from workflow_service.definitions import (
@@ -22,7 +23,7 @@ from workflow_service.definitions import (
     parse,
     resolve_parameters,
 )
-from workflow_service.domain import ATTENTION_STEP, FAILED_STEP, RULE_ACTOR, Saga, Transition
+from workflow_service.domain import ATTENTION_STEP, FAILED_STEP, RULE_ACTOR, DetailNeeded, Saga, Transition
 
 PRICING = parse(builtin_documents()["dynamic-pricing"])
 RUN = "run-1"
@@ -818,3 +819,84 @@ def test_a_deadline_cannot_approve_prices_the_org_policy_wants_a_person_for() ->
 
     assert t.status is RunStatus.FAILED and "publish" not in [task.workflow_step for task in t.tasks]
     assert "its deadline cannot approve" in t.state["failure"]["reason"]
+
+
+# --- results by reference (claim check) --------------------------------------------
+
+def stored_analysis(change: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pricing result as agent-service stores it, and the ref and summary that travel."""
+    detail = {"recommendations": [recommendation("l-1", change, currency="EUR"),
+                                  recommendation("l-2", change / 2, currency="EUR")],
+              "max_abs_change_pct": change, "min_confidence": 0.9, "needs_review": False, "currency": "EUR"}
+    ref = make_ref(detail, service="agent-service", kind="pricing", id="res-1", org_id=ORG,
+                   summary=pricing_summary(detail))
+    return detail, by_reference(ref)
+
+
+def with_details(run: Run, details: dict[str, dict[str, Any]]) -> Run:
+    """The run as the handler drives it once it fetched the stored results."""
+    original = run.saga
+
+    def saga() -> Saga:
+        s = original()
+        s.details = details
+        return s
+
+    run.saga = saga  # type: ignore[method-assign]
+    return run
+
+
+def test_a_result_by_reference_needs_its_detail_before_the_decision() -> None:
+    run = pricing_run(threshold_pct=10)
+    run.complete("sync")
+    _, travelling = stored_analysis(4.0)
+    with pytest.raises(DetailNeeded) as needed:
+        run.complete("analysis", travelling, actor="u-agent")
+    assert needed.value.ref.id == "res-1"
+
+
+def test_a_rule_approves_a_proposal_by_reference_and_the_publish_step_carries_the_ref_not_the_prices() -> None:
+    detail, travelling = stored_analysis(4.0)
+    run = with_details(pricing_run(threshold_pct=10), {"res-1": detail})
+    run.complete("sync")
+    t = run.complete("analysis", travelling, actor="u-agent")
+
+    [publish] = t.tasks
+    assert "prices" not in publish.data
+    assert publish.data["prices_ref"]["id"] == "res-1" and publish.data["price_edits"] == []
+    assert (publish.data["approved_by"], publish.data["currency"]) == (f"rule:{RULE}", "EUR")
+    assert "recommendations" not in str(t.state), "the nights are not kept in the run"
+
+
+def test_the_owner_decides_a_proposal_by_reference_with_edits_checked_against_its_nights() -> None:
+    detail, travelling = stored_analysis(25.0)
+    run = with_details(pricing_run(threshold_pct=10), {"res-1": detail})
+    run.complete("sync")
+    [decision] = run.complete("analysis", travelling, actor="u-agent").tasks
+    assert "proposal" not in decision.data and decision.data["proposal_ref"]["id"] == "res-1"
+
+    edit = {"listing_id": "l-2", "date": "2025-03-10", "price": 105.0}
+    t = run.complete("decision", actor="u-owner", outcome="approved", changes={"prices": [edit]})
+    [publish] = t.tasks
+    assert publish.data["price_edits"] == [edit] and publish.data["approved_by"] == "u-owner"
+
+
+def test_an_edit_naming_no_night_of_a_proposal_by_reference_fails_the_decision() -> None:
+    detail, travelling = stored_analysis(25.0)
+    run = with_details(pricing_run(threshold_pct=10), {"res-1": detail})
+    run.complete("sync")
+    run.complete("analysis", travelling, actor="u-agent")
+    t = run.complete("decision", actor="u-owner", outcome="approved",
+                     changes={"prices": [{"listing_id": "l-9", "date": "2025-03-10", "price": 105.0}]})
+    assert not [task for task in t.tasks if task.workflow_step == "publish"]
+    assert any("name no night" in message for _, message in run.log())
+
+
+def test_a_summary_that_disagrees_with_its_stored_nights_fails_the_decision() -> None:
+    detail, travelling = stored_analysis(25.0)
+    lying = {**travelling, "max_abs_change_pct": 1.0}  # what the rule would read
+    run = with_details(pricing_run(threshold_pct=10), {"res-1": detail})
+    run.complete("sync")
+    t = run.complete("analysis", lying, actor="u-agent")
+    assert not [task for task in t.tasks if task.workflow_step == "publish"]
+    assert any("does not agree with its stored detail" in message for _, message in run.log())
