@@ -57,7 +57,7 @@ async def test_the_owner_approves_a_proposal_in_the_console_and_follows_the_run_
     console_url = await system.start_console(tmp_path / "orgs.json", stack.keys.private_key)
     run_id = await pricing.start_run(org, threshold_pct=BY_OWNER, monitor_days=0)
     decision = await pricing.decision_task(org, run_id, timeout_s=180)
-    nights = decision["data"]["proposal"]
+    nights = await pricing.proposal_of(org, decision)
     ARTIFACTS.mkdir(exist_ok=True)
 
     laptop = await browser.new_context(viewport={"width": 1280, "height": 900})

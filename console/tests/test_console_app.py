@@ -168,6 +168,20 @@ def test_the_inbox_shows_a_proposal_as_a_table_of_nights_due_first(
     assert 'value="approve"' in page and 'value="reject"' in page and 'value="edit"' in page
 
 
+def test_a_large_proposal_is_read_from_the_service_that_stored_it(
+        client: TestClient, router: respx.Router, org: Any) -> None:
+    sign_in(client, router, org)
+    ref = {"service": "agent-service", "kind": "pricing", "id": "res-1", "org_id": org.org_id, "size": 10,
+           "digest": "sha256:" + "0" * 64, "summary": {"max_abs_change_pct": 18.0}}
+    stored = task(id="d-2", title="Approve the portfolio", task_type="decision", workflow_run_id="run-2",
+                  data={"proposal_ref": ref})
+    router.get(f"{TASKS}/v1/inbox", params={"limit": "200"}).respond(json={"items": [stored], "total": 1})
+    router.get(f"{AGENTS}/v1/results/res-1").respond(json={"result": {"recommendations": NIGHTS}})
+    page = client.get("/inbox").text
+    assert re.search(r"100\.00 EUR</td>\s*<td class=\"num\">118\.00 EUR</td>", page), "the stored nights"
+    assert page.count('name="price:') == len(NIGHTS)
+
+
 def test_approving_with_edited_prices_sends_only_the_changed_nights(
         client: TestClient, router: respx.Router, org: Any) -> None:
     sign_in(client, router, org)

@@ -128,7 +128,7 @@ async def test_an_agent_paused_mid_queue_proposes_nothing_more_and_its_unfinishe
     before_pause = await results(agents, org)
 
     async def handed_back() -> bool:
-        listed = (await tasks.client.get("/v1/tasks", params={"assigned_to": "ai-rm", "limit": 200},
+        listed = (await tasks.client.get("/v1/tasks", params={"assignee": "ai-rm", "limit": 200},
                                          headers=owner)).json()["items"]
         return not [t for t in listed if t["status"] in ("pending", "in_progress", "blocked")]
 

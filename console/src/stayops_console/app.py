@@ -123,6 +123,17 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
                 raise
             return None, exc
 
+    async def decision_nights(client: Services, task: dict[str, Any]) -> list[views.Night]:
+        """A decision's nights: inline in `data.proposal`, or, for a large proposal,
+        stored by the service that made it (claim check: `data.proposal_ref`) and read
+        from its REST API; unreadable, the decision shows no nights."""
+        ref = (task.get("data") or {}).get("proposal_ref")
+        if not isinstance(ref, dict) or not ref.get("id") or ref.get("service") not in client.urls:
+            return views.proposal_nights(task)
+        stored, _missing = await optional(client.get(ref["service"], f"/v1/results/{quote(str(ref['id']))}"))
+        result = (stored or {}).get("result") or {}
+        return views.proposal_nights({"data": {"proposal": result.get("recommendations") or []}})
+
     @app.exception_handler(SignInNeeded)
     async def _sign_in(request: Request, exc: SignInNeeded) -> Response:
         target = f"/sign-in?next={quote(request.url.path)}"
@@ -218,7 +229,8 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
         who = member(request)
         answer = await services(request, who).get("task-service", "/v1/inbox", {"limit": 200})
         tasks = views.due_first(t for t in answer["items"] if t.get("status") not in views.TERMINAL_TASK)
-        decisions = [(t, views.proposal_nights(t)) for t in tasks
+        client = services(request, who)
+        decisions = [(t, await decision_nights(client, t)) for t in tasks
                      if t.get("task_type") == "decision" and t.get("status") == "pending"]
         return page(request, "inbox.html", who, tasks=tasks, decisions=decisions, done=done,
                     may_decide=who.may("decisions.decide"))
@@ -229,7 +241,7 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
         task = await services(request, who).get("task-service", f"/v1/tasks/{quote(task_id)}")
         history, missing = await optional(services(request, who).get("task-service",
                                                                      f"/v1/tasks/{quote(task_id)}/history"))
-        return page(request, "task.html", who, task=task, nights=views.proposal_nights(task),
+        return page(request, "task.html", who, task=task, nights=await decision_nights(services(request, who), task),
                     history=history or [], history_missing=missing, may_decide=who.may("decisions.decide"))
 
     @app.post("/tasks/{task_id}/decision")
@@ -243,7 +255,7 @@ def create_app(settings: ConsoleSettings | None = None, *, transport: httpx.Asyn
         if action == "edit":
             task = await client.get("task-service", f"/v1/tasks/{quote(task_id)}")
             try:
-                body["changes"] = views.price_changes(views.proposal_nights(task), submitted)
+                body["changes"] = views.price_changes(await decision_nights(client, task), submitted)
             except ValueError as exc:
                 return page(request, "error.html", who, 422, title="Not a price", message=str(exc))
         elif action not in ("approve", "reject"):

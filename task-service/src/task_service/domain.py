@@ -593,6 +593,13 @@ def assign_by_role(role_id: str, candidates: Sequence[Candidate], *, task_type: 
     if not eligible:
         return Assignment(None, None, f"role:{role_id} -> role queue (no active member may take it{passed})")
     passed = passed if refusals else ""
+    # A skill is what an AI agent is for: an agent that may do it takes the analysis
+    # before a person of the role does (who is the fallback while no agent may).
+    agents = [c for c in eligible if c.user_type is UserType.AI_AGENT] if skill is not None else []
+    if agents and len(agents) < len(eligible):
+        chosen = min(agents, key=lambda c: (c.open_tasks, c.joined_at, c.user_id))
+        return Assignment(chosen.user_id, chosen.user_type,
+                          f"role:{role_id} -> the AI agent with skill {skill}, before the role's people{passed}")
     chosen = min(eligible, key=lambda c: (c.open_tasks, c.joined_at, c.user_id))
     if len(eligible) == 1:
         only = "only member who may take it" if refusals else "only active member"

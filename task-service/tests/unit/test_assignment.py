@@ -43,9 +43,20 @@ def agent(user_id: str, open_tasks: int, *, skills: tuple[str, ...] = ("pricing"
 def test_the_member_with_fewest_open_tasks_wins_human_or_agent() -> None:
     chosen = assign_by_role("revenue-manager", [
         member("alice", 2), member("ai-rm", 0, LATE, UserType.AI_AGENT), member("bob", 1),
-    ], task_type=TaskType.ANALYSIS, skill="pricing")
+    ], task_type=TaskType.ANALYSIS)
     assert (chosen.assigned_to, chosen.assignee_type) == ("ai-rm", UserType.AI_AGENT)
     assert chosen.rule.startswith("role:revenue-manager -> fewest open tasks (0) among 3")
+    assert assign_by_role("revenue-manager", [
+        member("alice", 2), member("ai-rm", 3, LATE, UserType.AI_AGENT), member("bob", 1),
+    ], task_type=TaskType.ANALYSIS).assigned_to == "bob"
+
+
+def test_an_analysis_needing_a_skill_goes_to_the_agent_with_it_before_a_less_busy_person() -> None:
+    chosen = assign_by_role("revenue-manager", [
+        member("rita", 0), member("ai-rm", 5, LATE, UserType.AI_AGENT),
+    ], task_type=TaskType.ANALYSIS, skill="pricing")
+    assert (chosen.assigned_to, chosen.assignee_type) == ("ai-rm", UserType.AI_AGENT)
+    assert "AI agent with skill pricing" in chosen.rule
 
 
 def test_a_tie_goes_to_the_oldest_membership_then_the_smallest_user_id() -> None:
