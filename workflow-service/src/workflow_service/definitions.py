@@ -431,7 +431,14 @@ def _emit_errors(at: str, step: Step) -> Any:
 
 def _map_errors(at: str, step: Step, own_key: str) -> Any:
     """What the schema cannot say of a map step (whether its workflow exists is
-    checked at publish, where the org's definitions are known)."""
+    checked at publish, where the org's definitions are known). Its required fields
+    are checked here, not by an if/then in the JSON Schema, which fuzzers cannot
+    generate data for."""
+    missing = [name for name in ("items", "workflow") if name not in step.raw]
+    for name in missing:
+        yield {"path": f"{at}.{name}", "message": f"a map step needs {name}"}
+    if missing:
+        return
     if step.raw["workflow"] == own_key:
         yield {"path": f"{at}.workflow", "message": f"a map step cannot start runs of its own workflow "
                f"{own_key!r}: each child would map again"}
@@ -443,7 +450,7 @@ def _map_errors(at: str, step: Step, own_key: str) -> Any:
 def map_targets(definition: Definition) -> list[tuple[str, str, int | None]]:
     """Each map step's workflow: (path, key, version or None), for the publish check."""
     return [(f"$.steps[{i}].workflow", step.raw["workflow"], step.raw.get("version"))
-            for i, step in enumerate(definition.steps) if step.type == "map"]
+            for i, step in enumerate(definition.steps) if step.type == "map" and "workflow" in step.raw]
 
 
 def _approval_errors(at: str, step: Step, earlier: tuple[Step, ...]) -> Any:

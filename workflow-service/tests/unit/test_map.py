@@ -174,3 +174,12 @@ def test_map_steps_that_cannot_work_are_refused_where_they_are(change: dict[str,
     with pytest.raises(DefinitionInvalid) as caught:
         parse(fan_out(**change))
     assert path in [e["path"] for e in caught.value.errors], caught.value.errors
+
+
+@pytest.mark.parametrize("missing", ["items", "workflow"])
+def test_a_map_step_without_its_items_or_workflow_is_refused_not_a_server_error(missing: str) -> None:
+    definition = fan_out()
+    del definition["steps"][0][missing]
+    with pytest.raises(DefinitionInvalid) as caught:
+        parse(definition)
+    assert f"$.steps[0].{missing}" in [e["path"] for e in caught.value.errors], caught.value.errors
