@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from stayops_infra.orgsim import OrgRegistry, seed_solo
+from stayops_infra.scenario import OrgHandle, PricingClient
+from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
 
 
@@ -41,3 +44,15 @@ async def solo_org(stack: Any, tmp_path: Path) -> dict[str, Any]:
     """A fresh solo-host org: owner, AI Revenue Manager, two listings, tokens."""
     seeded = await seed_solo(stack.kafka_bootstrap, stack.keys, OrgRegistry(tmp_path / "orgs.json"))
     return seeded.as_json()
+
+
+@pytest.fixture
+async def pricing(system: LocalSystem) -> AsyncIterator[PricingClient]:
+    """A client of the four services' REST APIs, driving the pricing scenario."""
+    async with httpx.AsyncClient(timeout=20) as http:
+        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
+
+
+@pytest.fixture
+def org(solo_org: dict[str, Any]) -> OrgHandle:
+    return OrgHandle.from_seed(solo_org)

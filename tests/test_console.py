@@ -13,11 +13,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from stayops_infra.scenario import OrgHandle, PricingClient
-from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
 
 pytestmark = pytest.mark.stack
@@ -26,12 +24,6 @@ BY_OWNER = 0.0  # every change reaches the owner, who decides
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RUN_TIMEOUT_MS = 180_000
-
-
-@pytest.fixture
-async def pricing(system: LocalSystem) -> AsyncIterator[PricingClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ services' own databases, driven as the owner drives it: over REST."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 
 from stayops_infra.orgsim import publish_policy
 from stayops_infra.scenario import OrgHandle, PricingClient, sources_of_run
-from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
 
 pytestmark = pytest.mark.stack
@@ -23,17 +21,6 @@ BY_RULE = 1000.0  # no change reaches it: approved by rule, if the org's policy 
 # change the AI proposes says so in the org's policy.
 RULES_APPROVE_ALL = {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}
 BY_OWNER = 0.0  # every change reaches it: the owner decides
-
-
-@pytest.fixture
-async def pricing(system: LocalSystem) -> AsyncIterator[PricingClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
-
-
-@pytest.fixture
-def org(solo_org: dict[str, Any]) -> OrgHandle:
-    return OrgHandle.from_seed(solo_org)
 
 
 def messages(run: dict[str, Any]) -> str:

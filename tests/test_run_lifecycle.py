@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from stayops_infra.scenario import OrgHandle, PricingClient
-from stayops_infra.services import SERVICES
-from stayops_infra.system import LocalSystem
 
 pytestmark = pytest.mark.stack
 
 BY_OWNER = 0.0  # every change reaches it: the owner decides
-
-
-@pytest.fixture
-async def pricing(system: LocalSystem) -> AsyncIterator[PricingClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
-
-
-@pytest.fixture
-def org(solo_org: dict[str, Any]) -> OrgHandle:
-    return OrgHandle.from_seed(solo_org)
 
 
 async def task_becomes(pricing: PricingClient, org: OrgHandle, task_id: str, status: str,

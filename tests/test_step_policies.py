@@ -9,32 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from stayops_infra.scenario import OrgHandle, PricingClient
-from stayops_infra.services import SERVICES
-from stayops_infra.system import LocalSystem
 
 pytestmark = pytest.mark.stack
 
 # A role nobody in the solo org has: its tasks wait in the role's queue.
 NOBODY = "night-auditor"
-
-
-@pytest.fixture
-async def client(system: LocalSystem) -> AsyncIterator[PricingClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
-
-
-@pytest.fixture
-def org(solo_org: dict[str, Any]) -> OrgHandle:
-    return OrgHandle.from_seed(solo_org)
 
 
 def decision(**timing: Any) -> dict[str, Any]:
@@ -74,44 +59,44 @@ def log_of(run: dict[str, Any]) -> str:
 
 
 async def test_a_timed_out_task_is_withdrawn_and_an_undecided_decision_is_taken_by_its_deadline(
-    client: PricingClient, org: OrgHandle
+    pricing: PricingClient, org: OrgHandle
 ) -> None:
-    run_id = await publish_and_start(client, org, [
+    run_id = await publish_and_start(pricing, org, [
         {"name": "call", "type": "task", "task_type": "manual", "title": "Call the guest", "role_id": NOBODY,
          "timeout": "PT1S", "on_timeout": {"goto": "approve"}},
         decision(deadline="PT2S", default_action="approve"),
     ])
 
-    run = await client.wait_until(org, run_id, statuses=frozenset({"completed"}), timeout_s=90)
+    run = await pricing.wait_until(org, run_id, statuses=frozenset({"completed"}), timeout_s=90)
 
     assert run["result"] == {"outcome": "approved", "by": "deadline"}
     assert run["steps"]["call"]["status"] == "timed_out"
     log = log_of(run)
     assert "step call timed out after PT1S; going on at approve" in log
     assert "deadline: step approve: the deadline (PT2S) passed undecided; default action: approve" in log
-    call = await tasks_of(client, org, run_id, "call", status="cancelled")
+    call = await tasks_of(pricing, org, run_id, "call", status="cancelled")
     assert call["status_reason"] == "step call timed out"
-    approve = await tasks_of(client, org, run_id, "approve", status="cancelled")
+    approve = await tasks_of(pricing, org, run_id, "approve", status="cancelled")
     assert approve["status_reason"] == "the deadline of approve passed"
     assert approve["due_at"] is not None
 
 
 async def test_an_undecided_decision_is_escalated_to_the_owner_who_sees_it_due_and_decides(
-    client: PricingClient, org: OrgHandle
+    pricing: PricingClient, org: OrgHandle
 ) -> None:
-    run_id = await publish_and_start(client, org, [decision(
+    run_id = await publish_and_start(pricing, org, [decision(
         deadline="PT10M", escalate_after="PT1S", escalate_to={"user_id": "${params.boss}"}, default_action="reject")])
-    queued = await tasks_of(client, org, run_id, "approve", status="pending")
+    queued = await tasks_of(pricing, org, run_id, "approve", status="pending")
     assert queued["assigned_to"] is None
 
-    task = await client.decision_task(org, run_id, timeout_s=60)  # in the owner's inbox once escalated
+    task = await pricing.decision_task(org, run_id, timeout_s=60)  # in the owner's inbox once escalated
 
     assert task["assigned_to"] == org.owner_user_id
     due = datetime.fromisoformat(task["due_at"]) - datetime.fromisoformat(task["created_at"])
     assert 9 * 60 < due.total_seconds() <= 10 * 60
-    await client.decide(org, task["id"], "approved", "fine")
-    run = await client.wait_until(org, run_id, statuses=frozenset({"completed"}), timeout_s=60)
+    await pricing.decide(org, task["id"], "approved", "fine")
+    run = await pricing.wait_until(org, run_id, statuses=frozenset({"completed"}), timeout_s=60)
     assert run["result"] == {"outcome": "approved", "by": org.owner_user_id}
     assert f"not decided within PT1S: escalated to {org.owner_user_id}" in log_of(run)
-    notices = [t for t in await client.run_tasks(org, run_id) if t["workflow_step"] == "escalation"]
+    notices = [t for t in await pricing.run_tasks(org, run_id) if t["workflow_step"] == "escalation"]
     assert [(t["data"]["action"], t["data"]["user_id"]) for t in notices] == [("notify", org.owner_user_id)]

@@ -6,10 +6,8 @@ updated - with each event under its cause and the groups that applied it."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from rich.console import Console
 
@@ -21,12 +19,6 @@ from stayops_infra.trace import Trace, TraceEvent, collect_trace, render_trace
 pytestmark = pytest.mark.stack
 
 BY_OWNER = 0.0  # every change reaches the owner, who decides
-
-
-@pytest.fixture
-async def pricing(system: LocalSystem) -> AsyncIterator[PricingClient]:
-    async with httpx.AsyncClient(timeout=20) as http:
-        yield PricingClient({spec.name: system.url(spec.name) for spec in SERVICES}, http)
 
 
 def first(trace: Trace, what: str, **match: Any) -> tuple[int, TraceEvent]:
