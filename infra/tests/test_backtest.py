@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from stayops_infra.backtest import baseline
 from stayops_infra.backtest.market import Market, MarketParameters
-from stayops_infra.backtest.run import in_process_pricer, preview_body, run_backtest, simulate
+from stayops_infra.backtest.run import in_process_pricer, preview_body, run_backtest, scaled_pricer, simulate
 
 
 def small(seed: int) -> MarketParameters:
@@ -59,3 +61,23 @@ def test_the_weekly_run_sends_the_preview_contract() -> None:
 def test_the_baseline_is_labelled_as_the_baseline() -> None:
     assert (baseline.__doc__ or "").startswith("BASELINE, not pricing v2")
     assert run_backtest([], in_process_pricer()) == []
+
+
+def test_the_level_diagnostic_scales_pricing_v2_within_the_owners_bounds() -> None:
+    market = Market(small(2))
+    listing = next(entry for entry in market.listings if entry.ours)
+    medians = [100.0] * len(listing.prices)
+    body = preview_body(market, listing, 70, 30, medians, None)
+    pricer = in_process_pricer()
+
+    plain = {n["date"]: float(n["recommended_price"]) for n in pricer(body)["nights"]}
+    raised = {n["date"]: float(n["recommended_price"]) for n in scaled_pricer(pricer, 1.2)(body)["nights"]}
+    capped = {n["date"]: float(n["recommended_price"]) for n in scaled_pricer(pricer, 4)(body)["nights"]}
+
+    assert raised.keys() == plain.keys() == capped.keys() and plain
+    for date, price in plain.items():
+        assert raised[date] == pytest.approx(min(listing.max_price, price * 1.2), abs=0.01)
+    assert any(raised[d] > plain[d] for d in plain)  # it did raise
+    assert set(capped.values()) == {round(listing.max_price, 2)}  # never beyond the owner's maximum
+    with pytest.raises(ValueError):
+        scaled_pricer(pricer, 0)

@@ -356,15 +356,22 @@ def backtest(
                                                  "instead of calling its code in-process.")] = None,
     token: Annotated[str | None, typer.Option(help="The bearer token for --url.")] = None,
     rules: Annotated[str | None, typer.Option(help="Rule overrides for pricing v2, as JSON.")] = None,
+    level: Annotated[float | None, typer.Option(help="Diagnostic: pricing v2's prices x LEVEL (clamped into "
+                                                     "the owner's bounds), to see what one price level "
+                                                     "chosen in hindsight would earn.")] = None,
 ) -> None:
     """Simulate a year of a market per seed and compare static prices, the baseline
     rules and pricing v2 (through the preview API) on RevPAN, occupancy and ADR."""
     from stayops_infra.backtest.report import print_backtest
-    from stayops_infra.backtest.run import http_pricer, in_process_pricer, run_backtest
+    from stayops_infra.backtest.run import http_pricer, in_process_pricer, run_backtest, scaled_pricer
 
     if url is not None and token is None:
         raise _fail(StackError("--url needs --token (stayops token --org ORG --user USER --role owner)"))
     pricer = http_pricer(url, token or "") if url else in_process_pricer()
+    if level is not None:
+        if level <= 0:
+            raise _fail(StackError("--level must be above 0"))
+        pricer = scaled_pricer(pricer, level)
     overrides = json.loads(rules) if rules else None
     results = run_backtest(range(first_seed, first_seed + seeds), pricer, overrides=overrides,
                            progress=lambda m: errors.print(m, highlight=False))

@@ -83,6 +83,29 @@ def http_pricer(url: str, token: str) -> Pricer:
     return price
 
 
+def scaled_pricer(pricer: Pricer, level: float) -> Pricer:
+    """A DIAGNOSTIC, not a strategy: pricing v2's prices x `level`, clamped into the
+    owner's [min, max]. It answers "what would one price level, chosen in hindsight
+    for this seed, have earned?", so that a seed v2 misses can be told apart from a
+    seed no price level would pass (a level that fits the simulator's guests is not
+    one that fits markets: the level is not known in advance)."""
+    if level <= 0:
+        raise ValueError("level must be above 0")
+
+    def price(body: dict[str, Any]) -> dict[str, Any]:
+        low, high = float(body["listing"]["min_price"]), float(body["listing"]["max_price"])
+        answer = pricer(body)
+        nights = [{**night, "recommended_price": f"{_clamped(float(n_price) * level, low, high):.2f}"}
+                  for night in answer["nights"] for n_price in [night["recommended_price"]]]
+        return {**answer, "nights": nights}
+
+    return price
+
+
+def _clamped(price: float, low: float, high: float) -> float:
+    return max(low, min(high, price))
+
+
 def run_backtest(seeds: Iterable[int], pricer: Pricer, *, strategies: Iterable[str] = STRATEGIES,
                  overrides: dict[str, Any] | None = None,
                  progress: Callable[[str], None] = lambda _: None) -> list[SeedResult]:
