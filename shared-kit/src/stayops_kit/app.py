@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stayops_kit import history
@@ -28,6 +29,7 @@ from stayops_kit.problems import (
 )
 from stayops_kit.runtime import ServiceRuntime, ServiceSpec
 from stayops_kit.settings import ServiceSettings
+from stayops_kit.tracing import configure_tracing, span
 
 
 def create_app(
@@ -108,10 +110,17 @@ def _add_request_middleware(app: FastAPI, runtime: ServiceRuntime) -> None:
     ) -> Response:
         correlation = request.headers.get("x-correlation-id")
         started = time.perf_counter()
-        with correlation_scope(correlation):
+        # A caller's traceparent makes this request a child of its span (W3C trace context).
+        with correlation_scope(correlation), span(
+                f"{request.method} {request.url.path}", service=runtime.spec.name, kind=SpanKind.SERVER,
+                parent=request.headers.get("traceparent"),
+                attributes={"http.request.method": request.method}) as current:
             response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            current.update_name(f"{request.method} {path}")
+            current.set_attribute("http.route", path)
+            current.set_attribute("http.response.status_code", response.status_code)
         runtime.metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
         response.headers["x-response-time-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
         return response
@@ -122,6 +131,7 @@ def serve(app_factory: Callable[[], FastAPI], service_name: str) -> None:
     for in-flight requests, then the lifespan drains the consumer and relay)."""
     settings = ServiceSettings(service_name=service_name)
     configure_logging(service_name, settings.log_level, settings.log_json)
+    configure_tracing(service_name)  # OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     uvicorn.run(
         app_factory(),
         host=settings.http_host,

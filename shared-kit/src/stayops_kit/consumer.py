@@ -25,6 +25,7 @@ import asyncpg
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
@@ -40,6 +41,7 @@ from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
 from stayops_kit.metrics import Metrics
 from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
+from stayops_kit.tracing import span
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
@@ -376,7 +378,10 @@ class InboxConsumer:
         uow = self._uow.bind(
             conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes
         )
-        with correlation_scope(envelope.correlationid):
+        with correlation_scope(envelope.correlationid), span(
+                f"handle {envelope.type}", service=self.group, kind=SpanKind.CONSUMER, parent=envelope.traceparent,
+                attributes={"stayops.event_id": envelope.id, "stayops.org_id": envelope.orgid,
+                            "messaging.consumer.group.name": self.group}):
             await item.handler(EventContext(uow, envelope, self._results), item.payload)
         self._metrics.events_handled.labels(envelope.type).inc()
 
