@@ -218,12 +218,15 @@ class InboxConsumer:
         batch_budget_s: float = 60.0,
         dead_letter_timeout_s: float = 10.0,
         results: ResultReader | None = None,
+        replay_topic: str | None = None,
     ) -> None:
         """`check_sources`: dead-letter an event whose source does not own its type
         (`stayops_schemas.ownership`); off only for the messaging probe. `engine`: the
         connections the consumer applies on (the unit of work factory's by default).
         `batch_budget_s`: how long one batch may take before the records not yet
-        applied are left for the next fetch, well inside `max.poll.interval.ms`."""
+        applied are left for the next fetch, well inside `max.poll.interval.ms`.
+        `replay_topic`: a topic only this group reads besides its subscriptions'
+        (`stayops replay` re-delivers there)."""
         self.group = group
         self._check_sources = check_sources
         self._subscriptions = subscriptions
@@ -232,6 +235,7 @@ class InboxConsumer:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._results = results
+        self._replay_topic = replay_topic
         self._retry_base_s = retry_base_s
         self._unavailable_backoff_s = unavailable_backoff_s
         self._engine = engine or uow_factory.engine
@@ -430,8 +434,9 @@ class InboxConsumer:
         (tens of ms added to each hop of a saga), and its ack policies either commit
         first (ACK_FIRST) or commit a failed message (REJECT_ON_ERROR). `getmany`
         here long-polls and returns as soon as records arrive."""
+        topics = [*self._subscriptions.topics, *([self._replay_topic] if self._replay_topic else [])]
         consumer = AIOKafkaConsumer(
-            *self._subscriptions.topics,
+            *topics,
             bootstrap_servers=bootstrap_servers,
             group_id=self.group,
             client_id=f"{self.group}-consumer",
