@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stayops_kit import history
@@ -29,7 +28,7 @@ from stayops_kit.problems import (
 )
 from stayops_kit.runtime import ServiceRuntime, ServiceSpec
 from stayops_kit.settings import ServiceSettings
-from stayops_kit.tracing import configure_tracing, span
+from stayops_kit.tracing import configure_tracing
 
 
 def create_app(
@@ -110,17 +109,13 @@ def _add_request_middleware(app: FastAPI, runtime: ServiceRuntime) -> None:
     ) -> Response:
         correlation = request.headers.get("x-correlation-id")
         started = time.perf_counter()
-        # A caller's traceparent makes this request a child of its span (W3C trace context).
-        with correlation_scope(correlation), span(
-                f"{request.method} {request.url.path}", service=runtime.spec.name, kind=SpanKind.SERVER,
-                parent=request.headers.get("traceparent"),
-                attributes={"http.request.method": request.method}) as current:
+        # The request's span is FastAPI's own (its native OpenTelemetry telemetry, on
+        # once a tracer provider is installed): a server span continuing the caller's
+        # `traceparent`, with a child span per endpoint call.
+        with correlation_scope(correlation):
             response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            current.update_name(f"{request.method} {path}")
-            current.set_attribute("http.route", path)
-            current.set_attribute("http.response.status_code", response.status_code)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
         runtime.metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
         response.headers["x-response-time-ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
         return response
