@@ -10,9 +10,14 @@ the events it announced, without publishing any."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +53,19 @@ async def approved_run(pricing: PricingClient, org: OrgHandle) -> str:
     run = await pricing.wait_until(org, run_id, timeout_s=180)
     assert run["status"] == "completed"
     return run_id
+
+
+async def stayops(stack: Any, *args: str, **env: str) -> dict[str, Any]:
+    """`stayops ARGS --json` against the test stack, its output parsed."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "stayops"), *args, "--json", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "STAYOPS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+             "STAYOPS_PG_PORT": str(stack.pg_port), **env})
+    out, err = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def database(system: LocalSystem, service: str) -> str:
@@ -99,6 +117,11 @@ async def test_replay_to_a_group_applies_nothing_twice_and_reports_each_event(
     assert set(again.already_applied) == set(report.already_applied) - {forgotten}
     assert (await pricing.run(org, run_id))["status"] == "completed"
 
+    # The command says the same: all applied once now, the forgery parked again.
+    said = await stayops(stack, "replay", "--topic", TASKS, "--correlation", run_id, "--to-group",
+                         "workflow-service", "--database-url", workflow_db)
+    assert (said["new"], said["parked"], said["already_applied"]) == (0, 1, counts["replayed"]), said
+
 
 async def forge_task_completed(bootstrap: str, org: OrgHandle, run_id: str) -> str:
     """A task.completed from a source that does not own the type, in the run's correlation."""
@@ -142,8 +165,8 @@ async def test_a_sandbox_replay_of_a_run_rebuilds_the_tasks_task_service_made(
     # The sandbox's tasks have ids of their own; it says which production task each one is.
     assert {result.ids.get(t["id"]) for t in sandboxed} == {t["id"] for t in real}
 
-    def shape(task: dict[str, Any]) -> tuple[Any, ...]:
-        return (result.ids.get(task["id"], task["id"]), *(str(task[name]) for name in TASK_FIELDS))
+    def shape(task: dict[str, Any], ids: dict[str, str] = result.ids) -> tuple[Any, ...]:
+        return (ids.get(task["id"], task["id"]), *(str(task[name]) for name in TASK_FIELDS))
 
     # The decision is a person's REST call, not an event: the sandbox leaves it open
     # where the real service has it approved. Every other field, and every other task, is the same.
@@ -162,3 +185,9 @@ async def test_a_sandbox_replay_of_a_run_rebuilds_the_tasks_task_service_made(
     assert Counter(e["type"] for e in result.emitted) == Counter(e["event_type"] for e in real_events) - by_rest
     sandbox_outbox = await rows(result.database_url, sa.select(outbox.c.sent_at))
     assert sandbox_outbox and all(row["sent_at"] is None for row in sandbox_outbox)
+
+    # The command: a sandbox of its own, the same tasks.
+    said = await stayops(stack, "replay", "--correlation", run_id, "--sandbox", "task-service",
+                         STAYOPS_AGENT_SERVICE_URL=system.url("agent-service"))
+    assert sorted(shape(t, said["ids"]) for t in said["tables"]["tasks"] if t["task_type"] != "decision") \
+        == sorted(shape(t) for t in real if t["task_type"] != "decision")
