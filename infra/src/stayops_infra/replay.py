@@ -107,11 +107,15 @@ async def read_topic(bootstrap: str, selection: Selection, *, types: Iterable[st
         until_ms = _ms(selection.until) if selection.until is not None else None
         per_partition: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {tp: [] for tp in tps}
         remaining = {tp for tp in tps if start[tp] < end[tp]}
-        scanned = 0
+        scanned = idle = 0
         while remaining:
             batch = await reader.getmany(*remaining, timeout_ms=2000, max_records=2000)
             if not batch:
-                raise ReplayError(f"{selection.topic}: the broker stopped answering before the end of the topic")
+                idle += 1
+                if idle >= 5:
+                    raise ReplayError(f"{selection.topic}: no records for 10 s before the end of the topic")
+                continue
+            idle = 0
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= end[tp]:

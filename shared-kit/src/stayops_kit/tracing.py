@@ -52,9 +52,16 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
     return True
 
 
+# Set by `use_provider`: the hot paths (announce, handle, publish) test this flag, not
+# the global provider (looking that up costs microseconds: it reads the environment).
+_enabled = False
+
+
 def use_provider(provider: Any) -> None:
     """Install a tracer provider for the process (once; OpenTelemetry refuses a second)."""
+    global _enabled
     trace.set_tracer_provider(provider)
+    _enabled = True
 
 
 def tracer() -> trace.Tracer:
@@ -62,8 +69,8 @@ def tracer() -> trace.Tracer:
 
 
 def enabled() -> bool:
-    """Whether spans are recorded (a provider other than the no-op one is installed)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    """Whether spans are recorded: a provider was installed with `use_provider`."""
+    return _enabled
 
 
 def traceparent() -> str | None:
