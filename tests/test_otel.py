@@ -7,7 +7,7 @@ the event travels over Kafka carrying `ce_traceparent`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,16 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
+def spans() -> Iterator[Any]:
+    """This process's spans, recorded in memory from here on (the provider stays
+    installed for the session; what it recorded is dropped after the test)."""
+    exporter = tracing.record_in_memory()
+    exporter.clear()
+    yield exporter
+    exporter.clear()
+
+
+@pytest.fixture
 async def services(stack: Any) -> AsyncIterator[tuple[ServiceUnderTest, ServiceUnderTest]]:
     async with service_under_test(create_task_service, "task-service", stack) as tasks, \
             service_under_test(create_workflow_service, "workflow-service", stack) as workflows:
@@ -29,9 +39,8 @@ async def services(stack: Any) -> AsyncIterator[tuple[ServiceUnderTest, ServiceU
 
 
 async def test_a_rest_call_its_event_and_another_services_handler_are_one_trace(
-    services: tuple[ServiceUnderTest, ServiceUnderTest],
+    spans: Any, services: tuple[ServiceUnderTest, ServiceUnderTest],
 ) -> None:
-    spans = tracing.record_in_memory()
     tasks, _ = services
     org = str(uuid.uuid4())
     owner = tasks.auth(org, "owner-1", "owner")

@@ -5,6 +5,7 @@ the handler, on real PostgreSQL and Apache Kafka."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,13 +30,21 @@ from stayops_schemas.catalog import event_type
 pytestmark = pytest.mark.stack
 
 
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """This process's spans, recorded in memory from here on (the provider stays
+    installed for the session; what it recorded is dropped after the test)."""
+    exporter = tracing.record_in_memory()
+    exporter.clear()
+    yield exporter
+    exporter.clear()
+
+
 def hex_id(value: int, width: int) -> str:
     return format(value, f"0{width}x")
 
 
-async def test_traceparent_goes_from_the_announcing_span_to_the_handlers_span(probe: ProbeDb) -> None:
-    spans = tracing.record_in_memory()
-    spans.clear()
+async def test_traceparent_goes_from_the_announcing_span_to_the_handlers_span(spans: Any, probe: ProbeDb) -> None:
     with tracing.span("POST /v1/things", service="probe-api", kind=SpanKind.SERVER) as request:
         async with probe.uow.begin() as uow:
             envelope = await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "k1", 1),

@@ -44,3 +44,4 @@ def test_a_traceparent_becomes_the_parent_of_the_next_span() -> None:
     assert finished["handle"].parent.span_id == request.get_span_context().span_id
     assert finished["handle"].attributes[tracing.SERVICE_ATTRIBUTE] == "task-service"
     assert tracing.context_of("00-garbage") is None
+    spans.clear()
