@@ -278,6 +278,7 @@ def test_every_declared_topic_and_dead_letter_topic_is_provisioned() -> None:
     names = [topic.name for topic in all_topics()]
     assert len(names) == len(set(names))
     assert {f"{group}.dlq" for group in CONSUMER_GROUPS} <= set(names)
+    assert {f"{group}.replay" for group in CONSUMER_GROUPS} <= set(names)
     assert all(topic.partitions >= 1 for topic in all_topics())
 
 

@@ -410,6 +410,105 @@ def trace(
     render_trace(found, console)
 
 
+def _when(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option} takes an ISO 8601 time (2026-01-31T08:00:00Z), not {text!r}") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def replay(
+    topic: Annotated[str | None, typer.Option(help="The topic whose records to re-deliver (with --to-group).")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Records from this time (ISO 8601, the broker's "
+                                                             "timestamps).")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Records up to this time (ISO 8601).")] = None,
+    correlation: Annotated[str | None, typer.Option(help="Only the records of this correlation id.")] = None,
+    to_group: Annotated[str | None, typer.Option(help="Re-deliver to this consumer group only (a service's), "
+                                                      "through its inbox.")] = None,
+    sandbox: Annotated[str | None, typer.Option(help="Feed --correlation's events to this service's handlers "
+                                                     "on a scratch database instead; nothing is published.")] = None,
+    database_url: DatabaseUrlOption = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the group to consume the replay.")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Replay events from the broker: to one consumer group (`--topic T --to-group G`, applied
+    at most once through G's inbox; reports new, already applied and parked), or into a
+    sandbox (`--correlation ID --sandbox SERVICE`: the resulting rows and the events the
+    service would have emitted)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from stayops_infra.replay import ReplayError, Selection, replay_to_group, sandbox_replay
+
+    if (to_group is None) == (sandbox is None):
+        raise _fail(StackError("say where to replay: --to-group GROUP or --sandbox SERVICE"))
+    bootstrap = bootstrap_servers_from_env()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=errors, transient=True)
+    tasks: dict[str, TaskID] = {}
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    try:
+        if to_group is not None:
+            if topic is None:
+                raise _fail(StackError("--to-group needs --topic"))
+            selection = Selection(topic, _when(since, "--from"), _when(until, "--to"), correlation)
+            with bar:
+                report = asyncio.run(replay_to_group(bootstrap, _service_database_url(to_group, database_url),
+                                                     to_group, selection, wait_s=wait, progress=progress))
+            if as_json:
+                console.print_json(json.dumps({**report.summary(), "new_ids": report.new,
+                                               "already_applied_ids": report.already_applied,
+                                               "parked_ids": report.parked, "pending_ids": report.pending}))
+                return
+            counts = report.summary()
+            console.print(f"{topic}: {counts['selected']} record(s) selected, {counts['replayed']} of types "
+                          f"{to_group} handles re-delivered on {to_group}.replay", highlight=False)
+            console.print(f"new: {counts['new']}  already applied: {counts['already_applied']}  "
+                          f"parked: {counts['parked']}" + (f"  not consumed yet: {counts['pending']}"
+                                                           if counts["pending"] else ""), highlight=False)
+            return
+        assert sandbox is not None
+        if correlation is None:
+            raise _fail(StackError("--sandbox needs --correlation ID"))
+        from stayops_infra.postgres import create_database
+
+        port = StackConfig.from_env().pg_port
+        agent = os.environ.get("STAYOPS_AGENT_SERVICE_URL", "http://127.0.0.1:8004")
+        with bar:
+            result = asyncio.run(sandbox_replay(
+                bootstrap, correlation, sandbox, create_database=lambda name: create_database(port, name),
+                result_urls={"agent-service": agent}, progress=progress))
+    except ReplayError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        console.print_json(json.dumps(result.as_json()))
+        return
+    render_sandbox(result.as_json())
+
+
+def render_sandbox(result: dict[str, Any]) -> None:
+    console.print(f"[bold]{escape(result['service'])} sandbox[/] on {escape(result['database_url'])}: "
+                  f"{len(result['fed'])} event(s) applied, {len(result['parked'])} parked", highlight=False)
+    for item in result["parked"]:
+        console.print(f"  [red]parked[/] {escape(item['type'])} {escape(item['id'])}: {escape(item['reason'])}",
+                      highlight=False)
+    for name, rows in result["tables"].items():
+        console.print(f"[bold]{escape(name)}[/] ({len(rows)} row(s))", highlight=False)
+        for row in rows:
+            console.print("  " + json.dumps(row, default=str), highlight=False, markup=False)
+    console.print(f"[bold]would have emitted[/] {len(result['emitted'])} event(s) (not published):")
+    for event in result["emitted"]:
+        console.print(f"  {escape(event['type'])} key {escape(event['key'])} {escape(event['id'])}", highlight=False)
+
+
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
     """Write every event type's JSON Schema, their index and the AsyncAPI document into DIRECTORY."""

@@ -28,6 +28,7 @@ from stayops_kit.problems import (
 )
 from stayops_kit.runtime import ServiceRuntime, ServiceSpec
 from stayops_kit.settings import ServiceSettings
+from stayops_kit.tracing import configure_tracing
 
 
 def create_app(
@@ -108,6 +109,9 @@ def _add_request_middleware(app: FastAPI, runtime: ServiceRuntime) -> None:
     ) -> Response:
         correlation = request.headers.get("x-correlation-id")
         started = time.perf_counter()
+        # The request's span is FastAPI's own (its native OpenTelemetry telemetry, on
+        # once a tracer provider is installed): a server span continuing the caller's
+        # `traceparent`, with a child span per endpoint call.
         with correlation_scope(correlation):
             response = await call_next(request)
         route = request.scope.get("route")
@@ -122,6 +126,7 @@ def serve(app_factory: Callable[[], FastAPI], service_name: str) -> None:
     for in-flight requests, then the lifespan drains the consumer and relay)."""
     settings = ServiceSettings(service_name=service_name)
     configure_logging(service_name, settings.log_level, settings.log_json)
+    configure_tracing(service_name)  # OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     uvicorn.run(
         app_factory(),
         host=settings.http_host,

@@ -25,6 +25,7 @@ import asyncpg
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
@@ -40,6 +41,7 @@ from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
 from stayops_kit.metrics import Metrics
 from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
+from stayops_kit.tracing import span
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
 from stayops_schemas.envelope import Envelope
@@ -216,12 +218,15 @@ class InboxConsumer:
         batch_budget_s: float = 60.0,
         dead_letter_timeout_s: float = 10.0,
         results: ResultReader | None = None,
+        replay_topic: str | None = None,
     ) -> None:
         """`check_sources`: dead-letter an event whose source does not own its type
         (`stayops_schemas.ownership`); off only for the messaging probe. `engine`: the
         connections the consumer applies on (the unit of work factory's by default).
         `batch_budget_s`: how long one batch may take before the records not yet
-        applied are left for the next fetch, well inside `max.poll.interval.ms`."""
+        applied are left for the next fetch, well inside `max.poll.interval.ms`.
+        `replay_topic`: a topic only this group reads besides its subscriptions'
+        (`stayops replay` re-delivers there)."""
         self.group = group
         self._check_sources = check_sources
         self._subscriptions = subscriptions
@@ -230,6 +235,7 @@ class InboxConsumer:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._results = results
+        self._replay_topic = replay_topic
         self._retry_base_s = retry_base_s
         self._unavailable_backoff_s = unavailable_backoff_s
         self._engine = engine or uow_factory.engine
@@ -376,7 +382,10 @@ class InboxConsumer:
         uow = self._uow.bind(
             conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes
         )
-        with correlation_scope(envelope.correlationid):
+        with correlation_scope(envelope.correlationid), span(
+                f"handle {envelope.type}", service=self.group, kind=SpanKind.CONSUMER, parent=envelope.traceparent,
+                attributes={"stayops.event_id": envelope.id, "stayops.org_id": envelope.orgid,
+                            "messaging.consumer.group.name": self.group}):
             await item.handler(EventContext(uow, envelope, self._results), item.payload)
         self._metrics.events_handled.labels(envelope.type).inc()
 
@@ -425,8 +434,9 @@ class InboxConsumer:
         (tens of ms added to each hop of a saga), and its ack policies either commit
         first (ACK_FIRST) or commit a failed message (REJECT_ON_ERROR). `getmany`
         here long-polls and returns as soon as records arrive."""
+        topics = [*self._subscriptions.topics, *([self._replay_topic] if self._replay_topic else [])]
         consumer = AIOKafkaConsumer(
-            *self._subscriptions.topics,
+            *topics,
             bootstrap_servers=bootstrap_servers,
             group_id=self.group,
             client_id=f"{self.group}-consumer",

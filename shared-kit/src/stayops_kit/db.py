@@ -26,6 +26,9 @@ outbox = sa.Table(
     sa.Column("dataschema", sa.Text),
     sa.Column("subject", sa.Text),
     sa.Column("payload", pg.JSONB, nullable=False),
+    # W3C trace context of the span that announced the event (CloudEvents distributed
+    # tracing), null when tracing is off.
+    sa.Column("traceparent", sa.Text),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("sent_at", sa.DateTime(timezone=True)),

@@ -42,6 +42,8 @@ class HistoryEvent(BaseModel):
     correlationid: str | None = None
     causationid: str | None = None
     dataschema: str | None = None
+    traceparent: str | None = Field(None, description="W3C trace context of the span that announced it "
+                                                      "(null when tracing was off).")
     data: dict[str, Any]
     sent_at: datetime | None = Field(None, description="When the relay put it on the broker; null while it waits.")
     cursor: int = Field(description="Its position in this service's outbox: pass as `after` for the next page.")
@@ -83,7 +85,8 @@ def _published(row: Any) -> HistoryEvent:
     return HistoryEvent(
         id=str(row.event_id), type=row.event_type, source=row.source, time=row.occurred_at, topic=row.topic,
         subject=row.subject, partitionkey=row.partition_key, orgid=row.org_id, correlationid=row.correlation_id,
-        causationid=row.causation_id, dataschema=row.dataschema, data=row.payload, sent_at=row.sent_at,
+        causationid=row.causation_id, dataschema=row.dataschema, traceparent=row.traceparent, data=row.payload,
+        sent_at=row.sent_at,
         cursor=row.id,
     )
 

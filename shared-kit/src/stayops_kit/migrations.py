@@ -69,6 +69,12 @@ def add_event_history(connection: Connection) -> None:
         connection.execute(sa.text(statement))
 
 
+def add_trace_context(connection: Connection) -> None:
+    """A service's `_trace_context` migration: the outbox keeps each event's W3C
+    `traceparent` (stayops_kit.tracing); a no-op where the first migration made it."""
+    connection.execute(sa.text("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text"))
+
+
 def run_env(target_metadata: sa.MetaData | None) -> None:
     """Body of a service's `migrations/env.py`: online migrations over asyncpg."""
     config = context.config

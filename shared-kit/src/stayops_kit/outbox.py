@@ -16,6 +16,7 @@ from stayops_kit.clock import Clock, IdFactory, SystemClock, new_id
 from stayops_kit.db import outbox
 from stayops_kit.errors import StayOpsError
 from stayops_kit.kafka import MAX_RECORD_BYTES
+from stayops_kit.tracing import span, traceparent
 from stayops_schemas.catalog import event_type as catalog_entry
 from stayops_schemas.envelope import Envelope
 
@@ -83,8 +84,13 @@ class UnitOfWork:
                 f"most {MAX_EVENT_DATA_BYTES:,} (Kafka refuses bigger records). Store the detail and "
                 "announce its id and a summary instead."
             )
+        event_id = self.ids()
+        # The announcing span is the parent of the handlers' spans (W3C trace context).
+        with span(f"announce {event_type}", service=self.source.lstrip("/"),
+                  attributes={"stayops.event_id": event_id, "stayops.org_id": org_id}):
+            context = traceparent()
         envelope = Envelope(
-            id=self.ids(),
+            id=event_id,
             type=event_type,
             source=self.source,
             orgid=org_id,
@@ -95,6 +101,7 @@ class UnitOfWork:
             causationid=self.causation_id,
             dataschema=entry.dataschema,
             subject=subject,
+            traceparent=context,
         )
         self.pending.add(outbox, _row(envelope, entry.topic))
         self.announced.append(envelope)
@@ -124,6 +131,7 @@ def _row(envelope: Envelope, topic: str) -> dict[str, Any]:
         "dataschema": envelope.dataschema,
         "subject": envelope.subject,
         "payload": envelope.data,
+        "traceparent": envelope.traceparent,
         "occurred_at": envelope.time,
     }
 

@@ -31,6 +31,7 @@ import asyncpg
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.clock import Clock, SystemClock
@@ -38,6 +39,7 @@ from stayops_kit.db import OUTBOX_CHANNEL, outbox
 from stayops_kit.failpoints import failpoint
 from stayops_kit.loops import Backoff, LoopHealth, Wakeup, connect_session, run_loop
 from stayops_kit.metrics import Metrics
+from stayops_kit.tracing import span
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.envelope import Envelope
 
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 7_311_001
 _SELECT_UNSENT = """
 SELECT id, event_id, event_type, topic, partition_key, org_id, source, correlation_id,
-       causation_id, dataschema, subject, payload, occurred_at, attempts, retry_at
+       causation_id, dataschema, subject, payload, traceparent, occurred_at, attempts, retry_at
 FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1
 """
 _MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
@@ -232,13 +234,17 @@ class OutboxRelay:
             if row["partition_key"] in held_keys:
                 continue
             try:
-                record = to_kafka(_envelope(row))
-                send = producer.send(row["topic"], value=record.value, key=record.key, headers=record.headers)
-                if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
-                    # Only a send that must fetch metadata can wait long (a missing topic).
-                    future = await asyncio.wait_for(send, self._config.send_timeout_s)
-                else:
-                    future = await send
+                with span(f"publish {row['topic']}", service=row["source"].lstrip("/"), kind=SpanKind.PRODUCER,
+                          parent=row["traceparent"], attributes={"stayops.event_id": str(row["event_id"]),
+                                                                 "stayops.event_type": row["event_type"]}):
+                    record = to_kafka(_envelope(row))
+                    send = producer.send(row["topic"], value=record.value, key=record.key,
+                                         headers=record.headers)
+                    if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
+                        # Only a send that must fetch metadata can wait long (a missing topic).
+                        future = await asyncio.wait_for(send, self._config.send_timeout_s)
+                    else:
+                        future = await send
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # raised by send() itself: too large, unknown topic
@@ -400,6 +406,7 @@ def _envelope(row: Any) -> Envelope:
         causationid=row["causation_id"],
         dataschema=row["dataschema"],
         subject=row["subject"],
+        traceparent=row["traceparent"],
     )
 
 

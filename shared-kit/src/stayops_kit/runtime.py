@@ -28,6 +28,7 @@ from stayops_kit.migrations import upgrade_head
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
 from stayops_kit.settings import ServiceSettings
+from stayops_schemas.catalog import CONSUMER_GROUPS, replay_topic
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class ServiceRuntime:
             max_attempts=settings.consumer_max_attempts,
             engine=self.consumer_engine,
             results=self.results,
+            replay_topic=replay_topic(self.spec.name) if self.spec.name in CONSUMER_GROUPS else None,
         )
         return producer, relay, consumer
 

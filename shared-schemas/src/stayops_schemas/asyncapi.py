@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stayops_schemas.catalog import CATALOG, TOPICS, EventType, Topic, dead_letter_topic
+from stayops_schemas.catalog import CATALOG, TOPICS, EventType, Topic, dead_letter_topic, replay_topic
 from stayops_schemas.envelope import CONTENT_TYPE, SPECVERSION
 from stayops_schemas.ownership import OWNERS
 from stayops_schemas.subscriptions import CONSUMED_BY
@@ -46,7 +46,9 @@ CLOUDEVENTS_HEADERS: Mapping[str, dict[str, Any]] = {
     "ce_correlationid": _header("The saga or request the event belongs to (a pricing run's id, for one); "
                                 "GET /v1/events?correlation_id= and `stayops trace` follow it."),
     "ce_causationid": _header("The id of the event whose handling announced this one: the causal tree."),
-    "ce_traceparent": _header("W3C trace context (CloudEvents distributed-tracing extension), where set."),
+    "ce_traceparent": _header("W3C trace context (CloudEvents distributed-tracing extension) of the span that "
+                              "announced the event, stored with it in the outbox; the consumer's handler "
+                              "span is its child. Absent when the publisher's tracing is off."),
     "content-type": _header("The record value's media type.", const=CONTENT_TYPE),
 }
 REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_specversion", "ce_time", "ce_orgid",
@@ -88,7 +90,9 @@ def _channel(topic: Topic, entries: list[EventType]) -> dict[str, Any]:
         "address": topic.name,
         "title": topic.name,
         "description": f"Kafka topic {topic.name} ({topic.partitions} partitions). A record a consumer group "
-                       f"cannot apply is parked on <group>.dlq (e.g. {dead_letter_topic('task-service')}).",
+                       f"cannot apply is parked on <group>.dlq (e.g. {dead_letter_topic('task-service')}); "
+                       f"`stayops replay` re-delivers records to one group only, on <group>.replay "
+                       f"(e.g. {replay_topic('task-service')}), which no other group reads.",
         "messages": {entry.type: {"$ref": f"#/components/messages/{entry.type}"} for entry in entries},
         "bindings": {"kafka": {"topic": topic.name, "partitions": topic.partitions,
                                "bindingVersion": KAFKA_BINDING_VERSION}},

@@ -113,9 +113,17 @@ def dead_letter_topic(group: str) -> str:
     return f"{group}.dlq"
 
 
+def replay_topic(group: str) -> str:
+    """Where `stayops replay` re-delivers records to one consumer group: only that
+    group reads it, so no other group sees a replayed record."""
+    return f"{group}.replay"
+
+
 def all_topics() -> tuple[Topic, ...]:
-    """The topics to provision before any consumer starts, dead-letter topics included."""
-    return TOPICS + tuple(Topic(dead_letter_topic(group), 1) for group in CONSUMER_GROUPS)
+    """The topics to provision before any consumer starts, dead-letter and replay topics
+    included (one partition each: a replay keeps the order it is sent in)."""
+    return (TOPICS + tuple(Topic(dead_letter_topic(group), 1) for group in CONSUMER_GROUPS)
+            + tuple(Topic(replay_topic(group), 1) for group in CONSUMER_GROUPS))
 
 
 _SYNC_EVENTS: tuple[tuple[str, type[Payload]], ...] = (
