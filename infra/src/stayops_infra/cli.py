@@ -259,8 +259,9 @@ def seed_propco_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a property manager: 50 listings (luxury, standard, budget), the Revenue,
-    Operations and Guest Experience departments with their people and the AI Revenue
-    Manager; weekly pricing per segment in runs of at most 10 listings."""
+    Operations and Guest relations departments with their people and two AI agents
+    (the AI Revenue Manager, the AI Guest Assistant); weekly pricing is one
+    portfolio-pricing run over the segments."""
     config = StackConfig.from_env()
     _seed(config, lambda bootstrap, keys, registry, idempotent: seed_propco(
         bootstrap, keys, registry, config.data_dir / "syncsim" / "listings.json", idempotent=idempotent), as_json)

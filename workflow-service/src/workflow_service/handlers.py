@@ -350,7 +350,8 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     if definition is None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_failed(
-        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason))
+        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
+        result=event.result))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition)
 
