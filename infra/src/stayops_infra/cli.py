@@ -204,11 +204,18 @@ def outbox_retry(service: str, ids: Annotated[list[int] | None, typer.Argument(h
 
 
 @app.command()
-def demo() -> None:
-    """Run the weekly dynamic-pricing scenario twice on an ephemeral stack and print both timelines."""
-    from stayops_infra.demo import run_demo
+def demo(
+    scenario: Annotated[str, typer.Argument(help="solo: a solo host's weekly pricing twice and the reactive "
+                                            "scenarios; propco: a property manager's portfolio pricing")] = "solo",
+) -> None:
+    """Run a scenario on an ephemeral stack and print its timelines: `solo` (default) the
+    weekly dynamic-pricing scenario twice and the reactive ones; `propco` 50 listings in
+    three segments priced by portfolio-pricing with one batch review."""
+    from stayops_infra.demo import run_demo, run_propco_demo
 
-    raise typer.Exit(asyncio.run(run_demo(console)))
+    if scenario not in ("solo", "propco"):
+        raise _fail(StackError(f"unknown scenario {scenario!r}: solo or propco"))
+    raise typer.Exit(asyncio.run(run_propco_demo(console) if scenario == "propco" else run_demo(console)))
 
 
 @app.command()

@@ -981,8 +981,10 @@ class Saga:
         batch is always put to a person."""
         record = self._record(step.name)
         batch, missing = self._batch(step)
+        currencies = {entry.get("currency") for entry in batch}
         record.update(batch=batch, not_proposed=missing, proposal=None, proposal_ref=None,
-                      currency=render(step.raw.get("currency"), self._names()))
+                      currency=render(step.raw.get("currency"), self._names())
+                      or (currencies.pop() if len(currencies) == 1 else None))
         self._say(SERVICE_ACTOR, f"step {step.name}: {len(batch)} segment(s) to review ("
                   + ", ".join(f"{e['segment']}: {e['nights']} nights" for e in batch) + ")"
                   + (f"; {len(missing)} proposed nothing" if missing else "")
