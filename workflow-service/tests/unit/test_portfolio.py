@@ -95,8 +95,8 @@ class Portfolio:
         return self.apply(lambda saga: saga.task_failed(step, request_id=request_id, actor="automation",
                                                         reason=reason, result=result))
 
-    def fire(self) -> Transition:
-        step = self.waiting["step"]
+    def fire(self, timer_step: str | None = None) -> Transition:
+        step = timer_step or self.waiting["step"]
         return self.apply(lambda saga: saga.timer_fired(step))
 
 
@@ -200,3 +200,16 @@ def test_a_batch_decision_takes_no_rule() -> None:
         assert "no rule" in str(exc)
     else:
         raise AssertionError("a batch decision with a rule was accepted")
+
+
+def test_an_undecided_review_goes_to_the_owner_then_the_deadline_rejects_it() -> None:
+    run, t = reviewed()
+    assert t.tasks[0].due_in is not None and t.tasks[0].due_in.days == 2
+
+    escalated = run.fire("review@escalation")
+    assert [(r.assigned_to, r.role_id) for r in escalated.reassigns] == [("u-owner", None)]
+    assert [task.workflow_step for task in escalated.tasks] == ["escalation"], "the owner is told"
+
+    t = run.fire("review@deadline")
+    assert t.state["steps"]["review"]["outcome"] == "rejected"
+    assert [task.workflow_step for task in t.tasks] == ["summary"], "nothing is published"
