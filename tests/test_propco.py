@@ -123,6 +123,9 @@ async def test_the_revenue_manager_approves_two_segments_with_an_edit_and_exactl
     run_id = await pricing.start_portfolio(propco)
     task = await pricing.batch_task(propco, run_id, timeout_s=RUN_TIMEOUT_S)
     rita = propco.headers_of("revenue-manager")
+    agents = await pricing.http.get(f"{pricing.urls['agent-service']}/v1/agents", headers=propco.headers)
+    assert {(a["role_id"], tuple(a["skills"])) for a in agents.json()["items"]} == {
+        ("revenue-manager", ("pricing", "performance-review")), ("guest-relations", ("guest-welcome",))}, agents.text
 
     batch = {entry["segment"]: entry for entry in task["data"]["batch"]}
     assert sorted(batch) == sorted(SEGMENTS), "every segment in the one review task"
@@ -165,6 +168,22 @@ async def test_the_revenue_manager_approves_two_segments_with_an_edit_and_exactl
     assert sorted(listings) == sorted(approved) and {o["status"] for o in listings.values()} == {"published"}
     assert run["steps"]["performance"]["status"] == "completed", messages(run)
     assert run["result"]["segments"] == ["luxury", "budget"]
+
+    # The second AI agent does its own skill: a welcome for guests of a synced listing.
+    tasks = f"{pricing.urls['task-service']}/v1/tasks"
+    created = await pricing.http.post(tasks, headers=propco.headers, json={
+        "title": "Draft the welcome for the Lisbon family", "task_type": "analysis", "role_id": "guest-relations",
+        "data": {"skill": "guest-welcome", "listing_id": night["listing_id"], "guests": 4}})
+    assert created.status_code == 201, created.text
+    welcome: dict[str, Any] = {}
+    for _ in range(150):
+        welcome = (await pricing.http.get(f"{tasks}/{created.json()['id']}", headers=propco.headers)).json()
+        if welcome["status"] in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    assert welcome["status"] == "completed", welcome
+    assert welcome["assignee_type"] == "ai_agent", welcome
+    assert "party of 4" in welcome["result"]["message"]
 
 
 async def test_a_listing_refused_once_is_retried_alone_and_a_failed_analysis_retries_only_its_segment(
