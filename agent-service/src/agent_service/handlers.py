@@ -268,7 +268,10 @@ async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskA
                             outcome: SkillOutcome, *, inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES) -> None:
     await store.append_activity(ctx.uow.conn, analysis_activity(
         agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
-    if not outcome.failed and not fits_inline(outcome.result, inline_limit_bytes):
+    # Stored when too big for an event, or when the task asks for a ref whatever the
+    # size (`data.by_reference`: a portfolio's segment summary carries only the ref).
+    wants_ref = event.data.get("by_reference") is True and outcome.skill == "pricing"
+    if not outcome.failed and (wants_ref or not fits_inline(outcome.result, inline_limit_bytes)):
         outcome = replace(outcome, result=await _store_result(ctx, event.task_id, outcome))
     await ctx.uow.announce(
         "stayops.agent.result.produced",
