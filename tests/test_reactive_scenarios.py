@@ -305,9 +305,10 @@ async def test_a_seeded_propco_has_50_listings_3_departments_its_automations_and
     assert len(seeded["listing_ids"]) == 50
     assert {segment: len(ids) for segment, ids in seeded["segments"].items()} == {
         "luxury": 10, "standard": 25, "budget": 15}
-    assert sorted(seeded["departments"]) == ["Guest Experience", "Operations", "Revenue"]
+    assert sorted(seeded["departments"]) == ["Guest relations", "Operations", "Revenue"]
     assert seeded["departments"]["Operations"] == ["operations", "operations-2", "operations-3"]
     assert seeded["departments"]["Revenue"] == ["revenue-manager", "revenue_manager_agent"]
+    assert seeded["departments"]["Guest relations"] == ["guest-relations", "guest_relations_agent"]
 
     await create_seed_automations(seeded, automation_url=system.url("automation-service"))
     async with httpx.AsyncClient(timeout=20) as http:
@@ -316,10 +317,13 @@ async def test_a_seeded_propco_has_50_listings_3_departments_its_automations_and
         assert response.status_code == 200, response.text
         automations = response.json()["items"]
         pricing = [a for a in automations if a["kind"] == "scheduled"]
-        priced = [lid for a in pricing for lid in a["action"]["parameters"]["listing_ids"]]
+        # One portfolio run over the three segments (luxury 10, standard 25, budget 15).
+        [portfolio] = pricing
+        assert portfolio["action"]["workflow_key"] == "portfolio-pricing"
+        segments = portfolio["action"]["parameters"]["segments"]
+        priced = [lid for s in segments for lid in s["listing_ids"]]
         assert sorted(priced) == sorted(seeded["listing_ids"]), "every listing priced weekly, once"
-        # Large results travel by reference: each segment is one run (luxury 10, standard 25, budget 15).
-        assert sorted(len(a["action"]["parameters"]["listing_ids"]) for a in pricing) == [10, 15, 25]
+        assert [len(s["listing_ids"]) for s in segments] == [10, 25, 15]
         assert {a["name"] for a in automations if a["kind"] == "event"} == {
             "Reservation: guest welcome and cleaning", "Bad review: alert the owner"}
 

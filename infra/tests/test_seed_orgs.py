@@ -1,6 +1,5 @@
 """The seeded orgs and their automations: a solo host prices its listings in one weekly
-run; a property manager's 50 listings are priced per segment in runs small enough for
-one pricing result event."""
+run; a property manager's 50 listings in one portfolio run over its segments."""
 
 from __future__ import annotations
 
@@ -26,20 +25,24 @@ def test_a_solo_host_has_one_weekly_pricing_run_and_the_two_reactive_automations
     assert automations[1]["actions"][0]["assigned_to"] == solo["users"]["owner"]["user_id"]
 
 
-def test_a_propco_prices_each_segment_in_one_run_every_listing_once(tmp_path: Path) -> None:
+def test_a_propco_prices_its_portfolio_in_one_run_over_every_segment(tmp_path: Path) -> None:
     propco = seeded("propco")
-    pricing = [a for a in seed_automations(propco) if a["kind"] == "scheduled"]
-    chunks = [a["action"]["parameters"]["listing_ids"] for a in pricing]
+    [pricing] = [a for a in seed_automations(propco) if a["kind"] == "scheduled"]
 
-    # Large results travel by reference, so a segment (25 listings at most) is one run.
-    assert [len(c) for c in chunks] == [10, 25, 15]
+    assert pricing["action"]["workflow_key"] == "portfolio-pricing"
+    segments = pricing["action"]["parameters"]["segments"]
+    assert [(s["segment"], len(s["listing_ids"])) for s in segments] == [("luxury", 10), ("standard", 25),
+                                                                        ("budget", 15)]
+    assert sorted(lid for s in segments for lid in s["listing_ids"]) == sorted(propco["listing_ids"])
+    assert pricing["action"]["parameters"]["owner_user_id"] == propco["users"]["owner"]["user_id"]
+
+
+def test_a_large_org_without_segments_is_priced_in_chunks() -> None:
+    solo = seeded("solo")
+    many = {**solo, "listing_ids": [f"l-{i}" for i in range(60)]}
+    chunks = [a["action"]["parameters"]["listing_ids"] for a in seed_automations(many) if a["kind"] == "scheduled"]
+    assert [len(c) for c in chunks] == [20, 20, 20]
     assert all(len(c) <= PRICING_RUN_MAX_LISTINGS for c in chunks)
-    assert sorted(lid for c in chunks for lid in c) == sorted(propco["listing_ids"])
-    segments = propco["segments"]
-    for automation, chunk in zip(pricing, chunks, strict=True):
-        segment = automation["name"].split(": ")[1].split(" ")[0]
-        assert set(chunk) <= set(segments[segment]), "a run prices one segment"
-    assert len({a["cron"] for a in pricing}) == len(pricing), "the runs start apart"
 
 
 def test_a_propcos_members_and_the_segments_the_simulators_read(tmp_path: Path) -> None:
@@ -47,7 +50,7 @@ def test_a_propcos_members_and_the_segments_the_simulators_read(tmp_path: Path) 
     roles = sorted((m.department_name or "-", m.role_id, m.user_type) for m in org.members)
     assert roles == [
         ("-", "owner", "human"),
-        ("Guest Experience", "guest-relations", "human"),
+        ("Guest relations", "guest-relations", "ai_agent"), ("Guest relations", "guest-relations", "human"),
         ("Operations", "operations", "human"), ("Operations", "operations", "human"),
         ("Operations", "operations", "human"),
         ("Revenue", "revenue-manager", "ai_agent"), ("Revenue", "revenue-manager", "human"),

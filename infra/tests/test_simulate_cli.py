@@ -101,7 +101,7 @@ async def test_seed_propco_announces_its_members_and_writes_its_segments_for_the
     assert "automations were not created" in out
     seeded = json.loads(out[out.index("\n{") + 1:])
     assert len(seeded["listing_ids"]) == 50 and sorted(seeded["departments"]) == [
-        "Guest Experience", "Operations", "Revenue"]
+        "Guest relations", "Operations", "Revenue"]
     profiles = listing_profiles_file(tmp_path / "syncsim" / "listings.json")()
     assert {lid: p.segment for lid, p in profiles.items()} == {
         lid: segment for segment, ids in seeded["segments"].items() for lid in ids}
@@ -109,7 +109,7 @@ async def test_seed_propco_announces_its_members_and_writes_its_segments_for_the
     async def joined() -> list[Envelope]:
         found = [e for e in await events_of(stack.kafka_bootstrap, ORG_DIRECTORY, seeded["org_id"])
                  if e.type == "org.member.joined"]
-        return found if len(found) == 7 else []
+        return found if len(found) == 8 else []
 
-    assert {e.data["department_name"] for e in await eventually(joined, what="7 members joined")} == {
-        None, "Revenue", "Operations", "Guest Experience"}
+    assert {e.data["department_name"] for e in await eventually(joined, what="8 members joined")} == {
+        None, "Revenue", "Operations", "Guest relations"}

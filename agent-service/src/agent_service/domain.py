@@ -36,8 +36,10 @@ DEFAULT_CONFIDENCE_THRESHOLD = Decimal("0.70")
 # What an agent in each role can do when it joins; an unknown role starts with no skill.
 SKILLS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "revenue-manager": ("pricing", "performance-review"),
+    # An AI guest-relations assistant drafts the welcome a guest gets.
+    "guest-relations": ("guest-welcome",),
 }
-KNOWN_SKILLS = ("pricing", "performance-review")
+KNOWN_SKILLS = ("pricing", "performance-review", "guest-welcome")
 
 
 @dataclass(frozen=True)

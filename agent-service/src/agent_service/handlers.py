@@ -11,6 +11,7 @@ from typing import Any
 
 from agent_service import store
 from agent_service.domain import (
+    KNOWN_SKILLS,
     Activity,
     AgentNotFound,
     AgentProfile,
@@ -54,6 +55,7 @@ from agent_service.pricing import (
 )
 from stayops_kit.auth import Caller
 from stayops_kit.consumer import EventContext
+from stayops_kit.failpoints import planned_failure
 from stayops_kit.outbox import UnitOfWork
 from stayops_schemas.claims import (
     DEFAULT_INLINE_LIMIT_BYTES,
@@ -266,7 +268,10 @@ async def _announce_outcome(ctx: EventContext, agent: AgentProfile, event: TaskA
                             outcome: SkillOutcome, *, inline_limit_bytes: int = DEFAULT_INLINE_LIMIT_BYTES) -> None:
     await store.append_activity(ctx.uow.conn, analysis_activity(
         agent, outcome, task_id=event.task_id, at=ctx.uow.clock.now(), id=ctx.uow.ids()))
-    if not outcome.failed and not fits_inline(outcome.result, inline_limit_bytes):
+    # Stored when too big for an event, or when the task asks for a ref whatever the
+    # size (`data.by_reference`: a portfolio's segment summary carries only the ref).
+    wants_ref = event.data.get("by_reference") is True and outcome.skill == "pricing"
+    if not outcome.failed and (wants_ref or not fits_inline(outcome.result, inline_limit_bytes)):
         outcome = replace(outcome, result=await _store_result(ctx, event.task_id, outcome))
     await ctx.uow.announce(
         "stayops.agent.result.produced",
@@ -318,7 +323,35 @@ async def _run_skill(
         return await _price(ctx, agent, event, as_of)
     if skill == "performance-review":
         return await _review(ctx, agent, event, as_of.date())
-    raise SkillNotAvailable(skill, ("pricing", "performance-review"))
+    if skill == "guest-welcome":
+        return await _welcome(ctx, event)
+    raise SkillNotAvailable(skill, KNOWN_SKILLS)
+
+
+async def _welcome(ctx: EventContext, event: TaskAssigned) -> SkillOutcome:
+    """A welcome for a reservation's guests (`data.listing_id`, optional
+    `reservation_id`, `check_in`, `guests`), from what the listing's platform said
+    about it: its title, city and time zone."""
+    listing_id = event.data.get("listing_id")
+    if not isinstance(listing_id, str) or not listing_id:
+        raise InvalidTaskData("data.listing_id must name the listing the guests stay at")
+    found = await store.list_listings(ctx.uow.conn, ctx.org_id, [listing_id])
+    if not found:
+        raise NothingToAnalyse(f"listing {listing_id} has not been synced; run a sync first")
+    listing = found[0]
+    guests, check_in = event.data.get("guests"), event.data.get("check_in")
+    party = f" for your party of {guests}" if isinstance(guests, int) and guests > 1 else ""
+    when = f" on {check_in}" if isinstance(check_in, str) and check_in else ""
+    message = (f"Welcome to {listing.title} in {listing.city}! Everything is ready{party}{when}. "
+               "Check-in is from 15:00 and check-out by 11:00 (local time). Write to us here if you need "
+               "anything during your stay.")
+    reservation = event.data.get("reservation_id")
+    result = {"listing_id": listing_id, "reservation_id": reservation if isinstance(reservation, str) else None,
+              "subject": f"Welcome to {listing.title}", "message": message}
+    return SkillOutcome(skill="guest-welcome", summary=f"drafted a welcome for {listing.title}", confidence=0.9,
+                        result=result, inputs={"listing_id": listing_id, "title": listing.title,
+                                               "city": listing.city},
+                        explanation="A welcome from the listing's title and city and the stay's dates.")
 
 
 def _listing_ids(data: dict[str, Any]) -> list[str] | None:
@@ -328,6 +361,22 @@ def _listing_ids(data: dict[str, Any]) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise InvalidTaskData("data.listing_ids must be a list of listing ids")
     return ids
+
+
+def _forecast_runs(data: dict[str, Any], own_run: str | None) -> list[str | None]:
+    """The runs whose forecasts a performance review reads: `data.runs` (run ids, or
+    objects with a `run_id`, e.g. a map step's outcomes), else the task's own run."""
+    runs = data.get("runs")
+    if runs is None:
+        return [own_run]
+    if not isinstance(runs, list):
+        raise InvalidTaskData("data.runs must be a list of run ids (or of objects with a run_id)")
+    # An item that never ran (no run id) has no forecast.
+    ids = [run.get("run_id") for run in runs if isinstance(run, dict) and run.get("run_id")] + [
+        run for run in runs if not isinstance(run, dict)]
+    if not all(isinstance(i, str) and i for i in ids):
+        raise InvalidTaskData("data.runs must be a list of run ids (or of objects with a run_id)")
+    return list(dict.fromkeys(ids))
 
 
 def _horizon(data: dict[str, Any]) -> int:
@@ -376,6 +425,9 @@ async def _pricing_input(ctx: EventContext, listing: Listing, rules: PricingRule
 
 async def _price(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, as_of: dt.datetime) -> SkillOutcome:
     horizon = _horizon(event.data)
+    failing = planned_failure("analysis", _listing_ids(event.data) or [])
+    if failing is not None:  # end-to-end tests only (STAYOPS_FAULTS_FILE)
+        raise RuntimeError(f"the pricing model failed on listing {failing} (planned failure)")
     found = await store.list_listings(ctx.uow.conn, ctx.org_id, _listing_ids(event.data))
     if not found:
         raise NothingToAnalyse("no synced listing matches data.listing_ids; run a sync first")
@@ -454,10 +506,12 @@ async def _review(ctx: EventContext, agent: AgentProfile, event: TaskAssigned, t
     tolerance = event.data.get("tolerance_pct", 0)
     if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
         raise InvalidTaskData("data.tolerance_pct must be a non-negative number")
-    # This run's forecast (a later run's never replaces it); only nights already past
-    # are final: a night still ahead may yet be booked.
-    nights = [n for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids,
-                                                    run_id=event.workflow_run_id) if n.date < today]
+    # This run's forecast (a later run's never replaces it), or that of the runs
+    # `data.runs` names (a portfolio's segment runs); only nights already past are
+    # final: a night still ahead may yet be booked.
+    nights = [n for run_id in _forecast_runs(event.data, event.workflow_run_id)
+              for n in await store.changed_nights(ctx.uow.conn, ctx.org_id, listing_ids, run_id=run_id)
+              if n.date < today]
     booked = await _booked(ctx.uow.conn, ctx.org_id, nights)
     rates = {key: rate for key, (rate, _) in booked.items()}
     review = review_performance(nights, rates, tolerance_pct=float(tolerance))

@@ -148,7 +148,8 @@ async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_th
 ) -> None:
     org, listing_id = new_org(), f"l-{uuid.uuid4().hex[:8]}"
     today = service.runtime.clock.now().date()
-    tasks = {name: f"t-{name}-{uuid.uuid4().hex[:6]}" for name in ("pricing", "someone-else", "unknown")}
+    tasks = {name: f"t-{name}-{uuid.uuid4().hex[:6]}" for name in ("pricing", "someone-else", "unknown",
+                                                                    "by-reference")}
     await service.publish("org.member.joined", joined(org, "u-ai-rm", UserType.AI_AGENT), key=org)
     await service.publish("airbnb.listing.synced", listing(org, listing_id, "120.00", NOW), key=listing_id)
     await service.publish("airbnb.market.rates.synced", MarketRatesSynced(
@@ -182,6 +183,9 @@ async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_th
         await service.publish("stayops.task.assigned", assigned(
             org, tasks["pricing"], "u-ai-rm", UserType.AI_AGENT,
             {"skill": "pricing", "listing_ids": [listing_id], "horizon_days": 30}), key=org)
+        await service.publish("stayops.task.assigned", assigned(
+            org, tasks["by-reference"], "u-ai-rm", UserType.AI_AGENT,
+            {"skill": "pricing", "listing_ids": [listing_id], "horizon_days": 30, "by_reference": True}), key=org)
 
         async def both_results() -> bool:
             batch = await consumer.getmany(timeout_ms=200)
@@ -191,7 +195,7 @@ async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_th
                     continue
                 if event.orgid == org and event.type == "stayops.agent.result.produced":
                     results[event.data["task_id"]] = event
-            return tasks["pricing"] in results and tasks["unknown"] in results
+            return all(tasks[name] in results for name in ("pricing", "unknown", "by-reference"))
 
         await eventually(both_results, timeout=30, what="the agent's results on stayops.agents")
     finally:
@@ -214,7 +218,11 @@ async def test_an_agent_prices_the_listings_of_a_task_assigned_to_it_and_only_th
 
     response = await service.client.get("/v1/agents/u-ai-rm/activity", headers=service.auth(org))
     decisions = {a["task_id"]: a for a in response.json()["items"] if a["task_id"]}
-    assert set(decisions) == {tasks["pricing"], tasks["unknown"]}
+    assert set(decisions) == {tasks["pricing"], tasks["unknown"], tasks["by-reference"]}
+    # Asked for by reference, a small result is stored too: the event carries the ref and summary.
+    by_reference = results[tasks["by-reference"]].data["result"]
+    assert "recommendations" not in by_reference and by_reference["nights"] == 30
+    assert by_reference["result_ref"]["service"] == "agent-service"
     decision = decisions[tasks["pricing"]]
     assert decision["kind"] == "skill.pricing"
     assert decision["inputs"]["listings"][0]["listing_id"] == listing_id

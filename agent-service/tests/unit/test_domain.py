@@ -39,6 +39,14 @@ def test_a_revenue_manager_agent_starts_with_pricing_skills_and_only_suggests() 
     assert profile.confidence_threshold == Decimal("0.7")
 
 
+def test_a_guest_relations_agent_starts_with_the_guest_welcome_skill() -> None:
+    profile = default_profile(org_id="org-1", user_id="u-ai-2", display_name="AI Guest Assistant",
+                              role_id="guest-relations", created_at=AT)
+
+    assert profile.skills == ("guest-welcome",)
+    assert profile.autonomy is Autonomy.SUGGEST
+
+
 def test_an_agent_in_a_role_without_defaults_starts_with_no_skill() -> None:
     profile = default_profile(org_id="org-1", user_id="u-ai", display_name="AI Concierge",
                               role_id="guest-communication", created_at=AT)

@@ -72,6 +72,8 @@ class _PricesData(_TaskData):
     platform: Platform
     prices: list[_Night] = Field(default_factory=list)
     prices_ref: ResultRef | None = None
+    # A batch decision approves several stored results (a portfolio's segments).
+    prices_refs: list[ResultRef] = Field(default_factory=list)
     price_edits: list[dict[str, Any]] = Field(default_factory=list)
     currency: Currency | None = None
     listing_ids: list[str] | None = None
@@ -82,9 +84,13 @@ class _PricesData(_TaskData):
 
     @model_validator(mode="after")
     def _some_prices(self) -> Self:
-        if not self.prices and self.prices_ref is None:
-            raise ValueError("no prices: give prices, or prices_ref to a stored pricing result")
+        if not self.prices and self.prices_ref is None and not self.prices_refs:
+            raise ValueError("no prices: give prices, or prices_ref (or prices_refs) to stored pricing results")
         return self
+
+    @property
+    def refs(self) -> list[ResultRef]:
+        return ([self.prices_ref] if self.prices_ref is not None else []) + list(self.prices_refs)
 
 
 class _NotifyData(_TaskData):
@@ -150,11 +156,16 @@ class PublishPrices:
                     ) -> tuple[AutomatedAction, ActionFinish | None]:
         try:
             data = _PricesData.model_validate(action.data)
-            by_reference = data.prices_ref is not None
-            if data.prices_ref is not None:
-                data = data.model_copy(update={"prices": await self._fetched_nights(data, action, results)})
+            by_reference = bool(data.refs)
+            if by_reference:
+                fetched = [night for ref in data.refs
+                           for night in await self._fetched_nights(data, ref, action, results)]
+                data = data.model_copy(update={"prices": fetched})
         except ValidationError as exc:
             return action, _invalid(action, exc)
+        if data.listing_ids:
+            # Only the listings asked for (a retried publish names the ones not yet applied).
+            data = data.model_copy(update={"prices": [p for p in data.prices if p.listing_id in data.listing_ids]})
         nights = [night.model_dump() for night in data.prices]
         policy = await self._policies(uow.conn, action.org_id)
         refused = mixed_currencies(nights) + check_prices(policy, nights)
@@ -178,13 +189,11 @@ class PublishPrices:
         return replace(action, awaiting=listing_ids), None
 
     @staticmethod
-    async def _fetched_nights(data: _PricesData, action: AutomatedAction,
+    async def _fetched_nights(data: _PricesData, ref: ResultRef, action: AutomatedAction,
                               results: ResultReader | None) -> list[_Night]:
         """The approved nights of a stored pricing result: its recommendations with the
         decider's edits applied. A fetch that fails is transient (the task event is
         retried); another org's result is refused."""
-        ref = data.prices_ref
-        assert ref is not None
         if ref.org_id != action.org_id or ref.kind != "pricing":
             raise PermanentError(f"task {action.task_id}: prices_ref names a {ref.kind} result of another "
                                  "org or skill")

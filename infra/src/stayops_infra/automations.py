@@ -1,7 +1,7 @@
 """The automations a seeded org starts with, created over automation-service's REST
-API as the org's owner would: the weekly price run (one per chunk of a property
-manager's segments), and the two reactive ones — a reservation sets guest welcome and
-cleaning in motion, a bad review alerts the owner."""
+API as the org's owner would: the weekly price run (for a property manager with
+segments, one `portfolio-pricing` run over all of them), and the two reactive ones — a
+reservation sets guest welcome and cleaning in motion, a bad review alerts the owner."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ CHECK_IN_AT = "15:00"
 WELCOME_AFTER = "PT2H"
 CLEANING_AT = "11:00"
 BAD_REVIEW_MAX_RATING = 3
-# The most listings one pricing run prices. A large result travels by reference
-# (claim check: agent-service stores it, events carry its id and summary), so the
-# size of an event no longer bounds a run; this keeps one run to what one person
-# reviews in one decision: a PropCo segment (up to 25 listings) is one run.
+# The most listings one dynamic-pricing run prices, for an org without segments. A
+# large result travels by reference (claim check: agent-service stores it, events
+# carry its id and summary), so the size of an event no longer bounds a run; this
+# keeps one run to what one person reviews in one decision. An org with segments gets
+# one portfolio-pricing run instead: a child run per segment, one batch review.
 PRICING_RUN_MAX_LISTINGS = 25
 # Runs of one org start this many minutes apart from 09:00, not all at once.
 PRICING_RUN_STAGGER_MIN = 10
@@ -52,13 +53,38 @@ def weekly_price_optimisation(seeded: dict[str, Any], listing_ids: list[str] | N
     }
 
 
+def weekly_portfolio_pricing(seeded: dict[str, Any]) -> dict[str, Any]:
+    """Sundays 09:00 in the org's time zone: start `portfolio-pricing` over the org's
+    segments: each priced in a child run (three at once), then one batch review for
+    the revenue manager."""
+    segments: dict[str, list[str]] = seeded["segments"]
+    return {
+        "name": "Weekly portfolio pricing",
+        "description": "Price every segment in parallel, review them in one batch, publish listing by listing",
+        "kind": "scheduled",
+        "cron": "0 9 * * 0",
+        "timezone": ORG_TIME_ZONE,
+        "action": {
+            "type": "start_workflow",
+            "workflow_key": "portfolio-pricing",
+            "parameters": {
+                "segments": [{"segment": segment, "listing_ids": ids} for segment, ids in segments.items()],
+                "monitor_days": 7,
+                "owner_user_id": seeded["users"]["owner"]["user_id"],
+            },
+        },
+    }
+
+
 def pricing_schedules(seeded: dict[str, Any]) -> list[dict[str, Any]]:
-    """One weekly price run for a small org; per segment, in chunks of at most
-    `PRICING_RUN_MAX_LISTINGS` listings, for an org with segments (see there why)."""
-    segments: dict[str, list[str]] = seeded.get("segments") or {}
-    if not segments and len(seeded["listing_ids"]) <= PRICING_RUN_MAX_LISTINGS:
+    """One weekly price run: `portfolio-pricing` for an org with segments;
+    `dynamic-pricing` for a small org, or in chunks of at most
+    `PRICING_RUN_MAX_LISTINGS` listings for a large one without segments."""
+    if seeded.get("segments"):
+        return [weekly_portfolio_pricing(seeded)]
+    if len(seeded["listing_ids"]) <= PRICING_RUN_MAX_LISTINGS:
         return [weekly_price_optimisation(seeded)]
-    groups = segments or {"all": seeded["listing_ids"]}
+    groups = {"all": seeded["listing_ids"]}
     schedules: list[dict[str, Any]] = []
     for segment, listing_ids in groups.items():
         count = -(-len(listing_ids) // PRICING_RUN_MAX_LISTINGS)

@@ -204,11 +204,18 @@ def outbox_retry(service: str, ids: Annotated[list[int] | None, typer.Argument(h
 
 
 @app.command()
-def demo() -> None:
-    """Run the weekly dynamic-pricing scenario twice on an ephemeral stack and print both timelines."""
-    from stayops_infra.demo import run_demo
+def demo(
+    scenario: Annotated[str, typer.Argument(help="solo: a solo host's weekly pricing twice and the reactive "
+                                            "scenarios; propco: a property manager's portfolio pricing")] = "solo",
+) -> None:
+    """Run a scenario on an ephemeral stack and print its timelines: `solo` (default) the
+    weekly dynamic-pricing scenario twice and the reactive ones; `propco` 50 listings in
+    three segments priced by portfolio-pricing with one batch review."""
+    from stayops_infra.demo import run_demo, run_propco_demo
 
-    raise typer.Exit(asyncio.run(run_demo(console)))
+    if scenario not in ("solo", "propco"):
+        raise _fail(StackError(f"unknown scenario {scenario!r}: solo or propco"))
+    raise typer.Exit(asyncio.run(run_propco_demo(console) if scenario == "propco" else run_demo(console)))
 
 
 @app.command()
@@ -259,8 +266,9 @@ def seed_propco_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a property manager: 50 listings (luxury, standard, budget), the Revenue,
-    Operations and Guest Experience departments with their people and the AI Revenue
-    Manager; weekly pricing per segment in runs of at most 10 listings."""
+    Operations and Guest relations departments with their people and two AI agents
+    (the AI Revenue Manager, the AI Guest Assistant); weekly pricing is one
+    portfolio-pricing run over the segments."""
     config = StackConfig.from_env()
     _seed(config, lambda bootstrap, keys, registry, idempotent: seed_propco(
         bootstrap, keys, registry, config.data_dir / "syncsim" / "listings.json", idempotent=idempotent), as_json)

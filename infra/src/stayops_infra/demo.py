@@ -4,7 +4,13 @@ owner's decision over REST — and a readable timeline of both runs; then the re
 scenarios: a reservation on Airbnb sets guest welcome and cleaning in motion, a
 reservation cancelled on Hostaway (as Hostaway's update) cancels its tasks, and a
 2-star review alerts the owner. Exits 0 when both runs completed and every reactive
-scenario happened."""
+scenario happened.
+
+`stayops demo propco`: a property manager's 50 listings in three segments priced by
+`portfolio-pricing` (a child run per segment, three at once), one batch review taken by
+the revenue manager over REST (two segments approved, one night edited), published
+listing by listing, with the run's timeline and each listing's outcome. Exits 0 when
+the run completed and exactly the approved listings were published."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import datetime as dt
 import tempfile
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +30,16 @@ from stayops_infra import simulate
 from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.hostawaysim import HostawaySimulator
-from stayops_infra.orgsim import Member, Org, OrgRegistry, member_event, publish_events, publish_policy, seed_solo
+from stayops_infra.orgsim import (
+    Member,
+    Org,
+    OrgRegistry,
+    member_event,
+    publish_events,
+    publish_policy,
+    seed_propco,
+    seed_solo,
+)
 from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.scenario import OrgHandle, PricingClient, ScenarioError, timeline
 from stayops_infra.services import SERVICES
@@ -174,3 +190,78 @@ async def _reactive(console: Console, client: PricingClient, org: OrgHandle, boo
 def _print(console: Console, run: dict[str, Any], tasks: list[dict[str, Any]], names: dict[str, str]) -> None:
     for line in timeline(run, tasks, names=names):
         console.print(line, highlight=False, markup=False)
+
+
+async def run_propco_demo(console: Console) -> int:
+    with tempfile.TemporaryDirectory(prefix="stayops-demo-") as scratch:
+        work = Path(scratch)
+        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
+                             kafka_cache=default_kafka_cache())
+        stack = EmbeddedStack(config, notify=lambda message: console.print(f"[bold]stack[/] {message}"))
+        system: LocalSystem | None = None
+        try:
+            console.print("Starting an ephemeral PostgreSQL and Kafka...")
+            await stack.start()
+
+            async def database_url(name: str) -> str:
+                return stack.postgres.url(name)
+
+            system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
+                                 public_key_file=stack.keys.public_key, work_dir=work)
+            console.print("Starting the four services and the sync simulators...")
+            await system.start()
+            seeded = (await seed_propco(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"),
+                                        system.listing_profiles_file)).as_json()
+            org = OrgHandle.from_seed(seeded)
+            console.print(f"Seeded a property manager: org {org.org_id}, "
+                          + ", ".join(f"{len(ids)} {segment}" for segment, ids in org.segments.items())
+                          + " listings; departments " + ", ".join(seeded["departments"]), highlight=False)
+            names = {m["user_id"]: m["display_name"] for m in seeded["users"].values()}
+            urls = {spec.name: system.url(spec.name) for spec in SERVICES}
+            async with httpx.AsyncClient(timeout=30) as http:
+                client = PricingClient(urls, http)
+                try:
+                    return await _portfolio(console, client, org, names)
+                except ScenarioError as exc:
+                    console.print(f"[red]{exc}[/]", highlight=False)
+                    return 1
+        finally:
+            if system is not None:
+                await system.stop()
+            stack.stop()
+
+
+async def _portfolio(console: Console, client: PricingClient, org: OrgHandle, names: dict[str, str]) -> int:
+    console.rule("portfolio-pricing: three segments in parallel, one batch review")
+    started = time.monotonic()
+    run_id = await client.start_portfolio(org, monitor_days=0, idempotency_key=f"demo-propco-{org.org_id}")
+    task = await client.batch_task(org, run_id, timeout_s=900)
+    console.print(f"{time.monotonic() - started:.0f}s: the revenue manager's inbox has the batch review "
+                  f"{task['id']} ({task['title']}), due {task['due_at']}:", highlight=False)
+    batch = {entry["segment"]: entry for entry in task["data"]["batch"]}
+    for segment, entry in batch.items():
+        console.print(f"    {segment:<9} {len(entry['listing_ids']):>3} listings  {entry['nights']:>5} nights  "
+                      f"largest change {float(entry['max_abs_change_pct']):.1f}%  "
+                      f"(stored result {entry['proposal_ref']['id']}, {entry['proposal_ref']['size']:,} bytes)",
+                      highlight=False, markup=False)
+    night = (await client.stored_result(org, batch["budget"]["proposal_ref"]))["recommendations"][0]
+    price = str((Decimal(night["current_price"]) * Decimal("1.02")).quantize(Decimal("0.01")))
+    edit = {"listing_id": night["listing_id"], "date": night["date"], "price": price}
+    console.print(f"The revenue manager approves luxury and budget (not standard), {night['listing_id'][:8]} "
+                  f"{night['date']} at {price}", highlight=False)
+    await client.decide(org, task["id"], "approved", "Luxury and budget this week (demo)",
+                        changes={"segments": ["luxury", "budget"], "prices": [edit]},
+                        headers=org.headers_of("revenue-manager"))
+    run = await client.wait_until(org, run_id, timeout_s=900)
+    console.print(f"{time.monotonic() - started:.0f}s: run {run['status']}", highlight=False)
+    for line in timeline(run, [], names=names):
+        console.print(line, highlight=False, markup=False)
+    listings = (run.get("steps", {}).get("publish") or {}).get("listings") or {}
+    published = sorted(lid for lid, outcome in listings.items() if outcome["status"] == "published")
+    approved = sorted({*batch["luxury"]["listing_ids"], *batch["budget"]["listing_ids"]})
+    console.print(f"Published {len(published)} listings (luxury and budget), each once; standard unchanged.",
+                  highlight=False)
+    ok = run["status"] == "completed" and published == approved
+    console.print("[green]The portfolio run completed; exactly the approved listings were published.[/]" if ok
+                  else "[red]The portfolio run did not end as it should (see above).[/]")
+    return 0 if ok else 1

@@ -123,15 +123,16 @@ def solo_host_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
 
 # A property-management company's portfolio: 50 listings in three segments.
 PROPCO_SEGMENTS: tuple[tuple[str, int], ...] = (("luxury", 10), ("standard", 25), ("budget", 15))
-REVENUE, OPERATIONS, GUEST_EXPERIENCE = "Revenue", "Operations", "Guest Experience"
+REVENUE, OPERATIONS, GUEST_RELATIONS = "Revenue", "Operations", "Guest relations"
 
 
 def propco_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
     """A property manager: the owner, and three departments — Revenue (a revenue
     manager and the AI Revenue Manager), Operations (three cleaners) and Guest
-    Experience (a guest manager) — over 50 listings in three segments."""
+    relations (a guest manager and the AI Guest Assistant) — over 50 listings in
+    three segments."""
     joined = clock().isoformat()
-    departments = {name: ids() for name in (REVENUE, OPERATIONS, GUEST_EXPERIENCE)}
+    departments = {name: ids() for name in (REVENUE, OPERATIONS, GUEST_RELATIONS)}
     segments = {segment: [ids() for _ in range(count)] for segment, count in PROPCO_SEGMENTS}
     org = Org(org_id=ids(), name="Atlantic Stays (property manager)", kind="propco",
               listing_ids=[listing for listings in segments.values() for listing in listings], segments=segments)
@@ -146,7 +147,8 @@ def propco_org(clock: Clock = utc_now, ids: IdFactory = new_id) -> Org:
         member("ai_agent", "AI Revenue Manager", "revenue-manager", "Revenue Manager", REVENUE),
         *(member("human", f"Cleaner {name}", "operations", "Cleaner", OPERATIONS)
           for name in ("Ana", "Bruno", "Carla")),
-        member("human", "Gil (guest manager)", "guest-relations", "Guest Manager", GUEST_EXPERIENCE),
+        member("human", "Gil (guest manager)", "guest-relations", "Guest Manager", GUEST_RELATIONS),
+        member("ai_agent", "AI Guest Assistant", "guest-relations", "Guest Assistant", GUEST_RELATIONS),
     ]
     return org
 
@@ -320,11 +322,12 @@ class SeededOrg:
 
 def member_keys(members: list[Member]) -> dict[str, Member]:
     """Each member under a key that says who they are: the role (`owner`,
-    `operations`, `guest-relations`), `revenue_manager_agent` for the AI agent; a
-    second member of a role gets `-2`, and so on."""
+    `operations`, `guest-relations`), `<role>_agent` for an AI agent
+    (`revenue_manager_agent`, `guest_relations_agent`); a second member of a role
+    gets `-2`, and so on."""
     keys: dict[str, Member] = {}
     for member in members:
-        base = "revenue_manager_agent" if member.user_type == "ai_agent" else member.role_id
+        base = f"{member.role_id.replace('-', '_')}_agent" if member.user_type == "ai_agent" else member.role_id
         key, n = base, 1
         while key in keys:
             n += 1

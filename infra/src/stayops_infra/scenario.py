@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -30,6 +30,9 @@ class OrgHandle:
     owner_token: str
     agent_user_id: str
     listing_ids: list[str]
+    # A property manager's segments (segment -> listing ids) and its people's tokens.
+    segments: dict[str, list[str]] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_seed(cls, seeded: dict[str, Any]) -> OrgHandle:
@@ -39,7 +42,13 @@ class OrgHandle:
             owner_token=seeded["tokens"]["owner"],
             agent_user_id=seeded["users"]["revenue_manager_agent"]["user_id"],
             listing_ids=list(seeded["listing_ids"]),
+            segments={k: list(v) for k, v in (seeded.get("segments") or {}).items()},
+            tokens=dict(seeded["tokens"]),
         )
+
+    def headers_of(self, member: str) -> dict[str, str]:
+        """The bearer header of a seeded member by key (`revenue-manager`, `owner`)."""
+        return {"Authorization": f"Bearer {self.tokens[member]}"}
 
     @property
     def names(self) -> dict[str, str]:
@@ -81,6 +90,26 @@ class PricingClient:
         run_id: str = response.json()["id"]
         return run_id
 
+    async def start_portfolio(self, org: OrgHandle, *, monitor_days: int = 0,
+                              idempotency_key: str | None = None) -> str:
+        """Start `portfolio-pricing` over the org's segments, as its owner."""
+        headers = dict(org.headers)
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        parameters = {"segments": [{"segment": s, "listing_ids": ids} for s, ids in org.segments.items()],
+                      "monitor_days": monitor_days, "owner_user_id": org.owner_user_id}
+        response = await self.http.post(f"{self.urls['workflow-service']}/v1/workflows/portfolio-pricing/runs",
+                                        json={"parameters": parameters}, headers=headers)
+        if response.status_code not in (200, 201):
+            raise ScenarioError(f"starting portfolio-pricing failed: {response.status_code} {response.text}")
+        run_id: str = response.json()["id"]
+        return run_id
+
+    async def batch_task(self, org: OrgHandle, run_id: str, *, member: str = "revenue-manager",
+                         timeout_s: float = 120) -> dict[str, Any]:
+        """The batch review task of a portfolio run, as it appears in `member`'s inbox."""
+        return await self.decision_task(org, run_id, timeout_s=timeout_s, headers=org.headers_of(member))
+
     async def run(self, org: OrgHandle, run_id: str) -> dict[str, Any]:
         response = await self.http.get(f"{self.urls['workflow-service']}/v1/runs/{run_id}", headers=org.headers)
         if response.status_code != 200:
@@ -97,7 +126,11 @@ class PricingClient:
         deadline = time.monotonic() + timeout_s
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            run = await self.run(org, run_id)
+            try:
+                run = await self.run(org, run_id)
+            except httpx.TransportError:  # workflow-service restarting
+                await asyncio.sleep(0.5)
+                continue
             if run["status"] in statuses and (step is None or run.get("current_step") == step):
                 return run
             if run["status"] in TERMINAL and run["status"] not in statuses:
@@ -106,13 +139,19 @@ class PricingClient:
         raise ScenarioError(f"run {run_id} still {run.get('status')} at {run.get('current_step')} after "
                             f"{timeout_s:.0f}s: {_last_log(run)}")
 
-    async def decision_task(self, org: OrgHandle, run_id: str, timeout_s: float = 120) -> dict[str, Any]:
-        """The decision task of a run, as it appears in the owner's inbox."""
+    async def decision_task(self, org: OrgHandle, run_id: str, timeout_s: float = 120,
+                            headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The decision task of a run, as it appears in the owner's inbox (or the inbox
+        of whoever `headers` authenticate)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            response = await self.http.get(f"{self.urls['task-service']}/v1/inbox",
-                                           params={"task_type": "decision", "status": "pending"},
-                                           headers=org.headers)
+            try:
+                response = await self.http.get(f"{self.urls['task-service']}/v1/inbox",
+                                               params={"task_type": "decision", "status": "pending"},
+                                               headers=headers or org.headers)
+            except httpx.TransportError:  # task-service restarting
+                await asyncio.sleep(0.5)
+                continue
             if response.status_code != 200:
                 raise ScenarioError(f"reading the inbox failed: {response.status_code} {response.text}")
             for task in response.json()["items"]:
@@ -123,11 +162,12 @@ class PricingClient:
         raise ScenarioError(f"no decision task for run {run_id} in the owner's inbox after {timeout_s:.0f}s")
 
     async def decide(self, org: OrgHandle, task_id: str, outcome: str, comment: str,
-                     changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                     changes: list[dict[str, Any]] | dict[str, Any] | None = None,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
         response = await self.http.post(
             f"{self.urls['task-service']}/v1/tasks/{task_id}/decision",
             json={"outcome": outcome, "comment": comment, "changes": changes},
-            headers=org.headers,
+            headers=headers or org.headers,
         )
         if response.status_code != 200:
             raise ScenarioError(f"deciding task {task_id} failed: {response.status_code} {response.text}")

@@ -3,8 +3,9 @@ listings): seeded, realistic listings, reservations and market data; each answer
 `stayops.sync.requested` of its platform with listing, reservation and market-rate
 events and `<platform>.sync.completed`; applies the `stayops.pricing.approved` of its
 platform and answers `<platform>.price.updated` per listing, or
-`<platform>.price.update_failed` for listings it is told to fail or whose prices the
-platform refuses.
+`<platform>.price.update_failed` for listings it is told to fail (always, or their
+next n updates) or whose prices the platform refuses; a request delivered again gets
+the same answer, not a second update.
 
 Everything it publishes carries the request's `correlationid`, and its `causationid`
 is the request's id. Each platform's simulator consumes as its own group
@@ -228,6 +229,12 @@ class SyncSimulator:
     prices: dict[tuple[str, str], dict[dt.date, Decimal]] = field(default_factory=dict)
     platform: Platform = Platform.AIRBNB
     listing_profiles: Callable[[], Mapping[str, ListingProfile]] = dict
+    # Listings whose next n price updates fail (then succeed), by listing id.
+    fail_counts: Callable[[], Mapping[str, int]] = dict
+    _failed: dict[str, int] = field(default_factory=dict)
+    # Like the platform, a calendar update is applied once per request and listing: a
+    # request delivered again gets the same answer (the same event), not a second update.
+    _answered: dict[tuple[str, str], Envelope] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -278,35 +285,47 @@ class SyncSimulator:
         return out
 
     def _apply_prices(self, request: Envelope, approved: auto.PricingApproved) -> list[Envelope]:
-        failing = self.fail_listings()
-        name = PLATFORM_NAMES[self.platform]
         out: list[Envelope] = []
         for listing_id in approved.listing_ids:
-            if listing_id in failing:
-                out.append(self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
-                    request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
-                    reason=f"{name} refused the calendar update (simulated failure)",
-                )))
-                continue
-            nights = [p for p in approved.prices if p.listing_id == listing_id]
-            refused = refused_nights(self._listing(approved.org_id, listing_id), nights)
-            if refused:
-                # Like the platform: the whole calendar update of the listing is refused.
-                out.append(self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
-                    request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
-                    reason=f"{name} refused the calendar update: " + "; ".join(refused),
-                )))
-                continue
-            calendar = self.prices.setdefault((approved.org_id, listing_id), {})
-            for price in nights:
-                calendar[price.date] = price.price
-            out.append(self._event(request, "price.updated", listing_id, sync.PriceUpdated(
-                request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
-                prices=[sync.NightlyPrice(date=p.date, price=p.price, currency=p.currency) for p in nights]
-                or [sync.NightlyPrice(date=self.clock().date(), price=Decimal("0.01"), currency=CURRENCY)],
-                applied_at=self.clock(),
-            )))
+            key = (approved.request_id, listing_id)
+            if key not in self._answered:
+                self._answered[key] = self._apply_listing(request, approved, listing_id)
+            out.append(self._answered[key])
         return out
+
+    def _fails(self, listing_id: str) -> bool:
+        if listing_id in self.fail_listings():
+            return True
+        times = self.fail_counts().get(listing_id, 0)
+        if self._failed.get(listing_id, 0) < times:
+            self._failed[listing_id] = self._failed.get(listing_id, 0) + 1
+            return True
+        return False
+
+    def _apply_listing(self, request: Envelope, approved: auto.PricingApproved, listing_id: str) -> Envelope:
+        name = PLATFORM_NAMES[self.platform]
+        if self._fails(listing_id):
+            return self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
+                request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+                reason=f"{name} refused the calendar update (simulated failure)",
+            ))
+        nights = [p for p in approved.prices if p.listing_id == listing_id]
+        refused = refused_nights(self._listing(approved.org_id, listing_id), nights)
+        if refused:
+            # Like the platform: the whole calendar update of the listing is refused.
+            return self._event(request, "price.update_failed", listing_id, sync.PriceUpdateFailed(
+                request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+                reason=f"{name} refused the calendar update: " + "; ".join(refused),
+            ))
+        calendar = self.prices.setdefault((approved.org_id, listing_id), {})
+        for price in nights:
+            calendar[price.date] = price.price
+        return self._event(request, "price.updated", listing_id, sync.PriceUpdated(
+            request_id=approved.request_id, listing_id=listing_id, org_id=approved.org_id,
+            prices=[sync.NightlyPrice(date=p.date, price=p.price, currency=p.currency) for p in nights]
+            or [sync.NightlyPrice(date=self.clock().date(), price=Decimal("0.01"), currency=CURRENCY)],
+            applied_at=self.clock(),
+        ))
 
     def _event(self, request: Envelope, name: str, key: str, payload: Payload) -> Envelope:
         """`name` is the platform's event without its prefix (`listing.synced`)."""
@@ -317,12 +336,25 @@ class SyncSimulator:
 
 
 def fail_list_file(path: Path) -> Callable[[], set[str]]:
-    """Listings whose price updates fail: one id a line in `path`, read at each request."""
+    """Listings whose price updates fail: one id a line in `path`, read at each request
+    (a line `<id> <n>` fails only its next n updates: `fail_count_file`)."""
 
     def read() -> set[str]:
         if not path.exists():
             return set()
-        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        return {line.strip() for line in path.read_text().splitlines() if len(line.split()) == 1}
+
+    return read
+
+
+def fail_count_file(path: Path) -> Callable[[], dict[str, int]]:
+    """Listings whose next n price updates fail: lines `<id> <n>` in `path`."""
+
+    def read() -> dict[str, int]:
+        if not path.exists():
+            return {}
+        pairs = [line.split() for line in path.read_text().splitlines()]
+        return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
 
     return read
 
@@ -331,6 +363,7 @@ def platform_simulators(directory: Path) -> list[SyncSimulator]:
     """sync-airbnb and sync-hostaway, each refusing the price updates of the listings
     in `<directory>/fail-listings` and profiling listings from `<directory>/listings.json`."""
     return [SyncSimulator(fail_listings=fail_list_file(directory / "fail-listings"),
+                          fail_counts=fail_count_file(directory / "fail-listings"),
                           listing_profiles=listing_profiles_file(directory / "listings.json"), platform=platform)
             for platform in Platform]
 

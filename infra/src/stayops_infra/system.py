@@ -19,8 +19,10 @@ from stayops_infra.syncsim import platform_simulators, run_all
 class LocalSystem:
     """`database_url(name)` returns (creating it if needed) the URL of a service's
     database. Listing ids written to `fail_listings_file` get their price updates
-    refused by the simulators; `listing_profiles_file` gives listings their segment
-    and tags (`stayops_infra.syncsim.write_listing_profiles`)."""
+    refused by the simulators (a line `<id> <n>`: their next n updates);
+    `listing_profiles_file` gives listings their segment and tags
+    (`stayops_infra.syncsim.write_listing_profiles`); `faults_file` plans failures
+    inside the services."""
 
     bootstrap: str
     database_url: Callable[[str], Awaitable[str]]
@@ -34,6 +36,12 @@ class LocalSystem:
     @property
     def fail_listings_file(self) -> Path:
         return self.work_dir / "syncsim" / "fail-listings"
+
+    @property
+    def faults_file(self) -> Path:
+        """Planned failures the services take (`stayops_kit.failpoints.planned_failure`):
+        `analysis <listing id> <n>` fails the next n pricing analyses naming the listing."""
+        return self.work_dir / "faults"
 
     @property
     def listing_profiles_file(self) -> Path:
@@ -53,6 +61,7 @@ class LocalSystem:
                 jwt_public_key_file=self.public_key_file,
                 agent_service_url=f"http://127.0.0.1:{ports['agent-service']}",
             )
+            env["STAYOPS_FAULTS_FILE"] = str(self.faults_file)
             env.update(self.extra_env)
             self.processes[spec.name] = ServiceProcess(
                 spec.name, env, log_file=self.work_dir / "logs" / f"{spec.module}.log"

@@ -199,10 +199,21 @@ class PerformanceReviewResult(_Result):
         return self
 
 
+class GuestWelcomeResult(_Result):
+    """The result of the `guest-welcome` skill: a welcome message drafted for a
+    reservation's guests, for a person (or an automation) to send."""
+
+    listing_id: NonEmptyStr
+    reservation_id: str | None = None
+    subject: NonEmptyStr
+    message: NonEmptyStr
+
+
 # The skills whose results are checked; a task of another skill (or none) takes any result.
 SKILL_RESULTS: Mapping[str, type[_Result]] = {
     "pricing": PricingResult,
     "performance-review": PerformanceReviewResult,
+    "guest-welcome": GuestWelcomeResult,
 }
 
 

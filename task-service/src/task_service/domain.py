@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, PreconditionFailed
@@ -95,6 +96,19 @@ class SideEffectNeedsWorkflow(PermissionDenied):
 class ResultInvalid(InvalidRequest):
     title = "Result does not fit the skill"
     code = "result-does-not-fit"
+
+
+class BatchDecisionInvalid(InvalidRequest):
+    """A batch decision's body that does not fit its batch: unknown segments, edits
+    outside the approved segments, malformed nights."""
+
+    title = "Batch decision invalid"
+    code = "batch-decision-invalid"
+
+    def __init__(self, task_id: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"the decision on batch task {task_id} is refused, nothing was changed: "
+                         + "; ".join(problems))
 
 
 class PriceEditsRefused(InvalidRequest):
@@ -267,6 +281,15 @@ class Task:
         return [night for night in proposal if isinstance(night, dict)]
 
     @property
+    def batch(self) -> list[dict[str, Any]] | None:
+        """The segments a batch decision task proposes (each `{segment, listing_ids,
+        proposal_ref, ...}`), or None for any other task."""
+        batch = self.data.get("batch")
+        if not isinstance(batch, list):
+            return None
+        return [entry for entry in batch if isinstance(entry, dict)]
+
+    @property
     def proposal_ref(self) -> dict[str, Any] | None:
         """The stored result whose nights a decision task proposes, when they were too
         many to travel in the task (claim check): its ref, with a summary."""
@@ -331,12 +354,17 @@ class Task:
         if self.task_type is not TaskType.DECISION:
             raise NotADecision(self.id, self.task_type)
         done = self.transition(TaskStatus.COMPLETED, now)
-        if decision.outcome is DecisionOutcome.APPROVED:
+        if self.batch is not None:
+            check_batch_decision(self, decision, policy)
+        elif decision.outcome is DecisionOutcome.APPROVED:
             check_price_edits(self, decision.price_edits, policy)
         return replace(done, result=decision.as_result(), status_reason=None, completed_by=by)
 
-    def fail(self, reason: str, by: str, now: datetime) -> Task:
-        return replace(self.transition(TaskStatus.FAILED, now), status_reason=reason, completed_by=by)
+    def fail(self, reason: str, by: str, now: datetime, result: dict[str, Any] | None = None) -> Task:
+        """Failed, with what it did get done (`result`, e.g. a publish's listings that
+        were applied) when its doer says so."""
+        failed = replace(self.transition(TaskStatus.FAILED, now), status_reason=reason, completed_by=by)
+        return replace(failed, result=result) if result else failed
 
     def block(self, reason: str, now: datetime) -> Task:
         # Blocking ends nothing: who blocked it is in `stayops.task.blocked`, and
@@ -499,7 +527,7 @@ def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:
     nights = {(str(n.get("listing_id")), str(n.get("date"))): n for n in task.proposal}
     # A proposal by reference is not here: each edit is checked on its own here, and
     # against its night by workflow-service, which fetches the nights to apply it.
-    by_reference = task.proposal_ref is not None and not nights
+    by_reference = (task.proposal_ref is not None or task.batch is not None) and not nights
     problems: list[str] = []
     edited: list[dict[str, Any]] = []
     for index, edit in enumerate(edits):
@@ -521,6 +549,83 @@ def check_price_edits(task: Task, edits: Any, policy: OrgPolicyUpdated) -> None:
     problems.extend(_refusal(r) for r in check_prices(policy, edited))
     if problems:
         raise PriceEditsRefused(task.id, problems)
+
+
+BATCH_CHANGES = frozenset({"segments", "prices"})
+
+
+def check_batch_decision(task: Task, decision: Decision, policy: OrgPolicyUpdated) -> None:
+    """A batch decision's body: `changes.segments` (optional; all when absent) names
+    distinct segments of the batch, and each edit of `changes.prices` is a
+    `{listing_id, date, price}` of a listing in an approved segment, a night at most
+    once, at a price the guardrails accept. A rejection takes neither. 422 naming
+    every problem."""
+    batch = task.batch or []
+    changes = decision.changes
+    problems = [f"changes.{key} is not a batch decision's field (segments, prices)"
+                for key in sorted(set(changes) - BATCH_CHANGES)]
+    segments = changes.get("segments")
+    edits = changes.get("prices")
+    if decision.outcome is DecisionOutcome.REJECTED:
+        if segments is not None or edits:
+            problems.append("a rejection rejects the whole batch: it takes no segments or price edits")
+        if problems:
+            raise BatchDecisionInvalid(task.id, problems)
+        return
+    names = [str(entry.get("segment")) for entry in batch]
+    chosen = names
+    if segments is not None:
+        if not isinstance(segments, list) or not all(isinstance(s, str) for s in segments):
+            problems.append("changes.segments must be a list of segment names")
+        elif not segments:
+            problems.append("changes.segments is empty: approve at least one segment, or reject")
+        else:
+            unknown = [s for s in segments if s not in names]
+            if unknown:
+                problems.append(f"changes.segments names {', '.join(map(repr, unknown))}, not in the batch "
+                                f"({', '.join(names)})")
+            if len(set(segments)) != len(segments):
+                problems.append("changes.segments names a segment twice")
+            chosen = [s for s in segments if s in names]
+    listings = {str(lid): str(entry.get("segment")) for entry in batch if str(entry.get("segment")) in chosen
+                for lid in entry.get("listing_ids") or []}
+    elsewhere = {str(lid): str(entry.get("segment")) for entry in batch for lid in entry.get("listing_ids") or []}
+    if edits is not None and not isinstance(edits, list):
+        problems.append("changes.prices must be a list of {listing_id, date, price}")
+        edits = []
+    seen: set[tuple[str, str]] = set()
+    for index, edit in enumerate(edits or []):
+        at = f"changes.prices[{index}]"
+        if not isinstance(edit, dict) or not {"listing_id", "date", "price"} <= edit.keys():
+            problems.append(f"{at} is not a {{listing_id, date, price}} edit")
+            continue
+        if set(edit) - {"listing_id", "date", "price"}:
+            problems.append(f"{at} has fields besides listing_id, date and price: "
+                            f"{', '.join(sorted(set(edit) - {'listing_id', 'date', 'price'}))}")
+        listing, night = str(edit["listing_id"]), str(edit["date"])
+        try:
+            date.fromisoformat(night)
+        except ValueError:
+            problems.append(f"{at}.date {night!r} is not a date (YYYY-MM-DD)")
+        try:
+            price = Decimal(str(edit["price"]))
+            if not price.is_finite() or price <= 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            problems.append(f"{at}.price {edit['price']!r} is not a positive amount")
+        if listing not in listings:
+            problems.append(f"{at}: listing {listing} is in segment {elsewhere[listing]!r}, which this decision "
+                            "does not approve" if listing in elsewhere else f"{at}: listing {listing} is in no "
+                            "segment of the batch")
+        if (listing, night) in seen:
+            problems.append(f"{at}: {listing} {night} is edited twice")
+        seen.add((listing, night))
+    if problems:
+        raise BatchDecisionInvalid(task.id, problems)
+    if edits:
+        # The nights themselves are stored by reference: each edit is checked against
+        # the guardrails here, and against its night by workflow-service.
+        check_price_edits(task, edits, policy)
 
 
 def _refusal(refusal: PriceRefusal) -> str:

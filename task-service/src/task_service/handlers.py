@@ -289,7 +289,7 @@ async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: d
 async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
     task = await _lock_for(uow, caller, task_id)
     # Approving prices puts them live: the decider must also be allowed to publish prices.
-    proposes_prices = bool(task.proposal) or task.proposal_ref is not None
+    proposes_prices = bool(task.proposal) or task.proposal_ref is not None or task.batch is not None
     if proposes_prices and decision.outcome is DecisionOutcome.APPROVED and not caller.may(Permission.PRICES_PUBLISH):
         raise MissingPermission(
             Permission.PRICES_PUBLISH,
@@ -357,7 +357,7 @@ async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
             log.info("ignoring failed action for task %s: it is %s", task.id, task.status.value)
             return
         reason = event.error or f"action {event.action} failed"
-        await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now), reason,
+        await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now, event.result), reason,
                            by=Actor(AUTOMATION, "automation", "failed"))
 
 
@@ -464,7 +464,8 @@ async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: D
 
 async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, by: Actor) -> Task:
     task = await store.update_task(uow.conn, task, by)
-    await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=by.id),
+    await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=by.id,
+                                                         result=task.result or {}),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
     return task
 

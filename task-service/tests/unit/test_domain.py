@@ -13,6 +13,7 @@ from stayops_schemas.events.tasks import DecisionOutcome, Priority, TaskStatus, 
 from stayops_schemas.guardrails import default_policy
 from task_service.domain import (
     ALLOWED_TRANSITIONS,
+    BatchDecisionInvalid,
     ClaimFirst,
     Decision,
     DecisionRequired,
@@ -121,6 +122,51 @@ def test_an_edit_of_a_proposal_by_reference_is_checked_on_its_own_and_its_night_
     with pytest.raises(PriceEditsRefused, match="not above zero"):
         by_reference.decide(Decision.of(DecisionOutcome.APPROVED, None, [{**unknown_here, "price": "0.00"}]),
                             "owner-1", NOW, POLICY)
+
+
+def batch_task() -> Task:
+    """A batch review: two segments, by reference."""
+    batch = [{"segment": "luxury", "listing_ids": ["L1", "L2"], "proposal_ref": {"id": "r-lux"}},
+             {"segment": "budget", "listing_ids": ["B1"], "proposal_ref": {"id": "r-bud"}}]
+    return replace(decision_task(), data={"batch": batch, "currency": "EUR"})
+
+
+EDIT = {"listing_id": "B1", "date": "2026-12-01", "price": "90.00"}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "changes", "says"),
+    [
+        (DecisionOutcome.APPROVED, {"segments": ["villas"]}, "'villas', not in the batch"),
+        (DecisionOutcome.APPROVED, {"segments": []}, "approve at least one segment"),
+        (DecisionOutcome.APPROVED, {"segments": "luxury"}, "must be a list of segment names"),
+        (DecisionOutcome.APPROVED, {"segments": ["luxury", "luxury"]}, "names a segment twice"),
+        (DecisionOutcome.APPROVED, {"segments": ["luxury"], "prices": [EDIT]},
+         "listing B1 is in segment 'budget', which this decision does not approve"),
+        (DecisionOutcome.APPROVED, {"prices": [{**EDIT, "listing_id": "X9"}]}, "X9 is in no segment"),
+        (DecisionOutcome.APPROVED, {"prices": [{**EDIT, "date": "soon"}]}, "'soon' is not a date"),
+        (DecisionOutcome.APPROVED, {"prices": [{**EDIT, "price": "-1"}]}, "is not a positive amount"),
+        (DecisionOutcome.APPROVED, {"prices": [{**EDIT, "price": "NaN"}]}, "is not a positive amount"),
+        (DecisionOutcome.APPROVED, {"prices": [EDIT, EDIT]}, "edited twice"),
+        (DecisionOutcome.APPROVED, {"prices": [{**EDIT, "note": "x"}]}, "fields besides"),
+        (DecisionOutcome.APPROVED, {"prices": {"B1": "90"}}, "must be a list of"),
+        (DecisionOutcome.APPROVED, {"listings": ["L1"]}, "changes.listings is not a batch decision's field"),
+        (DecisionOutcome.REJECTED, {"segments": ["luxury"]}, "takes no segments or price edits"),
+    ],
+)
+def test_a_batch_decision_body_that_does_not_fit_its_batch_is_refused_naming_the_problem(
+    outcome: DecisionOutcome, changes: dict[str, object], says: str
+) -> None:
+    with pytest.raises(BatchDecisionInvalid, match=says):
+        batch_task().decide(Decision.of(outcome, None, changes), "owner-1", NOW, POLICY)
+
+
+def test_a_batch_decision_approves_all_or_some_segments_with_edits_or_rejects() -> None:
+    for changes in (None, {"segments": ["budget"], "prices": [EDIT]}, [EDIT]):
+        done = batch_task().decide(Decision.of(DecisionOutcome.APPROVED, "ok", changes), "owner-1", NOW, POLICY)
+        assert done.status is TaskStatus.COMPLETED
+    rejected = batch_task().decide(Decision.of(DecisionOutcome.REJECTED, "no", None), "owner-1", NOW, POLICY)
+    assert rejected.result == {"outcome": "rejected", "comment": "no", "changes": {}}
 
 
 def test_failing_and_blocking_keep_the_reason() -> None:

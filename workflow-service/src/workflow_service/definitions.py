@@ -389,6 +389,10 @@ def _semantic_errors(definition: Definition) -> Any:
         for where in ("event_type", "reply_type", "failure_type"):
             if where in step.raw and not (isinstance(step.raw[where], str) and step.raw[where] in CATALOG):
                 yield {"path": f"{at}.{where}", "message": f"{step.raw[where]!r} is not in the event catalog"}
+        if "batch" in step.raw and step.type != "decision":
+            yield {"path": f"{at}.batch", "message": "batch belongs to a decision step"}
+        if step.type == "decision" and "batch" in step.raw and "rule" in step.raw:
+            yield {"path": f"{at}.rule", "message": "a batch decision is always put to a person: no rule"}
         if step.type == "emit_and_await":
             yield from _emit_errors(at, step)
         if step.type == "map":

@@ -382,6 +382,7 @@ class Saga:
         step = self.definition.step(name)
         record = self._record(name)
         record.update(status="completed", result=result, by=actor)
+        self._publish_report(step, result)
         if step.type == "decision":
             self._decided(step, actor, outcome, comment, changes)
             return self._out
@@ -397,6 +398,9 @@ class Saga:
         if outcome not in ("approved", "rejected"):
             self._failed(step, actor, f"step {name} failed: the decision came back without an outcome",
                          retryable=False)
+            return
+        if record.get("batch") is not None:
+            self._batch_decided(step, actor, outcome, comment, changes or {})
             return
         approved = outcome == "approved"
         proposal_ref = record.get("proposal_ref")
@@ -419,16 +423,144 @@ class Saga:
             return
         self._after(step)
 
-    def task_failed(self, workflow_step: str, *, request_id: str | None, actor: str, reason: str) -> Transition:
+    def _batch_decided(self, step: Step, actor: str, outcome: str, comment: str | None,
+                       changes: dict[str, Any]) -> None:
+        """A batch decision taken: all its segments approved, or those `changes.segments`
+        names, with the decider's night edits (`changes.prices`); or rejected. The
+        approved nights are read from their stored results and bounded by the org's
+        price policy; the result names the approved results by reference."""
+        name = step.name
+        record = self._record(name)
+        batch: list[dict[str, Any]] = record["batch"]
+        edits = _price_edits(changes)
+        approved = outcome == "approved"
+        record.update(outcome=outcome, comment=comment, changes=changes, approved_by=actor if approved else None)
+        result: dict[str, Any] = {"outcome": outcome, "comment": comment, "changes": changes, "prices": [],
+                                  "segments": [], "prices_refs": [], "price_edits": [], "listing_ids": [],
+                                  "nights": 0}
+        record["result"] = result
+        if not approved:
+            self._after(step)
+            return
+        names = [entry["segment"] for entry in batch]
+        wanted = changes.get("segments")
+        if wanted is not None and (not isinstance(wanted, list) or not wanted
+                                   or any(w not in names for w in wanted)):
+            self._failed(step, actor, f"step {name} failed: changes.segments {wanted!r} is not a list of the "
+                         f"batch's segments ({', '.join(names)}); nothing was published", retryable=False)
+            return
+        chosen = [entry for entry in batch if wanted is None or entry["segment"] in wanted]
+        proposal = [night for entry in chosen for night in self._batch_nights(entry)]
+        unknown = unknown_edits(proposal, edits)
+        if unknown:
+            self._failed(step, actor, f"step {name} failed: the approved edits name no night of the approved "
+                         f"segments: {', '.join(unknown)}; nothing was published", retryable=False)
+            return
+        prices = approved_prices(proposal, changes, record.get("currency"))
+        refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
+        if refused:
+            record["refused"] = [r.as_dict() for r in refused]
+            self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
+                         "policy, nothing was published: "
+                         + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+            return
+        result.update(segments=[entry["segment"] for entry in chosen],
+                      prices_refs=[entry["proposal_ref"] for entry in chosen], price_edits=edits,
+                      listing_ids=sorted({lid for entry in chosen for lid in entry["listing_ids"]}),
+                      nights=len(prices))
+        self._say(SERVICE_ACTOR, f"step {name}: approved {len(chosen)} of {len(batch)} segment(s) "
+                  f"({', '.join(result['segments'])}): {len(prices)} nights, {len(edits)} edited")
+        self._after(step)
+
+    def _batch_nights(self, entry: dict[str, Any]) -> list[Any]:
+        """A batch segment's proposed nights, from its stored result (fetched by the
+        caller when not given: `DetailNeeded`)."""
+        ref = ResultRef.model_validate(entry["proposal_ref"])
+        detail = self.details.get(ref.id)
+        if detail is None:
+            raise DetailNeeded(ref)
+        nights = detail.get("recommendations")
+        return nights if isinstance(nights, list) else []
+
+    def _batch(self, step: Step) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What a batch decision puts to its decider: per segment (an item of the
+        `batch` template's list, e.g. a map's outcomes, whose result is `{segment,
+        proposal}`) its name, listings, summary and proposal by reference, checked
+        against the stored nights; and the items that proposed nothing (failed)."""
+        entries = render(step.raw["batch"], self._names())
+        if not isinstance(entries, list):
+            raise ExpressionError(f"{step.raw['batch']!r} gives {type(entries).__name__}, not a list of segments")
+        batch: list[dict[str, Any]] = []
+        missing: list[dict[str, Any]] = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ExpressionError(f"a batch entry is {type(entry).__name__}, not an object")
+            if "run_id" in entry and entry.get("status") != ITEM_SUCCEEDED:
+                missing.append({k: entry.get(k) for k in ("index", "run_id", "status", "error")})
+                continue
+            body = entry.get("result") if "run_id" in entry else entry
+            if not isinstance(body, dict) or "omitted" in body:
+                raise _StepRefused(f"batch item {entry.get('index')} has no readable segment result "
+                                   f"({str(body)[:200]})")
+            segment, proposal = body.get("segment"), body.get("proposal")
+            ref = ref_of(proposal)
+            if not isinstance(segment, str) or not segment or ref is None:
+                raise _StepRefused(f"batch item {entry.get('index')}: a segment result is {{segment, proposal}} "
+                                   "with its proposal stored by reference")
+            detail = self.details.get(ref.id)
+            if detail is None:
+                raise DetailNeeded(ref)
+            disagree = summary_disagrees(proposal, detail) if ref.kind == "pricing" else []
+            if disagree:
+                raise _StepRefused(f"segment {segment}: its result does not agree with its stored detail: "
+                                   + "; ".join(disagree))
+            nights = detail.get("recommendations") or []
+            batch.append({
+                "segment": segment, "run_id": entry.get("run_id"), "proposal_ref": ref.model_dump(mode="json"),
+                "listing_ids": sorted({str(n.get("listing_id")) for n in nights if isinstance(n, dict)}),
+                "nights": len(nights), **{k: proposal.get(k) for k in (
+                    "max_abs_change_pct", "min_confidence", "needs_review", "currency")},
+            })
+        if len({entry["segment"] for entry in batch}) != len(batch):
+            raise _StepRefused("two batch entries name the same segment")
+        if not batch:
+            raise _StepRefused("no segment proposed prices: " + "; ".join(
+                f"item {m['index']} {m['status']}: {m.get('error')}" for m in missing))
+        return batch, missing
+
+    def task_failed(self, workflow_step: str, *, request_id: str | None, actor: str, reason: str,
+                    result: dict[str, Any] | None = None) -> Transition:
         if self._paused():
             return self._hold("task_failed", f"{workflow_step} failed", workflow_step=workflow_step,
-                              request_id=request_id, actor=actor, reason=reason)
+                              request_id=request_id, actor=actor, reason=reason, result=result)
         waiting = self._waiting_for("task", workflow_step, request_id)
         if waiting is None:
             return self._compensation_failed(workflow_step, request_id, reason) or self._stale()
         self.state.pop("waiting", None)
-        self._failed(self.definition.step(waiting["step"]), actor, f"step {waiting['step']} failed: {reason}")
+        step = self.definition.step(waiting["step"])
+        self._publish_report(step, result)
+        self._failed(step, actor, f"step {waiting['step']} failed: {reason}")
         return self._out
+
+    def _publish_report(self, step: Step, result: dict[str, Any] | None) -> None:
+        """A publish attempt's answer, listing by listing (`applied`, `failed` as
+        automation-service reports them), kept as the step's `listings`: a retry
+        publishes only the listings not yet published, and the run shows each
+        listing's outcome."""
+        if not step.publishes_prices or not isinstance(result, dict):
+            return
+        applied, failed = result.get("applied"), result.get("failed")
+        if not isinstance(applied, list) or not isinstance(failed, dict):
+            return
+        attempt = int(self.state["attempts"].get(step.name, 1))
+        listings = self._record(step.name).setdefault("listings", {})
+        for listing_id in applied:
+            listings[str(listing_id)] = {"status": "published", "attempt": attempt}
+        for listing_id, why in failed.items():
+            listings[str(listing_id)] = {"status": "failed", "attempt": attempt, "reason": str(why)[:300]}
+        self._say(SERVICE_ACTOR, f"step {step.name}: attempt {attempt}: {len(applied)} listing(s) published"
+                  + (f", {len(failed)} failed: " + "; ".join(f"{lid}: {str(why)[:120]}" for lid, why in
+                                                             sorted(failed.items())) if failed else ""))
 
     def timer_fired(self, step_name: str, timer_id: str | None = None) -> Transition:
         if self._paused():
@@ -489,7 +621,9 @@ class Saga:
         outcome = "approved" if action == "approve" else "rejected"
         if outcome == "approved" and self.definition.approves_prices(name):
             # Nobody looked: the deadline approves no more than a rule could.
-            prices = approved_prices(record.get("proposal"), {}, record.get("currency"))
+            proposal = [night for entry in record["batch"] for night in self._batch_nights(entry)] \
+                if record.get("batch") is not None else record.get("proposal")
+            prices = approved_prices(proposal, {}, record.get("currency"))
             why = needs_person(self.policy, prices, run_threshold_pct=self._run_threshold())
             if why is not None:
                 self._failed(step, DEADLINE_ACTOR, f"step {name} failed: its deadline cannot approve what the org's "
@@ -744,15 +878,37 @@ class Saga:
             raise _StepRefused(f"decision {step.approval} did not approve any price "
                                f"(it is {decision.get('outcome') or decision.get('status') or 'not taken'})")
         result = decision.get("result") or {}
+        if result.get("prices_refs"):
+            # A batch: the approved segments' stored results, the decider's edits, and
+            # the listings not yet published (a retry publishes only those).
+            return {"prices_refs": result["prices_refs"], "price_edits": result.get("price_edits") or [],
+                    "currency": decision.get("currency"), "approved_by": decision["approved_by"],
+                    "approval_step": step.approval,
+                    "listing_ids": self._still_to_publish(step, result.get("listing_ids") or [])}
         if result.get("prices_ref"):
             # Too many nights to travel: the publisher fetches them and applies the edits.
+            # After a partly failed attempt, only the listings it did not publish.
+            listings = sorted(self._record(step.name).get("listings") or {})
             return {"prices_ref": result["prices_ref"], "price_edits": result.get("price_edits") or [],
                     "currency": decision.get("currency"), "approved_by": decision["approved_by"],
-                    "approval_step": step.approval}
+                    "approval_step": step.approval,
+                    **({"listing_ids": self._still_to_publish(step, listings)} if listings else {})}
         prices = result.get("prices") or []
         if not prices:
             raise _StepRefused(f"decision {step.approval} approved no price to publish")
-        return {"prices": prices, "approved_by": decision["approved_by"], "approval_step": step.approval}
+        remaining = set(self._still_to_publish(step, sorted({str(p.get("listing_id")) for p in prices})))
+        return {"prices": [p for p in prices if str(p.get("listing_id")) in remaining],
+                "approved_by": decision["approved_by"], "approval_step": step.approval}
+
+    def _still_to_publish(self, step: Step, listing_ids: list[str]) -> list[str]:
+        """The approved listings an earlier attempt of the publish step did not publish."""
+        done = {lid for lid, outcome in (self._record(step.name).get("listings") or {}).items()
+                if outcome.get("status") == "published"}
+        remaining = [lid for lid in listing_ids if lid not in done]
+        if done:
+            self._say(SERVICE_ACTOR, f"step {step.name}: {len(done)} listing(s) already published; "
+                      f"publishing the other {len(remaining)}")
+        return remaining
 
     def _proposal_nights(self, step: Step) -> tuple[ResultRef | None, Any]:
         """The nights a decision step proposes, and the stored result they come from
@@ -789,6 +945,8 @@ class Saga:
     def _decide(self, step: Step, request_id: str) -> bool:
         names = self._names()
         record = self._record(step.name)
+        if "batch" in step.raw:
+            return self._ask_batch(step, request_id)
         proposal_ref, proposal = self._proposal_nights(step)
         record["proposal"] = proposal if proposal_ref is None else None
         record["proposal_ref"] = proposal_ref.model_dump(mode="json") if proposal_ref else None
@@ -815,6 +973,27 @@ class Saga:
                         data={**(step.raw.get("data") or {}), **(
                             {"proposal_ref": "${steps." + step.name + ".proposal_ref}"} if proposal_ref else
                             {"proposal": "${steps." + step.name + ".proposal}"})})
+        self._request(step.name, request_id, spec, due_in=step.deadline)
+        return True
+
+    def _ask_batch(self, step: Step, request_id: str) -> bool:
+        """A batch decision: one task for every segment's proposal (by reference); a
+        batch is always put to a person."""
+        record = self._record(step.name)
+        batch, missing = self._batch(step)
+        currencies = {entry.get("currency") for entry in batch}
+        record.update(batch=batch, not_proposed=missing, proposal=None, proposal_ref=None,
+                      currency=render(step.raw.get("currency"), self._names())
+                      or (currencies.pop() if len(currencies) == 1 else None))
+        self._say(SERVICE_ACTOR, f"step {step.name}: {len(batch)} segment(s) to review ("
+                  + ", ".join(f"{e['segment']}: {e['nights']} nights" for e in batch) + ")"
+                  + (f"; {len(missing)} proposed nothing" if missing else "")
+                  + f"; decision asked of role {step.raw['role_id']}")
+        spec = TaskSpec(title=step.raw["title"], task_type="decision", role_id=step.raw["role_id"],
+                        priority=step.raw.get("priority", "medium"), description=step.raw.get("description"),
+                        data={**(step.raw.get("data") or {}), "batch": "${steps." + step.name + ".batch}",
+                              "not_proposed": "${steps." + step.name + ".not_proposed}",
+                              "currency": "${steps." + step.name + ".currency}"})
         self._request(step.name, request_id, spec, due_in=step.deadline)
         return True
 

@@ -271,7 +271,7 @@ async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str, results: Resu
     definition = await _parsed_definition(uow, run)
     if definition is not None:
         transition = await _advance(uow, results, definition, run, lambda saga: saga.resume(caller.user_id))
-        await _apply(uow, run, definition, transition)
+        await _apply(uow, run, definition, transition, results)
     return await get_run(uow, caller, run_id)
 
 
@@ -335,7 +335,7 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
     ))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
-    await _apply(ctx.uow, run, definition, transition)
+    await _apply(ctx.uow, run, definition, transition, ctx.results)
 
 
 async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
@@ -350,9 +350,10 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     if definition is None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_failed(
-        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason))
+        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
+        result=event.result))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
-    await _apply(ctx.uow, run, definition, transition)
+    await _apply(ctx.uow, run, definition, transition, ctx.results)
 
 
 async def reply_received(ctx: EventContext, event: Payload) -> None:
@@ -366,7 +367,7 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.reply_received(
         ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source))
-    await _apply(ctx.uow, run, definition, transition)
+    await _apply(ctx.uow, run, definition, transition, ctx.results)
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
@@ -393,7 +394,7 @@ async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) 
                 if definition is None:
                     continue
                 await _apply(uow, run, definition, await _advance(
-                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)))
+                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)), results)
         except Exception as exc:
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
@@ -465,8 +466,11 @@ async def _advance(uow: UnitOfWork, results: ResultReader | None, definition: De
             details[ref.id] = await results.fetch(ref)
 
 
-async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition) -> WorkflowRun:
-    """Save a transition: log lines, task requests, timers, events and the run row."""
+async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition,
+                 results: ResultReader | None = None) -> WorkflowRun:
+    """Save a transition: log lines, task requests, timers, events and the run row.
+    `results` reads stored results (claim check) for the parent a child run's end
+    advances (a batch decision reads its segments' proposals)."""
     if not transition.applied:
         return run
     now = uow.clock.now()
@@ -551,9 +555,9 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     for control in transition.child_controls:
         await _control_child(uow, run.org_id, control)
     if transition.children:
-        updated = await _start_children(uow, updated, definition, transition.children)
+        updated = await _start_children(uow, updated, definition, transition.children, results)
     if status in FINISHED and run.status not in FINISHED and run.parent_run_id is not None:
-        await _report_to_parent(uow, updated)
+        await _report_to_parent(uow, updated, results)
     return updated
 
 
@@ -567,7 +571,7 @@ def _outcome_of(child: WorkflowRun) -> dict[str, Any]:
 
 
 async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Definition,
-                          children: list[ChildToStart]) -> WorkflowRun:
+                          children: list[ChildToStart], results: ResultReader | None = None) -> WorkflowRun:
     """Start a map step's child runs in the parent's transaction, as a run request is
     started (once per request id), then record their run ids on the parent. Children
     that ended as they started (or could not start) are applied here: they could not
@@ -593,10 +597,10 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
         if current is None:
             return parent
         parent = current
-        saga = await _saga_of(uow, definition, parent)
-        transition = saga.children_started(started, finished)
+        transition = await _advance(uow, results, definition, parent,
+                                    lambda saga, s=started, f=finished: saga.children_started(s, f))
         children, transition.children = transition.children, []
-        parent = await _apply(uow, parent, definition, transition)
+        parent = await _apply(uow, parent, definition, transition, results)
     return parent
 
 
@@ -620,7 +624,7 @@ async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) 
     await _apply(uow, child, definition, transition)
 
 
-async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun) -> None:
+async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun, results: ResultReader | None = None) -> None:
     """A child run has just ended: its parent's map step learns it in this same
     transaction, by the child's request id. Crash-safe without an event: the child's
     end and the parent's step either both commit or neither does."""
@@ -640,9 +644,9 @@ async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun) -> None:
     definition = await _parsed_definition(uow, parent)
     if definition is None:
         return
-    saga = await _saga_of(uow, definition, parent)
-    transition = saga.child_finished(**_outcome_of(child))
+    transition = await _advance(uow, results, definition, parent,
+                                lambda saga: saga.child_finished(**_outcome_of(child)))
     if not transition.applied:
         await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
                                                      f"{message} - ignored: the run no longer waits for it"))
-    await _apply(uow, parent, definition, transition)
+    await _apply(uow, parent, definition, transition, results)

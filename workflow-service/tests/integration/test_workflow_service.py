@@ -174,7 +174,8 @@ async def test_definitions_are_validated_versioned_per_org_and_listed_with_the_b
 
     listed = await service.client.get("/v1/workflows", headers=service.auth(mine))
     assert {(w["key"], w["version"], w["builtin"]) for w in listed.json()["items"]} == {
-        ("turnover", 2, False), ("dynamic-pricing", 4, True)}
+        ("turnover", 2, False), ("dynamic-pricing", 4, True), ("portfolio-pricing", 1, True),
+        ("segment-pricing", 1, True)}
 
 
 async def test_a_started_run_asks_automation_to_sync_correlated_by_the_run_id(service: RunningService) -> None:

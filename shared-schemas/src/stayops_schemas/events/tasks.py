@@ -184,10 +184,13 @@ class TaskCompleted(_TaskEvent):
 
 
 class TaskFailed(_TaskEvent):
-    """`stayops.task.failed`: the task cannot be done; a saga compensates."""
+    """`stayops.task.failed`: the task cannot be done; a saga compensates. `result`
+    holds what a partly done task did get done (e.g. the listings whose prices a
+    failed publish did apply), so a retry does only the rest."""
 
     reason: NonEmptyStr
     failed_by: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
 
 
 class TaskBlocked(_TaskEvent):
