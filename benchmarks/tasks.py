@@ -35,7 +35,8 @@ from task_service.api import BOARD_COUNT_CAP
 from task_service.app import MIGRATIONS_DIR
 
 BIG = "org-big"
-USER, ROLE, DEPARTMENT = "user-7", "housekeeping", "ops"
+# user-5 holds tasks in the big org (its tasks are every fifth: user-0, -5, ..., -35 only).
+USER, ROLE, DEPARTMENT = "user-5", "housekeeping", "ops"
 
 # One chunk of generated tasks: g runs over the chunk's numbers. A fifth of all
 # tasks are the big org's; the rest spread over 99 orgs.
