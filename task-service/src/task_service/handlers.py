@@ -857,7 +857,7 @@ async def fire_due_timers(uow: UnitOfWork, limit: int = 20) -> int:
 
 async def _fire_stage(uow: UnitOfWork, timer: store.DueTimer, task: Task) -> None:
     conn = uow.conn
-    if not task.is_open or task.due_at is None:
+    if not task.is_open or task.due_at is None or not sla.covered(task.due_at):
         await store.drop_timer(conn, task.org_id, task.id)
         return
     if task.due_at != timer.due_at:  # moved meanwhile without its timer (never by this service's writes)

@@ -6,7 +6,7 @@ that fires the stages is `store.task_due_timers`, the loop `timers.py`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -79,14 +79,26 @@ class SlaPolicy:
 
 
 def iso_duration(delta: timedelta) -> str:
-    """A duration as ISO 8601 (whole seconds), e.g. PT1H30M, P1DT2H."""
-    seconds = int(delta.total_seconds())
-    days, rest = divmod(seconds, 86_400)
+    """A duration as ISO 8601, e.g. PT1H30M, P1DT2H, PT0.5S."""
+    whole = int(delta.total_seconds())
+    days, rest = divmod(whole, 86_400)
     hours, rest = divmod(rest, 3_600)
     minutes, secs = divmod(rest, 60)
-    time = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
-    text = f"P{days}D" if days else "P"
-    return text + (f"T{time}" if time else "") if (days or time) else "PT0S"
+    seconds = f"{secs}.{delta.microseconds:06d}".rstrip("0") if delta.microseconds else str(secs)
+    parts = [(hours, "H"), (minutes, "M")]
+    time = "".join(f"{n}{u}" for n, u in parts if n) + (f"{seconds}S" if secs or delta.microseconds else "")
+    if not days and not time:
+        return "PT0S"
+    return (f"P{days}D" if days else "P") + (f"T{time}" if time else "")
+
+
+# Tasks due outside these years have no SLA timers: a stage's time (up to 90 days
+# either side) stays within what Python's datetime holds.
+HORIZON = (datetime(1000, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+
+
+def covered(due_at: datetime | None) -> bool:
+    return due_at is not None and HORIZON[0] <= due_at < HORIZON[1]
 
 
 _DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)

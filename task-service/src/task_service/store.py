@@ -18,6 +18,7 @@ from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
+from task_service import sla
 from task_service.domain import (
     DONE_STATUSES,
     OPEN_STATUSES,
@@ -1030,7 +1031,7 @@ async def sync_due_timer(conn: AsyncConnection, before: Task | None, after: Task
     if before is not None and (before.due_at, before.is_open, before.project_id) == key:
         return
     scope = OrgScope(due_timers, after.org_id)
-    if not after.is_open or after.due_at is None:
+    if not after.is_open or not sla.covered(after.due_at):
         if before is not None:
             await conn.execute(scope.delete().where(due_timers.c.task_id == after.id))
         return
@@ -1074,7 +1075,7 @@ async def rearm_scope(conn: AsyncConnection, org_id: str, policy: SlaPolicy | No
     project's tasks, or the org's tasks in no project with a policy of its own) gets
     its timer at the policy's next stage after the one it fired last; a task with no
     timer yet, at the first stage. No policy: their timers go. Returns how many tasks."""
-    in_scope = [tasks.c.org_id == org_id, _OPEN, tasks.c.due_at.is_not(None)]
+    in_scope = [tasks.c.org_id == org_id, _OPEN, tasks.c.due_at >= sla.HORIZON[0], tasks.c.due_at < sla.HORIZON[1]]
     if project_id is not None:
         in_scope.append(tasks.c.project_id == project_id)
     else:
