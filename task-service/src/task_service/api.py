@@ -796,29 +796,41 @@ Id = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_SLA_DELAY = timedelta(days=90)
 
 
-class EscalationStepIn(BaseModel):
-    """One step of the overdue escalation, `after` the due time."""
-
+class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    after: IsoDuration = Field(description="Overdue by this much (ISO 8601, e.g. PT4H), more than zero.",
-                               examples=["PT4H"])
-    action: Literal["notify_assignee", "notify_lead", "reassign"] = Field(description=(
-        "notify_assignee; notify_lead (the lead of the task's role, from `leads`); reassign (to `user_id`, or to "
-        "`role_id` whose member the assignment rule chooses)."))
-    user_id: Id | None = None
-    role_id: Id | None = None
+    after: IsoDuration = Field(description="Overdue by this much (ISO 8601, e.g. PT4H), more than zero and at "
+                               f"most {MAX_SLA_DELAY.days} days.", examples=["PT4H"])
 
     @model_validator(mode="after")
-    def _target(self) -> EscalationStepIn:
+    def _in_range(self) -> _Step:
         if not timedelta(0) < self.after <= MAX_SLA_DELAY:
             raise ValueError(f"an escalation step's `after` is more than zero and at most {MAX_SLA_DELAY.days} days")
-        named = (self.user_id is not None) + (self.role_id is not None)
-        if self.action == "reassign" and named != 1:
-            raise ValueError("a reassign step names one of `user_id` or `role_id`")
-        if self.action != "reassign" and named:
-            raise ValueError(f"a {self.action} step names no `user_id` or `role_id` (only reassign does)")
         return self
+
+
+class NotifyStep(_Step):
+    """Notify the task's assignee, or the lead of its role (from `leads`)."""
+
+    action: Literal["notify_assignee", "notify_lead"]
+
+
+class ReassignToUser(_Step):
+    """Reassign the task to this user."""
+
+    action: Literal["reassign"]
+    user_id: Id
+
+
+class ReassignToRole(_Step):
+    """Reassign the task to this role: its member by the assignment rule, else its queue."""
+
+    action: Literal["reassign"]
+    role_id: Id
+
+
+# One step of the overdue escalation, `after` the due time; a reassign names a user or a role.
+EscalationStepIn = NotifyStep | ReassignToUser | ReassignToRole
 
 
 class SlaPolicyIn(BaseModel):
@@ -852,13 +864,16 @@ class SlaPolicyIn(BaseModel):
     def policy(self) -> sla.SlaPolicy:
         return sla.SlaPolicy(
             remind_before=tuple(self.remind_before), remind_at_due=self.remind_at_due,
-            escalation=tuple(sla.EscalationStep(after=s.after, action=s.action, user_id=s.user_id,
-                                                role_id=s.role_id) for s in self.escalation),
+            escalation=tuple(sla.EscalationStep(after=s.after, action=s.action, user_id=getattr(s, "user_id", None),
+                                                role_id=getattr(s, "role_id", None)) for s in self.escalation),
             leads=dict(self.leads))
 
     @classmethod
     def of(cls, policy: dict[str, Any] | None) -> SlaPolicyIn | None:
-        return None if policy is None else cls.model_validate(policy)
+        if policy is None:
+            return None
+        steps = [{k: v for k, v in step.items() if v is not None} for step in policy.get("escalation", ())]
+        return cls.model_validate({**policy, "escalation": steps})
 
 
 class SlaPolicyOut(BaseModel):

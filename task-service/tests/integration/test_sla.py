@@ -98,8 +98,7 @@ async def test_the_policy_is_checked_and_needs_tasks_manage(service: Service, st
     refused = await client.put("/v1/sla-policy", json=policy, headers=cleaner)
     assert (refused.status_code, refused.json()["code"]) == (403, "permission-missing")
     saved = await put_policy(client, owner, **policy)
-    assert saved["policy"]["escalation"][2] == {"after": "P1D", "action": "reassign", "user_id": None,
-                                                "role_id": "supervisor"}
+    assert saved["policy"]["escalation"][2] == {"after": "P1D", "action": "reassign", "role_id": "supervisor"}
     assert saved["updated_by"] == "owner-1"
     assert (await client.get("/v1/sla-policy", headers=cleaner)).json()["policy"] == saved["policy"]
     elsewhere = auth(stack, str(uuid.uuid4()))
