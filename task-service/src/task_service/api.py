@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from stayops_kit import idempotency, pages
 from stayops_kit.api import CorrelationId, CurrentCaller, Offset, Runtime
 from stayops_kit.auth import Caller
-from stayops_kit.fields import IsoDate, IsoDateQuery, IsoDateTime, IsoDateTimeQuery
+from stayops_kit.fields import IsoDate, IsoDateQuery, IsoDateTime, IsoDateTimeQuery, IsoDuration
 from stayops_kit.permissions import Permission, require
 from stayops_kit.problems import code_of, problem_responses, status_for
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import AUTOMATION_ASSIGNEE, DecisionOutcome, Priority, TaskStatus, TaskType
-from task_service import handlers, projects, store
+from task_service import handlers, projects, sla, store
 from task_service.domain import DONE_STATUSES, Decision, Task, open_blockers
 
 router = APIRouter(tags=["tasks"])
@@ -248,13 +248,6 @@ class DecisionIn(BaseModel):
     changes: list[Any] | dict[str, Any] | None = None
 
 
-class TaskPage(BaseModel):
-    items: list[TaskOut]
-    total: int
-    limit: int
-    offset: int
-
-
 IdempotencyKey = Annotated[str | None, Header(
     min_length=1, max_length=200, pattern="^[!-~]+$",
     description="Retrying with the same key and body answers the task the first request made (200); "
@@ -393,9 +386,16 @@ async def count_tasks(caller: CurrentCaller, runtime: Runtime, filters: Filters)
         return Count(count=await store.count_tasks(conn, caller.org_id, filters))
 
 
+# A status or priority column counts its tasks up to this many (GET /v1/tasks/count is exact).
+BOARD_COUNT_CAP = 1_000
+
+
 class Column(BaseModel):
     value: str | None = Field(description="The column's status, assignee or priority; null: nobody's.")
-    count: int
+    count: int = Field(description=f"Its tasks; for a status or priority column at most {BOARD_COUNT_CAP:,} "
+                       "(then `count_capped`).")
+    count_capped: bool = Field(description=f"More than {BOARD_COUNT_CAP:,} tasks: `count` says at least; "
+                               "GET /v1/tasks/count with the column's value counts them all.")
     items: list[TaskOut]
     next_cursor: str | None = Field(description="For GET /v1/tasks with the same filters and sort, and this "
                                     "column's value as its filter.")
@@ -414,17 +414,29 @@ async def board(caller: CurrentCaller, runtime: Runtime, filters: Filters,
     or each assignee who has some (the fullest 50, and `null` for nobody), each with
     its count and first page."""
     group = store.BOARD_GROUPS[group_by]
+    kinds: dict[str, type[StrEnum]] = {"status": TaskStatus, "priority": Priority}
+    columns = []
     async with runtime.engine.connect() as conn:
+        if group_by in kinds:
+            values = [v.value for v in kinds[group_by]]
+            found = await store.board_columns(conn, caller.org_id, filters, group_by, values, sort=sort,
+                                              limit=limit, cap=BOARD_COUNT_CAP)
+            progress = await store.progress_of(conn, caller.org_id,
+                                               [t.id for c in found.values() for t in c.items])
+            for value in values:
+                col = found[value]
+                columns.append(Column(
+                    value=value, count=min(col.count, BOARD_COUNT_CAP), count_capped=col.count > BOARD_COUNT_CAP,
+                    items=[TaskOut.of(t, progress.get(t.id)) for t in col.items],
+                    next_cursor=pages.encode_cursor(sort, [col.end[0]], col.end[1]) if col.end else None))
+            return Board(group_by=group_by, columns=columns)
+        # Assignees: the fullest 50 are known only from exact counts.
         counts = dict(await store.board_counts(conn, caller.org_id, filters, group_by, columns=51))
-        kinds: dict[str, type[StrEnum]] = {"status": TaskStatus, "priority": Priority}
-        values: list[str | None] = ([v.value for v in kinds[group_by]] if group_by in kinds else list(counts))
-        columns = []
-        for value in values:
-            found = counts.get(value, 0)
-            page = (await _page(conn, caller, filters, sort, limit, None,
-                                extra=[group.is_(None) if value is None else group == value])
-                    if found else TaskList(items=[], next_cursor=None))
-            columns.append(Column(value=value, count=found, items=page.items, next_cursor=page.next_cursor))
+        for assignee in counts:
+            page = await _page(conn, caller, filters, sort, limit, None,
+                               extra=[group.is_(None) if assignee is None else group == assignee])
+            columns.append(Column(value=assignee, count=counts[assignee], count_capped=False, items=page.items,
+                                  next_cursor=page.next_cursor))
     return Board(group_by=group_by, columns=columns)
 
 
@@ -691,25 +703,50 @@ async def unwatch(task_id: str, user_id: str, caller: Actor, runtime: Runtime) -
     return Watchers(task_id=task_id, watchers=found)
 
 
-@router.get("/inbox", response_model=TaskPage)
+class InboxTask(TaskOut):
+    overdue: bool = Field(description="Open and past its due time.")
+
+
+class InboxPage(BaseModel):
+    items: list[InboxTask]
+    next_cursor: str | None = Field(description="Pass as `cursor` (with the same filters) for the next page; "
+                                    "null on the last one.")
+
+
+@router.get("/inbox", response_model=InboxPage, responses=problem_responses(422))
 async def inbox(
     caller: CurrentCaller,
     runtime: Runtime,
-    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
-    task_type: TaskType | None = None,
-    priority: Priority | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
-) -> TaskPage:
+    status_: Annotated[str | None, Query(alias="status", pattern=_values_of(TaskStatus), description=(
+        "Any of them; default the open ones (pending, in_progress, blocked)."))] = None,
+    task_type: Annotated[str | None, Query(pattern=_values_of(TaskType), description="Any of them.")] = None,
+    priority: Annotated[str | None, Query(pattern=_values_of(Priority), description="Any of them.")] = None,
+    limit: Paging = 50,
+    cursor: Cursor = None,
+) -> InboxPage:
     """Tasks assigned to the caller, and tasks of the caller's role or department
-    nobody has yet ("unassigned in my team")."""
+    nobody has yet ("unassigned in my team"): the overdue first, then the due
+    soonest, then those with no due time. Keyset pages (`next_cursor`): tasks added
+    or changed while paging never repeat or skip one that was there. No total."""
+    after = None
+    if cursor is not None:
+        keys, last = pages.decode_cursor(cursor, "inbox", 1)
+        after = (keys[0], last)
+
+    def split(text: str | None) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(text.split(","))) if text else ()
+
     async with runtime.engine.connect() as conn:
-        items, total = await store.inbox(
+        items, end = await store.inbox(
             conn, caller.org_id, user_id=caller.user_id, role_id=caller.role_id,
-            department_id=caller.department_id, status=status_,
-            task_type=task_type, priority=priority, limit=limit, offset=offset,
+            department_id=caller.department_id, statuses=split(status_), types=split(task_type),
+            priorities=split(priority), limit=limit, after=after,
         )
-    return TaskPage(items=[TaskOut.of(t) for t in items], total=total, limit=limit, offset=offset)
+    now = datetime.now(UTC)
+    return InboxPage(
+        items=[InboxTask(**TaskOut.of(t).model_dump(), overdue=t.is_open and t.due_at is not None and t.due_at < now)
+               for t in items],
+        next_cursor=pages.encode_cursor("inbox", [end[0]], end[1]) if end else None)
 
 
 @router.post("/tasks/{task_id}/start", response_model=TaskOut, responses=problem_responses(409))
@@ -753,6 +790,137 @@ async def decide_task(task_id: str, body: DecisionIn, caller: Decider, runtime: 
     return TaskOut.of(task)
 
 
+# -- SLA policies ----------------------------------------------------------------------
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_SLA_DELAY = timedelta(days=90)
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: IsoDuration = Field(description="Overdue by this much (ISO 8601, e.g. PT4H), more than zero and at "
+                               f"most {MAX_SLA_DELAY.days} days.", examples=["PT4H"])
+
+    @model_validator(mode="after")
+    def _in_range(self) -> _Step:
+        if not timedelta(0) < self.after <= MAX_SLA_DELAY:
+            raise ValueError(f"an escalation step's `after` is more than zero and at most {MAX_SLA_DELAY.days} days")
+        return self
+
+
+class NotifyStep(_Step):
+    """Notify the task's assignee, or the lead of its role (from `leads`)."""
+
+    action: Literal["notify_assignee", "notify_lead"]
+
+
+class ReassignToUser(_Step):
+    """Reassign the task to this user."""
+
+    action: Literal["reassign"]
+    user_id: Id
+
+
+class ReassignToRole(_Step):
+    """Reassign the task to this role: its member by the assignment rule, else its queue."""
+
+    action: Literal["reassign"]
+    role_id: Id
+
+
+# One step of the overdue escalation, `after` the due time; a reassign names a user or a role.
+EscalationStepIn = NotifyStep | ReassignToUser | ReassignToRole
+
+
+class SlaPolicyIn(BaseModel):
+    """Due reminders and the overdue escalation of the tasks it covers (those with a
+    due time): each reminder `remind_before` the due time, one at it, then each
+    escalation step in turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remind_before: list[IsoDuration] = Field(default_factory=list, max_length=5, examples=[["PT1H"]], description=(
+        "Remind the assignee this long before the due time (each more than zero, at most 90 days, distinct)."))
+    remind_at_due: StrictBool = Field(default=True, description="Remind the assignee at the due time.")
+    escalation: list[EscalationStepIn] = Field(default_factory=list, max_length=10,
+                                               description="By `after`, strictly increasing.")
+    leads: dict[Id, Id] = Field(default_factory=dict, max_length=200,
+                                description="Each role's lead (role id -> user id), for notify_lead.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SlaPolicyIn:
+        if any(not timedelta(0) < d <= MAX_SLA_DELAY for d in self.remind_before):
+            raise ValueError(f"each `remind_before` is more than zero and at most {MAX_SLA_DELAY.days} days")
+        if len(set(self.remind_before)) != len(self.remind_before):
+            raise ValueError("`remind_before` repeats a duration")
+        afters = [step.after for step in self.escalation]
+        if afters != sorted(set(afters)):
+            raise ValueError("escalation steps come in order of `after`, each later than the one before")
+        if any(step.action == "notify_lead" for step in self.escalation) and not self.leads:
+            raise ValueError("a notify_lead step needs `leads` (each role's lead)")
+        return self
+
+    def policy(self) -> sla.SlaPolicy:
+        return sla.SlaPolicy(
+            remind_before=tuple(self.remind_before), remind_at_due=self.remind_at_due,
+            escalation=tuple(sla.EscalationStep(after=s.after, action=s.action, user_id=getattr(s, "user_id", None),
+                                                role_id=getattr(s, "role_id", None)) for s in self.escalation),
+            leads=dict(self.leads))
+
+    @classmethod
+    def of(cls, policy: dict[str, Any] | None) -> SlaPolicyIn | None:
+        if policy is None:
+            return None
+        steps = [{k: v for k, v in step.items() if v is not None} for step in policy.get("escalation", ())]
+        return cls.model_validate({**policy, "escalation": steps})
+
+
+class SlaPolicyOut(BaseModel):
+    org_id: str
+    policy: SlaPolicyIn | None = Field(description="null: the org has none (no reminders, no escalation).")
+    updated_by: str | None
+    updated_at: datetime | None
+    rearmed: int | None = Field(default=None, description="On PUT and DELETE: the open tasks whose due timer "
+                                "now follows it.")
+
+
+def _sla_out(org_id: str, row: dict[str, Any] | None, rearmed: int | None = None) -> SlaPolicyOut:
+    if row is None:
+        return SlaPolicyOut(org_id=org_id, policy=None, updated_by=None, updated_at=None, rearmed=rearmed)
+    return SlaPolicyOut(org_id=org_id, policy=SlaPolicyIn.of(row["policy"]), updated_by=row["updated_by"],
+                        updated_at=row["updated_at"], rearmed=rearmed)
+
+
+@router.get("/sla-policy", response_model=SlaPolicyOut)
+async def get_sla_policy(caller: CurrentCaller, runtime: Runtime) -> SlaPolicyOut:
+    """The org's SLA policy (a project may have its own: its `sla_policy`)."""
+    async with runtime.engine.connect() as conn:
+        return _sla_out(caller.org_id, await store.org_sla_policy(conn, caller.org_id))
+
+
+@router.put("/sla-policy", response_model=SlaPolicyOut, responses=problem_responses(422))
+async def put_sla_policy(body: SlaPolicyIn, caller: Manager, runtime: Runtime) -> SlaPolicyOut:
+    """Set the org's SLA policy: every open task with a due time that follows it (in
+    no project with a policy of its own) has its due timer at the policy's next stage
+    from now on (stages fired already are not fired again)."""
+    async with runtime.uow.begin() as uow:
+        policy = body.policy()
+        await store.put_org_sla_policy(uow.conn, caller.org_id, policy, caller.user_id, uow.clock.now())
+        rearmed = await store.rearm_scope(uow.conn, caller.org_id, policy)
+        row = await store.org_sla_policy(uow.conn, caller.org_id)
+    return _sla_out(caller.org_id, row, rearmed)
+
+
+@router.delete("/sla-policy", response_model=SlaPolicyOut)
+async def delete_sla_policy(caller: Manager, runtime: Runtime) -> SlaPolicyOut:
+    """No SLA policy for the org: the due timers of the tasks that followed it go."""
+    async with runtime.uow.begin() as uow:
+        await store.delete_org_sla_policy(uow.conn, caller.org_id)
+        rearmed = await store.rearm_scope(uow.conn, caller.org_id, None)
+    return _sla_out(caller.org_id, None, rearmed)
+
+
 # -- projects and milestones ------------------------------------------------------------
 
 ProjectStatus = Literal["active", "done", "archived"]
@@ -775,11 +943,25 @@ class RollupOut(BaseModel):
         return cls(done=rollup.done, total=rollup.total, open=rollup.open, expected_finish=rollup.expected_finish)
 
 
+MilestoneStatus = Literal["active", "done", "cancelled"]
+
+
 class MilestoneIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
     target_date: IsoDate | None = None
+    status: MilestoneStatus = "active"
+
+
+class MilestonePatch(BaseModel):
+    """The fields to change; left out stays, `null` clears the target date (name and status never)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = None  # type: ignore[assignment]
+    target_date: IsoDate | None = None
+    status: MilestoneStatus = None  # type: ignore[assignment]
 
 
 class MilestoneOut(BaseModel):
@@ -787,7 +969,9 @@ class MilestoneOut(BaseModel):
     project_id: str
     name: str
     target_date: date | None
+    status: MilestoneStatus
     created_at: datetime
+    updated_at: datetime | None
     progress: RollupOut
 
 
@@ -802,6 +986,7 @@ class ProjectIn(BaseModel):
     status: ProjectStatus = "active"
     start_date: IsoDate | None = None
     target_date: IsoDate | None = None
+    sla_policy: SlaPolicyIn | None = Field(default=None, description="Its own SLA policy; null: the org's.")
 
 
 class ProjectPatch(BaseModel):
@@ -816,6 +1001,8 @@ class ProjectPatch(BaseModel):
     status: ProjectStatus = None  # type: ignore[assignment]
     start_date: IsoDate | None = None
     target_date: IsoDate | None = None
+    sla_policy: SlaPolicyIn | None = Field(default=None, description=(
+        "Its own SLA policy (its open tasks' due timers follow it from now on); null: the org's."))
 
 
 class ProjectOut(BaseModel):
@@ -832,6 +1019,7 @@ class ProjectOut(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    sla_policy: SlaPolicyIn | None = Field(default=None, description="Its own SLA policy; null: the org's.")
     progress: RollupOut
     milestones: list[MilestoneOut] | None = Field(default=None, description="On GET of one project.")
 
@@ -855,8 +1043,8 @@ class TimelineMilestone(MilestoneOut):
 async def _project_out(conn: Any, project: dict[str, Any], *, with_milestones: bool = False) -> ProjectOut:
     now = datetime.now(UTC)
     total, per = projects.rollups(await store.project_rollup(conn, project["org_id"], project["id"]), now)
-    out = ProjectOut(**project, scope="listing" if project["listing_id"] else "portfolio",
-                     progress=RollupOut.of(total))
+    out = ProjectOut(**{**project, "sla_policy": SlaPolicyIn.of(project.get("sla_policy"))},
+                     scope="listing" if project["listing_id"] else "portfolio", progress=RollupOut.of(total))
     if with_milestones:
         out.milestones = [MilestoneOut(**m, progress=RollupOut.of(per.get(m["id"])))
                           for m in await store.milestones_of(conn, project["org_id"], project["id"])]
@@ -866,7 +1054,9 @@ async def _project_out(conn: Any, project: dict[str, Any], *, with_milestones: b
 @router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
 async def create_project(body: ProjectIn, caller: Manager, runtime: Runtime) -> ProjectOut:
     async with runtime.uow.begin() as uow:
-        project = await projects.create_project(uow, caller, body.model_dump())
+        fields = body.model_dump(exclude={"sla_policy"})
+        fields["sla_policy"] = body.sla_policy.policy().as_json() if body.sla_policy else None
+        project = await projects.create_project(uow, caller, fields)
         return await _project_out(uow.conn, project, with_milestones=True)
 
 
@@ -903,7 +1093,14 @@ async def get_project(project_id: str, caller: CurrentCaller, runtime: Runtime) 
 @router.patch("/projects/{project_id}", response_model=ProjectOut)
 async def edit_project(project_id: str, body: ProjectPatch, caller: Manager, runtime: Runtime) -> ProjectOut:
     async with runtime.uow.begin() as uow:
-        project = await projects.edit_project(uow, caller, project_id, body.model_dump(exclude_unset=True))
+        changes = body.model_dump(exclude_unset=True, exclude={"sla_policy"})
+        policy = body.sla_policy.policy() if body.sla_policy else None
+        if "sla_policy" in body.model_fields_set:
+            changes["sla_policy"] = policy.as_json() if policy else None
+        project = await projects.edit_project(uow, caller, project_id, changes)
+        if "sla_policy" in body.model_fields_set:
+            followed = policy or await store.effective_sla_policy(uow.conn, caller.org_id, None)
+            await store.rearm_scope(uow.conn, caller.org_id, followed, project_id=project_id)
         return await _project_out(uow.conn, project, with_milestones=True)
 
 
@@ -912,6 +1109,18 @@ async def add_milestone(project_id: str, body: MilestoneIn, caller: Manager, run
     async with runtime.uow.begin() as uow:
         milestone = await projects.add_milestone(uow, caller, project_id, body.model_dump())
     return MilestoneOut(**milestone, progress=RollupOut.of(None))
+
+
+@router.patch("/projects/{project_id}/milestones/{milestone_id}", response_model=MilestoneOut,
+              responses=problem_responses(404))
+async def edit_milestone(project_id: str, milestone_id: str, body: MilestonePatch, caller: Manager,
+                         runtime: Runtime) -> MilestoneOut:
+    """Rename a milestone, move or clear its target date, or mark it done or cancelled."""
+    async with runtime.uow.begin() as uow:
+        milestone = await projects.edit_milestone(uow, caller, project_id, milestone_id,
+                                                  body.model_dump(exclude_unset=True))
+        _, per = projects.rollups(await store.project_rollup(uow.conn, caller.org_id, project_id), datetime.now(UTC))
+    return MilestoneOut(**milestone, progress=RollupOut.of(per.get(milestone_id)))
 
 
 @router.get("/projects/{project_id}/milestones", response_model=list[MilestoneOut])

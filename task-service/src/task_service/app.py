@@ -10,14 +10,15 @@ from fastapi import FastAPI
 from stayops_kit.app import create_app as create_service_app
 from stayops_kit.app import serve
 from stayops_kit.runtime import ServiceSpec
-from task_service import api, consumers
+from task_service import api, consumers, timers
 
 NAME = "task-service"
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions())
+    return ServiceSpec(name=NAME, migrations_dir=MIGRATIONS_DIR, subscriptions=consumers.subscriptions(),
+                       background=(timers.fire_due_timers,))
 
 
 def create_app(**overrides: Any) -> FastAPI:

@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from stayops_kit import idempotency
@@ -40,7 +40,7 @@ from stayops_schemas.events.tasks import (
     TaskUnblocked,
 )
 from stayops_schemas.ownership import AUTOMATION_SERVICE, WORKFLOW_SERVICE
-from task_service import projects, store
+from task_service import projects, sla, store
 from task_service.domain import (
     AUTOMATION,
     Actor,
@@ -702,14 +702,21 @@ async def add_comment(uow: UnitOfWork, caller: Caller, task_id: str, body: str) 
         if user_id == caller.user_id or await store.member_type(uow.conn, task.org_id, user_id) is None:
             continue
         await store.add_watcher(uow.conn, task.org_id, task.id, user_id, now)
-        await _create(uow, task.org_id, caller.user_id, CreateTask(
-            title=f"{caller.user_id} mentioned you on {task.title}"[:300], task_type=TaskType.AUTOMATED,
-            assigned_to=AUTOMATION,
-            data={"action": "notify", "user_id": user_id, "subject": f"{caller.user_id} mentioned you",
-                  "body": body[:2_000], "about_task_id": task.id}),
-            by=_actor(caller, "mentioned"))
+        await _notify(uow, task, user_id, f"{caller.user_id} mentioned you on {task.title}",
+                      f"{caller.user_id} mentioned you", body, by=_actor(caller, "mentioned"))
         notified.append(user_id)
     return {**comment, "notified": notified}
+
+
+async def _notify(uow: UnitOfWork, task: Task, user_id: str, title: str, subject: str, body: str, *,
+                  by: Actor) -> None:
+    """A notification to a member about a task: a `notify` task for automation-service,
+    which leaves it in the member's GET /v1/notifications."""
+    await _create(uow, task.org_id, by.id, CreateTask(
+        title=title[:300], task_type=TaskType.AUTOMATED, assigned_to=AUTOMATION,
+        data={"action": "notify", "user_id": user_id, "subject": subject[:300], "body": body[:2_000],
+              "about_task_id": task.id}),
+        by=by)
 
 
 async def watch(uow: UnitOfWork, caller: Caller, task_id: str, user_id: str, *, on: bool) -> list[str]:
@@ -832,3 +839,113 @@ async def _bulk_one(uow: UnitOfWork, caller: Caller, action: str, task_id: str, 
         return await edit_task(uow, caller, task_id, {"labels": tuple(labels)}, None)
     # assign and move: the fields given, as PATCH would change them.
     return await edit_task(uow, caller, task_id, params, None)
+
+
+# -- SLAs: due reminders and overdue escalation, fired by the due-timer loop -------------
+
+SLA_ACTOR = "task-service"
+
+
+async def fire_due_timers(uow: UnitOfWork, limit: int = 20) -> int:
+    """Fire the stage of each due timer (claimed with its task, skipping any another
+    transaction holds) and arm its next one, in this transaction: a stage fires once,
+    with its notification and history entry, or not at all. Returns how many timers."""
+    claimed = await store.claim_due_timers(uow.conn, limit)
+    for timer, task in claimed:
+        await _fire_stage(uow, timer, task)
+    return len(claimed)
+
+
+async def _fire_stage(uow: UnitOfWork, timer: store.DueTimer, task: Task) -> None:
+    conn = uow.conn
+    if not task.is_open or task.due_at is None or not sla.covered(task.due_at):
+        await store.drop_timer(conn, task.org_id, task.id)
+        return
+    if task.due_at != timer.due_at:  # moved meanwhile without its timer (never by this service's writes)
+        await store.sync_due_timer(conn, None, task)
+        return
+    policy = await store.effective_sla_policy(conn, task.org_id, task.project_id)
+    stage = policy.next_stage(timer.last_offset) if policy else None
+    if policy is None or stage is None:
+        await store.drop_timer(conn, task.org_id, task.id)
+        return
+    if stage.at(task.due_at) > timer.fire_at:  # the policy moved this stage later since it was armed
+        await store.timer_fired(conn, timer, timer.last_offset, stage.at(task.due_at))
+        return
+    now = uow.clock.now()
+    if not sla.skipped(stage, task.due_at, now):
+        await _sla_act(uow, task, stage, policy, now)
+    following = policy.next_stage(stage.offset)
+    await store.timer_fired(conn, timer, stage.offset, following.at(task.due_at) if following else None)
+
+
+def _late(delta: timedelta) -> str:
+    minutes = max(0, round(delta.total_seconds() / 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = round(minutes / 60)
+    return f"{hours} h" if hours < 48 else f"{round(hours / 24)} days"
+
+
+async def _sla_act(uow: UnitOfWork, task: Task, stage: sla.Stage, policy: sla.SlaPolicy, now: datetime) -> None:
+    """What one stage does: remind or notify someone (a notification, and a history
+    entry saying so), or reassign the task (its history entry and assignment event)."""
+    assert task.due_at is not None
+    due = task.due_at.isoformat()
+    step = stage.step
+    action = "reminded" if stage.kind != "escalation" else "escalated"
+    if step is not None and step.action == "reassign":
+        await _sla_reassign(uow, task, step, f"overdue by {_late(now - task.due_at)} (SLA escalation)")
+        return
+    if step is not None and step.action == "notify_lead":
+        to = policy.leads.get(task.role_id or "")
+        what = f"lead of {task.role_id}"
+        subject = f"Overdue in your team: {task.title}"
+        body = (f"{task.title} ({task.assigned_to or 'unassigned'}) was due at {due}: "
+                f"overdue by {_late(now - task.due_at)}.")
+    else:
+        to = task.assigned_to if task.assigned_to != AUTOMATION else None
+        what = "assignee"
+        if stage.kind == "reminder":
+            subject = f"Due in {_late(task.due_at - now)}: {task.title}"
+            body = f"{task.title} is due at {due}."
+        elif stage.kind == "due":
+            subject = f"Due now: {task.title}"
+            body = f"{task.title} is due now ({due})."
+        else:
+            subject = f"Overdue: {task.title}"
+            body = f"{task.title} was due at {due}: overdue by {_late(now - task.due_at)}."
+    by = Actor(SLA_ACTOR, "system", action)
+    if to is None:
+        await store.note(uow.conn, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
+                                                                    f"no {what} to notify"}}, now)
+        return
+    await _notify(uow, task, to, subject, subject, body, by=by)
+    await store.note(uow.conn, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
+                                                                f"notified {what} {to}"}}, now)
+
+
+def _offset(stage: sla.Stage) -> str:
+    if stage.offset < timedelta(0):
+        return f"due - {sla.iso_duration(-stage.offset)}"
+    return "due" if stage.offset == timedelta(0) else f"due + {sla.iso_duration(stage.offset)}"
+
+
+async def _sla_reassign(uow: UnitOfWork, task: Task, step: sla.EscalationStep, reason: str) -> None:
+    """An overdue task to a user, or to a role (its member by the usual rule, else its
+    queue); announced as any assignment, and in the history as `reassigned`."""
+    if step.user_id is not None and task.assigned_to == step.user_id:
+        await store.note(uow.conn, task, Actor(SLA_ACTOR, "system", "escalated"),
+                         {"sla": {"from": None, "to": f"reassign: already {step.user_id}'s"}}, uow.clock.now())
+        return
+    moved = replace(task, assigned_to=step.user_id, assignee_type=None, assignment_rule=None,
+                    role_id=step.role_id if step.role_id is not None else task.role_id,
+                    updated_at=uow.clock.now())
+    chosen = await _choose_assignment(uow, moved)
+    if chosen is None:
+        return
+    assignment = replace(chosen, rule=f"{reason} ({chosen.rule})")
+    moved = moved.assign(assignment)
+    await store.update_task(uow.conn, moved, Actor(SLA_ACTOR, "system", "reassigned"))
+    await uow.announce("stayops.task.assigned", task_assigned(moved, assignment), org_id=moved.org_id,
+                       key=moved.id, correlation_id=_correlation(uow, moved))

@@ -82,9 +82,21 @@ async def edit_project(uow: UnitOfWork, caller: Caller, project_id: str, changes
 async def add_milestone(uow: UnitOfWork, caller: Caller, project_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     await get_project(uow, caller, project_id)
     values = {"id": uow.ids(), "org_id": caller.org_id, "project_id": project_id,
-              "created_at": uow.clock.now(), **fields}
+              "created_at": uow.clock.now(), "updated_at": None, **fields}
     await store.insert_milestone(uow.conn, values)
     return values
+
+
+async def edit_milestone(uow: UnitOfWork, caller: Caller, project_id: str, milestone_id: str,
+                         changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a milestone of the project (404 for another project's or org's)."""
+    await get_project(uow, caller, project_id)
+    milestone = await store.get_milestone(uow.conn, caller.org_id, milestone_id, for_update=True)
+    if milestone is None or milestone["project_id"] != project_id:
+        raise MilestoneNotFound(milestone_id, project_id)
+    values = {**changes, "updated_at": uow.clock.now()}
+    await store.update_milestone(uow.conn, caller.org_id, milestone_id, values)
+    return {**milestone, **values}
 
 
 async def placement(uow: UnitOfWork, org_id: str, project_id: str | None, milestone_id: str | None

@@ -3,6 +3,7 @@ tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
@@ -17,6 +18,7 @@ from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
+from task_service import sla
 from task_service.domain import (
     DONE_STATUSES,
     OPEN_STATUSES,
@@ -26,6 +28,7 @@ from task_service.domain import (
     Task,
     changed_fields,
 )
+from task_service.sla import SlaPolicy
 
 metadata = sa.MetaData()
 
@@ -87,6 +90,17 @@ sa.Index("tasks_request", tasks.c.org_id, tasks.c.request_id, unique=True,
          postgresql_where=tasks.c.request_id.is_not(None))
 sa.Index("tasks_org_run", tasks.c.org_id, tasks.c.workflow_run_id,
          postgresql_where=tasks.c.workflow_run_id.is_not(None))
+# The inbox (migration 0011): open tasks by due date, per assignee, and the unassigned
+# ones per role and per department queue; each branch of the inbox reads one in order.
+_OPEN = tasks.c.status.in_(["pending", "in_progress", "blocked"])
+sa.Index("tasks_inbox_assignee", tasks.c.org_id, tasks.c.assigned_to, due_key, tasks.c.id, postgresql_where=_OPEN)
+sa.Index("tasks_inbox_role", tasks.c.org_id, tasks.c.role_id, due_key, tasks.c.id,
+         postgresql_where=sa.and_(_OPEN, tasks.c.assigned_to.is_(None)))
+sa.Index("tasks_inbox_department", tasks.c.org_id, tasks.c.department_id, due_key, tasks.c.id,
+         postgresql_where=sa.and_(_OPEN, tasks.c.assigned_to.is_(None)))
+# A person's calendar (`assignee=` and a due range); the board's columns by status.
+sa.Index("tasks_org_assignee_due", tasks.c.org_id, tasks.c.assigned_to, due_key, tasks.c.id)
+sa.Index("tasks_org_status_created", tasks.c.org_id, tasks.c.status, tasks.c.created_at, tasks.c.id)
 
 members = sa.Table(
     "directory_members",
@@ -172,6 +186,8 @@ projects = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The project's own SLA policy (`sla.SlaPolicy.as_json`); null: the org's.
+    sa.Column("sla_policy", pg.JSONB),
 )
 sa.Index("projects_org_created", projects.c.org_id, projects.c.created_at, projects.c.id)
 
@@ -184,6 +200,8 @@ milestones = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("target_date", sa.Date),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 sa.Index("milestones_project", milestones.c.org_id, milestones.c.project_id, milestones.c.target_date)
 
@@ -199,6 +217,32 @@ dependencies = sa.Table(
 )
 sa.Index("task_dependencies_blocker", dependencies.c.org_id, dependencies.c.blocker_id)
 
+# Each org's SLA policy (`sla.SlaPolicy.as_json`); a project may have its own.
+sla_policies = sa.Table(
+    "sla_policies",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("policy", pg.JSONB, nullable=False),
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One durable timer per open task with a due time and an SLA policy: the next stage
+# (reminder, due, escalation step) fires at `fire_at`; `last_offset` is the offset
+# from `due_at` of the stage fired last. Moving the due time re-arms it from the
+# first stage; finishing the task deletes it.
+due_timers = sa.Table(
+    "task_due_timers",
+    metadata,
+    sa.Column("org_id", sa.Text, primary_key=True),
+    sa.Column("task_id", sa.Text, primary_key=True),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_offset", sa.Interval),
+    sa.Column("fire_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("armed_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("task_due_timers_fire", due_timers.c.fire_at)
+
 _TASK_FIELDS = [f.name for f in fields(Task)]
 # What a task's answer needs (not its search vector).
 TASK_COLUMNS = [c for c in tasks.c if c.name not in {"search", "priority_rank"}]
@@ -212,15 +256,48 @@ def _search_of(title: Any, description: Any) -> Any:
     return vector(title, "A").op("||")(vector(description, "B"))
 
 
+# Enum members by value: a dict lookup per field instead of the Enum call (a list
+# view reads up to 2,000 rows; measured, the row conversion was most of its time).
+_TYPES = {m.value: m for m in TaskType}
+_STATUSES = {m.value: m for m in TaskStatus}
+_PRIORITIES = {m.value: m for m in Priority}
+_USER_TYPES = {m.value: m for m in UserType}
+
+
 def _to_task(row: Any) -> Task:
-    values = dict(row._mapping)
-    values["task_type"] = TaskType(values["task_type"])
-    values["status"] = TaskStatus(values["status"])
-    values["priority"] = Priority(values["priority"])
+    mapping = row._mapping  # read by name: dict(row._mapping) builds the row's keys view each time
+    values = {name: mapping[name] for name in _TASK_FIELDS}
+    values["task_type"] = _TYPES[values["task_type"]]
+    values["status"] = _STATUSES[values["status"]]
+    values["priority"] = _PRIORITIES[values["priority"]]
     if values["assignee_type"] is not None:
-        values["assignee_type"] = UserType(values["assignee_type"])
+        values["assignee_type"] = _USER_TYPES[values["assignee_type"]]
     values["labels"] = tuple(values["labels"] or ())
-    return Task(**{name: values[name] for name in _TASK_FIELDS})
+    return Task(**values)
+
+
+def _to_tasks(rows: Sequence[Any]) -> list[Task]:
+    """Many rows of one result as tasks, for the list views (up to 2,000 rows): the
+    fields' positions are found once, each row read by position, and each task made
+    without the frozen dataclass's per-field `object.__setattr__` — measured, that
+    conversion was most of a 500-task calendar's time (the query took 1 ms)."""
+    if not rows:
+        return []
+    fields_at = operator.itemgetter(*[list(rows[0]._fields).index(name) for name in _TASK_FIELDS])
+    found = []
+    new = object.__new__
+    for row in rows:
+        values = dict(zip(_TASK_FIELDS, fields_at(row), strict=True))
+        values["task_type"] = _TYPES[values["task_type"]]
+        values["status"] = _STATUSES[values["status"]]
+        values["priority"] = _PRIORITIES[values["priority"]]
+        if values["assignee_type"] is not None:
+            values["assignee_type"] = _USER_TYPES[values["assignee_type"]]
+        values["labels"] = tuple(values["labels"] or ())
+        task = new(Task)
+        task.__dict__.update(values)  # every field of Task, as its __init__ would set them
+        found.append(task)
+    return found
 
 
 def _row(task: Task) -> dict[str, Any]:
@@ -235,6 +312,7 @@ async def insert_task(conn: AsyncConnection, task: Task, by: Actor) -> bool:
     if task.request_id is None:
         await conn.execute(scope.insert(**_row(task)))
         await _record(conn, None, task, by)
+        await sync_due_timer(conn, None, task)
         return True
     # The request-id clash is decided by the unique index, not by a read before the
     # insert, so two deliveries racing each other still create one task.
@@ -250,6 +328,7 @@ async def insert_task(conn: AsyncConnection, task: Task, by: Actor) -> bool:
     inserted = (await conn.execute(statement)).first() is not None
     if inserted:
         await _record(conn, None, task, by)
+        await sync_due_timer(conn, None, task)
     return inserted
 
 
@@ -292,6 +371,7 @@ async def update_task(conn: AsyncConnection, task: Task, by: Actor) -> Task:
         )
     )
     await _record(conn, before, task, by)
+    await sync_due_timer(conn, before, task)
     return task
 
 
@@ -530,43 +610,44 @@ async def inbox(
     user_id: str,
     role_id: str | None,
     department_id: str | None = None,
-    status: TaskStatus | None = None,
-    task_type: TaskType | None = None,
-    priority: Priority | None = None,
+    statuses: Sequence[str] = (),
+    types: Sequence[str] = (),
+    priorities: Sequence[str] = (),
     limit: int = 50,
-    offset: int = 0,
-) -> tuple[list[Task], int]:
-    """Tasks assigned to the user, or waiting unassigned in the user's team: their
-    role's queue, or their department's (a department task that names no role, or a
-    role nobody of the department holds, is seen by the department's members)."""
-    mine: sa.ColumnElement[bool] = tasks.c.assigned_to == user_id
-    teams: list[sa.ColumnElement[bool]] = []
+    after: tuple[Any, str] | None = None,
+) -> tuple[list[Task], tuple[Any, str] | None]:
+    """A keyset page of the tasks assigned to the user, or waiting unassigned in the
+    user's team: their role's queue, or their department's (a department task that
+    names no role, or a role nobody of the department holds, is seen by the
+    department's members). Open tasks unless `statuses` say otherwise; by due time,
+    so the overdue come first, then the due soonest, then those with no due time
+    (then by id). Each of the three sources is read in that order from its own index
+    (`tasks_inbox_*`) and merged: no count, no sort of the whole team's work. Returns
+    the page and the position of its last task if there are more (None: the last page)."""
+    await custom_plans(conn)
+    conditions = [tasks.c.status.in_(list(statuses or [s.value for s in OPEN_STATUSES]))]
+    if types:
+        conditions.append(tasks.c.task_type.in_(list(types)))
+    if priorities:
+        conditions.append(tasks.c.priority.in_(list(priorities)))
+    if after is not None:
+        conditions.append(pages.after([due_key, tasks.c.id], after, descending=False))
+    sources: list[sa.ColumnElement[bool]] = [tasks.c.assigned_to == user_id]
     if role_id is not None:
-        teams.append(tasks.c.role_id == role_id)
+        sources.append(sa.and_(tasks.c.assigned_to.is_(None), tasks.c.role_id == role_id))
     if department_id is not None:
-        teams.append(tasks.c.department_id == department_id)
-    if teams:
-        mine = sa.or_(mine, sa.and_(tasks.c.assigned_to.is_(None), sa.or_(*teams)))
-    conditions = [mine]
-    if status is not None:
-        conditions.append(tasks.c.status == status.value)
-    if task_type is not None:
-        conditions.append(tasks.c.task_type == task_type.value)
-    if priority is not None:
-        conditions.append(tasks.c.priority == priority.value)
-    return await _page(conn, OrgScope(tasks, org_id).select().where(*conditions), limit, offset)
-
-
-async def _page(conn: AsyncConnection, query: sa.Select[Any], limit: int, offset: int) -> tuple[list[Task], int]:
-    total = (
-        await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
-    ).scalar_one()
-    rows = (
-        await conn.execute(
-            query.order_by(tasks.c.created_at.desc(), tasks.c.id).limit(limit).offset(offset)
-        )
-    ).all()
-    return [_to_task(r) for r in rows], int(total)
+        department = sa.and_(tasks.c.assigned_to.is_(None), tasks.c.department_id == department_id)
+        if role_id is not None:  # the role's queue is read above
+            department = sa.and_(department, tasks.c.role_id.is_distinct_from(role_id))
+        sources.append(department)
+    branches = [OrgScope(tasks, org_id).select(*TASK_COLUMNS, due_key.label("sort_key"))
+                .where(source, *conditions).order_by(due_key, tasks.c.id).limit(limit + 1)
+                for source in sources]
+    merged = (branches[0] if len(branches) == 1 else sa.union_all(*branches)).subquery("inbox")
+    rows = (await conn.execute(sa.select(merged).order_by(merged.c.sort_key, merged.c.id).limit(limit + 1))).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return _to_tasks(rows), ((rows[-1].sort_key, rows[-1].id) if more and rows else None)
 
 
 # -- dependencies -------------------------------------------------------------------
@@ -678,9 +759,17 @@ async def insert_milestone(conn: AsyncConnection, values: dict[str, Any]) -> Non
     await conn.execute(OrgScope(milestones, values["org_id"]).insert(**values))
 
 
-async def get_milestone(conn: AsyncConnection, org_id: str, milestone_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(OrgScope(milestones, org_id).select().where(milestones.c.id == milestone_id))).first()
+async def get_milestone(conn: AsyncConnection, org_id: str, milestone_id: str, *, for_update: bool = False
+                        ) -> dict[str, Any] | None:
+    query = OrgScope(milestones, org_id).select().where(milestones.c.id == milestone_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     return dict(row._mapping) if row else None
+
+
+async def update_milestone(conn: AsyncConnection, org_id: str, milestone_id: str, values: dict[str, Any]) -> None:
+    await conn.execute(OrgScope(milestones, org_id).update().where(milestones.c.id == milestone_id).values(**values))
 
 
 async def milestones_of(conn: AsyncConnection, org_id: str, project_id: str) -> list[dict[str, Any]]:
@@ -807,7 +896,7 @@ async def list_page(conn: AsyncConnection, org_id: str, f: TaskFilter, *, sort: 
     rows = (await conn.execute(query)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return [_to_task(r) for r in rows], ((rows[-1].sort_key, rows[-1].id) if more and rows else None)
+    return _to_tasks(rows), ((rows[-1].sort_key, rows[-1].id) if more and rows else None)
 
 
 async def count_tasks(conn: AsyncConnection, org_id: str, f: TaskFilter) -> int:
@@ -830,6 +919,55 @@ async def board_counts(conn: AsyncConnection, org_id: str, f: TaskFilter, group_
     return [(row[0], int(row.n)) for row in rows]
 
 
+@dataclass(frozen=True)
+class BoardColumn:
+    count: int  # at most the cap + 1: more than the cap when it is cap + 1
+    items: list[Task]
+    end: tuple[Any, str] | None
+
+
+async def board_columns(conn: AsyncConnection, org_id: str, f: TaskFilter, group_by: str, values: Sequence[Any],
+                        *, sort: str, limit: int, cap: int) -> dict[Any, BoardColumn]:
+    """Each column of a board whose values are known (statuses, priorities), in one
+    statement: per value a count of its tasks up to `cap` + 1 (one index range read
+    stopping there, not a count of the org) and, LATERAL, its first page in the sort."""
+    await custom_plans(conn)
+    group = BOARD_GROUPS[group_by]
+    named = [v for v in values if v is not None]
+    column = sa.values(sa.column("value", sa.Text), name="board_values").data([(v,) for v in named])
+    conditions = filter_conditions(f)
+    capped = (OrgScope(tasks, org_id).select(sa.literal(1).label("one"))
+              .where(group == column.c.value, *conditions).limit(cap + 1).correlate(column).subquery("capped"))
+    # LATERAL, not a scalar subquery in the select list: once per column, not per row of its page.
+    counted = sa.select(sa.func.count().label("n")).select_from(capped).lateral("counted")
+    descending = sort.startswith("-")
+    key = SORT_KEYS[sort.lstrip("-")]
+    order = [key, tasks.c.id]
+    page = (OrgScope(tasks, org_id).select(*TASK_COLUMNS, key.label("sort_key"))
+            .where(group == column.c.value, *conditions)
+            .order_by(*(c.desc() if descending else c.asc() for c in order)).limit(limit + 1)
+            .lateral("page"))
+    rows = (await conn.execute(
+        sa.select(column.c.value.label("column_value"), counted.c.n.label("column_count"), page)
+        .select_from(column.join(counted, sa.true()).outerjoin(page, sa.true()))
+        .order_by(column.c.value, *(page.c[c.name].desc() if descending else page.c[c.name].asc()
+                                    for c in (page.c.sort_key, page.c.id))))).all()
+    found: dict[Any, list[Any]] = {v: [] for v in named}
+    counts: dict[Any, int] = {v: 0 for v in named}
+    for row in rows:
+        counts[row.column_value] = int(row.column_count)
+        if row.id is not None:
+            found[row.column_value].append(row)
+    columns = {}
+    for value in named:
+        got = found[value]
+        more = len(got) > limit
+        got = got[:limit]
+        columns[value] = BoardColumn(counts[value], _to_tasks(got),
+                                     (got[-1].sort_key, got[-1].id) if more and got else None)
+    return columns
+
+
 async def due_between(conn: AsyncConnection, org_id: str, f: TaskFilter, start: datetime, end: datetime, *,
                       limit: int) -> list[Task]:
     """Tasks due in [start, end), soonest first (the due-date index serves it)."""
@@ -838,10 +976,188 @@ async def due_between(conn: AsyncConnection, org_id: str, f: TaskFilter, start: 
         OrgScope(tasks, org_id).select(*TASK_COLUMNS)
         .where(due_key >= start, due_key < end, *filter_conditions(f))
         .order_by(due_key, tasks.c.id).limit(limit))).all()
-    return [_to_task(r) for r in rows]
+    return _to_tasks(rows)
 
 
 async def lock_tasks(conn: AsyncConnection, org_id: str, task_ids: Sequence[str]) -> None:
     """Lock these tasks of the org in id order (a bulk action takes them as any other would)."""
     await conn.execute(OrgScope(tasks, org_id).select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)))
                        .order_by(tasks.c.id).with_for_update())
+
+
+# -- SLA policies and due timers -------------------------------------------------------
+
+TIMER_CHANNEL = "task_due_timers"
+
+
+async def org_sla_policy(conn: AsyncConnection, org_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(OrgScope(sla_policies, org_id).select())).first()
+    return dict(row._mapping) if row else None
+
+
+async def put_org_sla_policy(conn: AsyncConnection, org_id: str, policy: SlaPolicy, by: str, at: datetime) -> None:
+    statement = pg.insert(sla_policies).values(org_id=org_id, policy=policy.as_json(), updated_by=by, updated_at=at)
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[sla_policies.c.org_id],
+        set_={"policy": statement.excluded.policy, "updated_by": by, "updated_at": at}))
+
+
+async def delete_org_sla_policy(conn: AsyncConnection, org_id: str) -> bool:
+    return bool((await conn.execute(OrgScope(sla_policies, org_id).delete())).rowcount)
+
+
+async def effective_sla_policy(conn: AsyncConnection, org_id: str, project_id: str | None) -> SlaPolicy | None:
+    """The policy a task follows: its project's own, else its org's, else none."""
+    if project_id is not None:
+        own = (await conn.execute(OrgScope(projects, org_id).select(projects.c.sla_policy)
+                                  .where(projects.c.id == project_id))).scalar_one_or_none()
+        if own is not None:
+            return SlaPolicy.of_json(own)
+    row = await org_sla_policy(conn, org_id)
+    return SlaPolicy.of_json(row["policy"]) if row else None
+
+
+async def wake_timers(conn: AsyncConnection) -> None:
+    """Tell the timer loops (on commit) that a timer was armed: it may be sooner than
+    the one they sleep until."""
+    await conn.execute(sa.select(sa.func.pg_notify(TIMER_CHANNEL, "")))
+
+
+async def sync_due_timer(conn: AsyncConnection, before: Task | None, after: Task) -> None:
+    """Keep the task's due timer as the task now stands: armed from the first stage
+    for an open task whose due time is new or moved (or that was reopened, or moved to
+    another project), gone for a finished task or one without a due time."""
+    key = (after.due_at, after.is_open, after.project_id)
+    if before is not None and (before.due_at, before.is_open, before.project_id) == key:
+        return
+    scope = OrgScope(due_timers, after.org_id)
+    if not after.is_open or not sla.covered(after.due_at):
+        if before is not None:
+            await conn.execute(scope.delete().where(due_timers.c.task_id == after.id))
+        return
+    policy = await effective_sla_policy(conn, after.org_id, after.project_id)
+    first = policy.next_stage(None) if policy else None
+    if first is None:
+        await conn.execute(scope.delete().where(due_timers.c.task_id == after.id))
+        return
+    same_due = before is not None and before.due_at == after.due_at
+    statement = pg.insert(due_timers).values(org_id=after.org_id, task_id=after.id, due_at=after.due_at,
+                                             last_offset=None, fire_at=first.at(after.due_at),
+                                             armed_at=sa.func.now())
+    # Reopened or moved to another project with the same due time: the stages fired
+    # already are not fired again (the next one after them is armed).
+    kept = {"fire_at": statement.excluded.fire_at, "armed_at": statement.excluded.armed_at}
+    if not same_due:
+        kept.update(due_at=statement.excluded.due_at, last_offset=None)
+    await conn.execute(statement.on_conflict_do_update(index_elements=[due_timers.c.org_id, due_timers.c.task_id],
+                                                       set_=kept))
+    if same_due:
+        await _rearm_after_last(conn, after.org_id, after.id, policy)
+    await wake_timers(conn)
+
+
+async def _rearm_after_last(conn: AsyncConnection, org_id: str, task_id: str, policy: SlaPolicy) -> None:
+    row = (await conn.execute(OrgScope(due_timers, org_id).select().where(due_timers.c.task_id == task_id))).first()
+    if row is None:
+        return
+    following = policy.next_stage(row.last_offset)
+    scope = OrgScope(due_timers, org_id)
+    if following is None:
+        await conn.execute(scope.delete().where(due_timers.c.task_id == task_id))
+    else:
+        await conn.execute(scope.update().where(due_timers.c.task_id == task_id)
+                           .values(fire_at=following.at(row.due_at)))
+
+
+async def rearm_scope(conn: AsyncConnection, org_id: str, policy: SlaPolicy | None, *,
+                      project_id: str | None = None) -> int:
+    """After a policy change: every open task with a due time that follows it (a
+    project's tasks, or the org's tasks in no project with a policy of its own) gets
+    its timer at the policy's next stage after the one it fired last; a task with no
+    timer yet, at the first stage. No policy: their timers go. Returns how many tasks."""
+    in_scope = [tasks.c.org_id == org_id, _OPEN, tasks.c.due_at >= sla.HORIZON[0], tasks.c.due_at < sla.HORIZON[1]]
+    if project_id is not None:
+        in_scope.append(tasks.c.project_id == project_id)
+    else:
+        own = sa.select(projects.c.id).where(projects.c.org_id == org_id, projects.c.sla_policy.is_not(None))
+        in_scope.append(sa.or_(tasks.c.project_id.is_(None), tasks.c.project_id.not_in(own)))
+    scoped = sa.select(tasks.c.id).where(*in_scope)
+    offsets = [s.offset for s in policy.stages()] if policy else []
+    if not offsets:
+        result = await conn.execute(OrgScope(due_timers, org_id).delete().where(due_timers.c.task_id.in_(scoped)))
+        return int(result.rowcount)
+    statement = pg.insert(due_timers).from_select(
+        ["org_id", "task_id", "due_at", "last_offset", "fire_at", "armed_at"],
+        sa.select(tasks.c.org_id, tasks.c.id, tasks.c.due_at, sa.null(), tasks.c.due_at + offsets[0],
+                  sa.func.now()).where(*in_scope))
+    following = sa.text(
+        "coalesce(task_due_timers.due_at + (SELECT min(o) FROM unnest(CAST(:offsets AS interval[])) AS o "
+        "WHERE task_due_timers.last_offset IS NULL OR o > task_due_timers.last_offset), now())"
+    ).bindparams(sa.bindparam("offsets", offsets, type_=pg.ARRAY(sa.Interval)))
+    # No stage left after the last fired: due now, so the loop sees there is nothing to fire and drops it.
+    upsert = statement.on_conflict_do_update(
+        index_elements=[due_timers.c.org_id, due_timers.c.task_id],
+        set_={"fire_at": following})
+    result = await conn.execute(upsert)
+    await wake_timers(conn)
+    return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    org_id: str
+    task_id: str
+    due_at: datetime
+    last_offset: Any
+    fire_at: datetime
+
+
+async def claim_due_timers(conn: AsyncConnection, limit: int = 20) -> list[tuple[DueTimer, Task]]:
+    """Due timers (by the database clock) with their tasks, both locked for this
+    transaction; a timer or task another transaction holds is skipped (never waited
+    for, so a timer pass cannot deadlock with an edit), and looked at again next pass."""
+    rows = (await conn.execute(
+        sa.select(*due_timers.c, *[c.label(f"t_{c.name}") for c in TASK_COLUMNS])
+        .join(tasks, sa.and_(tasks.c.org_id == due_timers.c.org_id, tasks.c.id == due_timers.c.task_id))
+        .where(due_timers.c.fire_at <= sa.func.now())
+        .order_by(due_timers.c.fire_at)
+        .limit(limit)
+        .with_for_update(of=[due_timers, tasks], skip_locked=True))).all()
+    found = []
+    for row in rows:
+        values = row._mapping
+        timer = DueTimer(**{k: values[k] for k in ("org_id", "task_id", "due_at", "last_offset", "fire_at")})
+        found.append((timer, _to_task(_Prefixed(values))))
+    return found
+
+
+class _Prefixed:
+    """A joined row's task columns (`t_<name>`) as a task row."""
+
+    def __init__(self, values: Any) -> None:
+        self._mapping = {c.name: values[f"t_{c.name}"] for c in TASK_COLUMNS}
+
+
+async def timer_fired(conn: AsyncConnection, timer: DueTimer, offset: Any, next_fire_at: datetime | None) -> None:
+    """The stage at `offset` fired (or was skipped): arm the next one, or drop the timer."""
+    scope = OrgScope(due_timers, timer.org_id)
+    if next_fire_at is None:
+        await conn.execute(scope.delete().where(due_timers.c.task_id == timer.task_id))
+    else:
+        await conn.execute(scope.update().where(due_timers.c.task_id == timer.task_id)
+                           .values(last_offset=offset, fire_at=next_fire_at))
+
+
+async def drop_timer(conn: AsyncConnection, org_id: str, task_id: str) -> None:
+    await conn.execute(OrgScope(due_timers, org_id).delete().where(due_timers.c.task_id == task_id))
+
+
+async def seconds_to_next_timer(conn: AsyncConnection) -> float | None:
+    value = (await conn.execute(sa.select(sa.func.extract(
+        "epoch", sa.func.min(due_timers.c.fire_at) - sa.func.now())))).scalar()
+    return None if value is None else float(value)
+
+
+async def timer_of(conn: AsyncConnection, org_id: str, task_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(OrgScope(due_timers, org_id).select().where(due_timers.c.task_id == task_id))).first()
+    return dict(row._mapping) if row else None

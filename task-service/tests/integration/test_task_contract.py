@@ -74,7 +74,7 @@ async def test_concurrent_retries_make_one_task(service: ServiceUnderTest) -> No
 
 
 @pytest.mark.parametrize(("path", "params"), [
-    ("/v1/inbox", {"offset": "18107948911111122944"}),
+    ("/v1/inbox", {"limit": "18107948911111122944"}),
     ("/v1/tasks", {"limit": "99999999999999999999"}),
 ])
 async def test_oversized_integers_are_422_problems(service: ServiceUnderTest, path: str,

@@ -355,7 +355,7 @@ async def test_the_board_and_the_calendar(service: Service, stack: Any) -> None:
     rest = await ids(client, owner, status="pending", cursor=columns["pending"]["next_cursor"], limit=5)
     assert len(rest) == 2 and columns["pending"]["items"][0]["id"] not in rest
     assert columns["completed"]["count"] == 1 and columns["failed"] == {
-        "value": "failed", "count": 0, "items": [], "next_cursor": None}
+        "value": "failed", "count": 0, "count_capped": False, "items": [], "next_cursor": None}
     by_assignee = (await client.get("/v1/board", params={"group_by": "assignee", "status": "pending"},
                                     headers=owner)).json()
     assert [(c["value"], c["count"]) for c in by_assignee["columns"]] == [("ana", 2), (None, 1)]
