@@ -38,6 +38,7 @@ from stayops_schemas.events.workflows import (
 )
 from workflow_service import store
 from workflow_service.definitions import (
+    BRANCH_SEPARATOR,
     Definition,
     DefinitionInvalid,
     builtin_documents,
@@ -89,6 +90,9 @@ class RunRequest:
     # parameters that default to the caller take their user id.
     person: str | None = None
     parent_run_id: str | None = None
+    # A parallel step's branch runs its parent's definition version, whoever owns it
+    # (the org, or the built-ins).
+    definition_org_id: str | None = None
 
 
 # --- definitions ----------------------------------------------------------------
@@ -162,8 +166,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         existing = await store.run_by_request(uow.conn, request.org_id, request.request_id)
         if existing is not None:
             return existing, False
-    stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
-    definition = parse(stored.document)
+    stored, definition = await _definition_to_start(uow, request)
     parameters = resolve_parameters(definition, request.parameters, caller=request.person)
     now = uow.clock.now()
     key = concurrency_key(definition, parameters)
@@ -207,6 +210,27 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         await _cancel_loaded(uow, previous, SERVICE_ACTOR,
                              f"superseded by run {run.id} of {run.workflow_key} for {key}", compensate=False)
     return await _begin(uow, run, definition), True
+
+
+async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowDefinition, Definition]:
+    """The stored definition a run starts with, parsed. A parallel step's branch
+    (`<key>/<step>/<branch>`, only ever started by its parent) is found in its
+    parent's definition version."""
+    root, _, path = request.workflow_key.partition(BRANCH_SEPARATOR)
+    if not path:
+        stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
+        return stored, parse(stored.document)
+    if request.parent_run_id is None or request.workflow_version is None:
+        raise WorkflowNotFound(request.workflow_key)
+    stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id, root,
+                                        request.workflow_version)
+    if stored is None:
+        raise WorkflowNotFound(f"{root} v{request.workflow_version}")
+    try:
+        definition = parse(stored.document).branch(path)
+    except KeyError as exc:
+        raise WorkflowNotFound(request.workflow_key) from exc
+    return replace(stored, key=request.workflow_key, name=definition.name), definition
 
 
 async def _begin(uow: UnitOfWork, run: WorkflowRun, definition: Definition) -> WorkflowRun:
@@ -271,7 +295,7 @@ async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str, results: Resu
     definition = await _parsed_definition(uow, run)
     if definition is not None:
         transition = await _advance(uow, results, definition, run, lambda saga: saga.resume(caller.user_id))
-        await _apply(uow, run, definition, transition)
+        await _apply(uow, run, definition, transition, results=results)
     return await get_run(uow, caller, run_id)
 
 
@@ -414,15 +438,19 @@ def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
 async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | None:
     """The run's definition; None when it no longer passes the checks (published before
     they existed), in which case the run is stopped here, visibly, needing attention."""
-    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
-                                        run.workflow_version)
+    root, _, branch = run.workflow_key.partition(BRANCH_SEPARATOR)
+    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, root, run.workflow_version)
     if stored is None:
-        raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
+        raise PermanentError(f"run {run.id}: definition {root} v{run.workflow_version} is gone")
     try:
-        return parse(stored.document)
+        parsed = parse(stored.document)
     except DefinitionInvalid as exc:
         await _stop_outdated(uow, run, exc)
         return None
+    try:
+        return parsed.branch(branch) if branch else parsed
+    except KeyError as exc:
+        raise PermanentError(f"run {run.id}: {root} v{run.workflow_version} has no branch {branch}") from exc
 
 
 async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
@@ -465,8 +493,10 @@ async def _advance(uow: UnitOfWork, results: ResultReader | None, definition: De
             details[ref.id] = await results.fetch(ref)
 
 
-async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition) -> WorkflowRun:
-    """Save a transition: log lines, task requests, timers, events and the run row."""
+async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition, *,
+                 results: ResultReader | None = None) -> WorkflowRun:
+    """Save a transition: log lines, task requests, timers, events and the run row.
+    `results` reads stored results (claim check) for the children a resume reaches."""
     if not transition.applied:
         return run
     now = uow.clock.now()
@@ -549,7 +579,7 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     if status in FINISHED and run.status not in FINISHED:
         await _start_queued(uow, updated)
     for control in transition.child_controls:
-        await _control_child(uow, run.org_id, control)
+        await _control_child(uow, run.org_id, control, results)
     if transition.children:
         updated = await _start_children(uow, updated, definition, transition.children)
     if status in FINISHED and run.status not in FINISHED and run.parent_run_id is not None:
@@ -577,11 +607,16 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
         started: dict[str, str] = {}
         finished: list[dict[str, Any]] = []
         for child in children:
+            branch = child.branch is not None
             try:
                 run, _ = await start_run(uow, RunRequest(
-                    org_id=parent.org_id, workflow_key=child.workflow_key, parameters=child.parameters,
+                    org_id=parent.org_id, parameters=child.parameters,
+                    workflow_key=f"{parent.workflow_key}{BRANCH_SEPARATOR}{child.branch}" if branch
+                    else child.workflow_key,
+                    workflow_version=parent.workflow_version if branch else child.workflow_version,
+                    definition_org_id=parent.definition_org_id if branch else None,
                     requested_by=parent.started_by or SERVICE_ACTOR, request_id=child.request_id,
-                    workflow_version=child.workflow_version, parent_run_id=parent.id))
+                    parent_run_id=parent.id))
             except DomainError as exc:  # checked before anything of the child is written
                 finished.append({"request_id": child.request_id, "run_id": "", "status": RunStatus.FAILED.value,
                                  "result": None, "reason": f"the child run could not start: {exc}"})
@@ -600,8 +635,11 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
     return parent
 
 
-async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) -> None:
-    """The parent's cancel, pause or resume reaching one of its open children."""
+async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl,
+                         results: ResultReader | None = None) -> None:
+    """The parent's cancel, pause or resume reaching one of its open children. A
+    resume applies what the child recorded while paused, which may need a stored
+    result's detail: it goes through `_advance` as the parent's own resume does."""
     child = await store.get_run(uow.conn, org_id, control.run_id, for_update=True)
     if child is None or child.status in FINISHED:
         return
@@ -614,10 +652,11 @@ async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) 
     definition = await _parsed_definition(uow, child)
     if definition is None:
         return
-    saga = await _saga_of(uow, definition, child)
-    transition = saga.pause(control.actor, control.reason) if control.action == "pause" else \
-        saga.resume(control.actor)
-    await _apply(uow, child, definition, transition)
+    if control.action == "pause":
+        transition = (await _saga_of(uow, definition, child)).pause(control.actor, control.reason)
+    else:
+        transition = await _advance(uow, results, definition, child, lambda saga: saga.resume(control.actor))
+    await _apply(uow, child, definition, transition, results=results)
 
 
 async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun) -> None:
