@@ -174,9 +174,9 @@ TIMED_STEP_TYPES = ("task", "decision", "emit_and_await")
 DEFAULT_MAX_CONCURRENCY = 10
 ON_ITEM_FAILURE_CONTINUE = "continue"
 ON_ITEM_FAILURE_FAIL_FAST = "fail_fast"
-# A parallel step: its named branches each run as a child run whose definition is the
-# branch, found in the parent's own definition version by its key
-# `<workflow key>/<step>/<branch>` (nested: `.../<step>/<branch>/<step>/<branch>`).
+# A parallel step: its named branches each run as a child run of the parent's own
+# workflow version whose definition is the branch, named by the run's `branch`:
+# `<step>/<branch>` (nested: `<step>/<branch>/<step>/<branch>`).
 BRANCH_SEPARATOR = "/"
 # How deep parallel steps may nest (a parallel step in a branch is one level deeper).
 MAX_PARALLEL_DEPTH = 3

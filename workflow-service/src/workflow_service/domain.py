@@ -152,6 +152,9 @@ class WorkflowRun:
     # The key overlapping runs share (the definition's `concurrency`), if it has one.
     concurrency_key: str | None = None
     parent_run_id: str | None = None
+    # For a parallel step's branch: `<step>/<branch>` (repeated for a branch of a
+    # branch) of the workflow version it names, which is its definition.
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,8 @@ class ChildToStart:
     workflow_key: str
     workflow_version: int | None
     parameters: dict[str, Any]
-    # For a parallel step's branch: `<step>/<branch>`, found in the parent's own
-    # definition version (the child's key is the parent's key, `/`, this).
+    # For a parallel step's branch: `<step>/<branch>` of the parent's own workflow
+    # version (the child runs that version, with this as its `branch`).
     branch: str | None = None
 
 

@@ -90,8 +90,9 @@ class RunRequest:
     # parameters that default to the caller take their user id.
     person: str | None = None
     parent_run_id: str | None = None
-    # A parallel step's branch runs its parent's definition version, whoever owns it
-    # (the org, or the built-ins).
+    # A parallel step's branch (`<step>/<branch>`) runs that branch of its parent's
+    # definition version, whoever owns it (the org, or the built-ins).
+    branch: str | None = None
     definition_org_id: str | None = None
 
 
@@ -174,7 +175,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         id=uow.ids(), org_id=request.org_id, workflow_key=stored.key, workflow_version=stored.version,
         status=RunStatus.RUNNING, started_at=now, updated_at=now, parameters=parameters,
         started_by=request.requested_by, request_id=request.request_id, definition_org_id=stored.org_id,
-        concurrency_key=key, parent_run_id=request.parent_run_id,
+        concurrency_key=key, parent_run_id=request.parent_run_id, branch=request.branch,
     )
     run = replace(run, correlation_id=run.id)
     overlapping: list[WorkflowRun] = []
@@ -213,24 +214,19 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
 
 
 async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowDefinition, Definition]:
-    """The stored definition a run starts with, parsed. A parallel step's branch
-    (`<key>/<step>/<branch>`, only ever started by its parent) is found in its
-    parent's definition version."""
-    root, _, path = request.workflow_key.partition(BRANCH_SEPARATOR)
-    if not path:
+    """The stored definition a run starts with, parsed. A parallel step's branch (only
+    ever started by its parent) runs that branch of its parent's definition version."""
+    if request.branch is None:
         stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
         return stored, parse(stored.document)
-    if request.parent_run_id is None or request.workflow_version is None:
-        raise WorkflowNotFound(request.workflow_key)
-    stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id, root,
-                                        request.workflow_version)
-    if stored is None:
-        raise WorkflowNotFound(f"{root} v{request.workflow_version}")
+    stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
+                                        request.workflow_key, request.workflow_version)
+    if stored is None or request.parent_run_id is None:
+        raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version}")
     try:
-        definition = parse(stored.document).branch(path)
+        return stored, parse(stored.document).branch(request.branch)
     except KeyError as exc:
-        raise WorkflowNotFound(request.workflow_key) from exc
-    return replace(stored, key=request.workflow_key, name=definition.name), definition
+        raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version} branch {request.branch}") from exc
 
 
 async def _begin(uow: UnitOfWork, run: WorkflowRun, definition: Definition) -> WorkflowRun:
@@ -438,19 +434,20 @@ def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
 async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | None:
     """The run's definition; None when it no longer passes the checks (published before
     they existed), in which case the run is stopped here, visibly, needing attention."""
-    root, _, branch = run.workflow_key.partition(BRANCH_SEPARATOR)
-    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, root, run.workflow_version)
+    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
+                                        run.workflow_version)
     if stored is None:
-        raise PermanentError(f"run {run.id}: definition {root} v{run.workflow_version} is gone")
+        raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
     try:
         parsed = parse(stored.document)
     except DefinitionInvalid as exc:
         await _stop_outdated(uow, run, exc)
         return None
     try:
-        return parsed.branch(branch) if branch else parsed
+        return parsed.branch(run.branch) if run.branch else parsed
     except KeyError as exc:
-        raise PermanentError(f"run {run.id}: {root} v{run.workflow_version} has no branch {branch}") from exc
+        raise PermanentError(f"run {run.id}: {run.workflow_key} v{run.workflow_version} has no branch "
+                             f"{run.branch}") from exc
 
 
 async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
@@ -611,8 +608,9 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
             try:
                 run, _ = await start_run(uow, RunRequest(
                     org_id=parent.org_id, parameters=child.parameters,
-                    workflow_key=f"{parent.workflow_key}{BRANCH_SEPARATOR}{child.branch}" if branch
-                    else child.workflow_key,
+                    workflow_key=parent.workflow_key if branch else child.workflow_key,
+                    branch=(f"{parent.branch}{BRANCH_SEPARATOR}" if parent.branch else "") + child.branch
+                    if child.branch is not None else None,
                     workflow_version=parent.workflow_version if branch else child.workflow_version,
                     definition_org_id=parent.definition_org_id if branch else None,
                     requested_by=parent.started_by or SERVICE_ACTOR, request_id=child.request_id,
