@@ -51,6 +51,9 @@ DEADLINE_ACTOR = "deadline"
 TIMEOUT, DEADLINE, ESCALATION = "timeout", "deadline", "escalation"
 # The `workflow_step` of the notification an escalation sends.
 ESCALATION_STEP = "escalation"
+# An escalation's `escalate_to.mode`: hand the decision over (the default), or add the
+# escalation's target as a second person who may decide it.
+ESCALATE_REASSIGN, ESCALATE_ADD_REVIEWER = "reassign", "add_reviewer"
 # Steps one happening may run through before the run must wait: a `next` loop stops here.
 MAX_STEPS_PER_TRANSITION = 200
 # A `days` wait longer than this is a mistake (and past what a timedelta holds).
@@ -223,6 +226,8 @@ class TaskToReassign:
     role_id: str | None
     reason: str
     requested_by: str
+    # `reassign` hands the task over; `add_reviewer` keeps the assignee and adds a decider.
+    mode: str = "reassign"
 
 
 @dataclass(frozen=True)
@@ -530,9 +535,12 @@ class Saga:
             self._say(SERVICE_ACTOR, f"step {step.name}: not escalated: escalate_to names nobody for this run")
             return
         who = user or f"role {role}"
-        reason = f"not decided within {step.raw['escalate_after']}: escalated to {who}"
-        self._out.reassigns.append(TaskToReassign(request_id, user, role, reason, SERVICE_ACTOR))
-        self._record(step.name)["escalated_to"] = {"user_id": user, "role": role}
+        mode = str((step.escalate_to or {}).get("mode", ESCALATE_REASSIGN))
+        adds = mode == ESCALATE_ADD_REVIEWER
+        reason = f"not decided within {step.raw['escalate_after']}: escalated to {who}" + (
+            " as a second reviewer (the assignee keeps it)" if adds else "")
+        self._out.reassigns.append(TaskToReassign(request_id, user, role, reason, SERVICE_ACTOR, mode))
+        self._record(step.name)["escalated_to"] = {"user_id": user, "role": role, "mode": mode}
         self._say(TIMER_ACTOR, f"step {step.name}: {reason}")
         self._out.tasks.append(TaskToRequest(
             workflow_step=ESCALATION_STEP, request_id=f"{self.run_id}:{step.name}:{ESCALATION_STEP}:"
@@ -542,7 +550,9 @@ class Saga:
             data={"action": "notify", "role_id": role, "user_id": user, "run_id": self.run_id,
                   "subject": f"Escalated to you: {step.raw['title']}"[:MAX_TITLE],
                   "body": f"The decision {step.name} of run {self.run_id} ({self.definition.name}) was "
-                          f"not taken within {step.raw['escalate_after']}; it is now yours to decide"
+                          f"not taken within {step.raw['escalate_after']}; "
+                          + ("you are added as a reviewer and may decide it beside its assignee" if adds
+                             else "it is now yours to decide")
                           + (f", by its deadline ({step.raw['deadline']} after it was asked)." if step.deadline
                              else ".")},
         ))

@@ -19,6 +19,7 @@ from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import (
     Priority,
+    ReassignMode,
     TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
@@ -517,7 +518,8 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     for reassign in transition.reassigns:
         await announce("stayops.task.reassign.requested", TaskReassignRequested(
             request_id=reassign.request_id, org_id=run.org_id, assigned_to=reassign.assigned_to,
-            role_id=reassign.role_id, reason=reassign.reason, requested_by=reassign.requested_by))
+            role_id=reassign.role_id, reason=reassign.reason, requested_by=reassign.requested_by,
+            mode=ReassignMode(reassign.mode)))
     wake_at = None
     for timer in transition.timers:
         timer_id = uow.ids()
