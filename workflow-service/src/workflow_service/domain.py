@@ -250,8 +250,9 @@ class TaskToCancel:
 
 @dataclass(frozen=True)
 class ChildToStart:
-    """A child run a map step starts: in the same transaction, the way a run request
-    is handled, once per request id (`<run>:<step>:<attempt>:<index>`)."""
+    """A child run a map (or parallel) step starts: in the same transaction, the way
+    a run request is handled, once per request id (`<run>:<step>:<attempt>:<index>`).
+    A branch's `workflow_key` is empty: the handler gives it the parent's."""
 
     request_id: str
     workflow_key: str
