@@ -39,6 +39,7 @@ typecheck: install
 bench: install
 	$(VENV)/bin/python benchmarks/messaging.py
 	$(VENV)/bin/python benchmarks/pricing.py
+	$(VENV)/bin/python benchmarks/saga.py
 
 schemas: install
 	$(STAYOPS) schemas export shared-schemas/schemas

@@ -1,8 +1,9 @@
 """Step policies through the services, on real durable timers of a second or two: a
 task that times out is withdrawn in task-service and the run moves on; a decision
 nobody takes is escalated to the owner (reassigned in task-service, in their inbox
-with its deadline as due time) and decided there; a decision left alone is taken
-by its deadline's default action, its task withdrawn."""
+with its deadline as due time) and decided there, or escalated by adding the owner
+as a reviewer beside the assignee (its queue), who decides it; a decision left
+alone is taken by its deadline's default action, its task withdrawn."""
 
 from __future__ import annotations
 
@@ -100,3 +101,23 @@ async def test_an_undecided_decision_is_escalated_to_the_owner_who_sees_it_due_a
     assert f"not decided within PT1S: escalated to {org.owner_user_id}" in log_of(run)
     notices = [t for t in await pricing.run_tasks(org, run_id) if t["workflow_step"] == "escalation"]
     assert [(t["data"]["action"], t["data"]["user_id"]) for t in notices] == [("notify", org.owner_user_id)]
+
+
+async def test_an_escalation_that_adds_a_reviewer_keeps_the_queue_and_the_reviewer_decides(
+    pricing: PricingClient, org: OrgHandle
+) -> None:
+    run_id = await publish_and_start(pricing, org, [decision(
+        deadline="PT10M", escalate_after="PT1S", escalate_to={"user_id": "${params.boss}", "mode": "add_reviewer"},
+        default_action="reject")])
+
+    task = await pricing.decision_task(org, run_id, timeout_s=60)  # in the owner's inbox as a reviewer
+
+    assert task["assigned_to"] is None and task["role_id"] == NOBODY, "the assignee (its queue) stays"
+    assert task["reviewers"] == [org.owner_user_id]
+    await pricing.decide(org, task["id"], "approved", "as reviewer")
+    run = await pricing.wait_until(org, run_id, statuses=frozenset({"completed"}), timeout_s=60)
+    assert run["result"] == {"outcome": "approved", "by": org.owner_user_id}
+    assert f"escalated to {org.owner_user_id} as a second reviewer (the assignee keeps it)" in log_of(run)
+    notices = [t for t in await pricing.run_tasks(org, run_id) if t["workflow_step"] == "escalation"]
+    assert [(t["data"]["action"], t["data"]["user_id"]) for t in notices] == [("notify", org.owner_user_id)]
+    assert "added as a reviewer" in notices[0]["data"]["body"]

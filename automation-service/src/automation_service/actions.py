@@ -226,9 +226,22 @@ class Notify:
                                      "role_id": data.role_id})
 
 
+class Noop:
+    """Do nothing and succeed at once, echoing the task's `echo` (if any) as its
+    result: a workflow step that only needs the round trip (benchmarks, tests, a
+    placeholder while the real action is built)."""
+
+    name = "noop"
+
+    async def start(self, uow: UnitOfWork, action: AutomatedAction, results: ResultReader | None = None,
+                    ) -> tuple[AutomatedAction, ActionFinish | None]:
+        echo = action.data.get("echo")
+        return action, ActionFinish({"noop": True, **({"echo": echo} if echo is not None else {})})
+
+
 ActionRegistry = Mapping[str, Action]
 
 
 def action_registry() -> ActionRegistry:
-    actions: list[Action] = [RequestSync(), PublishPrices(), Notify()]
+    actions: list[Action] = [RequestSync(), PublishPrices(), Notify(), Noop()]
     return MappingProxyType({action.name: action for action in actions})

@@ -317,6 +317,17 @@ async def test_notify_leaves_a_notification_for_its_user_only(service: RunningSe
     assert others.json()["items"] == []
 
 
+async def test_noop_succeeds_at_once_and_echoes_its_data(service: RunningService) -> None:
+    org, task_id = new_org(), f"task-{uuid.uuid4().hex[:8]}"
+    await service.publish("stayops.task.assigned", automated(org, task_id, {"action": "noop", "echo": 3}),
+                          key=task_id)
+
+    finished = await service.announced.one("stayops.automation.action.finished", org, task_id=task_id)
+
+    assert (finished.data["action"], finished.data["outcome"]) == ("noop", "success")
+    assert finished.data["result"] == {"noop": True, "echo": 3}
+
+
 async def announced_in_outbox(service: RunningService, org: str, type_: str) -> list[dict[str, Any]]:
     """What automation-service wrote to announce (its outbox), sent yet or not."""
     async with service.runtime.engine.connect() as conn:

@@ -43,8 +43,8 @@ def policies(policy: OrgPolicyUpdated | None = None) -> Any:
     return lookup
 
 
-def test_the_registry_knows_the_three_actions_by_name() -> None:
-    assert sorted(action_registry()) == ["notify", "publish_prices", "request_sync"]
+def test_the_registry_knows_the_four_actions_by_name() -> None:
+    assert sorted(action_registry()) == ["noop", "notify", "publish_prices", "request_sync"]
 
 
 async def test_request_sync_asks_for_the_listings_with_the_task_id_as_request_id() -> None:

@@ -106,6 +106,8 @@ class TaskOut(BaseModel):
     project_id: str | None = None
     milestone_id: str | None = None
     listing_id: str | None = None
+    reviewers: list[str] = Field(default_factory=list, description="People who may decide it besides its "
+                                 "assignee (an escalation that added a reviewer); it is in their inbox too.")
     blocked_by: list[Dependency] | None = Field(
         default=None, description="The tasks it is blocked by (GET of one task and its dependency routes; "
         "null in lists).")

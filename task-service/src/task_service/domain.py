@@ -249,6 +249,8 @@ class Task:
     milestone_id: str | None = None
     # The listing the task is about (given, or its data's `listing_id`).
     listing_id: str | None = None
+    # People who may decide it besides its assignee: an escalation that added a reviewer.
+    reviewers: tuple[str, ...] = ()
 
     @property
     def etag(self) -> str:
@@ -304,10 +306,10 @@ class Task:
             raise TransitionNotAllowed(self.id, self.status, wanted)
         return replace(self, status=wanted, updated_at=now)
 
-    def check_actor(self, user_id: str) -> None:
+    def check_actor(self, user_id: str, *, deciding: bool = False) -> None:
         """Only the assignee may complete, decide, fail or block a task; a queued
-        task is claimed first (`claim`)."""
-        if user_id == self.assigned_to:
+        task is claimed first (`claim`). A reviewer (added by an escalation) may decide."""
+        if user_id == self.assigned_to or (deciding and user_id in self.reviewers):
             return
         if self.assigned_to is None and self.queue != "nobody":
             raise ClaimFirst(self)
@@ -373,6 +375,10 @@ class Task:
 
     def cancel(self, reason: str, now: datetime) -> Task:
         return replace(self.transition(TaskStatus.CANCELLED, now), status_reason=reason)
+
+    def with_reviewer(self, user_id: str, now: datetime) -> Task:
+        """Another person who may decide it, the assignee staying as they are."""
+        return replace(self, reviewers=(*self.reviewers, user_id), updated_at=now)
 
     def rescheduled(self, due_at: datetime, now: datetime) -> Task:
         return replace(self, due_at=due_at, updated_at=now)
@@ -443,7 +449,7 @@ EDITABLE_FIELDS: frozenset[str] = frozenset(
 # The fields a history entry compares, before and after a change.
 TRACKED_FIELDS: tuple[str, ...] = (
     "title", "description", "priority", "due_at", "labels", "assigned_to", "role_id", "department_id",
-    "status", "status_reason", "result", "completed_by", "project_id", "milestone_id")
+    "status", "status_reason", "result", "completed_by", "project_id", "milestone_id", "reviewers")
 # A subtask in one of these no longer holds its parent back.
 DONE_STATUSES: frozenset[TaskStatus] = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
 

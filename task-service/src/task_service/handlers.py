@@ -23,6 +23,7 @@ from stayops_schemas.events.org import MemberJoined, MemberLeft, MemberUpdated, 
 from stayops_schemas.events.tasks import (
     DecisionOutcome,
     Priority,
+    ReassignMode,
     TaskAssigned,
     TaskBlocked,
     TaskCancelled,
@@ -287,7 +288,8 @@ async def complete_task(uow: UnitOfWork, caller: Caller, task_id: str, result: d
 
 
 async def decide_task(uow: UnitOfWork, caller: Caller, task_id: str, decision: Decision) -> Task:
-    task = await _lock_for(uow, caller, task_id)
+    task = await _lock(uow, caller, task_id)
+    task.check_actor(caller.user_id, deciding=True)
     # Approving prices puts them live: the decider must also be allowed to publish prices.
     proposes_prices = bool(task.proposal) or task.proposal_ref is not None or task.batch is not None
     if proposes_prices and decision.outcome is DecisionOutcome.APPROVED and not caller.may(Permission.PRICES_PUBLISH):
@@ -423,6 +425,9 @@ async def task_reassign_requested(ctx: EventContext, event: TaskReassignRequeste
     task = await _requested_task(ctx, event.request_id)
     if task is None or not task.is_open:
         return
+    if event.mode is ReassignMode.ADD_REVIEWER:
+        await _add_reviewer(ctx, task, event)
+        return
     if event.assigned_to is not None and task.assigned_to == event.assigned_to:
         return
     moved = replace(task, assigned_to=event.assigned_to, assignee_type=None, assignment_rule=None,
@@ -436,6 +441,24 @@ async def task_reassign_requested(ctx: EventContext, event: TaskReassignRequeste
     await store.update_task(ctx.uow.conn, moved, Actor(event.requested_by, _source_type(ctx), "reassigned"))
     await ctx.uow.announce("stayops.task.assigned", task_assigned(moved, assignment),
                            org_id=moved.org_id, key=moved.id)
+
+
+async def _add_reviewer(ctx: EventContext, task: Task, event: TaskReassignRequested) -> None:
+    """The escalation keeps the assignee and adds a second person who may decide: the
+    user named, or the member of the role the usual rules choose (none chosen: the
+    task stays as it is). Written in the task's history as `reviewer added`; the
+    reviewer sees the task in their inbox (the requester tells them)."""
+    reviewer = event.assigned_to
+    if reviewer is None:
+        chosen = await _choose_assignment(ctx.uow, replace(task, assigned_to=None, role_id=event.role_id))
+        reviewer = chosen.assigned_to if chosen is not None else None
+    if reviewer is None:
+        log.warning("task %s: nobody of role %s could be added as a reviewer", task.id, event.role_id)
+        return
+    if reviewer == task.assigned_to or reviewer in task.reviewers:
+        return
+    task = task.with_reviewer(reviewer, ctx.uow.clock.now())
+    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "reviewer added"))
 
 
 async def _lock_reported(ctx: EventContext, task_id: str) -> Task:

@@ -65,6 +65,8 @@ tasks = sa.Table(
     sa.Column("project_id", sa.Text),
     sa.Column("milestone_id", sa.Text),
     sa.Column("listing_id", sa.Text),
+    # People who may decide the task besides its assignee (an escalation that adds one).
+    sa.Column("reviewers", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
     # Title (weight A), description (B) and comments, for `q` (migration 0010).
     sa.Column("search", pg.TSVECTOR),
     sa.Column("priority_rank", sa.SmallInteger, sa.Computed(
@@ -77,6 +79,7 @@ sa.Index("tasks_org_parent", tasks.c.org_id, tasks.c.parent_task_id,
 sa.Index("tasks_org_department_status", tasks.c.org_id, tasks.c.department_id, tasks.c.status,
          postgresql_where=tasks.c.assigned_to.is_(None))
 sa.Index("tasks_labels", tasks.c.labels, postgresql_using="gin")
+sa.Index("tasks_reviewers", tasks.c.reviewers, postgresql_using="gin")
 sa.Index("tasks_org_created", tasks.c.org_id, tasks.c.created_at, tasks.c.id)
 sa.Index("tasks_org_updated", tasks.c.org_id, tasks.c.updated_at, tasks.c.id)
 sa.Index("tasks_org_priority", tasks.c.org_id, tasks.c.priority_rank, tasks.c.id)
@@ -273,6 +276,7 @@ def _to_task(row: Any) -> Task:
     if values["assignee_type"] is not None:
         values["assignee_type"] = _USER_TYPES[values["assignee_type"]]
     values["labels"] = tuple(values["labels"] or ())
+    values["reviewers"] = tuple(values["reviewers"] or ())
     return Task(**values)
 
 
@@ -294,6 +298,7 @@ def _to_tasks(rows: Sequence[Any]) -> list[Task]:
         if values["assignee_type"] is not None:
             values["assignee_type"] = _USER_TYPES[values["assignee_type"]]
         values["labels"] = tuple(values["labels"] or ())
+        values["reviewers"] = tuple(values["reviewers"] or ())
         task = new(Task)
         task.__dict__.update(values)  # every field of Task, as its __init__ would set them
         found.append(task)
@@ -301,7 +306,7 @@ def _to_tasks(rows: Sequence[Any]) -> list[Task]:
 
 
 def _row(task: Task) -> dict[str, Any]:
-    return {**asdict(task), "labels": list(task.labels),
+    return {**asdict(task), "labels": list(task.labels), "reviewers": list(task.reviewers),
             "search": _search_of(sa.literal(task.title), sa.literal(task.description, sa.Text))}
 
 
@@ -358,6 +363,7 @@ async def update_task(conn: AsyncConnection, task: Task, by: Actor) -> Task:
             role_id=task.role_id,
             department_id=task.department_id,
             labels=list(task.labels),
+            reviewers=list(task.reviewers),
             version=task.version,
             status=task.status.value,
             assigned_to=task.assigned_to,
@@ -616,7 +622,7 @@ async def inbox(
     limit: int = 50,
     after: tuple[Any, str] | None = None,
 ) -> tuple[list[Task], tuple[Any, str] | None]:
-    """A keyset page of the tasks assigned to the user, or waiting unassigned in the
+    """A keyset page of the tasks assigned to the user or naming them a reviewer, or waiting unassigned in the
     user's team: their role's queue, or their department's (a department task that
     names no role, or a role nobody of the department holds, is seen by the
     department's members). Open tasks unless `statuses` say otherwise; by due time,
@@ -632,7 +638,12 @@ async def inbox(
         conditions.append(tasks.c.priority.in_(list(priorities)))
     if after is not None:
         conditions.append(pages.after([due_key, tasks.c.id], after, descending=False))
-    sources: list[sa.ColumnElement[bool]] = [tasks.c.assigned_to == user_id]
+    sources: list[sa.ColumnElement[bool]] = [
+        tasks.c.assigned_to == user_id,
+        # a reviewer an escalation added (rare: the GIN index `tasks_reviewers` finds them)
+        sa.and_(tasks.c.reviewers.contains(sa.literal([user_id], pg.ARRAY(sa.Text))),
+                tasks.c.assigned_to.is_distinct_from(user_id)),
+    ]
     if role_id is not None:
         sources.append(sa.and_(tasks.c.assigned_to.is_(None), tasks.c.role_id == role_id))
     if department_id is not None:

@@ -19,7 +19,13 @@ from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.base import Payload
-from stayops_schemas.events.tasks import TaskCancelRequested, TaskReassignRequested, TaskRequested, TaskType
+from stayops_schemas.events.tasks import (
+    ReassignMode,
+    TaskCancelRequested,
+    TaskReassignRequested,
+    TaskRequested,
+    TaskType,
+)
 from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
 from task_service import handlers, store
 
@@ -336,3 +342,49 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
     assigned = await events(runtime, org, "stayops.task.assigned")
     assert [(e["assigned_to"], e["rule"].startswith("not decided within PT1S")) for e in assigned][-2:] == [
         ("boss-1", True), (None, True)]
+
+
+async def test_a_reviewer_added_by_its_workflow_sees_the_task_in_their_inbox_and_decides_it(
+    service: Service, stack: Any,
+) -> None:
+    """An escalation that adds a reviewer: the task stays where it is (here, its role's
+    queue), the reviewer sees it in their inbox and may decide it; nobody else may."""
+    client, _, _ = service
+    org = str(uuid.uuid4())
+    request_id = f"run-1:approve-{uuid.uuid4().hex[:6]}:1"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+            request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
+            role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
+
+        async def requested() -> Any:
+            items = (await client.get("/v1/tasks", headers=auth(stack, org))).json()["items"]
+            return items[0] if items else None
+
+        task = await eventually(requested, timeout=30)
+        boss = auth(stack, org, user="boss-1")
+        assert (await client.get("/v1/inbox", headers=boss)).json()["items"] == []
+        await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+            request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
+            assigned_to="boss-1", mode=ReassignMode.ADD_REVIEWER), org))
+
+        async def in_inbox() -> Any:
+            items = (await client.get("/v1/inbox", headers=boss)).json()["items"]
+            return items[0] if items else None
+
+        shown = await eventually(in_inbox, timeout=30)
+    finally:
+        await producer.stop()
+    assert (shown["id"], shown["assigned_to"], shown["role_id"], shown["reviewers"]) == (
+        task["id"], None, "night-auditor", ["boss-1"])
+    entries = await history(client, auth(stack, org), task["id"])
+    assert [e["action"] for e in entries] == ["created", "reviewer added"]
+    assert entries[1]["changes"] == {"reviewers": {"from": [], "to": ["boss-1"]}}
+    other = await client.post(f"/v1/tasks/{task['id']}/decision", headers=auth(stack, org, user="owner-2"),
+                              json={"outcome": "approved"})
+    assert other.status_code == 403, other.text
+    decided = await client.post(f"/v1/tasks/{task['id']}/decision", headers=boss, json={"outcome": "approved"})
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["status"], decided.json()["completed_by"]) == ("completed", "boss-1")

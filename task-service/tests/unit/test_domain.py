@@ -185,6 +185,19 @@ def test_only_the_assignee_may_act() -> None:
     assert assigned.claim("u-7", UserType.HUMAN, "revenue-manager", None) is None
 
 
+def test_a_reviewer_an_escalation_added_may_decide_but_not_otherwise_act_and_the_assignee_stays() -> None:
+    assigned = replace(task(TaskStatus.PENDING), assigned_to="u-7").with_reviewer("u-boss", NOW)
+    assert (assigned.assigned_to, assigned.reviewers) == ("u-7", ("u-boss",))
+    assigned.check_actor("u-boss", deciding=True)
+    assigned.check_actor("u-7", deciding=True)
+    with pytest.raises(NotYourTask):
+        assigned.check_actor("u-boss")  # completing, failing or blocking stays the assignee's
+    with pytest.raises(NotYourTask):
+        assigned.check_actor("u-8", deciding=True)
+    queued = replace(task(TaskStatus.PENDING), role_id="cleaner").with_reviewer("u-boss", NOW)
+    queued.check_actor("u-boss", deciding=True)  # no claim needed: they were asked by name
+
+
 def test_a_queued_task_is_claimed_by_a_member_of_its_queue_only() -> None:
     queued = replace(task(TaskStatus.PENDING), role_id="cleaner", department_id="ops")
     with pytest.raises(ClaimFirst, match="claims it with POST /v1/tasks/t1/start"):

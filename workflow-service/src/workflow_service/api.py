@@ -82,6 +82,9 @@ class RunOut(BaseModel):
     correlation_id: str | None
     started_at: datetime
     updated_at: datetime
+    parent_run_id: str | None = None
+    branch: str | None = Field(default=None, description="For a parallel step's branch run: `<step>/<branch>` "
+                               "of the workflow version it runs")
     log: list[RunLogEntryOut]
 
     @classmethod
@@ -95,8 +98,8 @@ class RunOut(BaseModel):
             needs_attention=run.status is RunStatus.NEEDS_ATTENTION
             or (run.status is RunStatus.FAILED and run.compensated is False),
             started_by=run.started_by, request_id=run.request_id, correlation_id=run.correlation_id,
-            started_at=run.started_at, updated_at=run.updated_at,
-            log=[RunLogEntryOut.of(e) for e in found.log],
+            started_at=run.started_at, updated_at=run.updated_at, parent_run_id=run.parent_run_id,
+            branch=run.branch, log=[RunLogEntryOut.of(e) for e in found.log],
         )
 
 
@@ -180,6 +183,8 @@ class RunSummary(BaseModel):
     started_at: datetime
     updated_at: datetime
     parent_run_id: str | None
+    branch: str | None = Field(default=None, description="For a parallel step's branch run: `<step>/<branch>` "
+                               "of the workflow version it runs")
     failure_reason: str | None
 
     @classmethod
@@ -302,7 +307,7 @@ async def get_run(run_id: str, caller: CurrentCaller, runtime: Runtime) -> RunOu
 async def cancel_run(run_id: str, caller: Canceller, runtime: Runtime, body: CancelRun | None = None) -> RunOut:
     async with runtime.uow.begin() as uow:
         found = await handlers.cancel_run(uow, caller, run_id, body.reason if body else None,
-                                          compensate=body.compensate if body else False)
+                                          compensate=body.compensate if body else False, results=runtime.results)
     return RunOut.of(found)
 
 

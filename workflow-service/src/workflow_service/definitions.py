@@ -5,7 +5,8 @@ package's own files."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from functools import cache
@@ -173,6 +174,12 @@ TIMED_STEP_TYPES = ("task", "decision", "emit_and_await")
 DEFAULT_MAX_CONCURRENCY = 10
 ON_ITEM_FAILURE_CONTINUE = "continue"
 ON_ITEM_FAILURE_FAIL_FAST = "fail_fast"
+# A parallel step: its named branches each run as a child run of the parent's own
+# workflow version whose definition is the branch, named by the run's `branch`:
+# `<step>/<branch>` (nested: `<step>/<branch>/<step>/<branch>`).
+BRANCH_SEPARATOR = "/"
+# How deep parallel steps may nest (a parallel step in a branch is one level deeper).
+MAX_PARALLEL_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,8 @@ class Definition:
     steps: tuple[Step, ...]
     # Overlapping runs: {key: <template over params>, policy: skip | queue | cancel_previous}.
     concurrency: dict[str, str] | None = None
+    # Each parallel step's branches, parsed as definitions of their own: step -> branch -> it.
+    branches: dict[str, dict[str, Definition]] = field(default_factory=dict)
 
     def index_of(self, name: str) -> int:
         for i, step in enumerate(self.steps):
@@ -234,14 +243,24 @@ class Definition:
     def step(self, name: str) -> Step:
         return self.steps[self.index_of(name)]
 
+    def branch(self, path: str) -> Definition:
+        """The definition of a parallel step's branch: `path` is `<step>/<branch>`,
+        repeated for a branch of a branch. KeyError for a path it does not have."""
+        parts = path.split(BRANCH_SEPARATOR)
+        if len(parts) % 2 or not parts:
+            raise KeyError(path)
+        found = self.branches[parts[0]][parts[1]]
+        return found.branch(BRANCH_SEPARATOR.join(parts[2:])) if len(parts) > 2 else found
+
     def approves_prices(self, decision: str) -> bool:
         """Whether a publish_prices step names this decision as its approval: its
         prices are then bounded by the org's price policy."""
         return any(step.approval == decision for step in self.steps if step.publishes_prices)
 
 
-def parse(document: dict[str, Any]) -> Definition:
-    """A valid definition, or `DefinitionInvalid` naming every problem found."""
+def parse(document: dict[str, Any], *, depth: int = 0) -> Definition:
+    """A valid definition, or `DefinitionInvalid` naming every problem found. `depth`
+    is how many parallel steps this document is a branch of."""
     errors = [
         {"path": error.json_path, "message": error.message}
         for error in sorted(Draft202012Validator(schema()).iter_errors(document), key=lambda e: e.json_path)
@@ -257,9 +276,70 @@ def parse(document: dict[str, Any]) -> Definition:
                             result=document.get("result") or {}, steps=steps,
                             concurrency=document.get("concurrency"))
     errors = list(_semantic_errors(definition))
+    branches: dict[str, dict[str, Definition]] = {}
+    for i, step in enumerate(definition.steps):
+        if step.type == "parallel":
+            parsed, branch_errors = _branches_of(f"$.steps[{i}]", step, document, depth)
+            branches[step.name] = parsed
+            errors.extend(branch_errors)
     if errors:
         raise DefinitionInvalid(errors)
-    return definition
+    return replace(definition, branches=branches)
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def branch_document(document: dict[str, Any], step: dict[str, Any], branch: str) -> dict[str, Any]:
+    """A parallel step's branch as a workflow document of its own: its steps, the
+    parent's key (so the branch's checks are the parent's: no map over it), and as
+    its result each of its steps' result by name."""
+    steps = step["branches"][branch]
+    names = [s["name"] for s in steps if isinstance(s, dict) and isinstance(s.get("name"), str)
+             and _NAME.match(s["name"])]
+    return {"key": document["key"], "name": f"{document['name']}: {step['name']}.{branch}"[:200],
+            "result": {name: "${steps." + name + ".result}" for name in dict.fromkeys(names)}, "steps": steps}
+
+
+def _branches_of(at: str, step: Step, document: dict[str, Any],
+                 depth: int) -> tuple[dict[str, Definition], list[dict[str, str]]]:
+    """A parallel step's branches parsed, each as a workflow of its own (its errors
+    at their place in the parent document), and what is wrong with the step."""
+    errors: list[dict[str, str]] = []
+    for name in ("items", "workflow", "version", "on_item_failure"):
+        if name in step.raw:
+            errors.append({"path": f"{at}.{name}", "message": f"{name} belongs to a map step; a parallel step "
+                           "runs its branches"})
+    if "retry" in step.raw:
+        errors.append({"path": f"{at}.retry", "message": "a parallel step is not retried as a whole; each "
+                       "branch's steps have their own retries"})
+    branches = step.raw.get("branches")
+    if not isinstance(branches, dict) or not branches:
+        errors.append({"path": f"{at}.branches", "message": "a parallel step needs at least one branch: "
+                       "branches: {<name>: [steps...]}"})
+        return {}, errors
+    if depth + 1 > MAX_PARALLEL_DEPTH:
+        errors.append({"path": f"{at}.branches", "message": f"parallel steps nest at most {MAX_PARALLEL_DEPTH} "
+                       "deep; this one is in a branch of a branch of a branch"})
+        return {}, errors
+    parsed: dict[str, Definition] = {}
+    for branch, steps in branches.items():
+        where = f"{at}.branches.{branch}"
+        if not isinstance(steps, list) or not steps:
+            errors.append({"path": where, "message": f"branch {branch!r} has no steps"})
+            continue
+        try:
+            parsed[branch] = parse(branch_document(document, step.raw, branch), depth=depth + 1)
+        except DefinitionInvalid as exc:
+            errors.extend({**e, "path": _in_branch(e["path"], where)} for e in exc.errors)
+    return parsed, errors
+
+
+def _in_branch(path: str, where: str) -> str:
+    """A path in a branch's own document, as a path in the parent's."""
+    if path.startswith("$.steps"):
+        return where + path.removeprefix("$.steps")
+    return where + path.removeprefix("$")
 
 
 def _kinds(raws: list[dict[str, Any]]) -> list[StepKind]:
@@ -397,12 +477,16 @@ def _semantic_errors(definition: Definition) -> Any:
             yield from _emit_errors(at, step)
         if step.type == "map":
             yield from _map_errors(at, step, definition.key)
+        for name in ("branches", "on_branch_failure"):
+            if name in step.raw and step.type != "parallel":
+                yield {"path": f"{at}.{name}", "message": f"{name} belongs to a parallel step"}
         yield from _approval_errors(at, step, definition.steps[:i])
         for j, spec in enumerate(step.compensation):
             if spec.data.get("action") == PUBLISH_PRICES:
                 yield {"path": f"{at}.compensation[{j}].data.action",
                        "message": "a compensation cannot publish prices: only an approved publish step can"}
-        for text in templates_in(step.raw):
+        # A parallel step's branches are checked as workflows of their own.
+        for text in templates_in({k: v for k, v in step.raw.items() if k != "branches"}):
             yield from _expression_errors(at, text)
     for text in templates_in(definition.result):
         yield from _expression_errors("$.result", text)
@@ -451,10 +535,15 @@ def _map_errors(at: str, step: Step, own_key: str) -> Any:
                "own steps' retries"}
 
 
-def map_targets(definition: Definition) -> list[tuple[str, str, int | None]]:
-    """Each map step's workflow: (path, key, version or None), for the publish check."""
-    return [(f"$.steps[{i}].workflow", step.raw["workflow"], step.raw.get("version"))
-            for i, step in enumerate(definition.steps) if step.type == "map" and "workflow" in step.raw]
+def map_targets(definition: Definition, at: str = "$.steps") -> list[tuple[str, str, int | None]]:
+    """Each map step's workflow (in the branches of parallel steps too): (path, key,
+    version or None), for the publish check."""
+    found = [(f"{at}[{i}].workflow", step.raw["workflow"], step.raw.get("version"))
+             for i, step in enumerate(definition.steps) if step.type == "map" and "workflow" in step.raw]
+    for i, step in enumerate(definition.steps):
+        for branch, parsed in definition.branches.get(step.name, {}).items():
+            found.extend(map_targets(parsed, f"{at}[{i}].branches.{branch}"))
+    return found
 
 
 def _approval_errors(at: str, step: Step, earlier: tuple[Step, ...]) -> Any:

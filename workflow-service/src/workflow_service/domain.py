@@ -51,6 +51,9 @@ DEADLINE_ACTOR = "deadline"
 TIMEOUT, DEADLINE, ESCALATION = "timeout", "deadline", "escalation"
 # The `workflow_step` of the notification an escalation sends.
 ESCALATION_STEP = "escalation"
+# An escalation's `escalate_to.mode`: hand the decision over (the default), or add the
+# escalation's target as a second person who may decide it.
+ESCALATE_REASSIGN, ESCALATE_ADD_REVIEWER = "reassign", "add_reviewer"
 # Steps one happening may run through before the run must wait: a `next` loop stops here.
 MAX_STEPS_PER_TRANSITION = 200
 # A `days` wait longer than this is a mistake (and past what a timedelta holds).
@@ -152,6 +155,9 @@ class WorkflowRun:
     # The key overlapping runs share (the definition's `concurrency`), if it has one.
     concurrency_key: str | None = None
     parent_run_id: str | None = None
+    # For a parallel step's branch: `<step>/<branch>` (repeated for a branch of a
+    # branch) of the workflow version it names, which is its definition.
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,8 @@ class TaskToReassign:
     role_id: str | None
     reason: str
     requested_by: str
+    # `reassign` hands the task over; `add_reviewer` keeps the assignee and adds a decider.
+    mode: str = "reassign"
 
 
 @dataclass(frozen=True)
@@ -242,13 +250,17 @@ class TaskToCancel:
 
 @dataclass(frozen=True)
 class ChildToStart:
-    """A child run a map step starts: in the same transaction, the way a run request
-    is handled, once per request id (`<run>:<step>:<attempt>:<index>`)."""
+    """A child run a map (or parallel) step starts: in the same transaction, the way
+    a run request is handled, once per request id (`<run>:<step>:<attempt>:<index>`).
+    A branch's `workflow_key` is empty: the handler gives it the parent's."""
 
     request_id: str
     workflow_key: str
     workflow_version: int | None
     parameters: dict[str, Any]
+    # For a parallel step's branch: `<step>/<branch>` of the parent's own workflow
+    # version (the child runs that version, with this as its `branch`).
+    branch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -658,9 +670,12 @@ class Saga:
             self._say(SERVICE_ACTOR, f"step {step.name}: not escalated: escalate_to names nobody for this run")
             return
         who = user or f"role {role}"
-        reason = f"not decided within {step.raw['escalate_after']}: escalated to {who}"
-        self._out.reassigns.append(TaskToReassign(request_id, user, role, reason, SERVICE_ACTOR))
-        self._record(step.name)["escalated_to"] = {"user_id": user, "role": role}
+        mode = str((step.escalate_to or {}).get("mode", ESCALATE_REASSIGN))
+        adds = mode == ESCALATE_ADD_REVIEWER
+        reason = f"not decided within {step.raw['escalate_after']}: escalated to {who}" + (
+            " as a second reviewer (the assignee keeps it)" if adds else "")
+        self._out.reassigns.append(TaskToReassign(request_id, user, role, reason, SERVICE_ACTOR, mode))
+        self._record(step.name)["escalated_to"] = {"user_id": user, "role": role, "mode": mode}
         self._say(TIMER_ACTOR, f"step {step.name}: {reason}")
         self._out.tasks.append(TaskToRequest(
             workflow_step=ESCALATION_STEP, request_id=f"{self.run_id}:{step.name}:{ESCALATION_STEP}:"
@@ -670,7 +685,9 @@ class Saga:
             data={"action": "notify", "role_id": role, "user_id": user, "run_id": self.run_id,
                   "subject": f"Escalated to you: {step.raw['title']}"[:MAX_TITLE],
                   "body": f"The decision {step.name} of run {self.run_id} ({self.definition.name}) was "
-                          f"not taken within {step.raw['escalate_after']}; it is now yours to decide"
+                          f"not taken within {step.raw['escalate_after']}; "
+                          + ("you are added as a reviewer and may decide it beside its assignee" if adds
+                             else "it is now yours to decide")
                           + (f", by its deadline ({step.raw['deadline']} after it was asked)." if step.deadline
                              else ".")},
         ))
@@ -705,7 +722,7 @@ class Saga:
         for item in record.get("items") or []:
             if item["request_id"] in started and item.get("run_id") is None:
                 item["run_id"] = started[item["request_id"]]
-                self._say(SERVICE_ACTOR, f"step {waiting['step']}: item {item['index']} runs as {item['run_id']}")
+                self._say(SERVICE_ACTOR, f"step {waiting['step']}: {_label(item)} runs as {item['run_id']}")
         for child in finished or []:
             self._child_done(**child)
         return self._out
@@ -852,6 +869,8 @@ class Saga:
             return True
         if step.type == "map":
             return self._map(step, attempt)
+        if step.type == "parallel":
+            return self._parallel(step, attempt)
         self._emit_and_await(step, request_id)
         return True
 
@@ -1054,13 +1073,35 @@ class Saga:
         self._start_items(step)
         return True
 
+    def _parallel(self, step: Step, attempt: int) -> bool:
+        """Start a parallel step: each named branch a child run of its own (its
+        definition the branch, in this run's definition version), all at once unless
+        `max_concurrency` says fewer; the run waits for them as for a map's items."""
+        names = self._names()
+        parameters = {**self.parameters, **render(step.raw.get("parameters") or {}, names)}
+        branches = list(step.raw["branches"])
+        prefix = f"{self.run_id}:{step.name}:{attempt}"
+        record = self._record(step.name)
+        record["items"] = [{"index": i, "branch": branch, "status": ITEM_PENDING, "run_id": None,
+                            "request_id": f"{prefix}:{i}"} for i, branch in enumerate(branches)]
+        record.pop("result", None)
+        self.state.setdefault("maps", {})[step.name] = [[i, parameters] for i in range(len(branches))]
+        self.state["waiting"] = {"kind": "map", "step": step.name, "attempt": attempt}
+        self._out.status = RunStatus.WAITING
+        self._say(SERVICE_ACTOR, f"step {step.name}: {len(branches)} branch(es) ({', '.join(branches)}), at most "
+                  f"{self._max_concurrency(step)} at a time ({self._on_item_failure(step)})")
+        self._start_items(step)
+        return True
+
     @staticmethod
     def _max_concurrency(step: Step) -> int:
-        return int(step.raw.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
+        default = len(step.raw["branches"]) if step.type == "parallel" else DEFAULT_MAX_CONCURRENCY
+        return int(step.raw.get("max_concurrency", default))
 
     @staticmethod
     def _on_item_failure(step: Step) -> str:
-        return str(step.raw.get("on_item_failure", ON_ITEM_FAILURE_CONTINUE))
+        policy = "on_branch_failure" if step.type == "parallel" else "on_item_failure"
+        return str(step.raw.get(policy, ON_ITEM_FAILURE_CONTINUE))
 
     def _start_items(self, step: Step) -> None:
         """Start pending items while fewer than `max_concurrency` children are open."""
@@ -1074,10 +1115,18 @@ class Saga:
             item["status"] = ITEM_RUNNING
             running += 1
             started.append(index)
-            self._out.children.append(ChildToStart(item["request_id"], step.raw["workflow"], step.raw.get("version"),
-                                                   parameters))
+            if step.type == "parallel":
+                self._out.children.append(ChildToStart(item["request_id"], "", None, parameters,
+                                                       branch=f"{step.name}/{item['branch']}"))
+            else:
+                self._out.children.append(ChildToStart(item["request_id"], step.raw["workflow"],
+                                                       step.raw.get("version"), parameters))
         if started:
-            self._say(SERVICE_ACTOR, f"step {step.name}: starting item(s) {', '.join(map(str, started))}")
+            if step.type == "parallel":
+                self._say(SERVICE_ACTOR, f"step {step.name}: starting branch(es) "
+                          + ", ".join(record["items"][i]["branch"] for i in started))
+            else:
+                self._say(SERVICE_ACTOR, f"step {step.name}: starting item(s) {', '.join(map(str, started))}")
 
     def _child_done(self, request_id: str, run_id: str, status: str, result: dict[str, Any] | None = None,
                     reason: str | None = None) -> bool:
@@ -1090,18 +1139,19 @@ class Saga:
         if item is None or item["status"] != ITEM_RUNNING:
             return False
         item.update(status=status, run_id=run_id)
+        label = _label(item)
         if status == ITEM_SUCCEEDED:
             item["result"] = _small(result or {}, run_id)
-            self._say(SERVICE_ACTOR, f"step {step.name}: item {item['index']} ({run_id}) completed")
+            self._say(SERVICE_ACTOR, f"step {step.name}: {label} ({run_id}) completed")
         else:
             item["error"] = (reason or status)[:500]
-            self._say(SERVICE_ACTOR, f"step {step.name}: item {item['index']} ({run_id}) {status}: {item['error']}")
+            self._say(SERVICE_ACTOR, f"step {step.name}: {label} ({run_id}) {status}: {item['error']}")
             if self._on_item_failure(step) == ON_ITEM_FAILURE_FAIL_FAST:
-                self._stop_children(SERVICE_ACTOR, f"item {item['index']} of step {step.name} failed "
+                self._stop_children(SERVICE_ACTOR, f"{label} of step {step.name} failed "
                                     f"(fail_fast)", compensate=False)
                 self.state.pop("waiting", None)
                 record["result"] = _outcomes(record["items"])
-                self._failed(step, SERVICE_ACTOR, f"step {step.name} failed: item {item['index']} ({run_id}) "
+                self._failed(step, SERVICE_ACTOR, f"step {step.name} failed: {label} ({run_id}) "
                              f"{status}: {item['error']}", retryable=False)
                 return True
         self._start_items(step)
@@ -1111,8 +1161,9 @@ class Saga:
         self.state.get("maps", {}).pop(step.name, None)
         failed = [i for i in record["items"] if i["status"] != ITEM_SUCCEEDED]
         record.update(status="completed", result=_outcomes(record["items"]), by=SERVICE_ACTOR)
-        self._say(SERVICE_ACTOR, f"step {step.name}: all {len(record['items'])} item(s) done"
-                  + (f"; {len(failed)} failed: " + "; ".join(f"item {i['index']} ({i['run_id']}) {i['status']}: "
+        what = "branch(es)" if step.type == "parallel" else "item(s)"
+        self._say(SERVICE_ACTOR, f"step {step.name}: all {len(record['items'])} {what} done"
+                  + (f"; {len(failed)} failed: " + "; ".join(f"{_label(i)} ({i['run_id']}) {i['status']}: "
                                                              f"{i.get('error')}" for i in failed) if failed else ""))
         self._after(step)
         return True
@@ -1422,9 +1473,18 @@ def _small(result: dict[str, Any], run_id: str) -> dict[str, Any]:
     return {"omitted": f"{size} characters; GET /v1/runs/{run_id}"}
 
 
-def _outcomes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A map step's result: each item's status, child run and result or error."""
+def _outcomes(items: list[dict[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
+    """A map step's result: each item's status, child run and result or error; a
+    parallel step's: the same of each branch, by the branch's name."""
+    if items and "branch" in items[0]:
+        return {item["branch"]: {k: v for k, v in item.items() if k not in ("request_id", "branch", "index")}
+                for item in items}
     return [{k: v for k, v in item.items() if k != "request_id"} for item in items]
+
+
+def _label(item: dict[str, Any]) -> str:
+    """A map item or a parallel branch as the log names it."""
+    return f"branch {item['branch']}" if "branch" in item else f"item {item['index']}"
 
 
 def _price_edits(changes: dict[str, Any]) -> list[Any]:

@@ -19,6 +19,7 @@ from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.events.tasks import (
     Priority,
+    ReassignMode,
     TaskCancelRequested,
     TaskCompleted,
     TaskFailed,
@@ -38,6 +39,7 @@ from stayops_schemas.events.workflows import (
 )
 from workflow_service import store
 from workflow_service.definitions import (
+    BRANCH_SEPARATOR,
     Definition,
     DefinitionInvalid,
     builtin_documents,
@@ -89,6 +91,10 @@ class RunRequest:
     # parameters that default to the caller take their user id.
     person: str | None = None
     parent_run_id: str | None = None
+    # A parallel step's branch (`<step>/<branch>`) runs that branch of its parent's
+    # definition version, whoever owns it (the org, or the built-ins).
+    branch: str | None = None
+    definition_org_id: str | None = None
 
 
 # --- definitions ----------------------------------------------------------------
@@ -162,8 +168,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         existing = await store.run_by_request(uow.conn, request.org_id, request.request_id)
         if existing is not None:
             return existing, False
-    stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
-    definition = parse(stored.document)
+    stored, definition = await _definition_to_start(uow, request)
     parameters = resolve_parameters(definition, request.parameters, caller=request.person)
     now = uow.clock.now()
     key = concurrency_key(definition, parameters)
@@ -171,7 +176,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         id=uow.ids(), org_id=request.org_id, workflow_key=stored.key, workflow_version=stored.version,
         status=RunStatus.RUNNING, started_at=now, updated_at=now, parameters=parameters,
         started_by=request.requested_by, request_id=request.request_id, definition_org_id=stored.org_id,
-        concurrency_key=key, parent_run_id=request.parent_run_id,
+        concurrency_key=key, parent_run_id=request.parent_run_id, branch=request.branch,
     )
     run = replace(run, correlation_id=run.id)
     overlapping: list[WorkflowRun] = []
@@ -209,6 +214,22 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
     return await _begin(uow, run, definition), True
 
 
+async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowDefinition, Definition]:
+    """The stored definition a run starts with, parsed. A parallel step's branch (only
+    ever started by its parent) runs that branch of its parent's definition version."""
+    if request.branch is None:
+        stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
+        return stored, parse(stored.document)
+    stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
+                                        request.workflow_key, request.workflow_version)
+    if stored is None or request.parent_run_id is None:
+        raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version}")
+    try:
+        return stored, parse(stored.document).branch(request.branch)
+    except KeyError as exc:
+        raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version} branch {request.branch}") from exc
+
+
 async def _begin(uow: UnitOfWork, run: WorkflowRun, definition: Definition) -> WorkflowRun:
     saga = Saga(definition, run.id, run.parameters, org_id=run.org_id, policy=await policy_of(uow.conn, run.org_id))
     return await _apply(uow, run, definition, saga.start())
@@ -230,23 +251,24 @@ async def _start_queued(uow: UnitOfWork, ended: WorkflowRun) -> None:
 
 
 async def cancel_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None,
-                     compensate: bool = False) -> RunWithLog:
+                     compensate: bool = False, results: ResultReader | None = None) -> RunWithLog:
     run = await _locked_run(uow, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status in FINISHED:
         raise RunAlreadyFinished(run_id, run.status)
-    await _cancel_loaded(uow, run, caller.user_id, reason, compensate=compensate)
+    await _cancel_loaded(uow, run, caller.user_id, reason, compensate=compensate, results=results)
     return await get_run(uow, caller, run_id)
 
 
 async def _cancel_loaded(uow: UnitOfWork, run: WorkflowRun, actor: str, reason: str | None, *,
-                         compensate: bool) -> None:
+                         compensate: bool, results: ResultReader | None = None) -> None:
+    """`results` reads stored results for the parent a cancelled child's end advances."""
     definition = await _parsed_definition(uow, run)
     if definition is None:
         return
     saga = await _saga_of(uow, definition, run)
-    await _apply(uow, run, definition, saga.cancel(actor, reason, compensate=compensate))
+    await _apply(uow, run, definition, saga.cancel(actor, reason, compensate=compensate), results=results)
 
 
 async def pause_run(uow: UnitOfWork, caller: Caller, run_id: str, reason: str | None) -> RunWithLog:
@@ -271,7 +293,7 @@ async def resume_run(uow: UnitOfWork, caller: Caller, run_id: str, results: Resu
     definition = await _parsed_definition(uow, run)
     if definition is not None:
         transition = await _advance(uow, results, definition, run, lambda saga: saga.resume(caller.user_id))
-        await _apply(uow, run, definition, transition, results)
+        await _apply(uow, run, definition, transition, results=results)
     return await get_run(uow, caller, run_id)
 
 
@@ -335,7 +357,7 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
     ))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
-    await _apply(ctx.uow, run, definition, transition, ctx.results)
+    await _apply(ctx.uow, run, definition, transition, results=ctx.results)
 
 
 async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
@@ -353,7 +375,7 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
         event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
         result=event.result))
     await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
-    await _apply(ctx.uow, run, definition, transition, ctx.results)
+    await _apply(ctx.uow, run, definition, transition, results=ctx.results)
 
 
 async def reply_received(ctx: EventContext, event: Payload) -> None:
@@ -367,7 +389,7 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.reply_received(
         ctx.envelope.type, request_id, event.model_dump(mode="json"), actor=ctx.envelope.source))
-    await _apply(ctx.uow, run, definition, transition, ctx.results)
+    await _apply(ctx.uow, run, definition, transition, results=ctx.results)
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
@@ -394,7 +416,7 @@ async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) 
                 if definition is None:
                     continue
                 await _apply(uow, run, definition, await _advance(
-                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)), results)
+                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)), results=results)
         except Exception as exc:
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
@@ -420,10 +442,15 @@ async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | 
     if stored is None:
         raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
     try:
-        return parse(stored.document)
+        parsed = parse(stored.document)
     except DefinitionInvalid as exc:
         await _stop_outdated(uow, run, exc)
         return None
+    try:
+        return parsed.branch(run.branch) if run.branch else parsed
+    except KeyError as exc:
+        raise PermanentError(f"run {run.id}: {run.workflow_key} v{run.workflow_version} has no branch "
+                             f"{run.branch}") from exc
 
 
 async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
@@ -466,11 +493,12 @@ async def _advance(uow: UnitOfWork, results: ResultReader | None, definition: De
             details[ref.id] = await results.fetch(ref)
 
 
-async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition,
+async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, transition: Transition, *,
                  results: ResultReader | None = None) -> WorkflowRun:
     """Save a transition: log lines, task requests, timers, events and the run row.
-    `results` reads stored results (claim check) for the parent a child run's end
-    advances (a batch decision reads its segments' proposals)."""
+    `results` reads stored results (claim check) for the runs this one reaches: the
+    parent a child run's end advances (a batch decision reads its segments' proposals)
+    and the children a resume reaches."""
     if not transition.applied:
         return run
     now = uow.clock.now()
@@ -494,7 +522,8 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     for reassign in transition.reassigns:
         await announce("stayops.task.reassign.requested", TaskReassignRequested(
             request_id=reassign.request_id, org_id=run.org_id, assigned_to=reassign.assigned_to,
-            role_id=reassign.role_id, reason=reassign.reason, requested_by=reassign.requested_by))
+            role_id=reassign.role_id, reason=reassign.reason, requested_by=reassign.requested_by,
+            mode=ReassignMode(reassign.mode)))
     wake_at = None
     for timer in transition.timers:
         timer_id = uow.ids()
@@ -553,7 +582,7 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
     if status in FINISHED and run.status not in FINISHED:
         await _start_queued(uow, updated)
     for control in transition.child_controls:
-        await _control_child(uow, run.org_id, control)
+        await _control_child(uow, run.org_id, control, results)
     if transition.children:
         updated = await _start_children(uow, updated, definition, transition.children, results)
     if status in FINISHED and run.status not in FINISHED and run.parent_run_id is not None:
@@ -581,11 +610,17 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
         started: dict[str, str] = {}
         finished: list[dict[str, Any]] = []
         for child in children:
+            branch = child.branch is not None
             try:
                 run, _ = await start_run(uow, RunRequest(
-                    org_id=parent.org_id, workflow_key=child.workflow_key, parameters=child.parameters,
+                    org_id=parent.org_id, parameters=child.parameters,
+                    workflow_key=parent.workflow_key if branch else child.workflow_key,
+                    branch=(f"{parent.branch}{BRANCH_SEPARATOR}" if parent.branch else "") + child.branch
+                    if child.branch is not None else None,
+                    workflow_version=parent.workflow_version if branch else child.workflow_version,
+                    definition_org_id=parent.definition_org_id if branch else None,
                     requested_by=parent.started_by or SERVICE_ACTOR, request_id=child.request_id,
-                    workflow_version=child.workflow_version, parent_run_id=parent.id))
+                    parent_run_id=parent.id))
             except DomainError as exc:  # checked before anything of the child is written
                 finished.append({"request_id": child.request_id, "run_id": "", "status": RunStatus.FAILED.value,
                                  "result": None, "reason": f"the child run could not start: {exc}"})
@@ -600,17 +635,21 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
         transition = await _advance(uow, results, definition, parent,
                                     lambda saga, s=started, f=finished: saga.children_started(s, f))
         children, transition.children = transition.children, []
-        parent = await _apply(uow, parent, definition, transition, results)
+        parent = await _apply(uow, parent, definition, transition, results=results)
     return parent
 
 
-async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) -> None:
-    """The parent's cancel, pause or resume reaching one of its open children."""
+async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl,
+                         results: ResultReader | None = None) -> None:
+    """The parent's cancel, pause or resume reaching one of its open children. A
+    resume applies what the child recorded while paused, which may need a stored
+    result's detail: it goes through `_advance` as the parent's own resume does."""
     child = await store.get_run(uow.conn, org_id, control.run_id, for_update=True)
     if child is None or child.status in FINISHED:
         return
     if control.action == "cancel":
-        await _cancel_loaded(uow, child, control.actor, control.reason, compensate=control.compensate)
+        await _cancel_loaded(uow, child, control.actor, control.reason, compensate=control.compensate,
+                             results=results)
         return
     wanted = (RunStatus.RUNNING, RunStatus.WAITING) if control.action == "pause" else (RunStatus.PAUSED,)
     if child.status not in wanted:
@@ -618,10 +657,11 @@ async def _control_child(uow: UnitOfWork, org_id: str, control: ChildToControl) 
     definition = await _parsed_definition(uow, child)
     if definition is None:
         return
-    saga = await _saga_of(uow, definition, child)
-    transition = saga.pause(control.actor, control.reason) if control.action == "pause" else \
-        saga.resume(control.actor)
-    await _apply(uow, child, definition, transition)
+    if control.action == "pause":
+        transition = (await _saga_of(uow, definition, child)).pause(control.actor, control.reason)
+    else:
+        transition = await _advance(uow, results, definition, child, lambda saga: saga.resume(control.actor))
+    await _apply(uow, child, definition, transition, results=results)
 
 
 async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun, results: ResultReader | None = None) -> None:
@@ -649,4 +689,4 @@ async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun, results: Result
     if not transition.applied:
         await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
                                                      f"{message} - ignored: the run no longer waits for it"))
-    await _apply(uow, parent, definition, transition, results)
+    await _apply(uow, parent, definition, transition, results=results)

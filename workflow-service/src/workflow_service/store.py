@@ -52,6 +52,8 @@ runs = sa.Table(
     sa.Column("failure_reason", sa.Text),
     sa.Column("concurrency_key", sa.Text),
     sa.Column("parent_run_id", sa.Text, sa.ForeignKey("workflow_runs.id", ondelete="SET NULL")),
+    # A parallel step's branch: `<step>/<branch>` of the workflow version the run names.
+    sa.Column("branch", sa.Text),
     sa.ForeignKeyConstraint(
         ["definition_org_id", "workflow_key", "workflow_version"],
         [definitions.c.org_id, definitions.c.key, definitions.c.version],

@@ -923,3 +923,138 @@ async def test_a_map_over_a_workflow_the_org_does_not_have_is_refused_at_publish
     response = await service.client.post("/v1/workflows", headers=service.auth(new_org()), json=fan_out())
     assert response.status_code == 422, response.text
     assert [e["path"] for e in response.json()["errors"]] == ["$.steps[0].workflow"]
+
+
+def automated(name: str) -> dict[str, Any]:
+    return {"name": name, "type": "task", "task_type": "automated", "assigned_to": "automation",
+            "title": f"{name} ${{params.listing_id}}", "data": {"action": "noop"}}
+
+
+def two_branches(**parallel: Any) -> dict[str, Any]:
+    return {"key": "prepare", "name": "Prepare a listing", "result": {"both": "${steps.both.result}"},
+            "parameters": {"type": "object", "required": ["listing_id"],
+                           "properties": {"listing_id": {"type": "string"}}},
+            "steps": [{"name": "both", "type": "parallel", **parallel, "branches": {
+                "clean": [automated("clean")], "photos": [automated("shoot"), automated("upload")]}}]}
+
+
+async def parallel_run(service: RunningService, org: str, document: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    published = await service.client.post("/v1/workflows", headers=service.auth(org), json=document)
+    assert published.status_code == 201, published.text
+    started = await service.client.post(f"/v1/workflows/{document['key']}/runs", headers=service.auth(org),
+                                        json={"parameters": {"listing_id": "l-7"}})
+    assert started.status_code == 201, started.text
+    run_id: str = started.json()["id"]
+
+    async def both_open() -> list[dict[str, Any]] | None:
+        found = await children(service, org, run_id)
+        return found if len(found) == 2 and all(c["status"] == "waiting" for c in found) else None
+    return run_id, await eventually(both_open, timeout=30, what="both branches open")
+
+
+async def test_a_parallel_step_runs_each_branch_as_a_child_run_and_completes_with_results_by_branch(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    run_id, branches = await parallel_run(service, org, two_branches())
+    assert sorted((c["workflow_key"], c["branch"]) for c in branches) == [("prepare", "both/clean"),
+                                                                           ("prepare", "both/photos")]
+    assert {c["parameters"]["listing_id"] for c in branches} == {"l-7"}
+    shown = (await service.run(org, run_id))["steps"]["both"]["items"]
+    by_branch = {c["branch"].rsplit("/", 1)[1]: c["id"] for c in branches}
+    assert {(i["branch"], i["status"], i["run_id"]) for i in shown} == {
+        ("clean", "running", by_branch["clean"]), ("photos", "running", by_branch["photos"])}
+    await service.fail(org, by_branch["clean"], "clean", "no cleaner today")
+    await service.complete(org, by_branch["photos"], "shoot", result={"shots": 12})
+    await service.complete(org, by_branch["photos"], "upload", result={"url": "https://x/1"})
+    parent = await service.run_finished(org, run_id)
+    assert parent["status"] == "completed", parent["log"]
+    assert parent["result"]["both"]["photos"] == {"status": "completed", "run_id": by_branch["photos"],
+                                                  "result": {"shoot": {"shots": 12}, "upload": {"url": "https://x/1"}}}
+    assert parent["result"]["both"]["clean"]["status"] == "failed"
+    assert "no cleaner today" in parent["result"]["both"]["clean"]["error"]
+
+
+async def test_fail_fast_cancels_the_other_branch_and_cancelling_the_parent_cancels_both(
+    service: RunningService,
+) -> None:
+    org = new_org()
+    run_id, branches = await parallel_run(service, org, two_branches(on_branch_failure="fail_fast"))
+    by_branch = {c["branch"].rsplit("/", 1)[1]: c["id"] for c in branches}
+    await service.fail(org, by_branch["photos"], "shoot", "camera broken")
+    parent = await service.run_finished(org, run_id)
+    assert parent["status"] == "failed" and "branch photos" in parent["failure_reason"], parent["log"]
+    assert (await service.run_finished(org, by_branch["clean"]))["status"] == "cancelled"
+
+    run_id, branches = await parallel_run(service, org, {**two_branches(), "key": "prepare-two"})
+    response = await service.client.post(f"/v1/runs/{run_id}/cancel", headers=service.auth(org),
+                                         json={"reason": "listing sold"})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled", response.text
+    assert [c["status"] for c in await children(service, org, run_id)] == ["cancelled", "cancelled"]
+    # The branches' open tasks are withdrawn in task-service as any cancelled run's.
+    withdrawn = [e for e in service.seen if e.type == "stayops.task.cancel.requested"
+                 and e.correlationid in {c["id"] for c in branches}]
+    assert len(withdrawn) == 2 and {e.data["reason"] for e in withdrawn} == {"listing sold"}
+
+
+async def test_a_parallel_step_is_refused_at_publish_where_its_branch_is_wrong(service: RunningService) -> None:
+    document = two_branches()
+    document["steps"][0]["branches"]["clean"] = [automated("clean"), automated("clean")]
+    response = await service.client.post("/v1/workflows", headers=service.auth(new_org()), json=document)
+    assert response.status_code == 422, response.text
+    assert "$.steps[0].branches.clean[1].name" in [e["path"] for e in response.json()["errors"]]
+    document["steps"][0]["branches"] = {}
+    response = await service.client.post("/v1/workflows", headers=service.auth(new_org()), json=document)
+    assert response.status_code == 422, response.text
+
+
+class StoredResults:
+    """A ResultReader standing in for agent-service: the detail behind each ref id."""
+
+    def __init__(self, details: dict[str, dict[str, Any]]) -> None:
+        self.details = details
+        self.fetched: list[str] = []
+
+    async def fetch(self, ref: Any) -> dict[str, Any]:
+        self.fetched.append(ref.id)
+        return self.details[ref.id]
+
+
+async def test_a_branch_resumed_by_its_parent_reads_a_stored_result_it_recorded_while_paused(
+    service: RunningService, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stayops_schemas.claims import by_reference, make_ref, pricing_summary
+
+    org = new_org()
+    document = {"key": "review", "name": "Review", "steps": [{"name": "both", "type": "parallel", "branches": {
+        "price": [automated("analysis"),
+                  {"name": "decide", "type": "decision", "title": "Prices", "role_id": "owner",
+                   "proposal": "${steps.analysis.result.recommendations}"}],
+        "other": [automated("noop")]}}]}
+    published = await service.client.post("/v1/workflows", headers=service.auth(org), json=document)
+    assert published.status_code == 201, published.text
+    started = await service.client.post("/v1/workflows/review/runs", headers=service.auth(org), json={})
+    run_id = started.json()["id"]
+
+    async def price_branch() -> str | None:
+        found = [c for c in await children(service, org, run_id) if c["branch"] == "both/price"]
+        return found[0]["id"] if found and found[0]["status"] == "waiting" else None
+    branch = await eventually(price_branch, timeout=30, what="the price branch waiting")
+    paused = await service.client.post(f"/v1/runs/{run_id}/pause", headers=service.auth(org), json={})
+    assert paused.status_code == 200, paused.text
+    detail = analysis(30.0)
+    detail["recommendations"] = [{**night, "currency": "EUR"} for night in detail["recommendations"]]
+    ref = make_ref(detail, service="agent-service", kind="pricing", id=f"res-{uuid.uuid4().hex[:8]}", org_id=org,
+                   summary=pricing_summary(detail))
+    await service.complete(org, branch, "analysis", result=by_reference(ref))
+
+    async def held() -> bool:
+        return any("recorded while paused" in e["message"] for e in (await service.run(org, branch))["log"])
+    await eventually(held, timeout=30, what="the completion recorded while paused")
+    reader = StoredResults({ref.id: detail})
+    monkeypatch.setattr(service.runtime, "results", reader)
+    resumed = await service.client.post(f"/v1/runs/{run_id}/resume", headers=service.auth(org))
+    assert resumed.status_code == 200, resumed.text
+    child = await service.run_waiting_at(org, branch, "decide")
+    assert reader.fetched == [ref.id]
+    assert child["steps"]["decide"]["proposal_ref"]["id"] == ref.id

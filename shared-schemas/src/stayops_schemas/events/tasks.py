@@ -233,11 +233,20 @@ class TaskRescheduleRequested(Payload):
     requested_by: NonEmptyStr
 
 
+class ReassignMode(StrEnum):
+    """What a reassignment does: hand the task over, or add a second decider."""
+
+    REASSIGN = "reassign"
+    ADD_REVIEWER = "add_reviewer"
+
+
 class TaskReassignRequested(Payload):
     """`stayops.task.reassign.requested`: the requester of a task hands it, still
     open, to another user (`assigned_to`) or to a role's queue (`role_id`) — a
     decision escalated when nobody took it in time. task-service announces the new
-    assignment as `stayops.task.assigned`."""
+    assignment as `stayops.task.assigned`. With `mode: add_reviewer` the assignee
+    stays and the user (or the member of the role the usual rules choose) is added
+    to the task's reviewers, who may decide it too and see it in their inbox."""
 
     request_id: NonEmptyStr
     org_id: NonEmptyStr
@@ -245,6 +254,7 @@ class TaskReassignRequested(Payload):
     role_id: str | None = None
     reason: NonEmptyStr
     requested_by: NonEmptyStr
+    mode: ReassignMode = ReassignMode.REASSIGN
 
     @model_validator(mode="after")
     def _names_one_assignee(self) -> Self:

@@ -1,15 +1,15 @@
 """Trace context: the outbox keeps each event's W3C traceparent.
 
-Revision ID: 0011_trace_context
-Revises: 0010_projects_views
+Revision ID: 0013_trace_context
+Revises: 0012_reviewers
 """
 
 from alembic import op
 
 from stayops_kit.migrations import add_trace_context
 
-revision = "0011_trace_context"
-down_revision = "0010_projects_views"
+revision = "0013_trace_context"
+down_revision = "0012_reviewers"
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,15 @@
 """Trace context: the outbox keeps each event's W3C traceparent.
 
-Revision ID: 0007_trace_context
-Revises: 0006_run_lifecycle
+Revision ID: 0008_trace_context
+Revises: 0007_run_branch
 """
 
 from alembic import op
 
 from stayops_kit.migrations import add_trace_context
 
-revision = "0007_trace_context"
-down_revision = "0006_run_lifecycle"
+revision = "0008_trace_context"
+down_revision = "0007_run_branch"
 branch_labels = None
 depends_on = None
 
