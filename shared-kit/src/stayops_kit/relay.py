@@ -38,15 +38,14 @@ from stayops_kit.db import OUTBOX_CHANNEL, outbox
 from stayops_kit.failpoints import failpoint
 from stayops_kit.loops import Backoff, LoopHealth, Wakeup, connect_session, run_loop
 from stayops_kit.metrics import Metrics
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.envelope import Envelope
+from stayops_schemas.binding import binary_headers
 
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 7_311_001
 _SELECT_UNSENT = """
-SELECT id, event_id, event_type, topic, partition_key, org_id, source, correlation_id,
-       causation_id, dataschema, subject, payload, occurred_at, attempts, retry_at
+SELECT id, event_id::text AS event_id, event_type, topic, partition_key, org_id, source, correlation_id,
+       causation_id, dataschema, subject, payload::text AS payload, occurred_at, attempts, retry_at
 FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1
 """
 _MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
@@ -232,8 +231,9 @@ class OutboxRelay:
             if row["partition_key"] in held_keys:
                 continue
             try:
-                record = to_kafka(_envelope(row))
-                send = producer.send(row["topic"], value=record.value, key=record.key, headers=record.headers)
+                # The payload goes out as PostgreSQL wrote it: read as text, never decoded.
+                send = producer.send(row["topic"], value=row["payload"].encode(),
+                                     key=row["partition_key"].encode(), headers=_headers(row))
                 if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
                     # Only a send that must fetch metadata can wait long (a missing topic).
                     future = await asyncio.wait_for(send, self._config.send_timeout_s)
@@ -387,19 +387,11 @@ class OutboxRelay:
                 await asyncio.wait_for(producer.stop(), 10)
 
 
-def _envelope(row: Any) -> Envelope:
-    return Envelope(
-        id=str(row["event_id"]),
-        type=row["event_type"],
-        source=row["source"],
-        orgid=row["org_id"],
-        partitionkey=row["partition_key"],
-        data=row["payload"],
-        time=row["occurred_at"],
-        correlationid=row["correlation_id"],
-        causationid=row["causation_id"],
-        dataschema=row["dataschema"],
-        subject=row["subject"],
+def _headers(row: Any) -> list[tuple[str, bytes]]:
+    return binary_headers(
+        id=row["event_id"], type=row["event_type"], source=row["source"], time=row["occurred_at"],
+        orgid=row["org_id"], partitionkey=row["partition_key"], correlationid=row["correlation_id"],
+        causationid=row["causation_id"], dataschema=row["dataschema"], subject=row["subject"],
     )
 
 

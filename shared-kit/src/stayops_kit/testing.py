@@ -343,7 +343,8 @@ async def service_under_test(create_app: Callable[..., FastAPI], name: str, stac
 
 
 async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str) -> None:
-    engine = create_engine(database_url)
+    # As a service's runtime: the consumer's engine skips the pre-ping on its hot path.
+    engine = create_engine(database_url, pre_ping=role == "relay")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
