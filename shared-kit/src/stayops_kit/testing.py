@@ -250,8 +250,9 @@ class ProbeProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Read the process's output until it says "ready" (logs may come first)."""
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Read the process's output until it says "ready" (logs may come first). On a
+        loaded machine its imports alone have taken 50 s."""
         assert self.process.stdout is not None
         stdout = self.process.stdout
 
