@@ -96,3 +96,57 @@ def test_a_record_without_a_required_cloudevents_attribute_is_malformed() -> Non
     record = to_kafka(envelope())
     with pytest.raises(MalformedEvent):
         from_kafka(record.key, record.value, headers_without(record.headers, "ce_type"))
+
+
+def test_a_record_is_what_the_cloudevents_sdk_reads_and_writes() -> None:
+    """The binding is written out for speed; the SDK's Kafka binding is the reference."""
+    from cloudevents.core.bindings import kafka as ce_kafka
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    original = envelope(time=datetime(2025, 6, 1, 11, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))))
+    record = to_kafka(original)
+    event = ce_kafka.from_binary(ce_kafka.KafkaMessage(headers=dict(record.headers), key=record.key,
+                                                       value=record.value), JSONFormat(), CloudEvent)
+    assert event.get_attributes() == {
+        "id": "evt-1", "type": "stayops.task.created", "source": "/task-service", "specversion": "1.0",
+        "time": original.time, "datacontenttype": "application/json", "orgid": "org-1",
+        "partitionkey": "task-1", "correlationid": "run-1", "causationid": "evt-0",
+        "traceparent": original.traceparent, "dataschema": original.dataschema, "subject": "task-1",
+    }
+    assert event.get_data() == original.data
+
+    attributes = {key: value for key, value in event.get_attributes().items()}
+    message = ce_kafka.to_binary(CloudEvent(attributes, original.data), JSONFormat())
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    assert from_kafka(key, message.value, list(message.headers.items())) == original
+
+
+def test_relay_bytes_go_out_as_they_are() -> None:
+    record = to_kafka(envelope(), value=b'{"task_id": "task-1"}')
+    assert record.value == b'{"task_id": "task-1"}'
+    assert record.headers == to_kafka(envelope()).headers
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("ce_time", b"yesterday", "RFC 3339"),
+        ("ce_time", b"2025-06-01T09:00:00", "no offset"),
+        ("ce_time", b"0001-01-01T00:00:00+01:00", "out of range"),
+        ("ce_specversion", b"0.3", "specversion"),
+        ("ce_id", b"", "'id'"),
+        ("ce_source", b"\xff", "UTF-8"),
+        ("content-type", b"text/plain", "must be JSON"),
+    ],
+)
+def test_a_record_with_a_bad_attribute_is_malformed(name: str, value: bytes, reason: str) -> None:
+    record = to_kafka(envelope())
+    with pytest.raises(MalformedEvent, match=reason):
+        from_kafka(record.key, record.value, [*headers_without(record.headers, name), (name, value)])
+
+
+def test_a_record_without_an_id_is_malformed_rather_than_given_one() -> None:
+    record = to_kafka(envelope())
+    with pytest.raises(MalformedEvent, match="'id'"):
+        from_kafka(record.key, record.value, headers_without(record.headers, "ce_id"))

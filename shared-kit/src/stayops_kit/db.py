@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -10,6 +13,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 OUTBOX_CHANNEL = "stayops_outbox"
 
 messaging_metadata = sa.MetaData()
+
+
+class JsonText(sa.types.TypeDecorator[Any]):
+    """JSONB that takes JSON text as written (`announce` has the payload in JSON
+    already: encoding its dict again would cost the writers a second serialisation)
+    or a Python value to encode; read back as Python values."""
+
+    impl = pg.JSONB
+    cache_ok = True
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        encode = self.impl_instance.bind_processor(dialect)
+
+        def process(value: Any) -> Any:
+            if isinstance(value, str) or encode is None:
+                return value
+            return encode(value)
+
+        return process
+
 
 outbox = sa.Table(
     "outbox",
@@ -25,7 +48,7 @@ outbox = sa.Table(
     sa.Column("causation_id", sa.Text),
     sa.Column("dataschema", sa.Text),
     sa.Column("subject", sa.Text),
-    sa.Column("payload", pg.JSONB, nullable=False),
+    sa.Column("payload", JsonText, nullable=False),
     # W3C trace context of the span that announced the event (CloudEvents distributed
     # tracing), null when tracing is off.
     sa.Column("traceparent", sa.Text),

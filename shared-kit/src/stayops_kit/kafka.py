@@ -13,7 +13,12 @@ MAX_RECORD_BYTES = 1_048_576
 COMPRESSION = "zstd"
 
 
-def create_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer:
+# How long a request (and a batch waiting to be sent) may take before its send fails.
+REQUEST_TIMEOUT_MS = 30_000
+
+
+def create_producer(bootstrap_servers: str, *, client_id: str,
+                    request_timeout_ms: int = REQUEST_TIMEOUT_MS) -> AIOKafkaProducer:
     """An idempotent producer with acks=all: a retried send is never duplicated
     or reordered within a partition."""
     return AIOKafkaProducer(
@@ -25,5 +30,5 @@ def create_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProduc
         linger_ms=0,  # sends queued while a request is in flight still batch up
         max_batch_size=MAX_RECORD_BYTES,
         max_request_size=MAX_RECORD_BYTES,
-        request_timeout_ms=30_000,
+        request_timeout_ms=request_timeout_ms,
     )

@@ -77,7 +77,8 @@ class UnitOfWork:
         entry = catalog_entry(event_type)
         if not isinstance(payload, entry.model):
             raise TypeError(f"{event_type} carries {entry.model.__name__}, not {type(payload).__name__}")
-        size = len(payload.model_dump_json())
+        data = payload.model_dump_json()  # the row's payload, as it is, and its size
+        size = len(data)
         if size > MAX_EVENT_DATA_BYTES:
             raise EventTooLarge(
                 f"{event_type} for key {key!r} carries {size:,} bytes of data; an event may carry at "
@@ -103,7 +104,7 @@ class UnitOfWork:
             subject=subject,
             traceparent=context,
         )
-        self.pending.add(outbox, _row(envelope, entry.topic))
+        self.pending.add(outbox, _row(envelope, entry.topic, data))
         self.announced.append(envelope)
         return envelope
 
@@ -118,7 +119,7 @@ class UnitOfWork:
         await self.pending.flush(self.conn)
 
 
-def _row(envelope: Envelope, topic: str) -> dict[str, Any]:
+def _row(envelope: Envelope, topic: str, data: str) -> dict[str, Any]:
     return {
         "event_id": envelope.id,
         "event_type": envelope.type,
@@ -130,7 +131,7 @@ def _row(envelope: Envelope, topic: str) -> dict[str, Any]:
         "causation_id": envelope.causationid,
         "dataschema": envelope.dataschema,
         "subject": envelope.subject,
-        "payload": envelope.data,
+        "payload": data,
         "traceparent": envelope.traceparent,
         "occurred_at": envelope.time,
     }

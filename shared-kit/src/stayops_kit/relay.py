@@ -13,13 +13,17 @@ parked (`stayops outbox list` / `retry`), so the rows behind it keep flowing. A
 waiting row holds back the later rows of its key, a parked one no longer does.
 Broker trouble (timeouts, a lost connection) charges no row: the pass backs off.
 A producer in a fatal state (fenced, out of sequence) is replaced.
+
+A pass is pipelined: the next batch is read (leaving out the rows still in
+flight) and sent while the previous batch's acks are awaited; a batch is marked
+sent only after its acks, on a session that does not wait for the WAL flush.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,16 +44,15 @@ from stayops_kit.failpoints import failpoint
 from stayops_kit.loops import Backoff, LoopHealth, Wakeup, connect_session, run_loop
 from stayops_kit.metrics import Metrics
 from stayops_kit.tracing import span
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.envelope import Envelope
+from stayops_schemas.binding import binary_headers
 
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 7_311_001
 _SELECT_UNSENT = """
-SELECT id, event_id, event_type, topic, partition_key, org_id, source, correlation_id,
-       causation_id, dataschema, subject, payload, traceparent, occurred_at, attempts, retry_at
-FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1
+SELECT id, event_id::text AS event_id, event_type, topic, partition_key, org_id, source, correlation_id,
+       causation_id, dataschema, subject, payload::text AS payload, traceparent, occurred_at, attempts, retry_at
+FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1
 """
 _MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = ANY($2::bigint[])"
 # One statement for every failed row of a pass; a row reaching the limit is parked.
@@ -104,6 +107,8 @@ class RelayConfig:
     database_url: str
     poll_interval_s: float = 1.0
     batch_size: int = 500
+    # Batches read and sent in one pass, each while the one before awaits its acks.
+    pipeline_batches: int = 20
     retention: timedelta = timedelta(days=30)
     # Longer than the topics' retention (7 days): an event still on the broker must
     # still find its inbox mark, or a redelivery would apply it twice.
@@ -125,6 +130,19 @@ class _Outcome:
     failed: list[tuple[Any, BaseException]] = field(default_factory=list)
     broker_error: BaseException | None = None
     fatal: BaseException | None = None
+
+
+@dataclass
+class _Batch:
+    """Rows read in one go: those sent wait for their acks in `in_flight`."""
+
+    rows: list[Any]
+    now: datetime
+    wait_s: float
+    full: bool
+    outcome: _Outcome = field(default_factory=_Outcome)
+    in_flight: list[tuple[Any, asyncio.Future[Any]]] = field(default_factory=list)
+    held_keys: set[str] = field(default_factory=set)
 
 
 ProducerFactory = Callable[[], AIOKafkaProducer]
@@ -191,55 +209,79 @@ class OutboxRelay:
         return wait_s
 
     async def publish_pending(self) -> tuple[bool, float]:
-        """Publish one batch of unsent rows in id order. Returns (the batch was full,
-        seconds until a waiting row is due again, at most the poll interval).
+        """Publish unsent rows in id order, a batch at a time, pipelined: batch N+1 is
+        read and sent while N's acks are awaited, then N is marked (a row is marked
+        only after its ack). Returns (the last batch was full, seconds until a waiting
+        row is due again, at most the poll interval).
 
         It reads and marks rows on the connection that holds the relay lock: if that
         session dies, the lock goes with it and this relay stops writing."""
         conn = self._lock_conn
         if conn is None or conn.is_closed():
             raise RuntimeError("the relay lost its database session; it takes the lock again")
-        rows = await conn.fetch(_SELECT_UNSENT, self._config.batch_size)
-        now = self._clock.now()
+        in_flight: collections.deque[_Batch] = collections.deque()
         wait_s = self._config.poll_interval_s
+        full = False
+        try:
+            for _ in range(self._config.pipeline_batches):
+                batch = await self._start_batch(conn, in_flight[-1] if in_flight else None)
+                in_flight.append(batch)
+                wait_s, full = min(wait_s, batch.wait_s), batch.full
+                if len(in_flight) > 1:  # the batch before this one: its acks, its marks
+                    wait_s = min(wait_s, await self._finish(conn, in_flight.popleft()))
+                if not full or self._stopping.is_set():
+                    break
+            while in_flight:
+                wait_s = min(wait_s, await self._finish(conn, in_flight.popleft()))
+        finally:
+            while in_flight:  # batches in flight behind a failure: settle them
+                with contextlib.suppress(Exception):
+                    await self._finish(conn, in_flight.popleft())
+        await self._update_gauges(conn)
+        return full, max(wait_s, 0.0)
+
+    async def _start_batch(self, conn: asyncpg.Connection, previous: _Batch | None) -> _Batch:
+        """Read the next unsent rows (not those of the batch still in flight) and send
+        those that are ready. A row that waits for its retry, or that send() refused,
+        holds back the later rows of its key, in this batch and the next."""
+        held_keys = set(previous.held_keys) if previous is not None else set()
+        exclude = [row["id"] for row in previous.rows] if previous is not None else []
+        rows = await conn.fetch(_SELECT_UNSENT, self._config.batch_size, exclude)
+        now = self._clock.now()
+        batch = _Batch(rows=list(rows), now=now, wait_s=self._config.poll_interval_s,
+                       full=len(rows) == self._config.batch_size)
         ready: list[Any] = []
-        held_keys: set[str] = set()
         for row in rows:
             if row["partition_key"] in held_keys:
                 continue  # behind a row of its key that waits for a retry
             if row["retry_at"] is not None and row["retry_at"] > now:
                 held_keys.add(row["partition_key"])
-                wait_s = min(wait_s, (row["retry_at"] - now).total_seconds())
+                batch.wait_s = min(batch.wait_s, (row["retry_at"] - now).total_seconds())
                 continue
             ready.append(row)
+        batch.full = batch.full and bool(ready)
         if ready:
             failpoint("relay.before_send")
-            outcome = await self._send(ready)
-            failpoint("relay.after_send")
-            await self._record(conn, rows, outcome, now)
-            if outcome.failed:
-                wait_s = min(wait_s, self._config.retry_backoff_s)
-        await self._update_gauges(conn)
-        return len(rows) == self._config.batch_size and bool(ready), max(wait_s, 0.0)
+            await self._send(ready, batch, held_keys)
+        batch.held_keys = held_keys
+        return batch
 
-    async def _send(self, rows: Sequence[Any]) -> _Outcome:
-        """Send every row, then await the acks. A row that fails holds back the later
-        rows of its key in this pass (they go again, in order, with it)."""
+    async def _send(self, rows: Sequence[Any], batch: _Batch, held_keys: set[str]) -> None:
+        """Queue each row in the producer (its ack is awaited in `_finish`). A row
+        send() refuses (too large, an unknown topic) holds back the later rows of its
+        key (they go again, in order, with it)."""
         producer = self._producer
         assert producer is not None
-        outcome = _Outcome()
-        held_keys: set[str] = set()
-        in_flight: list[tuple[Any, asyncio.Future[Any]]] = []
         for row in rows:
             if row["partition_key"] in held_keys:
                 continue
             try:
                 with span(f"publish {row['topic']}", service=row["source"].lstrip("/"), kind=SpanKind.PRODUCER,
-                          parent=row["traceparent"], attributes={"stayops.event_id": str(row["event_id"]),
+                          parent=row["traceparent"], attributes={"stayops.event_id": row["event_id"],
                                                                  "stayops.event_type": row["event_type"]}):
-                    record = to_kafka(_envelope(row))
-                    send = producer.send(row["topic"], value=record.value, key=record.key,
-                                         headers=record.headers)
+                    # The payload goes out as PostgreSQL wrote it: read as text, never decoded.
+                    send = producer.send(row["topic"], value=row["payload"].encode(),
+                                         key=row["partition_key"].encode(), headers=_headers(row))
                     if producer.client.cluster.partitions_for_topic(row["topic"]) is None:
                         # Only a send that must fetch metadata can wait long (a missing topic).
                         future = await asyncio.wait_for(send, self._config.send_timeout_s)
@@ -249,18 +291,25 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # raised by send() itself: too large, unknown topic
                 held_keys.add(row["partition_key"])
-                self._classify(outcome, row, exc)
+                self._classify(batch.outcome, row, exc)
                 continue
-            in_flight.append((row, future))
-        results = await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
-        for (row, _), result in zip(in_flight, results, strict=True):
+            batch.in_flight.append((row, future))
+
+    async def _finish(self, conn: asyncpg.Connection, batch: _Batch) -> float:
+        """Await a batch's acks and mark it; returns how soon to look again."""
+        results = await asyncio.gather(*(f for _, f in batch.in_flight), return_exceptions=True)
+        outcome = batch.outcome
+        for (row, _), result in zip(batch.in_flight, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
                 self._classify(outcome, row, result)
             else:
                 outcome.sent.append(row["id"])
-        return outcome
+        batch.in_flight = []
+        failpoint("relay.after_send")
+        await self._record(conn, batch.rows, outcome, batch.now)
+        return self._config.retry_backoff_s if outcome.failed else self._config.poll_interval_s
 
     @staticmethod
     def _classify(outcome: _Outcome, row: Any, exc: BaseException) -> None:
@@ -273,23 +322,18 @@ class OutboxRelay:
 
     async def _record(self, conn: asyncpg.Connection, rows: Sequence[Any], outcome: _Outcome,
                       now: datetime) -> None:
-        if outcome.sent or outcome.failed:
-            async with conn.transaction():
-                # A mark lost in a crash only means the row is published again (the
-                # consumers' inbox absorbs it): no need to wait for the WAL flush.
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                if outcome.sent:
-                    await conn.execute(_MARK_SENT, now, outcome.sent)
-                if outcome.failed:
-                    await conn.execute(
+        # One statement each, on a session that does not wait for the WAL flush (`_lead`).
+        if outcome.sent:
+            await conn.execute(_MARK_SENT, now, outcome.sent)
+        if outcome.failed:
+            await conn.execute(
                         _MARK_FAILED,
-                        [row["id"] for row, _ in outcome.failed],
-                        self._config.max_attempts,
-                        now,
-                        [repr(exc)[:2000] for _, exc in outcome.failed],
-                        [now + timedelta(seconds=self._retry_delay(row["attempts"]))
-                         for row, _ in outcome.failed],
-                    )
+                [row["id"] for row, _ in outcome.failed],
+                self._config.max_attempts,
+                now,
+                [repr(exc)[:2000] for _, exc in outcome.failed],
+                [now + timedelta(seconds=self._retry_delay(row["attempts"])) for row, _ in outcome.failed],
+            )
         sent = set(outcome.sent)
         for row in rows:
             if row["id"] in sent:
@@ -354,9 +398,10 @@ class OutboxRelay:
                 self._config.database_url, application_name=LOCK_APPLICATION_NAME,
                 idle_session_timeout_s=self._config.lock_idle_timeout_s,
             )
-            await self._lock_conn.set_type_codec(
-                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-            )
+            # Its writes are the relay's marks and prunes: a mark lost in a crash only
+            # means the row is published again (the consumers' inbox absorbs it), so
+            # they need not wait for the WAL flush.
+            await self._lock_conn.execute("SET synchronous_commit = off")
         if not self.is_leader:
             self.is_leader = bool(await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
                                                                   _RELAY_LOCK_KEY))
@@ -375,9 +420,10 @@ class OutboxRelay:
 
     async def _replace_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 10)
+        if producer is None:
+            return  # replaced already (a batch behind the one that found it fatal)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 10)
         self._metrics.producer_restarts.inc()
 
     async def _close(self) -> None:
@@ -393,20 +439,12 @@ class OutboxRelay:
                 await asyncio.wait_for(producer.stop(), 10)
 
 
-def _envelope(row: Any) -> Envelope:
-    return Envelope(
-        id=str(row["event_id"]),
-        type=row["event_type"],
-        source=row["source"],
-        orgid=row["org_id"],
-        partitionkey=row["partition_key"],
-        data=row["payload"],
-        time=row["occurred_at"],
-        correlationid=row["correlation_id"],
-        causationid=row["causation_id"],
-        dataschema=row["dataschema"],
-        subject=row["subject"],
-        traceparent=row["traceparent"],
+def _headers(row: Any) -> list[tuple[str, bytes]]:
+    return binary_headers(
+        id=row["event_id"], type=row["event_type"], source=row["source"], time=row["occurred_at"],
+        orgid=row["org_id"], partitionkey=row["partition_key"], correlationid=row["correlation_id"],
+        causationid=row["causation_id"], traceparent=row["traceparent"],
+        dataschema=row["dataschema"], subject=row["subject"],
     )
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
 from stayops_kit.db import create_engine
-from stayops_kit.kafka import create_producer
+from stayops_kit.kafka import REQUEST_TIMEOUT_MS, create_producer
 from stayops_kit.loops import supervise
 from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
@@ -138,12 +138,14 @@ async def effects_of(engine: AsyncEngine, org_id: str) -> list[tuple[str, int, s
 @contextlib.asynccontextmanager
 async def running_relay(
     engine: AsyncEngine, database_url: str, bootstrap: str, *, poll_interval_s: float = 1.0,
-    metrics: Metrics | None = None, **config: Any,
+    metrics: Metrics | None = None, request_timeout_ms: int = REQUEST_TIMEOUT_MS, **config: Any,
 ) -> AsyncIterator[OutboxRelay]:
     """A relay on the probe database, supervised as a service runs it; `config`
-    overrides `RelayConfig` fields (max_attempts, retry_backoff_s, ...)."""
+    overrides `RelayConfig` fields (max_attempts, retry_backoff_s, ...), and
+    `request_timeout_ms` the producer's."""
     relay = OutboxRelay(
-        engine, lambda: create_producer(bootstrap, client_id="probe-relay"),
+        engine,
+        lambda: create_producer(bootstrap, client_id="probe-relay", request_timeout_ms=request_timeout_ms),
         RelayConfig(database_url, poll_interval_s=poll_interval_s, **config), metrics or Metrics(),
     )
     task = asyncio.create_task(supervise("probe relay", relay.run, relay.stopping, relay.health))
@@ -248,8 +250,9 @@ class ProbeProcess:
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Read the process's output until it says "ready" (logs may come first)."""
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Read the process's output until it says "ready" (logs may come first). On a
+        loaded machine its imports alone have taken 50 s."""
         assert self.process.stdout is not None
         stdout = self.process.stdout
 
@@ -341,7 +344,8 @@ async def service_under_test(create_app: Callable[..., FastAPI], name: str, stac
 
 
 async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str) -> None:
-    engine = create_engine(database_url)
+    # As a service's runtime: the consumer's engine skips the pre-ping on its hot path.
+    engine = create_engine(database_url, pre_ping=role == "relay")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

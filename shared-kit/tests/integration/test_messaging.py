@@ -6,6 +6,7 @@ and bad events are dead-lettered with their reason."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 from collections import Counter
@@ -327,8 +328,7 @@ async def test_malformed_and_invalid_events_go_to_the_dead_letter_topic_and_the_
             envelope = await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "bad2", 1),
                                           org_id=probe.org_id, key="bad2")
         record = to_kafka(envelope)
-        invalid = record.value.replace(b'"task_type": "manual"', b'"task_type": "cooking"')
-        assert invalid != record.value
+        invalid = json.dumps({**json.loads(record.value), "task_type": "cooking"}).encode()
         await _send(producer, KafkaRecord(record.key, invalid, record.headers))
         await _send(producer, _marker(probe, "good"))
     finally:
@@ -380,6 +380,66 @@ async def test_kafka_restarted_under_load_loses_nothing_and_applies_each_once(
         await eventually(lambda: _group_caught_up(probe), timeout=60, what="consumer caught up")
         effects = await effects_of(probe.engine, probe.org_id)
     assert_once_each(effects, written)
+
+
+async def test_kafka_down_longer_than_the_request_timeout_loses_nothing_and_applies_each_once(
+    probe: ProbeDb, stack: Any
+) -> None:
+    """The broker stays away for longer than the producer's request timeout, so the
+    batches in flight and queued expire (the sends fail, the idempotent producer's
+    sequence is broken): the relay must charge no row, rebuild what it must, and
+    publish everything once the broker is back; the consumer loses nothing either."""
+    request_timeout_s = 4.0
+    written: set[tuple[str, int]] = set()
+    # The topic holds other tests' malformed records: this group reads only this test's.
+    await _start_group_at_end(probe)
+
+    async def write_steadily(count: int, key: str) -> None:
+        for seq in range(count):
+            await write_probe_events(probe.uow, probe.org_id, key, [seq])
+            written.add((key, seq))
+            await asyncio.sleep(0.02)
+
+    async with running_relay(probe.engine, probe.url, probe.bootstrap, poll_interval_s=0.2,
+                             request_timeout_ms=int(request_timeout_s * 1000)) as relay, \
+            running_consumer(probe.engine, probe.bootstrap, probe.group):
+        load = asyncio.gather(*(write_steadily(200, f"k{i}") for i in range(4)))
+        await eventually(lambda: effect_count(probe, 50), timeout=30, what="load flowing")
+        await stack.stop_kafka()
+        down_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(3 * request_timeout_s)  # the writers keep committing meanwhile
+        unsent_while_down = await unsent_count(probe)
+        await stack.start_kafka()
+        down_s = asyncio.get_running_loop().time() - down_at
+        await load
+        await eventually(lambda: effect_count(probe, 800), timeout=180, what="all 800 applied")
+        await eventually(lambda: _group_caught_up(probe), timeout=90, what="consumer caught up")
+        effects = await effects_of(probe.engine, probe.org_id)
+        assert relay.health.restarts == 0  # the relay's passes failed and retried; it never died
+    assert down_s > 2 * request_timeout_s
+    assert unsent_while_down > 0  # the writers went on while nothing could be published
+    assert_once_each(effects, written)
+    for key in {key for key, _ in written}:
+        seqs = [seq for k, seq, _ in effects if k == key]
+        assert seqs == sorted(seqs), f"{key} applied out of order"
+    assert await unsent_count(probe) == 0
+    async with probe.engine.connect() as conn:
+        charged = (await conn.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.attempts > 0))).scalar_one()
+    assert charged == 0, "broker downtime was charged to rows"
+    assert await _dead_lettered(probe) == 0
+
+
+async def _dead_lettered(probe: ProbeDb) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=probe.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+        partition = TopicPartition(dead_letter_topic(probe.group), 0)
+        ends = await consumer.end_offsets([partition])
+        return int(ends[partition])
+    finally:
+        await consumer.stop()
 
 
 async def _is_zero(value: Any) -> bool:
