@@ -415,8 +415,9 @@ async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) 
                 definition = await _parsed_definition(uow, run)
                 if definition is None:
                     continue
-                await _apply(uow, run, definition, await _advance(
-                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id)), results=results)
+                transition = await _advance(
+                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id))
+                await _apply(uow, run, definition, transition, results=results)
         except Exception as exc:
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
