@@ -2,7 +2,11 @@
 the stakeholder event it announces, and workflow-service's handler of that event
 are one trace. Both services run in this process on the session's PostgreSQL and
 Kafka (their real apps: migrations, relay, consumer), with an in-memory exporter;
-the event travels over Kafka carrying `ce_traceparent`."""
+the event travels over Kafka carrying `ce_traceparent`.
+
+It sits with workflow-service's integration tests, which run before the end-to-end
+suite starts the whole system: that system's workflow-service consumes in the same
+consumer group, and would take the event half the time."""
 
 from __future__ import annotations
 
