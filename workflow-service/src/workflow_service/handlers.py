@@ -46,6 +46,7 @@ from workflow_service.definitions import (
     concurrency_key,
     map_targets,
     parse,
+    parse_stored,
     resolve_parameters,
 )
 from workflow_service.domain import (
@@ -219,13 +220,13 @@ async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[Wo
     ever started by its parent) runs that branch of its parent's definition version."""
     if request.branch is None:
         stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
-        return stored, parse(stored.document)
+        return stored, parse_stored(stored.document)
     stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
                                         request.workflow_key, request.workflow_version)
     if stored is None or request.parent_run_id is None:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version}")
     try:
-        return stored, parse(stored.document).branch(request.branch)
+        return stored, parse_stored(stored.document).branch(request.branch)
     except KeyError as exc:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version} branch {request.branch}") from exc
 
@@ -443,7 +444,7 @@ async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | 
     if stored is None:
         raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
     try:
-        parsed = parse(stored.document)
+        parsed = parse_stored(stored.document)
     except DefinitionInvalid as exc:
         await _stop_outdated(uow, run, exc)
         return None
