@@ -426,14 +426,20 @@ class Saga:
             self._failed(step, actor, f"step {name} failed: the approved edits name no night of the "
                          f"proposal: {', '.join(unknown)}; nothing was published", retryable=False)
             return
-        refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
-        if refused:
-            record["refused"] = [r.as_dict() for r in refused]
-            self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
-                         "policy, nothing was published: "
-                         + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+        if self._refused_by_policy(step, actor, record, prices):
             return
         self._after(step)
+
+    def _refused_by_policy(self, step: Step, actor: str, record: dict[str, Any], prices: list[Any]) -> bool:
+        """Fail the decision step when its approved prices break the org's price policy
+        (for a step whose decision approves prices); True when it did."""
+        refused = check_prices(self.policy, prices) if self.definition.approves_prices(step.name) else []
+        if refused:
+            record["refused"] = [r.as_dict() for r in refused]
+            self._failed(step, actor, f"step {step.name} failed: the approved prices break the org's price "
+                         "policy, nothing was published: "
+                         + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+        return bool(refused)
 
     def _batch_decided(self, step: Step, actor: str, outcome: str, comment: str | None,
                        changes: dict[str, Any]) -> None:
@@ -469,12 +475,7 @@ class Saga:
                          f"segments: {', '.join(unknown)}; nothing was published", retryable=False)
             return
         prices = approved_prices(proposal, changes, record.get("currency"))
-        refused = check_prices(self.policy, prices) if self.definition.approves_prices(name) else []
-        if refused:
-            record["refused"] = [r.as_dict() for r in refused]
-            self._failed(step, actor, f"step {name} failed: the approved prices break the org's price "
-                         "policy, nothing was published: "
-                         + "; ".join(f"{r.listing_id} {r.date}: {r.reason}" for r in refused))
+        if self._refused_by_policy(step, actor, record, prices):
             return
         result.update(segments=[entry["segment"] for entry in chosen],
                       prices_refs=[entry["proposal_ref"] for entry in chosen], price_edits=edits,

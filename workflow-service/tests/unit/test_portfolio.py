@@ -5,11 +5,13 @@ for the listings a failed attempt did not publish — state in, transition out."
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from stayops_schemas.claims import by_reference, make_ref, pricing_summary
+from stayops_schemas.events.org import OrgPolicyUpdated, PriceGuardrails
 from stayops_schemas.events.workflows import RunStatus
 from workflow_service.definitions import DefinitionInvalid, builtin_documents, parse, resolve_parameters
 from workflow_service.domain import DetailNeeded, Saga, Transition
@@ -44,6 +46,7 @@ class Portfolio:
     the saga asks (DetailNeeded), child runs given ids, their ends reported."""
 
     t: Transition | None = None
+    policy: OrgPolicyUpdated | None = None
     fetched: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
@@ -71,8 +74,9 @@ class Portfolio:
                                                              for s, ids in SEGMENTS.items()],
                                                 "owner_user_id": "u-owner", "monitor_days": 0})
         if self.t is None:
-            return Saga(PORTFOLIO, RUN, params, org_id=ORG)
-        return Saga(PORTFOLIO, RUN, params, self.t.state, self.t.status, self.t.current_step, org_id=ORG)
+            return Saga(PORTFOLIO, RUN, params, org_id=ORG, policy=self.policy)
+        return Saga(PORTFOLIO, RUN, params, self.t.state, self.t.status, self.t.current_step, org_id=ORG,
+                    policy=self.policy)
 
     @property
     def waiting(self) -> dict[str, Any]:
@@ -100,8 +104,8 @@ class Portfolio:
         return self.apply(lambda saga: saga.timer_fired(step))
 
 
-def reviewed() -> tuple[Portfolio, Transition]:
-    run = Portfolio()
+def reviewed(policy: OrgPolicyUpdated | None = None) -> tuple[Portfolio, Transition]:
+    run = Portfolio(policy=policy)
     started = run.apply(lambda saga: saga.start())
     assert len(started.children) == 3, "three segments at once (max_concurrency 3)"
     assert started.children[0].parameters == {"segment": "luxury", "listing_ids": SEGMENTS["luxury"],
@@ -157,6 +161,19 @@ def test_an_edit_outside_the_approved_segments_fails_the_review() -> None:
         "segments": ["luxury"], "prices": [{"listing_id": "std-1", "date": "2025-03-10", "price": 101.0}]})
     assert not [task for task in t.tasks if task.workflow_step == "publish"]
     assert any("name no night of the approved segments" in line for line in run.log)
+
+
+def test_an_edit_beyond_the_org_price_policy_fails_the_review_and_publishes_nothing() -> None:
+    limits = OrgPolicyUpdated(org_id=ORG, pricing=PriceGuardrails(max_change_pct=30),
+                              updated_at=dt.datetime.now(dt.UTC))
+    run, _ = reviewed(limits)
+
+    t = run.complete("review", outcome="approved", changes={
+        "prices": [{"listing_id": "std-2", "date": "2025-03-10", "price": 180.0}]})
+
+    assert not [task for task in t.tasks if task.workflow_step == "publish"], "nothing is published"
+    assert t.state["steps"]["review"]["refused"][0]["listing_id"] == "std-2"
+    assert any("break the org's price policy" in line and "std-2 2025-03-10" in line for line in run.log)
 
 
 def test_a_failed_listing_is_retried_alone_and_each_listing_is_reported() -> None:
