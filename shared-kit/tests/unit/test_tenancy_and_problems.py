@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql
 from stayops_kit.consumer import Subscriptions
 from stayops_kit.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, Unauthorized
 from stayops_kit.problems import status_for
-from stayops_kit.tenancy import OrgScope
+from stayops_kit.tenancy import OrgScope, OrgTemplate
 from stayops_schemas.errors import UnknownEventType
 
 things = sa.Table("things", sa.MetaData(), sa.Column("id", sa.Text), sa.Column("org_id", sa.Text))
@@ -36,6 +36,17 @@ def test_a_table_without_org_id_cannot_be_scoped() -> None:
     plain = sa.Table("plain", sa.MetaData(), sa.Column("id", sa.Text))
     with pytest.raises(ValueError, match="no org_id"):
         OrgScope(plain, "org-a")
+    with pytest.raises(ValueError, match="no org_id"):
+        OrgTemplate(plain)
+
+
+def test_a_template_statement_takes_its_org_when_run_and_cannot_run_without_one() -> None:
+    statement = OrgTemplate(things).select(things.c.id)
+    compiled = statement.compile(dialect=postgresql.dialect())
+    assert "things.org_id = %(org_id)s" in str(compiled)
+    assert compiled.construct_params({"org_id": "org-a"})["org_id"] == "org-a"
+    with pytest.raises(sa.exc.InvalidRequestError, match="org_id"):
+        compiled.construct_params({})
 
 
 class TaskMissing(NotFound):

@@ -3,6 +3,7 @@ tenant table goes through an `OrgScope`."""
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -14,7 +15,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stayops_kit import pages
-from stayops_kit.tenancy import OrgScope
+from stayops_kit.tenancy import OrgScope, OrgTemplate
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
 from stayops_schemas.events.tasks import Priority, TaskStatus, TaskType
@@ -631,34 +632,55 @@ async def inbox(
     (`tasks_inbox_*`) and merged: no count, no sort of the whole team's work. Returns
     the page and the position of its last task if there are more (None: the last page)."""
     await custom_plans(conn)
-    conditions = [tasks.c.status.in_(list(statuses or [s.value for s in OPEN_STATUSES]))]
-    if types:
-        conditions.append(tasks.c.task_type.in_(list(types)))
-    if priorities:
-        conditions.append(tasks.c.priority.in_(list(priorities)))
+    statement = _inbox_statement(role_id is not None, department_id is not None, bool(types), bool(priorities),
+                                 after is not None)
+    parameters: dict[str, Any] = {OrgTemplate.PARAMETER: org_id, "user_id": user_id, "user_ids": [user_id],
+                                  "role_id": role_id, "department_id": department_id,
+                                  "statuses": list(statuses or [s.value for s in OPEN_STATUSES]),
+                                  "types": list(types), "priorities": list(priorities), "limit": limit + 1}
     if after is not None:
-        conditions.append(pages.after([due_key, tasks.c.id], after, descending=False))
-    sources: list[sa.ColumnElement[bool]] = [
-        tasks.c.assigned_to == user_id,
-        # a reviewer an escalation added (rare: the GIN index `tasks_reviewers` finds them)
-        sa.and_(tasks.c.reviewers.contains(sa.literal([user_id], pg.ARRAY(sa.Text))),
-                tasks.c.assigned_to.is_distinct_from(user_id)),
-    ]
-    if role_id is not None:
-        sources.append(sa.and_(tasks.c.assigned_to.is_(None), tasks.c.role_id == role_id))
-    if department_id is not None:
-        department = sa.and_(tasks.c.assigned_to.is_(None), tasks.c.department_id == department_id)
-        if role_id is not None:  # the role's queue is read above
-            department = sa.and_(department, tasks.c.role_id.is_distinct_from(role_id))
-        sources.append(department)
-    branches = [OrgScope(tasks, org_id).select(*TASK_COLUMNS, due_key.label("sort_key"))
-                .where(source, *conditions).order_by(due_key, tasks.c.id).limit(limit + 1)
-                for source in sources]
-    merged = (branches[0] if len(branches) == 1 else sa.union_all(*branches)).subquery("inbox")
-    rows = (await conn.execute(sa.select(merged).order_by(merged.c.sort_key, merged.c.id).limit(limit + 1))).all()
+        parameters["after_key"], parameters["after_id"] = after
+    rows = (await conn.execute(statement, parameters)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return _to_tasks(rows), ((rows[-1].sort_key, rows[-1].id) if more and rows else None)
+
+
+@functools.lru_cache(maxsize=32)
+def _inbox_statement(role: bool, department: bool, types: bool, priorities: bool, after: bool) -> sa.Select[Any]:
+    """The inbox's statement for one shape of the request, built once: its values are
+    parameters. Building the union of three or four selects of every task column took
+    most of the inbox's time (~5 ms of Python against 0.3 ms in PostgreSQL)."""
+    conditions = [tasks.c.status.in_(sa.bindparam("statuses", expanding=True))]
+    if types:
+        conditions.append(tasks.c.task_type.in_(sa.bindparam("types", expanding=True)))
+    if priorities:
+        conditions.append(tasks.c.priority.in_(sa.bindparam("priorities", expanding=True)))
+    if after:
+        conditions.append(sa.tuple_(due_key, tasks.c.id) > sa.tuple_(
+            sa.bindparam("after_key", type_=tasks.c.due_at.type), sa.bindparam("after_id", type_=sa.Text)))
+    user = sa.bindparam("user_id", type_=sa.Text)
+    sources: list[sa.ColumnElement[bool]] = [
+        tasks.c.assigned_to == user,
+        # a reviewer an escalation added (rare: the GIN index `tasks_reviewers` finds them)
+        sa.and_(tasks.c.reviewers.contains(sa.bindparam("user_ids", type_=pg.ARRAY(sa.Text))),
+                tasks.c.assigned_to.is_distinct_from(user)),
+    ]
+    role_id = sa.bindparam("role_id", type_=sa.Text)
+    if role:
+        sources.append(sa.and_(tasks.c.assigned_to.is_(None), tasks.c.role_id == role_id))
+    if department:
+        queue = sa.and_(tasks.c.assigned_to.is_(None),
+                        tasks.c.department_id == sa.bindparam("department_id", type_=sa.Text))
+        if role:  # the role's queue is read above
+            queue = sa.and_(queue, tasks.c.role_id.is_distinct_from(role_id))
+        sources.append(queue)
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    branches = [OrgTemplate(tasks).select(*TASK_COLUMNS, due_key.label("sort_key"))
+                .where(source, *conditions).order_by(due_key, tasks.c.id).limit(limit)
+                for source in sources]
+    merged = sa.union_all(*branches).subquery("inbox")
+    return sa.select(merged).order_by(merged.c.sort_key, merged.c.id).limit(limit)
 
 
 # -- dependencies -------------------------------------------------------------------
@@ -945,7 +967,11 @@ async def board_columns(conn: AsyncConnection, org_id: str, f: TaskFilter, group
     await custom_plans(conn)
     group = BOARD_GROUPS[group_by]
     named = [v for v in values if v is not None]
-    column = sa.values(sa.column("value", sa.Text), name="board_values").data([(v,) for v in named])
+    # The values as one array parameter (unnest), not a VALUES list: SQLAlchemy does not
+    # cache the compiled form of a statement with VALUES data, and compiling this one
+    # each time was a third of the board's time.
+    column = (sa.func.unnest(sa.literal(named, pg.ARRAY(sa.Text)))
+              .table_valued(sa.column("value", sa.Text), name="board_values").render_derived())
     conditions = filter_conditions(f)
     capped = (OrgScope(tasks, org_id).select(sa.literal(1).label("one"))
               .where(group == column.c.value, *conditions).limit(cap + 1).correlate(column).subquery("capped"))
