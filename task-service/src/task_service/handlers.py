@@ -120,7 +120,11 @@ async def task_requested(ctx: EventContext, event: TaskRequested) -> None:
 
 
 async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: CreateTask, *, by: Actor) -> Task:
-    if command.request_id is not None:
+    # A repeated request is answered by the task it made. The insert below decides a
+    # clash by the unique index and writes nothing then, so the read first is needed
+    # only where a check before the insert could refuse the repeat (its parent,
+    # project or milestone gone since); most requests (a saga's) name none and skip it.
+    if command.request_id is not None and (command.parent_task_id or command.project_id or command.milestone_id):
         existing = await store.find_by_request(uow.conn, org_id, command.request_id)
         if existing is not None:
             return existing
@@ -335,7 +339,7 @@ async def agent_result_produced(ctx: EventContext, event: AgentResultProduced) -
             return
         reason = event.error or event.summary
         failed = task.fail(reason, event.agent_user_id, ctx.uow.clock.now())
-        await _save_failed(ctx.uow, failed, reason, by=Actor(event.agent_user_id, "ai_agent", "failed"))
+        await _save_failed(ctx.uow, failed, reason, by=Actor(event.agent_user_id, "ai_agent", "failed"), before=task)
         return
     if not task.can_become(TaskStatus.COMPLETED):
         log.info("ignoring result for task %s: it is %s", task.id, task.status.value)
@@ -360,7 +364,7 @@ async def action_finished(ctx: EventContext, event: ActionFinished) -> None:
             return
         reason = event.error or f"action {event.action} failed"
         await _save_failed(ctx.uow, task.fail(reason, AUTOMATION, now, event.result), reason,
-                           by=Actor(AUTOMATION, "automation", "failed"))
+                           by=Actor(AUTOMATION, "automation", "failed"), before=task)
 
 
 async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any], *, by: Actor) -> None:
@@ -371,9 +375,9 @@ async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any]
         done = task.complete(result, by.id, now)
     except ResultInvalid as exc:
         reason = str(exc)
-        await _save_failed(uow, task.fail(reason, by.id, now), reason, by=replace(by, action="failed"))
+        await _save_failed(uow, task.fail(reason, by.id, now), reason, by=replace(by, action="failed"), before=task)
         return
-    await _save_completed(uow, done, by=by)
+    await _save_completed(uow, done, by=by, before=task)
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
@@ -468,8 +472,10 @@ async def _lock_reported(ctx: EventContext, task_id: str) -> Task:
     return task
 
 
-async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: Decision | None = None) -> Task:
-    task = await store.update_task(uow.conn, task, by)
+async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: Decision | None = None,
+                          before: Task | None = None) -> Task:
+    """`before`: the task as locked in this transaction, when the caller has it."""
+    task = await store.update_task(uow.conn, task, by, before=before)
     event = TaskCompleted(
         **_ids(task),
         task_type=task.task_type,
@@ -485,8 +491,8 @@ async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: D
     return task
 
 
-async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, by: Actor) -> Task:
-    task = await store.update_task(uow.conn, task, by)
+async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, by: Actor, before: Task | None = None) -> Task:
+    task = await store.update_task(uow.conn, task, by, before=before)
     await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=by.id,
                                                          result=task.result or {}),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))

@@ -338,12 +338,15 @@ async def insert_task(conn: AsyncConnection, task: Task, by: Actor) -> bool:
     return inserted
 
 
-async def update_task(conn: AsyncConnection, task: Task, by: Actor) -> Task:
+async def update_task(conn: AsyncConnection, task: Task, by: Actor, *, before: Task | None = None) -> Task:
     """Write what a change made of the task, one version on, and the history entry
     saying what changed, who changed it and when (in the same transaction). The
-    caller holds the task's row lock. Answers the task as written."""
+    caller holds the task's row lock. Answers the task as written. `before`: the row
+    as the caller read it under that lock in this transaction, unchanged since (it
+    is not read again); otherwise it is read here."""
     scope = OrgScope(tasks, task.org_id)
-    before = await get_task(conn, task.org_id, task.id)
+    if before is None:
+        before = await get_task(conn, task.org_id, task.id)
     task = replace(task, version=(before.version if before else task.version) + 1)
     search: dict[str, Any] = {}
     if before is None or (before.title, before.description) != (task.title, task.description):

@@ -4,6 +4,8 @@ announce — all in the caller's unit of work."""
 from __future__ import annotations
 
 import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -156,10 +158,17 @@ async def _definition_for(uow: UnitOfWork, org_id: str, key: str, version: int |
 
 # --- runs -----------------------------------------------------------------------
 
+def _log(uow: UnitOfWork, entry: RunLogEntry) -> None:
+    """A line of a run's log, inserted with the transaction's other deferred rows at its
+    end (one statement for a consumer batch's lines); `get_run` writes them first."""
+    uow.defer_insert(store.run_log, store.log_row(entry))
+
+
 async def get_run(uow: UnitOfWork, caller: Caller, run_id: str) -> RunWithLog:
     run = await store.get_run(uow.conn, caller.org_id, run_id)
     if run is None:
         raise RunNotFound(run_id)
+    await uow.flush()  # the log lines this transaction deferred, so the log read has them
     return RunWithLog(run, await store.run_log_of(uow.conn, caller.org_id, run_id))
 
 
@@ -205,7 +214,7 @@ async def start_run(uow: UnitOfWork, request: RunRequest) -> tuple[WorkflowRun, 
         run = replace(run, status=RunStatus.QUEUED,
                       state={"steps": {}, "attempts": {}, "queued_behind": overlapping[0].id})
         await store.update_run(uow.conn, run)
-        await store.append_log(uow.conn, RunLogEntry(
+        _log(uow, RunLogEntry(
             run.id, run.org_id, now, SERVICE_ACTOR,
             f"queued: run {overlapping[0].id} is still open for {key}; this run starts when it ends"))
         return run, True
@@ -246,7 +255,7 @@ async def _start_queued(uow: UnitOfWork, ended: WorkflowRun) -> None:
     definition = await _parsed_definition(uow, queued)
     if definition is None:
         return
-    await store.append_log(uow.conn, RunLogEntry(queued.id, queued.org_id, uow.clock.now(), SERVICE_ACTOR,
+    _log(uow, RunLogEntry(queued.id, queued.org_id, uow.clock.now(), SERVICE_ACTOR,
                                                  f"run {ended.id} ended ({ended.status.value}); starting"))
     await _begin(uow, replace(queued, status=RunStatus.RUNNING, state={}), definition)
 
@@ -323,7 +332,11 @@ async def run_requested(ctx: EventContext, event: WorkflowRunRequested) -> None:
 async def _locked_run(uow: UnitOfWork, org_id: str, run_id: str) -> WorkflowRun | None:
     """A run locked for its transition, its parent (and theirs) locked first: a
     child's end locks its parent to report, and a parent's cancel locks its children,
-    so every transaction takes a family's locks in the same order, parents first."""
+    so every transaction takes a family's locks in the same order, parents first. A
+    run without a parent (most) is locked by its one read."""
+    top_level = await store.lock_top_level_run(uow.conn, org_id, run_id)
+    if top_level is not None:
+        return top_level
     run = await store.get_run(uow.conn, org_id, run_id)
     if run is not None and run.parent_run_id is not None:
         await _locked_run(uow, org_id, run.parent_run_id)
@@ -348,7 +361,7 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         return
     entry = task_completed_entry(run, event, ctx.uow.clock.now())
     if run.status in FINISHED or event.workflow_step is None:
-        await store.append_log(ctx.uow.conn, _ignored(entry, run))
+        _log(ctx.uow, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
@@ -357,7 +370,7 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
         event.workflow_step, request_id=event.request_id, actor=event.completed_by, result=event.result,
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
     ))
-    await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
+    _log(ctx.uow, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition, results=ctx.results)
 
 
@@ -367,7 +380,7 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
         return
     entry = task_failed_entry(run, event, ctx.uow.clock.now())
     if run.status in FINISHED or event.workflow_step is None:
-        await store.append_log(ctx.uow.conn, _ignored(entry, run))
+        _log(ctx.uow, _ignored(entry, run))
         return
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
@@ -375,7 +388,7 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_failed(
         event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
         result=event.result))
-    await store.append_log(ctx.uow.conn, entry if transition.applied else _ignored(entry, run))
+    _log(ctx.uow, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition, results=ctx.results)
 
 
@@ -423,7 +436,7 @@ async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) 
             uow.pending.rows = pending_before
             del uow.announced[announced_before:]
             log.exception("timer %s of run %s could not fire", timer.id, timer.run_id)
-            await store.append_log(uow.conn, RunLogEntry(
+            _log(uow, RunLogEntry(
                 run_id=timer.run_id, org_id=timer.org_id, at=uow.clock.now(), actor="timer",
                 message=f"timer {timer.id} of step {timer.step} could not advance the run: {exc}"))
     return len(fired)
@@ -439,15 +452,18 @@ def _ignored(entry: RunLogEntry, run: WorkflowRun) -> RunLogEntry:
 async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | None:
     """The run's definition; None when it no longer passes the checks (published before
     they existed), in which case the run is stopped here, visibly, needing attention."""
-    stored = await store.get_definition(uow.conn, run.definition_org_id or run.org_id, run.workflow_key,
-                                        run.workflow_version)
-    if stored is None:
-        raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
-    try:
-        parsed = parse_stored(stored.document)
-    except DefinitionInvalid as exc:
-        await _stop_outdated(uow, run, exc)
-        return None
+    owner = run.definition_org_id or run.org_id
+    parsed = _known_definition(uow, owner, run.workflow_key, run.workflow_version)
+    if parsed is None:
+        stored = await store.get_definition(uow.conn, owner, run.workflow_key, run.workflow_version)
+        if stored is None:
+            raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
+        try:
+            parsed = parse_stored(stored.document)
+        except DefinitionInvalid as exc:
+            await _stop_outdated(uow, run, exc)
+            return None
+        _remember_definition(uow, owner, run.workflow_key, run.workflow_version, parsed)
     try:
         return parsed.branch(run.branch) if run.branch else parsed
     except KeyError as exc:
@@ -455,10 +471,34 @@ async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | 
                              f"{run.branch}") from exc
 
 
+# Parsed definitions of the runs this process advanced, by (owner org, key, version),
+# per database (engine). A stored version is never changed or deleted, so the row a
+# run names need not be read again on each of its events; a run's definition is
+# committed before the run is (its foreign key), so what is remembered is committed.
+_DEFINITIONS_LIMIT = 512
+_definitions: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str, int], Definition]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _known_definition(uow: UnitOfWork, org_id: str, key: str, version: int) -> Definition | None:
+    known = _definitions.get(uow.conn.sync_engine)
+    found = None if known is None else known.get((org_id, key, version))
+    if found is not None and known is not None:
+        known.move_to_end((org_id, key, version))
+    return found
+
+
+def _remember_definition(uow: UnitOfWork, org_id: str, key: str, version: int, parsed: Definition) -> None:
+    known = _definitions.setdefault(uow.conn.sync_engine, OrderedDict())
+    known[(org_id, key, version)] = parsed
+    if len(known) > _DEFINITIONS_LIMIT:
+        known.popitem(last=False)
+
+
 async def _stop_outdated(uow: UnitOfWork, run: WorkflowRun, exc: DefinitionInvalid) -> None:
     reason = (f"{run.workflow_key} v{run.workflow_version} no longer passes the workflow checks ({exc}); "
               "the run takes no further step - needs attention")
-    await store.append_log(uow.conn, RunLogEntry(run.id, run.org_id, uow.clock.now(), SERVICE_ACTOR, reason))
+    _log(uow, RunLogEntry(run.id, run.org_id, uow.clock.now(), SERVICE_ACTOR, reason))
     await store.cancel_timers(uow.conn, run.org_id, run.id)
     await uow.announce("stayops.workflow.run.failed", WorkflowRunFailed(
         run_id=run.id, org_id=run.org_id, workflow_key=run.workflow_key, workflow_version=run.workflow_version,
@@ -505,7 +545,7 @@ async def _apply(uow: UnitOfWork, run: WorkflowRun, definition: Definition, tran
         return run
     now = uow.clock.now()
     for line in transition.log:
-        await store.append_log(uow.conn, RunLogEntry(run.id, run.org_id, now, line.actor, line.message))
+        _log(uow, RunLogEntry(run.id, run.org_id, now, line.actor, line.message))
 
     async def announce(event_type: str, payload: Payload) -> None:
         await uow.announce(event_type, payload, org_id=run.org_id, key=run.id, correlation_id=run.id)
@@ -680,7 +720,7 @@ async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun, results: Result
         return  # still being started in this transaction: `_start_children` applies it
     message = f"child run {child.id} {child.status.value}"
     if parent.status in FINISHED:
-        await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
+        _log(uow, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
                                                      f"{message} - ignored: run is {parent.status.value}"))
         return
     definition = await _parsed_definition(uow, parent)
@@ -689,6 +729,6 @@ async def _report_to_parent(uow: UnitOfWork, child: WorkflowRun, results: Result
     transition = await _advance(uow, results, definition, parent,
                                 lambda saga: saga.child_finished(**_outcome_of(child)))
     if not transition.applied:
-        await store.append_log(uow.conn, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
+        _log(uow, RunLogEntry(parent.id, parent.org_id, uow.clock.now(), SERVICE_ACTOR,
                                                      f"{message} - ignored: the run no longer waits for it"))
     await _apply(uow, parent, definition, transition, results=results)

@@ -245,8 +245,25 @@ async def get_run(
     return _to_run(row) if row else None
 
 
+async def lock_top_level_run(conn: AsyncConnection, org_id: str, run_id: str) -> WorkflowRun | None:
+    """The run locked FOR UPDATE if it has no parent run (the lock order puts parents
+    first, so a child run is not locked here); None for a child run or no run.
+    `parent_run_id` never becomes set after a run is inserted, so a row that matches
+    here is a top-level run whatever a concurrent update did."""
+    query = (OrgScope(runs, org_id).select().where(runs.c.id == run_id, runs.c.parent_run_id.is_(None))
+             .with_for_update())
+    row = (await conn.execute(query)).first()
+    return _to_run(row) if row else None
+
+
 async def append_log(conn: AsyncConnection, entry: RunLogEntry) -> None:
     await conn.execute(OrgScope(run_log, entry.org_id).insert(**asdict(entry)))
+
+
+def log_row(entry: RunLogEntry) -> dict[str, Any]:
+    """A log entry as a `run_log` row, for a unit of work's deferred inserts (the log
+    lines of a consumer batch go in one statement at its end)."""
+    return asdict(entry)
 
 
 async def run_log_of(conn: AsyncConnection, org_id: str, run_id: str) -> list[RunLogEntry]:
