@@ -4,7 +4,7 @@ publishes, the inbox consumer commits each effect before the offset), on one
 embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
 end-to-end latency at a fixed rate beside bare aiokafka's at the same rate.
 
-    python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20]
+    python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20] [--latency-only]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
 from stayops_infra.testing import start_test_stack
-from stayops_kit.db import create_engine, outbox
+from stayops_kit.db import create_engine, inbox, outbox
 from stayops_kit.kafka import create_producer
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.testing import (
@@ -162,6 +162,7 @@ class CpuMeter:
 
 METER: CpuMeter | None = None
 CPU_PER_EVENT: dict[str, float] = {}
+STAGES: dict[str, list[float]] = {}
 
 
 @contextlib.asynccontextmanager
@@ -218,11 +219,14 @@ async def latency(stack: object, rate: int, seconds: int) -> list[float]:
     org = probe.org_id
     total = rate * seconds
 
+    committed: dict[int, int] = {}
+
     async def write_one(seq: int) -> None:
         async with probe.uow.begin() as unit:
             sent = time.time_ns()
             await unit.announce(PROBE_EVENT, probe_payload(org, f"k{seq % 50}", seq, sent_at_ns=sent,
                                                            padding=PADDING), org_id=org, key=f"k{seq % 50}")
+        committed[seq] = time.time_ns()
 
     # "latest": the topic may hold other events (an earlier run's), which are not this phase's.
     async with relay_and_consumer(probe, offset_reset="latest"):
@@ -238,12 +242,26 @@ async def latency(stack: object, rate: int, seconds: int) -> list[float]:
         await asyncio.gather(*pending)
         await wait_for_effects(probe, total)
     async with probe.engine.connect() as conn:
-        rows = await conn.execute(
-            sa.select(probe_effects.c.sent_at_ns, probe_effects.c.applied_at).where(probe_effects.c.org_id == org)
-        )
-        # Time to the effect's commit as the consumer's clock_timestamp() saw it (one machine, one clock).
-        samples = [(applied.timestamp() * 1e9 - sent) / 1e6 for sent, applied in rows]
+        rows = (await conn.execute(
+            sa.select(probe_effects.c.sent_at_ns, outbox.c.sent_at, inbox.c.handled_at, probe_effects.c.applied_at,
+                      probe_effects.c.seq)
+            .join(outbox, outbox.c.event_id == sa.cast(probe_effects.c.event_id, outbox.c.event_id.type))
+            .join(inbox, inbox.c.event_id == probe_effects.c.event_id)
+            .where(probe_effects.c.org_id == org)
+        )).all()
     await probe.engine.dispose()
+    # Time to the effect's insert as the consumer's clock_timestamp() saw it (one machine, one clock).
+    samples = [(applied.timestamp() * 1e9 - sent) / 1e6 for sent, _, _, applied, _ in rows]
+    # Where it went: stamped in the writer's transaction -> committed (as the writer saw
+    # it) -> read by the relay (the outbox's sent_at is the time of the relay's read)
+    # -> the consumer's transaction began (the inbox's handled_at) -> the effect was
+    # inserted (its clock_timestamp()).
+    STAGES.update({
+        "write->committed": [(committed[seq] - sent) / 1e6 for sent, _, _, _, seq in rows],
+        "committed->relay read": [(read.timestamp() * 1e9 - committed[seq]) / 1e6 for _, read, _, _, seq in rows],
+        "relay read->consumer tx": [(handled - read).total_seconds() * 1e3 for _, read, handled, _, _ in rows],
+        "consumer tx->effect": [(applied - handled).total_seconds() * 1e3 for _, _, handled, applied, _ in rows],
+    })
     return samples
 
 
@@ -284,12 +302,14 @@ async def main(args: argparse.Namespace) -> None:
             samples = await latency(stack, args.rate, args.seconds)
             say(f"bare latency: {args.rate} events/s for {args.seconds}s")
             bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds)
-            say(f"bare aiokafka: {args.events} x 1 KB events")
-            bare = await bare_kafka(stack.kafka_bootstrap, args.events)
-            say(f"  {bare:,.0f} events/s")
-            say(f"full path: {args.events} events from 16 concurrent handler transactions")
-            full = await full_path(stack, args.events)
-            say(f"  {full:,.0f} events/s")
+            bare = full = float("nan")
+            if not args.latency_only:
+                say(f"bare aiokafka: {args.events} x 1 KB events")
+                bare = await bare_kafka(stack.kafka_bootstrap, args.events)
+                say(f"  {bare:,.0f} events/s")
+                say(f"full path: {args.events} events from 16 concurrent handler transactions")
+                full = await full_path(stack, args.events)
+                say(f"  {full:,.0f} events/s")
         finally:
             stack.close()
     print()
@@ -302,6 +322,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
           f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
           f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
+    for stage, stage_samples in STAGES.items():
+        print(f"  {stage:<24} p50 {percentile(stage_samples, 0.50):7.1f} ms   "
+              f"p99 {percentile(stage_samples, 0.99):7.1f} ms")
     if CPU_PER_EVENT:
         print("CPU per event (full path)        " + "   ".join(
             f"{stage} {micros:.0f} us" for stage, micros in CPU_PER_EVENT.items()))
@@ -313,4 +336,5 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--latency-only", action="store_true", help="only the two latency phases")
     asyncio.run(main(parser.parse_args()))

@@ -67,6 +67,14 @@ class Wakeup:
     def set(self) -> None:
         self._event.set()
 
+    def take(self) -> bool:
+        """Whether a notification (or `set()`) came since the last `wait` or `take`;
+        clears it. A loop that takes one before it looks may look again at once
+        instead of finishing its pass and waiting."""
+        was_set = self._event.is_set()
+        self._event.clear()
+        return was_set
+
     @property
     def listening(self) -> bool:
         return self._listener is not None and not self._listener.is_closed()

@@ -15,8 +15,9 @@ Broker trouble (timeouts, a lost connection) charges no row: the pass backs off.
 A producer in a fatal state (fenced, out of sequence) is replaced.
 
 A pass is pipelined: the next batch is read (leaving out the rows still in
-flight) and sent while the previous batch's acks are awaited; a batch is marked
-sent only after its acks, on a session that does not wait for the WAL flush.
+flight) and sent while the previous batch's acks are awaited, when the previous
+batch was full or a commit notified meanwhile; a batch is marked sent only after
+its acks, on a session that does not wait for the WAL flush.
 """
 
 from __future__ import annotations
@@ -224,12 +225,20 @@ class OutboxRelay:
         full = False
         try:
             for _ in range(self._config.pipeline_batches):
+                # Rows committed from here on notify again: if any did by the time this
+                # batch is sent, the next is read now, while this one awaits its acks,
+                # not after its acks and marks (a one-row batch at a time otherwise
+                # waits a Kafka round trip and a mark behind the one before it).
+                self._wakeup.take()
                 batch = await self._start_batch(conn, in_flight[-1] if in_flight else None)
                 in_flight.append(batch)
                 wait_s, full = min(wait_s, batch.wait_s), batch.full
                 if len(in_flight) > 1:  # the batch before this one: its acks, its marks
                     wait_s = min(wait_s, await self._finish(conn, in_flight.popleft()))
-                if not full or self._stopping.is_set():
+                notified = self._wakeup.take()
+                if not (full or (notified and batch.rows)) or self._stopping.is_set():
+                    if notified:
+                        self._wakeup.set()  # not taken up here: the next wait returns at once
                     break
             while in_flight:
                 wait_s = min(wait_s, await self._finish(conn, in_flight.popleft()))
