@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
-from stayops_kit.db import create_engine
+from stayops_kit.db import create_engine, outbox
 from stayops_kit.kafka import REQUEST_TIMEOUT_MS, create_producer
 from stayops_kit.loops import supervise
 from stayops_kit.metrics import Metrics
@@ -212,6 +212,15 @@ def decoded(record: Any) -> Envelope | None:
         return from_kafka(record.key, record.value, list(record.headers))
     except SchemaError:
         return None
+
+
+async def announced(engine: AsyncEngine, org_id: str, event_type: str) -> list[dict[str, Any]]:
+    """The payloads of the `event_type` events a service wrote to announce for an org
+    (its outbox, sent yet or not), oldest first: what a test reads instead of a topic."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.payload).where(
+            outbox.c.org_id == org_id, outbox.c.event_type == event_type).order_by(outbox.c.id))
+        return [dict(row.payload) for row in rows]
 
 
 async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
 from stayops_kit.db import inbox, outbox
-from stayops_kit.testing import eventually
+from stayops_kit.testing import announced, eventually
 from stayops_schemas.binding import to_kafka
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
@@ -74,16 +74,6 @@ async def seed_members(producer: AIOKafkaProducer, runtime: Any, org: str,
     await eventually(in_directory, what=f"{len(members)} members in the directory")
 
 
-async def announced(runtime: Any, org: str, name: str) -> list[dict[str, Any]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(
-            sa.select(outbox.c.payload)
-            .where(outbox.c.org_id == org, outbox.c.event_type == name)
-            .order_by(outbox.c.id)
-        )
-        return [row.payload for row in rows]
-
-
 async def handled(runtime: Any, *events: Envelope) -> None:
     """Wait until task-service has applied (or deliberately ignored) these events."""
     wanted = {event.id for event in events}
@@ -126,8 +116,8 @@ async def test_a_request_delivered_three_times_creates_one_task(
     [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
     assert (task["assigned_to"], task["workflow_run_id"], task["request_id"]) == (
         "automation", "run-1", "run-1:sync:1")
-    created = await announced(runtime, org, "stayops.task.created")
-    assigned = await announced(runtime, org, "stayops.task.assigned")
+    created = await announced(runtime.engine, org, "stayops.task.created")
+    assigned = await announced(runtime.engine, org, "stayops.task.assigned")
     assert len(created) == 1 and len(assigned) == 1
     assert (assigned[0]["assigned_to"], assigned[0]["task_type"], assigned[0]["workflow_step"]) == (
         "automation", "automated", "sync")
@@ -155,7 +145,7 @@ async def test_a_role_task_goes_to_the_member_with_fewest_open_tasks(
     second = (await client.post("/v1/tasks", json=by_role, headers=owner)).json()
     assert second["assigned_to"] == "alice"
 
-    events = {e["task_id"]: e for e in await announced(runtime, org, "stayops.task.assigned")}
+    events = {e["task_id"]: e for e in await announced(runtime.engine, org, "stayops.task.assigned")}
     assert events[first["id"]]["assignee_type"] == "ai_agent"
     assert events[first["id"]]["rule"].startswith("role:revenue-manager -> fewest open tasks (0)")
     assert events[busy.json()["id"]]["rule"] == "assigned by user owner-1"
@@ -179,7 +169,7 @@ async def test_a_task_queued_for_a_role_goes_to_the_first_member_who_joins_it(
 
     task = await eventually(assigned, what="the queued task handed to the new member")
     assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
-    events = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == queued["id"]]
+    events = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == queued["id"]]
     assert [e["assigned_to"] for e in events] == [None, "ai-rm"], "queued, then handed to the new member"
 
 
@@ -247,9 +237,9 @@ async def test_who_may_act_on_a_task_and_when(service: Service, stack: Any) -> N
         "completed", {"fixed": True}, "bob")
     assert (await client.post(f"{url}/fail", json={"reason": "late"}, headers=bob)).status_code == 409
 
-    assert [e["started_by"] for e in await announced(runtime, org, "stayops.task.started")] == ["bob", "bob"]
-    assert [e["blocked_by"] for e in await announced(runtime, org, "stayops.task.blocked")] == ["bob"]
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    assert [e["started_by"] for e in await announced(runtime.engine, org, "stayops.task.started")] == ["bob", "bob"]
+    assert [e["blocked_by"] for e in await announced(runtime.engine, org, "stayops.task.blocked")] == ["bob"]
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (completed["completed_by"], completed["result"]) == ("bob", {"fixed": True})
 
 
@@ -282,12 +272,12 @@ async def test_an_owner_approves_a_decision_with_changes(service: Service, stack
                                  json={"outcome": "approved", "comment": "a bit less", "changes": changes})
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "completed"
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (completed["task_type"], completed["outcome"], completed["comment"]) == (
         "decision", "approved", "a bit less")
     assert completed["changes"] == {"prices": changes}
     assert completed["completed_by"] == answered.json()["completed_by"] == "owner-1"
-    claim = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == decision["id"]]
+    claim = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == decision["id"]]
     assert [(e["assigned_to"], e["rule"]) for e in claim] == [
         (None, "role:owner -> role queue (no active member)"),
         ("owner-1", "claimed by owner-1 from the queue of role owner")]
@@ -323,7 +313,7 @@ async def test_an_agents_result_completes_its_analysis_task(
 
     done = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (done["status"], done["result"], done["completed_by"]) == ("completed", pricing_result(8.5), "ai-rm")
-    [event] = await announced(runtime, org, "stayops.task.completed")
+    [event] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (event["completed_by"], event["workflow_run_id"], event["workflow_step"]) == (
         "ai-rm", "run-7", "analysis")
 
@@ -358,9 +348,9 @@ async def test_an_agents_failure_fails_its_task_with_the_reason(
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (current["status"], current["status_reason"]) == ("failed", "no synced listing matches data.listing_ids")
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert event["failed_by"] == "ai-rm"
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
 
 async def test_an_automation_failure_fails_the_task_and_late_reports_change_nothing(
@@ -387,10 +377,9 @@ async def test_an_automation_failure_fails_the_task_and_late_reports_change_noth
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (current["status"], current["status_reason"]) == ("failed", "listing L2 refused the price")
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert (event["failed_by"], event["reason"]) == ("automation", "listing L2 refused the price")
-    assert await announced(runtime, org, "stayops.task.completed") == []
-
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
 
 async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
@@ -413,7 +402,7 @@ async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
     assert current["assigned_to"] == "bob"
-    reassigned = (await announced(runtime, org, "stayops.task.assigned"))[-1]
+    reassigned = (await announced(runtime.engine, org, "stayops.task.assigned"))[-1]
     assert (reassigned["task_id"], reassigned["assigned_to"]) == (task["id"], "bob")
     assert reassigned["rule"].startswith("alice left the organisation; role:cleaner -> only active member")
 
@@ -510,10 +499,10 @@ async def test_a_queued_task_is_claimed_before_anyone_acts_on_it_and_only_by_its
     done = await client.post(f"{url}/complete", json={"result": {"clean": True}}, headers=alice)
     assert (done.json()["status"], done.json()["completed_by"]) == ("completed", "alice")
 
-    assigned = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == task["id"]]
+    assigned = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == task["id"]]
     assert [(e["assigned_to"], e["assignee_type"], e["rule"]) for e in assigned][-1] == (
         "alice", "human", "claimed by alice from the queue of role cleaner")
-    assert [e["completed_by"] for e in await announced(runtime, org, "stayops.task.completed")] == ["alice"]
+    assert [e["completed_by"] for e in await announced(runtime.engine, org, "stayops.task.completed")] == ["alice"]
 
 
 async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fails_the_task(
@@ -552,8 +541,8 @@ async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fai
     failed = (await client.get(f"/v1/tasks/{by_agent['id']}", headers=owner)).json()
     assert (failed["status"], failed["completed_by"]) == ("failed", "ai-rm")
     assert "does not fit the 'pricing' skill" in failed["status_reason"]
-    assert await announced(runtime, org, "stayops.task.completed") == []
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert (event["task_id"], event["failed_by"]) == (by_agent["id"], "ai-rm")
 
 
@@ -591,12 +580,12 @@ async def test_edited_prices_must_name_proposed_nights_and_pass_the_orgs_guardra
                  "L1 2026-12-01 at 130.00: a change of +30.0 % from 100.00 is more than the 20 % a night may move"):
         assert says in detail, says
     assert (await client.get(f"/v1/tasks/{decision['id']}", headers=owner)).json()["status"] == "pending"
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
     accepted = await client.post(url, headers=owner, json={"outcome": "approved", "changes": {"prices": [
         {"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}})
     assert accepted.status_code == 200, accepted.text
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert completed["changes"] == {"prices": [{"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}
 
 
@@ -616,7 +605,7 @@ async def test_approving_proposed_prices_needs_prices_publish(service: Service, 
                                 json={"outcome": "approved"})
     assert approve.status_code == 403, approve.text
     assert "prices.publish" in approve.json()["detail"]
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
     reject = await client.post(f"/v1/tasks/{decisions[1]['id']}/decision", headers=decider,
                                json={"outcome": "rejected", "comment": "not this week"})
     assert reject.status_code == 200, reject.text
