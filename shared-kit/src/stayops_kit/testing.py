@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -223,6 +223,22 @@ async def announced(engine: AsyncEngine, org_id: str, event_type: str) -> list[d
         return [dict(row.payload) for row in rows]
 
 
+def event_envelope(type_: str, payload: Payload, key: str, source: str | None = None, *,
+                   time: datetime | None = None, correlation_id: str | None = None) -> Envelope:
+    """The event as its owner sends it (`stayops_schemas.ownership`: consumers
+    dead-letter another source's), unless `source` names another publisher; now
+    unless `time` says when."""
+    return event_type(type_).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
+                                      partitionkey=key, time=time or datetime.now(UTC), correlationid=correlation_id)
+
+
+async def send(producer: AIOKafkaProducer, envelope: Envelope) -> None:
+    """Send an event to its type's topic, as a service's relay would."""
+    record = to_kafka(envelope)
+    await producer.send_and_wait(event_type(envelope.type).topic, value=record.value, key=record.key,
+                                 headers=record.headers)
+
+
 async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -321,12 +337,8 @@ class ServiceUnderTest:
                       source: str | None = None, correlation_id: str | None = None) -> None:
         """Send an event as its owner would (`stayops_schemas.ownership`), unless
         `source` names another publisher (to test that a forgery is refused)."""
-        entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
-                                  partitionkey=key, time=time or self.runtime.clock.now(),
-                                  correlationid=correlation_id)
-        record = to_kafka(envelope)
-        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key, headers=record.headers)
+        await send(self.producer, event_envelope(type_, payload, key, source, time=time or self.runtime.clock.now(),
+                                                 correlation_id=correlation_id))
 
 
 @contextlib.asynccontextmanager

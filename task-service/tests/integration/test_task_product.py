@@ -12,11 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stayops_kit.testing import announced, eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
-from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.base import Payload
+from stayops_kit.testing import announced, event_envelope, eventually, send
 from stayops_schemas.events.tasks import (
     ReassignMode,
     TaskCancelRequested,
@@ -24,24 +20,13 @@ from stayops_schemas.events.tasks import (
     TaskRequested,
     TaskType,
 )
-from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
+from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import handlers, store
 from task_service.testing import auth, create, history
 
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
-
-
-def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
-                                     partitionkey=key, time=datetime.now(UTC))
-
-
-async def publish(producer: AIOKafkaProducer, event: Envelope) -> None:
-    record = to_kafka(event)
-    await producer.send_and_wait(event_type(event.type).topic, value=record.value, key=record.key,
-                                 headers=record.headers)
 
 
 async def join(runtime: Any, org: str, user: str, role: str, department: str | None = None) -> None:
@@ -253,7 +238,7 @@ async def test_changes_made_by_events_are_in_the_history(service: Service, stack
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Clean flat 3", task_type=TaskType.MANUAL,
             requested_by="wf-owner"), org, source=WORKFLOW_SERVICE))
 
@@ -262,7 +247,7 @@ async def test_changes_made_by_events_are_in_the_history(service: Service, stack
             return items[0] if items else None
 
         task = await eventually(requested, timeout=30)
-        await publish(producer, envelope("stayops.task.cancel.requested", TaskCancelRequested(
+        await send(producer, event_envelope("stayops.task.cancel.requested", TaskCancelRequested(
             request_id=request_id, org_id=org, reason="reservation cancelled", requested_by="wf-owner"), org))
 
         async def cancelled() -> Any:
@@ -286,7 +271,7 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
             role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
 
@@ -296,7 +281,7 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
 
         task = await eventually(requested, timeout=30)
         for moved in ({"assigned_to": "boss-1"}, {"role_id": "owner"}):
-            await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+            await send(producer, event_envelope("stayops.task.reassign.requested", TaskReassignRequested(
                 request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
                 **moved), org))
 
@@ -329,7 +314,7 @@ async def test_a_reviewer_added_by_its_workflow_sees_the_task_in_their_inbox_and
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
             role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
 
@@ -340,7 +325,7 @@ async def test_a_reviewer_added_by_its_workflow_sees_the_task_in_their_inbox_and
         task = await eventually(requested, timeout=30)
         boss = auth(stack, org, user="boss-1")
         assert (await client.get("/v1/inbox", headers=boss)).json()["items"] == []
-        await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+        await send(producer, event_envelope("stayops.task.reassign.requested", TaskReassignRequested(
             request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
             assigned_to="boss-1", mode=ReassignMode.ADD_REVIEWER), org))
 

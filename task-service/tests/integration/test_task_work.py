@@ -16,16 +16,13 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
 from stayops_kit.db import inbox, outbox
-from stayops_kit.testing import announced, eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
+from stayops_kit.testing import announced, event_envelope, eventually, send
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
-from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, MemberLeft, OrgPolicyUpdated, PriceGuardrails, UserType
 from stayops_schemas.events.tasks import TaskRequested, TaskType
-from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
+from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import store
 
 pytestmark = pytest.mark.stack
@@ -44,18 +41,6 @@ async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
         await kafka.stop()
 
 
-def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
-    """The event as its owner sends it (consumers dead-letter another source's)."""
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
-                                     partitionkey=key, time=datetime.now(UTC))
-
-
-async def publish(producer: AIOKafkaProducer, event: Envelope) -> None:
-    record = to_kafka(event)
-    await producer.send_and_wait(event_type(event.type).topic, value=record.value, key=record.key,
-                                 headers=record.headers)
-
-
 def headers(stack: Any, org: str, user: str, role: str, user_type: str = "human") -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.mint_token(org, user, role, user_type=user_type)}"}
 
@@ -65,7 +50,7 @@ async def seed_members(producer: AIOKafkaProducer, runtime: Any, org: str,
     for user_id, user_type, role, joined_at in members:
         joined = MemberJoined(org_id=org, user_id=user_id, user_type=user_type, display_name=user_id,
                               role_id=role, role_name=role, joined_at=joined_at)
-        await publish(producer, envelope("org.member.joined", joined, org))
+        await send(producer, event_envelope("org.member.joined", joined, org))
 
     async def in_directory() -> bool:
         async with runtime.engine.connect() as conn:
@@ -106,11 +91,11 @@ async def test_a_request_delivered_three_times_creates_one_task(
     org = str(uuid.uuid4())
     request = requested(org, "run-1:sync:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
                         data={"action": "request_sync"}, workflow_run_id="run-1", workflow_step="sync")
-    first = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)
-    again = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)  # asked again, new id
-    await publish(producer, first)
-    await publish(producer, first)  # the same record redelivered
-    await publish(producer, again)
+    first = event_envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)
+    again = event_envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)  # asked again, new id
+    await send(producer, first)
+    await send(producer, first)  # the same record redelivered
+    await send(producer, again)
     await handled(runtime, first, again)  # the redelivery sits between them on one partition
 
     [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
@@ -289,7 +274,7 @@ async def test_an_agents_result_completes_its_analysis_task(
     client, runtime, _ = service
     org = str(uuid.uuid4())
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-7:analysis:1", role_id="revenue-manager", data={"skill": "pricing"},
         workflow_run_id="run-7", workflow_step="analysis"), "run-7"))
     auth = headers(stack, org, "ai-rm", "revenue-manager", user_type="ai_agent")
@@ -302,13 +287,13 @@ async def test_an_agents_result_completes_its_analysis_task(
     assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
 
     def result(agent: str, change_pct: float) -> Envelope:
-        return envelope("stayops.agent.result.produced", AgentResultProduced(
+        return event_envelope("stayops.agent.result.produced", AgentResultProduced(
             agent_user_id=agent, org_id=org, task_id=task["id"], skill="pricing", summary="done",
             confidence=0.9, result=pricing_result(change_pct)), task["id"])
 
     reports = [result("ai-impostor", 0.0), result("ai-rm", 8.5), result("ai-rm", 12.0)]
     for report in reports:  # an impostor's (ignored), the assignee's, a late one (ignored)
-        await publish(producer, report)
+        await send(producer, report)
     await handled(runtime, *reports)
 
     done = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
@@ -334,16 +319,16 @@ async def test_an_agents_failure_fails_its_task_with_the_reason(
     client, runtime, _ = service
     org = str(uuid.uuid4())
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-8:analysis:1", role_id="revenue-manager", data={"skill": "pricing"},
         workflow_run_id="run-8", workflow_step="analysis"), "run-8"))
     auth = headers(stack, org, "ai-rm", "revenue-manager", user_type="ai_agent")
     [task] = await eventually(lambda: tasks_of(client, auth), what="the analysis task")
 
-    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+    report = event_envelope("stayops.agent.result.produced", AgentResultProduced(
         agent_user_id="ai-rm", org_id=org, task_id=task["id"], skill="pricing", summary="could not run",
         confidence=0.0, failed=True, error="no synced listing matches data.listing_ids"), task["id"])
-    await publish(producer, report)
+    await send(producer, report)
     await handled(runtime, report)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
@@ -358,21 +343,21 @@ async def test_an_automation_failure_fails_the_task_and_late_reports_change_noth
 ) -> None:
     client, runtime, _ = service
     org = str(uuid.uuid4())
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-9:publish:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
         data={"action": "publish_prices"}), "run-9", WORKFLOW_SERVICE))
     auth = headers(stack, org, "owner-1", "owner")
     [task] = await eventually(lambda: tasks_of(client, auth), what="the automated task")
 
     def finished(outcome: ExecutionOutcome, error: str | None) -> Envelope:
-        return envelope("stayops.automation.action.finished", ActionFinished(
+        return event_envelope("stayops.automation.action.finished", ActionFinished(
             org_id=org, task_id=task["id"], action="publish_prices", outcome=outcome, error=error),
             task["id"])
 
     reports = [finished(ExecutionOutcome.FAILURE, "listing L2 refused the price"),
                finished(ExecutionOutcome.SUCCESS, None)]
     for report in reports:
-        await publish(producer, report)
+        await send(producer, report)
     await handled(runtime, *reports)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
@@ -396,8 +381,8 @@ async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
                               json={"title": "Clean", "task_type": "manual", "role_id": "cleaner"})).json()
     assert task["assigned_to"] == "alice"
 
-    left = envelope("org.member.left", MemberLeft(org_id=org, user_id="alice", left_at=datetime.now(UTC)), org)
-    await publish(producer, left)
+    left = event_envelope("org.member.left", MemberLeft(org_id=org, user_id="alice", left_at=datetime.now(UTC)), org)
+    await send(producer, left)
     await handled(runtime, left)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
@@ -456,14 +441,14 @@ async def test_only_workflow_service_may_request_a_side_effecting_task(
 ) -> None:
     client, runtime, _ = service
     org = str(uuid.uuid4())
-    forged = envelope("stayops.task.requested", requested(
+    forged = event_envelope("stayops.task.requested", requested(
         org, "alert:1", task_type=TaskType.AUTOMATED, assigned_to="automation", requested_by="workflow-service",
         data=FORGED_PUBLISH["data"], workflow_run_id="run-x"), org, "/agent-service")
-    harmless = envelope("stayops.task.requested", requested(
+    harmless = event_envelope("stayops.task.requested", requested(
         org, "alert:2", task_type=TaskType.MANUAL, title="Revenue fell short", requested_by="ai-rm"),
         org, "/agent-service")
-    await publish(producer, forged)
-    await publish(producer, harmless)
+    await send(producer, forged)
+    await send(producer, harmless)
     await handled(runtime, harmless)  # one key, one partition: the forged request came first
 
     [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
@@ -532,10 +517,10 @@ async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fai
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
     by_agent = (await client.post("/v1/tasks", headers=owner, json={**analysis, "role_id": "revenue-manager"})).json()
     assert by_agent["assigned_to"] == "ai-rm"
-    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+    report = event_envelope("stayops.agent.result.produced", AgentResultProduced(
         agent_user_id="ai-rm", org_id=org, task_id=by_agent["id"], skill="pricing", summary="done",
         confidence=0.9, result=pricing_result(40.0, max_abs_change_pct=0)), by_agent["id"])
-    await publish(producer, report)
+    await send(producer, report)
     await handled(runtime, report)
 
     failed = (await client.get(f"/v1/tasks/{by_agent['id']}", headers=owner)).json()
@@ -553,8 +538,8 @@ async def test_edited_prices_must_name_proposed_nights_and_pass_the_orgs_guardra
     org = str(uuid.uuid4())
     policy = OrgPolicyUpdated(org_id=org, updated_at=datetime.now(UTC), pricing=PriceGuardrails(max_change_pct=20),
                               listings={"L2": PriceGuardrails(floor=Decimal("90.00"), currency="USD")})
-    announced_policy = envelope("org.policy.updated", policy, org)
-    await publish(producer, announced_policy)
+    announced_policy = event_envelope("org.policy.updated", policy, org)
+    await send(producer, announced_policy)
     await handled(runtime, announced_policy)
     night = {"current_price": "100.00", "recommended_price": "110.00", "change_pct": 10.0, "date": "2026-12-01",
              "min_price": "60.00", "max_price": "150.00"}
