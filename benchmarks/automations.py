@@ -12,21 +12,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from stayops_infra import simulate
 from stayops_infra.automations import reservation_guest_welcome_and_cleaning
-from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.orgsim import OrgRegistry, seed_solo
-from stayops_infra.ports import free_port, free_port_pair
-from stayops_infra.stack import EmbeddedStack
-from stayops_infra.system import LocalSystem
+from stayops_infra.system import ephemeral_system
 from stayops_schemas.envelope import Envelope
 
 
@@ -56,75 +51,57 @@ async def linked_tasks(http: httpx.AsyncClient, url: str, token: str) -> dict[st
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="stayops-bench-") as scratch:
-        work = Path(scratch)
-        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
-                             kafka_cache=default_kafka_cache())
-        stack = EmbeddedStack(config, allow_tansu=False)
-        say("starting embedded PostgreSQL and Apache Kafka")
-        await stack.start()
-
-        async def database_url(name: str) -> str:
-            return stack.postgres.url(name)
-
-        system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                             public_key_file=stack.keys.public_key, work_dir=work)
-        try:
-            say("starting the four services and the sync simulator")
-            await system.start()
-            registry = OrgRegistry(work / "orgs.json")
-            async with httpx.AsyncClient(timeout=30) as http:
-                orgs = []
-                for _ in range(args.orgs):
-                    seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
-                    response = await http.post(
-                        f"{system.url('automation-service')}/v1/automations",
-                        json=reservation_guest_welcome_and_cleaning(seeded),
-                        headers={"Authorization": f"Bearer {seeded['tokens']['owner']}"})
-                    response.raise_for_status()
-                    seeded["automation_id"] = response.json()["id"]
-                    orgs.append(seeded)
-                now = dt.datetime.now(dt.UTC)
-                envelopes: list[Envelope] = []
-                for i in range(args.reservations):
-                    org = orgs[i % len(orgs)]
-                    stay = simulate.SimulatedStay(
-                        org_id=org["org_id"], listing_id=org["listing_ids"][i % 2],
-                        reservation_id=f"bench-{uuid.uuid4().hex[:12]}",
-                        check_in=now.date() + dt.timedelta(days=7 + i % 60), nights=2 + i % 4)
-                    envelopes += simulate.airbnb_reservation(stay, change=False, cancel=False, now=now)
-                say(f"publishing {len(envelopes)} reservations across {len(orgs)} orgs at once")
-                published_at = time.time()
-                await simulate.publish(stack.broker.bootstrap, envelopes)
-                say(f"published in {time.time() - published_at:.2f}s; waiting for every task")
-                expected = {e.data["reservation_id"] for e in envelopes}
-                done: dict[str, float] = {}
-                deadline = time.time() + args.timeout
-                waiting = list(orgs)
-                while waiting and time.time() < deadline:
-                    # Looked at every 2 s, and only where tasks are missing: the reading
-                    # shares the two cores with what it measures.
-                    await asyncio.sleep(2)
-                    for org in list(waiting):
-                        tasks = await linked_tasks(http, system.url("task-service"), org["tokens"]["owner"])
-                        for link, linked in tasks.items():
-                            if link in expected and len(linked) >= 2 and link not in done:
-                                done[link] = max(dt.datetime.fromisoformat(t["created_at"]).timestamp()
-                                                 for t in linked)
-                        if all(e.data["reservation_id"] in done for e in envelopes
-                               if e.orgid == org["org_id"]):
-                            waiting.remove(org)
-                fired: list[float] = []
-                for org in orgs:
-                    response = await http.get(
-                        f"{system.url('automation-service')}/v1/automations/{org['automation_id']}/executions",
-                        params={"limit": 500}, headers={"Authorization": f"Bearer {org['tokens']['owner']}"})
-                    response.raise_for_status()
-                    fired += [dt.datetime.fromisoformat(e["finished_at"]).timestamp()
-                              for e in response.json()["items"] if e["finished_at"]]
-        finally:
-            await system.stop()
-            stack.stop()
+    async with ephemeral_system(say, prefix="stayops-bench-", allow_tansu=False) as (stack, system):
+        registry = OrgRegistry(system.work_dir / "orgs.json")
+        async with httpx.AsyncClient(timeout=30) as http:
+            orgs = []
+            for _ in range(args.orgs):
+                seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
+                response = await http.post(
+                    f"{system.url('automation-service')}/v1/automations",
+                    json=reservation_guest_welcome_and_cleaning(seeded),
+                    headers={"Authorization": f"Bearer {seeded['tokens']['owner']}"})
+                response.raise_for_status()
+                seeded["automation_id"] = response.json()["id"]
+                orgs.append(seeded)
+            now = dt.datetime.now(dt.UTC)
+            envelopes: list[Envelope] = []
+            for i in range(args.reservations):
+                org = orgs[i % len(orgs)]
+                stay = simulate.SimulatedStay(
+                    org_id=org["org_id"], listing_id=org["listing_ids"][i % 2],
+                    reservation_id=f"bench-{uuid.uuid4().hex[:12]}",
+                    check_in=now.date() + dt.timedelta(days=7 + i % 60), nights=2 + i % 4)
+                envelopes += simulate.airbnb_reservation(stay, change=False, cancel=False, now=now)
+            say(f"publishing {len(envelopes)} reservations across {len(orgs)} orgs at once")
+            published_at = time.time()
+            await simulate.publish(stack.broker.bootstrap, envelopes)
+            say(f"published in {time.time() - published_at:.2f}s; waiting for every task")
+            expected = {e.data["reservation_id"] for e in envelopes}
+            done: dict[str, float] = {}
+            deadline = time.time() + args.timeout
+            waiting = list(orgs)
+            while waiting and time.time() < deadline:
+                # Looked at every 2 s, and only where tasks are missing: the reading
+                # shares the two cores with what it measures.
+                await asyncio.sleep(2)
+                for org in list(waiting):
+                    tasks = await linked_tasks(http, system.url("task-service"), org["tokens"]["owner"])
+                    for link, linked in tasks.items():
+                        if link in expected and len(linked) >= 2 and link not in done:
+                            done[link] = max(dt.datetime.fromisoformat(t["created_at"]).timestamp()
+                                             for t in linked)
+                    if all(e.data["reservation_id"] in done for e in envelopes
+                           if e.orgid == org["org_id"]):
+                        waiting.remove(org)
+            fired: list[float] = []
+            for org in orgs:
+                response = await http.get(
+                    f"{system.url('automation-service')}/v1/automations/{org['automation_id']}/executions",
+                    params={"limit": 500}, headers={"Authorization": f"Bearer {org['tokens']['owner']}"})
+                response.raise_for_status()
+                fired += [dt.datetime.fromisoformat(e["finished_at"]).timestamp()
+                          for e in response.json()["items"] if e["finished_at"]]
     latencies = [at - published_at for at in done.values()]
     span = max(done.values()) - published_at
     print()

@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
-from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.orgsim import OrgRegistry, publish_policy, seed_propco, seed_solo
-from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.scenario import OrgHandle, PricingClient
 from stayops_infra.services import SERVICES
 from stayops_infra.stack import EmbeddedStack
-from stayops_infra.system import LocalSystem
+from stayops_infra.system import LocalSystem, ephemeral_system
 
 
 def say(message: str) -> None:
@@ -40,61 +36,43 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="stayops-bench-") as scratch:
-        work = Path(scratch)
-        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
-                             kafka_cache=default_kafka_cache())
-        stack = EmbeddedStack(config, allow_tansu=False)
-        say("starting embedded PostgreSQL and Apache Kafka")
-        await stack.start()
+    async with ephemeral_system(say, prefix="stayops-bench-", allow_tansu=False) as (stack, system):
+        registry = OrgRegistry(system.work_dir / "orgs.json")
+        urls = {spec.name: system.url(spec.name) for spec in SERVICES}
+        if args.only_propco:
+            await propco_runs(args, stack, system, registry, urls)
+            return
+        orgs = []
+        policies = []
+        for _ in range(args.orgs):
+            seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
+            # Approval by rule: the org's policy lets a rule approve what the agent proposes.
+            policies.append(await publish_policy(
+                stack.broker.bootstrap, seeded["org_id"],
+                {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}))
+            seeded["listing_ids"] = [str(uuid.uuid4()) for _ in range(args.listings)]
+            orgs.append(OrgHandle.from_seed(seeded))
+        await asyncio.sleep(2)  # the directory events reach task-service and agent-service
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = PricingClient(urls, http)
+            for org, policy in zip(orgs, policies, strict=True):
+                await client.policy_applied(org, policy)
+            say(f"starting {args.orgs} runs ({args.orgs * args.listings} listings) at once")
 
-        async def database_url(name: str) -> str:
-            return stack.postgres.url(name)
+            async def one(org: OrgHandle) -> float:
+                started = time.perf_counter()
+                run_id = await client.start_run(org, threshold_pct=1000, monitor_days=0)
+                run = await client.wait_until(org, run_id, timeout_s=600)
+                if run["status"] != "completed":
+                    raise RuntimeError(f"run {run_id} ended {run['status']}")
+                return time.perf_counter() - started
 
-        system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                             public_key_file=stack.keys.public_key, work_dir=work)
-        try:
-            say("starting the four services and the sync simulator")
-            await system.start()
-            registry = OrgRegistry(work / "orgs.json")
-            urls = {spec.name: system.url(spec.name) for spec in SERVICES}
-            if args.only_propco:
-                await propco_runs(args, stack, system, registry, urls)
-                return
-            orgs = []
-            policies = []
-            for _ in range(args.orgs):
-                seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, registry)).as_json()
-                # Approval by rule: the org's policy lets a rule approve what the agent proposes.
-                policies.append(await publish_policy(
-                    stack.broker.bootstrap, seeded["org_id"],
-                    {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}))
-                seeded["listing_ids"] = [str(uuid.uuid4()) for _ in range(args.listings)]
-                orgs.append(OrgHandle.from_seed(seeded))
-            await asyncio.sleep(2)  # the directory events reach task-service and agent-service
-            async with httpx.AsyncClient(timeout=30) as http:
-                client = PricingClient(urls, http)
-                for org, policy in zip(orgs, policies, strict=True):
-                    await client.policy_applied(org, policy)
-                say(f"starting {args.orgs} runs ({args.orgs * args.listings} listings) at once")
-
-                async def one(org: OrgHandle) -> float:
-                    started = time.perf_counter()
-                    run_id = await client.start_run(org, threshold_pct=1000, monitor_days=0)
-                    run = await client.wait_until(org, run_id, timeout_s=600)
-                    if run["status"] != "completed":
-                        raise RuntimeError(f"run {run_id} ended {run['status']}")
-                    return time.perf_counter() - started
-
-                began = time.perf_counter()
-                durations = await asyncio.gather(*(one(org) for org in orgs))
-                elapsed = time.perf_counter() - began
-            report_dynamic(args, durations, elapsed)
-            if args.propco_runs:
-                await propco_runs(args, stack, system, registry, urls)
-        finally:
-            await system.stop()
-            stack.stop()
+            began = time.perf_counter()
+            durations = await asyncio.gather(*(one(org) for org in orgs))
+            elapsed = time.perf_counter() - began
+        report_dynamic(args, durations, elapsed)
+        if args.propco_runs:
+            await propco_runs(args, stack, system, registry, urls)
 
 
 def report_dynamic(args: argparse.Namespace, durations: list[float], elapsed: float) -> None:

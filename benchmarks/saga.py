@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -26,13 +25,11 @@ from typing import Any
 
 import httpx
 
-from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.orgsim import OrgRegistry, seed_solo
-from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.postgres import create_database
 from stayops_infra.scenario import OrgHandle
 from stayops_infra.stack import EmbeddedStack
-from stayops_infra.system import LocalSystem
+from stayops_infra.system import LocalSystem, ephemeral_system
 
 KEY = "saga-bench"
 STEPS = 5
@@ -154,29 +151,11 @@ def report(name: str, elapsed: float, durations: list[float]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="stayops-bench-") as scratch:
-        work = Path(scratch)
-        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
-                             kafka_cache=default_kafka_cache())
-        stack = EmbeddedStack(config, allow_tansu=False)
-        say("starting embedded PostgreSQL and Apache Kafka")
-        await stack.start()
-
-        async def database_url(name: str) -> str:
-            return stack.postgres.url(name)
-
-        system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                             public_key_file=stack.keys.public_key, work_dir=work)
-        dbos: tuple[float, list[float]] | None = None
-        try:
-            say("starting the four services and the sync simulator")
-            await system.start()
-            ours = await stayops_saga(system, stack, work, args.runs)
-            if args.dbos_runs:
-                dbos = await dbos_saga(stack, args.dbos_runs)
-        finally:
-            await system.stop()
-            stack.stop()
+    dbos: tuple[float, list[float]] | None = None
+    async with ephemeral_system(say, prefix="stayops-bench-", allow_tansu=False) as (stack, system):
+        ours = await stayops_saga(system, stack, system.work_dir, args.runs)
+        if args.dbos_runs:
+            dbos = await dbos_saga(stack, args.dbos_runs)
     print()
     report(f"StayOps saga, {STEPS} tasks across services", *ours)
     if dbos is not None:

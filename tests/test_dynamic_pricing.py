@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from stayops_infra.orgsim import publish_policy
-from stayops_infra.scenario import OrgHandle, PricingClient, sources_of_run
+from stayops_infra.scenario import OrgHandle, PricingClient, run_messages, sources_of_run
 from stayops_infra.system import LocalSystem
 
 pytestmark = pytest.mark.stack
@@ -21,10 +21,6 @@ BY_RULE = 1000.0  # no change reaches it: approved by rule, if the org's policy 
 # change the AI proposes says so in the org's policy.
 RULES_APPROVE_ALL = {"pricing": {"approval_threshold_pct": 1000, "max_change_pct": 1000}}
 BY_OWNER = 0.0  # every change reaches it: the owner decides
-
-
-def messages(run: dict[str, Any]) -> str:
-    return "\n".join(f"{e['actor']}: {e['message']}" for e in run["log"])
 
 
 def by_action(tasks: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
@@ -46,9 +42,9 @@ async def test_small_changes_are_approved_by_rule_and_published(
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
-    assert run["status"] == "completed", messages(run)
-    assert "warning" not in messages(run).lower(), messages(run)  # every step did its work
-    assert "rule" in messages(run).lower(), messages(run)
+    assert run["status"] == "completed", run_messages(run)
+    assert "warning" not in run_messages(run).lower(), run_messages(run)  # every step did its work
+    assert "rule" in run_messages(run).lower(), run_messages(run)
     tasks = await pricing.run_tasks(org, run_id)
     assert not [t for t in tasks if t["task_type"] == "decision"], "approved by rule: nobody was asked"
     analysis = next(t for t in tasks if t["task_type"] == "analysis" and t["data"].get("skill") == "pricing")
@@ -77,8 +73,8 @@ async def test_big_changes_wait_for_the_owner_who_approves_an_edited_proposal(
     await pricing.decide(org, decision["id"], "approved", f"Keep the first night at {price}", changes=[edited])
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
-    assert run["status"] == "completed", messages(run)
-    assert org.owner_user_id in messages(run), "the log says who approved"
+    assert run["status"] == "completed", run_messages(run)
+    assert org.owner_user_id in run_messages(run), "the log says who approved"
     [publish] = by_action(await pricing.run_tasks(org, run_id), "publish_prices")
     # Inline, the publish step carries the prices; by reference, the owner's edits to the stored nights.
     published = {(p["listing_id"], p["date"]): p["price"]
@@ -93,8 +89,8 @@ async def test_a_rejected_proposal_publishes_nothing(pricing: PricingClient, org
     await pricing.decide(org, decision["id"], "rejected", "Not this week")
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
-    assert run["status"] == "completed", messages(run)
-    assert "reject" in messages(run).lower()
+    assert run["status"] == "completed", run_messages(run)
+    assert "reject" in run_messages(run).lower()
     assert by_action(await pricing.run_tasks(org, run_id), "publish_prices") == []
 
 
@@ -107,7 +103,7 @@ async def test_a_failed_price_update_compensates_and_tells_the_owner(
     run_id = await pricing.start_run(org, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(org, run_id, statuses=frozenset({"failed"}), timeout_s=180)
 
-    assert "compensat" in messages(run).lower(), messages(run)
+    assert "compensat" in run_messages(run).lower(), run_messages(run)
     tasks = await pricing.run_tasks(org, run_id)
     [publish] = by_action(tasks, "publish_prices")
     assert publish["status"] == "failed"
@@ -126,7 +122,7 @@ async def test_a_run_waiting_for_a_decision_survives_a_killed_workflow_service(
     await system.restart("workflow-service")
     run = await pricing.wait_until(org, run_id, timeout_s=180)
 
-    assert run["status"] == "completed", messages(run)
+    assert run["status"] == "completed", run_messages(run)
     tasks = await pricing.run_tasks(org, run_id)
     assert len(by_action(tasks, "publish_prices")) == 1, "the decision moved the run on exactly once"
     assert len(by_action(tasks, "notify")) == 1
@@ -197,7 +193,7 @@ async def test_a_durable_timer_fires_after_the_workflow_service_restarts(
     await system.restart("workflow-service")
     run = await pricing.wait_until(org, run_id, timeout_s=60)
 
-    assert run["status"] == "completed", messages(run)
+    assert run["status"] == "completed", run_messages(run)
     timer_lines = [e for e in run["log"] if e["actor"] == "timer"]
     assert len(timer_lines) == 1, "the timer fired once"
     assert len(await pricing.run_tasks(org, run_id)) == 1

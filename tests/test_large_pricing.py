@@ -13,13 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from stayops_infra.orgsim import OrgRegistry, propco_org, publish_policy, seed_org
-from stayops_infra.scenario import OrgHandle, PricingClient
+from stayops_infra.scenario import OrgHandle, PricingClient, record_size, records_of_runs, run_messages
 from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
-from stayops_schemas.catalog import TOPICS
 
 # Pricing 4,500 nights (and syncing a year of history for 50 listings) takes minutes
 # on a loaded machine: these tests get more than the suite's default timeout.
@@ -51,33 +49,6 @@ async def propco(stack: Any, tmp_path: Path) -> OrgHandle:
     return handle
 
 
-def messages(run: dict[str, Any]) -> str:
-    return "\n".join(f"{e['actor']}: {e['message']}" for e in run["log"])
-
-
-def record_size(record: Any) -> int:
-    headers = sum(len(k) + len(v or b"") for k, v in record.headers or ())
-    return len(record.value or b"") + len(record.key or b"") + headers
-
-
-async def records_of_run(bootstrap: str, run_id: str) -> list[Any]:
-    """Every record on every topic whose correlationid is the run (read back from the broker)."""
-    consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
-            if not batch:
-                return found
-            found.extend(r for part in batch.values() for r in part
-                         if dict(r.headers).get("ce_correlationid") == run_id.encode())
-    finally:
-        await consumer.stop()
-
-
 def of_type(records: list[Any], suffix: str) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records if dict(r.headers)["ce_type"].decode().endswith(suffix)]
 
@@ -97,9 +68,9 @@ async def test_fifty_listings_are_priced_by_reference_approved_by_rule_and_publi
     run_id = await pricing.start_run(propco, threshold_pct=BY_RULE, monitor_days=0)
     run = await pricing.wait_until(propco, run_id, timeout_s=RUN_TIMEOUT_S)
 
-    assert run["status"] == "completed", messages(run)
-    assert "approved by rule" in messages(run), messages(run)
-    records = await records_of_run(system.bootstrap, run_id)
+    assert run["status"] == "completed", run_messages(run)
+    assert "approved by rule" in run_messages(run), run_messages(run)
+    records = await records_of_runs(system.bootstrap, {run_id})
     assert_small(records)
     [produced] = [e for e in of_type(records, "agent.result.produced") if e["skill"] == "pricing"]
     ref = produced["result"]["result_ref"]
@@ -145,8 +116,8 @@ async def test_the_owner_approves_an_edited_fifty_listing_proposal_by_reference(
     await pricing.decide(propco, decision["id"], "approved", f"One night at {price}", changes=[edited])
     run = await pricing.wait_until(propco, run_id, timeout_s=RUN_TIMEOUT_S)
 
-    assert run["status"] == "completed", messages(run)
-    records = await records_of_run(system.bootstrap, run_id)
+    assert run["status"] == "completed", run_messages(run)
+    records = await records_of_runs(system.bootstrap, {run_id})
     assert_small(records)
     updated = {u["listing_id"]: u for u in of_type(records, "price.updated")}
     assert sorted(updated) == sorted(propco.listing_ids)

@@ -19,13 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from stayops_infra.orgsim import OrgRegistry, seed_propco
-from stayops_infra.scenario import OrgHandle, PricingClient
+from stayops_infra.scenario import OrgHandle, PricingClient, record_size, records_of_runs, run_messages
 from stayops_infra.services import SERVICES
 from stayops_infra.system import LocalSystem
-from stayops_schemas.catalog import TOPICS
 
 # 50 listings synced, priced 90 nights ahead and published take minutes on a loaded machine.
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1500)]
@@ -51,34 +49,6 @@ async def propco(system: LocalSystem, stack: Any, tmp_path: Path) -> OrgHandle:
     return OrgHandle.from_seed(seeded)
 
 
-def messages(run: dict[str, Any]) -> str:
-    return "\n".join(f"{e['actor']}: {e['message']}" for e in run["log"])
-
-
-def record_size(record: Any) -> int:
-    headers = sum(len(k) + len(v or b"") for k, v in record.headers or ())
-    return len(record.value or b"") + len(record.key or b"") + headers
-
-
-async def records_of(bootstrap: str, run_ids: set[str]) -> list[Any]:
-    """Every record on every topic whose correlationid is one of the runs."""
-    wanted = {run_id.encode() for run_id in run_ids}
-    consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
-            if not batch:
-                return found
-            found.extend(r for part in batch.values() for r in part
-                         if dict(r.headers).get("ce_correlationid") in wanted)
-    finally:
-        await consumer.stop()
-
-
 def of_type(records: list[Any], suffix: str) -> list[dict[str, Any]]:
     """Each distinct event (by id: a record sent again after a crash counts once)."""
     seen: dict[str, dict[str, Any]] = {}
@@ -102,7 +72,7 @@ async def assert_small_and_published_once(system: LocalSystem, pricing: PricingC
     """No record of the run or its children over 256 KB; each of `listings` published
     exactly once, and no other. Returns the published prices by listing."""
     children = await family(pricing, org, run_id)
-    records = await records_of(system.bootstrap, {run_id, *(c["id"] for c in children)})
+    records = await records_of_runs(system.bootstrap, {run_id, *(c["id"] for c in children)})
     largest = max(records, key=record_size)
     print(f"{len(records)} records of the run and its {len(children)} child runs; the largest: "
           f"{dict(largest.headers)['ce_type'].decode()}, {record_size(largest):,} bytes")
@@ -159,14 +129,14 @@ async def test_the_revenue_manager_approves_two_segments_with_an_edit_and_exactl
                          changes={"segments": ["luxury", "budget"], "prices": [edit]}, headers=rita)
     run = await pricing.wait_until(propco, run_id, timeout_s=RUN_TIMEOUT_S)
 
-    assert run["status"] == "completed", messages(run)
+    assert run["status"] == "completed", run_messages(run)
     approved = set(batch["luxury"]["listing_ids"]) | set(batch["budget"]["listing_ids"])
     published = await assert_small_and_published_once(system, pricing, propco, run_id, approved)
     live = {p["date"]: p["price"] for p in published[edit["listing_id"]]["prices"]}
     assert Decimal(str(live[edit["date"]])) == Decimal(price), "the revenue manager's edit is live"
     listings = run["steps"]["publish"]["listings"]
     assert sorted(listings) == sorted(approved) and {o["status"] for o in listings.values()} == {"published"}
-    assert run["steps"]["performance"]["status"] == "completed", messages(run)
+    assert run["steps"]["performance"]["status"] == "completed", run_messages(run)
     assert run["result"]["segments"] == ["luxury", "budget"]
 
     # The second AI agent does its own skill: a welcome for guests of a synced listing.
@@ -203,20 +173,20 @@ async def test_a_listing_refused_once_is_retried_alone_and_a_failed_analysis_ret
     for segment, child in children.items():
         detail = await pricing.run(propco, child["id"])
         attempts = detail["steps"]["analysis"]["attempt"]
-        assert detail["status"] == "completed" and attempts == (2 if segment == "budget" else 1), messages(detail)
-    assert "planned failure" in messages(await pricing.run(propco, children["budget"]["id"]))
+        assert detail["status"] == "completed" and attempts == (2 if segment == "budget" else 1), run_messages(detail)
+    assert "planned failure" in run_messages(await pricing.run(propco, children["budget"]["id"]))
 
     await pricing.decide(propco, task["id"], "approved", "All segments", headers=propco.headers_of("revenue-manager"))
     run = await pricing.wait_until(propco, run_id, timeout_s=RUN_TIMEOUT_S)
 
-    assert run["status"] == "completed", messages(run)
+    assert run["status"] == "completed", run_messages(run)
     approved = {lid for entry in task["data"]["batch"] for lid in entry["listing_ids"]}
     await assert_small_and_published_once(system, pricing, propco, run_id, approved)
     listings = run["steps"]["publish"]["listings"]
     assert listings[refused] == {"status": "published", "attempt": 2}, listings[refused]
     assert {o["attempt"] for lid, o in listings.items() if lid != refused} == {1}, "the others stay published"
-    assert f"1 failed: {refused}" in messages(run), messages(run)
-    assert "publishing the other 1" in messages(run)
+    assert f"1 failed: {refused}" in run_messages(run), run_messages(run)
+    assert "publishing the other 1" in run_messages(run)
 
 
 async def test_the_portfolio_run_survives_each_service_killed_once_mid_run(
@@ -250,7 +220,7 @@ async def test_the_portfolio_run_survives_each_service_killed_once_mid_run(
     print("killed:", ", ".join(kills))
     run = await pricing.wait_until(propco, run_id, timeout_s=RUN_TIMEOUT_S)
 
-    assert run["status"] == "completed", messages(run)
+    assert run["status"] == "completed", run_messages(run)
     assert len(kills) == 4
     approved = {lid for entry in task["data"]["batch"] for lid in entry["listing_ids"]}
     await assert_small_and_published_once(system, pricing, propco, run_id, approved)

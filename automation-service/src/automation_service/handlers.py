@@ -72,7 +72,14 @@ from stayops_schemas.events.tasks import (
     TaskRequested,
     TaskRescheduleRequested,
 )
-from stayops_schemas.events.workflows import WorkflowRunCancelled, WorkflowRunFailed, WorkflowRunRequested
+from stayops_schemas.events.workflows import (
+    WorkflowRunCancelled,
+    WorkflowRunCompleted,
+    WorkflowRunFailed,
+    WorkflowRunRequested,
+    WorkflowRunStarted,
+    WorkflowRunWaiting,
+)
 
 log = logging.getLogger(__name__)
 
@@ -353,9 +360,10 @@ _RUN_STATUS = {
     "stayops.workflow.run.failed": RunStatus.FAILED,
     "stayops.workflow.run.cancelled": RunStatus.CANCELLED,
 }
+RunEvent = WorkflowRunStarted | WorkflowRunWaiting | WorkflowRunCompleted | WorkflowRunFailed | WorkflowRunCancelled
 
 
-async def run_reported(ctx: EventContext, event: Payload) -> None:
+async def run_reported(ctx: EventContext, event: RunEvent) -> None:
     """Follow the run a firing asked for (the overlap policy needs to know whether
     it ended); when it ends, fire the firing buffered behind it, and finish the
     execution that waits on it. Event automations then react to the run event like
@@ -373,7 +381,7 @@ async def run_reported(ctx: EventContext, event: Payload) -> None:
     await event_received(ctx, event)
 
 
-def _run_report(event: Payload, status: RunStatus) -> tuple[str, RunStatus, str | None]:
+def _run_report(event: RunEvent, status: RunStatus) -> tuple[str, RunStatus, str | None]:
     """(run id, status, why it did not complete) of a run event."""
     reason: str | None = None
     if isinstance(event, WorkflowRunFailed):

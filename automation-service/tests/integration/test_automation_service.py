@@ -22,9 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from automation_service import store
 from automation_service.app import NAME, create_app
 from automation_service.domain import Automation, Execution
-from stayops_kit.db import outbox
 from stayops_kit.policies import policy_of
-from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_kit.testing import ServiceUnderTest, announced, eventually, service_under_test
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import AUTOMATIONS, WORKFLOWS
 from stayops_schemas.envelope import Envelope
@@ -330,10 +329,7 @@ async def test_noop_succeeds_at_once_and_echoes_its_data(service: RunningService
 
 async def announced_in_outbox(service: RunningService, org: str, type_: str) -> list[dict[str, Any]]:
     """What automation-service wrote to announce (its outbox), sent yet or not."""
-    async with service.runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == type_))
-        return [row.payload for row in rows]
+    return await announced(service.runtime.engine, org, type_)
 
 
 NIGHT = {"listing_id": "l-1", "date": "2025-04-01", "currency": "EUR", "previous_price": "100.00"}

@@ -11,13 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from automation_service import store
 from automation_service.app import NAME, create_app
 from automation_service.domain import Execution, ExecutionTrigger
-from stayops_kit.db import outbox
-from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_kit.testing import ServiceUnderTest, announced, eventually, service_under_test
 from stayops_schemas.events.automations import ExecutionOutcome
 from stayops_schemas.events.sync import (
     ListingSynced,
@@ -74,13 +72,6 @@ def new_org() -> str:
     return f"org-{uuid.uuid4().hex[:8]}"
 
 
-async def announced(service: ServiceUnderTest, org: str, type_: str) -> list[dict[str, Any]]:
-    async with service.runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == type_).order_by(outbox.c.id))
-        return [dict(r.payload) for r in rows]
-
-
 async def create(service: ServiceUnderTest, org: str, body: dict[str, Any]) -> dict[str, Any]:
     response = await service.client.post("/v1/automations", json=body, headers=service.auth(org))
     assert response.status_code == 201, response.text
@@ -120,7 +111,7 @@ async def test_a_reservation_asks_for_its_tasks_in_the_listings_zone_moves_and_c
     await service.publish("airbnb.reservation.created", reservation(org, "r-1"), key="l-1")
 
     async def requested() -> list[dict[str, Any]]:
-        return await announced(service, org, "stayops.task.requested")
+        return await announced(service.runtime.engine, org, "stayops.task.requested")
 
     tasks = {t["data"]["link_key"]: t for t in await eventually(
         lambda: _at_least(requested, 2), what="both tasks requested")}
@@ -132,7 +123,7 @@ async def test_a_reservation_asks_for_its_tasks_in_the_listings_zone_moves_and_c
     await service.publish("airbnb.reservation.created", reservation(org, "r-1"), key="l-1")  # re-sent
     await service.publish("airbnb.reservation.changed", reservation(org, "r-1", "2025-07-12",
                                                                     ReservationChanged), key="l-1")
-    [moved] = await eventually(lambda: announced(service, org, "stayops.task.reschedule.requested"),
+    [moved] = await eventually(lambda: announced(service.runtime.engine, org, "stayops.task.reschedule.requested"),
                                what="cleaning moved")
     assert moved["request_id"] == tasks["cleaning"]["request_id"]
     assert moved["due_at"].startswith("2025-07-12T15:00:00")
@@ -141,7 +132,7 @@ async def test_a_reservation_asks_for_its_tasks_in_the_listings_zone_moves_and_c
     await service.publish("airbnb.reservation.cancelled", ReservationCancelled(
         **changed.model_dump(exclude={"status"}), status=ReservationStatus.CANCELLED, cancelled_at=T0), key="l-1")
     cancels = await eventually(lambda: _at_least(
-        lambda: announced(service, org, "stayops.task.cancel.requested"), 2), what="both cancelled")
+        lambda: announced(service.runtime.engine, org, "stayops.task.cancel.requested"), 2), what="both cancelled")
     assert {c["request_id"] for c in cancels} == {t["request_id"] for t in tasks.values()}
     assert len(await requested()) == 2, "never a second task for the same reservation"
 
@@ -167,7 +158,7 @@ async def test_a_bad_review_alerts_once_and_a_good_one_not_at_all(service: Servi
     await service.publish("airbnb.review.created", review(org, "rv-2", 2), key="l-1")
     await service.publish("airbnb.review.created", review(org, "rv-2", 2), key="l-1")  # the same, re-sent
 
-    [alert] = await eventually(lambda: announced(service, org, "stayops.task.requested"), what="alert")
+    [alert] = await eventually(lambda: announced(service.runtime.engine, org, "stayops.task.requested"), what="alert")
     assert (alert["priority"], alert["assigned_to"], alert["title"]) == ("urgent", "u-owner", "A 2-star review")
     assert alert["data"]["text"] == "Dirty towels" and alert["data"]["reservation_id"] == "r-9"
     by_outcome = {e["outcome"]: e for e in await executions(service, org, automation["id"])}
@@ -184,9 +175,9 @@ async def test_a_bad_review_alerts_once_and_a_good_one_not_at_all(service: Servi
     assert [(w["runs"], w["skipped"]) for w in stats["windows"]] == [(1, 1), (1, 1)]
     # A later review on the same partition: once it is applied, so is the duplicate.
     await service.publish("airbnb.review.created", review(org, "rv-3", 3), key="l-1")
-    await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
+    await eventually(lambda: _at_least(lambda: announced(service.runtime.engine, org, "stayops.task.requested"), 2),
                      what="a later bad review")
-    assert len(await announced(service, org, "stayops.task.requested")) == 2
+    assert len(await announced(service.runtime.engine, org, "stayops.task.requested")) == 2
 
 
 async def test_debounce_fires_once_per_key_within_the_window(service: ServiceUnderTest) -> None:
@@ -228,7 +219,7 @@ async def test_an_action_that_fails_fails_the_execution_with_the_reason(service:
     await service.publish("airbnb.review.created", review(org, "rv-1", 1), key="l-1")
     [run] = await eventually(lambda: executions(service, org, automation["id"]), what="a failed firing")
     assert run["outcome"] == "failure" and "ISO 8601" in run["error"]
-    assert await announced(service, org, "stayops.task.requested") == []
+    assert await announced(service.runtime.engine, org, "stayops.task.requested") == []
 
     async with service.runtime.uow.begin() as uow:  # a success 40 days ago counts only in the totals
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
@@ -289,7 +280,8 @@ async def test_an_execution_that_starts_a_run_succeeds_or_fails_with_the_run(ser
     assert [(o["outcome"], o["detail"]) for o in failed["action_outcomes"]] == [
         ("failed", "the pricing agent timed out")]
 
-    executed = {e["execution_id"]: e["outcome"] for e in await announced(service, org, "stayops.automation.executed")}
+    reported = await announced(service.runtime.engine, org, "stayops.automation.executed")
+    executed = {e["execution_id"]: e["outcome"] for e in reported}
     assert executed == {succeeded["id"]: "success", failed["id"]: "failure"}
     stats = (await service.client.get(f"/v1/automations/{automation['id']}",
                                       headers=service.auth(org))).json()["stats"]
@@ -329,8 +321,9 @@ async def test_a_guest_message_on_either_platform_fires_a_message_received_autom
     await service.publish("hostaway.message.received", message(org, "m-2", None), key="l-1")  # filter false
     await service.publish("hostaway.message.received", message(org, "m-3", "r-2"), key="l-1")
 
-    requested = await eventually(lambda: _at_least(lambda: announced(service, org, "stayops.task.requested"), 2),
-                                 what="a task per guest message")
+    requested = await eventually(
+        lambda: _at_least(lambda: announced(service.runtime.engine, org, "stayops.task.requested"), 2),
+        what="a task per guest message")
     assert sorted((t["title"], t["data"]["reservation_id"]) for t in requested) == [
         ("Answer Ana on airbnb", "r-1"), ("Answer Ana on hostaway", "r-2")]
     assert {t["description"] for t in requested} == {"Is there parking?"}
@@ -359,5 +352,5 @@ async def test_a_filter_reads_the_listings_segment_and_tags_from_its_sync(servic
     outcomes = await eventually(lambda: _at_least(lambda: executions(service, org, automation["id"]), 2),
                                 what="both reservations judged")
     assert sorted(e["outcome"] for e in outcomes) == ["skipped", "success"]
-    [basket] = await announced(service, org, "stayops.task.requested")
+    [basket] = await announced(service.runtime.engine, org, "stayops.task.requested")
     assert basket["title"] == "Welcome basket for Flat lux"

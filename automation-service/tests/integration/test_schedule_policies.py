@@ -17,8 +17,7 @@ import sqlalchemy as sa
 
 from automation_service import store
 from automation_service.app import NAME, create_app
-from stayops_kit.db import outbox
-from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_kit.testing import ServiceUnderTest, announced, eventually, service_under_test
 from stayops_schemas.events.sync import (
     ListingSynced,
     ReservationCancelled,
@@ -73,10 +72,7 @@ async def executions(service: ServiceUnderTest, org: str, automation_id: str, co
 
 
 async def requested_runs(service: ServiceUnderTest, org: str) -> list[dict[str, Any]]:
-    async with service.runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == "stayops.workflow.run.requested").order_by(outbox.c.id))
-        return [dict(r.payload) for r in rows]
+    return await announced(service.runtime.engine, org, "stayops.workflow.run.requested")
 
 
 async def run_started(service: ServiceUnderTest, org: str, request_id: str, run_id: str) -> None:

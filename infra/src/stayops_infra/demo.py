@@ -15,11 +15,9 @@ the run completed and exactly the approved listings were published."""
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import time
 import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,7 +26,6 @@ from rich.console import Console
 
 from stayops_infra import simulate
 from stayops_infra.automations import create_seed_automations
-from stayops_infra.config import StackConfig, default_kafka_cache
 from stayops_infra.hostawaysim import HostawaySimulator
 from stayops_infra.orgsim import (
     Member,
@@ -40,12 +37,10 @@ from stayops_infra.orgsim import (
     seed_propco,
     seed_solo,
 )
-from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.scenario import OrgHandle, PricingClient, ScenarioError, timeline
 from stayops_infra.services import SERVICES
-from stayops_infra.stack import EmbeddedStack
 from stayops_infra.syncsim import CITY_ZONES, listing_of
-from stayops_infra.system import LocalSystem
+from stayops_infra.system import ephemeral_system
 from stayops_schemas.events.sync import Platform
 
 # A threshold no change reaches approves by rule (unless the agent asks for review),
@@ -57,45 +52,26 @@ RULES_APPROVE_ALL = {"pricing": {"approval_threshold_pct": 1000, "max_change_pct
 
 
 async def run_demo(console: Console) -> int:
-    with tempfile.TemporaryDirectory(prefix="stayops-demo-") as scratch:
-        work = Path(scratch)
-        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
-                             kafka_cache=default_kafka_cache())
-        stack = EmbeddedStack(config, notify=lambda message: console.print(f"[bold]stack[/] {message}"))
-        system: LocalSystem | None = None
-        try:
-            console.print("Starting an ephemeral PostgreSQL and Kafka...")
-            await stack.start()
-
-            async def database_url(name: str) -> str:
-                return stack.postgres.url(name)
-
-            system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                                 public_key_file=stack.keys.public_key, work_dir=work)
-            console.print("Starting the four services and the sync simulator...")
-            await system.start()
-            seeded = await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))
-            policy = await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
-            automations = await create_seed_automations(seeded.as_json(), system.url("automation-service"))
-            cleaner = await _hire_a_cleaner(stack.broker.bootstrap, seeded.org.org_id)
-            org = OrgHandle.from_seed(seeded.as_json())
-            console.print(f"Seeded a solo host: org {org.org_id}, listings {', '.join(org.listing_ids)}; "
-                          f"automations: {', '.join(a['name'] for a in automations)}; a cleaner in Operations")
-            urls = {spec.name: system.url(spec.name) for spec in SERVICES}
-            async with httpx.AsyncClient(timeout=15) as http:
-                client = PricingClient(urls, http)
-                await client.policy_applied(org, policy)
-                priced = await _two_runs(console, client, org)
-                reacted = await _reactive(console, client, org, system.bootstrap,
-                                          {**org.names, cleaner.user_id: cleaner.display_name})
-                ok = priced and reacted
-                console.print("[green]Both runs completed and every reactive scenario happened.[/]" if ok
-                              else "[red]Something did not happen as it should (see above).[/]")
-                return 0 if ok else 1
-        finally:
-            if system is not None:
-                await system.stop()
-            stack.stop()
+    async with ephemeral_system(lambda message: console.print(f"{message}..."), prefix="stayops-demo-",
+                                notify=lambda message: console.print(f"[bold]stack[/] {message}")) as (stack, system):
+        seeded = await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(system.work_dir / "orgs.json"))
+        policy = await publish_policy(stack.broker.bootstrap, seeded.org.org_id, RULES_APPROVE_ALL)
+        automations = await create_seed_automations(seeded.as_json(), system.url("automation-service"))
+        cleaner = await _hire_a_cleaner(stack.broker.bootstrap, seeded.org.org_id)
+        org = OrgHandle.from_seed(seeded.as_json())
+        console.print(f"Seeded a solo host: org {org.org_id}, listings {', '.join(org.listing_ids)}; "
+                      f"automations: {', '.join(a['name'] for a in automations)}; a cleaner in Operations")
+        urls = {spec.name: system.url(spec.name) for spec in SERVICES}
+        async with httpx.AsyncClient(timeout=15) as http:
+            client = PricingClient(urls, http)
+            await client.policy_applied(org, policy)
+            priced = await _two_runs(console, client, org)
+            reacted = await _reactive(console, client, org, system.bootstrap,
+                                      {**org.names, cleaner.user_id: cleaner.display_name})
+            ok = priced and reacted
+            console.print("[green]Both runs completed and every reactive scenario happened.[/]" if ok
+                          else "[red]Something did not happen as it should (see above).[/]")
+            return 0 if ok else 1
 
 
 async def _two_runs(console: Console, client: PricingClient, org: OrgHandle) -> bool:
@@ -193,42 +169,23 @@ def _print(console: Console, run: dict[str, Any], tasks: list[dict[str, Any]], n
 
 
 async def run_propco_demo(console: Console) -> int:
-    with tempfile.TemporaryDirectory(prefix="stayops-demo-") as scratch:
-        work = Path(scratch)
-        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
-                             kafka_cache=default_kafka_cache())
-        stack = EmbeddedStack(config, notify=lambda message: console.print(f"[bold]stack[/] {message}"))
-        system: LocalSystem | None = None
-        try:
-            console.print("Starting an ephemeral PostgreSQL and Kafka...")
-            await stack.start()
-
-            async def database_url(name: str) -> str:
-                return stack.postgres.url(name)
-
-            system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                                 public_key_file=stack.keys.public_key, work_dir=work)
-            console.print("Starting the four services and the sync simulators...")
-            await system.start()
-            seeded = (await seed_propco(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"),
-                                        system.listing_profiles_file)).as_json()
-            org = OrgHandle.from_seed(seeded)
-            console.print(f"Seeded a property manager: org {org.org_id}, "
-                          + ", ".join(f"{len(ids)} {segment}" for segment, ids in org.segments.items())
-                          + " listings; departments " + ", ".join(seeded["departments"]), highlight=False)
-            names = {m["user_id"]: m["display_name"] for m in seeded["users"].values()}
-            urls = {spec.name: system.url(spec.name) for spec in SERVICES}
-            async with httpx.AsyncClient(timeout=30) as http:
-                client = PricingClient(urls, http)
-                try:
-                    return await _portfolio(console, client, org, names)
-                except ScenarioError as exc:
-                    console.print(f"[red]{exc}[/]", highlight=False)
-                    return 1
-        finally:
-            if system is not None:
-                await system.stop()
-            stack.stop()
+    async with ephemeral_system(lambda message: console.print(f"{message}..."), prefix="stayops-demo-",
+                                notify=lambda message: console.print(f"[bold]stack[/] {message}")) as (stack, system):
+        seeded = (await seed_propco(stack.broker.bootstrap, stack.keys, OrgRegistry(system.work_dir / "orgs.json"),
+                                    system.listing_profiles_file)).as_json()
+        org = OrgHandle.from_seed(seeded)
+        console.print(f"Seeded a property manager: org {org.org_id}, "
+                      + ", ".join(f"{len(ids)} {segment}" for segment, ids in org.segments.items())
+                      + " listings; departments " + ", ".join(seeded["departments"]), highlight=False)
+        names = {m["user_id"]: m["display_name"] for m in seeded["users"].values()}
+        urls = {spec.name: system.url(spec.name) for spec in SERVICES}
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = PricingClient(urls, http)
+            try:
+                return await _portfolio(console, client, org, names)
+            except ScenarioError as exc:
+                console.print(f"[red]{exc}[/]", highlight=False)
+                return 1
 
 
 async def _portfolio(console: Console, client: PricingClient, org: OrgHandle, names: dict[str, str]) -> int:

@@ -1,7 +1,8 @@
 """Driving the weekly dynamic-pricing scenario over the services' REST APIs, as a
 client would: start a run, follow it, take the owner's decision, read the timeline.
 Used by `stayops demo`, the end-to-end tests and the pricing benchmark; the
-reactive scenarios' tasks are read by what they are linked to (`linked_tasks`)."""
+reactive scenarios' tasks are read by what they are linked to (`linked_tasks`), and
+a run's records by reading the topics back (`records_of_runs`)."""
 
 from __future__ import annotations
 
@@ -248,23 +249,40 @@ class PricingClient:
                             f"{[(t['title'], t['status']) for t in tasks]}")
 
 
-async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
-    """Who announced something with `correlationid` = the run id, on every topic."""
+async def records_of_runs(bootstrap: str, run_ids: set[str]) -> list[Any]:
+    """Every record on every topic whose correlationid is one of the runs, read back
+    from the broker (a whole PropCo run's records, large ones too)."""
+    wanted = {run_id.encode() for run_id in run_ids}
     consumer = AIOKafkaConsumer(*(t.name for t in TOPICS), bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
     await consumer.start()
-    sources: set[str] = set()
+    found: list[Any] = []
     try:
         while True:
-            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
             if not batch:
-                return sources
-            for record in (r for part in batch.values() for r in part):
-                headers = dict(record.headers)
-                if headers.get("ce_correlationid") == run_id.encode():
-                    sources.add(headers["ce_source"].decode())
+                return found
+            found.extend(r for part in batch.values() for r in part
+                         if dict(r.headers).get("ce_correlationid") in wanted)
     finally:
         await consumer.stop()
+
+
+def record_size(record: Any) -> int:
+    """A Kafka record's bytes: value, key and headers."""
+    headers = sum(len(k) + len(v or b"") for k, v in record.headers or ())
+    return len(record.value or b"") + len(record.key or b"") + headers
+
+
+async def sources_of_run(bootstrap: str, run_id: str) -> set[str]:
+    """Who announced something with `correlationid` = the run id, on every topic."""
+    return {dict(record.headers)["ce_source"].decode() for record in await records_of_runs(bootstrap, {run_id})}
+
+
+def run_messages(run: dict[str, Any]) -> str:
+    """A run's log, a line an entry (`actor: message`), for assertion messages."""
+    return "\n".join(f"{e['actor']}: {e['message']}" for e in run["log"])
 
 
 def _last_log(run: dict[str, Any]) -> str:

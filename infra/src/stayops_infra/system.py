@@ -1,17 +1,21 @@
 """The whole system on one machine for end-to-end tests, the demo and benchmarks:
 the four services as processes on free ports and the sync simulators (sync-airbnb
-and sync-hostaway), on a broker and a PostgreSQL someone else runs."""
+and sync-hostaway), on a broker and a PostgreSQL someone else runs; or, with
+`ephemeral_system`, on an embedded stack of its own in a temporary directory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stayops_infra.ports import free_port
+from stayops_infra.config import StackConfig, default_kafka_cache
+from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.services import CONSOLE, SERVICES, ServiceProcess, console_env, console_process, service_env
+from stayops_infra.stack import EmbeddedStack
 from stayops_infra.syncsim import platform_simulators, run_all
 
 
@@ -108,3 +112,42 @@ class LocalSystem:
             # Its consumer may end with a cancelled fetch; stopping is all that matters.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._simulator
+
+
+def _quiet(message: str) -> None:
+    """Says nothing."""
+
+
+@contextlib.asynccontextmanager
+async def ephemeral_system(
+    say: Callable[[str], None], *, prefix: str = "stayops-", allow_tansu: bool = True,
+    notify: Callable[[str], None] = _quiet,
+) -> AsyncIterator[tuple[EmbeddedStack, LocalSystem]]:
+    """An embedded PostgreSQL and Apache Kafka on free ports in a temporary directory
+    (named from `prefix`), and the whole system on them, for the demo and the
+    benchmarks; yields both (the system's `work_dir` is the directory). On the way out
+    the system and the stack stop and the directory goes. `say` is told what starts;
+    `notify` hears the stack's own news (the Tansu fallback, which `allow_tansu=False`
+    refuses)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        work = Path(scratch)
+        config = StackConfig(data_dir=work / "data", pg_port=free_port(), kafka_port=free_port_pair(),
+                             kafka_cache=default_kafka_cache())
+        stack = EmbeddedStack(config, allow_tansu=allow_tansu, notify=notify)
+        system: LocalSystem | None = None
+        try:
+            say("Starting an ephemeral PostgreSQL and Kafka")
+            await stack.start()
+
+            async def database_url(name: str) -> str:
+                return stack.postgres.url(name)
+
+            system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
+                                 public_key_file=stack.keys.public_key, work_dir=work)
+            say("Starting the four services and the sync simulators")
+            await system.start()
+            yield stack, system
+        finally:
+            if system is not None:
+                await system.stop()
+            stack.stop()

@@ -3,7 +3,8 @@
 Enable with `pytest_plugins = ["stayops_infra.testing"]`. The `stack` fixture starts the
 embedded stack on free ports in a temporary data dir, so it never collides with a dev
 `stayops up`. With `STAYOPS_TEST_INFRA=testcontainers` (and `stayops-infra[containers]`
-installed, Docker running) it starts Kafka and PostgreSQL containers instead.
+installed, Docker running) it starts Kafka and PostgreSQL containers instead. The
+`spans` fixture records this process's spans in memory, for tests of trace context.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from stayops_infra.services import ServiceProcess, service_env
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.tokens import UserType, mint_token
 from stayops_infra.topics import provision_topics
+from stayops_kit import tracing
 
-__all__ = ["ServiceProcess", "TestStack", "free_port", "free_port_pair", "service_process", "stack"]
+__all__ = ["ServiceProcess", "TestStack", "free_port", "free_port_pair", "service_process", "spans", "stack"]
 
 T = TypeVar("T")
 INFRA_ENV = "STAYOPS_TEST_INFRA"
@@ -300,6 +302,16 @@ def service_process(tmp_path: Path) -> Iterator[Any]:
     yield launch
     for process in started:
         process.terminate()
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """This process's spans, recorded in memory from here on (the provider stays
+    installed for the session; what it recorded is dropped after the test)."""
+    exporter = tracing.record_in_memory()
+    exporter.clear()
+    yield exporter
+    exporter.clear()
 
 
 def pytest_configure(config: pytest.Config) -> None:

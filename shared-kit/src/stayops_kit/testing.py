@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stayops_kit.consumer import EventContext, InboxConsumer, Subscriptions
-from stayops_kit.db import create_engine
+from stayops_kit.db import create_engine, outbox
 from stayops_kit.kafka import REQUEST_TIMEOUT_MS, create_producer
 from stayops_kit.loops import supervise
 from stayops_kit.metrics import Metrics
@@ -214,6 +214,31 @@ def decoded(record: Any) -> Envelope | None:
         return None
 
 
+async def announced(engine: AsyncEngine, org_id: str, event_type: str) -> list[dict[str, Any]]:
+    """The payloads of the `event_type` events a service wrote to announce for an org
+    (its outbox, sent yet or not), oldest first: what a test reads instead of a topic."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(outbox.c.payload).where(
+            outbox.c.org_id == org_id, outbox.c.event_type == event_type).order_by(outbox.c.id))
+        return [dict(row.payload) for row in rows]
+
+
+def event_envelope(type_: str, payload: Payload, key: str, source: str | None = None, *,
+                   time: datetime | None = None, correlation_id: str | None = None) -> Envelope:
+    """The event as its owner sends it (`stayops_schemas.ownership`: consumers
+    dead-letter another source's), unless `source` names another publisher; now
+    unless `time` says when."""
+    return event_type(type_).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
+                                      partitionkey=key, time=time or datetime.now(UTC), correlationid=correlation_id)
+
+
+async def send(producer: AIOKafkaProducer, envelope: Envelope) -> None:
+    """Send an event to its type's topic, as a service's relay would."""
+    record = to_kafka(envelope)
+    await producer.send_and_wait(event_type(envelope.type).topic, value=record.value, key=record.key,
+                                 headers=record.headers)
+
+
 async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -312,12 +337,8 @@ class ServiceUnderTest:
                       source: str | None = None, correlation_id: str | None = None) -> None:
         """Send an event as its owner would (`stayops_schemas.ownership`), unless
         `source` names another publisher (to test that a forgery is refused)."""
-        entry = event_type(type_)
-        envelope = entry.envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(type_),
-                                  partitionkey=key, time=time or self.runtime.clock.now(),
-                                  correlationid=correlation_id)
-        record = to_kafka(envelope)
-        await self.producer.send_and_wait(entry.topic, value=record.value, key=record.key, headers=record.headers)
+        await send(self.producer, event_envelope(type_, payload, key, source, time=time or self.runtime.clock.now(),
+                                                 correlation_id=correlation_id))
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,6 @@ the handler, on real PostgreSQL and Apache Kafka."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,16 +27,6 @@ from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import event_type
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def spans() -> Iterator[Any]:
-    """This process's spans, recorded in memory from here on (the provider stays
-    installed for the session; what it recorded is dropped after the test)."""
-    exporter = tracing.record_in_memory()
-    exporter.clear()
-    yield exporter
-    exporter.clear()
 
 
 def hex_id(value: int, width: int) -> str:

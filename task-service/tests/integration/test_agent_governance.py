@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from stayops_kit.db import inbox, outbox
-from stayops_kit.testing import ServiceUnderTest, eventually, service_under_test
+from stayops_kit.db import inbox
+from stayops_kit.testing import ServiceUnderTest, announced, eventually, service_under_test
 from stayops_schemas.events.agents import AgentPaused, AgentResumed, AgentUpdated, Autonomy, KillSwitch
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, UserType
@@ -89,10 +89,7 @@ async def holders(service: ServiceUnderTest, org: str, tasks: list[dict[str, Any
 
 
 async def assignments(service: ServiceUnderTest, org: str) -> list[dict[str, Any]]:
-    async with service.runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == "stayops.task.assigned").order_by(outbox.c.id))
-        return [row.payload for row in rows]
+    return await announced(service.runtime.engine, org, "stayops.task.assigned")
 
 
 async def test_a_paused_agents_open_analyses_go_to_the_roles_person_and_resume_pulls_none_back(

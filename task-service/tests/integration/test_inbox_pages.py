@@ -10,22 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from task_service.testing import auth, create
+
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
-
-
-def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner", department: str | None = None,
-         permissions: list[str] | None = None) -> dict[str, str]:
-    token = stack.mint_token(org, user, role, department=department, permissions=permissions)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = await client.post("/v1/tasks", json={"title": "Task", "task_type": "manual", **fields},
-                                 headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def at(hours: float) -> str:

@@ -17,26 +17,15 @@ from stayops_kit.settings import ServiceSettings
 from stayops_kit.testing import app_client, eventually
 from task_service import store
 from task_service.app import create_app
+from task_service.testing import auth, create
 
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
 
 
-def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner",
-         permissions: list[str] | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {stack.mint_token(org, user, role, permissions=permissions)}"}
-
-
 def soon(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
-
-
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = await client.post("/v1/tasks", json={"title": "Check the boiler", "task_type": "manual", **fields},
-                                 headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 async def put_policy(client: httpx.AsyncClient, headers: dict[str, str], **policy: Any) -> dict[str, Any]:

@@ -12,39 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from stayops_kit.db import outbox
+from stayops_kit.testing import announced
+from task_service.testing import auth, create, history
 
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
-
-
-def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner", department: str | None = None,
-         permissions: list[str] | None = None) -> dict[str, str]:
-    token = stack.mint_token(org, user, role, department=department, permissions=permissions)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = await client.post("/v1/tasks", json={"title": "Check the boiler", "task_type": "manual",
-                                                    **fields}, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def events(runtime: Any, org: str, event_type: str) -> list[dict[str, Any]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == event_type).order_by(outbox.c.id))
-        return [row.payload for row in rows]
-
-
-async def history(client: httpx.AsyncClient, headers: dict[str, str], task_id: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/v1/tasks/{task_id}/history", headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 async def depend(client: Any, headers: dict[str, str], task_id: str, blocker_id: str) -> Any:
@@ -75,14 +49,14 @@ async def test_a_blocked_task_waits_for_its_blockers_and_is_announced_unblocked(
         assert refused.json()["blockers"] == [photos["id"], inspection["id"]]
 
     assert (await client.post(f"/v1/tasks/{photos['id']}/complete", json={}, headers=owner)).status_code == 200
-    assert await events(runtime, org, "stayops.task.unblocked") == []
+    assert await announced(runtime.engine, org, "stayops.task.unblocked") == []
     still = await client.post(f"/v1/tasks/{relist['id']}/start", headers=owner)
     assert still.status_code == 409 and still.json()["blockers"] == [inspection["id"]]
 
     cancelled = await client.post(f"/v1/tasks/{inspection['id']}/cancel", json={"reason": "not needed"},
                                   headers=owner)
     assert cancelled.status_code == 200
-    unblocked = await events(runtime, org, "stayops.task.unblocked")
+    unblocked = await announced(runtime.engine, org, "stayops.task.unblocked")
     assert [(e["task_id"], e["released_by"], sorted(e["blocker_ids"])) for e in unblocked] == [
         (relist["id"], inspection["id"], sorted([photos["id"], inspection["id"]]))]
     actions = [e["action"] for e in await history(client, owner, relist["id"])]
@@ -120,8 +94,8 @@ async def test_removing_the_last_open_blocker_unblocks(service: Service, stack: 
     removed = await client.delete(f"/v1/tasks/{task['id']}/dependencies/{blocker['id']}", headers=owner)
     assert removed.status_code == 200, removed.text
     assert removed.json()["blocked_by"] == [] and removed.json()["blocked"] is False
-    assert [(e["task_id"], e["released_by"]) for e in await events(runtime, org, "stayops.task.unblocked")] == [
-        (task["id"], None)]
+    unblocked = await announced(runtime.engine, org, "stayops.task.unblocked")
+    assert [(e["task_id"], e["released_by"]) for e in unblocked] == [(task["id"], None)]
     missing = await client.delete(f"/v1/tasks/{task['id']}/dependencies/{blocker['id']}", headers=owner)
     assert missing.status_code == 404 and missing.json()["code"] == "dependency-not-found"
 
@@ -200,7 +174,8 @@ async def test_renovating_a_listing_waits_for_the_photos_of_another_project(serv
     assert line["unscheduled"] == [] and line["truncated"] is False
 
     assert (await client.post(f"/v1/tasks/{shoot_task['id']}/complete", json={}, headers=owner)).status_code == 200
-    assert [e["task_id"] for e in await events(runtime, org, "stayops.task.unblocked")] == [tasks["relist"]["id"]]
+    unblocked = await announced(runtime.engine, org, "stayops.task.unblocked")
+    assert [e["task_id"] for e in unblocked] == [tasks["relist"]["id"]]
     assert (await client.post(f"/v1/tasks/{tasks['relist']['id']}/start", headers=owner)).status_code == 200
 
 
@@ -404,7 +379,8 @@ async def test_bulk_actions_report_each_task(service: Service, stack: Any) -> No
 
     assigned = await run(action="assign", task_ids=[a["id"], b["id"]], assigned_to="ana")
     assert assigned["succeeded"] == 2
-    assert [e["assigned_to"] for e in await events(runtime, org, "stayops.task.assigned")][-2:] == ["ana", "ana"]
+    assigned_events = await announced(runtime.engine, org, "stayops.task.assigned")
+    assert [e["assigned_to"] for e in assigned_events][-2:] == ["ana", "ana"]
     plan = await project(client, owner, name="Bulk")
     moved = await run(action="move", task_ids=[a["id"]], project_id=plan["id"])
     assert moved["succeeded"] == 1

@@ -10,15 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
-from stayops_kit.db import outbox
-from stayops_kit.testing import eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
-from stayops_schemas.envelope import Envelope
-from stayops_schemas.events.base import Payload
+from stayops_kit.testing import announced, event_envelope, eventually, send
 from stayops_schemas.events.tasks import (
     ReassignMode,
     TaskCancelRequested,
@@ -26,49 +20,13 @@ from stayops_schemas.events.tasks import (
     TaskRequested,
     TaskType,
 )
-from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
+from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import handlers, store
+from task_service.testing import auth, create, history
 
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
-
-
-def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner", department: str | None = None,
-         permissions: list[str] | None = None) -> dict[str, str]:
-    token = stack.mint_token(org, user, role, department=department, permissions=permissions)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = await client.post("/v1/tasks", json={"title": "Check the boiler", "task_type": "manual",
-                                                    **fields}, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def events(runtime: Any, org: str, event_type: str) -> list[dict[str, Any]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(outbox.c.payload).where(
-            outbox.c.org_id == org, outbox.c.event_type == event_type).order_by(outbox.c.id))
-        return [row.payload for row in rows]
-
-
-async def history(client: httpx.AsyncClient, headers: dict[str, str], task_id: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/v1/tasks/{task_id}/history", headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
-                                     partitionkey=key, time=datetime.now(UTC))
-
-
-async def publish(producer: AIOKafkaProducer, event: Envelope) -> None:
-    record = to_kafka(event)
-    await producer.send_and_wait(event_type(event.type).topic, value=record.value, key=record.key,
-                                 headers=record.headers)
 
 
 async def join(runtime: Any, org: str, user: str, role: str, department: str | None = None) -> None:
@@ -109,9 +67,9 @@ async def test_an_edit_needs_the_version_read_and_is_in_the_history(service: Ser
     assert entries[1]["changes"]["assigned_to"] == {"from": None, "to": "olga"}
     assert set(entries[1]["changes"]) == {"title", "priority", "labels", "due_at", "assigned_to"}
 
-    assigned = await events(runtime, org, "stayops.task.assigned")
+    assigned = await announced(runtime.engine, org, "stayops.task.assigned")
     assert [e["assigned_to"] for e in assigned] == ["olga"]
-    rescheduled = await events(runtime, org, "stayops.task.rescheduled")
+    rescheduled = await announced(runtime.engine, org, "stayops.task.rescheduled")
     assert [e["due_at"] for e in rescheduled] == ["2030-01-02T09:00:00Z"]
 
 
@@ -193,7 +151,8 @@ async def test_team_queues_are_in_the_inbox_and_claimed(service: Service, stack:
     await client.post(f"/v1/tasks/{by_role['id']}/start", headers=hanna)
     released = await client.post(f"/v1/tasks/{by_role['id']}/release", headers=hanna)
     assert (released.json()["assigned_to"], released.json()["status"]) == (None, "pending")
-    assigned = [e for e in await events(runtime, org, "stayops.task.assigned") if e["task_id"] == by_role["id"]]
+    assigned = [e for e in await announced(runtime.engine, org, "stayops.task.assigned")
+                if e["task_id"] == by_role["id"]]
     # Its creation put it in the role's queue; then claimed, then released to the queue again.
     assert [e["assigned_to"] for e in assigned] == [None, "hanna", None]
     assert [e["action"] for e in await history(client, owner, by_role["id"])] == [
@@ -212,8 +171,8 @@ async def test_cancel_and_reopen(service: Service, stack: Any) -> None:
     assert twice.status_code == 409
     editing = await client.patch(f"/v1/tasks/{task['id']}", headers=owner, json={"title": "x"})
     assert editing.status_code == 409
-    assert [(e["reason"], e["cancelled_by"]) for e in await events(runtime, org, "stayops.task.cancelled")] == [
-        ("Guest left", "owner-1")]
+    cancellations = await announced(runtime.engine, org, "stayops.task.cancelled")
+    assert [(e["reason"], e["cancelled_by"]) for e in cancellations] == [("Guest left", "owner-1")]
     reopened = await client.post(f"/v1/tasks/{task['id']}/reopen", headers=owner)
     assert (reopened.json()["status"], reopened.json()["assigned_to"]) == ("pending", "olga")
     entries = await history(client, owner, task["id"])
@@ -279,7 +238,7 @@ async def test_changes_made_by_events_are_in_the_history(service: Service, stack
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Clean flat 3", task_type=TaskType.MANUAL,
             requested_by="wf-owner"), org, source=WORKFLOW_SERVICE))
 
@@ -288,7 +247,7 @@ async def test_changes_made_by_events_are_in_the_history(service: Service, stack
             return items[0] if items else None
 
         task = await eventually(requested, timeout=30)
-        await publish(producer, envelope("stayops.task.cancel.requested", TaskCancelRequested(
+        await send(producer, event_envelope("stayops.task.cancel.requested", TaskCancelRequested(
             request_id=request_id, org_id=org, reason="reservation cancelled", requested_by="wf-owner"), org))
 
         async def cancelled() -> Any:
@@ -312,7 +271,7 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
             role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
 
@@ -322,7 +281,7 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
 
         task = await eventually(requested, timeout=30)
         for moved in ({"assigned_to": "boss-1"}, {"role_id": "owner"}):
-            await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+            await send(producer, event_envelope("stayops.task.reassign.requested", TaskReassignRequested(
                 request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
                 **moved), org))
 
@@ -339,7 +298,7 @@ async def test_a_reassignment_asked_by_its_workflow_hands_the_open_task_on(servi
     assert entries[2]["changes"]["role_id"] == {"from": "night-auditor", "to": "owner"}
     body = (await client.get(f"/v1/tasks/{task['id']}", headers=auth(stack, org))).json()
     assert (body["status"], body["assigned_to"], body["role_id"]) == ("pending", None, "owner")
-    assigned = await events(runtime, org, "stayops.task.assigned")
+    assigned = await announced(runtime.engine, org, "stayops.task.assigned")
     assert [(e["assigned_to"], e["rule"].startswith("not decided within PT1S")) for e in assigned][-2:] == [
         ("boss-1", True), (None, True)]
 
@@ -355,7 +314,7 @@ async def test_a_reviewer_added_by_its_workflow_sees_the_task_in_their_inbox_and
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        await publish(producer, envelope("stayops.task.requested", TaskRequested(
+        await send(producer, event_envelope("stayops.task.requested", TaskRequested(
             request_id=request_id, org_id=org, title="Approve the refund", task_type=TaskType.DECISION,
             role_id="night-auditor", requested_by="workflow-service"), org, source=WORKFLOW_SERVICE))
 
@@ -366,7 +325,7 @@ async def test_a_reviewer_added_by_its_workflow_sees_the_task_in_their_inbox_and
         task = await eventually(requested, timeout=30)
         boss = auth(stack, org, user="boss-1")
         assert (await client.get("/v1/inbox", headers=boss)).json()["items"] == []
-        await publish(producer, envelope("stayops.task.reassign.requested", TaskReassignRequested(
+        await send(producer, event_envelope("stayops.task.reassign.requested", TaskReassignRequested(
             request_id=request_id, org_id=org, reason="not decided within PT1S", requested_by="workflow-service",
             assigned_to="boss-1", mode=ReassignMode.ADD_REVIEWER), org))
 

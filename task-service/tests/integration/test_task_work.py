@@ -16,16 +16,13 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 
 from stayops_kit.db import inbox, outbox
-from stayops_kit.testing import eventually
-from stayops_schemas.binding import to_kafka
-from stayops_schemas.catalog import event_type
+from stayops_kit.testing import announced, event_envelope, eventually, send
 from stayops_schemas.envelope import Envelope
 from stayops_schemas.events.agents import AgentResultProduced
 from stayops_schemas.events.automations import ActionFinished, ExecutionOutcome
-from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import MemberJoined, MemberLeft, OrgPolicyUpdated, PriceGuardrails, UserType
 from stayops_schemas.events.tasks import TaskRequested, TaskType
-from stayops_schemas.ownership import WORKFLOW_SERVICE, owner_of
+from stayops_schemas.ownership import WORKFLOW_SERVICE
 from task_service import store
 
 pytestmark = pytest.mark.stack
@@ -44,18 +41,6 @@ async def producer(stack: Any) -> AsyncIterator[AIOKafkaProducer]:
         await kafka.stop()
 
 
-def envelope(name: str, payload: Payload, key: str, source: str | None = None) -> Envelope:
-    """The event as its owner sends it (consumers dead-letter another source's)."""
-    return event_type(name).envelope(payload, id=str(uuid.uuid4()), source=source or owner_of(name),
-                                     partitionkey=key, time=datetime.now(UTC))
-
-
-async def publish(producer: AIOKafkaProducer, event: Envelope) -> None:
-    record = to_kafka(event)
-    await producer.send_and_wait(event_type(event.type).topic, value=record.value, key=record.key,
-                                 headers=record.headers)
-
-
 def headers(stack: Any, org: str, user: str, role: str, user_type: str = "human") -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.mint_token(org, user, role, user_type=user_type)}"}
 
@@ -65,23 +50,13 @@ async def seed_members(producer: AIOKafkaProducer, runtime: Any, org: str,
     for user_id, user_type, role, joined_at in members:
         joined = MemberJoined(org_id=org, user_id=user_id, user_type=user_type, display_name=user_id,
                               role_id=role, role_name=role, joined_at=joined_at)
-        await publish(producer, envelope("org.member.joined", joined, org))
+        await send(producer, event_envelope("org.member.joined", joined, org))
 
     async def in_directory() -> bool:
         async with runtime.engine.connect() as conn:
             return len(await store.list_members(conn, org)) == len(members)
 
     await eventually(in_directory, what=f"{len(members)} members in the directory")
-
-
-async def announced(runtime: Any, org: str, name: str) -> list[dict[str, Any]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(
-            sa.select(outbox.c.payload)
-            .where(outbox.c.org_id == org, outbox.c.event_type == name)
-            .order_by(outbox.c.id)
-        )
-        return [row.payload for row in rows]
 
 
 async def handled(runtime: Any, *events: Envelope) -> None:
@@ -116,18 +91,18 @@ async def test_a_request_delivered_three_times_creates_one_task(
     org = str(uuid.uuid4())
     request = requested(org, "run-1:sync:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
                         data={"action": "request_sync"}, workflow_run_id="run-1", workflow_step="sync")
-    first = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)
-    again = envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)  # asked again, new id
-    await publish(producer, first)
-    await publish(producer, first)  # the same record redelivered
-    await publish(producer, again)
+    first = event_envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)
+    again = event_envelope("stayops.task.requested", request, "run-1", WORKFLOW_SERVICE)  # asked again, new id
+    await send(producer, first)
+    await send(producer, first)  # the same record redelivered
+    await send(producer, again)
     await handled(runtime, first, again)  # the redelivery sits between them on one partition
 
     [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
     assert (task["assigned_to"], task["workflow_run_id"], task["request_id"]) == (
         "automation", "run-1", "run-1:sync:1")
-    created = await announced(runtime, org, "stayops.task.created")
-    assigned = await announced(runtime, org, "stayops.task.assigned")
+    created = await announced(runtime.engine, org, "stayops.task.created")
+    assigned = await announced(runtime.engine, org, "stayops.task.assigned")
     assert len(created) == 1 and len(assigned) == 1
     assert (assigned[0]["assigned_to"], assigned[0]["task_type"], assigned[0]["workflow_step"]) == (
         "automation", "automated", "sync")
@@ -155,7 +130,7 @@ async def test_a_role_task_goes_to_the_member_with_fewest_open_tasks(
     second = (await client.post("/v1/tasks", json=by_role, headers=owner)).json()
     assert second["assigned_to"] == "alice"
 
-    events = {e["task_id"]: e for e in await announced(runtime, org, "stayops.task.assigned")}
+    events = {e["task_id"]: e for e in await announced(runtime.engine, org, "stayops.task.assigned")}
     assert events[first["id"]]["assignee_type"] == "ai_agent"
     assert events[first["id"]]["rule"].startswith("role:revenue-manager -> fewest open tasks (0)")
     assert events[busy.json()["id"]]["rule"] == "assigned by user owner-1"
@@ -179,7 +154,7 @@ async def test_a_task_queued_for_a_role_goes_to_the_first_member_who_joins_it(
 
     task = await eventually(assigned, what="the queued task handed to the new member")
     assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
-    events = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == queued["id"]]
+    events = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == queued["id"]]
     assert [e["assigned_to"] for e in events] == [None, "ai-rm"], "queued, then handed to the new member"
 
 
@@ -247,9 +222,9 @@ async def test_who_may_act_on_a_task_and_when(service: Service, stack: Any) -> N
         "completed", {"fixed": True}, "bob")
     assert (await client.post(f"{url}/fail", json={"reason": "late"}, headers=bob)).status_code == 409
 
-    assert [e["started_by"] for e in await announced(runtime, org, "stayops.task.started")] == ["bob", "bob"]
-    assert [e["blocked_by"] for e in await announced(runtime, org, "stayops.task.blocked")] == ["bob"]
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    assert [e["started_by"] for e in await announced(runtime.engine, org, "stayops.task.started")] == ["bob", "bob"]
+    assert [e["blocked_by"] for e in await announced(runtime.engine, org, "stayops.task.blocked")] == ["bob"]
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (completed["completed_by"], completed["result"]) == ("bob", {"fixed": True})
 
 
@@ -282,12 +257,12 @@ async def test_an_owner_approves_a_decision_with_changes(service: Service, stack
                                  json={"outcome": "approved", "comment": "a bit less", "changes": changes})
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "completed"
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (completed["task_type"], completed["outcome"], completed["comment"]) == (
         "decision", "approved", "a bit less")
     assert completed["changes"] == {"prices": changes}
     assert completed["completed_by"] == answered.json()["completed_by"] == "owner-1"
-    claim = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == decision["id"]]
+    claim = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == decision["id"]]
     assert [(e["assigned_to"], e["rule"]) for e in claim] == [
         (None, "role:owner -> role queue (no active member)"),
         ("owner-1", "claimed by owner-1 from the queue of role owner")]
@@ -299,7 +274,7 @@ async def test_an_agents_result_completes_its_analysis_task(
     client, runtime, _ = service
     org = str(uuid.uuid4())
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-7:analysis:1", role_id="revenue-manager", data={"skill": "pricing"},
         workflow_run_id="run-7", workflow_step="analysis"), "run-7"))
     auth = headers(stack, org, "ai-rm", "revenue-manager", user_type="ai_agent")
@@ -312,18 +287,18 @@ async def test_an_agents_result_completes_its_analysis_task(
     assert (task["assigned_to"], task["assignee_type"]) == ("ai-rm", "ai_agent")
 
     def result(agent: str, change_pct: float) -> Envelope:
-        return envelope("stayops.agent.result.produced", AgentResultProduced(
+        return event_envelope("stayops.agent.result.produced", AgentResultProduced(
             agent_user_id=agent, org_id=org, task_id=task["id"], skill="pricing", summary="done",
             confidence=0.9, result=pricing_result(change_pct)), task["id"])
 
     reports = [result("ai-impostor", 0.0), result("ai-rm", 8.5), result("ai-rm", 12.0)]
     for report in reports:  # an impostor's (ignored), the assignee's, a late one (ignored)
-        await publish(producer, report)
+        await send(producer, report)
     await handled(runtime, *reports)
 
     done = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (done["status"], done["result"], done["completed_by"]) == ("completed", pricing_result(8.5), "ai-rm")
-    [event] = await announced(runtime, org, "stayops.task.completed")
+    [event] = await announced(runtime.engine, org, "stayops.task.completed")
     assert (event["completed_by"], event["workflow_run_id"], event["workflow_step"]) == (
         "ai-rm", "run-7", "analysis")
 
@@ -344,23 +319,23 @@ async def test_an_agents_failure_fails_its_task_with_the_reason(
     client, runtime, _ = service
     org = str(uuid.uuid4())
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-8:analysis:1", role_id="revenue-manager", data={"skill": "pricing"},
         workflow_run_id="run-8", workflow_step="analysis"), "run-8"))
     auth = headers(stack, org, "ai-rm", "revenue-manager", user_type="ai_agent")
     [task] = await eventually(lambda: tasks_of(client, auth), what="the analysis task")
 
-    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+    report = event_envelope("stayops.agent.result.produced", AgentResultProduced(
         agent_user_id="ai-rm", org_id=org, task_id=task["id"], skill="pricing", summary="could not run",
         confidence=0.0, failed=True, error="no synced listing matches data.listing_ids"), task["id"])
-    await publish(producer, report)
+    await send(producer, report)
     await handled(runtime, report)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (current["status"], current["status_reason"]) == ("failed", "no synced listing matches data.listing_ids")
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert event["failed_by"] == "ai-rm"
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
 
 async def test_an_automation_failure_fails_the_task_and_late_reports_change_nothing(
@@ -368,29 +343,28 @@ async def test_an_automation_failure_fails_the_task_and_late_reports_change_noth
 ) -> None:
     client, runtime, _ = service
     org = str(uuid.uuid4())
-    await publish(producer, envelope("stayops.task.requested", requested(
+    await send(producer, event_envelope("stayops.task.requested", requested(
         org, "run-9:publish:1", task_type=TaskType.AUTOMATED, assigned_to="automation",
         data={"action": "publish_prices"}), "run-9", WORKFLOW_SERVICE))
     auth = headers(stack, org, "owner-1", "owner")
     [task] = await eventually(lambda: tasks_of(client, auth), what="the automated task")
 
     def finished(outcome: ExecutionOutcome, error: str | None) -> Envelope:
-        return envelope("stayops.automation.action.finished", ActionFinished(
+        return event_envelope("stayops.automation.action.finished", ActionFinished(
             org_id=org, task_id=task["id"], action="publish_prices", outcome=outcome, error=error),
             task["id"])
 
     reports = [finished(ExecutionOutcome.FAILURE, "listing L2 refused the price"),
                finished(ExecutionOutcome.SUCCESS, None)]
     for report in reports:
-        await publish(producer, report)
+        await send(producer, report)
     await handled(runtime, *reports)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
     assert (current["status"], current["status_reason"]) == ("failed", "listing L2 refused the price")
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert (event["failed_by"], event["reason"]) == ("automation", "listing L2 refused the price")
-    assert await announced(runtime, org, "stayops.task.completed") == []
-
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
 
 async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
@@ -407,13 +381,13 @@ async def test_a_leavers_open_task_goes_to_another_member_of_the_role(
                               json={"title": "Clean", "task_type": "manual", "role_id": "cleaner"})).json()
     assert task["assigned_to"] == "alice"
 
-    left = envelope("org.member.left", MemberLeft(org_id=org, user_id="alice", left_at=datetime.now(UTC)), org)
-    await publish(producer, left)
+    left = event_envelope("org.member.left", MemberLeft(org_id=org, user_id="alice", left_at=datetime.now(UTC)), org)
+    await send(producer, left)
     await handled(runtime, left)
 
     current = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
     assert current["assigned_to"] == "bob"
-    reassigned = (await announced(runtime, org, "stayops.task.assigned"))[-1]
+    reassigned = (await announced(runtime.engine, org, "stayops.task.assigned"))[-1]
     assert (reassigned["task_id"], reassigned["assigned_to"]) == (task["id"], "bob")
     assert reassigned["rule"].startswith("alice left the organisation; role:cleaner -> only active member")
 
@@ -467,14 +441,14 @@ async def test_only_workflow_service_may_request_a_side_effecting_task(
 ) -> None:
     client, runtime, _ = service
     org = str(uuid.uuid4())
-    forged = envelope("stayops.task.requested", requested(
+    forged = event_envelope("stayops.task.requested", requested(
         org, "alert:1", task_type=TaskType.AUTOMATED, assigned_to="automation", requested_by="workflow-service",
         data=FORGED_PUBLISH["data"], workflow_run_id="run-x"), org, "/agent-service")
-    harmless = envelope("stayops.task.requested", requested(
+    harmless = event_envelope("stayops.task.requested", requested(
         org, "alert:2", task_type=TaskType.MANUAL, title="Revenue fell short", requested_by="ai-rm"),
         org, "/agent-service")
-    await publish(producer, forged)
-    await publish(producer, harmless)
+    await send(producer, forged)
+    await send(producer, harmless)
     await handled(runtime, harmless)  # one key, one partition: the forged request came first
 
     [task] = await tasks_of(client, headers(stack, org, "owner-1", "owner"))
@@ -510,10 +484,10 @@ async def test_a_queued_task_is_claimed_before_anyone_acts_on_it_and_only_by_its
     done = await client.post(f"{url}/complete", json={"result": {"clean": True}}, headers=alice)
     assert (done.json()["status"], done.json()["completed_by"]) == ("completed", "alice")
 
-    assigned = [e for e in await announced(runtime, org, "stayops.task.assigned") if e["task_id"] == task["id"]]
+    assigned = [e for e in await announced(runtime.engine, org, "stayops.task.assigned") if e["task_id"] == task["id"]]
     assert [(e["assigned_to"], e["assignee_type"], e["rule"]) for e in assigned][-1] == (
         "alice", "human", "claimed by alice from the queue of role cleaner")
-    assert [e["completed_by"] for e in await announced(runtime, org, "stayops.task.completed")] == ["alice"]
+    assert [e["completed_by"] for e in await announced(runtime.engine, org, "stayops.task.completed")] == ["alice"]
 
 
 async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fails_the_task(
@@ -543,17 +517,17 @@ async def test_a_result_that_does_not_fit_the_skill_is_refused_and_an_agents_fai
     await seed_members(producer, runtime, org, [("ai-rm", UserType.AI_AGENT, "revenue-manager", EARLY)])
     by_agent = (await client.post("/v1/tasks", headers=owner, json={**analysis, "role_id": "revenue-manager"})).json()
     assert by_agent["assigned_to"] == "ai-rm"
-    report = envelope("stayops.agent.result.produced", AgentResultProduced(
+    report = event_envelope("stayops.agent.result.produced", AgentResultProduced(
         agent_user_id="ai-rm", org_id=org, task_id=by_agent["id"], skill="pricing", summary="done",
         confidence=0.9, result=pricing_result(40.0, max_abs_change_pct=0)), by_agent["id"])
-    await publish(producer, report)
+    await send(producer, report)
     await handled(runtime, report)
 
     failed = (await client.get(f"/v1/tasks/{by_agent['id']}", headers=owner)).json()
     assert (failed["status"], failed["completed_by"]) == ("failed", "ai-rm")
     assert "does not fit the 'pricing' skill" in failed["status_reason"]
-    assert await announced(runtime, org, "stayops.task.completed") == []
-    [event] = await announced(runtime, org, "stayops.task.failed")
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
+    [event] = await announced(runtime.engine, org, "stayops.task.failed")
     assert (event["task_id"], event["failed_by"]) == (by_agent["id"], "ai-rm")
 
 
@@ -564,8 +538,8 @@ async def test_edited_prices_must_name_proposed_nights_and_pass_the_orgs_guardra
     org = str(uuid.uuid4())
     policy = OrgPolicyUpdated(org_id=org, updated_at=datetime.now(UTC), pricing=PriceGuardrails(max_change_pct=20),
                               listings={"L2": PriceGuardrails(floor=Decimal("90.00"), currency="USD")})
-    announced_policy = envelope("org.policy.updated", policy, org)
-    await publish(producer, announced_policy)
+    announced_policy = event_envelope("org.policy.updated", policy, org)
+    await send(producer, announced_policy)
     await handled(runtime, announced_policy)
     night = {"current_price": "100.00", "recommended_price": "110.00", "change_pct": 10.0, "date": "2026-12-01",
              "min_price": "60.00", "max_price": "150.00"}
@@ -591,12 +565,12 @@ async def test_edited_prices_must_name_proposed_nights_and_pass_the_orgs_guardra
                  "L1 2026-12-01 at 130.00: a change of +30.0 % from 100.00 is more than the 20 % a night may move"):
         assert says in detail, says
     assert (await client.get(f"/v1/tasks/{decision['id']}", headers=owner)).json()["status"] == "pending"
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
 
     accepted = await client.post(url, headers=owner, json={"outcome": "approved", "changes": {"prices": [
         {"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}})
     assert accepted.status_code == 200, accepted.text
-    [completed] = await announced(runtime, org, "stayops.task.completed")
+    [completed] = await announced(runtime.engine, org, "stayops.task.completed")
     assert completed["changes"] == {"prices": [{"listing_id": "L2", "date": "2026-12-01", "price": "95.00"}]}
 
 
@@ -616,7 +590,7 @@ async def test_approving_proposed_prices_needs_prices_publish(service: Service, 
                                 json={"outcome": "approved"})
     assert approve.status_code == 403, approve.text
     assert "prices.publish" in approve.json()["detail"]
-    assert await announced(runtime, org, "stayops.task.completed") == []
+    assert await announced(runtime.engine, org, "stayops.task.completed") == []
     reject = await client.post(f"/v1/tasks/{decisions[1]['id']}/decision", headers=decider,
                                json={"outcome": "rejected", "comment": "not this week"})
     assert reject.status_code == 200, reject.text

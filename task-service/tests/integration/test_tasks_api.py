@@ -15,14 +15,11 @@ from stayops_kit.db import outbox
 from stayops_kit.testing import eventually
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.errors import MalformedEvent
+from task_service.testing import auth
 
 pytestmark = pytest.mark.stack
 
 Service = tuple[httpx.AsyncClient, Any, str]
-
-
-def auth(stack: Any, org: str, user: str = "owner-1", role: str = "owner") -> dict[str, str]:
-    return {"Authorization": f"Bearer {stack.mint_token(org, user, role)}"}
 
 
 async def test_a_created_task_is_readable_and_announced(service: Service, stack: Any) -> None:

@@ -517,7 +517,8 @@ class Saga:
                                    f"({str(body)[:200]})")
             segment, proposal = body.get("segment"), body.get("proposal")
             ref = ref_of(proposal)
-            if not isinstance(segment, str) or not segment or ref is None:
+            # A proposal with a ref is a mapping (`ref_of`); said again for the type checker.
+            if not isinstance(segment, str) or not segment or ref is None or not isinstance(proposal, Mapping):
                 raise _StepRefused(f"batch item {entry.get('index')}: a segment result is {{segment, proposal}} "
                                    "with its proposal stored by reference")
             detail = self.details.get(ref.id)

@@ -230,12 +230,12 @@ async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[Wo
     if request.branch is None:
         stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
         return stored, parse_stored(stored.document)
-    stored = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
-                                        request.workflow_key, request.workflow_version)
-    if stored is None or request.parent_run_id is None:
+    parents = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
+                                         request.workflow_key, request.workflow_version)
+    if parents is None or request.parent_run_id is None:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version}")
     try:
-        return stored, parse_stored(stored.document).branch(request.branch)
+        return parents, parse_stored(parents.document).branch(request.branch)
     except KeyError as exc:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version} branch {request.branch}") from exc
 
@@ -363,11 +363,12 @@ async def task_completed(ctx: EventContext, event: TaskCompleted) -> None:
     if run.status in FINISHED or event.workflow_step is None:
         _log(ctx.uow, _ignored(entry, run))
         return
+    step = event.workflow_step
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_completed(
-        event.workflow_step, request_id=event.request_id, actor=event.completed_by, result=event.result,
+        step, request_id=event.request_id, actor=event.completed_by, result=event.result,
         outcome=event.outcome.value if event.outcome else None, comment=event.comment, changes=event.changes,
     ))
     _log(ctx.uow, entry if transition.applied else _ignored(entry, run))
@@ -382,11 +383,12 @@ async def task_failed(ctx: EventContext, event: TaskFailed) -> None:
     if run.status in FINISHED or event.workflow_step is None:
         _log(ctx.uow, _ignored(entry, run))
         return
+    step = event.workflow_step
     definition = await _parsed_definition(ctx.uow, run)
     if definition is None:
         return
     transition = await _advance(ctx.uow, ctx.results, definition, run, lambda saga: saga.task_failed(
-        event.workflow_step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
+        step, request_id=event.request_id, actor=event.failed_by or entry.actor, reason=event.reason,
         result=event.result))
     _log(ctx.uow, entry if transition.applied else _ignored(entry, run))
     await _apply(ctx.uow, run, definition, transition, results=ctx.results)
@@ -429,8 +431,10 @@ async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) 
                 definition = await _parsed_definition(uow, run)
                 if definition is None:
                     continue
-                transition = await _advance(
-                    uow, results, definition, run, lambda saga, t=timer: saga.timer_fired(t.step, t.id))
+                def fire(saga: Saga, t: Any = timer) -> Transition:
+                    return saga.timer_fired(t.step, t.id)
+
+                transition = await _advance(uow, results, definition, run, fire)
                 await _apply(uow, run, definition, transition, results=results)
         except Exception as exc:
             uow.pending.rows = pending_before
@@ -674,8 +678,10 @@ async def _start_children(uow: UnitOfWork, parent: WorkflowRun, definition: Defi
         if current is None:
             return parent
         parent = current
-        transition = await _advance(uow, results, definition, parent,
-                                    lambda saga, s=started, f=finished: saga.children_started(s, f))
+        def start(saga: Saga, s: dict[str, str] = started, f: list[dict[str, Any]] = finished) -> Transition:
+            return saga.children_started(s, f)
+
+        transition = await _advance(uow, results, definition, parent, start)
         children, transition.children = transition.children, []
         parent = await _apply(uow, parent, definition, transition, results=results)
     return parent

@@ -11,7 +11,7 @@ consumer group, and would take the event half the time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,16 +23,6 @@ from task_service.app import create_app as create_task_service
 from workflow_service.app import create_app as create_workflow_service
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def spans() -> Iterator[Any]:
-    """This process's spans, recorded in memory from here on (the provider stays
-    installed for the session; what it recorded is dropped after the test)."""
-    exporter = tracing.record_in_memory()
-    exporter.clear()
-    yield exporter
-    exporter.clear()
 
 
 @pytest.fixture
