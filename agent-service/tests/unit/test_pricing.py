@@ -161,6 +161,50 @@ def test_the_usual_pace_is_unbiased_at_both_edges_of_the_window() -> None:
     assert all(effect(nights[TODAY + timedelta(days=lead)], "demand") == 0 for lead in (0, 1, 60, 118, 119))
 
 
+def a_year_of_market(*, peak: tuple[int, int], peak_occupancy: float, occupancy: float = 0.6
+                     ) -> dict[date, MarketNight]:
+    """A market with 400 nights of history, one flat price all year, and final
+    occupancies of `peak_occupancy` on the nights [peak) days after TODAY - 364 (a
+    season that filled it a year before), `occupancy` otherwise; nights ahead 30 %
+    booked everywhere (today's pace says nothing about the season)."""
+    market = flat_market(TODAY - timedelta(days=400), 520, occupancy=occupancy)
+    year_before = TODAY - timedelta(days=364)
+    for d in range(*peak):
+        market[year_before + timedelta(days=d)] = MarketNight(Decimal("120.00"), peak_occupancy, 30)
+    for d in range(120):
+        market[TODAY + timedelta(days=d)] = MarketNight(Decimal("120.00"), 0.3, 30)
+    return market
+
+
+def test_a_season_that_filled_the_market_a_year_before_is_priced_up() -> None:
+    nights = priced(listing(market=a_year_of_market(peak=(40, 80), peak_occupancy=0.9)))
+
+    in_season, off_season = nights[TODAY + timedelta(days=60)], nights[TODAY + timedelta(days=100)]
+    # 0.9 against a typical occupancy of about 0.63 over the year's history.
+    assert effect(in_season, "season_demand") > 20
+    assert effect(off_season, "season_demand") == 0
+    assert in_season.recommended_price > off_season.recommended_price
+    assert "a year before" in next(f.detail for f in in_season.factors if f.name == "season_demand")
+
+
+def test_a_season_that_left_the_market_empty_is_not_discounted_by_it() -> None:
+    nights = priced(listing(market=a_year_of_market(peak=(40, 80), peak_occupancy=0.3)))
+
+    assert effect(nights[TODAY + timedelta(days=60)], "season_demand") == 0
+
+
+def test_season_demand_is_silent_without_a_year_of_history_and_capped_and_tunable() -> None:
+    short = priced(listing(market=flat_market(TODAY - timedelta(days=60), 200)))
+    full = a_year_of_market(peak=(40, 80), peak_occupancy=1.0, occupancy=0.3)
+    capped = priced(listing(market=full))
+    off = priced(listing(market=full, rules=DEFAULT_RULES.overridden(
+        {"market": {"season_demand_weight_pct": 0}})))
+
+    assert all(effect(n, "season_demand") == 0 for n in short.values())
+    assert effect(capped[TODAY + timedelta(days=60)], "season_demand") == DEFAULT_RULES.market.season_demand_cap_pct
+    assert all(effect(n, "season_demand") == 0 for n in off.values())
+
+
 def test_a_listing_booking_ahead_of_the_market_is_cheap_and_rises() -> None:
     stays = tuple(stay(TODAY + timedelta(days=d), 1) for d in range(0, 30) if d % 5)  # 24 of 30 nights
 
@@ -347,7 +391,7 @@ def pricing_cases(draw: st.DrawFn) -> tuple[ListingPricingInput, date, float]:
     market = {today + timedelta(days=i): MarketNight(draw(prices), draw(st.floats(0, 1)),
                                                      draw(st.sampled_from([None, 2, 40])),
                                                      draw(st.sampled_from([None, "festival"])))
-              for i in range(-20, 40, draw(st.integers(1, 4)))}
+              for i in (*range(-380, -320, 3), *range(-20, 40, draw(st.integers(1, 4))))}
     rules = DEFAULT_RULES.overridden({"max_change": {"pct": max_change},
                                       "premiums": {"weekend_pct": draw(st.floats(0, 40))},
                                       "last_minute": {"max_discount_pct": draw(st.floats(0, 90))}})

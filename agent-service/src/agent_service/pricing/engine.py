@@ -5,6 +5,7 @@ price = base (the owner's base, moved toward the position the listing's bookings
 show against the market's median) x season x day of week x the night's own market
 premium (all read from the market's median prices against their typical level)
 x demand (the market's booking pace against the usual pace at that lead time)
+x season demand (how full the market got around the night a year before)
 x occupancy (the listing's own against the market's) -> customisations (last
 minute, far out, orphan gaps, weekend and event premiums) -> at most the maximum
 change per run -> clamped into the owner's [min_price, max_price]. The owner's
@@ -36,8 +37,8 @@ from agent_service.pricing.rules import PricingRules
 from agent_service.pricing.signals import MarketSignals, read_market
 from stayops_kit.errors import InvalidRequest
 
-FACTOR_NAMES = ("market_position", "season", "day_of_week", "market_night", "demand", "occupancy",
-                "lead_time", "orphan_gap", "weekend", "local_event", "max_change", "bounds")
+FACTOR_NAMES = ("market_position", "season", "day_of_week", "market_night", "demand", "season_demand",
+                "occupancy", "lead_time", "orphan_gap", "weekend", "local_event", "max_change", "bounds")
 
 # Confidence: what lowers it, from a start that is never certainty.
 BASE_CONFIDENCE = 0.9
@@ -170,6 +171,7 @@ def _price_night(context: _Context, night: dt.date) -> NightRecommendation:
         _day_of_week(signals, night, rules),
         _market_night(night_premium, market, rules),
         _demand(signals, lead, market, rules),
+        _season_demand(signals, night, rules),
         context.occupancy,
         _lead_time(lead, demand_ratio(signals, lead, market), signals.sell_chance(lead), rules),
         _orphan_gap(context.gaps.get(night), rules),
@@ -278,6 +280,19 @@ def _demand(signals: MarketSignals, lead: int, market: MarketNight | None, rules
                  rules.market.demand_cap_pct)
     return Factor("demand", effect, f"market {market.occupancy:.0%} booked vs {usual:.0%} usual "
                                     f"{lead} days ahead")
+
+
+def _season_demand(signals: MarketSignals, night: dt.date, rules: PricingRules) -> Factor:
+    """How full the market got around this night a year before, against its typical
+    occupancy: a season that fills the market leaves its guests little choice (a
+    night one passes over, a later one takes), so its nights bear a higher price."""
+    ratio = signals.season_occupancy.get(night)
+    if ratio is None:
+        return Factor("season_demand", 0.0, "no market history a year back around this night")
+    rule = rules.market
+    effect = cap(max(0.0, ratio - 1) * rule.season_demand_weight_pct, rule.season_demand_cap_pct)
+    return Factor("season_demand", effect, f"a year before, the market around this night was {ratio:.0%} "
+                                           "as full as it typically is")
 
 
 def demand_ratio(signals: MarketSignals, lead: int, market: MarketNight | None) -> float:

@@ -78,7 +78,12 @@ class Market:
     market's seasonal and weekday price swing the listing follows; `demand_weight`
     the percent of price per unit of booking pace above or below the usual pace at
     that lead time; `position_weight` how much of the position learned from the
-    listing's bookings replaces the owner's base (per booked night, see `position_nights`)."""
+    listing's bookings replaces the owner's base (per booked night, see `position_nights`);
+    `season_demand_weight` the percent of price per unit of the market's final
+    occupancy a year before (around the night) above its typical occupancy, up to
+    `season_demand_cap`: a season that fills the market is one whose guests have
+    little choice, so its nights bear more. Upward only: a season that left the
+    market empty is met by the last-minute discount and the demand pace already."""
 
     follow: float = 1.0
     season_cap_pct: float = 45.0
@@ -86,6 +91,8 @@ class Market:
     night_cap_pct: float = 40.0
     demand_weight_pct: float = 40.0
     demand_cap_pct: float = 25.0
+    season_demand_weight_pct: float = 200.0
+    season_demand_cap_pct: float = 40.0
     position_nights: int = 100
     position_cap_pct: float = 10.0
 

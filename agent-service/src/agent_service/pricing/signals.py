@@ -1,19 +1,23 @@
 """What the market data says, read once per listing: the market's typical price,
-its seasonal level and weekday pattern, each night's own premium (an event), and
-how fast nights are booking against the usual pace at their lead time."""
+its seasonal level and weekday pattern, each night's own premium (an event), how
+fast nights are booking against the usual pace at their lead time, and how full
+the market got around each night a year before."""
 
 from __future__ import annotations
 
 import datetime as dt
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent_service.pricing.model import MarketNight
 
 SEASON_WINDOW_DAYS = 14  # either side: a month-long moving average is a season
 MIN_PAST_NIGHTS = 14  # past nights needed to trust the market's typical occupancy
 CURVE_WINDOW_DAYS = 10  # either side, in lead time: nights booked about as far ahead
+LAST_YEAR_DAYS = 364  # 52 weeks back: the same weekday a year before
+LAST_YEAR_WINDOW_DAYS = 7  # either side of that night
+MIN_LAST_YEAR_NIGHTS = 7  # past nights around it needed to read its season
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class MarketSignals:
     typical_occupancy: float | None
     # Share of a night's bookings usually made at least `lead` days ahead (index = lead).
     booking_curve: Sequence[float]
+    # The market's final occupancy a year before each night (around it), as a ratio
+    # to its typical occupancy; missing where the history does not reach back.
+    season_occupancy: Mapping[dt.date, float] = field(default_factory=dict)
 
     def usual_occupancy(self, lead: int) -> float | None:
         """The market's usual occupancy, as of today, of a night `lead` days ahead."""
@@ -74,7 +81,38 @@ def read_market(market: Mapping[dt.date, MarketNight], today: dt.date) -> Market
     soon = [market[d].occupancy for d in dates if today <= d < today + dt.timedelta(days=7)]
     typical_occupancy = (statistics.fmean(past) if len(past) >= MIN_PAST_NIGHTS
                          else statistics.fmean(soon) if soon else None)
-    return MarketSignals(typical, season, weekday, typical_occupancy, curve)
+    return MarketSignals(typical, season, weekday, typical_occupancy, curve,
+                         last_year_occupancy(market, today, typical_occupancy))
+
+
+def last_year_occupancy(market: Mapping[dt.date, MarketNight], today: dt.date,
+                        typical: float | None) -> dict[dt.date, float]:
+    """For each night from today: the market's final occupancy on the nights around
+    the same night a year before (52 weeks, so the weekdays match), against its
+    typical occupancy. A season that filled the market last year fills it again:
+    where the market's history reaches back that far, this reads how full a night's
+    season gets, which today's bookings a long way ahead do not show yet."""
+    if not typical or typical <= 0:
+        return {}
+    past = {d: m.occupancy for d, m in market.items() if d < today}
+    if not past:
+        return {}
+    first = min(past)
+    days = (today - first).days
+    # Prefix sums over the past days: the count and total of nights known.
+    count, total = [0], [0.0]
+    for i in range(days):
+        value = past.get(first + dt.timedelta(days=i))
+        count.append(count[-1] + (value is not None))
+        total.append(total[-1] + (value or 0.0))
+    found: dict[dt.date, float] = {}
+    for night in (d for d in market if d >= today):
+        centre = (night - first).days - LAST_YEAR_DAYS
+        low, high = max(0, centre - LAST_YEAR_WINDOW_DAYS), min(days, centre + LAST_YEAR_WINDOW_DAYS + 1)
+        if high - low <= 0 or count[high] - count[low] < MIN_LAST_YEAR_NIGHTS:
+            continue
+        found[night] = (total[high] - total[low]) / (count[high] - count[low]) / typical
+    return found
 
 
 def booking_curve(market: Mapping[dt.date, MarketNight], today: dt.date) -> list[float]:
