@@ -27,6 +27,7 @@ from stayops_infra.testing import start_test_stack
 from stayops_kit.db import create_engine, inbox, outbox
 from stayops_kit.kafka import create_producer
 from stayops_kit.outbox import UnitOfWorkFactory
+from stayops_kit.runtime import freeze_startup_heap
 from stayops_kit.testing import (
     PROBE_EVENT,
     ProbeDb,
@@ -295,6 +296,9 @@ async def main(args: argparse.Namespace) -> None:
         METER = CpuMeter(data_dir)
         say("starting embedded PostgreSQL and Apache Kafka")
         stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
+        # The writers' process stands in for a service's, which freezes its startup heap
+        # (stayops_kit.app.serve), as the relay's and the consumer's processes do.
+        freeze_startup_heap()
         try:
             # Latency first: after the throughput phases PostgreSQL vacuums and analyses
             # tens of thousands of fresh rows for a while, which is not this phase's load.

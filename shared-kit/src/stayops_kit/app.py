@@ -26,7 +26,7 @@ from stayops_kit.problems import (
     problem,
     problem_responses,
 )
-from stayops_kit.runtime import ServiceRuntime, ServiceSpec
+from stayops_kit.runtime import ServiceRuntime, ServiceSpec, freeze_startup_heap
 from stayops_kit.settings import ServiceSettings
 from stayops_kit.tracing import configure_tracing
 
@@ -127,11 +127,14 @@ def serve(app_factory: Callable[[], FastAPI], service_name: str) -> None:
     settings = ServiceSettings(service_name=service_name)
     configure_logging(service_name, settings.log_level, settings.log_json)
     configure_tracing(service_name)  # OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    app = app_factory()
+    freeze_startup_heap()
     uvicorn.run(
-        app_factory(),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
         timeout_graceful_shutdown=20,
         access_log=False,
     )
+

@@ -35,6 +35,7 @@ from stayops_kit.metrics import Metrics
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
+from stayops_kit.runtime import freeze_startup_heap
 from stayops_kit.settings import ServiceSettings
 from stayops_schemas.binding import from_kafka, to_kafka
 from stayops_schemas.catalog import event_type
@@ -390,6 +391,7 @@ def main() -> None:
     parser.add_argument("--group", default="probe")
     parser.add_argument("--offset-reset", default="earliest", choices=["earliest", "latest"])
     args = parser.parse_args()
+    freeze_startup_heap()  # as a service's process does (stayops_kit.app.serve)
     asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group, args.offset_reset))
 
 
