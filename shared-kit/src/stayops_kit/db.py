@@ -127,9 +127,12 @@ def session_settings() -> dict[str, str]:
 
 
 # A pooled connection idle longer than this is pinged (one round trip) before use:
-# a peer that vanished without closing the socket is found then. A connection the
-# server closed (a restart, a failover, a terminated backend) is found for free.
+# a peer that vanished without closing the socket is found then — a ping unanswered
+# within PING_TIMEOUT_S, since such a socket never errors (TCP gives up after minutes).
+# A connection the server closed (a restart, a failover, a terminated backend) is found
+# for free.
 PING_AFTER_IDLE_S = 30.0
+PING_TIMEOUT_S = 5.0
 
 
 def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
@@ -139,7 +142,8 @@ def create_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = Tr
     where it can: one the server closed (a restart) is replaced, and one idle for
     `PING_AFTER_IDLE_S` is pinged first. (SQLAlchemy's own pre-ping costs asyncpg
     three round trips, BEGIN, `;` and ROLLBACK, on every checkout: half of a
-    one-statement transaction's.) The consumer's hot path turns it off: a connection
+    one-statement transaction's.) A ping unanswered within `PING_TIMEOUT_S` (a peer
+    gone silent) replaces the connection too. The consumer's hot path turns it off: a connection
     lost in a restart fails its batch, which is classified as the database being
     unavailable and fetched again."""
     if not database_url.startswith("postgresql+asyncpg://"):
@@ -168,7 +172,7 @@ def _check_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     idle_since = record.info.get("checked_in_at")
     if idle_since is not None and time.monotonic() - idle_since > PING_AFTER_IDLE_S:
         try:
-            await_only(driver.fetchrow(";"))  # one round trip, outside any transaction
+            await_only(driver.fetchrow(";", timeout=PING_TIMEOUT_S))  # one round trip, outside any transaction
         except Exception as exc:
             raise sa.exc.DisconnectionError(f"ping failed: {exc!r}") from exc
 

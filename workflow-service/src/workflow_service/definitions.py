@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -286,30 +285,6 @@ def parse(document: dict[str, Any], *, depth: int = 0) -> Definition:
     if errors:
         raise DefinitionInvalid(errors)
     return replace(definition, branches=branches)
-
-
-# Stored documents parsed before, by their content; bounded, least recently used out.
-_PARSED_LIMIT = 256
-_parsed: OrderedDict[str, Definition] = OrderedDict()
-
-
-def parse_stored(document: dict[str, Any]) -> Definition:
-    """`parse` of a stored definition document, remembered by its content. A run's
-    definition is read back and parsed on every event that advances the run, and the
-    JSON Schema check was a fifth of workflow-service's CPU per saga step. A stored
-    version never changes and a `Definition` is never altered, so one parse serves
-    every run of it; a document that fails the checks is not remembered (it raises
-    each time)."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    found = _parsed.get(text)
-    if found is not None:
-        _parsed.move_to_end(text)
-        return found
-    found = parse(document)
-    _parsed[text] = found
-    if len(_parsed) > _PARSED_LIMIT:
-        _parsed.popitem(last=False)
-    return found
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")

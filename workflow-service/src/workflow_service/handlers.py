@@ -48,7 +48,6 @@ from workflow_service.definitions import (
     concurrency_key,
     map_targets,
     parse,
-    parse_stored,
     resolve_parameters,
 )
 from workflow_service.domain import (
@@ -229,13 +228,13 @@ async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[Wo
     ever started by its parent) runs that branch of its parent's definition version."""
     if request.branch is None:
         stored = await _definition_for(uow, request.org_id, request.workflow_key, request.workflow_version)
-        return stored, parse_stored(stored.document)
+        return stored, _parsed(uow, stored)
     parents = await store.get_definition(uow.conn, request.definition_org_id or request.org_id,
                                          request.workflow_key, request.workflow_version)
     if parents is None or request.parent_run_id is None:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version}")
     try:
-        return parents, parse_stored(parents.document).branch(request.branch)
+        return parents, _parsed(uow, parents).branch(request.branch)
     except KeyError as exc:
         raise WorkflowNotFound(f"{request.workflow_key} v{request.workflow_version} branch {request.branch}") from exc
 
@@ -463,11 +462,10 @@ async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | 
         if stored is None:
             raise PermanentError(f"run {run.id}: definition {run.workflow_key} v{run.workflow_version} is gone")
         try:
-            parsed = parse_stored(stored.document)
+            parsed = _parsed(uow, stored)
         except DefinitionInvalid as exc:
             await _stop_outdated(uow, run, exc)
             return None
-        _remember_definition(uow, owner, run.workflow_key, run.workflow_version, parsed)
     try:
         return parsed.branch(run.branch) if run.branch else parsed
     except KeyError as exc:
@@ -475,13 +473,27 @@ async def _parsed_definition(uow: UnitOfWork, run: WorkflowRun) -> Definition | 
                              f"{run.branch}") from exc
 
 
-# Parsed definitions of the runs this process advanced, by (owner org, key, version),
-# per database (engine). A stored version is never changed or deleted, so the row a
-# run names need not be read again on each of its events; a run's definition is
-# committed before the run is (its foreign key), so what is remembered is committed.
+# Parsed definitions this process started or advanced runs with, by (owner org, key,
+# version), per database (engine); bounded, least recently used out. A run's
+# definition is read back and parsed on every event that advances it, and the JSON
+# Schema check was a fifth of workflow-service's CPU per saga step. A stored version is
+# never changed or deleted, and a `Definition` is never altered, so one parse serves
+# every run of it and its row need not be read again. What is remembered was read
+# committed (a run's definition is committed before the run is: its foreign key), or is
+# a built-in, the same document whoever seeds it; a document that fails the checks is
+# not remembered (it raises each time).
 _DEFINITIONS_LIMIT = 512
 _definitions: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str, int], Definition]] = \
     weakref.WeakKeyDictionary()
+
+
+def _parsed(uow: UnitOfWork, stored: WorkflowDefinition) -> Definition:
+    """`parse` of a stored definition version, once per process and database."""
+    found = _known_definition(uow, stored.org_id, stored.key, stored.version)
+    if found is None:
+        found = parse(stored.document)
+        _remember_definition(uow, stored.org_id, stored.key, stored.version, found)
+    return found
 
 
 def _known_definition(uow: UnitOfWork, org_id: str, key: str, version: int) -> Definition | None:

@@ -30,6 +30,7 @@ from stayops_schemas.events.workflows import WorkflowRunRequested
 from workflow_service import store
 from workflow_service.app import NAME, create_app
 from workflow_service.definitions import builtin_documents
+from workflow_service.domain import WorkflowDefinition
 
 pytestmark = pytest.mark.stack
 
@@ -462,6 +463,22 @@ async def test_a_run_keeps_the_version_it_started_with(service: RunningService) 
     assert (run["status"], run["workflow_version"]) == ("completed", 1)
 
 
+async def test_two_orgs_runs_of_the_same_key_and_version_each_follow_their_own_definition(
+    service: RunningService,
+) -> None:
+    mine, theirs = new_org(), new_org()
+    two_steps = {**TURNOVER, "steps": [*TURNOVER["steps"], {
+        "name": "inspect", "type": "task", "task_type": "manual", "title": "Inspect", "role_id": "cleaner"}]}
+    first = await start_custom(service, mine, TURNOVER)
+    second = await start_custom(service, theirs, two_steps)
+
+    for org, run_id in ((mine, first), (theirs, second)):
+        await service.complete(org, run_id, "clean", task_type=TaskType.MANUAL, by="u-cleaner")
+
+    assert (await service.run_finished(mine, first))["status"] == "completed"
+    await service.run_waiting_at(theirs, second, "inspect")
+
+
 async def test_a_duplicate_completion_advances_the_run_once(service: RunningService) -> None:
     org = new_org()
     run_id = await start_pricing(service, org)
@@ -646,13 +663,17 @@ async def test_a_run_of_a_definition_published_before_the_checks_stops_needing_a
     org = new_org()
     run_id = await start_custom(service, org, TURNOVER)
     await service.run_waiting_at(org, run_id, "clean")
-    # As an older service version accepted it: a step that emits another service's fact.
-    forged = {**TURNOVER, "steps": [*TURNOVER["steps"], {
+    # As an older service version accepted a v2 and started the run on it: a step that
+    # emits another service's fact. (A stored version never changes, so v2 is a version
+    # this service has not parsed yet, as after an upgrade.)
+    forged = {**TURNOVER, "version": 2, "steps": [*TURNOVER["steps"], {
         "name": "approve", "type": "emit_and_await", "event_type": "stayops.pricing.approved",
         "reply_type": "airbnb.price.updated", "timeout": "PT1M", "data": {}}]}
     async with service.runtime.engine.begin() as conn:
-        await conn.execute(store.definitions.update().where(
-            store.definitions.c.org_id == org, store.definitions.c.key == "turnover").values(document=forged))
+        await store.insert_definition(conn, WorkflowDefinition(
+            org_id=org, key="turnover", version=2, name=forged["name"], document=forged,
+            created_at=datetime.now(UTC), created_by="u-owner"))
+        await conn.execute(store.runs.update().where(store.runs.c.id == run_id).values(workflow_version=2))
 
     await service.complete(org, run_id, "clean", task_type=TaskType.MANUAL, by="u-cleaner")
 

@@ -13,7 +13,6 @@ from workflow_service.definitions import (
     builtin_documents,
     load_document,
     parse,
-    parse_stored,
     resolve_parameters,
 )
 
@@ -35,19 +34,6 @@ def test_the_builtin_dynamic_pricing_definition_is_valid() -> None:
     definition = parse(builtin_documents()["dynamic-pricing"])
     assert [s.name for s in definition.steps] == [
         "sync", "analysis", "decision", "publish", "monitor", "review", "summary"]
-
-
-def test_a_stored_document_is_parsed_once_for_every_run_of_it() -> None:
-    first = parse_stored(document(TASK, name="Stored once"))
-    again = parse_stored(document(TASK, name="Stored once"))  # the same content, read back again
-    assert again is first
-    assert again == parse(document(TASK, name="Stored once"))
-    other = parse_stored(document({**TASK, "title": "Clean twice"}, name="Stored once"))
-    assert other is not first and other.steps[0].task.title == "Clean twice"
-    invalid = document({**TASK, "type": "nope"}, name="Stored once")
-    for _ in range(2):  # a failing document is not remembered: it fails every time
-        with pytest.raises(DefinitionInvalid):
-            parse_stored(invalid)
 
 
 def test_yaml_and_json_documents_read_the_same() -> None:
