@@ -135,6 +135,11 @@ def serve(app_factory: Callable[[], FastAPI], service_name: str) -> None:
         port=settings.http_port,
         log_config=None,
         timeout_graceful_shutdown=20,
+        # Longer than clients' and proxies' own idle limits (httpx 5 s, common load
+        # balancers 60 s), so a client closes an idle connection first: with the same
+        # limit on both ends, a request sent just as the server closes its connection
+        # fails with a reset, and a POST is not retried.
+        timeout_keep_alive=75,
         access_log=False,
     )
 
