@@ -41,6 +41,7 @@ from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
 from stayops_kit.metrics import Metrics
 from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
+from stayops_kit.settings import FETCH_MAX_WAIT_MS
 from stayops_kit.tracing import span
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
@@ -422,7 +423,7 @@ class InboxConsumer:
         bootstrap_servers: str,
         *,
         max_records: int = 200,
-        fetch_max_wait_ms: int = 10,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"],
         auto_offset_reset: str = "earliest",
         started: asyncio.Event | None = None,
     ) -> None:
