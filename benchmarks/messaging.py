@@ -5,6 +5,11 @@ embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
 end-to-end latency at a fixed rate beside bare aiokafka's at the same rate.
 
     python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20] [--latency-only]
+                                   [--fetch-max-wait-ms 500]
+
+The consumers fetch with the services' default wait on Apache Kafka unless
+`--fetch-max-wait-ms` says otherwise; at a low `--rate` the latency phases show what
+one event's hop costs a quiet consumer.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from stayops_kit.db import create_engine, inbox, outbox
 from stayops_kit.kafka import create_producer
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.runtime import freeze_startup_heap
+from stayops_kit.settings import FETCH_MAX_WAIT_MS
 from stayops_kit.testing import (
     PROBE_EVENT,
     ProbeDb,
@@ -78,13 +84,14 @@ async def bare_kafka(bootstrap: str, events: int) -> float:
     return events / elapsed
 
 
-async def bare_latency(bootstrap: str, rate: int, seconds: int) -> list[float]:
+async def bare_latency(bootstrap: str, rate: int, seconds: int, fetch_max_wait_ms: int) -> list[float]:
     """Bare aiokafka at the same fixed rate: produce (acks=all, the same producer as
     the relay's) -> consume, the floor the full path's latency is compared with."""
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     await ensure_topic(bootstrap, topic, partitions=6)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=10)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                fetch_max_wait_ms=fetch_max_wait_ms)
     producer = create_producer(bootstrap, client_id="bench-bare-latency")
     await consumer.start()
     await producer.start()
@@ -167,11 +174,12 @@ STAGES: dict[str, list[float]] = {}
 
 
 @contextlib.asynccontextmanager
-async def relay_and_consumer(probe: ProbeDb, offset_reset: str = "earliest") -> AsyncIterator[None]:
+async def relay_and_consumer(probe: ProbeDb, offset_reset: str = "earliest",
+                             fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"]) -> AsyncIterator[None]:
     """The relay and the consumer each in a process of its own, as in production
     (the relay runs in the producing service, the consumer in the consuming one)."""
     relay = ProbeProcess("relay", probe)
-    consumer = ProbeProcess("consumer", probe, offset_reset=offset_reset)
+    consumer = ProbeProcess("consumer", probe, offset_reset=offset_reset, fetch_max_wait_ms=fetch_max_wait_ms)
     if METER is not None:
         METER.add("relay", relay.process.pid)
         METER.add("consumer", consumer.process.pid)
@@ -215,7 +223,7 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
     return total / elapsed
 
 
-async def latency(stack: object, rate: int, seconds: int) -> list[float]:
+async def latency(stack: object, rate: int, seconds: int, fetch_max_wait_ms: int) -> list[float]:
     probe = await _probe_db(stack, "lat")
     org = probe.org_id
     total = rate * seconds
@@ -230,7 +238,7 @@ async def latency(stack: object, rate: int, seconds: int) -> list[float]:
         committed[seq] = time.time_ns()
 
     # "latest": the topic may hold other events (an earlier run's), which are not this phase's.
-    async with relay_and_consumer(probe, offset_reset="latest"):
+    async with relay_and_consumer(probe, offset_reset="latest", fetch_max_wait_ms=fetch_max_wait_ms):
         await asyncio.sleep(3)  # let the consumer join its group before the clock starts
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -303,9 +311,9 @@ async def main(args: argparse.Namespace) -> None:
             # Latency first: after the throughput phases PostgreSQL vacuums and analyses
             # tens of thousands of fresh rows for a while, which is not this phase's load.
             say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
-            samples = await latency(stack, args.rate, args.seconds)
+            samples = await latency(stack, args.rate, args.seconds, args.fetch_max_wait_ms)
             say(f"bare latency: {args.rate} events/s for {args.seconds}s")
-            bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds)
+            bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds, args.fetch_max_wait_ms)
             bare = full = float("nan")
             if not args.latency_only:
                 say(f"bare aiokafka: {args.events} x 1 KB events")
@@ -320,6 +328,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"bare aiokafka produce->consume   {bare:10,.0f} events/s")
     print(f"outbox->relay->inbox (full path) {full:10,.0f} events/s")
     print(f"full / bare                      {full / bare:10.1%}")
+    print(f"consumers' fetch wait            {args.fetch_max_wait_ms:10d} ms")
     print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
           f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
           f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
@@ -341,4 +350,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--latency-only", action="store_true", help="only the two latency phases")
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=FETCH_MAX_WAIT_MS["kafka"],
+                        help="the consumers' fetch wait (default: the services' on Apache Kafka)")
     asyncio.run(main(parser.parse_args()))

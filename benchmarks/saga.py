@@ -4,7 +4,9 @@
 completes it → workflow-service takes the next step), on one embedded PostgreSQL and
 Apache Kafka with the four services, as `benchmarks/pricing.py` starts them. Prints
 runs completed per second and p50/p99 start → completion (the run's own
-`started_at` → `updated_at`, the database's clock).
+`started_at` → `updated_at`, the database's clock), and the CPU each part of the
+system spent per step from the first start to the last completion (throughput on a
+shared machine scatters with its load; CPU per step much less).
 
 When DBOS is importable (`uv pip install dbos` into the venv; it is not a project
 dependency), a DBOS 5-step workflow (five no-op steps, in one process) is measured in
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.postgres import create_database
@@ -68,7 +72,48 @@ async def finished_runs(http: httpx.AsyncClient, base: str, org: OrgHandle) -> l
             return found
 
 
-async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path, runs: int) -> tuple[float, list[float]]:
+class CpuMeter:
+    """CPU seconds spent by each service's process, by PostgreSQL and Kafka (the
+    stack's processes: the data directory is on their command lines, PostgreSQL's
+    backends are the postmaster's children) and by this process (the benchmark and the
+    sync simulators). A process that ends between two samples is not counted."""
+
+    def __init__(self, system: LocalSystem, data_dir: Path) -> None:
+        self.system = system
+        self.data_dir = str(data_dir)
+
+    def _processes(self) -> dict[str, list[psutil.Process]]:
+        found: dict[str, list[psutil.Process]] = {"postgres": [], "kafka": [], "benchmark": [psutil.Process()]}
+        for name, service in self.system.processes.items():
+            if service.pid is not None:
+                found[name] = [psutil.Process(service.pid)]
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if self.data_dir in cmdline:
+                part = "kafka" if "java" in cmdline else "postgres"
+                with contextlib.suppress(psutil.Error):
+                    found[part] += [proc, *proc.children(recursive=True)]
+        return found
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        seconds: dict[str, dict[int, float]] = {}
+        for part, procs in self._processes().items():
+            seconds[part] = {}
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    seconds[part][proc.pid] = times.user + times.system
+        return seconds
+
+
+def cpu_spent(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per part between two samples (a process new since `before` counts whole)."""
+    return {part: sum(s - before.get(part, {}).get(pid, 0.0) for pid, s in pids.items())
+            for part, pids in after.items()}
+
+
+async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
+                       runs: int) -> tuple[float, list[float], dict[str, float]]:
     seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))).as_json()
     org = OrgHandle.from_seed(seeded)
     await asyncio.sleep(2)  # the directory events reach task-service
@@ -77,6 +122,8 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path, ru
         published = await http.post(f"{base}/v1/workflows", headers=org.headers, json=definition())
         published.raise_for_status()
         say(f"starting {runs} runs of {STEPS} automated no-op tasks each")
+        meter = CpuMeter(system, stack.config.data_dir)
+        cpu_before = meter.sample()
 
         async def start() -> str:
             response = await http.post(f"{base}/v1/workflows/{KEY}/runs", headers=org.headers, json={})
@@ -92,6 +139,7 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path, ru
             if len(done) >= len(started):
                 break
             await asyncio.sleep(0.5)
+        cpu = cpu_spent(cpu_before, meter.sample())
     if len(done) < runs:
         raise RuntimeError(f"only {len(done)} of {runs} runs ended within 900 s")
     not_completed = [r for r in done if r["status"] != "completed"]
@@ -100,7 +148,7 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path, ru
     starts = [datetime.fromisoformat(r["started_at"]) for r in done]
     ends = [datetime.fromisoformat(r["updated_at"]) for r in done]
     durations = [(end - begin).total_seconds() for begin, end in zip(starts, ends, strict=True)]
-    return (max(ends) - min(starts)).total_seconds(), durations
+    return (max(ends) - min(starts)).total_seconds(), durations, cpu
 
 
 async def dbos_saga(stack: EmbeddedStack, runs: int) -> tuple[float, list[float]] | None:
@@ -153,11 +201,15 @@ def report(name: str, elapsed: float, durations: list[float]) -> None:
 async def main(args: argparse.Namespace) -> None:
     dbos: tuple[float, list[float]] | None = None
     async with ephemeral_system(say, prefix="stayops-bench-", allow_tansu=False) as (stack, system):
-        ours = await stayops_saga(system, stack, system.work_dir, args.runs)
+        elapsed, durations, cpu = await stayops_saga(system, stack, system.work_dir, args.runs)
         if args.dbos_runs:
             dbos = await dbos_saga(stack, args.dbos_runs)
     print()
-    report(f"StayOps saga, {STEPS} tasks across services", *ours)
+    report(f"StayOps saga, {STEPS} tasks across services", elapsed, durations)
+    steps = args.runs * STEPS
+    print("CPU per step (ms)  " + "   ".join(f"{part} {seconds / steps * 1e3:.1f}" for part, seconds in
+                                            sorted(cpu.items(), key=lambda item: -item[1]))
+          + f"   all {sum(cpu.values()) / steps * 1e3:.1f}")
     if dbos is not None:
         report(f"DBOS workflow, {STEPS} steps in one process", *dbos)
 

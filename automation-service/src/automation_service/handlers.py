@@ -576,8 +576,10 @@ async def event_received(ctx: EventContext, _payload: Payload) -> None:
     """Fire every active event automation of the event's org whose `on:` matches
     it and whose filter holds — each once per dedupe key, in this transaction."""
     event = canonical_of(ctx.envelope)
-    candidates = [a for a in await store.active_event_automations(ctx.uow.conn, event.org_id)
-                  if a.event_type is not None and reactions.matches(a.event_type, event)]
+    # Read once per transaction: a consumer batch's events of one org share the read.
+    active = await ctx.uow.reads.once(("active_event_automations", event.org_id),
+                                      lambda: store.active_event_automations(ctx.uow.conn, event.org_id))
+    candidates = [a for a in active if a.event_type is not None and reactions.matches(a.event_type, event)]
     if not candidates:
         return
     listing_id = event.data.get("listing_id")
@@ -764,4 +766,4 @@ async def my_notifications(uow: UnitOfWork, caller: Caller) -> list[Notification
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
-    await store_policy(ctx.uow.conn, event)
+    await store_policy(ctx.uow, event)

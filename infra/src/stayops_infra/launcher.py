@@ -20,6 +20,7 @@ from stayops_infra import runlock
 from stayops_infra.automations import create_seed_automations
 from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
+from stayops_infra.kafka.process import Broker
 from stayops_infra.kafka.tansu import TansuBroker
 from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.ports import port_is_free
@@ -37,6 +38,7 @@ from stayops_infra.services import (
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.supervisor import Supervisor
 from stayops_infra.syncsim import platform_simulators, run_all
+from stayops_kit.settings import FETCH_MAX_WAIT_MS
 
 HEALTH_DEADLINE_S = 120
 CONSOLE_URL = f"http://127.0.0.1:{CONSOLE_PORT}"
@@ -66,6 +68,7 @@ def _service_processes(
                 http_port=spec.port,
                 kafka_bootstrap=stack.broker.bootstrap,
                 jwt_public_key_file=stack.keys.public_key,
+                kafka_broker=stack.broker.kind,
                 agent_service_url=f"http://127.0.0.1:{_port_of('agent-service', services)}",
             ),
             log_file=stack.config.logs_dir / f"{spec.module}.log",
@@ -195,7 +198,7 @@ async def _run_until_stopped(
     async def start_everything() -> None:
         nonlocal supervisor, watching, simulating
         await stack.start()
-        simulating = asyncio.create_task(run_sync_simulator(config, stack.broker.bootstrap, stop, console))
+        simulating = asyncio.create_task(run_sync_simulator(config, stack.broker, stop, console))
         processes = _service_processes(stack, console, services)
         supervisor = Supervisor(processes, report=lambda m: console.print(f"[red]{m}[/]"))
         supervisor.start_all()
@@ -250,7 +253,7 @@ async def _run_until_stopped(
         await asyncio.to_thread(stack.stop)
 
 
-async def run_sync_simulator(config: StackConfig, bootstrap: str, stop: asyncio.Event, console: Console) -> None:
+async def run_sync_simulator(config: StackConfig, broker: Broker, stop: asyncio.Event, console: Console) -> None:
     """The sync-airbnb and sync-hostaway simulators, restarted after a pause if one
     crashes, until `stop`. Listing ids written one a line to
     `<data dir>/syncsim/fail-listings` get their price updates refused (to see a
@@ -259,7 +262,7 @@ async def run_sync_simulator(config: StackConfig, bootstrap: str, stop: asyncio.
     simulators = platform_simulators(config.data_dir / "syncsim")
     while not stop.is_set():
         try:
-            await run_all(bootstrap, simulators, stop)
+            await run_all(broker.bootstrap, simulators, stop, fetch_max_wait_ms=FETCH_MAX_WAIT_MS[broker.kind])
         except Exception as exc:
             console.print(f"[red]sync simulator crashed ({escape(str(exc))}); restarting in 2s[/]")
             with contextlib.suppress(TimeoutError):

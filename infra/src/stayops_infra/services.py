@@ -17,6 +17,7 @@ from typing import IO
 import httpx
 
 from stayops_infra.errors import StackError
+from stayops_kit.settings import BrokerKind
 
 DEFAULT_API_KEY = "dev-internal-key"
 # The ops console (`stayops_console`), served beside the services by `stayops up`.
@@ -54,17 +55,20 @@ def service_env(
     http_port: int,
     kafka_bootstrap: str,
     jwt_public_key_file: Path,
+    kafka_broker: BrokerKind = "kafka",
     http_host: str = "127.0.0.1",
     service_api_key: str = DEFAULT_API_KEY,
     agent_service_url: str | None = None,
 ) -> dict[str, str]:
     """The `STAYOPS_*` variables `stayops_kit.settings.ServiceSettings` reads;
-    `agent_service_url` is where stored results (claim check) are fetched."""
+    `agent_service_url` is where stored results (claim check) are fetched, and
+    `kafka_broker` which broker runs (the consumers' fetch wait depends on it)."""
     return {
         **({"STAYOPS_AGENT_SERVICE_URL": agent_service_url} if agent_service_url else {}),
         "STAYOPS_SERVICE_NAME": service_name,
         "STAYOPS_DATABASE_URL": database_url,
         "STAYOPS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STAYOPS_KAFKA_BROKER": kafka_broker,
         "STAYOPS_HTTP_HOST": http_host,
         "STAYOPS_HTTP_PORT": str(http_port),
         "STAYOPS_JWT_PUBLIC_KEY_FILE": str(jwt_public_key_file),

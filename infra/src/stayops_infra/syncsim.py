@@ -32,6 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
+from stayops_kit.settings import FETCH_MAX_WAIT_MS, BrokerKind
 from stayops_schemas.binding import from_kafka, to_kafka
 from stayops_schemas.canonical import AirbnbMessage
 from stayops_schemas.catalog import AUTOMATIONS, event_type, sync_event_type
@@ -369,10 +370,12 @@ def platform_simulators(directory: Path) -> list[SyncSimulator]:
 
 
 async def run_all(bootstrap: str, simulators: list[SyncSimulator], stop: asyncio.Event,
-                  started: asyncio.Event | None = None) -> None:
-    """Run several simulators until `stop`; `started` is set once all consume."""
+                  started: asyncio.Event | None = None, *,
+                  fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"]) -> None:
+    """Run several simulators until `stop`; `started` is set once all consume.
+    `fetch_max_wait_ms` is the broker's (`stayops_kit.settings.FETCH_MAX_WAIT_MS`)."""
     ready = [asyncio.Event() for _ in simulators]
-    tasks = [asyncio.create_task(run(bootstrap, simulator, stop, event))
+    tasks = [asyncio.create_task(run(bootstrap, simulator, stop, event, fetch_max_wait_ms=fetch_max_wait_ms))
              for simulator, event in zip(simulators, ready, strict=True)]
     all_ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(event.wait() for event in ready)))
     try:
@@ -387,9 +390,11 @@ async def run_all(bootstrap: str, simulators: list[SyncSimulator], stop: asyncio
 
 
 async def run(bootstrap: str, simulator: SyncSimulator, stop: asyncio.Event,
-              started: asyncio.Event | None = None) -> None:
+              started: asyncio.Event | None = None, *,
+              fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"]) -> None:
     consumer = AIOKafkaConsumer(AUTOMATIONS, bootstrap_servers=bootstrap, group_id=simulator.group,
-                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=10)
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=fetch_max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 client_id=simulator.group)
     await producer.start()
@@ -441,6 +446,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     config = StackConfig.from_env()
     bootstrap = os.environ.get("STAYOPS_KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap)
+    broker: BrokerKind = "tansu" if os.environ.get("STAYOPS_KAFKA_BROKER") == "tansu" else "kafka"
     simulators = platform_simulators(config.data_dir / "syncsim")
 
     async def serve() -> None:
@@ -448,7 +454,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_all(bootstrap, simulators, stop)
+        await run_all(bootstrap, simulators, stop, fetch_max_wait_ms=FETCH_MAX_WAIT_MS[broker])
 
     asyncio.run(serve())
 

@@ -17,6 +17,7 @@ from stayops_infra.ports import free_port, free_port_pair
 from stayops_infra.services import CONSOLE, SERVICES, ServiceProcess, console_env, console_process, service_env
 from stayops_infra.stack import EmbeddedStack
 from stayops_infra.syncsim import platform_simulators, run_all
+from stayops_kit.settings import FETCH_MAX_WAIT_MS, BrokerKind
 
 
 @dataclass
@@ -32,6 +33,7 @@ class LocalSystem:
     database_url: Callable[[str], Awaitable[str]]
     public_key_file: Path
     work_dir: Path
+    broker_kind: BrokerKind = "kafka"
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,6 +65,7 @@ class LocalSystem:
                 http_port=ports[spec.name],
                 kafka_bootstrap=self.bootstrap,
                 jwt_public_key_file=self.public_key_file,
+                kafka_broker=self.broker_kind,
                 agent_service_url=f"http://127.0.0.1:{ports['agent-service']}",
             )
             env["STAYOPS_FAULTS_FILE"] = str(self.faults_file)
@@ -76,7 +79,8 @@ class LocalSystem:
         self.fail_listings_file.parent.mkdir(parents=True, exist_ok=True)
         started = asyncio.Event()
         simulators = platform_simulators(self.fail_listings_file.parent)
-        self._simulator = asyncio.create_task(run_all(self.bootstrap, simulators, self._stop, started))
+        self._simulator = asyncio.create_task(run_all(
+            self.bootstrap, simulators, self._stop, started, fetch_max_wait_ms=FETCH_MAX_WAIT_MS[self.broker_kind]))
         await asyncio.wait_for(started.wait(), 60)
 
     async def start_console(self, registry_file: Path, private_key_file: Path) -> str:
@@ -143,7 +147,8 @@ async def ephemeral_system(
                 return stack.postgres.url(name)
 
             system = LocalSystem(bootstrap=stack.broker.bootstrap, database_url=database_url,
-                                 public_key_file=stack.keys.public_key, work_dir=work)
+                                 public_key_file=stack.keys.public_key, work_dir=work,
+                                 broker_kind=stack.broker.kind)
             say("Starting the four services and the sync simulators")
             await system.start()
             yield stack, system

@@ -40,7 +40,8 @@ from stayops_kit.errors import PermanentError, TransientError
 from stayops_kit.failpoints import failpoint
 from stayops_kit.logs import correlation_scope
 from stayops_kit.metrics import Metrics
-from stayops_kit.outbox import PendingWrites, UnitOfWork, UnitOfWorkFactory
+from stayops_kit.outbox import PendingWrites, TransactionReads, UnitOfWork, UnitOfWorkFactory
+from stayops_kit.settings import FETCH_MAX_WAIT_MS
 from stayops_kit.tracing import span
 from stayops_schemas.binding import from_kafka
 from stayops_schemas.catalog import dead_letter_topic, event_type, parse_payload
@@ -319,11 +320,11 @@ class InboxConsumer:
     async def _apply_together(self, pending: list[_Pending]) -> None:
         async with self._engine.begin() as conn:
             fresh = await self._mark_handled(conn, pending)
-            writes = PendingWrites()
+            writes, reads = PendingWrites(), TransactionReads()
             for item in pending:
                 if (item.envelope.source, item.envelope.id) in fresh:
                     fresh.discard((item.envelope.source, item.envelope.id))  # twice in one batch
-                    await self._handle(conn, item, writes)
+                    await self._handle(conn, item, writes, reads)
             await writes.flush(conn)
             failpoint("consumer.before_commit")
 
@@ -374,13 +375,13 @@ class InboxConsumer:
     async def _apply(self, conn: Any, item: _Pending, attempts: int) -> None:
         if await self._mark_handled(conn, [item], attempts):
             writes = PendingWrites()
-            await self._handle(conn, item, writes)
+            await self._handle(conn, item, writes, TransactionReads())
             await writes.flush(conn)
 
-    async def _handle(self, conn: Any, item: _Pending, writes: PendingWrites) -> None:
+    async def _handle(self, conn: Any, item: _Pending, writes: PendingWrites, reads: TransactionReads) -> None:
         envelope = item.envelope
         uow = self._uow.bind(
-            conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes
+            conn, correlation_id=envelope.correlationid, causation_id=envelope.id, pending=writes, reads=reads
         )
         with correlation_scope(envelope.correlationid), span(
                 f"handle {envelope.type}", service=self.group, kind=SpanKind.CONSUMER, parent=envelope.traceparent,
@@ -422,7 +423,7 @@ class InboxConsumer:
         bootstrap_servers: str,
         *,
         max_records: int = 200,
-        fetch_max_wait_ms: int = 10,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"],
         auto_offset_reset: str = "earliest",
         started: asyncio.Event | None = None,
     ) -> None:

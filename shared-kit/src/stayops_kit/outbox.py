@@ -3,10 +3,10 @@ outbox rows announcing it in one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -23,6 +23,8 @@ from stayops_schemas.envelope import Envelope
 # Room left in a record for its key and CloudEvents headers.
 _HEADER_ROOM = 16_384
 MAX_EVENT_DATA_BYTES = MAX_RECORD_BYTES - _HEADER_ROOM
+
+T = TypeVar("T")
 
 
 class EventTooLarge(StayOpsError):
@@ -48,6 +50,28 @@ class PendingWrites:
 
 
 @dataclass
+class TransactionReads:
+    """Reads a transaction makes once and reuses. A consumer batch's units of work
+    share one, so the org policy or the event automations a handler reads for every
+    event are read once for all of the batch's events of an org. That is fresh
+    enough: every event of a batch was published before its transaction began, so a
+    read made in it sees whatever was committed before any of those events. A
+    handler that writes what is remembered forgets it (`forget`), so that the
+    batch's later events read the new value."""
+
+    known: dict[Hashable, Any] = field(default_factory=dict)
+
+    async def once(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """What `read` returned the first time this transaction asked for `key`."""
+        if key not in self.known:
+            self.known[key] = await read()
+        return cast(T, self.known[key])
+
+    def forget(self, key: Hashable) -> None:
+        self.known.pop(key, None)
+
+
+@dataclass
 class UnitOfWork:
     """One transaction: `conn` for the handler's reads and writes, `announce` for
     its events. Nothing is visible to anyone until the transaction commits."""
@@ -60,6 +84,7 @@ class UnitOfWork:
     causation_id: str | None = None
     announced: list[Envelope] = field(default_factory=list)
     pending: PendingWrites = field(default_factory=PendingWrites)
+    reads: TransactionReads = field(default_factory=TransactionReads)
 
     async def announce(
         self,
@@ -163,8 +188,10 @@ class UnitOfWorkFactory:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         pending: PendingWrites | None = None,
+        reads: TransactionReads | None = None,
     ) -> UnitOfWork:
-        """A unit of work on a transaction someone else opened and will commit."""
+        """A unit of work on a transaction someone else opened and will commit;
+        units of work on one transaction may share its `pending` writes and `reads`."""
         return UnitOfWork(
             conn=conn,
             source=self.source,
@@ -173,4 +200,5 @@ class UnitOfWorkFactory:
             correlation_id=correlation_id,
             causation_id=causation_id,
             pending=pending or PendingWrites(),
+            reads=reads or TransactionReads(),
         )

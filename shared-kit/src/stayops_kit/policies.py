@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stayops_kit.outbox import UnitOfWork
 from stayops_kit.tenancy import OrgScope
 from stayops_schemas.events.org import OrgPolicyUpdated
 from stayops_schemas.guardrails import default_policy
@@ -28,13 +29,20 @@ def create_org_policies_table(connection: sa.Connection) -> None:
     policy_metadata.create_all(connection)
 
 
-async def store_policy(conn: AsyncConnection, event: OrgPolicyUpdated) -> None:
+async def store_policy(uow: UnitOfWork, event: OrgPolicyUpdated) -> None:
     """Keep the policy unless a newer one is already stored (events may arrive late)."""
     scope = OrgScope(org_policies, event.org_id)
-    await conn.execute(scope.upsert_newest(
+    await uow.conn.execute(scope.upsert_newest(
         [{"policy": event.model_dump(mode="json"), "updated_at": event.updated_at}],
         key=(), version="updated_at",
     ))
+    uow.reads.forget((org_policies.name, event.org_id))
+
+
+async def org_policy(uow: UnitOfWork, org_id: str) -> OrgPolicyUpdated:
+    """The org's policy, read once per transaction (`TransactionReads`): a consumer
+    batch's events of one org share the read."""
+    return await uow.reads.once((org_policies.name, org_id), lambda: policy_of(uow.conn, org_id))
 
 
 async def policy_of(conn: AsyncConnection, org_id: str) -> OrgPolicyUpdated:

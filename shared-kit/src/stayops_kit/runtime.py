@@ -155,7 +155,7 @@ class ServiceRuntime:
                 supervise("inbox consumer", lambda: consumer.run(
                     self.settings.kafka_bootstrap_servers,
                     max_records=self.settings.consumer_max_records,
-                    fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+                    fetch_max_wait_ms=self.settings.fetch_max_wait_ms(),
                     started=started,
                 ), consumer.stopping, self.loop_health("inbox consumer")),
                 name="inbox-consumer",

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_JWT_ISSUER = "stayops-org-service"
 DEFAULT_JWT_AUDIENCE = "stayops"
+
+# Which broker the services talk to: Apache Kafka (the stack's and docker-compose's)
+# or the embedded stack's Tansu fallback.
+BrokerKind = Literal["kafka", "tansu"]
+
+# How long a consumer's fetch may wait at the broker for data. Apache Kafka answers a
+# fetch as soon as one byte arrives (fetch_min_bytes 1), so a long wait costs no
+# latency and spares a quiet consumer ~100 empty fetches a second; Tansu holds a
+# fetch for the whole wait, which a saga pays at every hop, so there it is short.
+FETCH_MAX_WAIT_MS: dict[BrokerKind, int] = {"kafka": 500, "tansu": 10}
 
 
 class ServiceSettings(BaseSettings):
@@ -25,6 +36,7 @@ class ServiceSettings(BaseSettings):
         description="postgresql+asyncpg://user@host:port/database of this service's own database"
     )
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_broker: BrokerKind = "kafka"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     jwt_public_key: str | None = None
@@ -36,7 +48,8 @@ class ServiceSettings(BaseSettings):
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
     consumer_max_records: int = 200
-    consumer_fetch_max_wait_ms: int = 10
+    # None: the broker's default (FETCH_MAX_WAIT_MS).
+    consumer_fetch_max_wait_ms: int | None = Field(default=None, ge=0)
     consumer_max_attempts: int = 5
     outbox_retention_days: int = 30
     # The claim check (stayops_kit.claims): results above the limit are stored by
@@ -56,6 +69,12 @@ class ServiceSettings(BaseSettings):
                 "services verify tokens with the org-service public key"
             )
         return self
+
+    def fetch_max_wait_ms(self) -> int:
+        """The consumer's fetch wait: as set, or the default for the broker in use."""
+        if self.consumer_fetch_max_wait_ms is not None:
+            return self.consumer_fetch_max_wait_ms
+        return FETCH_MAX_WAIT_MS[self.kafka_broker]
 
     def public_key_pem(self) -> str:
         if self.jwt_public_key is not None:

@@ -36,7 +36,7 @@ from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import UnitOfWorkFactory
 from stayops_kit.relay import OutboxRelay, RelayConfig
 from stayops_kit.runtime import freeze_startup_heap
-from stayops_kit.settings import ServiceSettings
+from stayops_kit.settings import FETCH_MAX_WAIT_MS, ServiceSettings
 from stayops_schemas.binding import from_kafka, to_kafka
 from stayops_schemas.catalog import event_type
 from stayops_schemas.envelope import Envelope
@@ -161,7 +161,7 @@ async def running_relay(
 async def running_consumer(
     engine: AsyncEngine, bootstrap: str, group: str, *, subscriptions: Subscriptions | None = None,
     max_records: int = 200, auto_offset_reset: str = "earliest", metrics: Metrics | None = None,
-    **options: Any,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"], **options: Any,
 ) -> AsyncIterator[InboxConsumer]:
     """A consumer of the probe's events; `options` override InboxConsumer's."""
     producer = create_producer(bootstrap, client_id=f"{group}-dlq")
@@ -182,7 +182,7 @@ async def running_consumer(
         },
     )
     started = asyncio.Event()
-    task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records,
+    task = asyncio.create_task(consumer.run(bootstrap, max_records=max_records, fetch_max_wait_ms=fetch_max_wait_ms,
                                             auto_offset_reset=auto_offset_reset, started=started))
     await asyncio.wait_for(started.wait(), timeout=60)
     try:
@@ -268,11 +268,13 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
 class ProbeProcess:
     """A relay or consumer in its own process, so a test can SIGKILL it."""
 
-    def __init__(self, role: str, probe: ProbeDb, failpoints: str = "", offset_reset: str = "earliest") -> None:
+    def __init__(self, role: str, probe: ProbeDb, failpoints: str = "", offset_reset: str = "earliest",
+                 fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS["kafka"]) -> None:
         env = {**os.environ, "STAYOPS_FAILPOINTS": failpoints}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stayops_kit.testing", role, "--database-url", probe.url,
-             "--bootstrap", probe.bootstrap, "--group", probe.group, "--offset-reset", offset_reset],
+             "--bootstrap", probe.bootstrap, "--group", probe.group, "--offset-reset", offset_reset,
+             "--fetch-max-wait-ms", str(fetch_max_wait_ms)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
 
@@ -365,7 +367,8 @@ async def service_under_test(create_app: Callable[..., FastAPI], name: str, stac
         await producer.stop()
 
 
-async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str) -> None:
+async def _serve(role: str, database_url: str, bootstrap: str, group: str, offset_reset: str,
+                 fetch_max_wait_ms: int) -> None:
     # As a service's runtime: the consumer's engine skips the pre-ping on its hot path.
     engine = create_engine(database_url, pre_ping=role == "relay")
     stop = asyncio.Event()
@@ -377,7 +380,8 @@ async def _serve(role: str, database_url: str, bootstrap: str, group: str, offse
             print("ready", flush=True)
             await stop.wait()
     else:
-        async with running_consumer(engine, bootstrap, group, max_records=500, auto_offset_reset=offset_reset):
+        async with running_consumer(engine, bootstrap, group, max_records=500, auto_offset_reset=offset_reset,
+                                    fetch_max_wait_ms=fetch_max_wait_ms):
             print("ready", flush=True)
             await stop.wait()
     await engine.dispose()
@@ -390,9 +394,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", default="probe")
     parser.add_argument("--offset-reset", default="earliest", choices=["earliest", "latest"])
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=FETCH_MAX_WAIT_MS["kafka"])
     args = parser.parse_args()
     freeze_startup_heap()  # as a service's process does (stayops_kit.app.serve)
-    asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group, args.offset_reset))
+    asyncio.run(_serve(args.role, args.database_url, args.bootstrap, args.group, args.offset_reset,
+                       args.fetch_max_wait_ms))
 
 
 if __name__ == "__main__":

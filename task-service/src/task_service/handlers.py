@@ -381,7 +381,7 @@ async def _complete_reported(uow: UnitOfWork, task: Task, result: dict[str, Any]
 
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
-    await store_policy(ctx.uow.conn, event)
+    await store_policy(ctx.uow, event)
 
 
 async def _requested_task(ctx: EventContext, request_id: str) -> Task | None:

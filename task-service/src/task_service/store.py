@@ -1073,7 +1073,10 @@ async def sync_due_timer(conn: AsyncConnection, before: Task | None, after: Task
     scope = OrgScope(due_timers, after.org_id)
     due_at = after.due_at
     if not after.is_open or due_at is None or not sla.covered(due_at):
-        if before is not None:
+        # Only an open task with a due time is ever given a timer, here or by
+        # `rearm_scope`: a task that was not one has none to drop (an automated task
+        # completing, once per saga step, is spared the statement).
+        if before is not None and before.is_open and before.due_at is not None:
             await conn.execute(scope.delete().where(due_timers.c.task_id == after.id))
         return
     policy = await effective_sla_policy(conn, after.org_id, after.project_id)

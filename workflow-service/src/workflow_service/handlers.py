@@ -15,7 +15,7 @@ from stayops_kit.claims import ResultReader
 from stayops_kit.consumer import EventContext
 from stayops_kit.errors import DomainError, PermanentError, TransientError
 from stayops_kit.outbox import UnitOfWork
-from stayops_kit.policies import policy_of, store_policy
+from stayops_kit.policies import org_policy, store_policy
 from stayops_schemas.catalog import event_type as catalog_entry
 from stayops_schemas.events.base import Payload
 from stayops_schemas.events.org import OrgPolicyUpdated
@@ -240,7 +240,7 @@ async def _definition_to_start(uow: UnitOfWork, request: RunRequest) -> tuple[Wo
 
 
 async def _begin(uow: UnitOfWork, run: WorkflowRun, definition: Definition) -> WorkflowRun:
-    saga = Saga(definition, run.id, run.parameters, org_id=run.org_id, policy=await policy_of(uow.conn, run.org_id))
+    saga = Saga(definition, run.id, run.parameters, org_id=run.org_id, policy=await org_policy(uow, run.org_id))
     return await _apply(uow, run, definition, saga.start())
 
 
@@ -409,7 +409,7 @@ async def reply_received(ctx: EventContext, event: Payload) -> None:
 
 async def policy_updated(ctx: EventContext, event: OrgPolicyUpdated) -> None:
     """Keep the org's price policy, which bounds what a decision may approve."""
-    await store_policy(ctx.uow.conn, event)
+    await store_policy(ctx.uow, event)
 
 
 async def fire_due_timers(uow: UnitOfWork, results: ResultReader | None = None) -> int:
@@ -528,7 +528,7 @@ async def _saga_of(uow: UnitOfWork, definition: Definition, run: WorkflowRun,
                    details: Mapping[str, dict[str, Any]] | None = None) -> Saga:
     """The run's saga, with the org's price policy as it stands now."""
     return Saga(definition, run.id, run.parameters, run.state, run.status, run.current_step, org_id=run.org_id,
-                policy=await policy_of(uow.conn, run.org_id), details=details)
+                policy=await org_policy(uow, run.org_id), details=details)
 
 
 async def _advance(uow: UnitOfWork, results: ResultReader | None, definition: Definition, run: WorkflowRun,

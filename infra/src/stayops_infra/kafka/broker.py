@@ -12,6 +12,7 @@ from stayops_infra.config import KAFKA_VERSION, StackConfig
 from stayops_infra.errors import StackError
 from stayops_infra.kafka.jars import ensure_kafka_jars, find_java
 from stayops_infra.kafka.process import DetachedProcess, port_in_use, wait_for_broker
+from stayops_kit.settings import BrokerKind
 
 HEAP = "-Xmx768m"
 
@@ -61,6 +62,7 @@ class ApacheKafka:
     """The real broker, run by the local JDK from jars resolved into the cache."""
 
     description = f"Apache Kafka {KAFKA_VERSION} (KRaft)"
+    kind: BrokerKind = "kafka"
 
     def __init__(self, config: StackConfig, java: str | None = None) -> None:
         self.config = config

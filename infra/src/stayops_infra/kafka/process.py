@@ -17,12 +17,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from stayops_infra.errors import StackError
+from stayops_kit.settings import BrokerKind
 
 
 class Broker(Protocol):
     """What the stack needs from a broker, Apache Kafka or the Tansu fallback."""
 
     description: str
+    kind: BrokerKind
     log_file: Path
 
     @property

@@ -9,6 +9,7 @@ from pathlib import Path
 from stayops_infra.config import StackConfig
 from stayops_infra.errors import StackError
 from stayops_infra.kafka.process import DetachedProcess, port_in_use, wait_for_broker
+from stayops_kit.settings import BrokerKind
 
 
 def tansu_binary() -> Path:
@@ -22,6 +23,7 @@ class TansuBroker:
     """Tansu on the Kafka port; no idempotent producer, no durability (see DESIGN.md §5)."""
 
     description = "Tansu (fallback: memory storage, not Apache Kafka)"
+    kind: BrokerKind = "tansu"
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
