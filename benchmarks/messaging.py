@@ -4,8 +4,8 @@ publishes, the inbox consumer commits each effect before the offset), on one
 embedded PostgreSQL and Apache Kafka. Prints throughputs, their ratio, and the
 end-to-end latency at a fixed rate beside bare aiokafka's at the same rate.
 
-    python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20] [--latency-only]
-                                   [--fetch-max-wait-ms 500]
+    python benchmarks/messaging.py [--events 20000] [--rate 200] [--seconds 20]
+                                   [--latency-only | --throughput-only] [--fetch-max-wait-ms 500]
 
 The consumers fetch with the services' default wait on Apache Kafka unless
 `--fetch-max-wait-ms` says otherwise; at a low `--rate` the latency phases show what
@@ -171,6 +171,7 @@ class CpuMeter:
 METER: CpuMeter | None = None
 CPU_PER_EVENT: dict[str, float] = {}
 STAGES: dict[str, list[float]] = {}
+BATCHES: dict[str, float] = {}
 
 
 @contextlib.asynccontextmanager
@@ -219,6 +220,12 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
             after = METER.sample()
             per_event = {stage: (after[stage] - before.get(stage, 0.0)) / total * 1e6 for stage in after}
             CPU_PER_EVENT.update(per_event)
+    async with probe.engine.connect() as conn:
+        # A relay batch's rows share their sent_at (the time of its read); a consumer
+        # batch's inbox marks their handled_at (its transaction's start).
+        for stage, column in (("relay", outbox.c.sent_at), ("consumer", inbox.c.handled_at)):
+            batches = (await conn.execute(sa.select(sa.func.count(sa.distinct(column))))).scalar_one()
+            BATCHES[stage] = total / batches
     await probe.engine.dispose()
     return total / elapsed
 
@@ -310,10 +317,14 @@ async def main(args: argparse.Namespace) -> None:
         try:
             # Latency first: after the throughput phases PostgreSQL vacuums and analyses
             # tens of thousands of fresh rows for a while, which is not this phase's load.
-            say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
-            samples = await latency(stack, args.rate, args.seconds, args.fetch_max_wait_ms)
-            say(f"bare latency: {args.rate} events/s for {args.seconds}s")
-            bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds, args.fetch_max_wait_ms)
+            samples: list[float] = []
+            bare_samples: list[float] = []
+            if not args.throughput_only:
+                say(f"latency: {args.rate} events/s for {args.seconds}s, one transaction per event")
+                samples = await latency(stack, args.rate, args.seconds, args.fetch_max_wait_ms)
+                say(f"bare latency: {args.rate} events/s for {args.seconds}s")
+                bare_samples = await bare_latency(stack.kafka_bootstrap, args.rate, args.seconds,
+                                                  args.fetch_max_wait_ms)
             bare = full = float("nan")
             if not args.latency_only:
                 say(f"bare aiokafka: {args.events} x 1 KB events")
@@ -329,19 +340,25 @@ async def main(args: argparse.Namespace) -> None:
     print(f"outbox->relay->inbox (full path) {full:10,.0f} events/s")
     print(f"full / bare                      {full / bare:10.1%}")
     print(f"consumers' fetch wait            {args.fetch_max_wait_ms:10d} ms")
-    print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
-          f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
-          f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
-    print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
-          f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
-          f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
+    if not args.throughput_only:
+        print(f"end-to-end latency at {args.rate}/s    p50 {percentile(samples, 0.50):.1f} ms   "
+              f"p99 {percentile(samples, 0.99):.1f} ms   max {max(samples):.1f} ms   "
+              f"mean {statistics.fmean(samples):.1f} ms  (n={len(samples)})")
+        print(f"bare latency at {args.rate}/s           p50 {percentile(bare_samples, 0.50):.1f} ms   "
+              f"p99 {percentile(bare_samples, 0.99):.1f} ms   max {max(bare_samples):.1f} ms   "
+              f"mean {statistics.fmean(bare_samples):.1f} ms  (n={len(bare_samples)})")
     for stage, stage_samples in STAGES.items():
         print(f"  {stage:<24} p50 {percentile(stage_samples, 0.50):7.1f} ms   "
               f"p99 {percentile(stage_samples, 0.99):7.1f} ms")
     if CPU_PER_EVENT:
         print("CPU per event (full path)        " + "   ".join(
             f"{stage} {micros:.0f} us" for stage, micros in CPU_PER_EVENT.items()))
-    print(f"full p99 / bare p99              {percentile(samples, 0.99) / percentile(bare_samples, 0.99):10.1f}x")
+    if BATCHES:
+        print("events per batch (full path)     " + "   ".join(
+            f"{stage} {size:.0f}" for stage, size in BATCHES.items()))
+    if not args.throughput_only:
+        print(f"full p99 / bare p99              "
+              f"{percentile(samples, 0.99) / percentile(bare_samples, 0.99):10.1f}x")
 
 
 if __name__ == "__main__":
@@ -352,4 +369,6 @@ if __name__ == "__main__":
     parser.add_argument("--latency-only", action="store_true", help="only the two latency phases")
     parser.add_argument("--fetch-max-wait-ms", type=int, default=FETCH_MAX_WAIT_MS["kafka"],
                         help="the consumers' fetch wait (default: the services' on Apache Kafka)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only bare vs full path (and the CPU per event), no latency phases")
     asyncio.run(main(parser.parse_args()))

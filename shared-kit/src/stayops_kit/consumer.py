@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -318,6 +319,7 @@ class InboxConsumer:
         return _Pending(record, envelope, handler, payload)
 
     async def _apply_together(self, pending: list[_Pending]) -> None:
+        handled: Counter[str] = Counter()
         async with self._engine.begin() as conn:
             fresh = await self._mark_handled(conn, pending)
             writes, reads = PendingWrites(), TransactionReads()
@@ -325,8 +327,16 @@ class InboxConsumer:
                 if (item.envelope.source, item.envelope.id) in fresh:
                     fresh.discard((item.envelope.source, item.envelope.id))  # twice in one batch
                     await self._handle(conn, item, writes, reads)
+                    handled[item.envelope.type] += 1
             await writes.flush(conn)
             failpoint("consumer.before_commit")
+        self._count_handled(handled)
+
+    def _count_handled(self, handled: Counter[str]) -> None:
+        """Count committed events once per type and batch (not per event: labels()
+        looks its child up under a lock)."""
+        for name, count in handled.items():
+            self._metrics.events_handled.labels(name).inc(count)
 
     async def _mark_handled(self, conn: Any, pending: list[_Pending], attempts: int = 1) -> set[tuple[str, str]]:
         """Record the batch in the inbox in one statement (with the try it took);
@@ -363,7 +373,9 @@ class InboxConsumer:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with self._engine.begin() as conn:
-                        await self._apply(conn, item, attempts)
+                        handled = await self._apply(conn, item, attempts)
+                    if handled:
+                        self._count_handled(Counter({item.envelope.type: 1}))
         except Exception as exc:
             if is_database_unavailable(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
@@ -372,11 +384,14 @@ class InboxConsumer:
             await self._dead_letter_or_hold(
                 item.record, DeadLetter(str(exc) or repr(exc), type(exc).__name__, attempts), held)
 
-    async def _apply(self, conn: Any, item: _Pending, attempts: int) -> None:
-        if await self._mark_handled(conn, [item], attempts):
-            writes = PendingWrites()
-            await self._handle(conn, item, writes, TransactionReads())
-            await writes.flush(conn)
+    async def _apply(self, conn: Any, item: _Pending, attempts: int) -> bool:
+        """Apply one event; False when its inbox mark was there already."""
+        if not await self._mark_handled(conn, [item], attempts):
+            return False
+        writes = PendingWrites()
+        await self._handle(conn, item, writes, TransactionReads())
+        await writes.flush(conn)
+        return True
 
     async def _handle(self, conn: Any, item: _Pending, writes: PendingWrites, reads: TransactionReads) -> None:
         envelope = item.envelope
@@ -388,7 +403,6 @@ class InboxConsumer:
                 attributes={"stayops.event_id": envelope.id, "stayops.org_id": envelope.orgid,
                             "messaging.consumer.group.name": self.group}):
             await item.handler(EventContext(uow, envelope, self._results), item.payload)
-        self._metrics.events_handled.labels(envelope.type).inc()
 
     async def dead_letter(self, record: Any, letter: DeadLetter) -> None:
         """Park a record on the group's dead-letter topic with why and where it came from."""

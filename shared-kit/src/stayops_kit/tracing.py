@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -91,19 +91,21 @@ def context_of(value: str | None) -> otel_context.Context | None:
     return found if span.get_span_context().is_valid else None
 
 
-@contextmanager
+# What `span` gives when tracing is off: one reusable no-op, so a hot path (a
+# consumer applies each event in a span) builds nothing per call.
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
 def span(name: str, *, service: str, kind: SpanKind = SpanKind.INTERNAL, parent: str | None = None,
-         attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+         attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Span]:
     """A span of `service`, current for the block; `parent` a traceparent to continue
     (an event's) instead of the current span. A no-op when tracing is off."""
     if not enabled():
-        yield trace.INVALID_SPAN
-        return
-    with tracer().start_as_current_span(
+        return _NO_SPAN
+    return tracer().start_as_current_span(
         name, context=context_of(parent), kind=kind,
         attributes={SERVICE_ATTRIBUTE: service, **(attributes or {})},
-    ) as current:
-        yield current
+    )
 
 
 _memory: Any = None

@@ -16,7 +16,10 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from stayops_kit.consumer import EventContext, Subscriptions
 from stayops_kit.db import outbox
+from stayops_kit.errors import PermanentError
+from stayops_kit.metrics import Metrics
 from stayops_kit.relay import LISTENER_APPLICATION_NAME
 from stayops_kit.testing import (
     PROBE_EVENT,
@@ -25,12 +28,14 @@ from stayops_kit.testing import (
     effects_of,
     eventually,
     probe_payload,
+    record_effect,
     running_consumer,
     running_relay,
     write_probe_events,
 )
 from stayops_schemas.binding import KafkaRecord, to_kafka
 from stayops_schemas.catalog import dead_letter_topic
+from stayops_schemas.events.tasks import TaskCreated
 
 pytestmark = pytest.mark.stack
 
@@ -135,6 +140,39 @@ async def test_the_same_event_delivered_three_times_has_one_effect(probe: ProbeD
         await eventually(lambda: _group_caught_up(probe), what="consumer caught up")
         effects = await effects_of(probe.engine, probe.org_id)
     assert_once_each(effects, {("k1", 7), ("k2", 0)})
+
+
+async def test_the_handled_count_is_of_committed_events_each_once(probe: ProbeDb) -> None:
+    # One key, so one partition and one batch: the event that fails rolls the batch
+    # back, which is then applied one event at a time; a copy of the first event
+    # comes behind them. Only the two events committed in the end are counted.
+    subscriptions = Subscriptions()
+
+    @subscriptions.on(PROBE_EVENT)
+    async def refuse_seq_one(ctx: EventContext, event: TaskCreated) -> None:
+        if event.data.get("seq") == 1:
+            raise PermanentError("seq 1 is refused")
+        await record_effect(ctx, event)
+
+    async with probe.uow.begin() as uow:
+        records = [to_kafka(await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "k", seq),
+                                               org_id=probe.org_id, key="k")) for seq in range(3)]
+    await _start_group_at_end(probe)
+    producer = AIOKafkaProducer(bootstrap_servers=probe.bootstrap)
+    await producer.start()
+    try:
+        for record in [*records, records[0]]:
+            await _send(producer, record)
+    finally:
+        await producer.stop()
+    metrics = Metrics()
+    async with running_consumer(probe.engine, probe.bootstrap, probe.group, subscriptions=subscriptions,
+                                metrics=metrics):
+        await eventually(lambda: _group_caught_up(probe), what="consumer caught up")
+        effects = await effects_of(probe.engine, probe.org_id)
+    assert_once_each(effects, {("k", 0), ("k", 2)})
+    assert metrics.events_handled.labels(PROBE_EVENT)._value.get() == 2
+    assert await _dead_lettered(probe) == 1
 
 
 async def test_a_consumer_killed_mid_handler_reprocesses_the_event_once(probe: ProbeDb) -> None:
