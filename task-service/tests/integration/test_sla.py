@@ -215,3 +215,40 @@ async def test_a_reminder_armed_before_a_restart_fires_once_after_it(stack: Any)
     async with app_client(app) as client:
         await asyncio.sleep(1.5)
         assert len(await notifications(app.state.runtime, org, task["id"])) == 1
+
+
+async def test_an_escalation_that_came_due_while_the_service_was_down_fires_each_stage_once_after_it(
+        stack: Any) -> None:
+    url = await stack.create_database(f"task_{uuid.uuid4().hex[:10]}")
+    settings = ServiceSettings(service_name="task-service", database_url=url,
+                               kafka_bootstrap_servers=stack.kafka_bootstrap,
+                               jwt_public_key_file=stack.jwt_public_key_file, relay_poll_interval_s=0.2)
+    org = str(uuid.uuid4())
+    owner = auth(stack, org)
+    app = create_app(settings=settings)
+    async with app_client(app) as client:
+        await put_policy(client, owner, remind_at_due=False,
+                         escalation=[{"after": "PT1S", "action": "notify_assignee"},
+                                     {"after": "PT2S", "action": "reassign", "user_id": "sam"}])
+        task = await create(client, owner, assigned_to="ana", due_at=soon(3))
+    await asyncio.sleep(7)  # down while both stages come due
+    app = create_app(settings=settings)
+    async with app_client(app) as client:
+        runtime = app.state.runtime
+
+        async def reassigned() -> bool:
+            got = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
+            return got["assigned_to"] == "sam"  # type: ignore[no-any-return]
+
+        await eventually(reassigned, timeout=30)
+        await asyncio.sleep(1.5)  # nothing more fires
+        sent = await notifications(runtime, org, task["id"])
+        assert [to for to, _ in sent] == ["ana"] and sent[0][1].startswith("Overdue:"), sent
+        assert [e["action"] for e in await sla_history(client, owner, task["id"])] == ["escalated", "reassigned"]
+        assert await timer(runtime, org, task["id"]) is None
+    # Across another restart nothing fires again.
+    app = create_app(settings=settings)
+    async with app_client(app) as client:
+        await asyncio.sleep(1.5)
+        assert len(await notifications(app.state.runtime, org, task["id"])) == 1
+        assert [e["action"] for e in await sla_history(client, owner, task["id"])] == ["escalated", "reassigned"]
