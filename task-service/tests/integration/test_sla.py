@@ -55,6 +55,18 @@ async def timer(runtime: Any, org: str, task_id: str) -> dict[str, Any] | None:
         return await store.timer_of(conn, org, task_id)
 
 
+async def assigned_to(client: httpx.AsyncClient, headers: dict[str, str], task_id: str, user_id: str) -> bool:
+    got = (await client.get(f"/v1/tasks/{task_id}", headers=headers)).json()
+    return got["assigned_to"] == user_id  # type: ignore[no-any-return]
+
+
+async def own_database(stack: Any) -> ServiceSettings:
+    """Settings for a task-service of its own database, to stop and start again."""
+    url = await stack.create_database(f"task_{uuid.uuid4().hex[:10]}")
+    return ServiceSettings(service_name="task-service", database_url=url, kafka_bootstrap_servers=stack.kafka_bootstrap,
+                           jwt_public_key_file=stack.jwt_public_key_file, relay_poll_interval_s=0.2)
+
+
 async def test_the_policy_is_checked_and_needs_tasks_manage(service: Service, stack: Any) -> None:
     client, _, _ = service
     org = str(uuid.uuid4())
@@ -108,11 +120,7 @@ async def test_reminders_and_the_escalation_each_fire_once(service: Service, sta
     task = await create(client, owner, assigned_to="ana", role_id="cleaner", due_at=soon(4))
     assert (await timer(runtime, org, task["id"])) is not None
 
-    async def reassigned() -> bool:
-        got = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
-        return got["assigned_to"] == "sam"  # type: ignore[no-any-return]
-
-    await eventually(reassigned, timeout=60)
+    await eventually(lambda: assigned_to(client, owner, task["id"], "sam"), timeout=60)
     await asyncio.sleep(1.5)  # nothing more fires
     sent = await notifications(runtime, org, task["id"])
     assert [to for to, _ in sent] == ["ana", "ana", "ana", "lea"], sent
@@ -185,10 +193,7 @@ async def test_a_project_policy_and_a_policy_set_later_arm_open_tasks(service: S
 
 
 async def test_a_reminder_armed_before_a_restart_fires_once_after_it(stack: Any) -> None:
-    url = await stack.create_database(f"task_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(service_name="task-service", database_url=url,
-                               kafka_bootstrap_servers=stack.kafka_bootstrap,
-                               jwt_public_key_file=stack.jwt_public_key_file, relay_poll_interval_s=0.2)
+    settings = await own_database(stack)
     org = str(uuid.uuid4())
     owner = auth(stack, org)
     app = create_app(settings=settings)
@@ -219,10 +224,7 @@ async def test_a_reminder_armed_before_a_restart_fires_once_after_it(stack: Any)
 
 async def test_an_escalation_that_came_due_while_the_service_was_down_fires_each_stage_once_after_it(
         stack: Any) -> None:
-    url = await stack.create_database(f"task_{uuid.uuid4().hex[:10]}")
-    settings = ServiceSettings(service_name="task-service", database_url=url,
-                               kafka_bootstrap_servers=stack.kafka_bootstrap,
-                               jwt_public_key_file=stack.jwt_public_key_file, relay_poll_interval_s=0.2)
+    settings = await own_database(stack)
     org = str(uuid.uuid4())
     owner = auth(stack, org)
     app = create_app(settings=settings)
@@ -236,11 +238,7 @@ async def test_an_escalation_that_came_due_while_the_service_was_down_fires_each
     async with app_client(app) as client:
         runtime = app.state.runtime
 
-        async def reassigned() -> bool:
-            got = (await client.get(f"/v1/tasks/{task['id']}", headers=owner)).json()
-            return got["assigned_to"] == "sam"  # type: ignore[no-any-return]
-
-        await eventually(reassigned, timeout=30)
+        await eventually(lambda: assigned_to(client, owner, task["id"], "sam"), timeout=30)
         await asyncio.sleep(1.5)  # nothing more fires
         sent = await notifications(runtime, org, task["id"])
         assert [to for to, _ in sent] == ["ana"] and sent[0][1].startswith("Overdue:"), sent
