@@ -211,9 +211,9 @@ async def _start_with_retry(
 def freeze_startup_heap() -> None:
     """Leave what exists once a service is built (its modules, models, routes and
     SQL metadata: ~160,000 objects) out of the garbage collector's full passes.
-    Each full pass walked all of them, 90 ms and more on a busy machine, and one fell
-    into a request every few dozen: most of the list views' p99 (the task-service
-    README's benchmark). A full pass now walks only what was made since; what is
+    Each full pass walked all of them, 80-100 ms on an idle machine and several times
+    that on a busy one, and one fell into a list view every few dozen calls: its p99
+    (the task views benchmark in the README). A full pass now walks only what was made since; what is
     frozen lives as long as the process anyway."""
     gc.collect()
     gc.freeze()
