@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -24,10 +25,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psutil
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
 
+from stayops_infra.cpumeter import CpuMeter, cpu_spent
 from stayops_infra.testing import start_test_stack
 from stayops_kit.db import create_engine, inbox, outbox
 from stayops_kit.kafka import create_producer
@@ -136,38 +137,6 @@ async def _probe_db(stack: object, prefix: str) -> ProbeDb:
     return ProbeDb(url, engine, UnitOfWorkFactory(engine, "/bench"), str(uuid.uuid4()), bootstrap, group)
 
 
-class CpuMeter:
-    """CPU seconds spent by each stage of the full path: the writers (this process),
-    the relay and consumer processes, PostgreSQL and Kafka (the stack's processes)."""
-
-    def __init__(self, data_dir: str) -> None:
-        self.data_dir = data_dir
-        self.stages: dict[str, list[psutil.Process]] = {"writers": [psutil.Process()]}
-
-    def add(self, stage: str, pid: int) -> None:
-        self.stages[stage] = [psutil.Process(pid)]
-
-    def _stack(self) -> dict[str, list[psutil.Process]]:
-        found: dict[str, list[psutil.Process]] = {"postgres": [], "kafka": []}
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if self.data_dir in cmdline:
-                stage = "kafka" if "java" in cmdline else "postgres"
-                found[stage] += [proc, *proc.children(recursive=True)]
-        return found
-
-    def sample(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for stage, procs in {**self.stages, **self._stack()}.items():
-            total = 0.0
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-            totals[stage] = total
-        return totals
-
-
 METER: CpuMeter | None = None
 CPU_PER_EVENT: dict[str, float] = {}
 STAGES: dict[str, list[float]] = {}
@@ -218,7 +187,7 @@ async def full_path(stack: object, events: int, writers: int = 16, per_tx: int =
         say(f"  applied in {elapsed:.1f}s")
         if METER is not None:
             after = METER.sample()
-            per_event = {stage: (after[stage] - before.get(stage, 0.0)) / total * 1e6 for stage in after}
+            per_event = {stage: spent / total * 1e6 for stage, spent in cpu_spent(before, after).items()}
             CPU_PER_EVENT.update(per_event)
     async with probe.engine.connect() as conn:
         # A relay batch's rows share their sent_at (the time of its read); a consumer
@@ -308,7 +277,7 @@ def percentile(samples: list[float], q: float) -> float:
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="stayops-bench-") as data_dir:
         global METER
-        METER = CpuMeter(data_dir)
+        METER = CpuMeter(data_dir, {"writers": os.getpid()})
         say("starting embedded PostgreSQL and Apache Kafka")
         stack = await asyncio.to_thread(start_test_stack, Path(data_dir))
         # The writers' process stands in for a service's, which freezes its startup heap

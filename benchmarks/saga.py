@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
+from stayops_infra.cpumeter import CpuMeter, cpu_spent
 from stayops_infra.orgsim import OrgRegistry, seed_solo
 from stayops_infra.postgres import create_database
 from stayops_infra.scenario import OrgHandle
@@ -72,46 +72,6 @@ async def finished_runs(http: httpx.AsyncClient, base: str, org: OrgHandle) -> l
             return found
 
 
-class CpuMeter:
-    """CPU seconds spent by each service's process, by PostgreSQL and Kafka (the
-    stack's processes: the data directory is on their command lines, PostgreSQL's
-    backends are the postmaster's children) and by this process (the benchmark and the
-    sync simulators). A process that ends between two samples is not counted."""
-
-    def __init__(self, system: LocalSystem, data_dir: Path) -> None:
-        self.system = system
-        self.data_dir = str(data_dir)
-
-    def _processes(self) -> dict[str, list[psutil.Process]]:
-        found: dict[str, list[psutil.Process]] = {"postgres": [], "kafka": [], "benchmark": [psutil.Process()]}
-        for name, service in self.system.processes.items():
-            if service.pid is not None:
-                found[name] = [psutil.Process(service.pid)]
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if self.data_dir in cmdline:
-                part = "kafka" if "java" in cmdline else "postgres"
-                with contextlib.suppress(psutil.Error):
-                    found[part] += [proc, *proc.children(recursive=True)]
-        return found
-
-    def sample(self) -> dict[str, dict[int, float]]:
-        seconds: dict[str, dict[int, float]] = {}
-        for part, procs in self._processes().items():
-            seconds[part] = {}
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    seconds[part][proc.pid] = times.user + times.system
-        return seconds
-
-
-def cpu_spent(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-    """CPU seconds per part between two samples (a process new since `before` counts whole)."""
-    return {part: sum(s - before.get(part, {}).get(pid, 0.0) for pid, s in pids.items())
-            for part, pids in after.items()}
-
-
 async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
                        runs: int) -> tuple[float, list[float], dict[str, float]]:
     seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))).as_json()
@@ -122,7 +82,8 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
         published = await http.post(f"{base}/v1/workflows", headers=org.headers, json=definition())
         published.raise_for_status()
         say(f"starting {runs} runs of {STEPS} automated no-op tasks each")
-        meter = CpuMeter(system, stack.config.data_dir)
+        meter = CpuMeter(stack.config.data_dir, {"benchmark": os.getpid(), **{
+            name: service.pid for name, service in system.processes.items() if service.pid is not None}})
         cpu_before = meter.sample()
 
         async def start() -> str:
