@@ -74,6 +74,7 @@ class OrgTemplate:
     their execution; `OrgScope` for the rest."""
 
     PARAMETER = "org_id"
+    UPDATE_PARAMETER = "scope_org_id"
 
     def __init__(self, table: sa.Table) -> None:
         if "org_id" not in table.c:
@@ -86,3 +87,16 @@ class OrgTemplate:
 
     def select(self, *columns: Any) -> sa.Select[Any]:
         return sa.select(*(columns or (self.table,))).where(self.where)
+
+    def update(self) -> sa.Update:
+        """An UPDATE of this table's rows of the org given when it runs, as the
+        parameter `UPDATE_PARAMETER` (an UPDATE's parameter named like a column would
+        set that column)."""
+        org = sa.bindparam(self.UPDATE_PARAMETER, type_=sa.Text, required=True)
+        return self.table.update().where(self.table.c.org_id == org)
+
+    def insert(self, **expressions: Any) -> postgresql.Insert:
+        """An INSERT of one row whose values (its `org_id` among them) come as the
+        statement's parameters when it runs; `expressions` are the columns computed
+        in SQL from parameters of other names."""
+        return postgresql.insert(self.table).values(expressions) if expressions else postgresql.insert(self.table)

@@ -275,6 +275,12 @@ async def test_one_query_language_filters_sorts_and_searches(service: Service, s
     assert await ids(client, owner, q="heat") == [boiler["id"]]
     assert await ids(client, owner, q="chimney slates") == [roof["id"]]
     assert await ids(client, owner, q="towels -boiler") == [towels["id"]]
+    # A new title is searched, its comments still are, the old title no longer.
+    renamed = await client.patch(f"/v1/tasks/{roof['id']}", json={"title": "Inspect the gutters"}, headers=owner)
+    assert renamed.status_code == 200, renamed.text
+    assert await ids(client, owner, q="gutters") == [roof["id"]]
+    assert await ids(client, owner, q="chimney") == [roof["id"]]
+    assert await ids(client, owner, q="roof") == []
     counted = await client.get("/v1/tasks/count", params={"status": "pending"}, headers=owner)
     assert counted.json() == {"count": 3}
     assert (await client.get("/v1/tasks/count", headers=auth(stack, str(uuid.uuid4())))).json() == {"count": 0}
