@@ -67,11 +67,11 @@ class OrgScope:
 
 
 class OrgTemplate:
-    """Reads of a tenant table for the org given when the statement runs: the
-    statement's `org_id = :org_id` is a required parameter, so a statement built once
-    (and compiled once) serves every org, and one run without an org fails rather than
-    reading all of them. For the hot, many-part queries whose building costs more than
-    their execution; `OrgScope` for the rest."""
+    """Statements on a tenant table for the org given when the statement runs: the
+    statement's org is a required parameter, so a statement built once (and compiled
+    once) serves every org, and one run without an org fails rather than reading or
+    writing all of them. For the hot, many-part statements whose building costs more
+    than their execution; `OrgScope` for the rest."""
 
     PARAMETER = "org_id"
     UPDATE_PARAMETER = "scope_org_id"
