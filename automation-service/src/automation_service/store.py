@@ -26,7 +26,7 @@ from automation_service.domain import (
     RunStatus,
     WindowStats,
 )
-from stayops_kit.tenancy import OrgScope
+from stayops_kit.tenancy import OrgScope, OrgTemplate
 from stayops_schemas.events.automations import AutomationType
 
 metadata = sa.MetaData()
@@ -421,9 +421,14 @@ async def execution_by_id(conn: AsyncConnection, org_id: str, execution_id: str)
     return _to_execution(row) if row else None
 
 
+# Every automated task step and every run event reads these: built (and compiled) once.
+_LOCK_EXECUTION_OF_RUN = (OrgTemplate(executions).select()
+                          .where(executions.c.run_id == sa.bindparam("run_id", type_=sa.Text, required=True))
+                          .with_for_update())
+
+
 async def execution_of_run(conn: AsyncConnection, org_id: str, run_id: str) -> Execution | None:
-    query = OrgScope(executions, org_id).select().where(executions.c.run_id == run_id).with_for_update()
-    row = (await conn.execute(query)).first()
+    row = (await conn.execute(_LOCK_EXECUTION_OF_RUN, {OrgTemplate.PARAMETER: org_id, "run_id": run_id})).first()
     return _to_execution(row) if row else None
 
 
@@ -455,13 +460,24 @@ async def await_run(conn: AsyncConnection, run: AwaitedRun) -> None:
         status=run.status.value, reason=run.reason).on_conflict_do_nothing())
 
 
+_LOCK_AWAITED_BY_REQUEST = (OrgTemplate(execution_runs).select()
+                            .where(execution_runs.c.request_id == sa.bindparam("request_id", type_=sa.Text,
+                                                                               required=True))
+                            .with_for_update())
+_LOCK_AWAITED_BY_RUN = (OrgTemplate(execution_runs).select()
+                        .where(execution_runs.c.run_id == sa.bindparam("run_id", type_=sa.Text, required=True))
+                        .with_for_update())
+
+
 async def awaited_run(conn: AsyncConnection, org_id: str, *, request_id: str | None,
                       run_id: str) -> AwaitedRun | None:
     """The awaited run a run event speaks of: by its request (a start names it),
     else by the run id a start recorded."""
-    scope = OrgScope(execution_runs, org_id)
-    where = execution_runs.c.request_id == request_id if request_id else execution_runs.c.run_id == run_id
-    row = (await conn.execute(scope.select().where(where).with_for_update())).first()
+    if request_id:
+        row = (await conn.execute(_LOCK_AWAITED_BY_REQUEST,
+                                  {OrgTemplate.PARAMETER: org_id, "request_id": request_id})).first()
+    else:
+        row = (await conn.execute(_LOCK_AWAITED_BY_RUN, {OrgTemplate.PARAMETER: org_id, "run_id": run_id})).first()
     return _to_awaited_run(row) if row else None
 
 
@@ -554,9 +570,25 @@ async def execution_stats(conn: AsyncConnection, org_id: str, automation_id: str
 
 
 def _action_values(action: AutomatedAction) -> dict[str, Any]:
-    values = asdict(action)
+    values = {name: getattr(action, name) for name in _ACTION_FIELDS}  # not asdict: its deep copy
     values["status"] = action.status.value
     return values
+
+
+# An automated task's action is inserted, read and updated on every task it does:
+# built (and compiled) once.
+_INSERT_ACTION = (OrgTemplate(automated_actions).insert()
+                  .on_conflict_do_nothing(index_elements=[automated_actions.c.org_id, automated_actions.c.task_id])
+                  .returning(automated_actions.c.task_id))
+_ACTION_PROGRESS = ("status", "awaiting", "answers", "result", "error", "finished_at")
+_UPDATE_ACTION = (OrgTemplate(automated_actions).update()
+                  # not "task_id": an UPDATE's parameter named like a column would set it
+                  .where(automated_actions.c.task_id == sa.bindparam("of_task_id", type_=sa.Text, required=True))
+                  .values({name: sa.bindparam(f"new_{name}", type_=automated_actions.c[name].type)
+                           for name in _ACTION_PROGRESS}))
+_GET_ACTION = (OrgTemplate(automated_actions).select()
+               .where(automated_actions.c.task_id == sa.bindparam("task_id", type_=sa.Text, required=True)))
+_LOCK_ACTION = _GET_ACTION.with_for_update()
 
 
 def _to_action(row: Any) -> AutomatedAction:
@@ -568,33 +600,22 @@ def _to_action(row: Any) -> AutomatedAction:
 async def insert_action(conn: AsyncConnection, action: AutomatedAction) -> bool:
     """Take a task's action once: the same task assigned again changes nothing.
     Returns whether it is new."""
-    statement = (
-        OrgScope(automated_actions, action.org_id).insert(**_action_values(action))
-        .on_conflict_do_nothing(index_elements=[automated_actions.c.org_id, automated_actions.c.task_id])
-        .returning(automated_actions.c.task_id)
-    )
-    return (await conn.execute(statement)).first() is not None
+    return (await conn.execute(_INSERT_ACTION, _action_values(action))).first() is not None
 
 
 async def get_action(
     conn: AsyncConnection, org_id: str, task_id: str, *, for_update: bool = False
 ) -> AutomatedAction | None:
-    query = OrgScope(automated_actions, org_id).select().where(automated_actions.c.task_id == task_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    row = (await conn.execute(_LOCK_ACTION if for_update else _GET_ACTION,
+                              {OrgTemplate.PARAMETER: org_id, "task_id": task_id})).first()
     return _to_action(row) if row else None
 
 
 async def update_action(conn: AsyncConnection, action: AutomatedAction) -> None:
-    values = _action_values(action)
-    await conn.execute(
-        OrgScope(automated_actions, action.org_id)
-        .update()
-        .where(automated_actions.c.task_id == action.task_id)
-        .values({name: values[name] for name in
-                 ("status", "awaiting", "answers", "result", "error", "finished_at")})
-    )
+    values = {f"new_{name}": getattr(action, name) for name in _ACTION_PROGRESS}
+    values["new_status"] = action.status.value
+    await conn.execute(_UPDATE_ACTION, {OrgTemplate.UPDATE_PARAMETER: action.org_id, "of_task_id": action.task_id,
+                                        **values})
 
 
 async def insert_notification(conn: AsyncConnection, notification: Notification) -> bool:
