@@ -219,12 +219,14 @@ async def task_assigned(ctx: EventContext, event: TaskAssigned) -> None:
     loop (`agent_service.work`), which runs it once the sync data it needs is here.
     Other tasks are someone else's; work queued for a task that went to someone
     else is dropped."""
+    if event.task_type is not TaskType.ANALYSIS:
+        return  # only analysis tasks are agents' work, and a task's type never changes
     for agent_user_id in await store.drop_reassigned_work(ctx.uow.conn, ctx.org_id, event.task_id,
                                                           event.assigned_to, ctx.uow.clock.now()):
         await store.append_activity(ctx.uow.conn, dropped_activity(
             agent_user_id, ctx.org_id, task_id=event.task_id, now_with=event.assigned_to, at=ctx.uow.clock.now(),
             id=ctx.uow.ids()))
-    if event.assigned_to is None or event.task_type is not TaskType.ANALYSIS:
+    if event.assigned_to is None:
         return
     if await store.get_profile(ctx.uow.conn, ctx.org_id, event.assigned_to) is None:
         return
