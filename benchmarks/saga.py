@@ -12,7 +12,10 @@ When DBOS is importable (`uv pip install dbos` into the venv; it is not a projec
 dependency), a DBOS 5-step workflow (five no-op steps, in one process) is measured in
 the same run on the same embedded PostgreSQL, N at once, and printed beside it.
 
-    python benchmarks/saga.py [--runs 200] [--dbos-runs 200]
+    python benchmarks/saga.py [--runs 200] [--warmup 100] [--dbos-runs 200]
+
+The measured runs follow `--warmup` runs that are not measured (the broker's JVM
+compiles its hot paths in its first minute; the services fill their pools and caches).
 """
 
 from __future__ import annotations
@@ -72,8 +75,28 @@ async def finished_runs(http: httpx.AsyncClient, base: str, org: OrgHandle) -> l
             return found
 
 
-async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
-                       runs: int) -> tuple[float, list[float], dict[str, float]]:
+async def run_all(http: httpx.AsyncClient, base: str, org: OrgHandle, runs: int) -> list[dict[str, Any]]:
+    """Start `runs` runs at once and wait until each has ended; answers those runs."""
+
+    async def start() -> str:
+        response = await http.post(f"{base}/v1/workflows/{KEY}/runs", headers=org.headers, json={})
+        response.raise_for_status()
+        run_id: str = response.json()["id"]
+        return run_id
+
+    started = set(await asyncio.gather(*(start() for _ in range(runs))))
+    deadline = time.monotonic() + 900
+    done: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        done = [run for run in await finished_runs(http, base, org) if run["id"] in started]
+        if len(done) >= len(started):
+            break
+        await asyncio.sleep(0.5)
+    return done
+
+
+async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path, runs: int,
+                       warmup: int = 0) -> tuple[float, list[float], dict[str, float]]:
     seeded = (await seed_solo(stack.broker.bootstrap, stack.keys, OrgRegistry(work / "orgs.json"))).as_json()
     org = OrgHandle.from_seed(seeded)
     await asyncio.sleep(2)  # the directory events reach task-service
@@ -81,25 +104,16 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as http:
         published = await http.post(f"{base}/v1/workflows", headers=org.headers, json=definition())
         published.raise_for_status()
+        if warmup:
+            # The broker's JVM compiles its hot paths during its first minute, and
+            # each service fills its pools and caches: those costs are not a step's.
+            say(f"warming up: {warmup} runs, not measured")
+            await run_all(http, base, org, warmup)
         say(f"starting {runs} runs of {STEPS} automated no-op tasks each")
         meter = CpuMeter(stack.config.data_dir, {"benchmark": os.getpid(), **{
             name: service.pid for name, service in system.processes.items() if service.pid is not None}})
         cpu_before = meter.sample()
-
-        async def start() -> str:
-            response = await http.post(f"{base}/v1/workflows/{KEY}/runs", headers=org.headers, json={})
-            response.raise_for_status()
-            run_id: str = response.json()["id"]
-            return run_id
-
-        started = await asyncio.gather(*(start() for _ in range(runs)))
-        deadline = time.monotonic() + 900
-        done: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            done = await finished_runs(http, base, org)
-            if len(done) >= len(started):
-                break
-            await asyncio.sleep(0.5)
+        done = await run_all(http, base, org, runs)
         cpu = cpu_spent(cpu_before, meter.sample())
     if len(done) < runs:
         raise RuntimeError(f"only {len(done)} of {runs} runs ended within 900 s")
@@ -112,9 +126,9 @@ async def stayops_saga(system: LocalSystem, stack: EmbeddedStack, work: Path,
     return (max(ends) - min(starts)).total_seconds(), durations, cpu
 
 
-async def dbos_saga(stack: EmbeddedStack, runs: int) -> tuple[float, list[float]] | None:
-    """A DBOS workflow of five no-op steps, `runs` at once, its system database on the
-    same PostgreSQL; None when DBOS is not installed."""
+async def dbos_saga(stack: EmbeddedStack, runs: int, warmup: int = 0) -> tuple[float, list[float]] | None:
+    """A DBOS workflow of five no-op steps, `runs` at once (after `warmup` of them not
+    measured), its system database on the same PostgreSQL; None when DBOS is not installed."""
     try:
         from dbos import DBOS
     except ImportError:
@@ -145,6 +159,9 @@ async def dbos_saga(stack: EmbeddedStack, runs: int) -> tuple[float, list[float]
             await handle.get_result()
             return time.perf_counter() - began
 
+        if warmup:
+            say(f"DBOS: warming up, {warmup} workflows not measured")
+            await asyncio.gather(*(one() for _ in range(warmup)))
         began = time.perf_counter()
         durations = await asyncio.gather(*(one() for _ in range(runs)))
         return time.perf_counter() - began, list(durations)
@@ -162,9 +179,9 @@ def report(name: str, elapsed: float, durations: list[float]) -> None:
 async def main(args: argparse.Namespace) -> None:
     dbos: tuple[float, list[float]] | None = None
     async with ephemeral_system(say, prefix="stayops-bench-", allow_tansu=False) as (stack, system):
-        elapsed, durations, cpu = await stayops_saga(system, stack, system.work_dir, args.runs)
+        elapsed, durations, cpu = await stayops_saga(system, stack, system.work_dir, args.runs, args.warmup)
         if args.dbos_runs:
-            dbos = await dbos_saga(stack, args.dbos_runs)
+            dbos = await dbos_saga(stack, args.dbos_runs, min(args.warmup, args.dbos_runs))
     print()
     report(f"StayOps saga, {STEPS} tasks across services", elapsed, durations)
     steps = args.runs * STEPS
@@ -178,5 +195,6 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100, help="runs before the measured ones (0: none)")
     parser.add_argument("--dbos-runs", type=int, default=200, help="0 skips DBOS")
     asyncio.run(main(parser.parse_args()))
