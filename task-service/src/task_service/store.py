@@ -733,15 +733,21 @@ async def blockers_of(conn: AsyncConnection, org_id: str, task_id: str) -> list[
     return [_to_task(r) for r in rows]
 
 
+# Every completion asks which tasks it blocked: built (and compiled) once.
+_BLOCKED_BY = (sa.select(*TASK_COLUMNS)
+               .join(dependencies, sa.and_(dependencies.c.org_id == tasks.c.org_id,
+                                           dependencies.c.task_id == tasks.c.id))
+               .where(OrgTemplate(dependencies).where,
+                      dependencies.c.blocker_id == sa.bindparam("blocker_id", type_=sa.Text, required=True))
+               .order_by(tasks.c.id))
+_LOCK_BLOCKED_BY = _BLOCKED_BY.with_for_update(of=tasks)
+
+
 async def blocked_by_this(conn: AsyncConnection, org_id: str, blocker_id: str, *, lock: bool = False) -> list[Task]:
     """The tasks this task blocks (locked, with `lock`)."""
-    query = (sa.select(*TASK_COLUMNS).join(dependencies, sa.and_(
-        dependencies.c.org_id == tasks.c.org_id, dependencies.c.task_id == tasks.c.id))
-        .where(dependencies.c.org_id == org_id, dependencies.c.blocker_id == blocker_id)
-        .order_by(tasks.c.id))
-    if lock:
-        query = query.with_for_update(of=tasks)
-    return [_to_task(r) for r in (await conn.execute(query)).all()]
+    rows = (await conn.execute(_LOCK_BLOCKED_BY if lock else _BLOCKED_BY,
+                               {OrgTemplate.PARAMETER: org_id, "blocker_id": blocker_id})).all()
+    return [_to_task(r) for r in rows]
 
 
 async def note(conn: AsyncConnection, task: Task, by: Actor, changes: dict[str, Any], at: datetime) -> None:
