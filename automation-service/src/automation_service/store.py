@@ -581,11 +581,7 @@ _INSERT_ACTION = (OrgTemplate(automated_actions).insert()
                   .on_conflict_do_nothing(index_elements=[automated_actions.c.org_id, automated_actions.c.task_id])
                   .returning(automated_actions.c.task_id))
 _ACTION_PROGRESS = ("status", "awaiting", "answers", "result", "error", "finished_at")
-_UPDATE_ACTION = (OrgTemplate(automated_actions).update()
-                  # not "task_id": an UPDATE's parameter named like a column would set it
-                  .where(automated_actions.c.task_id == sa.bindparam("of_task_id", type_=sa.Text, required=True))
-                  .values({name: sa.bindparam(f"new_{name}", type_=automated_actions.c[name].type)
-                           for name in _ACTION_PROGRESS}))
+_UPDATE_ACTION = OrgTemplate(automated_actions).update_columns(automated_actions.c.task_id, _ACTION_PROGRESS)
 _GET_ACTION = (OrgTemplate(automated_actions).select()
                .where(automated_actions.c.task_id == sa.bindparam("task_id", type_=sa.Text, required=True)))
 _LOCK_ACTION = _GET_ACTION.with_for_update()
@@ -612,10 +608,9 @@ async def get_action(
 
 
 async def update_action(conn: AsyncConnection, action: AutomatedAction) -> None:
-    values = {f"new_{name}": getattr(action, name) for name in _ACTION_PROGRESS}
-    values["new_status"] = action.status.value
-    await conn.execute(_UPDATE_ACTION, {OrgTemplate.UPDATE_PARAMETER: action.org_id, "of_task_id": action.task_id,
-                                        **values})
+    values = {name: getattr(action, name) for name in _ACTION_PROGRESS}
+    values["status"] = action.status.value
+    await conn.execute(_UPDATE_ACTION, OrgTemplate.update_parameters(action.org_id, action.task_id, values))
 
 
 async def insert_notification(conn: AsyncConnection, notification: Notification) -> bool:

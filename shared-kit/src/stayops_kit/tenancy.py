@@ -3,7 +3,7 @@ goes through `OrgScope`, which adds `org_id = :caller_org` itself."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -94,6 +94,23 @@ class OrgTemplate:
         set that column)."""
         org = sa.bindparam(self.UPDATE_PARAMETER, type_=sa.Text, required=True)
         return self.table.update().where(self.table.c.org_id == org)
+
+    KEY_PARAMETER = "scope_row_key"
+    NEW_PREFIX = "new_"
+
+    def update_columns(self, key: sa.Column[Any], columns: Iterable[str]) -> sa.Update:
+        """An UPDATE that sets `columns` of the org's row whose `key` is given when it
+        runs; `update_parameters` names its parameters (none is named like a column)."""
+        row = sa.bindparam(self.KEY_PARAMETER, type_=key.type, required=True)
+        return self.update().where(key == row).values(
+            {name: sa.bindparam(self.NEW_PREFIX + name, type_=self.table.c[name].type) for name in columns})
+
+    @classmethod
+    def update_parameters(cls, org_id: str, key: Any, values: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        """The parameters of an `update_columns` statement: the org, the row's key, each
+        column's new value, and `extra` for the statement's other parameters."""
+        return {cls.UPDATE_PARAMETER: org_id, cls.KEY_PARAMETER: key,
+                **{cls.NEW_PREFIX + name: value for name, value in values.items()}, **extra}
 
     def insert(self, **expressions: Any) -> postgresql.Insert:
         """An INSERT of one row whose values (its `org_id` among them) come as the

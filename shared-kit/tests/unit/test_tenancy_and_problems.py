@@ -49,6 +49,21 @@ def test_a_template_statement_takes_its_org_when_run_and_cannot_run_without_one(
         compiled.construct_params({})
 
 
+def test_a_template_update_sets_only_its_columns_of_one_row_of_the_org_given_when_run() -> None:
+    wide = sa.Table("wide", sa.MetaData(), sa.Column("id", sa.Text), sa.Column("org_id", sa.Text),
+                    sa.Column("status", sa.Text), sa.Column("note", sa.Text))
+    compiled = OrgTemplate(wide).update_columns(wide.c.id, ["status"]).compile(dialect=postgresql.dialect())
+    text = str(compiled)
+    set_clause, _, where = text.partition(" WHERE ")
+    assert "status=" in set_clause.replace(" ", "")
+    assert "org_id" not in set_clause and "note" not in set_clause and "id=" not in set_clause.replace(" ", "")
+    assert "wide.org_id = " in where and "wide.id = " in where
+    params = compiled.construct_params(OrgTemplate.update_parameters("org-a", "t1", {"status": "done"}))
+    assert "org-a" in params.values() and "t1" in params.values() and "done" in params.values()
+    with pytest.raises(sa.exc.InvalidRequestError):
+        compiled.construct_params({OrgTemplate.NEW_PREFIX + "status": "done"})
+
+
 class TaskMissing(NotFound):
     pass
 

@@ -319,9 +319,7 @@ _UPDATED_COLUMNS = ("project_id", "milestone_id", "title", "description", "prior
                     "department_id", "labels", "reviewers", "version", "status", "assigned_to",
                     "assignee_type", "assignment_rule", "result", "status_reason", "completed_by",
                     "due_at", "updated_at")
-_UPDATE_TASK = (OrgTemplate(tasks).update()
-                .where(tasks.c.id == sa.bindparam("task_id", type_=sa.Text, required=True))
-                .values({name: sa.bindparam(f"new_{name}", type_=tasks.c[name].type) for name in _UPDATED_COLUMNS}))
+_UPDATE_TASK = OrgTemplate(tasks).update_columns(tasks.c.id, _UPDATED_COLUMNS)
 # A changed title or description: the search vector again, with the task's comments.
 _COMMENTS_SAID = (sa.select(sa.func.string_agg(comments.c.body, " "))
                   .where(comments.c.org_id == tasks.c.org_id, comments.c.task_id == tasks.c.id)
@@ -365,15 +363,13 @@ async def update_task(conn: AsyncConnection, task: Task, by: Actor, *, before: T
     if before is None:
         before = await get_task(conn, task.org_id, task.id)
     task = replace(task, version=(before.version if before else task.version) + 1)
-    values = {f"new_{name}": getattr(task, name) for name in _UPDATED_COLUMNS}
-    values.update(new_labels=list(task.labels), new_reviewers=list(task.reviewers),
-                  new_priority=task.priority.value, new_status=task.status.value,
-                  new_assignee_type=task.assignee_type.value if task.assignee_type else None)
+    values = {name: getattr(task, name) for name in _UPDATED_COLUMNS}
+    values.update(labels=list(task.labels), reviewers=list(task.reviewers), priority=task.priority.value,
+                  status=task.status.value, assignee_type=task.assignee_type.value if task.assignee_type else None)
     retitled = before is None or (before.title, before.description) != (task.title, task.description)
-    if retitled:
-        values.update(search_title=task.title, search_description=task.description)
+    search = {"search_title": task.title, "search_description": task.description} if retitled else {}
     await conn.execute(_UPDATE_TASK_AND_SEARCH if retitled else _UPDATE_TASK,
-                       {OrgTemplate.UPDATE_PARAMETER: task.org_id, "task_id": task.id, **values})
+                       OrgTemplate.update_parameters(task.org_id, task.id, values, **search))
     await _record(conn, before, task, by)
     await sync_due_timer(conn, before, task)
     return task

@@ -172,9 +172,7 @@ _INSERT_RUN_ONCE = OrgTemplate(runs).insert().on_conflict_do_nothing(
     index_elements=[runs.c.org_id, runs.c.request_id], index_where=runs.c.request_id.is_not(None))
 # What a step changes; everything else about a run is fixed when it is inserted.
 _RUN_PROGRESS = ("status", "current_step", "state", "updated_at", "result", "compensated", "failure_reason")
-_UPDATE_RUN = (OrgTemplate(runs).update()
-               .where(runs.c.id == sa.bindparam("run_id", type_=sa.Text, required=True))
-               .values({name: sa.bindparam(f"new_{name}", type_=runs.c[name].type) for name in _RUN_PROGRESS}))
+_UPDATE_RUN = OrgTemplate(runs).update_columns(runs.c.id, _RUN_PROGRESS)
 _GET_RUN = OrgTemplate(runs).select().where(runs.c.id == sa.bindparam("run_id", type_=sa.Text, required=True))
 _LOCK_RUN = _GET_RUN.with_for_update()
 _LOCK_TOP_LEVEL_RUN = _GET_RUN.where(runs.c.parent_run_id.is_(None)).with_for_update()
@@ -196,9 +194,9 @@ async def run_by_request(conn: AsyncConnection, org_id: str, request_id: str) ->
 
 async def update_run(conn: AsyncConnection, run: WorkflowRun) -> None:
     """Write a run's progress (the columns in `_RUN_PROGRESS`)."""
-    values = {f"new_{name}": getattr(run, name) for name in _RUN_PROGRESS}
-    values["new_status"] = run.status.value
-    await conn.execute(_UPDATE_RUN, {OrgTemplate.UPDATE_PARAMETER: run.org_id, "run_id": run.id, **values})
+    values = {name: getattr(run, name) for name in _RUN_PROGRESS}
+    values["status"] = run.status.value
+    await conn.execute(_UPDATE_RUN, OrgTemplate.update_parameters(run.org_id, run.id, values))
 
 
 async def insert_timer(conn: AsyncConnection, *, timer_id: str, run_id: str, org_id: str, step: str,
