@@ -81,6 +81,35 @@ async def test_state_change_and_its_event_commit_together_or_not_at_all(probe: P
         assert (await conn.execute(sa.text("SELECT count(*) FROM widgets"))).scalar_one() == 1
 
 
+@pytest.mark.parametrize("state_change_first", [False, True], ids=["events-only", "after-a-state-change"])
+async def test_outbox_rows_are_written_as_announced_and_roll_back_even_after_the_flush(
+        probe: ProbeDb, state_change_first: bool) -> None:
+    """The outbox rows go in with the transaction's first statement or, once it has
+    begun, by COPY on the driver's connection: either way they are the transaction's."""
+    async def write(seqs: range, *, fail: bool) -> list[Any]:
+        async with probe.uow.begin() as uow:
+            if state_change_first:
+                await uow.conn.execute(sa.text("INSERT INTO probe_keys (key, seq) VALUES ('k', 0) "
+                                               "ON CONFLICT DO NOTHING"))
+            announced = [await uow.announce(PROBE_EVENT, probe_payload(probe.org_id, "k", seq),
+                                            org_id=probe.org_id, key="k", subject=f"s{seq}") for seq in seqs]
+            await uow.flush()
+            if fail:
+                raise RuntimeError("the handler failed after its events were written")
+        return announced
+
+    with pytest.raises(RuntimeError):
+        await write(range(3), fail=True)
+    assert await unsent_count(probe) == 0
+    announced = await write(range(3, 6), fail=False)
+    async with probe.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(outbox).order_by(outbox.c.id))).mappings().all()
+    assert [(str(r["event_id"]), r["event_type"], r["partition_key"], r["org_id"], r["subject"], r["payload"],
+             r["occurred_at"], r["correlation_id"], r["topic"]) for r in rows] == [
+        (e.id, e.type, "k", probe.org_id, e.subject, e.data, e.time, e.correlationid, "stayops.tasks")
+        for e in announced]
+
+
 async def test_relay_killed_before_publishing_publishes_after_restart(probe: ProbeDb) -> None:
     async with running_consumer(probe.engine, probe.bootstrap, probe.group):
         relay = ProbeProcess("relay", probe, failpoints="relay.before_send")
