@@ -168,7 +168,7 @@ async def _create(uow: UnitOfWork, org_id: str, created_by: str, command: Create
     assignment = await _choose_assignment(uow, task)
     if assignment is not None:
         task = task.assign(assignment)
-    inserted = await store.insert_task(uow.conn, task, by)
+    inserted = await store.insert_task(uow, task, by)
     if not inserted and command.request_id is not None:
         # The same request raced us and won: its task is the answer; announce nothing.
         winner = await store.find_by_request(uow.conn, org_id, command.request_id)
@@ -274,7 +274,7 @@ async def start_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     if claim is not None:
         task = replace(task.assign(claim), updated_at=now)
     task = task.start(now)
-    task = await store.update_task(uow.conn, task, _actor(caller, "claimed and started" if claim else "started"))
+    task = await store.update_task(uow, task, _actor(caller, "claimed and started" if claim else "started"))
     if claim is not None:
         await uow.announce("stayops.task.assigned", task_assigned(task, claim), org_id=task.org_id, key=task.id,
                            correlation_id=_correlation(uow, task))
@@ -318,7 +318,7 @@ async def fail_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) 
 
 async def block_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock_for(uow, caller, task_id)).block(reason, uow.clock.now())
-    task = await store.update_task(uow.conn, task, _actor(caller, "blocked"))
+    task = await store.update_task(uow, task, _actor(caller, "blocked"))
     await uow.announce("stayops.task.blocked",
                        TaskBlocked(**_ids(task), reason=reason, blocked_by=caller.user_id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
@@ -401,7 +401,7 @@ async def task_cancel_requested(ctx: EventContext, event: TaskCancelRequested) -
         return
     task = task.cancel(event.reason, ctx.uow.clock.now())
     by = Actor(event.requested_by, _source_type(ctx), "cancelled")
-    await store.update_task(ctx.uow.conn, task, by)
+    await store.update_task(ctx.uow, task, by)
     await ctx.uow.announce("stayops.task.cancelled",
                            TaskCancelled(**_ids(task), reason=event.reason, cancelled_by=event.requested_by),
                            org_id=task.org_id, key=task.id)
@@ -415,7 +415,7 @@ async def task_reschedule_requested(ctx: EventContext, event: TaskRescheduleRequ
         return
     previous = task.due_at
     task = task.rescheduled(event.due_at, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "rescheduled"))
+    await store.update_task(ctx.uow, task, Actor(event.requested_by, _source_type(ctx), "rescheduled"))
     await ctx.uow.announce("stayops.task.rescheduled",
                            TaskRescheduled(**_ids(task), due_at=event.due_at, previous_due_at=previous,
                                            reason=event.reason),
@@ -442,7 +442,7 @@ async def task_reassign_requested(ctx: EventContext, event: TaskReassignRequeste
         return
     assignment = replace(chosen, rule=f"{event.reason} ({chosen.rule})")
     moved = moved.assign(assignment)
-    await store.update_task(ctx.uow.conn, moved, Actor(event.requested_by, _source_type(ctx), "reassigned"))
+    await store.update_task(ctx.uow, moved, Actor(event.requested_by, _source_type(ctx), "reassigned"))
     await ctx.uow.announce("stayops.task.assigned", task_assigned(moved, assignment),
                            org_id=moved.org_id, key=moved.id)
 
@@ -462,7 +462,7 @@ async def _add_reviewer(ctx: EventContext, task: Task, event: TaskReassignReques
     if reviewer == task.assigned_to or reviewer in task.reviewers:
         return
     task = task.with_reviewer(reviewer, ctx.uow.clock.now())
-    await store.update_task(ctx.uow.conn, task, Actor(event.requested_by, _source_type(ctx), "reviewer added"))
+    await store.update_task(ctx.uow, task, Actor(event.requested_by, _source_type(ctx), "reviewer added"))
 
 
 async def _lock_reported(ctx: EventContext, task_id: str) -> Task:
@@ -475,7 +475,7 @@ async def _lock_reported(ctx: EventContext, task_id: str) -> Task:
 async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: Decision | None = None,
                           before: Task | None = None) -> Task:
     """`before`: the task as locked in this transaction, when the caller has it."""
-    task = await store.update_task(uow.conn, task, by, before=before)
+    task = await store.update_task(uow, task, by, before=before)
     event = TaskCompleted(
         **_ids(task),
         task_type=task.task_type,
@@ -492,7 +492,7 @@ async def _save_completed(uow: UnitOfWork, task: Task, *, by: Actor, decision: D
 
 
 async def _save_failed(uow: UnitOfWork, task: Task, reason: str, *, by: Actor, before: Task | None = None) -> Task:
-    task = await store.update_task(uow.conn, task, by, before=before)
+    task = await store.update_task(uow, task, by, before=before)
     await uow.announce("stayops.task.failed", TaskFailed(**_ids(task), reason=reason, failed_by=by.id,
                                                          result=task.result or {}),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
@@ -545,7 +545,7 @@ async def _assign_queued(ctx: EventContext, org_id: str, role_id: str) -> None:
         if assignment is None or assignment.assigned_to is None:
             continue
         assigned = replace(task.assign(assignment), updated_at=now)
-        await store.update_task(ctx.uow.conn, assigned, Actor("task-service", "system", assignment.rule))
+        await store.update_task(ctx.uow, assigned, Actor("task-service", "system", assignment.rule))
         await ctx.uow.announce("stayops.task.assigned", task_assigned(assigned, assignment),
                                org_id=org_id, key=task.id)
 
@@ -589,7 +589,7 @@ async def _hand_on(ctx: EventContext, org_id: str, holder: str, tasks: list[Task
     now = ctx.uow.clock.now()
     for task, assignment in reassign_open_work(holder, tasks, candidates, why=why):
         handed_on = replace(task.assign(assignment), updated_at=now)
-        await store.update_task(conn, handed_on, Actor("task-service", "system", assignment.rule))
+        await store.update_task(ctx.uow, handed_on, Actor("task-service", "system", assignment.rule))
         await ctx.uow.announce("stayops.task.assigned", task_assigned(handed_on, assignment),
                                org_id=task.org_id, key=task.id)
 
@@ -659,7 +659,7 @@ async def edit_task(uow: UnitOfWork, caller: Caller, task_id: str, changes: dict
                                     f"kept by {task.assigned_to}; team changed by {caller.user_id}")
         if assignment is not None:
             task = task.assign(assignment)
-    task = await store.update_task(uow.conn, task, _actor(caller, "edited"))
+    task = await store.update_task(uow, task, _actor(caller, "edited"))
     correlation = _correlation(uow, task)
     if assignment is not None:
         await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
@@ -677,7 +677,7 @@ async def claim_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     task = await _lock(uow, caller, task_id)
     task, assignment = task.claimed(caller.user_id, UserType(caller.user_type.value), caller.role_id,
                                     caller.department_id, uow.clock.now())
-    task = await store.update_task(uow.conn, task, _actor(caller, "claimed"))
+    task = await store.update_task(uow, task, _actor(caller, "claimed"))
     await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
                        key=task.id, correlation_id=_correlation(uow, task))
     return task
@@ -687,7 +687,7 @@ async def release_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     """Its assignee hands it back to its queue."""
     task = await _lock(uow, caller, task_id)
     task, assignment = task.released(caller.user_id, uow.clock.now())
-    task = await store.update_task(uow.conn, task, _actor(caller, "released"))
+    task = await store.update_task(uow, task, _actor(caller, "released"))
     await uow.announce("stayops.task.assigned", task_assigned(task, assignment), org_id=task.org_id,
                        key=task.id, correlation_id=_correlation(uow, task))
     return task
@@ -696,7 +696,7 @@ async def release_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
 async def cancel_task(uow: UnitOfWork, caller: Caller, task_id: str, reason: str) -> Task:
     task = (await _lock(uow, caller, task_id)).cancel(reason, uow.clock.now())
     by = _actor(caller, "cancelled")
-    task = await store.update_task(uow.conn, task, by)
+    task = await store.update_task(uow, task, by)
     await uow.announce("stayops.task.cancelled",
                        TaskCancelled(**_ids(task), reason=reason, cancelled_by=caller.user_id),
                        org_id=task.org_id, key=task.id, correlation_id=_correlation(uow, task))
@@ -708,7 +708,7 @@ async def reopen_task(uow: UnitOfWork, caller: Caller, task_id: str) -> Task:
     """A finished task waits again, with its assignee (or in its queue). No event
     says so yet: the task's history does."""
     task = (await _lock(uow, caller, task_id)).reopened(uow.clock.now())
-    return await store.update_task(uow.conn, task, _actor(caller, "reopened"))
+    return await store.update_task(uow, task, _actor(caller, "reopened"))
 
 
 def mentions_in(body: str) -> list[str]:
@@ -780,7 +780,7 @@ async def add_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_
     before = [t.id for t in await store.blockers_of(uow.conn, task.org_id, task.id)]
     now = uow.clock.now()
     if await store.add_dependency(uow.conn, task.org_id, task.id, blocker.id, caller.user_id, now):
-        await store.note(uow.conn, task, _actor(caller, "dependency added"),
+        store.note(uow, task, _actor(caller, "dependency added"),
                          {"blocked_by": {"from": before, "to": [*before, blocker.id]}}, now)
     return task
 
@@ -797,7 +797,7 @@ async def remove_dependency(uow: UnitOfWork, caller: Caller, task_id: str, block
     now = uow.clock.now()
     by = _actor(caller, "dependency removed")
     left = [b for b in blockers if b.id != blocker_id]
-    await store.note(uow.conn, task, by, {"blocked_by": {"from": [b.id for b in blockers],
+    store.note(uow, task, by, {"blocked_by": {"from": [b.id for b in blockers],
                                                          "to": [b.id for b in left]}}, now)
     if open_blockers([removed]) and not open_blockers(left) and task.is_open:
         await _announce_unblocked(uow, task, left, None, by)
@@ -818,7 +818,7 @@ async def _release_dependents(uow: UnitOfWork, finished: Task, by: Actor) -> Non
 
 async def _announce_unblocked(uow: UnitOfWork, task: Task, blockers: list[Task], released_by: str | None,
                               by: Actor) -> None:
-    await store.note(uow.conn, task, Actor("task-service", "system", "unblocked"), {
+    store.note(uow, task, Actor("task-service", "system", "unblocked"), {
         "open_blockers": {"from": [released_by] if released_by else [], "to": []},
         "released_by": {"from": None, "to": released_by or f"dependency removed by {by.id}"}}, uow.clock.now())
     await uow.announce("stayops.task.unblocked",
@@ -946,11 +946,11 @@ async def _sla_act(uow: UnitOfWork, task: Task, stage: sla.Stage, policy: sla.Sl
             body = f"{task.title} was due at {due}: overdue by {_late(now - task.due_at)}."
     by = Actor(SLA_ACTOR, "system", action)
     if to is None:
-        await store.note(uow.conn, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
+        store.note(uow, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
                                                                     f"no {what} to notify"}}, now)
         return
     await _notify(uow, task, to, subject, subject, body, by=by)
-    await store.note(uow.conn, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
+    store.note(uow, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
                                                                 f"notified {what} {to}"}}, now)
 
 
@@ -964,7 +964,7 @@ async def _sla_reassign(uow: UnitOfWork, task: Task, step: sla.EscalationStep, r
     """An overdue task to a user, or to a role (its member by the usual rule, else its
     queue); announced as any assignment, and in the history as `reassigned`."""
     if step.user_id is not None and task.assigned_to == step.user_id:
-        await store.note(uow.conn, task, Actor(SLA_ACTOR, "system", "escalated"),
+        store.note(uow, task, Actor(SLA_ACTOR, "system", "escalated"),
                          {"sla": {"from": None, "to": f"reassign: already {step.user_id}'s"}}, uow.clock.now())
         return
     moved = replace(task, assigned_to=step.user_id, assignee_type=None, assignment_rule=None,
@@ -975,6 +975,6 @@ async def _sla_reassign(uow: UnitOfWork, task: Task, step: sla.EscalationStep, r
         return
     assignment = replace(chosen, rule=f"{reason} ({chosen.rule})")
     moved = moved.assign(assignment)
-    await store.update_task(uow.conn, moved, Actor(SLA_ACTOR, "system", "reassigned"))
+    await store.update_task(uow, moved, Actor(SLA_ACTOR, "system", "reassigned"))
     await uow.announce("stayops.task.assigned", task_assigned(moved, assignment), org_id=moved.org_id,
                        key=moved.id, correlation_id=_correlation(uow, moved))

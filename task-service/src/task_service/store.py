@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stayops_kit import pages
+from stayops_kit.outbox import UnitOfWork
 from stayops_kit.tenancy import OrgScope, OrgTemplate
 from stayops_schemas.events.agents import Autonomy
 from stayops_schemas.events.org import UserType
@@ -326,7 +327,6 @@ _COMMENTS_SAID = (sa.select(sa.func.string_agg(comments.c.body, " "))
                   .scalar_subquery())
 _UPDATE_TASK_AND_SEARCH = _UPDATE_TASK.values(
     search=_SEARCH.op("||")(sa.func.to_tsvector("english", sa.func.coalesce(_COMMENTS_SAID, ""))))
-_INSERT_HISTORY = OrgTemplate(history).insert()
 _GET_TASK = OrgTemplate(tasks).select().where(tasks.c.id == sa.bindparam("task_id", type_=sa.Text, required=True))
 _LOCK_TASK = _GET_TASK.with_for_update()
 
@@ -337,29 +337,31 @@ def _row(task: Task) -> dict[str, Any]:
             "search_title": task.title, "search_description": task.description}
 
 
-async def insert_task(conn: AsyncConnection, task: Task, by: Actor) -> bool:
+async def insert_task(uow: UnitOfWork, task: Task, by: Actor) -> bool:
     """Insert a new task and its first history entry; False when a task of the org
     already answers its request id (a repeated request), in which case nothing is written."""
+    conn = uow.conn
     if task.request_id is None:
         await conn.execute(_INSERT_TASK, _row(task))
-        await _record(conn, None, task, by)
+        _record(uow, None, task, by)
         await sync_due_timer(conn, None, task)
         return True
     # The request-id clash is decided by the unique index, not by a read before the
     # insert, so two deliveries racing each other still create one task.
     inserted = (await conn.execute(_INSERT_REQUESTED_TASK, _row(task))).first() is not None
     if inserted:
-        await _record(conn, None, task, by)
+        _record(uow, None, task, by)
         await sync_due_timer(conn, None, task)
     return inserted
 
 
-async def update_task(conn: AsyncConnection, task: Task, by: Actor, *, before: Task | None = None) -> Task:
+async def update_task(uow: UnitOfWork, task: Task, by: Actor, *, before: Task | None = None) -> Task:
     """Write what a change made of the task, one version on, and the history entry
     saying what changed, who changed it and when (in the same transaction). The
     caller holds the task's row lock. Answers the task as written. `before`: the row
     as the caller read it under that lock in this transaction, unchanged since (it
     is not read again); otherwise it is read here."""
+    conn = uow.conn
     if before is None:
         before = await get_task(conn, task.org_id, task.id)
     task = replace(task, version=(before.version if before else task.version) + 1)
@@ -370,16 +372,22 @@ async def update_task(conn: AsyncConnection, task: Task, by: Actor, *, before: T
     search = {"search_title": task.title, "search_description": task.description} if retitled else {}
     await conn.execute(_UPDATE_TASK_AND_SEARCH if retitled else _UPDATE_TASK,
                        OrgTemplate.update_parameters(task.org_id, task.id, values, **search))
-    await _record(conn, before, task, by)
+    _record(uow, before, task, by)
     await sync_due_timer(conn, before, task)
     return task
 
 
-async def _record(conn: AsyncConnection, before: Task | None, after: Task, by: Actor) -> None:
-    await conn.execute(_INSERT_HISTORY, {
-        OrgTemplate.PARAMETER: after.org_id, "task_id": after.id, "at": after.updated_at, "actor": by.id,
-        "actor_type": by.type, "action": by.action, "changes": changed_fields(before, after),
-        "version": after.version})
+def _record(uow: UnitOfWork, before: Task | None, after: Task, by: Actor) -> None:
+    _history(uow, after, by, changed_fields(before, after), after.updated_at, after.version)
+
+
+def _history(uow: UnitOfWork, task: Task, by: Actor, changes: dict[str, Any], at: datetime, version: int) -> None:
+    """A history entry, inserted at the end of the transaction with the others (one
+    statement for a consumer batch's entries, in the order they were made). Nothing
+    reads a task's history in the transaction that writes it."""
+    uow.defer_insert(history, {
+        "org_id": task.org_id, "task_id": task.id, "at": at, "actor": by.id, "actor_type": by.type,
+        "action": by.action, "changes": changes, "version": version})
 
 
 async def history_of(conn: AsyncConnection, org_id: str, task_id: str, *, limit: int, offset: int
@@ -746,12 +754,10 @@ async def blocked_by_this(conn: AsyncConnection, org_id: str, blocker_id: str, *
     return [_to_task(r) for r in rows]
 
 
-async def note(conn: AsyncConnection, task: Task, by: Actor, changes: dict[str, Any], at: datetime) -> None:
+def note(uow: UnitOfWork, task: Task, by: Actor, changes: dict[str, Any], at: datetime) -> None:
     """A history entry for something that happened to the task without changing its
     fields (a dependency added or removed, the task unblocked)."""
-    await conn.execute(OrgScope(history, task.org_id).insert(
-        task_id=task.id, at=at, actor=by.id, actor_type=by.type, action=by.action, changes=changes,
-        version=task.version))
+    _history(uow, task, by, changes, at, task.version)
 
 
 # -- projects and milestones ----------------------------------------------------------
