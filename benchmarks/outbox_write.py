@@ -1,9 +1,10 @@
 """What writing a transaction's outbox rows costs, per row, three ways: SQLAlchemy's
-executemany (one INSERT per row, the way every deferred insert goes), one INSERT of
-all rows from arrays (`unnest`: how a transaction's events go in when they are its
-first statement), and binary COPY on the driver's connection (how they go in once
-the transaction has begun). Counts the client's CPU (this process, only the writing)
-and the server backend's (user + system from /proc), on one embedded PostgreSQL:
+executemany (one INSERT per row: how every deferred row went in before, and how rows
+COPY cannot take still do), one INSERT of all rows from arrays (`unnest`: how a
+transaction's events go in when they are its first statement), and binary COPY on
+the driver's connection (how a transaction's deferred rows go in once it has begun).
+Counts the client's CPU (this process, only the writing) and the server backend's
+(user + system from /proc), on one embedded PostgreSQL:
 25 rows of ~1 KB per transaction, as the messaging benchmark's writers write them,
 each transaction begun by a `SELECT 1` standing in for the handler's own statements
 (its cost is in all three figures).
