@@ -781,7 +781,7 @@ async def add_dependency(uow: UnitOfWork, caller: Caller, task_id: str, blocker_
     now = uow.clock.now()
     if await store.add_dependency(uow.conn, task.org_id, task.id, blocker.id, caller.user_id, now):
         store.note(uow, task, _actor(caller, "dependency added"),
-                         {"blocked_by": {"from": before, "to": [*before, blocker.id]}}, now)
+                   {"blocked_by": {"from": before, "to": [*before, blocker.id]}}, now)
     return task
 
 
@@ -798,7 +798,7 @@ async def remove_dependency(uow: UnitOfWork, caller: Caller, task_id: str, block
     by = _actor(caller, "dependency removed")
     left = [b for b in blockers if b.id != blocker_id]
     store.note(uow, task, by, {"blocked_by": {"from": [b.id for b in blockers],
-                                                         "to": [b.id for b in left]}}, now)
+                                                   "to": [b.id for b in left]}}, now)
     if open_blockers([removed]) and not open_blockers(left) and task.is_open:
         await _announce_unblocked(uow, task, left, None, by)
     return task
@@ -947,11 +947,11 @@ async def _sla_act(uow: UnitOfWork, task: Task, stage: sla.Stage, policy: sla.Sl
     by = Actor(SLA_ACTOR, "system", action)
     if to is None:
         store.note(uow, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
-                                                                    f"no {what} to notify"}}, now)
+                                                              f"no {what} to notify"}}, now)
         return
     await _notify(uow, task, to, subject, subject, body, by=by)
     store.note(uow, task, by, {"sla": {"from": None, "to": f"{stage.kind} at {_offset(stage)}: "
-                                                                f"notified {what} {to}"}}, now)
+                                                          f"notified {what} {to}"}}, now)
 
 
 def _offset(stage: sla.Stage) -> str:
@@ -965,7 +965,7 @@ async def _sla_reassign(uow: UnitOfWork, task: Task, step: sla.EscalationStep, r
     queue); announced as any assignment, and in the history as `reassigned`."""
     if step.user_id is not None and task.assigned_to == step.user_id:
         store.note(uow, task, Actor(SLA_ACTOR, "system", "escalated"),
-                         {"sla": {"from": None, "to": f"reassign: already {step.user_id}'s"}}, uow.clock.now())
+                   {"sla": {"from": None, "to": f"reassign: already {step.user_id}'s"}}, uow.clock.now())
         return
     moved = replace(task, assigned_to=step.user_id, assignee_type=None, assignment_rule=None,
                     role_id=step.role_id if step.role_id is not None else task.role_id,
