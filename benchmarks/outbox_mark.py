@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 
 import asyncpg
 import sqlalchemy as sa
 
+from stayops_infra.cpumeter import cpu_seconds
 from stayops_infra.testing import start_test_stack
 from stayops_kit.db import asyncpg_dsn, create_engine
 from stayops_kit.migrations import create_messaging_tables
 
 PER_INSERT = 25
 PER_MARK = 256
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # 1 KB of JSONB per row, as the messaging benchmark's events carry.
 _INSERT = """
@@ -48,10 +47,6 @@ _HOT_ABLE = (
 )
 
 
-def backend_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
 
 async def measure(url: str, layout: str, rows: int) -> str:
     engine = create_engine(url)
@@ -65,15 +60,15 @@ async def measure(url: str, layout: str, rows: int) -> str:
     try:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         await conn.execute("SET synchronous_commit = off")
-        started = backend_cpu_s(pid)
+        started = cpu_seconds(pid)
         for first in range(1, rows + 1, PER_INSERT):
             await conn.execute(_INSERT, first, min(first + PER_INSERT - 1, rows))
-        inserted = backend_cpu_s(pid)
+        inserted = cpu_seconds(pid)
         ids = [row["id"] for row in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
-        read = backend_cpu_s(pid)
+        read = cpu_seconds(pid)
         for start in range(0, len(ids), PER_MARK):
             await conn.execute(_MARK_SENT, ids[start:start + PER_MARK])
-        marked = backend_cpu_s(pid)
+        marked = cpu_seconds(pid)
         await conn.execute("SELECT pg_stat_force_next_flush()")
         await asyncio.sleep(1.5)  # the statistics collector's counts arrive late
         updates, hot = await conn.fetchrow(

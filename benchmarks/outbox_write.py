@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -26,18 +25,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stayops_infra.cpumeter import cpu_seconds
 from stayops_infra.testing import start_test_stack
 from stayops_kit.db import create_engine, outbox
 from stayops_kit.migrations import create_messaging_tables
 from stayops_kit.outbox import _INSERT_OUTBOX, _OUTBOX_COLUMNS
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WAYS = ("executemany", "unnest", "copy")
 
-
-def backend_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def transactions(rows: int, per_transaction: int) -> list[list[dict[str, Any]]]:
@@ -62,7 +57,7 @@ async def measure(url: str, way: str, rows: int, per_transaction: int) -> str:
         await conn.commit()
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        server, client = backend_cpu_s(pid), time.process_time()
+        server, client = cpu_seconds(pid), time.process_time()
         for batch in batches:
             async with conn.begin():
                 # A handler's own statements begin the transaction before its events go in.
@@ -74,7 +69,7 @@ async def measure(url: str, way: str, rows: int, per_transaction: int) -> str:
                 else:
                     await driver.copy_records_to_table("outbox", columns=_OUTBOX_COLUMNS, records=[
                         tuple(row[name] for name in _OUTBOX_COLUMNS) for row in batch])
-        client, server = time.process_time() - client, backend_cpu_s(pid) - server
+        client, server = time.process_time() - client, cpu_seconds(pid) - server
         written = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
     await engine.dispose()
     assert written == rows, f"{way}: {written} of {rows} rows"

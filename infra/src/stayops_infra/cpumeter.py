@@ -45,6 +45,12 @@ class CpuMeter:
         return seconds
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) one process has spent so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def cpu_spent(before: Sample, after: Sample) -> dict[str, float]:
     """CPU seconds per part between two samples (a process new since `before` counts
     whole; one that ended between them is not counted)."""
