@@ -75,8 +75,8 @@ async def _write_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
     (SQLAlchemy begins it with its first statement, and a COPY outside it would commit
     on its own), and only for rows that need nothing a Core INSERT would add (the same
     columns in each, no Python-side default left out). Otherwise the outbox's rows go
-    in one INSERT from arrays, which begins the transaction, and other rows by an
-    INSERT per row."""
+    in one INSERT from arrays, which begins the transaction (when they name exactly
+    the columns it writes), and other rows by an INSERT per row."""
     driver = (await conn.get_raw_connection()).driver_connection
     columns = _copyable_columns(table, rows)
     if columns is not None and driver is not None and driver.is_in_transaction():
@@ -85,7 +85,7 @@ async def _write_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
             table.name, schema_name=table.schema, columns=[column.name for _, column in columns],
             records=[tuple(row[name] if process is None else process(row[name]) for name, process in processors)
                      for row in rows])
-    elif table is outbox:
+    elif table is outbox and columns is not None and {name for name, _ in columns} == set(_OUTBOX_COLUMNS):
         await conn.execute(_INSERT_OUTBOX, {name: [row[name] for row in rows] for name in _OUTBOX_COLUMNS})
     else:
         await conn.execute(table.insert(), rows)
